@@ -1,0 +1,18 @@
+"""Airflow Assets that chain the DAGs: one per landed table (later: marts, scores, segments)."""
+
+from __future__ import annotations
+
+from airflow.sdk import Asset
+
+from memberflow.contracts import CONTRACTS, TableContract
+
+
+def landed_asset(contract: TableContract) -> Asset:
+    return Asset(
+        name=f"landing.{contract.channel}.{contract.table}",
+        uri=f"x-memberflow://landing/{contract.channel}/{contract.table}",
+        group="landing",
+    )
+
+
+LANDED_ASSETS: tuple[Asset, ...] = tuple(landed_asset(c) for c in CONTRACTS)

@@ -1,0 +1,250 @@
+"""The ``memberflow`` command: one entry point for every stage, calling the same functions as the DAGs."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import sys
+import time
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from memberflow.config import ConfigError, Settings, apply_privacy_defaults, get_settings
+
+app = typer.Typer(
+    help=(
+        "memberflow: member intelligence for private-domain health and wellness brands.\n\n"
+        "Generates sample channel data, lands channel exports (bad rows quarantined with a reason, phones "
+        "tokenized) and runs the pipeline through Airflow. Everything is written under MEMBERFLOW_HOME "
+        "(default ./.memberflow)."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+console = Console()
+err = Console(stderr=True)
+
+
+def _parse_date(value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not a date of the form YYYY-MM-DD") from None
+
+
+def _settings() -> Settings:
+    apply_privacy_defaults()
+    try:
+        return get_settings()
+    except ConfigError as exc:
+        err.print(f"[red]configuration error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def generate(
+    members: Annotated[int, typer.Option(min=1, help="How many people the brand touches over the period.")] = 2000,
+    start: Annotated[str, typer.Option(help="First day of data, YYYY-MM-DD (China local date).")] = "2026-01-01",
+    days: Annotated[int, typer.Option(min=1, help="How many days of data.")] = 90,
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed and ID key give the same bytes.")] = 7,
+    out: Annotated[Path | None, typer.Option(help="Where to write; default $MEMBERFLOW_HOME/sample.")] = None,
+    dirt_rate: Annotated[float, typer.Option(min=0.0, max=0.2, help="Share of rows with planted defects.")] = 0.02,
+) -> None:
+    """Write sample data for all twelve landing tables, plus the ground truth under _truth/."""
+    settings = _settings()
+    summary = _generate(settings, members, _parse_date(start), days, seed, out or settings.data_dir, dirt_rate)
+    table = Table(title=f"sample data in {summary.out}")
+    table.add_column("table")
+    table.add_column("rows", justify="right")
+    for name, rows in summary.rows.items():
+        table.add_row(name, f"{rows:,}")
+    console.print(table)
+    console.print(f"planted defects: {sum(summary.dirt.values()):,} (see {summary.out / '_truth' / 'dirt.json'})")
+
+
+def _generate(settings: Settings, members: int, start: date, days: int, seed: int, out: Path, dirt_rate: float):
+    from rich.progress import Progress
+
+    from memberflow.generate import GenerateConfig, generate as run
+
+    config = GenerateConfig(members, start, days, seed, Path(out).resolve(), dirt_rate)
+    began = time.perf_counter()
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task(f"generating {members:,} members × {days} days", total=days)
+        summary = run(config, settings.id_key(), on_day=lambda _: progress.advance(task))
+    console.print(f"generated {members:,} members × {days} days in {time.perf_counter() - began:.1f} s")
+    return summary
+
+
+@app.command()
+def extract(
+    date_: Annotated[str, typer.Option("--date", help="Local date to land, YYYY-MM-DD.")],
+    data_dir: Annotated[Path | None, typer.Option(help="Channel source folder; default MEMBERFLOW_DATA_DIR.")] = None,
+    to: Annotated[str | None, typer.Option(help="Last date of a range to land (inclusive), for backfills.")] = None,
+    table: Annotated[
+        list[str] | None, typer.Option(help="Only these tables (channel.table); repeatable. Default: all.")
+    ] = None,
+) -> None:
+    """Land channel tables for a date (or a range) directly, without Airflow; prints read/landed/quarantined.
+
+    Exits 1 when a table quarantines more than its limit, 2 when a partition is missing.
+    """
+    from memberflow.contracts import CONTRACTS, get_contract
+    from memberflow.extract import extract_day
+
+    settings = _settings()
+    first = _parse_date(date_)
+    last = _parse_date(to) if to else first
+    if last < first:
+        raise typer.BadParameter("--to is before --date")
+    try:
+        contracts = [get_contract(*name.split(".", 1)) for name in table] if table else list(CONTRACTS)
+    except (KeyError, TypeError) as exc:
+        raise typer.BadParameter(str(exc)) from None
+    worst = 0
+    day = first
+    while day <= last:
+        result = extract_day(settings, day, data_dir, contracts)
+        _print_extract(day, result)
+        for message in result.errors.values():
+            err.print(f"[red]{message}[/red]")
+            worst = max(worst, 2 if "no partition" in message else 1)
+        day += timedelta(days=1)
+    raise typer.Exit(worst)
+
+
+def _print_extract(day: date, result) -> None:
+    table = Table(title=f"extract {day.isoformat()}")
+    for column in ("table", "read", "landed", "quarantined", "reasons"):
+        table.add_column(column, justify="right" if column in ("read", "landed", "quarantined") else "left")
+    for report in result.reports:
+        reasons = ", ".join(f"{k} {v}" for k, v in report.by_reason.items())
+        table.add_row(f"{report.channel}.{report.table}", f"{report.read:,}", f"{report.landed:,}",
+                      f"{report.quarantined:,}", reasons)
+    for name in result.errors:
+        table.add_row(name, "-", "-", "-", "[red]failed[/red]")
+    console.print(table)
+
+
+@app.command()
+def demo(
+    members: Annotated[int, typer.Option(min=1, help="People in the sample.")] = 2000,
+    days: Annotated[int, typer.Option(min=1, help="Days of sample data; each day is one Airflow run.")] = 60,
+    start: Annotated[str, typer.Option(help="First day of the sample, YYYY-MM-DD.")] = "2026-01-01",
+    seed: Annotated[int, typer.Option(help="Random seed of the sample.")] = 7,
+) -> None:
+    """Generate sample data and run every pipeline through Airflow, one daily run per day, then summarize.
+
+    Uses the embedded defaults: workspace under MEMBERFLOW_HOME, Airflow on SQLite in the workspace.
+    """
+    # The demo always works on its own generated sample, never on a configured real data folder.
+    settings = dataclasses.replace(_settings(), data_dir=_settings().home / "sample")
+    first = _parse_date(start)
+    console.rule("memberflow demo")
+    console.print(f"workspace: {settings.home}")
+    _generate(settings, members, first, days, seed, settings.data_dir, 0.02)
+
+    from memberflow.orchestrate import prepare_airflow
+
+    began = time.perf_counter()
+    prepare_airflow(settings)
+    log_path = settings.airflow_home / "demo-runs.log"
+    results = _run_days(settings, "extract_channels", [first + timedelta(d) for d in range(days)], log_path)
+    elapsed = time.perf_counter() - began
+    failed = [r for r in results if not r.ok]
+    console.print(f"Airflow ran extract_channels for {len(results)} days in {elapsed:.0f} s "
+                  f"({len(failed)} failed runs); task logs: {log_path}")
+    for r in failed:
+        err.print(f"[red]{r.day}: failed tasks {', '.join(r.failed_tasks)}[/red]")
+    _print_summary(settings)
+    raise typer.Exit(1 if failed else 0)
+
+
+def _run_days(settings: Settings, dag_id: str, days: list[date], log_path: Path):
+    """Run the DAG once per day; Airflow's own output goes to the log file, a progress bar to the terminal."""
+    from rich.progress import Progress
+
+    from memberflow.orchestrate import run_dag
+
+    results = []
+    with open(log_path, "a") as log, _terminal() as terminal, \
+            Progress(console=terminal, transient=True) as progress:
+        task = progress.add_task(f"Airflow: {dag_id}", total=len(days))
+        for day in days:
+            with _redirect_output(log):
+                results.append(run_dag(dag_id, day))
+            progress.advance(task)
+    return results
+
+
+@contextlib.contextmanager
+def _terminal():
+    """A console on the real terminal, usable while file descriptors 1 and 2 point at a log file."""
+    handle = os.fdopen(os.dup(sys.stdout.fileno()), "w")
+    try:
+        yield Console(file=handle)
+    finally:
+        handle.close()
+
+
+@contextlib.contextmanager
+def _redirect_output(log):
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    os.dup2(log.fileno(), 1)
+    os.dup2(log.fileno(), 2)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        os.close(saved[0])
+        os.close(saved[1])
+
+
+def _print_summary(settings: Settings) -> None:
+    from memberflow.summary import workspace_summary
+
+    summary = workspace_summary(settings)
+    table = Table(title="what was built")
+    for column in ("table", "days", "landed", "quarantined", "top reasons"):
+        table.add_column(column, justify="left" if column in ("table", "top reasons") else "right")
+    for row in summary.tables:
+        table.add_row(row.name, str(row.days), f"{row.landed:,}", f"{row.quarantined:,}", row.top_reasons)
+    console.print(table)
+    console.print(f"landed Parquet:  {settings.landing_dir}")
+    console.print(f"quarantine:      {settings.quarantine_dir}")
+    console.print(f"run reports:     {settings.reports_dir / 'extract'}")
+    console.print(f"contact vault:   {settings.vault_dir} (phones encrypted; key in {settings.secrets_dir})")
+
+
+@app.command()
+def where() -> None:
+    """Print where the workspace keeps each thing."""
+    settings = _settings()
+    from memberflow.orchestrate import DAGS_FOLDER
+
+    for label, path in (
+        ("workspace (MEMBERFLOW_HOME)", settings.home),
+        ("channel data (MEMBERFLOW_DATA_DIR)", settings.data_dir),
+        ("landed Parquet", settings.landing_dir),
+        ("quarantine", settings.quarantine_dir),
+        ("contact vault", settings.vault_dir),
+        ("run reports", settings.reports_dir),
+        ("Airflow home", settings.airflow_home),
+        ("DAGs", DAGS_FOLDER),
+    ):
+        console.print(f"{label:<36} {path}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

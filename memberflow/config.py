@@ -1,0 +1,179 @@
+"""Settings and workspace paths, read from the environment in one place.
+
+Everything a run writes lives under ``MEMBERFLOW_HOME`` (default ``./.memberflow``). Secrets (the identity
+key that turns phones into tokens, the contact-vault key) come from the environment; when they are not set,
+the workspace creates random ones under ``$MEMBERFLOW_HOME/secrets/`` on first use, so the repository never
+holds a key and a second workspace never shares the first one's tokens.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CHINA_TZ = "Asia/Shanghai"
+
+# A pipeline holding health data must not phone home: usage telemetry of dbt, Cosmos, GX and MLflow is off
+# unless the operator explicitly turns it on.
+PRIVACY_DEFAULTS = {
+    "DO_NOT_TRACK": "true",
+    "GX_ANALYTICS_ENABLED": "false",
+    "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
+    "MLFLOW_ENABLE_TELEMETRY": "false",
+    "SCARF_ANALYTICS": "false",
+    "AIRFLOW__USAGE_DATA_COLLECTION__ENABLED": "False",
+}
+
+
+def apply_privacy_defaults(environ: dict[str, str] | None = None) -> None:
+    """Switch third-party telemetry off unless the environment already says otherwise."""
+    target = os.environ if environ is None else environ
+    for name, value in PRIVACY_DEFAULTS.items():
+        target.setdefault(name, value)
+
+
+class ConfigError(ValueError):
+    """A setting is present but unusable; the message names the variable."""
+
+
+def _read_float(env: dict[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name}={raw!r} is not a number") from exc
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(f"{name}={raw!r} must be a share between 0 and 1")
+    return value
+
+
+def _read_count(env: dict[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.strip().isdigit():
+        raise ConfigError(f"{name}={raw!r} is not a non-negative whole number")
+    return int(raw)
+
+
+def _read_limits(env: dict[str, str], name: str) -> dict[str, float]:
+    """Parse ``channel.table=share`` pairs separated by commas."""
+    raw = env.get(name, "").strip()
+    limits: dict[str, float] = {}
+    if not raw:
+        return limits
+    for item in raw.split(","):
+        table, sep, share = item.strip().partition("=")
+        if not sep or "." not in table:
+            raise ConfigError(f"{name}: {item!r} is not of the form channel.table=share")
+        limits[table.strip()] = _read_float({name: share.strip()}, name, 0.0)
+    return limits
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    data_dir: Path
+    quarantine_max_share: float = 0.05
+    quarantine_limits: dict[str, float] = field(default_factory=dict)
+    # A partition fails only when its quarantined rows pass the share AND this count: on a quiet day one bad
+    # row out of eight is noise, not a broken export.
+    quarantine_min_rows: int = 10
+    id_key_env: str | None = None
+    vault_key_env: str | None = None
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ if environ is None else environ)
+        home = Path(env.get("MEMBERFLOW_HOME") or ".memberflow").expanduser().resolve()
+        data_dir = Path(env.get("MEMBERFLOW_DATA_DIR") or home / "sample").expanduser().resolve()
+        return cls(
+            home=home,
+            data_dir=data_dir,
+            quarantine_max_share=_read_float(env, "MEMBERFLOW_QUARANTINE_MAX_SHARE", 0.05),
+            quarantine_limits=_read_limits(env, "MEMBERFLOW_QUARANTINE_LIMITS"),
+            quarantine_min_rows=_read_count(env, "MEMBERFLOW_QUARANTINE_MIN_ROWS", 10),
+            id_key_env=env.get("MEMBERFLOW_ID_KEY") or None,
+            vault_key_env=env.get("MEMBERFLOW_VAULT_KEY") or None,
+        )
+
+    # --- workspace layout -------------------------------------------------------------------------------
+    @property
+    def landing_dir(self) -> Path:
+        return self.home / "landing"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.home / "quarantine"
+
+    @property
+    def vault_dir(self) -> Path:
+        return self.home / "vault"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.home / "reports"
+
+    @property
+    def airflow_home(self) -> Path:
+        return self.home / "airflow"
+
+    @property
+    def warehouse_path(self) -> Path:
+        return self.home / "warehouse.duckdb"
+
+    @property
+    def secrets_dir(self) -> Path:
+        return self.home / "secrets"
+
+    def quarantine_limit(self, channel: str, table: str) -> float:
+        return self.quarantine_limits.get(f"{channel}.{table}", self.quarantine_max_share)
+
+    # --- secrets ----------------------------------------------------------------------------------------
+    def id_key(self) -> bytes:
+        """Key of the HMAC that turns a normalized phone into ``phone_token``."""
+        if self.id_key_env:
+            return self.id_key_env.encode("utf-8")
+        return self._workspace_secret("id_key", lambda: secrets.token_hex(32)).encode("utf-8")
+
+    def vault_key(self) -> bytes:
+        """64-byte AES-SIV key of the contact vault, given as URL-safe base64."""
+        text = self.vault_key_env or self._workspace_secret(
+            "vault_key", lambda: base64.urlsafe_b64encode(secrets.token_bytes(64)).decode("ascii")
+        )
+        try:
+            key = base64.urlsafe_b64decode(text.encode("ascii"))
+        except (ValueError, UnicodeEncodeError) as exc:
+            raise ConfigError("MEMBERFLOW_VAULT_KEY is not URL-safe base64") from exc
+        if len(key) != 64:
+            raise ConfigError(f"MEMBERFLOW_VAULT_KEY must decode to 64 bytes, got {len(key)}")
+        return key
+
+    def _workspace_secret(self, name: str, make) -> str:
+        path = self.secrets_dir / name
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.parent.chmod(0o700)
+            # Write aside, then link into place: concurrent first uses (parallel Airflow tasks) all end up
+            # reading the one secret that won, never a half-written file.
+            tmp = path.with_name(f".{name}.{os.getpid()}.{secrets.token_hex(4)}")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(make())
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass
+            finally:
+                tmp.unlink()
+        return path.read_text().strip()
+
+
+def get_settings() -> Settings:
+    return Settings.from_env()

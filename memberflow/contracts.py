@@ -1,0 +1,331 @@
+"""The landing contract (DESIGN §3): what each channel table delivers, and how a raw value is checked.
+
+A contract lists a table's columns with a kind and whether the column is required, the key that identifies
+a row within a partition, and the column whose local China date the row belongs to. ``coerce_value`` turns
+one raw value into its typed form or names what is wrong with it; extract applies it to every value.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal, InvalidOperation
+from enum import StrEnum
+from zoneinfo import ZoneInfo
+
+from memberflow.config import CHINA_TZ
+from memberflow.phones import normalize_token
+
+LOCAL_TZ = ZoneInfo(CHINA_TZ)
+
+
+class Kind(StrEnum):
+    TEXT = "text"
+    TIME = "time"  # local China time unless the value carries an offset
+    DATE = "date"
+    AMOUNT = "amount"  # CNY, >= 0, two decimals
+    QTY = "qty"  # non-negative integer
+    COUNT = "count"  # non-negative integer
+    BOOL = "bool"
+    ENUM = "enum"
+    PHONE = "phone"  # plain phone: tokenized at extract, never landed
+    TOKEN = "token"  # partner HMAC of a phone, 64 hex digits
+
+
+class Reason(StrEnum):
+    """Why a row was quarantined. Stable codes: reports and quality suites group on them."""
+
+    UNDECODABLE_BYTES = "undecodable_bytes"
+    MALFORMED_ROW = "malformed_row"
+    MISSING_REQUIRED = "missing_required"
+    BAD_TIME = "bad_time"
+    FUTURE_TIME = "future_time"
+    BAD_DATE = "bad_date"
+    BAD_AMOUNT = "bad_amount"
+    NEGATIVE_QTY = "negative_qty"
+    BAD_NUMBER = "bad_number"
+    BAD_BOOL = "bad_bool"
+    BAD_ENUM = "bad_enum"
+    BAD_TOKEN = "bad_token"
+    BAD_PHONE = "bad_phone"
+    DUPLICATE_ROW = "duplicate_row"
+    DUPLICATE_KEY_CONFLICT = "duplicate_key_conflict"
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    kind: Kind = Kind.TEXT
+    required: bool = False
+    values: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TableContract:
+    channel: str
+    table: str
+    columns: tuple[Column, ...]
+    key: tuple[str, ...]
+    date_column: str | None  # whose local date is the row's ``local_date``; None: the partition date
+    # (value column, type column, type value): a column that holds a plain phone only on rows of that type,
+    # e.g. consent events given by SMS reply carry id_type=mobile and the number in id_value.
+    phone_when: tuple[str, str, str] | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.channel}.{self.table}"
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns)
+
+    @property
+    def required(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns if c.required)
+
+    def column(self, name: str) -> Column:
+        for col in self.columns:
+            if col.name == name:
+                return col
+        raise KeyError(name)
+
+
+def _c(name: str, kind: Kind = Kind.TEXT, required: bool = False, values: tuple[str, ...] = ()) -> Column:
+    return Column(name, kind, required, values)
+
+
+R = True  # readability: _c("x", Kind.TEXT, R) marks a required column
+
+# fmt: off
+CONTRACTS: tuple[TableContract, ...] = (
+    TableContract(
+        "wecom", "contacts",
+        (
+            _c("external_userid", required=R), _c("unionid"), _c("staff_userid", required=R),
+            _c("add_time", Kind.TIME, R), _c("add_way"), _c("state"), _c("remark_mobile", Kind.PHONE),
+            _c("deleted_time", Kind.TIME), _c("updated_at", Kind.TIME, R),
+        ),
+        key=("external_userid", "staff_userid", "updated_at"),
+        date_column="updated_at",
+    ),
+    TableContract(
+        "wecom", "group_events",
+        (
+            _c("event_id", required=R), _c("external_userid", required=R), _c("chat_id", required=R),
+            _c("event_type", Kind.ENUM, R, ("join", "leave", "checkin", "message")), _c("checkin_topic"),
+            _c("event_time", Kind.TIME, R),
+        ),
+        key=("event_id",),
+        date_column="event_time",
+    ),
+    TableContract(
+        "miniprogram", "users",
+        (
+            _c("platform", Kind.ENUM, R, ("wechat", "alipay", "douyin")), _c("app_id", required=R),
+            _c("openid", required=R), _c("unionid"), _c("mobile", Kind.PHONE),
+            _c("register_time", Kind.TIME, R), _c("updated_at", Kind.TIME, R),
+        ),
+        key=("platform", "app_id", "openid", "updated_at"),
+        date_column="updated_at",
+    ),
+    TableContract(
+        "miniprogram", "events",
+        (
+            _c("event_id", required=R), _c("platform", Kind.ENUM, R, ("wechat", "alipay", "douyin")),
+            _c("app_id", required=R), _c("openid", required=R),
+            _c("event_type", Kind.ENUM, R,
+               ("visit", "login", "article_view", "assessment", "coupon_claim", "add_cart", "share")),
+            _c("topic"), _c("event_time", Kind.TIME, R),
+        ),
+        key=("event_id",),
+        date_column="event_time",
+    ),
+    TableContract(
+        "ecommerce", "orders",
+        (
+            _c("platform", Kind.ENUM, R, ("tmall", "jd", "meituan", "eleme", "pdd")),
+            _c("order_id", required=R), _c("buyer_id", required=R), _c("mobile_masked"),
+            _c("member_mobile", Kind.PHONE), _c("order_time", Kind.TIME, R),
+            _c("status", Kind.ENUM, R, ("paid", "shipped", "completed", "refunded", "cancelled")),
+            _c("amount_cny", Kind.AMOUNT, R), _c("updated_at", Kind.TIME, R),
+        ),
+        key=("platform", "order_id", "updated_at"),
+        date_column="updated_at",
+    ),
+    TableContract(
+        "ecommerce", "order_items",
+        (
+            _c("platform", Kind.ENUM, R, ("tmall", "jd", "meituan", "eleme", "pdd")),
+            _c("order_id", required=R), _c("sku_id", required=R), _c("category", required=R),
+            _c("qty", Kind.QTY, R), _c("unit_price_cny", Kind.AMOUNT, R),
+        ),
+        key=("platform", "order_id", "sku_id"),
+        date_column=None,
+    ),
+    TableContract(
+        "store_pos", "members",
+        (
+            _c("card_no", required=R), _c("mobile", Kind.PHONE, R), _c("store_id", required=R),
+            _c("join_time", Kind.TIME, R), _c("birth_date", Kind.DATE), _c("updated_at", Kind.TIME, R),
+        ),
+        key=("card_no", "updated_at"),
+        date_column="updated_at",
+    ),
+    TableContract(
+        "store_pos", "orders",
+        (
+            _c("store_id", required=R), _c("receipt_no", required=R), _c("card_no"),
+            _c("order_time", Kind.TIME, R), _c("amount_cny", Kind.AMOUNT, R),
+            _c("pharmacist_consult", Kind.BOOL),
+        ),
+        key=("store_id", "receipt_no"),
+        date_column="order_time",
+    ),
+    TableContract(
+        "store_pos", "order_items",
+        (
+            _c("store_id", required=R), _c("receipt_no", required=R), _c("sku_id", required=R),
+            _c("category", required=R), _c("qty", Kind.QTY, R), _c("unit_price_cny", Kind.AMOUNT, R),
+        ),
+        key=("store_id", "receipt_no", "sku_id"),
+        date_column=None,
+    ),
+    TableContract(
+        "livestream", "views",
+        (
+            _c("session_id", required=R), _c("platform", Kind.ENUM, R, ("wechat_channels", "douyin")),
+            _c("viewer_openid", required=R), _c("viewer_unionid"), _c("join_time", Kind.TIME, R),
+            _c("leave_time", Kind.TIME, R), _c("comments", Kind.COUNT), _c("product_clicks", Kind.COUNT),
+        ),
+        key=("session_id", "platform", "viewer_openid", "join_time"),
+        date_column="join_time",
+    ),
+    TableContract(
+        "insurance", "policies",
+        (
+            _c("partner", required=R), _c("policy_id", required=R),
+            _c("holder_mobile_hmac", Kind.TOKEN, R), _c("product_code", required=R),
+            _c("start_date", Kind.DATE, R), _c("end_date", Kind.DATE), _c("status", required=R),
+            _c("updated_at", Kind.TIME, R),
+        ),
+        key=("partner", "policy_id", "updated_at"),
+        date_column="updated_at",
+    ),
+    TableContract(
+        "consent", "events",
+        (
+            _c("event_id", required=R),
+            _c("id_type", Kind.ENUM, R, ("mobile", "unionid", "external_userid", "card_no", "openid")),
+            _c("id_value", required=R),
+            _c("scope", Kind.ENUM, R, ("marketing", "personalization", "health_data")),
+            _c("granted", Kind.BOOL, R), _c("event_time", Kind.TIME, R), _c("source"),
+        ),
+        key=("event_id",),
+        date_column="event_time",
+        phone_when=("id_value", "id_type", "mobile"),
+    ),
+)
+# fmt: on
+
+BY_NAME: dict[str, TableContract] = {c.name: c for c in CONTRACTS}
+
+
+def get_contract(channel: str, table: str) -> TableContract:
+    try:
+        return BY_NAME[f"{channel}.{table}"]
+    except KeyError:
+        known = ", ".join(sorted(BY_NAME))
+        raise KeyError(f"no landing contract for {channel}.{table}; known tables: {known}") from None
+
+
+# --- value coercion --------------------------------------------------------------------------------------
+
+_TRUE = {"true", "1", "yes", "y", "t"}
+_FALSE = {"false", "0", "no", "n", "f"}
+_DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_CENT = Decimal("0.01")
+# A single line item or order above this is not a plausible member purchase in CNY; an export in cents
+# or a typo shows up here. The quality gates hold the finer band.
+MAX_AMOUNT_CNY = Decimal("1000000")
+
+
+class BadValue(ValueError):
+    def __init__(self, reason: Reason, column: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {column}{' ' + detail if detail else ''}")
+        self.reason = reason
+        self.column = column
+        self.detail = detail
+
+
+def parse_time(text: str) -> datetime:
+    """Parse a time; naive values are China local time. Returns an aware UTC datetime."""
+    value = datetime.fromisoformat(text.strip().replace("/", "-"))
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=LOCAL_TZ)
+    return value.astimezone(UTC)
+
+
+def coerce_value(column: Column, raw: str | None, latest_utc: datetime) -> object:
+    """Turn one raw text value into its typed value, or raise BadValue naming the reason.
+
+    ``latest_utc`` is the end of the run's local day: a time after it is in the future.
+    Missing optional values become None; PHONE values are returned as text for the caller to tokenize.
+    """
+    text = None if raw is None else raw.strip()
+    if text == "" or text is None:
+        if column.required:
+            raise BadValue(Reason.MISSING_REQUIRED, column.name)
+        return None
+    kind = column.kind
+    if kind in (Kind.TEXT, Kind.PHONE):
+        return text
+    if kind is Kind.ENUM:
+        if text not in column.values:
+            raise BadValue(Reason.BAD_ENUM, column.name, f"{text!r} not in {list(column.values)}")
+        return text
+    if kind is Kind.TIME:
+        try:
+            value = parse_time(text)
+        except ValueError:
+            raise BadValue(Reason.BAD_TIME, column.name, repr(text)) from None
+        if value > latest_utc:
+            raise BadValue(Reason.FUTURE_TIME, column.name, f"{value.isoformat()} after run date")
+        return value
+    if kind is Kind.DATE:
+        try:
+            if not _DATE_RE.fullmatch(text):
+                raise ValueError(text)
+            return date.fromisoformat(text)
+        except ValueError:
+            raise BadValue(Reason.BAD_DATE, column.name, repr(text)) from None
+    if kind is Kind.AMOUNT:
+        try:
+            value = Decimal(text)
+        except InvalidOperation:
+            raise BadValue(Reason.BAD_AMOUNT, column.name, repr(text)) from None
+        if not value.is_finite() or value < 0 or value > MAX_AMOUNT_CNY:
+            raise BadValue(Reason.BAD_AMOUNT, column.name, repr(text))
+        return value.quantize(_CENT)
+    if kind in (Kind.QTY, Kind.COUNT):
+        try:
+            value = int(text)
+        except ValueError:
+            raise BadValue(Reason.BAD_NUMBER, column.name, repr(text)) from None
+        if value < 0:
+            reason = Reason.NEGATIVE_QTY if kind is Kind.QTY else Reason.BAD_NUMBER
+            raise BadValue(reason, column.name, repr(text))
+        return value
+    if kind is Kind.BOOL:
+        lowered = text.lower()
+        if lowered in _TRUE:
+            return True
+        if lowered in _FALSE:
+            return False
+        raise BadValue(Reason.BAD_BOOL, column.name, repr(text))
+    if kind is Kind.TOKEN:
+        token = normalize_token(text)
+        if token is None:
+            raise BadValue(Reason.BAD_TOKEN, column.name, "not a 64-digit hex HMAC")
+        return token
+    raise AssertionError(f"unhandled kind {kind}")

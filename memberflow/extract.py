@@ -1,0 +1,516 @@
+"""Extract: one channel table's partition for one day → landed Parquet, quarantine and the contact vault.
+
+For a table and a local date D, extract reads ``<data_dir>/<channel>/<table>/dt=D/*.{csv,jsonl,parquet}``,
+checks every row against the contract, coerces types, turns China local times into UTC (keeping the local
+date as ``local_date``), and replaces each plain phone column by ``phone_token`` and ``phone_masked``.
+Rows that break the contract go to the quarantine with a reason. Every run accounts for its rows
+(read = landed + quarantined) and writes a report; when the quarantined share passes the table's limit,
+nothing is landed for that date and the run fails with a message naming the reasons.
+
+Outputs replace exactly the date's partition and depend only on the input files, the keys and the logical
+date, so rerunning a date gives byte-identical files.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import shutil
+import uuid
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from memberflow.config import Settings
+from memberflow.contracts import (
+    CONTRACTS,
+    LOCAL_TZ,
+    BadValue,
+    Kind,
+    Reason,
+    TableContract,
+    coerce_value,
+    get_contract,
+)
+from memberflow.phones import mask_phone, normalize_phone, phone_token, redact_phones
+from memberflow.vault import ContactVault
+
+log = logging.getLogger(__name__)
+
+SUFFIXES = (".csv", ".jsonl", ".parquet")
+METADATA_COLUMNS = ("local_date", "_source_file", "_row_number", "_loaded_at")
+
+
+class MissingPartitionError(FileNotFoundError):
+    """The channel delivered no partition for the date."""
+
+
+class QuarantineThresholdError(RuntimeError):
+    """Too large a share of a partition's rows broke the contract."""
+
+
+@dataclass
+class RawRow:
+    source_file: str
+    row_number: int
+    raw: str
+    values: dict[str, str | None] | None = None
+    reason: Reason | None = None
+    detail: str = ""
+
+
+@dataclass
+class ExtractReport:
+    channel: str
+    table: str
+    date: str
+    status: str = "ok"
+    files: list[str] = field(default_factory=list)
+    ignored_files: list[str] = field(default_factory=list)
+    read: int = 0
+    landed: int = 0
+    quarantined: int = 0
+    by_reason: dict[str, int] = field(default_factory=dict)
+    invalid_phones: int = 0
+    limit: float = 0.0
+    landed_path: str | None = None
+    quarantine_path: str = ""
+    vault_path: str | None = None
+    message: str = ""
+
+    @property
+    def quarantined_share(self) -> float:
+        return self.quarantined / self.read if self.read else 0.0
+
+    def to_dict(self) -> dict:
+        data = self.__dict__.copy()
+        data["quarantined_share"] = round(self.quarantined_share, 6)
+        return data
+
+
+# --- locating and reading a partition -------------------------------------------------------------------
+
+
+def partition_dir(root: Path, channel: str, table: str, day: date) -> Path:
+    return root / channel / table / f"dt={day.isoformat()}"
+
+
+def list_partition_files(data_dir: Path, contract: TableContract, day: date) -> tuple[list[Path], list[Path]]:
+    folder = partition_dir(data_dir, contract.channel, contract.table, day)
+    if not folder.is_dir():
+        raise MissingPartitionError(
+            f"{contract.name}: no partition for {day.isoformat()} (expected folder {folder})"
+        )
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith((".", "_")))
+    data_files = [p for p in files if p.suffix in SUFFIXES]
+    return data_files, [p for p in files if p.suffix not in SUFFIXES]
+
+
+def read_rows(path: Path, data_dir: Path, contract: TableContract) -> Iterator[RawRow]:
+    relative = path.relative_to(data_dir).as_posix()
+    if path.suffix == ".csv":
+        yield from _read_csv(path, relative, contract)
+    elif path.suffix == ".jsonl":
+        yield from _read_jsonl(path, relative)
+    else:
+        yield from _read_parquet(path, relative)
+
+
+def _undecodable(relative: str, line_number: int, line: bytes) -> RawRow:
+    return RawRow(
+        relative, line_number, line.decode("utf-8", "backslashreplace").rstrip("\r\n"),
+        reason=Reason.UNDECODABLE_BYTES, detail="not valid UTF-8",
+    )
+
+
+def _read_csv(path: Path, relative: str, contract: TableContract) -> Iterator[RawRow]:
+    """Rows of a UTF-8 CSV with a header. ``row_number`` is the physical line number (header = 1)."""
+    lines = path.read_bytes().splitlines(keepends=True)
+    if not lines:
+        return
+    if lines[0].startswith(b"\xef\xbb\xbf"):
+        lines[0] = lines[0][3:]
+    try:
+        header = next(csv.reader([lines[0].decode("utf-8")]))
+    except UnicodeDecodeError:
+        # Without a readable header no row can be interpreted: every line is quarantined as such.
+        for number, line in enumerate(lines, start=1):
+            yield _undecodable(relative, number, line)
+        return
+    header = [h.strip() for h in header]
+    decoded: list[tuple[int, str]] = []
+    for number, line in enumerate(lines[1:], start=2):
+        try:
+            decoded.append((number, line.decode("utf-8")))
+        except UnicodeDecodeError:
+            yield _undecodable(relative, number, line)
+    reader = csv.reader(text for _, text in decoded)
+    consumed = 0
+    for fields in reader:
+        start, consumed = consumed, reader.line_num
+        raw = "".join(text for _, text in decoded[start:consumed]).rstrip("\r\n")
+        number = decoded[start][0]
+        if not fields or (len(fields) == 1 and not fields[0].strip()):
+            continue  # a blank line is not a row
+        if len(fields) != len(header):
+            yield RawRow(relative, number, raw, reason=Reason.MALFORMED_ROW,
+                         detail=f"{len(fields)} fields where the header has {len(header)}")
+            continue
+        yield RawRow(relative, number, raw, values=dict(zip(header, fields, strict=True)))
+
+
+def _as_text(value: object) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, dict | list):
+        return json.dumps(value, ensure_ascii=False, sort_keys=True)
+    return str(value)
+
+
+def _read_jsonl(path: Path, relative: str) -> Iterator[RawRow]:
+    with path.open("rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                text = line.decode("utf-8")
+            except UnicodeDecodeError:
+                yield _undecodable(relative, number, line)
+                continue
+            raw = text.rstrip("\r\n")
+            try:
+                obj = json.loads(text)
+            except json.JSONDecodeError as exc:
+                yield RawRow(relative, number, raw, reason=Reason.MALFORMED_ROW, detail=f"invalid JSON: {exc.msg}")
+                continue
+            if not isinstance(obj, dict):
+                yield RawRow(relative, number, raw, reason=Reason.MALFORMED_ROW, detail="not a JSON object")
+                continue
+            yield RawRow(relative, number, raw, values={str(k): _as_text(v) for k, v in obj.items()})
+
+
+def _read_parquet(path: Path, relative: str) -> Iterator[RawRow]:
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        yield RawRow(relative, 0, "", reason=Reason.MALFORMED_ROW, detail=f"unreadable Parquet file: {exc}")
+        return
+    for number, record in enumerate(table.to_pylist(), start=1):
+        values = {k: _as_text(v) for k, v in record.items()}
+        yield RawRow(relative, number, json.dumps(values, ensure_ascii=False), values=values)
+
+
+# --- checking rows --------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Checked:
+    landed: list[dict]
+    quarantined: list[RawRow]
+    vault: dict[str, str]  # phone_token -> plain phone
+    invalid_phones: int
+
+
+def _phone_column(contract: TableContract) -> str | None:
+    phones = [c.name for c in contract.columns if c.kind is Kind.PHONE]
+    assert len(phones) <= 1, f"{contract.name}: one plain phone column per table is supported"
+    return phones[0] if phones else None
+
+
+def check_rows(rows: Sequence[RawRow], contract: TableContract, day: date, id_key: bytes) -> _Checked:
+    """Coerce every row; return typed rows to land and rows to quarantine (with reason and detail)."""
+    latest = datetime.combine(day + timedelta(days=1), time(), LOCAL_TZ).astimezone(UTC)
+    phone_col = _phone_column(contract)
+    landed: list[dict] = []
+    origin: list[RawRow] = []
+    quarantined: list[RawRow] = []
+    vault: dict[str, str] = {}
+    invalid_phones = 0
+    for row in rows:
+        if row.reason is not None:
+            quarantined.append(row)
+            continue
+        assert row.values is not None
+        absent = [c for c in contract.required if c not in row.values]
+        if absent:
+            row.reason, row.detail = Reason.MISSING_REQUIRED, f"{', '.join(absent)} absent from the row"
+            quarantined.append(row)
+            continue
+        record: dict[str, object] = {}
+        try:
+            for column in contract.columns:
+                record[column.name] = coerce_value(column, row.values.get(column.name), latest)
+        except BadValue as bad:
+            row.reason, row.detail = bad.reason, f"{bad.column}: {bad.detail}" if bad.detail else bad.column
+            quarantined.append(row)
+            continue
+        if phone_col is not None:
+            phone = normalize_phone(record.pop(phone_col))
+            if phone is None:
+                invalid_phones += row.values.get(phone_col) not in (None, "")
+                record["phone_token"] = record["phone_masked"] = None
+            else:
+                token = phone_token(phone, id_key)
+                record["phone_token"], record["phone_masked"] = token, mask_phone(phone)
+                vault[token] = phone
+        if contract.phone_when is not None:
+            value_col, type_col, type_value = contract.phone_when
+            if record[type_col] == type_value:
+                phone = normalize_phone(record[value_col])
+                if phone is None:
+                    row.reason, row.detail = Reason.BAD_PHONE, f"{value_col}: not a mainland mobile number"
+                    quarantined.append(row)
+                    continue
+                token = phone_token(phone, id_key)
+                record[type_col], record[value_col] = "phone_token", token
+                vault[token] = phone
+        record["local_date"] = (
+            record[contract.date_column].astimezone(LOCAL_TZ).date() if contract.date_column else day
+        )
+        record["_source_file"], record["_row_number"] = row.source_file, row.row_number
+        landed.append(record)
+        origin.append(row)
+    keep = _drop_duplicates(landed, origin, contract, quarantined)
+    return _Checked([r for r, k in zip(landed, keep, strict=True) if k], quarantined, vault, invalid_phones)
+
+
+def _drop_duplicates(
+    records: list[dict], origin: list[RawRow], contract: TableContract, quarantined: list[RawRow]
+) -> list[bool]:
+    """Within a partition, a key appears once: exact repeats keep their first row; a key whose rows
+    disagree cannot be resolved here, so all of its rows are quarantined."""
+    payload_columns = [c for c in records[0] if not c.startswith("_")] if records else []
+    groups: dict[tuple, list[int]] = {}
+    for index, record in enumerate(records):
+        groups.setdefault(tuple(record[c] for c in contract.key), []).append(index)
+    keep = [True] * len(records)
+    for key, indices in groups.items():
+        if len(indices) == 1:
+            continue
+        payloads = {tuple(records[i][c] for c in payload_columns) for i in indices}
+        first = origin[indices[0]]
+        if len(payloads) == 1:
+            dropped = indices[1:]
+            reason, detail = Reason.DUPLICATE_ROW, f"repeats {first.source_file} row {first.row_number}"
+        else:
+            dropped = indices
+            shown = ", ".join(f"{c}={_as_text(v)}" for c, v in zip(contract.key, key, strict=True))
+            reason, detail = Reason.DUPLICATE_KEY_CONFLICT, f"{len(indices)} rows with {shown} disagree"
+        for i in dropped:
+            keep[i] = False
+            origin[i].reason, origin[i].detail = reason, detail
+            quarantined.append(origin[i])
+    return keep
+
+
+# --- writing --------------------------------------------------------------------------------------------
+
+_ARROW_TYPES = {
+    Kind.TEXT: pa.string(),
+    Kind.ENUM: pa.string(),
+    Kind.TOKEN: pa.string(),
+    Kind.TIME: pa.timestamp("us", tz="UTC"),
+    Kind.DATE: pa.date32(),
+    Kind.AMOUNT: pa.decimal128(14, 2),
+    Kind.QTY: pa.int64(),
+    Kind.COUNT: pa.int64(),
+    Kind.BOOL: pa.bool_(),
+}
+
+QUARANTINE_SCHEMA = pa.schema(
+    [
+        ("channel", pa.string()),
+        ("table", pa.string()),
+        ("dt", pa.date32()),
+        ("source_file", pa.string()),
+        ("row_number", pa.int64()),
+        ("reason", pa.string()),
+        ("detail", pa.string()),
+        ("raw", pa.string()),
+        ("_loaded_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+VAULT_SCHEMA = pa.schema([("phone_token", pa.string()), ("phone_sealed", pa.string())])
+
+
+def landed_schema(contract: TableContract) -> pa.Schema:
+    fields: list[tuple[str, pa.DataType]] = []
+    for column in contract.columns:
+        if column.kind is Kind.PHONE:
+            fields += [("phone_token", pa.string()), ("phone_masked", pa.string())]
+        else:
+            fields.append((column.name, _ARROW_TYPES[column.kind]))
+    fields += [
+        ("local_date", pa.date32()),
+        ("_source_file", pa.string()),
+        ("_row_number", pa.int64()),
+        ("_loaded_at", pa.timestamp("us", tz="UTC")),
+    ]
+    return pa.schema(fields)
+
+
+def _replace_partition(target: Path, table: pa.Table) -> None:
+    """Write ``target/part-0.parquet`` so that readers see the old partition or the new one, never a mix."""
+    staging = target.with_name(f".{target.name}.{uuid.uuid4().hex}")
+    staging.mkdir(parents=True)
+    pq.write_table(table, staging / "part-0.parquet", compression="zstd")
+    retired = None
+    if target.exists():
+        retired = target.with_name(f".{target.name}.old.{uuid.uuid4().hex}")
+        target.rename(retired)
+    staging.rename(target)
+    if retired is not None:
+        shutil.rmtree(retired)
+
+
+def _remove_partition(target: Path) -> None:
+    if target.exists():
+        shutil.rmtree(target)
+
+
+def loaded_at_for(day: date) -> datetime:
+    """The run's logical date: the start of the local day, in UTC."""
+    return datetime.combine(day, time(), LOCAL_TZ).astimezone(UTC)
+
+
+# --- one table, one day ---------------------------------------------------------------------------------
+
+
+def extract_table(
+    settings: Settings,
+    contract: TableContract,
+    day: date,
+    data_dir: Path | None = None,
+    loaded_at: datetime | None = None,
+) -> ExtractReport:
+    """Land one table's partition for ``day``; raise on a missing partition or too many bad rows."""
+    data_dir = Path(data_dir or settings.data_dir)
+    loaded_at = (loaded_at or loaded_at_for(day)).astimezone(UTC)
+    files, ignored = list_partition_files(data_dir, contract, day)
+    rows = [row for path in files for row in read_rows(path, data_dir, contract)]
+    checked = check_rows(rows, contract, day, settings.id_key())
+
+    report = ExtractReport(
+        contract.channel, contract.table, day.isoformat(),
+        files=[p.relative_to(data_dir).as_posix() for p in files],
+        ignored_files=[p.relative_to(data_dir).as_posix() for p in ignored],
+        read=len(rows), landed=len(checked.landed), quarantined=len(checked.quarantined),
+        by_reason=dict(sorted(Counter(str(r.reason) for r in checked.quarantined).items())),
+        invalid_phones=checked.invalid_phones,
+        limit=settings.quarantine_limit(contract.channel, contract.table),
+    )
+    assert report.read == report.landed + report.quarantined, "every row is landed or quarantined"
+
+    quarantine_target = partition_dir(settings.quarantine_dir, contract.channel, contract.table, day)
+    _replace_partition(quarantine_target, _quarantine_table(contract, day, checked.quarantined, loaded_at))
+    report.quarantine_path = str(quarantine_target)
+
+    landed_target = partition_dir(settings.landing_dir, contract.channel, contract.table, day)
+    vault_target = partition_dir(settings.vault_dir, contract.channel, contract.table, day)
+    if report.quarantined_share > report.limit and report.quarantined >= settings.quarantine_min_rows:
+        _remove_partition(landed_target)
+        _remove_partition(vault_target)
+        report.status = "failed"
+        top = ", ".join(f"{reason} {count}" for reason, count in Counter(report.by_reason).most_common(3))
+        report.message = (
+            f"{contract.name} {day.isoformat()}: {report.quarantined} of {report.read} rows quarantined "
+            f"({report.quarantined_share:.1%}) exceeds the limit of {report.limit:.1%} ({top}); nothing was "
+            f"landed for this date. Inspect {quarantine_target}"
+        )
+    else:
+        for record in checked.landed:
+            record["_loaded_at"] = loaded_at
+        _replace_partition(landed_target, pa.Table.from_pylist(checked.landed, schema=landed_schema(contract)))
+        report.landed_path = str(landed_target)
+        if _phone_column(contract) is not None or contract.phone_when is not None:
+            vault = ContactVault(settings.vault_key())
+            sealed = [{"phone_token": t, "phone_sealed": vault.seal(p)} for t, p in sorted(checked.vault.items())]
+            _replace_partition(vault_target, pa.Table.from_pylist(sealed, schema=VAULT_SCHEMA))
+            report.vault_path = str(vault_target)
+    _write_report(settings, report)
+    log.info(
+        "%s %s: read=%d landed=%d quarantined=%d %s",
+        contract.name, report.date, report.read, report.landed, report.quarantined, report.by_reason,
+    )
+    if report.status == "failed":
+        raise QuarantineThresholdError(report.message)
+    return report
+
+
+def _quarantine_table(contract: TableContract, day: date, rows: list[RawRow], loaded_at: datetime) -> pa.Table:
+    ordered = sorted(rows, key=lambda r: (r.source_file, r.row_number))
+    return pa.Table.from_pylist(
+        [
+            {
+                "channel": contract.channel,
+                "table": contract.table,
+                "dt": day,
+                "source_file": r.source_file,
+                "row_number": r.row_number,
+                "reason": str(r.reason),
+                "detail": redact_phones(r.detail),
+                "raw": redact_phones(r.raw),
+                "_loaded_at": loaded_at,
+            }
+            for r in ordered
+        ],
+        schema=QUARANTINE_SCHEMA,
+    )
+
+
+def report_path(settings: Settings, channel: str, table: str, day: date) -> Path:
+    return settings.reports_dir / "extract" / f"dt={day.isoformat()}" / f"{channel}.{table}.json"
+
+
+def _write_report(settings: Settings, report: ExtractReport) -> None:
+    path = report_path(settings, report.channel, report.table, date.fromisoformat(report.date))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report.to_dict(), indent=2, sort_keys=True, default=str) + "\n")
+
+
+# --- every table, one day (the CLI's unit) --------------------------------------------------------------
+
+
+@dataclass
+class DayResult:
+    reports: list[ExtractReport]
+    errors: dict[str, str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+def extract_day(
+    settings: Settings,
+    day: date,
+    data_dir: Path | None = None,
+    tables: Sequence[TableContract] = CONTRACTS,
+) -> DayResult:
+    """Extract every table for one day; a failing table does not stop the others."""
+    reports, errors = [], {}
+    for contract in tables:
+        try:
+            reports.append(extract_table(settings, contract, day, data_dir))
+        except (MissingPartitionError, QuarantineThresholdError) as exc:
+            errors[contract.name] = str(exc)
+    return DayResult(reports, errors)
+
+
+def read_landed(settings: Settings, channel: str, table: str) -> pa.Table:
+    """All landed partitions of a table, in date order."""
+    parts = sorted((settings.landing_dir / channel / table).glob("dt=*/part-0.parquet"))
+    if not parts:
+        return landed_schema(get_contract(channel, table)).empty_table()
+    return pa.concat_tables([pq.read_table(p) for p in parts])

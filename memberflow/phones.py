@@ -1,0 +1,69 @@
+"""Phone normalization, tokens and masking (DESIGN §4).
+
+A phone becomes an identifier only after normalization to a mainland mobile number (11 digits, ``1[3-9]``
+prefix). ``phone_token`` is HMAC-SHA256 over that normalized number with ``MEMBERFLOW_ID_KEY``, as lowercase
+hex, so insurance partners that hash with the same key produce tokens that join ours.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import unicodedata
+
+_MOBILE = re.compile(r"1[3-9]\d{9}")
+_SEPARATORS = re.compile(r"[\s\-().·]")
+_HEX_TOKEN = re.compile(r"[0-9a-f]{64}")
+
+
+def normalize_phone(raw: object) -> str | None:
+    """Return the 11-digit mainland mobile number in ``raw``, or None when it is not one.
+
+    Accepts +86 / 0086 / 86 prefixes, spaces, dashes, dots, brackets and full-width digits.
+    """
+    if raw is None:
+        return None
+    text = unicodedata.normalize("NFKC", str(raw)).strip()
+    text = _SEPARATORS.sub("", text)
+    if text.startswith("+86"):
+        text = text[3:]
+    elif text.startswith("0086"):
+        text = text[4:]
+    elif len(text) == 13 and text.startswith("86"):
+        text = text[2:]
+    return text if _MOBILE.fullmatch(text) else None
+
+
+def phone_token(phone: str, key: bytes) -> str:
+    """HMAC-SHA256 of a normalized phone, lowercase hex."""
+    return hmac.new(key, phone.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def mask_phone(phone: str) -> str:
+    """138****1234: what ops may see of a normalized phone."""
+    return f"{phone[:3]}****{phone[-4:]}"
+
+
+def normalize_token(raw: object) -> str | None:
+    """A partner-supplied HMAC token in canonical form (64 lowercase hex digits), or None."""
+    if raw is None:
+        return None
+    text = str(raw).strip().lower()
+    return text if _HEX_TOKEN.fullmatch(text) else None
+
+
+# Anything that could be a mainland mobile written by a person: digits possibly split by separators,
+# optionally behind a country prefix. Used to redact free text (quarantined raw rows, log lines).
+_PHONE_LIKE = re.compile(r"(?<!\d)(?:(?:\+?86|0086)[\s\-]*)?1[\s\-]*[3-9](?:[\s\-]*\d){9}(?!\d)")
+
+
+def redact_phones(text: str) -> str:
+    """Mask every mobile-looking number in free text (full-width digits included)."""
+    folded = unicodedata.normalize("NFKC", text)
+
+    def _mask(match: re.Match[str]) -> str:
+        phone = normalize_phone(match.group(0))
+        return mask_phone(phone) if phone else match.group(0)
+
+    return _PHONE_LIKE.sub(_mask, folded)
