@@ -49,29 +49,42 @@ def _settings() -> Settings:
 
 @app.command()
 def generate(
-    members: Annotated[int, typer.Option(min=1, help="How many people the brand touches over the period.")] = 2000,
-    start: Annotated[str, typer.Option(help="First day of data, YYYY-MM-DD (China local date).")] = "2026-01-01",
+    members: Annotated[
+        int, typer.Option(min=1, help="How many people the brand touches over the period.")
+    ] = 2000,
+    start: Annotated[
+        str, typer.Option(help="First day of data, YYYY-MM-DD (China local date).")
+    ] = "2026-01-01",
     days: Annotated[int, typer.Option(min=1, help="How many days of data.")] = 90,
     seed: Annotated[int, typer.Option(help="Random seed: the same seed and ID key give the same bytes.")] = 7,
     out: Annotated[Path | None, typer.Option(help="Where to write; default $MEMBERFLOW_HOME/sample.")] = None,
-    dirt_rate: Annotated[float, typer.Option(min=0.0, max=0.2, help="Share of rows with planted defects.")] = 0.02,
+    dirt_rate: Annotated[
+        float, typer.Option(min=0.0, max=0.2, help="Share of rows with planted defects.")
+    ] = 0.02,
 ) -> None:
     """Write sample data for all twelve landing tables, plus the ground truth under _truth/."""
     settings = _settings()
-    summary = _generate(settings, members, _parse_date(start), days, seed, out or settings.data_dir, dirt_rate)
+    summary = _generate(
+        settings, members, _parse_date(start), days, seed, out or settings.data_dir, dirt_rate
+    )
     table = Table(title=f"sample data in {summary.out}")
     table.add_column("table")
     table.add_column("rows", justify="right")
     for name, rows in summary.rows.items():
         table.add_row(name, f"{rows:,}")
     console.print(table)
-    console.print(f"planted defects: {sum(summary.dirt.values()):,} (see {summary.out / '_truth' / 'dirt.json'})")
+    console.print(
+        f"planted defects: {sum(summary.dirt.values()):,} (see {summary.out / '_truth' / 'dirt.json'})"
+    )
 
 
-def _generate(settings: Settings, members: int, start: date, days: int, seed: int, out: Path, dirt_rate: float):
+def _generate(
+    settings: Settings, members: int, start: date, days: int, seed: int, out: Path, dirt_rate: float
+):
     from rich.progress import Progress
 
-    from memberflow.generate import GenerateConfig, generate as run
+    from memberflow.generate import GenerateConfig
+    from memberflow.generate import generate as run
 
     config = GenerateConfig(members, start, days, seed, Path(out).resolve(), dirt_rate)
     began = time.perf_counter()
@@ -85,8 +98,12 @@ def _generate(settings: Settings, members: int, start: date, days: int, seed: in
 @app.command()
 def extract(
     date_: Annotated[str, typer.Option("--date", help="Local date to land, YYYY-MM-DD.")],
-    data_dir: Annotated[Path | None, typer.Option(help="Channel source folder; default MEMBERFLOW_DATA_DIR.")] = None,
-    to: Annotated[str | None, typer.Option(help="Last date of a range to land (inclusive), for backfills.")] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Channel source folder; default MEMBERFLOW_DATA_DIR.")
+    ] = None,
+    to: Annotated[
+        str | None, typer.Option(help="Last date of a range to land (inclusive), for backfills.")
+    ] = None,
     table: Annotated[
         list[str] | None, typer.Option(help="Only these tables (channel.table); repeatable. Default: all.")
     ] = None,
@@ -125,8 +142,13 @@ def _print_extract(day: date, result) -> None:
         table.add_column(column, justify="right" if column in ("read", "landed", "quarantined") else "left")
     for report in result.reports:
         reasons = ", ".join(f"{k} {v}" for k, v in report.by_reason.items())
-        table.add_row(f"{report.channel}.{report.table}", f"{report.read:,}", f"{report.landed:,}",
-                      f"{report.quarantined:,}", reasons)
+        table.add_row(
+            f"{report.channel}.{report.table}",
+            f"{report.read:,}",
+            f"{report.landed:,}",
+            f"{report.quarantined:,}",
+            reasons,
+        )
     for name in result.errors:
         table.add_row(name, "-", "-", "-", "[red]failed[/red]")
     console.print(table)
@@ -158,8 +180,10 @@ def demo(
     results = _run_days(settings, "extract_channels", [first + timedelta(d) for d in range(days)], log_path)
     elapsed = time.perf_counter() - began
     failed = [r for r in results if not r.ok]
-    console.print(f"Airflow ran extract_channels for {len(results)} days in {elapsed:.0f} s "
-                  f"({len(failed)} failed runs); task logs: {log_path}")
+    console.print(
+        f"Airflow ran extract_channels for {len(results)} days in {elapsed:.0f} s "
+        f"({len(failed)} failed runs); task logs: {log_path}"
+    )
     for r in failed:
         err.print(f"[red]{r.day}: failed tasks {', '.join(r.failed_tasks)}[/red]")
     _print_summary(settings)
@@ -173,8 +197,11 @@ def _run_days(settings: Settings, dag_id: str, days: list[date], log_path: Path)
     from memberflow.orchestrate import run_dag
 
     results = []
-    with open(log_path, "a") as log, _terminal() as terminal, \
-            Progress(console=terminal, transient=True) as progress:
+    with (
+        open(log_path, "a") as log,
+        _terminal() as terminal,
+        Progress(console=terminal, transient=True) as progress,
+    ):
         task = progress.add_task(f"Airflow: {dag_id}", total=len(days))
         for day in days:
             with _redirect_output(log):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from enum import StrEnum
 from zoneinfo import ZoneInfo
 
@@ -306,7 +306,7 @@ def coerce_value(column: Column, raw: str | None, latest_utc: datetime) -> objec
             raise BadValue(Reason.BAD_AMOUNT, column.name, repr(text)) from None
         if not value.is_finite() or value < 0 or value > MAX_AMOUNT_CNY:
             raise BadValue(Reason.BAD_AMOUNT, column.name, repr(text))
-        return value.quantize(_CENT)
+        return value.quantize(_CENT, rounding=ROUND_HALF_UP)
     if kind in (Kind.QTY, Kind.COUNT):
         try:
             value = int(text)

@@ -124,8 +124,11 @@ def read_rows(path: Path, data_dir: Path, contract: TableContract) -> Iterator[R
 
 def _undecodable(relative: str, line_number: int, line: bytes) -> RawRow:
     return RawRow(
-        relative, line_number, line.decode("utf-8", "backslashreplace").rstrip("\r\n"),
-        reason=Reason.UNDECODABLE_BYTES, detail="not valid UTF-8",
+        relative,
+        line_number,
+        line.decode("utf-8", "backslashreplace").rstrip("\r\n"),
+        reason=Reason.UNDECODABLE_BYTES,
+        detail="not valid UTF-8",
     )
 
 
@@ -159,8 +162,13 @@ def _read_csv(path: Path, relative: str, contract: TableContract) -> Iterator[Ra
         if not fields or (len(fields) == 1 and not fields[0].strip()):
             continue  # a blank line is not a row
         if len(fields) != len(header):
-            yield RawRow(relative, number, raw, reason=Reason.MALFORMED_ROW,
-                         detail=f"{len(fields)} fields where the header has {len(header)}")
+            yield RawRow(
+                relative,
+                number,
+                raw,
+                reason=Reason.MALFORMED_ROW,
+                detail=f"{len(fields)} fields where the header has {len(header)}",
+            )
             continue
         yield RawRow(relative, number, raw, values=dict(zip(header, fields, strict=True)))
 
@@ -191,7 +199,9 @@ def _read_jsonl(path: Path, relative: str) -> Iterator[RawRow]:
             try:
                 obj = json.loads(text)
             except json.JSONDecodeError as exc:
-                yield RawRow(relative, number, raw, reason=Reason.MALFORMED_ROW, detail=f"invalid JSON: {exc.msg}")
+                yield RawRow(
+                    relative, number, raw, reason=Reason.MALFORMED_ROW, detail=f"invalid JSON: {exc.msg}"
+                )
                 continue
             if not isinstance(obj, dict):
                 yield RawRow(relative, number, raw, reason=Reason.MALFORMED_ROW, detail="not a JSON object")
@@ -402,10 +412,14 @@ def extract_table(
     checked = check_rows(rows, contract, day, settings.id_key())
 
     report = ExtractReport(
-        contract.channel, contract.table, day.isoformat(),
+        contract.channel,
+        contract.table,
+        day.isoformat(),
         files=[p.relative_to(data_dir).as_posix() for p in files],
         ignored_files=[p.relative_to(data_dir).as_posix() for p in ignored],
-        read=len(rows), landed=len(checked.landed), quarantined=len(checked.quarantined),
+        read=len(rows),
+        landed=len(checked.landed),
+        quarantined=len(checked.quarantined),
         by_reason=dict(sorted(Counter(str(r.reason) for r in checked.quarantined).items())),
         invalid_phones=checked.invalid_phones,
         limit=settings.quarantine_limit(contract.channel, contract.table),
@@ -431,24 +445,35 @@ def extract_table(
     else:
         for record in checked.landed:
             record["_loaded_at"] = loaded_at
-        _replace_partition(landed_target, pa.Table.from_pylist(checked.landed, schema=landed_schema(contract)))
+        _replace_partition(
+            landed_target, pa.Table.from_pylist(checked.landed, schema=landed_schema(contract))
+        )
         report.landed_path = str(landed_target)
         if _phone_column(contract) is not None or contract.phone_when is not None:
             vault = ContactVault(settings.vault_key())
-            sealed = [{"phone_token": t, "phone_sealed": vault.seal(p)} for t, p in sorted(checked.vault.items())]
+            sealed = [
+                {"phone_token": t, "phone_sealed": vault.seal(p)} for t, p in sorted(checked.vault.items())
+            ]
             _replace_partition(vault_target, pa.Table.from_pylist(sealed, schema=VAULT_SCHEMA))
             report.vault_path = str(vault_target)
     _write_report(settings, report)
     log.info(
         "%s %s: read=%d landed=%d quarantined=%d %s",
-        contract.name, report.date, report.read, report.landed, report.quarantined, report.by_reason,
+        contract.name,
+        report.date,
+        report.read,
+        report.landed,
+        report.quarantined,
+        report.by_reason,
     )
     if report.status == "failed":
         raise QuarantineThresholdError(report.message)
     return report
 
 
-def _quarantine_table(contract: TableContract, day: date, rows: list[RawRow], loaded_at: datetime) -> pa.Table:
+def _quarantine_table(
+    contract: TableContract, day: date, rows: list[RawRow], loaded_at: datetime
+) -> pa.Table:
     ordered = sorted(rows, key=lambda r: (r.source_file, r.row_number))
     return pa.Table.from_pylist(
         [

@@ -48,20 +48,41 @@ CATEGORIES: dict[str, tuple[int, float, float]] = {
 }
 DEVICES = {"glucose_strips": ("glucometer", 299.0), "bp_medication": ("bp_monitor", 259.0)}
 CHECKIN_TOPICS = {
-    "glucose_strips": "glucose_log", "bp_medication": "bp_log", "maternal_nutrition": "pregnancy_diary",
-    "infant_formula": "baby_growth", "cognitive_training": "brain_game",
+    "glucose_strips": "glucose_log",
+    "bp_medication": "bp_log",
+    "maternal_nutrition": "pregnancy_diary",
+    "infant_formula": "baby_growth",
+    "cognitive_training": "brain_game",
 }
-ACQUISITION = {"wecom_qr": 0.30, "livestream": 0.15, "miniprogram": 0.20, "ecommerce": 0.20,
-               "store": 0.10, "insurance": 0.05}
+ACQUISITION = {
+    "wecom_qr": 0.30,
+    "livestream": 0.15,
+    "miniprogram": 0.20,
+    "ecommerce": 0.20,
+    "store": 0.10,
+    "insurance": 0.05,
+}
 ECOM_PLATFORMS = {"tmall": 0.40, "jd": 0.30, "meituan": 0.12, "eleme": 0.08, "pdd": 0.10}
 MP_APPS = {"wechat": "wx5f3c8a21d9b04e67", "alipay": "2021004123456789", "douyin": "tt8a61c0d2e4f5b3a1"}
 N_STORES = 40
 N_STAFF = 25
 TEST_NUMBERS = ("13800000000", "13900000000", "18888888888")
-TABLE_FORMAT = {"wecom": "jsonl", "miniprogram": "jsonl", "ecommerce": "csv", "store_pos": "csv",
-                "livestream": "csv", "insurance": "parquet", "consent": "jsonl"}
-EVENT_TABLES = {"wecom.group_events", "miniprogram.events", "livestream.views", "consent.events",
-                "store_pos.orders"}
+TABLE_FORMAT = {
+    "wecom": "jsonl",
+    "miniprogram": "jsonl",
+    "ecommerce": "csv",
+    "store_pos": "csv",
+    "livestream": "csv",
+    "insurance": "parquet",
+    "consent": "jsonl",
+}
+EVENT_TABLES = {
+    "wecom.group_events",
+    "miniprogram.events",
+    "livestream.views",
+    "consent.events",
+    "store_pos.orders",
+}
 
 
 @dataclass(frozen=True)
@@ -99,8 +120,39 @@ def _hex_ids(rng: np.random.Generator, n: int, prefix: str, width: int = 16) -> 
 
 
 def _phones(rng: np.random.Generator, n: int) -> np.ndarray:
-    prefixes = np.array([130, 131, 132, 133, 135, 136, 137, 139, 150, 151, 152, 155, 157, 158, 159, 166, 176,
-                         177, 180, 181, 182, 185, 186, 187, 188, 189, 191, 198, 199])
+    prefixes = np.array(
+        [
+            130,
+            131,
+            132,
+            133,
+            135,
+            136,
+            137,
+            139,
+            150,
+            151,
+            152,
+            155,
+            157,
+            158,
+            159,
+            166,
+            176,
+            177,
+            180,
+            181,
+            182,
+            185,
+            186,
+            187,
+            188,
+            189,
+            191,
+            198,
+            199,
+        ]
+    )
     taken: set[str] = set(TEST_NUMBERS)
     out = np.empty(n, dtype=object)
     i = 0
@@ -172,11 +224,19 @@ class _Writer:
         if rows and self.cfg.dirt_rate > 0:
             rows, extra_lines = self._dirty(name, day, rows, columns)
         fmt = TABLE_FORMAT[contract.channel]
-        folder = self.cfg.out / contract.channel / contract.table / f"dt={(self.cfg.start + timedelta(day)).isoformat()}"
+        folder = (
+            self.cfg.out
+            / contract.channel
+            / contract.table
+            / f"dt={(self.cfg.start + timedelta(day)).isoformat()}"
+        )
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"part-0.{fmt}"
-        frame = pl.DataFrame([{c: r.get(c) for c in columns} for r in rows], schema={c: pl.String for c in columns},
-                             orient="row")
+        frame = pl.DataFrame(
+            [{c: r.get(c) for c in columns} for r in rows],
+            schema={c: pl.String for c in columns},
+            orient="row",
+        )
         if fmt == "csv":
             body = frame.write_csv().encode("utf-8") if rows else (",".join(columns) + "\n").encode()
             path.write_bytes(body + b"".join(extra_lines))
@@ -187,7 +247,9 @@ class _Writer:
             frame.write_parquet(path, compression="zstd", statistics=False)
         self.counts[name] += len(rows) + len(extra_lines)
 
-    def _dirty(self, name: str, day: int, rows: list[dict], columns: list[str]) -> tuple[list[dict], list[bytes]]:
+    def _dirty(
+        self, name: str, day: int, rows: list[dict], columns: list[str]
+    ) -> tuple[list[dict], list[bytes]]:
         """Plant the defects real exports have; counts go to the truth folder."""
         rng, rate = self.rng, self.cfg.dirt_rate
         contract = BY_NAME[name]
@@ -211,8 +273,11 @@ class _Writer:
                 rows.append(dict(rows[i]))
                 self.dirt[f"{name}.duplicate_row"] += 1
         if n and fmt != "parquet":
-            mutable = [c.name for c in contract.columns
-                       if c.name not in contract.key and c.kind in ("text", "amount", "count")]
+            mutable = [
+                c.name
+                for c in contract.columns
+                if c.name not in contract.key and c.kind in ("text", "amount", "count")
+            ]
             for i in pick(rate / 10):
                 twin = dict(rows[i])
                 changed = next((c for c in mutable if twin.get(c)), None)
@@ -236,8 +301,11 @@ class _Writer:
                     self.dirt[f"{name}.malformed_row"] += 1
                 else:
                     # An export tool that wrote a remark in GBK instead of UTF-8.
-                    text = (",".join(str(row.get(c) or "") for c in columns) if fmt == "csv"
-                            else json.dumps(row, ensure_ascii=False)) + "\n"
+                    text = (
+                        ",".join(str(row.get(c) or "") for c in columns)
+                        if fmt == "csv"
+                        else json.dumps(row, ensure_ascii=False)
+                    ) + "\n"
                     extra.append(text.encode("utf-8").replace(b"\n", "备注".encode("gbk") + b"\n"))
                     self.dirt[f"{name}.undecodable_bytes"] += 1
         return rows, extra
@@ -283,7 +351,9 @@ def _local_time(day: date, seconds: np.ndarray | float) -> str | list[str]:
     return f"{day.isoformat()} {s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
-def generate(cfg: GenerateConfig, id_key: bytes, on_day: Callable[[int], None] | None = None) -> GenerateSummary:
+def generate(
+    cfg: GenerateConfig, id_key: bytes, on_day: Callable[[int], None] | None = None
+) -> GenerateSummary:
     """Write all twelve landing tables for ``cfg.days`` days starting ``cfg.start`` under ``cfg.out``."""
     seq = np.random.SeedSequence(cfg.seed)
     rng_people, rng_orders, rng_days, rng_dirt, rng_ids = (np.random.default_rng(s) for s in seq.spawn(5))
@@ -316,6 +386,9 @@ def generate(cfg: GenerateConfig, id_key: bytes, on_day: Callable[[int], None] |
     mp_platform = rng_people.choice(3, size=n, p=[0.75, 0.15, 0.10])
     mp_day = adopt(0.30, acq_name == "miniprogram", 15)
     mp_platform = np.where(acq_name == "miniprogram", mp_platform, 0)  # later adopters use the WeChat app
+    # The WeChat unionid reaches WeCom and WeChat Channels only through the open-platform account that the
+    # WeChat mini-program shares: people who never use that app stay without one elsewhere.
+    shares_unionid = (mp_day >= 0) & (mp_day < days) & (mp_platform == 0)
     live_platform = rng_people.choice(2, size=n, p=[0.65, 0.35])
     live_day = adopt(0.12, acq_name == "livestream", 20)
     insurance_day = adopt(0.02, acq_name == "insurance", 60)
@@ -338,10 +411,18 @@ def generate(cfg: GenerateConfig, id_key: bytes, on_day: Callable[[int], None] |
     ext_ids = _hex_ids(rng_ids, n, "wm")
     mp_openids = _hex_ids(rng_ids, n, "o")
     live_openids = _hex_ids(rng_ids, n, "lv")
-    buyer_ids = np.array([f"{ecom_names[p]}_{int(x):011d}" for p, x in
-                          zip(ecom_platform.tolist(), rng_ids.integers(0, 10**11, n).tolist(), strict=True)], dtype=object)
-    card_nos = np.array([f"C{int(x):010d}" for x in rng_ids.permutation(10**7)[:n].tolist()], dtype=object) \
-        if n <= 10**7 else _hex_ids(rng_ids, n, "C", 12)
+    buyer_ids = np.array(
+        [
+            f"{ecom_names[p]}_{int(x):011d}"
+            for p, x in zip(ecom_platform.tolist(), rng_ids.integers(0, 10**11, n).tolist(), strict=True)
+        ],
+        dtype=object,
+    )
+    card_nos = (
+        np.array([f"C{int(x):010d}" for x in rng_ids.permutation(10**7)[:n].tolist()], dtype=object)
+        if n <= 10**7
+        else _hex_ids(rng_ids, n, "C", 12)
+    )
     staff = rng_people.integers(0, N_STAFF, n)
     home_store = rng_people.integers(0, N_STORES, n)
     clerk_phones = _phones(rng_ids, 2)
@@ -372,39 +453,77 @@ def generate(cfg: GenerateConfig, id_key: bytes, on_day: Callable[[int], None] |
         if wecom_day[i] >= 0:
             d = day_of(wecom_day[i])
             t = _local_time(d, seconds[0])
-            has_union = mp_day[i] >= 0 and mp_platform[i] == 0
-            row = {"external_userid": ext_ids[i], "unionid": unionids[i] if has_union else None,
-                   "staff_userid": f"staff{staff[i]:03d}", "add_time": t,
-                   "add_way": "qr_code" if acq_name[i] == "wecom_qr" else "group_invite",
-                   "state": f"store_{home_store[i]:03d}_qr" if acq_name[i] == "wecom_qr" else f"ch_{acq_name[i]}",
-                   "remark_mobile": shown_phone(i) if remark[i] else None, "deleted_time": None, "updated_at": t}
+            has_union = shares_unionid[i]
+            row = {
+                "external_userid": ext_ids[i],
+                "unionid": unionids[i] if has_union else None,
+                "staff_userid": f"staff{staff[i]:03d}",
+                "add_time": t,
+                "add_way": "qr_code" if acq_name[i] == "wecom_qr" else "group_invite",
+                "state": f"store_{home_store[i]:03d}_qr"
+                if acq_name[i] == "wecom_qr"
+                else f"ch_{acq_name[i]}",
+                "remark_mobile": shown_phone(i) if remark[i] else None,
+                "deleted_time": None,
+                "updated_at": t,
+            }
             writer.add("wecom.contacts", int(wecom_day[i]), row)
             truth_ids.append((i, "external_userid", ext_ids[i]))
             if churn_day[i] < days and contact_removed[i] and churn_day[i] > wecom_day[i]:
                 t2 = _local_time(day_of(churn_day[i]), seconds[1])
                 writer.add("wecom.contacts", int(churn_day[i]), {**row, "deleted_time": t2, "updated_at": t2})
-            writer.add("consent.events", int(wecom_day[i]), {
-                "event_id": f"ce-wc-{ext_ids[i]}", "id_type": "external_userid", "id_value": ext_ids[i],
-                "scope": "marketing", "granted": "true", "event_time": t, "source": "wecom_sidebar"})
+            writer.add(
+                "consent.events",
+                int(wecom_day[i]),
+                {
+                    "event_id": f"ce-wc-{ext_ids[i]}",
+                    "id_type": "external_userid",
+                    "id_value": ext_ids[i],
+                    "scope": "marketing",
+                    "granted": "true",
+                    "event_time": t,
+                    "source": "wecom_sidebar",
+                },
+            )
         if mp_day[i] >= 0:
             plat = list(MP_APPS)[mp_platform[i]]
             d = day_of(mp_day[i])
             t = _local_time(d, seconds[1])
             openid_full = f"{plat}:{MP_APPS[plat]}:{mp_openids[i]}"
             mobile = TEST_NUMBERS[i % 3] if test_number[i] else shown_phone(i)
-            writer.add("miniprogram.users", int(mp_day[i]), {
-                "platform": plat, "app_id": MP_APPS[plat], "openid": mp_openids[i],
-                "unionid": unionids[i] if plat == "wechat" else None,
-                "mobile": mobile if mp_mobile[i] else None, "register_time": t, "updated_at": t})
+            writer.add(
+                "miniprogram.users",
+                int(mp_day[i]),
+                {
+                    "platform": plat,
+                    "app_id": MP_APPS[plat],
+                    "openid": mp_openids[i],
+                    "unionid": unionids[i] if plat == "wechat" else None,
+                    "mobile": mobile if mp_mobile[i] else None,
+                    "register_time": t,
+                    "updated_at": t,
+                },
+            )
             truth_ids.append((i, "openid", openid_full))
             if plat == "wechat":
                 truth_ids.append((i, "unionid", unionids[i]))
-            for scope, granted in (("marketing", rng_people.random() < 0.85),
-                                   ("health_data", bool(health_consent[i]))):
-                writer.add("consent.events", int(mp_day[i]), {
-                    "event_id": f"ce-mp-{scope}-{mp_openids[i]}", "id_type": "openid", "id_value": openid_full,
-                    "scope": scope, "granted": "true" if granted else "false", "event_time": t,
-                    "source": "miniprogram_settings"})
+            for scope, granted in (
+                ("marketing", rng_people.random() < 0.85),
+                ("health_data", bool(health_consent[i])),
+            ):
+                writer.add(
+                    "consent.events",
+                    int(mp_day[i]),
+                    {
+                        "event_id": f"ce-mp-{scope}-{mp_openids[i]}",
+                        "id_type": "openid",
+                        "id_value": openid_full,
+                        "scope": scope,
+                        "granted": "true" if granted else "false",
+                        "event_time": t,
+                        "source": "miniprogram_settings",
+                    },
+                )
         if store_day[i] >= 0:
             d = day_of(store_day[i])
             t = _local_time(d, seconds[2])
@@ -414,10 +533,22 @@ def generate(cfg: GenerateConfig, id_key: bytes, on_day: Callable[[int], None] |
                 mobile = TEST_NUMBERS[i % 3]
             else:
                 mobile = shown_phone(i)
-            writer.add("store_pos.members", int(store_day[i]), {
-                "card_no": card_nos[i], "mobile": mobile, "store_id": f"S{home_store[i]:03d}", "join_time": t,
-                "birth_date": (date(1950, 1, 1) + timedelta(days=int(rng_people.integers(0, 20000)))).isoformat()
-                if rng_people.random() < 0.7 else None, "updated_at": t})
+            writer.add(
+                "store_pos.members",
+                int(store_day[i]),
+                {
+                    "card_no": card_nos[i],
+                    "mobile": mobile,
+                    "store_id": f"S{home_store[i]:03d}",
+                    "join_time": t,
+                    "birth_date": (
+                        date(1950, 1, 1) + timedelta(days=int(rng_people.integers(0, 20000)))
+                    ).isoformat()
+                    if rng_people.random() < 0.7
+                    else None,
+                    "updated_at": t,
+                },
+            )
             truth_ids.append((i, "card_no", card_nos[i]))
         if live_day[i] >= 0:
             plat = ("wechat_channels", "douyin")[live_platform[i]]
@@ -428,20 +559,38 @@ def generate(cfg: GenerateConfig, id_key: bytes, on_day: Callable[[int], None] |
             d = day_of(insurance_day[i])
             partner = ("pingan_health", "taikang_online")[i % 2]
             policy_id = f"PL{int(rng_ids.integers(0, 10**12)):012d}"
-            row = {"partner": partner, "policy_id": policy_id, "holder_mobile_hmac": tok,
-                   "product_code": ("CHRONIC_CARE", "MATERNITY", "SENIOR_HEALTH")[interest[i] % 3],
-                   "start_date": d.isoformat(), "end_date": (d + timedelta(days=365)).isoformat(),
-                   "status": "active", "updated_at": _local_time(d, seconds[3])}
+            row = {
+                "partner": partner,
+                "policy_id": policy_id,
+                "holder_mobile_hmac": tok,
+                "product_code": ("CHRONIC_CARE", "MATERNITY", "SENIOR_HEALTH")[interest[i] % 3],
+                "start_date": d.isoformat(),
+                "end_date": (d + timedelta(days=365)).isoformat(),
+                "status": "active",
+                "updated_at": _local_time(d, seconds[3]),
+            }
             writer.add("insurance.policies", int(insurance_day[i]), row)
             truth_ids.append((i, "policy_id", f"{partner}:{policy_id}"))
             if churn_day[i] < days and rng_people.random() < 0.3:
-                writer.add("insurance.policies", int(churn_day[i]), {
-                    **row, "status": "lapsed", "updated_at": _local_time(day_of(churn_day[i]), seconds[3])})
+                writer.add(
+                    "insurance.policies",
+                    int(churn_day[i]),
+                    {**row, "status": "lapsed", "updated_at": _local_time(day_of(churn_day[i]), seconds[3])},
+                )
         if churn_day[i] < days and opt_out_at_churn[i]:
-            writer.add("consent.events", int(churn_day[i]), {
-                "event_id": f"ce-sms-{i:08d}", "id_type": "mobile", "id_value": shown_phone(i),
-                "scope": "marketing", "granted": "false",
-                "event_time": _local_time(day_of(churn_day[i]), seconds[0]), "source": "sms_reply_TD"})
+            writer.add(
+                "consent.events",
+                int(churn_day[i]),
+                {
+                    "event_id": f"ce-sms-{i:08d}",
+                    "id_type": "mobile",
+                    "id_value": shown_phone(i),
+                    "scope": "marketing",
+                    "granted": "false",
+                    "event_time": _local_time(day_of(churn_day[i]), seconds[0]),
+                    "source": "sms_reply_TD",
+                },
+            )
 
     # --- orders ----------------------------------------------------------------------------------------
     truth_orders: list[dict] = []
@@ -453,8 +602,14 @@ def generate(cfg: GenerateConfig, id_key: bytes, on_day: Callable[[int], None] |
         first = True
         while d < min(int(churn_day[i]), days):
             order_seq += 1
-            items = [(category, f"SKU-{category}-{int(rng_orders.integers(1, 4))}", int(rng_orders.integers(1, 4)),
-                      price)]
+            items = [
+                (
+                    category,
+                    f"SKU-{category}-{int(rng_orders.integers(1, 4))}",
+                    int(rng_orders.integers(1, 4)),
+                    price,
+                )
+            ]
             if first and category in DEVICES and rng_orders.random() < 0.25:
                 device, device_price = DEVICES[category]
                 items.append((device, f"SKU-{device}-1", 1, device_price))
@@ -468,21 +623,55 @@ def generate(cfg: GenerateConfig, id_key: bytes, on_day: Callable[[int], None] |
             if store_day[i] >= 0 and store_day[i] <= d:
                 store = f"S{home_store[i]:03d}"
                 receipt = f"R{order_seq:09d}"
-                writer.add("store_pos.orders", d, {
-                    "store_id": store, "receipt_no": receipt, "card_no": card_nos[i], "order_time": t,
-                    "amount_cny": f"{amount:.2f}", "pharmacist_consult": "true" if rng_orders.random() < 0.3 else "false"})
+                writer.add(
+                    "store_pos.orders",
+                    d,
+                    {
+                        "store_id": store,
+                        "receipt_no": receipt,
+                        "card_no": card_nos[i],
+                        "order_time": t,
+                        "amount_cny": f"{amount:.2f}",
+                        "pharmacist_consult": "true" if rng_orders.random() < 0.3 else "false",
+                    },
+                )
                 for cat, sku, qty, p in items:
-                    writer.add("store_pos.order_items", d, {"store_id": store, "receipt_no": receipt, "sku_id": sku,
-                                                           "category": cat, "qty": str(qty), "unit_price_cny": f"{p:.2f}"})
-                truth_orders.append({"person_id": i, "source": "store_pos", "order_key": f"{store}:{receipt}",
-                                     "order_date": day_of(d), "status": "completed", "amount_cny": amount})
+                    writer.add(
+                        "store_pos.order_items",
+                        d,
+                        {
+                            "store_id": store,
+                            "receipt_no": receipt,
+                            "sku_id": sku,
+                            "category": cat,
+                            "qty": str(qty),
+                            "unit_price_cny": f"{p:.2f}",
+                        },
+                    )
+                truth_orders.append(
+                    {
+                        "person_id": i,
+                        "source": "store_pos",
+                        "order_key": f"{store}:{receipt}",
+                        "order_date": day_of(d),
+                        "status": "completed",
+                        "amount_cny": amount,
+                    }
+                )
             else:
                 plat = ecom_names[ecom_platform[i]]
                 order_id = f"{plat[:2].upper()}{order_seq:012d}"
-                base = {"platform": plat, "order_id": order_id, "buyer_id": buyer_ids[i],
-                        "mobile_masked": f"{phones[i][:3]}****{phones[i][-4:]}" if rng_orders.random() < 0.7 else None,
-                        "member_mobile": shown_phone(i) if ecom_member[i] else None, "order_time": t,
-                        "amount_cny": f"{amount:.2f}"}
+                base = {
+                    "platform": plat,
+                    "order_id": order_id,
+                    "buyer_id": buyer_ids[i],
+                    "mobile_masked": f"{phones[i][:3]}****{phones[i][-4:]}"
+                    if rng_orders.random() < 0.7
+                    else None,
+                    "member_mobile": shown_phone(i) if ecom_member[i] else None,
+                    "order_time": t,
+                    "amount_cny": f"{amount:.2f}",
+                }
                 fate = rng_orders.random()
                 if fate < 0.03:
                     writer.add("ecommerce.orders", d, {**base, "status": "cancelled", "updated_at": t})
@@ -490,19 +679,43 @@ def generate(cfg: GenerateConfig, id_key: bytes, on_day: Callable[[int], None] |
                 else:
                     writer.add("ecommerce.orders", d, {**base, "status": "paid", "updated_at": t})
                     done = d + int(rng_orders.integers(2, 7))
-                    writer.add("ecommerce.orders", done, {**base, "status": "completed",
-                                                          "updated_at": _local_time(day_of(done), when)})
+                    writer.add(
+                        "ecommerce.orders",
+                        done,
+                        {**base, "status": "completed", "updated_at": _local_time(day_of(done), when)},
+                    )
                     final = "completed"
                     if fate < 0.07:
                         back = done + 3
-                        writer.add("ecommerce.orders", back, {**base, "status": "refunded",
-                                                              "updated_at": _local_time(day_of(back), when)})
+                        writer.add(
+                            "ecommerce.orders",
+                            back,
+                            {**base, "status": "refunded", "updated_at": _local_time(day_of(back), when)},
+                        )
                         final = "refunded"
                 for cat, sku, qty, p in items:
-                    writer.add("ecommerce.order_items", d, {"platform": plat, "order_id": order_id, "sku_id": sku,
-                                                            "category": cat, "qty": str(qty), "unit_price_cny": f"{p:.2f}"})
-                truth_orders.append({"person_id": i, "source": "ecommerce", "order_key": f"{plat}:{order_id}",
-                                     "order_date": day_of(d), "status": final, "amount_cny": amount})
+                    writer.add(
+                        "ecommerce.order_items",
+                        d,
+                        {
+                            "platform": plat,
+                            "order_id": order_id,
+                            "sku_id": sku,
+                            "category": cat,
+                            "qty": str(qty),
+                            "unit_price_cny": f"{p:.2f}",
+                        },
+                    )
+                truth_orders.append(
+                    {
+                        "person_id": i,
+                        "source": "ecommerce",
+                        "order_key": f"{plat}:{order_id}",
+                        "order_date": day_of(d),
+                        "status": final,
+                        "amount_cny": amount,
+                    }
+                )
             if not repeater[i]:
                 break
             first = False
@@ -514,26 +727,49 @@ def generate(cfg: GenerateConfig, id_key: bytes, on_day: Callable[[int], None] |
             cat = categories[int(rng_orders.integers(0, len(categories)))]
             store, receipt = f"S{int(rng_orders.integers(0, N_STORES)):03d}", f"R{order_seq:09d}"
             qty, price = int(rng_orders.integers(1, 3)), CATEGORIES[cat][1]
-            writer.add("store_pos.orders", d, {
-                "store_id": store, "receipt_no": receipt, "card_no": None,
-                "order_time": _local_time(day_of(d), 9 * 3600 + 97 * k % 40000),
-                "amount_cny": f"{qty * price:.2f}", "pharmacist_consult": "false"})
-            writer.add("store_pos.order_items", d, {"store_id": store, "receipt_no": receipt,
-                                                   "sku_id": f"SKU-{cat}-1", "category": cat, "qty": str(qty),
-                                                   "unit_price_cny": f"{price:.2f}"})
+            writer.add(
+                "store_pos.orders",
+                d,
+                {
+                    "store_id": store,
+                    "receipt_no": receipt,
+                    "card_no": None,
+                    "order_time": _local_time(day_of(d), 9 * 3600 + 97 * k % 40000),
+                    "amount_cny": f"{qty * price:.2f}",
+                    "pharmacist_consult": "false",
+                },
+            )
+            writer.add(
+                "store_pos.order_items",
+                d,
+                {
+                    "store_id": store,
+                    "receipt_no": receipt,
+                    "sku_id": f"SKU-{cat}-1",
+                    "category": cat,
+                    "qty": str(qty),
+                    "unit_price_cny": f"{price:.2f}",
+                },
+            )
 
     # --- daily behaviour ------------------------------------------------------------------------------
     in_group = (wecom_day >= 0) & (rng_people.random(n) < 0.55)
     group_day = np.where(in_group, wecom_day + rng_people.geometric(0.3, n), -1)
     engaged = engagement > 0.45
     checkin_rate = np.where(engaged, rng_people.uniform(0.6, 0.9, n), rng_people.uniform(0.05, 0.35, n))
-    chat_ids = np.array([f"wr{s:03d}_{c}" for s, c in zip(staff.tolist(), (acq_day // 30).tolist(), strict=True)],
-                        dtype=object)
-    topics = np.array([CHECKIN_TOPICS.get(categories[k], "daily_walk") for k in interest.tolist()], dtype=object)
+    chat_ids = np.array(
+        [f"wr{s:03d}_{c}" for s, c in zip(staff.tolist(), (acq_day // 30).tolist(), strict=True)],
+        dtype=object,
+    )
+    topics = np.array(
+        [CHECKIN_TOPICS.get(categories[k], "daily_walk") for k in interest.tolist()], dtype=object
+    )
     mp_app = np.array([MP_APPS[list(MP_APPS)[p]] for p in mp_platform.tolist()], dtype=object)
     mp_plat = np.array(list(MP_APPS), dtype=object)[mp_platform]
     interest_names = np.array(categories, dtype=object)[interest]
-    event_types = np.array(["login", "article_view", "assessment", "coupon_claim", "add_cart", "share"], dtype=object)
+    event_types = np.array(
+        ["login", "article_view", "assessment", "coupon_claim", "add_cart", "share"], dtype=object
+    )
     event_p = np.array([0.15, 0.45, 0.04, 0.12, 0.14, 0.10])
     ev_counter = 0
     for d in range(days):
@@ -552,13 +788,19 @@ def generate(cfg: GenerateConfig, id_key: bytes, on_day: Callable[[int], None] |
             if len(idx) == 0:
                 continue
             secs = rng_days.integers(6 * 3600, 22 * 3600, len(idx))
-            parts.append(pl.DataFrame({
-                "event_id": [f"ge{ev_counter + k:010d}" for k in range(len(idx))],
-                "external_userid": ext_ids[idx].tolist(), "chat_id": chat_ids[idx].tolist(),
-                "event_type": [etype] * len(idx),
-                "checkin_topic": topics[idx].tolist() if etype == "checkin" else [None] * len(idx),
-                "event_time": _local_time(today, secs),
-            }, schema={c: pl.String for c in BY_NAME["wecom.group_events"].column_names}))
+            parts.append(
+                pl.DataFrame(
+                    {
+                        "event_id": [f"ge{ev_counter + k:010d}" for k in range(len(idx))],
+                        "external_userid": ext_ids[idx].tolist(),
+                        "chat_id": chat_ids[idx].tolist(),
+                        "event_type": [etype] * len(idx),
+                        "checkin_topic": topics[idx].tolist() if etype == "checkin" else [None] * len(idx),
+                        "event_time": _local_time(today, secs),
+                    },
+                    schema={c: pl.String for c in BY_NAME["wecom.group_events"].column_names},
+                )
+            )
             ev_counter += len(idx)
         for frame in parts:
             writer.add_frame("wecom.group_events", d, frame)
@@ -569,68 +811,146 @@ def generate(cfg: GenerateConfig, id_key: bytes, on_day: Callable[[int], None] |
         if len(visitors):
             extra = rng_days.poisson(1.2, len(visitors))
             person = np.concatenate([visitors, np.repeat(visitors, extra)])
-            etype = np.concatenate([np.full(len(visitors), "visit", dtype=object),
-                                    rng_days.choice(event_types, size=int(extra.sum()), p=event_p)])
+            etype = np.concatenate(
+                [
+                    np.full(len(visitors), "visit", dtype=object),
+                    rng_days.choice(event_types, size=int(extra.sum()), p=event_p),
+                ]
+            )
             secs = rng_days.integers(7 * 3600, 23 * 3600, len(person))
             iso = rng_days.random(len(person)) < 0.5  # half the SDK events carry an explicit offset
-            times = [f"{today.isoformat()}T{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}+08:00" if o
-                     else _local_time(today, float(s)) for s, o in zip(secs.tolist(), iso.tolist(), strict=True)]
+            times = [
+                f"{today.isoformat()}T{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}+08:00"
+                if o
+                else _local_time(today, float(s))
+                for s, o in zip(secs.tolist(), iso.tolist(), strict=True)
+            ]
             topic = np.where(np.isin(etype, ["article_view", "assessment"]), interest_names[person], None)
-            writer.add_frame("miniprogram.events", d, pl.DataFrame({
-                "event_id": [f"me{ev_counter + k:010d}" for k in range(len(person))],
-                "platform": mp_plat[person].tolist(), "app_id": mp_app[person].tolist(),
-                "openid": mp_openids[person].tolist(), "event_type": etype.tolist(), "topic": topic.tolist(),
-                "event_time": times,
-            }, schema={c: pl.String for c in BY_NAME["miniprogram.events"].column_names}))
+            writer.add_frame(
+                "miniprogram.events",
+                d,
+                pl.DataFrame(
+                    {
+                        "event_id": [f"me{ev_counter + k:010d}" for k in range(len(person))],
+                        "platform": mp_plat[person].tolist(),
+                        "app_id": mp_app[person].tolist(),
+                        "openid": mp_openids[person].tolist(),
+                        "event_type": etype.tolist(),
+                        "topic": topic.tolist(),
+                        "event_time": times,
+                    },
+                    schema={c: pl.String for c in BY_NAME["miniprogram.events"].column_names},
+                ),
+            )
             ev_counter += len(person)
 
         # livestreams: WeChat Channels on Mon/Wed/Fri, Douyin on Tue/Sat, 19:30 local
         for plat_index, plat, weekdays in ((0, "wechat_channels", (0, 2, 4)), (1, "douyin", (1, 5))):
             if today.weekday() not in weekdays:
                 continue
-            viewers = np.flatnonzero((live_day >= 0) & (live_day <= d) & alive & (live_platform == plat_index)
-                                     & (rng_days.random(n) < (0.08 + 0.5 * engagement) * fade))
+            viewers = np.flatnonzero(
+                (live_day >= 0)
+                & (live_day <= d)
+                & alive
+                & (live_platform == plat_index)
+                & (rng_days.random(n) < (0.08 + 0.5 * engagement) * fade)
+            )
             if len(viewers) == 0:
                 continue
             join = 19 * 3600 + 1800 + rng_days.integers(0, 1800, len(viewers))
             watch = np.minimum(rng_days.exponential(25 * 60, len(viewers)).astype(int) + 60, 5400)
-            has_union = (mp_day[viewers] >= 0) & (mp_platform[viewers] == 0) & (plat == "wechat_channels")
-            writer.add_frame("livestream.views", d, pl.DataFrame({
-                "session_id": [f"{plat[:2]}-{today.isoformat()}"] * len(viewers), "platform": [plat] * len(viewers),
-                "viewer_openid": live_openids[viewers].tolist(),
-                "viewer_unionid": np.where(has_union, unionids[viewers], None).tolist(),
-                "join_time": _local_time(today, join.astype(float)),
-                "leave_time": _local_time(today, np.minimum(join + watch, 86399).astype(float)),
-                "comments": rng_days.poisson(engagement[viewers] * 2).astype(str).tolist(),
-                "product_clicks": rng_days.poisson(0.6, len(viewers)).astype(str).tolist(),
-            }, schema={c: pl.String for c in BY_NAME["livestream.views"].column_names}))
+            has_union = shares_unionid[viewers] & (plat == "wechat_channels")
+            writer.add_frame(
+                "livestream.views",
+                d,
+                pl.DataFrame(
+                    {
+                        "session_id": [f"{plat[:2]}-{today.isoformat()}"] * len(viewers),
+                        "platform": [plat] * len(viewers),
+                        "viewer_openid": live_openids[viewers].tolist(),
+                        "viewer_unionid": np.where(has_union, unionids[viewers], None).tolist(),
+                        "join_time": _local_time(today, join.astype(float)),
+                        "leave_time": _local_time(today, np.minimum(join + watch, 86399).astype(float)),
+                        "comments": rng_days.poisson(engagement[viewers] * 2).astype(str).tolist(),
+                        "product_clicks": rng_days.poisson(0.6, len(viewers)).astype(str).tolist(),
+                    },
+                    schema={c: pl.String for c in BY_NAME["livestream.views"].column_names},
+                ),
+            )
         writer.flush_day(d)
         if on_day is not None:
             on_day(d)
 
-    _write_truth(cfg, n, acq_day, acq_name, engagement, churn_day, first_order, repeater, interest, categories,
-                 truth_ids, truth_orders, writer.dirt, id_key, phones)
+    _write_truth(
+        cfg,
+        n,
+        acq_day,
+        acq_name,
+        engagement,
+        churn_day,
+        first_order,
+        repeater,
+        interest,
+        categories,
+        truth_ids,
+        truth_orders,
+        writer.dirt,
+        id_key,
+        phones,
+    )
     return GenerateSummary(cfg.out, dict(sorted(writer.counts.items())), dict(sorted(writer.dirt.items())), n)
 
 
-def _write_truth(cfg, n, acq_day, acq_name, engagement, churn_day, first_order, repeater, interest, categories,
-                 truth_ids, truth_orders, dirt, id_key, phones) -> None:
+def _write_truth(
+    cfg,
+    n,
+    acq_day,
+    acq_name,
+    engagement,
+    churn_day,
+    first_order,
+    repeater,
+    interest,
+    categories,
+    truth_ids,
+    truth_orders,
+    dirt,
+    id_key,
+    phones,
+) -> None:
     folder = cfg.out / "_truth"
     folder.mkdir(parents=True, exist_ok=True)
 
     def as_date(days: np.ndarray) -> list[date | None]:
         return [cfg.start + timedelta(days=int(x)) if 0 <= x < cfg.days else None for x in days.tolist()]
 
-    pl.DataFrame({
-        "person_id": np.arange(n), "acquired_on": as_date(acq_day), "acquisition_channel": acq_name.tolist(),
-        "engagement": engagement.round(4), "churned_on": as_date(churn_day), "first_order_on": as_date(first_order),
-        "repeat_buyer": repeater & (first_order >= 0), "main_interest": np.array(categories)[interest].tolist(),
-    }).write_parquet(folder / "persons.parquet", statistics=False)
-    pl.DataFrame(truth_ids, schema={"person_id": pl.Int64, "id_type": pl.String, "id_value": pl.String},
-                 orient="row").unique(maintain_order=True).write_parquet(folder / "identifiers.parquet", statistics=False)
-    pl.DataFrame(truth_orders, schema={"person_id": pl.Int64, "source": pl.String, "order_key": pl.String,
-                                       "order_date": pl.Date, "status": pl.String, "amount_cny": pl.Float64},
-                 orient="row").write_parquet(folder / "orders.parquet", statistics=False)
+    pl.DataFrame(
+        {
+            "person_id": np.arange(n),
+            "acquired_on": as_date(acq_day),
+            "acquisition_channel": acq_name.tolist(),
+            "engagement": engagement.round(4),
+            "churned_on": as_date(churn_day),
+            "first_order_on": as_date(first_order),
+            "repeat_buyer": repeater & (first_order >= 0),
+            "main_interest": np.array(categories)[interest].tolist(),
+        }
+    ).write_parquet(folder / "persons.parquet", statistics=False)
+    pl.DataFrame(
+        truth_ids, schema={"person_id": pl.Int64, "id_type": pl.String, "id_value": pl.String}, orient="row"
+    ).unique(maintain_order=True).write_parquet(folder / "identifiers.parquet", statistics=False)
+    pl.DataFrame(
+        truth_orders,
+        schema={
+            "person_id": pl.Int64,
+            "source": pl.String,
+            "order_key": pl.String,
+            "order_date": pl.Date,
+            "status": pl.String,
+            "amount_cny": pl.Float64,
+        },
+        orient="row",
+    ).write_parquet(folder / "orders.parquet", statistics=False)
     (folder / "dirt.json").write_text(json.dumps(dict(sorted(dirt.items())), indent=2) + "\n")
     (folder / "README.md").write_text(
         "Ground truth of the generated sample (never read by the pipeline):\n"

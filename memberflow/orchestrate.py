@@ -34,22 +34,33 @@ def airflow_environment(settings: Settings) -> dict[str, str]:
         "MEMBERFLOW_DATA_DIR": str(settings.data_dir),
         **PRIVACY_DEFAULTS,
     }
-    return {k: os.environ.get(k, v) if k not in ("MEMBERFLOW_HOME", "MEMBERFLOW_DATA_DIR") else v
-            for k, v in env.items()}
+    return {
+        k: os.environ.get(k, v) if k not in ("MEMBERFLOW_HOME", "MEMBERFLOW_DATA_DIR") else v
+        for k, v in env.items()
+    }
+
+
+def apply_airflow_environment(settings: Settings) -> dict[str, str]:
+    """Point this process's (future) Airflow import at the workspace."""
+    env = airflow_environment(settings)
+    if "airflow" in sys.modules and os.environ.get("AIRFLOW_HOME") != env["AIRFLOW_HOME"]:
+        raise RuntimeError("airflow was imported before the workspace's Airflow environment was applied")
+    os.environ.update(env)
+    return env
 
 
 def prepare_airflow(settings: Settings) -> None:
     """Point this process at the workspace's Airflow and create its metadata database once."""
-    if "airflow" in sys.modules and os.environ.get("AIRFLOW_HOME") != str(settings.airflow_home):
-        raise RuntimeError("airflow was imported before the workspace's Airflow environment was applied")
-    env = airflow_environment(settings)
-    os.environ.update(env)
+    env = apply_airflow_environment(settings)
     settings.airflow_home.mkdir(parents=True, exist_ok=True)
     marker = settings.airflow_home / ".migrated"
     if not marker.exists():
         subprocess.run(
             [sys.executable, "-m", "airflow", "db", "migrate"],
-            env={**os.environ, **env}, check=True, capture_output=True, text=True,
+            env={**os.environ, **env},
+            check=True,
+            capture_output=True,
+            text=True,
         )
         marker.write_text("ok\n")
 

@@ -1,0 +1,81 @@
+import base64
+import stat
+
+import pytest
+
+from memberflow.config import PRIVACY_DEFAULTS, ConfigError, Settings, apply_privacy_defaults
+
+
+def test_defaults_live_under_the_workspace(tmp_path):
+    s = Settings.from_env({"MEMBERFLOW_HOME": str(tmp_path)})
+    assert s.home == tmp_path
+    assert s.data_dir == tmp_path / "sample"
+    assert s.warehouse_path == tmp_path / "warehouse.duckdb"
+    assert s.quarantine_max_share == 0.05
+
+
+def test_per_table_quarantine_limits(tmp_path):
+    s = Settings.from_env(
+        {
+            "MEMBERFLOW_HOME": str(tmp_path),
+            "MEMBERFLOW_QUARANTINE_MAX_SHARE": "0.1",
+            "MEMBERFLOW_QUARANTINE_LIMITS": "store_pos.members=0.3, wecom.group_events=0",
+        }
+    )
+    assert s.quarantine_limit("store_pos", "members") == 0.3
+    assert s.quarantine_limit("wecom", "group_events") == 0.0
+    assert s.quarantine_limit("consent", "events") == 0.1
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("MEMBERFLOW_QUARANTINE_MAX_SHARE", "lots", "not a number"),
+        ("MEMBERFLOW_QUARANTINE_MAX_SHARE", "1.5", "between 0 and 1"),
+        ("MEMBERFLOW_QUARANTINE_LIMITS", "members=0.2", "channel.table=share"),
+        ("MEMBERFLOW_QUARANTINE_MIN_ROWS", "-3", "whole number"),
+    ],
+)
+def test_bad_settings_name_the_variable(tmp_path, name, value, message):
+    with pytest.raises(ConfigError, match=message) as info:
+        Settings.from_env({"MEMBERFLOW_HOME": str(tmp_path), name: value})
+    assert name in str(info.value)
+
+
+def test_keys_from_environment_win(tmp_path):
+    vault_key = base64.urlsafe_b64encode(bytes(range(64))).decode()
+    s = Settings.from_env(
+        {"MEMBERFLOW_HOME": str(tmp_path), "MEMBERFLOW_ID_KEY": "abc", "MEMBERFLOW_VAULT_KEY": vault_key}
+    )
+    assert s.id_key() == b"abc"
+    assert s.vault_key() == bytes(range(64))
+    assert not (tmp_path / "secrets").exists()
+
+
+def test_missing_keys_are_created_once_per_workspace_and_private(tmp_path):
+    s = Settings.from_env({"MEMBERFLOW_HOME": str(tmp_path / "a")})
+    first = s.id_key()
+    assert s.id_key() == first and len(s.vault_key()) == 64
+    mode = (tmp_path / "a" / "secrets" / "id_key").stat().st_mode
+    assert stat.S_IMODE(mode) == 0o600
+    other = Settings.from_env({"MEMBERFLOW_HOME": str(tmp_path / "b")})
+    assert other.id_key() != first
+
+
+def test_a_vault_key_of_the_wrong_size_is_refused(tmp_path):
+    s = Settings.from_env(
+        {
+            "MEMBERFLOW_HOME": str(tmp_path),
+            "MEMBERFLOW_VAULT_KEY": base64.urlsafe_b64encode(b"short").decode(),
+        }
+    )
+    with pytest.raises(ConfigError, match="64 bytes"):
+        s.vault_key()
+
+
+def test_privacy_defaults_do_not_override_an_explicit_choice():
+    env = {"DO_NOT_TRACK": "false"}
+    apply_privacy_defaults(env)
+    assert env["DO_NOT_TRACK"] == "false"
+    assert env["GX_ANALYTICS_ENABLED"] == "false"
+    assert set(PRIVACY_DEFAULTS) <= set(env)

@@ -1,0 +1,102 @@
+from datetime import UTC, date, datetime
+from decimal import Decimal
+
+import pytest
+
+from memberflow.contracts import (
+    CONTRACTS,
+    BadValue,
+    Column,
+    Kind,
+    Reason,
+    coerce_value,
+    get_contract,
+    parse_time,
+)
+
+LATEST = datetime(2026, 3, 2, 16, 0, tzinfo=UTC)  # end of 2026-03-02 in China
+
+
+def test_all_twelve_landing_tables_have_contracts():
+    assert len(CONTRACTS) == 12
+    assert {c.channel for c in CONTRACTS} == {
+        "wecom",
+        "miniprogram",
+        "ecommerce",
+        "store_pos",
+        "livestream",
+        "insurance",
+        "consent",
+    }
+    for contract in CONTRACTS:
+        assert set(contract.key) <= set(contract.column_names)
+        assert set(contract.key) <= set(contract.required), contract.name
+
+
+def test_unknown_table_names_the_known_ones():
+    with pytest.raises(KeyError, match=r"wecom\.contacts"):
+        get_contract("wecom", "nope")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-03-01 08:00:00", datetime(2026, 3, 1, 0, 0, tzinfo=UTC)),
+        ("2026-03-01T08:00:00", datetime(2026, 3, 1, 0, 0, tzinfo=UTC)),
+        ("2026/03/01 08:00:00", datetime(2026, 3, 1, 0, 0, tzinfo=UTC)),
+        ("2026-03-01T08:00:00+08:00", datetime(2026, 3, 1, 0, 0, tzinfo=UTC)),
+        ("2026-03-01T00:00:00Z", datetime(2026, 3, 1, 0, 0, tzinfo=UTC)),
+        ("2026-03-01 01:30:00", datetime(2026, 2, 28, 17, 30, tzinfo=UTC)),
+    ],
+)
+def test_times_are_china_local_unless_they_carry_an_offset(text, expected):
+    assert parse_time(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("column", "raw", "expected"),
+    [
+        (Column("t", Kind.TIME), "2026-03-02 23:59:59", datetime(2026, 3, 2, 15, 59, 59, tzinfo=UTC)),
+        (Column("a", Kind.AMOUNT), "89", Decimal("89.00")),
+        (Column("a", Kind.AMOUNT), " 12.345 ", Decimal("12.35")),
+        (Column("q", Kind.QTY), "3", 3),
+        (Column("b", Kind.BOOL), "TRUE", True),
+        (Column("b", Kind.BOOL), "0", False),
+        (Column("d", Kind.DATE), "1980-02-29", date(1980, 2, 29)),
+        (Column("e", Kind.ENUM, values=("x", "y")), "y", "y"),
+        (Column("k", Kind.TOKEN), "AB" * 32, "ab" * 32),
+        (Column("o", Kind.TEXT), "", None),
+        (Column("o", Kind.TEXT), None, None),
+    ],
+)
+def test_coercion(column, raw, expected):
+    assert coerce_value(column, raw, LATEST) == expected
+
+
+@pytest.mark.parametrize(
+    ("column", "raw", "reason"),
+    [
+        (Column("t", Kind.TIME, required=True), "", Reason.MISSING_REQUIRED),
+        (Column("t", Kind.TIME, required=True), None, Reason.MISSING_REQUIRED),
+        (Column("t", Kind.TIME), "2026-02-30 10:00:00", Reason.BAD_TIME),
+        (Column("t", Kind.TIME), "yesterday", Reason.BAD_TIME),
+        (Column("t", Kind.TIME), "2026-03-03 00:00:01", Reason.FUTURE_TIME),
+        (Column("a", Kind.AMOUNT), "12,30元", Reason.BAD_AMOUNT),
+        (Column("a", Kind.AMOUNT), "-5", Reason.BAD_AMOUNT),
+        (Column("a", Kind.AMOUNT), "NaN", Reason.BAD_AMOUNT),
+        (Column("a", Kind.AMOUNT), "99999999", Reason.BAD_AMOUNT),
+        (Column("q", Kind.QTY), "-1", Reason.NEGATIVE_QTY),
+        (Column("q", Kind.QTY), "1.5", Reason.BAD_NUMBER),
+        (Column("c", Kind.COUNT), "-2", Reason.BAD_NUMBER),
+        (Column("b", Kind.BOOL), "maybe", Reason.BAD_BOOL),
+        (Column("d", Kind.DATE), "1980-2-3", Reason.BAD_DATE),
+        (Column("d", Kind.DATE), "1981-02-29", Reason.BAD_DATE),
+        (Column("e", Kind.ENUM, values=("x",)), "z", Reason.BAD_ENUM),
+        (Column("k", Kind.TOKEN), "abc", Reason.BAD_TOKEN),
+    ],
+)
+def test_bad_values_name_their_reason(column, raw, reason):
+    with pytest.raises(BadValue) as info:
+        coerce_value(column, raw, LATEST)
+    assert info.value.reason is reason
+    assert info.value.column == column.name

@@ -1,0 +1,309 @@
+"""Extract against hand-made partitions: one row per way a channel export goes wrong."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from memberflow.contracts import get_contract
+from memberflow.extract import (
+    MissingPartitionError,
+    QuarantineThresholdError,
+    extract_table,
+    partition_dir,
+    report_path,
+)
+from memberflow.phones import phone_token
+from memberflow.vault import ContactVault
+from tests.conftest import TEST_ID_KEY, make_settings
+
+DAY = date(2026, 3, 2)
+PHONE = "135" + "0000" + "4321"
+OTHER = "186" + "1111" + "2222"
+FULL_WIDTH = str.maketrans("0123456789", "０１２３４５６７８９")
+MEMBERS_HEADER = "card_no,mobile,store_id,join_time,birth_date,updated_at"
+
+
+def write_partition(data_dir: Path, channel: str, table: str, name: str, payload: bytes | str) -> Path:
+    folder = partition_dir(data_dir, channel, table, DAY)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_bytes(payload.encode("utf-8") if isinstance(payload, str) else payload)
+    return path
+
+
+def landed(settings, channel, table) -> list[dict]:
+    return pq.read_table(
+        partition_dir(settings.landing_dir, channel, table, DAY) / "part-0.parquet"
+    ).to_pylist()
+
+
+def quarantined(settings, channel, table) -> list[dict]:
+    return pq.read_table(
+        partition_dir(settings.quarantine_dir, channel, table, DAY) / "part-0.parquet"
+    ).to_pylist()
+
+
+@pytest.fixture
+def lenient(tmp_path):
+    """Settings that never fail on share, so each reason can be looked at."""
+    return make_settings(tmp_path / "ws", tmp_path / "data", MEMBERFLOW_QUARANTINE_MAX_SHARE="1")
+
+
+STORE_ORDERS = (
+    "\n".join(
+        [
+            "store_id,receipt_no,card_no,order_time,amount_cny,pharmacist_consult",
+            "S001,R1,C1,2026-03-02 10:00:00,89.00,true",  # 2 good
+            "S001,,C1,2026-03-02 10:00:00,89.00,true",  # 3 missing receipt_no
+            "S001,R3,C1,2026-03-02 25:61:00,89.00,true",  # 4 bad time
+            "S001,R4,C1,2026-03-05 10:00:00,89.00,true",  # 5 future
+            "S001,R5,C1,2026-03-02 10:00:00,12.3.4,true",  # 6 bad amount
+            "S001,R6,C1,2026-03-02 10:00:00",  # 7 ragged
+            "S001,R1,C1,2026-03-02 10:00:00,89.00,true",  # 8 exact repeat of line 2
+            "S001,R8,C1,2026-03-02 11:00:00,50.00,false",  # 9 conflicting twins
+            "S001,R8,C1,2026-03-02 11:00:00,55.00,false",  # 10
+            "S001,R9,,2026-03-01 23:30:00,10.00,maybe",  # 11 bad bool
+            "S001,R10,,2026-03-01 23:30:00,10.00,",  # 12 good (a day late, no card)
+        ]
+    )
+    + "\n"
+)
+
+
+def test_every_csv_defect_is_quarantined_with_its_reason(lenient):
+    body = STORE_ORDERS.encode() + "S001,R11,C9,2026-03-02 10:00:00,1.00,备注\n".encode("gbk")
+    write_partition(lenient.data_dir, "store_pos", "orders", "part-0.csv", body)
+    report = extract_table(lenient, get_contract("store_pos", "orders"), DAY)
+
+    reasons = {(r["row_number"], r["reason"]) for r in quarantined(lenient, "store_pos", "orders")}
+    assert reasons == {
+        (3, "missing_required"),
+        (4, "bad_time"),
+        (5, "future_time"),
+        (6, "bad_amount"),
+        (7, "malformed_row"),
+        (8, "duplicate_row"),
+        (9, "duplicate_key_conflict"),
+        (10, "duplicate_key_conflict"),
+        (11, "bad_bool"),
+        (13, "undecodable_bytes"),
+    }
+    rows = landed(lenient, "store_pos", "orders")
+    assert [r["receipt_no"] for r in rows] == ["R1", "R10"]
+    assert rows[0]["amount_cny"] == Decimal("89.00")
+    assert rows[0]["order_time"] == datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
+    assert rows[1]["local_date"] == date(2026, 3, 1)  # late row keeps its own local date
+    assert rows[1]["_source_file"] == "store_pos/orders/dt=2026-03-02/part-0.csv"
+    assert rows[1]["_row_number"] == 12
+    assert rows[0]["_loaded_at"] == datetime(2026, 3, 1, 16, 0, tzinfo=UTC)
+    assert (report.read, report.landed, report.quarantined) == (12, 2, 10)
+    assert report.read == report.landed + report.quarantined
+    saved = json.loads(report_path(lenient, "store_pos", "orders", DAY).read_text())
+    assert saved["by_reason"]["duplicate_key_conflict"] == 2 and saved["status"] == "ok"
+
+
+def test_negative_quantity(lenient):
+    write_partition(
+        lenient.data_dir,
+        "store_pos",
+        "order_items",
+        "part-0.csv",
+        "store_id,receipt_no,sku_id,category,qty,unit_price_cny\nS1,R1,K1,calcium,-1,89\nS1,R1,K2,calcium,2,89\n",
+    )
+    extract_table(lenient, get_contract("store_pos", "order_items"), DAY)
+    assert [r["reason"] for r in quarantined(lenient, "store_pos", "order_items")] == ["negative_qty"]
+    assert [r["qty"] for r in landed(lenient, "store_pos", "order_items")] == [2]
+
+
+def test_jsonl_defects(lenient):
+    good = {
+        "event_id": "e1",
+        "external_userid": "wm1",
+        "chat_id": "c1",
+        "event_type": "checkin",
+        "checkin_topic": "walk",
+        "event_time": "2026-03-02T07:00:00+08:00",
+    }
+    lines = [
+        json.dumps(good),
+        '{"event_id": "e2", "external_userid": ',  # truncated
+        "[1, 2]",  # not an object
+        json.dumps({k: v for k, v in good.items() if k != "chat_id"} | {"event_id": "e4"}),  # key absent
+        json.dumps(good | {"event_id": "e5", "event_type": "dance"}),  # bad enum
+        "",
+    ]
+    body = (
+        "\n".join(lines).encode()
+        + json.dumps(good | {"event_id": "e6", "checkin_topic": "走路"}, ensure_ascii=False).encode("gbk")
+        + b"\n"
+    )
+    write_partition(lenient.data_dir, "wecom", "group_events", "part-0.jsonl", body)
+    report = extract_table(lenient, get_contract("wecom", "group_events"), DAY)
+    got = [(r["row_number"], r["reason"]) for r in quarantined(lenient, "wecom", "group_events")]
+    assert got == [
+        (2, "malformed_row"),
+        (3, "malformed_row"),
+        (4, "missing_required"),
+        (5, "bad_enum"),
+        (6, "undecodable_bytes"),
+    ]
+    assert [r["event_id"] for r in landed(lenient, "wecom", "group_events")] == ["e1"]
+    assert report.read == 6
+
+
+def test_a_header_without_a_required_column_quarantines_every_row(lenient):
+    write_partition(
+        lenient.data_dir,
+        "store_pos",
+        "order_items",
+        "part-0.csv",
+        "store_id,receipt_no,sku_id,qty,unit_price_cny\nS1,R1,K1,1,89\nS1,R2,K1,1,89\n",
+    )
+    report = extract_table(lenient, get_contract("store_pos", "order_items"), DAY)
+    rows = quarantined(lenient, "store_pos", "order_items")
+    assert {r["reason"] for r in rows} == {"missing_required"} and len(rows) == 2
+    assert "category" in rows[0]["detail"]
+    assert report.landed == 0
+
+
+def test_phones_become_tokens_and_go_only_to_the_vault(lenient):
+    lines = [
+        "card_no,mobile,store_id,join_time,birth_date,updated_at",
+        f"C1,+86 {PHONE[:3]} {PHONE[3:7]} {PHONE[7:]},S1,2026-03-02 09:00:00,1970-05-01,2026-03-02 09:00:00",
+        f"C2,{OTHER.translate(FULL_WIDTH)},S1,2026-03-02 09:00:00,,2026-03-02 09:00:00",
+        "C3,12345,S1,2026-03-02 09:00:00,,2026-03-02 09:00:00",
+    ]
+    write_partition(lenient.data_dir, "store_pos", "members", "part-0.csv", "\n".join(lines) + "\n")
+    report = extract_table(lenient, get_contract("store_pos", "members"), DAY)
+    rows = landed(lenient, "store_pos", "members")
+    key = TEST_ID_KEY.encode()
+    assert [r["phone_token"] for r in rows] == [phone_token(PHONE, key), phone_token(OTHER, key), None]
+    assert rows[0]["phone_masked"] == "135****4321"
+    assert "mobile" not in rows[0]
+    assert report.invalid_phones == 1
+    vault = pq.read_table(partition_dir(lenient.vault_dir, "store_pos", "members", DAY) / "part-0.parquet")
+    opened = {
+        t: ContactVault(lenient.vault_key()).open(s)
+        for t, s in zip(vault["phone_token"].to_pylist(), vault["phone_sealed"].to_pylist(), strict=True)
+    }
+    assert opened == {phone_token(PHONE, key): PHONE, phone_token(OTHER, key): OTHER}
+    for folder in (lenient.landing_dir, lenient.vault_dir, lenient.quarantine_dir, lenient.reports_dir):
+        for path in folder.rglob("*"):
+            if path.is_file():
+                assert PHONE.encode() not in path.read_bytes() and OTHER.encode() not in path.read_bytes()
+
+
+def test_consent_by_sms_is_keyed_by_token_and_an_invalid_number_is_quarantined(lenient):
+    base = {"scope": "marketing", "granted": "false", "event_time": "2026-03-02 12:00:00", "source": "sms"}
+    lines = [
+        json.dumps(base | {"event_id": "c1", "id_type": "mobile", "id_value": f"0086{PHONE}"}),
+        json.dumps(base | {"event_id": "c2", "id_type": "mobile", "id_value": "4000-123-456"}),
+        json.dumps(base | {"event_id": "c3", "id_type": "card_no", "id_value": "C1"}),
+    ]
+    write_partition(lenient.data_dir, "consent", "events", "part-0.jsonl", "\n".join(lines) + "\n")
+    extract_table(lenient, get_contract("consent", "events"), DAY)
+    rows = landed(lenient, "consent", "events")
+    assert [(r["id_type"], r["id_value"]) for r in rows] == [
+        ("phone_token", phone_token(PHONE, TEST_ID_KEY.encode())),
+        ("card_no", "C1"),
+    ]
+    assert [r["reason"] for r in quarantined(lenient, "consent", "events")] == ["bad_phone"]
+
+
+def test_parquet_partner_file(lenient):
+    token = phone_token(PHONE, TEST_ID_KEY.encode())
+    table = pa.table(
+        {
+            "partner": ["p", "p"],
+            "policy_id": ["1", "2"],
+            "holder_mobile_hmac": [token.upper(), "not-a-token"],
+            "product_code": ["X", "X"],
+            "start_date": [date(2026, 3, 2)] * 2,
+            "end_date": [None, None],
+            "status": ["active"] * 2,
+            "updated_at": [datetime(2026, 3, 2, 9, 0)] * 2,
+        }
+    )
+    folder = partition_dir(lenient.data_dir, "insurance", "policies", DAY)
+    folder.mkdir(parents=True)
+    pq.write_table(table, folder / "part-0.parquet")
+    extract_table(lenient, get_contract("insurance", "policies"), DAY)
+    rows = landed(lenient, "insurance", "policies")
+    assert [r["holder_mobile_hmac"] for r in rows] == [token]
+    assert rows[0]["updated_at"] == datetime(2026, 3, 2, 1, 0, tzinfo=UTC)
+    assert [r["reason"] for r in quarantined(lenient, "insurance", "policies")] == ["bad_token"]
+
+
+def test_missing_partition_is_a_named_condition(settings):
+    with pytest.raises(MissingPartitionError, match=r"wecom\.contacts: no partition for 2026-03-02"):
+        extract_table(settings, get_contract("wecom", "contacts"), DAY)
+
+
+def test_too_many_bad_rows_fail_and_land_nothing(tmp_path):
+    settings = make_settings(
+        tmp_path / "ws",
+        tmp_path / "data",
+        MEMBERFLOW_QUARANTINE_LIMITS="store_pos.orders=0.2",
+        MEMBERFLOW_QUARANTINE_MIN_ROWS="3",
+    )
+    write_partition(
+        settings.data_dir,
+        "store_pos",
+        "orders",
+        "part-0.csv",
+        "store_id,receipt_no,card_no,order_time,amount_cny,pharmacist_consult\n"
+        "S1,R1,,2026-03-02 10:00:00,1.00,\n",
+    )
+    contract = get_contract("store_pos", "orders")
+    extract_table(settings, contract, DAY)
+    assert len(landed(settings, "store_pos", "orders")) == 1
+    write_partition(settings.data_dir, "store_pos", "orders", "part-0.csv", STORE_ORDERS)
+    with pytest.raises(QuarantineThresholdError) as info:
+        extract_table(settings, contract, DAY)
+    message = str(info.value)
+    assert "store_pos.orders 2026-03-02: 9 of 11 rows quarantined" in message
+    assert "limit of 20.0%" in message and "duplicate_key_conflict 2" in message
+    assert not partition_dir(settings.landing_dir, "store_pos", "orders", DAY).exists()
+    assert len(quarantined(settings, "store_pos", "orders")) == 9
+    assert json.loads(report_path(settings, "store_pos", "orders", DAY).read_text())["status"] == "failed"
+
+
+def test_a_few_bad_rows_on_a_quiet_day_do_not_fail(tmp_path):
+    settings = make_settings(tmp_path / "ws", tmp_path / "data")  # 5 % share, at least 10 rows
+    write_partition(settings.data_dir, "store_pos", "orders", "part-0.csv", STORE_ORDERS)
+    report = extract_table(settings, get_contract("store_pos", "orders"), DAY)
+    assert report.quarantined == 9 and report.status == "ok"
+
+
+def _digest(root: Path) -> dict[str, str]:
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and "secrets" not in p.parts
+    }
+
+
+def test_rerunning_a_date_gives_identical_files(lenient):
+    write_partition(lenient.data_dir, "store_pos", "orders", "part-0.csv", STORE_ORDERS)
+    write_partition(
+        lenient.data_dir,
+        "store_pos",
+        "members",
+        "part-0.csv",
+        f"{MEMBERS_HEADER}\nC1,{PHONE},S1,2026-03-02 09:00:00,,2026-03-02 09:00:00\n",
+    )
+    for table in ("orders", "members"):
+        extract_table(lenient, get_contract("store_pos", table), DAY)
+    first = _digest(lenient.home)
+    for table in ("orders", "members"):
+        extract_table(lenient, get_contract("store_pos", table), DAY)
+    assert _digest(lenient.home) == first
+    assert len(first) == 7  # landed ×2, quarantine ×2, reports ×2, vault (members only)
