@@ -1,0 +1,1 @@
+"""Great Expectations suites written as code, and the runner that gates the DAGs."""

@@ -1,0 +1,3 @@
+from memberflow.cli import app
+
+app(prog_name="memberflow")

@@ -1,0 +1,1 @@
+"""Training sets, training, evaluation, scoring and the model registry (no Airflow imports)."""

@@ -1,0 +1,110 @@
+"""The memberflow command as a user runs it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import timedelta
+
+import pytest
+from typer.testing import CliRunner
+
+from memberflow.cli import app
+from tests.conftest import SAMPLE_START, TEST_ID_KEY
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    monkeypatch.setenv("MEMBERFLOW_HOME", str(tmp_path / "ws"))
+    monkeypatch.setenv("MEMBERFLOW_ID_KEY", TEST_ID_KEY)
+    monkeypatch.delenv("MEMBERFLOW_DATA_DIR", raising=False)
+    return tmp_path
+
+
+def test_help_lists_the_stages():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("generate", "extract", "demo", "where"):
+        assert command in result.output
+
+
+def test_generate_then_extract_a_range(env):
+    out = env / "data"
+    result = runner.invoke(
+        app,
+        [
+            "generate",
+            "--members",
+            "200",
+            "--start",
+            "2026-03-01",
+            "--days",
+            "4",
+            "--seed",
+            "3",
+            "--out",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert (out / "_truth" / "persons.parquet").exists()
+    result = runner.invoke(
+        app, ["extract", "--data-dir", str(out), "--date", "2026-03-02", "--to", "2026-03-03"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "extract 2026-03-03" in result.output and "wecom.group_events" in result.output
+    assert (env / "ws" / "landing" / "consent" / "events" / "dt=2026-03-03" / "part-0.parquet").exists()
+
+
+def test_extract_of_a_missing_date_exits_2_and_names_it(env, sample_dir):
+    day = SAMPLE_START - timedelta(days=1)
+    result = runner.invoke(
+        app,
+        ["extract", "--data-dir", str(sample_dir), "--date", day.isoformat(), "--table", "wecom.contacts"],
+    )
+    assert result.exit_code == 2
+    assert f"wecom.contacts: no partition for {day.isoformat()}" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["extract", "--date", "2026-13-01"], "not a date"),
+        (["extract", "--date", "2026-03-02", "--to", "2026-03-01"], "before --date"),
+        (["extract", "--date", "2026-03-02", "--table", "wecom.nothing"], "no landing contract"),
+        (["generate", "--members", "0"], "members"),
+    ],
+)
+def test_bad_arguments_get_a_clear_error(env, args, message):
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    assert message in result.output
+
+
+def test_where_prints_the_workspace(env):
+    result = runner.invoke(app, ["where"])
+    assert result.exit_code == 0
+    assert str(env / "ws" / "landing") in result.output
+
+
+def test_demo_runs_airflow_end_to_end(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "MEMBERFLOW"))}
+    env.update(MEMBERFLOW_HOME=str(tmp_path / "ws"), COLUMNS="160")
+    result = subprocess.run(
+        [sys.executable, "-m", "memberflow", "demo", "--members", "300", "--days", "3"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Airflow ran extract_channels for 3 days" in result.stdout
+    assert "(0 failed runs)" in result.stdout
+    assert "what was built" in result.stdout and "consent.events" in result.stdout
+    assert (tmp_path / "ws" / "airflow" / "airflow.db").exists()
+    assert (
+        tmp_path / "ws" / "landing" / "wecom" / "group_events" / "dt=2026-01-03" / "part-0.parquet"
+    ).exists()
