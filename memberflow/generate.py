@@ -201,6 +201,18 @@ class _Writer:
         if 0 <= day < self.cfg.days:
             self.rows[(table, day)].append(row)
 
+    def add_items(self, table: str, day: int, order: dict, items: list[tuple[str, str, int, float]]) -> None:
+        """Line items (category, sku, qty, unit price) of one order, keyed by the order's columns."""
+        for category, sku, qty, unit in items:
+            row = {
+                **order,
+                "sku_id": sku,
+                "category": category,
+                "qty": str(qty),
+                "unit_price_cny": f"{unit:.2f}",
+            }
+            self.add(table, day, row)
+
     def add_frame(self, table: str, day: int, frame: pl.DataFrame) -> None:
         if frame.height:
             self.frames[(table, day)].append(frame)
@@ -351,16 +363,56 @@ def _local_time(day: date, seconds: np.ndarray | float) -> str | list[str]:
     return f"{day.isoformat()} {s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
-def generate(
-    cfg: GenerateConfig, id_key: bytes, on_day: Callable[[int], None] | None = None
-) -> GenerateSummary:
-    """Write all twelve landing tables for ``cfg.days`` days starting ``cfg.start`` under ``cfg.out``."""
-    seq = np.random.SeedSequence(cfg.seed)
-    rng_people, rng_orders, rng_days, rng_dirt, rng_ids = (np.random.default_rng(s) for s in seq.spawn(5))
+@dataclass
+class _People:
+    """The simulated population: array entry i is person i (the person_id of the truth files)."""
+
+    cfg: GenerateConfig
+    n: int
+    acq_day: np.ndarray
+    acq_name: np.ndarray
+    engagement: np.ndarray
+    churn_day: np.ndarray
+    categories: list[str]
+    interest: np.ndarray
+    phones: np.ndarray
+    unionids: np.ndarray
+    wecom_day: np.ndarray
+    mp_platform: np.ndarray
+    mp_day: np.ndarray
+    shares_unionid: np.ndarray
+    live_platform: np.ndarray
+    live_day: np.ndarray
+    insurance_day: np.ndarray
+    ecom_day: np.ndarray
+    store_day: np.ndarray
+    ecom_platform: np.ndarray
+    ecom_names: list[str]
+    first_order: np.ndarray
+    repeater: np.ndarray
+    ext_ids: np.ndarray
+    mp_openids: np.ndarray
+    live_openids: np.ndarray
+    buyer_ids: np.ndarray
+    card_nos: np.ndarray
+    staff: np.ndarray
+    home_store: np.ndarray
+    clerk_phones: np.ndarray
+    style: np.ndarray
+    ecom_member: np.ndarray
+
+    def shown_phone(self, i: int) -> str:
+        """The person's phone as this export writes it (formats vary with the dirt rate)."""
+        return format_phone(self.phones[i], int(self.style[i]))
+
+    def day_of(self, d: int) -> date:
+        return self.cfg.start + timedelta(days=int(d))
+
+
+def _draw_people(cfg: GenerateConfig, rng_people, rng_orders, rng_ids) -> _People:
+    """Who the brand meets, when and how, how engaged they are, when they churn and whether they buy."""
     n, days = cfg.members, cfg.days
     fmt_share = min(1.0, 15 * cfg.dirt_rate)
-    writer = _Writer(cfg, rng_dirt)
-
     # --- people -----------------------------------------------------------------------------------------
     imported = rng_people.random(n) < 0.15
     growth = np.sqrt(rng_people.random(n))  # density rising over the period
@@ -413,8 +465,8 @@ def generate(
     live_openids = _hex_ids(rng_ids, n, "lv")
     buyer_ids = np.array(
         [
-            f"{ecom_names[p]}_{int(x):011d}"
-            for p, x in zip(ecom_platform.tolist(), rng_ids.integers(0, 10**11, n).tolist(), strict=True)
+            f"{ecom_names[k]}_{int(x):011d}"
+            for k, x in zip(ecom_platform.tolist(), rng_ids.integers(0, 10**11, n).tolist(), strict=True)
         ],
         dtype=object,
     )
@@ -427,78 +479,115 @@ def generate(
     home_store = rng_people.integers(0, N_STORES, n)
     clerk_phones = _phones(rng_ids, 2)
     style = np.where(rng_people.random(n) < fmt_share, rng_people.integers(1, 7, n), 0)
+    ecom_member = rng_people.random(n) < 0.35  # authorized the brand's shop membership (phone)
 
-    def shown_phone(i: int) -> str:
-        return format_phone(phones[i], int(style[i]))
+    return _People(
+        cfg,
+        n,
+        acq_day,
+        acq_name,
+        engagement,
+        churn_day,
+        categories,
+        interest,
+        phones,
+        unionids,
+        wecom_day,
+        mp_platform,
+        mp_day,
+        shares_unionid,
+        live_platform,
+        live_day,
+        insurance_day,
+        ecom_day,
+        store_day,
+        ecom_platform,
+        ecom_names,
+        first_order,
+        repeater,
+        ext_ids,
+        mp_openids,
+        live_openids,
+        buyer_ids,
+        card_nos,
+        staff,
+        home_store,
+        clerk_phones,
+        style,
+        ecom_member,
+    )
 
+
+def _write_accounts(
+    cfg: GenerateConfig, p: _People, writer: _Writer, id_key: bytes, rng_people, rng_ids
+) -> list:
+    """Each channel's account rows (contacts, users, cards, policies) and consent events; returns the truth
+    of which person stands behind each identifier."""
+    n, days = p.n, cfg.days
+    shown_phone, day_of = p.shown_phone, p.day_of
     truth_ids: list[tuple[int, str, str]] = []
-    start = cfg.start
-
-    def day_of(d: int) -> date:
-        return start + timedelta(days=int(d))
-
-    # --- entity tables ----------------------------------------------------------------------------------
     remark = rng_people.random(n) < 0.30
     mp_mobile = rng_people.random(n) < 0.55
-    ecom_member = rng_people.random(n) < 0.35
     contact_removed = rng_people.random(n) < 0.45
     opt_out_at_churn = rng_people.random(n) < 0.15
     health_consent = rng_people.random(n) < 0.40
     test_number = rng_people.random(n) < cfg.dirt_rate / 4
     clerk_card = rng_people.random(n) < cfg.dirt_rate * 2
     for i in range(n):
-        tok = phone_token(phones[i], id_key)
+        tok = phone_token(p.phones[i], id_key)
         truth_ids.append((i, "phone_token", tok))
         seconds = rng_people.integers(8 * 3600, 21 * 3600, size=4)
-        if wecom_day[i] >= 0:
-            d = day_of(wecom_day[i])
+        if p.wecom_day[i] >= 0:
+            d = day_of(p.wecom_day[i])
             t = _local_time(d, seconds[0])
-            has_union = shares_unionid[i]
+            has_union = p.shares_unionid[i]
             row = {
-                "external_userid": ext_ids[i],
-                "unionid": unionids[i] if has_union else None,
-                "staff_userid": f"staff{staff[i]:03d}",
+                "external_userid": p.ext_ids[i],
+                "unionid": p.unionids[i] if has_union else None,
+                "staff_userid": f"staff{p.staff[i]:03d}",
                 "add_time": t,
-                "add_way": "qr_code" if acq_name[i] == "wecom_qr" else "group_invite",
-                "state": f"store_{home_store[i]:03d}_qr"
-                if acq_name[i] == "wecom_qr"
-                else f"ch_{acq_name[i]}",
+                "add_way": "qr_code" if p.acq_name[i] == "wecom_qr" else "group_invite",
+                "state": f"store_{p.home_store[i]:03d}_qr"
+                if p.acq_name[i] == "wecom_qr"
+                else f"ch_{p.acq_name[i]}",
                 "remark_mobile": shown_phone(i) if remark[i] else None,
                 "deleted_time": None,
                 "updated_at": t,
             }
-            writer.add("wecom.contacts", int(wecom_day[i]), row)
-            truth_ids.append((i, "external_userid", ext_ids[i]))
-            if churn_day[i] < days and contact_removed[i] and churn_day[i] > wecom_day[i]:
-                t2 = _local_time(day_of(churn_day[i]), seconds[1])
-                writer.add("wecom.contacts", int(churn_day[i]), {**row, "deleted_time": t2, "updated_at": t2})
+            writer.add("wecom.contacts", int(p.wecom_day[i]), row)
+            truth_ids.append((i, "external_userid", p.ext_ids[i]))
+            if p.churn_day[i] < days and contact_removed[i] and p.churn_day[i] > p.wecom_day[i]:
+                t2 = _local_time(day_of(p.churn_day[i]), seconds[1])
+                writer.add(
+                    "wecom.contacts", int(p.churn_day[i]), {**row, "deleted_time": t2, "updated_at": t2}
+                )
             writer.add(
                 "consent.events",
-                int(wecom_day[i]),
+                int(p.wecom_day[i]),
                 {
-                    "event_id": f"ce-wc-{ext_ids[i]}",
+                    "event_id": f"ce-wc-{p.ext_ids[i]}",
                     "id_type": "external_userid",
-                    "id_value": ext_ids[i],
+                    "id_value": p.ext_ids[i],
                     "scope": "marketing",
                     "granted": "true",
                     "event_time": t,
                     "source": "wecom_sidebar",
                 },
             )
-        if mp_day[i] >= 0:
-            plat = list(MP_APPS)[mp_platform[i]]
-            d = day_of(mp_day[i])
+        if p.mp_day[i] >= 0:
+            plat = list(MP_APPS)[p.mp_platform[i]]
+            d = day_of(p.mp_day[i])
             t = _local_time(d, seconds[1])
-            openid_full = f"{plat}:{MP_APPS[plat]}:{mp_openids[i]}"
+            openid_full = f"{plat}:{MP_APPS[plat]}:{p.mp_openids[i]}"
             mobile = TEST_NUMBERS[i % 3] if test_number[i] else shown_phone(i)
             writer.add(
                 "miniprogram.users",
-                int(mp_day[i]),
+                int(p.mp_day[i]),
                 {
                     "platform": plat,
                     "app_id": MP_APPS[plat],
-                    "openid": mp_openids[i],
-                    "unionid": unionids[i] if plat == "wechat" else None,
+                    "openid": p.mp_openids[i],
+                    "unionid": p.unionids[i] if plat == "wechat" else None,
                     "mobile": mobile if mp_mobile[i] else None,
                     "register_time": t,
                     "updated_at": t,
@@ -506,16 +595,16 @@ def generate(
             )
             truth_ids.append((i, "openid", openid_full))
             if plat == "wechat":
-                truth_ids.append((i, "unionid", unionids[i]))
+                truth_ids.append((i, "unionid", p.unionids[i]))
             for scope, granted in (
                 ("marketing", rng_people.random() < 0.85),
                 ("health_data", bool(health_consent[i])),
             ):
                 writer.add(
                     "consent.events",
-                    int(mp_day[i]),
+                    int(p.mp_day[i]),
                     {
-                        "event_id": f"ce-mp-{scope}-{mp_openids[i]}",
+                        "event_id": f"ce-mp-{scope}-{p.mp_openids[i]}",
                         "id_type": "openid",
                         "id_value": openid_full,
                         "scope": scope,
@@ -524,22 +613,22 @@ def generate(
                         "source": "miniprogram_settings",
                     },
                 )
-        if store_day[i] >= 0:
-            d = day_of(store_day[i])
+        if p.store_day[i] >= 0:
+            d = day_of(p.store_day[i])
             t = _local_time(d, seconds[2])
             if clerk_card[i]:
-                mobile = clerk_phones[i % 2]
+                mobile = p.clerk_phones[i % 2]
             elif test_number[i]:
                 mobile = TEST_NUMBERS[i % 3]
             else:
                 mobile = shown_phone(i)
             writer.add(
                 "store_pos.members",
-                int(store_day[i]),
+                int(p.store_day[i]),
                 {
-                    "card_no": card_nos[i],
+                    "card_no": p.card_nos[i],
                     "mobile": mobile,
-                    "store_id": f"S{home_store[i]:03d}",
+                    "store_id": f"S{p.home_store[i]:03d}",
                     "join_time": t,
                     "birth_date": (
                         date(1950, 1, 1) + timedelta(days=int(rng_people.integers(0, 20000)))
@@ -549,58 +638,68 @@ def generate(
                     "updated_at": t,
                 },
             )
-            truth_ids.append((i, "card_no", card_nos[i]))
-        if live_day[i] >= 0:
-            plat = ("wechat_channels", "douyin")[live_platform[i]]
-            truth_ids.append((i, "openid", f"{plat}:live:{live_openids[i]}"))
-        if ecom_day[i] >= 0:
-            truth_ids.append((i, "buyer_id", f"{ecom_names[ecom_platform[i]]}:{buyer_ids[i]}"))
-        if insurance_day[i] >= 0 and insurance_day[i] < days:
-            d = day_of(insurance_day[i])
+            truth_ids.append((i, "card_no", p.card_nos[i]))
+        if p.live_day[i] >= 0:
+            plat = ("wechat_channels", "douyin")[p.live_platform[i]]
+            truth_ids.append((i, "openid", f"{plat}:live:{p.live_openids[i]}"))
+        if p.ecom_day[i] >= 0:
+            truth_ids.append((i, "buyer_id", f"{p.ecom_names[p.ecom_platform[i]]}:{p.buyer_ids[i]}"))
+        if p.insurance_day[i] >= 0 and p.insurance_day[i] < days:
+            d = day_of(p.insurance_day[i])
             partner = ("pingan_health", "taikang_online")[i % 2]
             policy_id = f"PL{int(rng_ids.integers(0, 10**12)):012d}"
             row = {
                 "partner": partner,
                 "policy_id": policy_id,
                 "holder_mobile_hmac": tok,
-                "product_code": ("CHRONIC_CARE", "MATERNITY", "SENIOR_HEALTH")[interest[i] % 3],
+                "product_code": ("CHRONIC_CARE", "MATERNITY", "SENIOR_HEALTH")[p.interest[i] % 3],
                 "start_date": d.isoformat(),
                 "end_date": (d + timedelta(days=365)).isoformat(),
                 "status": "active",
                 "updated_at": _local_time(d, seconds[3]),
             }
-            writer.add("insurance.policies", int(insurance_day[i]), row)
+            writer.add("insurance.policies", int(p.insurance_day[i]), row)
             truth_ids.append((i, "policy_id", f"{partner}:{policy_id}"))
-            if churn_day[i] < days and rng_people.random() < 0.3:
+            if p.churn_day[i] < days and rng_people.random() < 0.3:
                 writer.add(
                     "insurance.policies",
-                    int(churn_day[i]),
-                    {**row, "status": "lapsed", "updated_at": _local_time(day_of(churn_day[i]), seconds[3])},
+                    int(p.churn_day[i]),
+                    {
+                        **row,
+                        "status": "lapsed",
+                        "updated_at": _local_time(day_of(p.churn_day[i]), seconds[3]),
+                    },
                 )
-        if churn_day[i] < days and opt_out_at_churn[i]:
+        if p.churn_day[i] < days and opt_out_at_churn[i]:
             writer.add(
                 "consent.events",
-                int(churn_day[i]),
+                int(p.churn_day[i]),
                 {
                     "event_id": f"ce-sms-{i:08d}",
                     "id_type": "mobile",
                     "id_value": shown_phone(i),
                     "scope": "marketing",
                     "granted": "false",
-                    "event_time": _local_time(day_of(churn_day[i]), seconds[0]),
+                    "event_time": _local_time(day_of(p.churn_day[i]), seconds[0]),
                     "source": "sms_reply_TD",
                 },
             )
 
-    # --- orders ----------------------------------------------------------------------------------------
+    return truth_ids
+
+
+def _write_orders(cfg: GenerateConfig, p: _People, writer: _Writer, rng_orders) -> list[dict]:
+    """First orders, then repeats on the category's replenishment cycle until churn; returns the truth."""
+    n, days = p.n, cfg.days
+    shown_phone, day_of = p.shown_phone, p.day_of
     truth_orders: list[dict] = []
     order_seq = 0
-    for i in np.flatnonzero(first_order >= 0).tolist():
-        category = categories[interest[i]]
+    for i in np.flatnonzero(p.first_order >= 0).tolist():
+        category = p.categories[p.interest[i]]
         cycle, price, _ = CATEGORIES[category]
-        d = int(first_order[i])
+        d = int(p.first_order[i])
         first = True
-        while d < min(int(churn_day[i]), days):
+        while d < min(int(p.churn_day[i]), days):
             order_seq += 1
             items = [
                 (
@@ -614,14 +713,14 @@ def generate(
                 device, device_price = DEVICES[category]
                 items.append((device, f"SKU-{device}-1", 1, device_price))
             if rng_orders.random() < 0.2:
-                other = categories[int(rng_orders.integers(0, len(categories)))]
+                other = p.categories[int(rng_orders.integers(0, len(p.categories)))]
                 if other != category:
                     items.append((other, f"SKU-{other}-1", 1, CATEGORIES[other][1]))
-            amount = sum(q * p for _, _, q, p in items)
+            amount = sum(qty * unit for _, _, qty, unit in items)
             when = int(rng_orders.integers(9 * 3600, 22 * 3600))
             t = _local_time(day_of(d), when)
-            if store_day[i] >= 0 and store_day[i] <= d:
-                store = f"S{home_store[i]:03d}"
+            if p.store_day[i] >= 0 and p.store_day[i] <= d:
+                store = f"S{p.home_store[i]:03d}"
                 receipt = f"R{order_seq:09d}"
                 writer.add(
                     "store_pos.orders",
@@ -629,25 +728,15 @@ def generate(
                     {
                         "store_id": store,
                         "receipt_no": receipt,
-                        "card_no": card_nos[i],
+                        "card_no": p.card_nos[i],
                         "order_time": t,
                         "amount_cny": f"{amount:.2f}",
                         "pharmacist_consult": "true" if rng_orders.random() < 0.3 else "false",
                     },
                 )
-                for cat, sku, qty, p in items:
-                    writer.add(
-                        "store_pos.order_items",
-                        d,
-                        {
-                            "store_id": store,
-                            "receipt_no": receipt,
-                            "sku_id": sku,
-                            "category": cat,
-                            "qty": str(qty),
-                            "unit_price_cny": f"{p:.2f}",
-                        },
-                    )
+                writer.add_items(
+                    "store_pos.order_items", d, {"store_id": store, "receipt_no": receipt}, items
+                )
                 truth_orders.append(
                     {
                         "person_id": i,
@@ -659,16 +748,16 @@ def generate(
                     }
                 )
             else:
-                plat = ecom_names[ecom_platform[i]]
+                plat = p.ecom_names[p.ecom_platform[i]]
                 order_id = f"{plat[:2].upper()}{order_seq:012d}"
                 base = {
                     "platform": plat,
                     "order_id": order_id,
-                    "buyer_id": buyer_ids[i],
-                    "mobile_masked": f"{phones[i][:3]}****{phones[i][-4:]}"
+                    "buyer_id": p.buyer_ids[i],
+                    "mobile_masked": f"{p.phones[i][:3]}****{p.phones[i][-4:]}"
                     if rng_orders.random() < 0.7
                     else None,
-                    "member_mobile": shown_phone(i) if ecom_member[i] else None,
+                    "member_mobile": shown_phone(i) if p.ecom_member[i] else None,
                     "order_time": t,
                     "amount_cny": f"{amount:.2f}",
                 }
@@ -693,19 +782,7 @@ def generate(
                             {**base, "status": "refunded", "updated_at": _local_time(day_of(back), when)},
                         )
                         final = "refunded"
-                for cat, sku, qty, p in items:
-                    writer.add(
-                        "ecommerce.order_items",
-                        d,
-                        {
-                            "platform": plat,
-                            "order_id": order_id,
-                            "sku_id": sku,
-                            "category": cat,
-                            "qty": str(qty),
-                            "unit_price_cny": f"{p:.2f}",
-                        },
-                    )
+                writer.add_items("ecommerce.order_items", d, {"platform": plat, "order_id": order_id}, items)
                 truth_orders.append(
                     {
                         "person_id": i,
@@ -716,11 +793,17 @@ def generate(
                         "amount_cny": amount,
                     }
                 )
-            if not repeater[i]:
+            if not p.repeater[i]:
                 break
             first = False
             d += max(5, round(cycle * float(rng_orders.lognormal(0.0, 0.2))))
-    # Walk-in buyers without a card: store traffic that no identifier can follow.
+    _write_walk_in_orders(cfg, n, writer, rng_orders, order_seq)
+    return truth_orders
+
+
+def _write_walk_in_orders(cfg: GenerateConfig, n: int, writer: _Writer, rng_orders, order_seq: int) -> None:
+    """Store traffic that no identifier can follow: receipts without a member card."""
+    days, categories = cfg.days, list(CATEGORIES)
     for d in range(days):
         for k in range(int(rng_orders.poisson(max(1.0, n / 400)))):
             order_seq += 1
@@ -734,39 +817,33 @@ def generate(
                     "store_id": store,
                     "receipt_no": receipt,
                     "card_no": None,
-                    "order_time": _local_time(day_of(d), 9 * 3600 + 97 * k % 40000),
+                    "order_time": _local_time(cfg.start + timedelta(days=d), 9 * 3600 + 97 * k % 40000),
                     "amount_cny": f"{qty * price:.2f}",
                     "pharmacist_consult": "false",
                 },
             )
-            writer.add(
-                "store_pos.order_items",
-                d,
-                {
-                    "store_id": store,
-                    "receipt_no": receipt,
-                    "sku_id": f"SKU-{cat}-1",
-                    "category": cat,
-                    "qty": str(qty),
-                    "unit_price_cny": f"{price:.2f}",
-                },
-            )
+            items = [(cat, f"SKU-{cat}-1", qty, price)]
+            writer.add_items("store_pos.order_items", d, {"store_id": store, "receipt_no": receipt}, items)
 
-    # --- daily behaviour ------------------------------------------------------------------------------
-    in_group = (wecom_day >= 0) & (rng_people.random(n) < 0.55)
-    group_day = np.where(in_group, wecom_day + rng_people.geometric(0.3, n), -1)
-    engaged = engagement > 0.45
+
+def _simulate_days(cfg: GenerateConfig, p: _People, writer: _Writer, rng_people, rng_days, on_day) -> None:
+    """Day by day: check-in groups, mini-program visits and livestreams, then write the day's partitions."""
+    n, days = p.n, cfg.days
+    day_of = p.day_of
+    in_group = (p.wecom_day >= 0) & (rng_people.random(n) < 0.55)
+    group_day = np.where(in_group, p.wecom_day + rng_people.geometric(0.3, n), -1)
+    engaged = p.engagement > 0.45
     checkin_rate = np.where(engaged, rng_people.uniform(0.6, 0.9, n), rng_people.uniform(0.05, 0.35, n))
     chat_ids = np.array(
-        [f"wr{s:03d}_{c}" for s, c in zip(staff.tolist(), (acq_day // 30).tolist(), strict=True)],
+        [f"wr{s:03d}_{c}" for s, c in zip(p.staff.tolist(), (p.acq_day // 30).tolist(), strict=True)],
         dtype=object,
     )
     topics = np.array(
-        [CHECKIN_TOPICS.get(categories[k], "daily_walk") for k in interest.tolist()], dtype=object
+        [CHECKIN_TOPICS.get(p.categories[k], "daily_walk") for k in p.interest.tolist()], dtype=object
     )
-    mp_app = np.array([MP_APPS[list(MP_APPS)[p]] for p in mp_platform.tolist()], dtype=object)
-    mp_plat = np.array(list(MP_APPS), dtype=object)[mp_platform]
-    interest_names = np.array(categories, dtype=object)[interest]
+    mp_app = np.array([MP_APPS[list(MP_APPS)[k]] for k in p.mp_platform.tolist()], dtype=object)
+    mp_plat = np.array(list(MP_APPS), dtype=object)[p.mp_platform]
+    interest_names = np.array(p.categories, dtype=object)[p.interest]
     event_types = np.array(
         ["login", "article_view", "assessment", "coupon_claim", "add_cart", "share"], dtype=object
     )
@@ -774,15 +851,15 @@ def generate(
     ev_counter = 0
     for d in range(days):
         today = day_of(d)
-        fade = np.clip((churn_day - d) / 21.0, 0.1, 1.0)
-        alive = (acq_day <= d) & (d < churn_day)
+        fade = np.clip((p.churn_day - d) / 21.0, 0.1, 1.0)
+        alive = (p.acq_day <= d) & (d < p.churn_day)
 
         # check-in groups
         member = in_group & (group_day <= d) & alive
         joins = np.flatnonzero(in_group & (group_day == d))
         checks = np.flatnonzero(member & (rng_days.random(n) < checkin_rate * fade))
         talks = np.flatnonzero(member & (rng_days.random(n) < 0.08 * fade))
-        leaves = np.flatnonzero(in_group & (churn_day == d) & (group_day < d) & (rng_days.random(n) < 0.5))
+        leaves = np.flatnonzero(in_group & (p.churn_day == d) & (group_day < d) & (rng_days.random(n) < 0.5))
         parts = []
         for idx, etype in ((joins, "join"), (checks, "checkin"), (talks, "message"), (leaves, "leave")):
             if len(idx) == 0:
@@ -792,7 +869,7 @@ def generate(
                 pl.DataFrame(
                     {
                         "event_id": [f"ge{ev_counter + k:010d}" for k in range(len(idx))],
-                        "external_userid": ext_ids[idx].tolist(),
+                        "external_userid": p.ext_ids[idx].tolist(),
                         "chat_id": chat_ids[idx].tolist(),
                         "event_type": [etype] * len(idx),
                         "checkin_topic": topics[idx].tolist() if etype == "checkin" else [None] * len(idx),
@@ -806,8 +883,8 @@ def generate(
             writer.add_frame("wecom.group_events", d, frame)
 
         # mini-program visits
-        users = (mp_day >= 0) & (mp_day <= d) & alive
-        visitors = np.flatnonzero(users & (rng_days.random(n) < (0.03 + 0.25 * engagement) * fade))
+        users = (p.mp_day >= 0) & (p.mp_day <= d) & alive
+        visitors = np.flatnonzero(users & (rng_days.random(n) < (0.03 + 0.25 * p.engagement) * fade))
         if len(visitors):
             extra = rng_days.poisson(1.2, len(visitors))
             person = np.concatenate([visitors, np.repeat(visitors, extra)])
@@ -834,7 +911,7 @@ def generate(
                         "event_id": [f"me{ev_counter + k:010d}" for k in range(len(person))],
                         "platform": mp_plat[person].tolist(),
                         "app_id": mp_app[person].tolist(),
-                        "openid": mp_openids[person].tolist(),
+                        "openid": p.mp_openids[person].tolist(),
                         "event_type": etype.tolist(),
                         "topic": topic.tolist(),
                         "event_time": times,
@@ -849,17 +926,17 @@ def generate(
             if today.weekday() not in weekdays:
                 continue
             viewers = np.flatnonzero(
-                (live_day >= 0)
-                & (live_day <= d)
+                (p.live_day >= 0)
+                & (p.live_day <= d)
                 & alive
-                & (live_platform == plat_index)
-                & (rng_days.random(n) < (0.08 + 0.5 * engagement) * fade)
+                & (p.live_platform == plat_index)
+                & (rng_days.random(n) < (0.08 + 0.5 * p.engagement) * fade)
             )
             if len(viewers) == 0:
                 continue
             join = 19 * 3600 + 1800 + rng_days.integers(0, 1800, len(viewers))
             watch = np.minimum(rng_days.exponential(25 * 60, len(viewers)).astype(int) + 60, 5400)
-            has_union = shares_unionid[viewers] & (plat == "wechat_channels")
+            has_union = p.shares_unionid[viewers] & (plat == "wechat_channels")
             writer.add_frame(
                 "livestream.views",
                 d,
@@ -867,11 +944,11 @@ def generate(
                     {
                         "session_id": [f"{plat[:2]}-{today.isoformat()}"] * len(viewers),
                         "platform": [plat] * len(viewers),
-                        "viewer_openid": live_openids[viewers].tolist(),
-                        "viewer_unionid": np.where(has_union, unionids[viewers], None).tolist(),
+                        "viewer_openid": p.live_openids[viewers].tolist(),
+                        "viewer_unionid": np.where(has_union, p.unionids[viewers], None).tolist(),
                         "join_time": _local_time(today, join.astype(float)),
                         "leave_time": _local_time(today, np.minimum(join + watch, 86399).astype(float)),
-                        "comments": rng_days.poisson(engagement[viewers] * 2).astype(str).tolist(),
+                        "comments": rng_days.poisson(p.engagement[viewers] * 2).astype(str).tolist(),
                         "product_clicks": rng_days.poisson(0.6, len(viewers)).astype(str).tolist(),
                     },
                     schema={c: pl.String for c in BY_NAME["livestream.views"].column_names},
@@ -881,42 +958,26 @@ def generate(
         if on_day is not None:
             on_day(d)
 
-    _write_truth(
-        cfg,
-        n,
-        acq_day,
-        acq_name,
-        engagement,
-        churn_day,
-        first_order,
-        repeater,
-        interest,
-        categories,
-        truth_ids,
-        truth_orders,
-        writer.dirt,
-        id_key,
-        phones,
+
+def generate(
+    cfg: GenerateConfig, id_key: bytes, on_day: Callable[[int], None] | None = None
+) -> GenerateSummary:
+    """Write all twelve landing tables for ``cfg.days`` days starting ``cfg.start`` under ``cfg.out``."""
+    seq = np.random.SeedSequence(cfg.seed)
+    rng_people, rng_orders, rng_days, rng_dirt, rng_ids = (np.random.default_rng(s) for s in seq.spawn(5))
+    writer = _Writer(cfg, rng_dirt)
+    people = _draw_people(cfg, rng_people, rng_orders, rng_ids)
+    truth_ids = _write_accounts(cfg, people, writer, id_key, rng_people, rng_ids)
+    truth_orders = _write_orders(cfg, people, writer, rng_orders)
+    _simulate_days(cfg, people, writer, rng_people, rng_days, on_day)
+    _write_truth(cfg, people, truth_ids, truth_orders, writer.dirt)
+    return GenerateSummary(
+        cfg.out, dict(sorted(writer.counts.items())), dict(sorted(writer.dirt.items())), cfg.members
     )
-    return GenerateSummary(cfg.out, dict(sorted(writer.counts.items())), dict(sorted(writer.dirt.items())), n)
 
 
 def _write_truth(
-    cfg,
-    n,
-    acq_day,
-    acq_name,
-    engagement,
-    churn_day,
-    first_order,
-    repeater,
-    interest,
-    categories,
-    truth_ids,
-    truth_orders,
-    dirt,
-    id_key,
-    phones,
+    cfg: GenerateConfig, p: _People, truth_ids: list, truth_orders: list[dict], dirt: dict
 ) -> None:
     folder = cfg.out / "_truth"
     folder.mkdir(parents=True, exist_ok=True)
@@ -926,14 +987,14 @@ def _write_truth(
 
     pl.DataFrame(
         {
-            "person_id": np.arange(n),
-            "acquired_on": as_date(acq_day),
-            "acquisition_channel": acq_name.tolist(),
-            "engagement": engagement.round(4),
-            "churned_on": as_date(churn_day),
-            "first_order_on": as_date(first_order),
-            "repeat_buyer": repeater & (first_order >= 0),
-            "main_interest": np.array(categories)[interest].tolist(),
+            "person_id": np.arange(p.n),
+            "acquired_on": as_date(p.acq_day),
+            "acquisition_channel": p.acq_name.tolist(),
+            "engagement": p.engagement.round(4),
+            "churned_on": as_date(p.churn_day),
+            "first_order_on": as_date(p.first_order),
+            "repeat_buyer": p.repeater & (p.first_order >= 0),
+            "main_interest": np.array(p.categories)[p.interest].tolist(),
         }
     ).write_parquet(folder / "persons.parquet", statistics=False)
     pl.DataFrame(
@@ -958,4 +1019,3 @@ def _write_truth(
         "identifiers.parquet: the person behind every identifier (member_identifiers encoding);\n"
         "orders.parquet: each person's real orders; dirt.json: defects planted per table.\n"
     )
-    del id_key, phones
