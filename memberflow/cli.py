@@ -155,6 +155,111 @@ def _print_extract(day: date, result) -> None:
 
 
 @app.command()
+def build(
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Channel source folder; default MEMBERFLOW_DATA_DIR.")
+    ] = None,
+    as_of: Annotated[
+        str | None, typer.Option(help="Build as of this date (YYYY-MM-DD): only data landed on or before it.")
+    ] = None,
+) -> None:
+    """Land every source partition not landed yet, then build the warehouse with dbt (models and tests).
+
+    Exits 1 when a partition quarantines too much (nothing is built) or a dbt model or test fails.
+    """
+    from memberflow.extract import QuarantineThresholdError, extract_table, pending_partitions
+    from memberflow.transform import DbtError, build_warehouse
+
+    settings = _settings()
+    source = Path(data_dir or settings.data_dir)
+    cutoff = _parse_date(as_of) if as_of else None
+    pending = pending_partitions(settings, source, cutoff)
+    errors = []
+    for day, contract in pending:
+        try:
+            extract_table(settings, contract, day, source)
+        except QuarantineThresholdError as exc:
+            errors.append(str(exc))
+    console.print(f"landed {len(pending) - len(errors)} pending partitions from {source}")
+    if errors:
+        for message in errors:
+            err.print(f"[red]{message}[/red]")
+        err.print("[red]not building: fix or quarantine the failed partitions first[/red]")
+        raise typer.Exit(1)
+    began = time.perf_counter()
+    try:
+        result = build_warehouse(settings, cutoff)
+    except DbtError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    console.print(
+        f"dbt build: {result.succeeded} models and tests passed in {time.perf_counter() - began:.1f} s"
+    )
+    _print_warehouse(settings)
+
+
+def _print_warehouse(settings: Settings) -> None:
+    from memberflow.summary import warehouse_counts
+
+    table = Table(title=f"warehouse {settings.warehouse_path}")
+    table.add_column("table")
+    table.add_column("rows", justify="right")
+    for name, rows in warehouse_counts(settings).items():
+        table.add_row(name, f"{rows:,}")
+    console.print(table)
+
+
+identity_app = typer.Typer(
+    help="One ID: audit how identifiers were stitched into members.", no_args_is_help=True
+)
+app.add_typer(identity_app, name="identity")
+
+
+@identity_app.command("report")
+def identity_report_command(
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Channel source folder whose _truth/ is used for scoring, if present.")
+    ] = None,
+) -> None:
+    """Cluster sizes, oversize clusters, singletons per channel, dropped edges; precision/recall vs truth."""
+    from memberflow.identity_report import identity_report
+
+    settings = _settings()
+    try:
+        report = identity_report(settings, data_dir)
+    except FileNotFoundError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    console.print(
+        f"members: {report.members:,}   identifiers: {report.identifiers:,}   "
+        f"merges recorded: {report.merges:,}   weak candidate links: {report.candidate_links:,}"
+    )
+    sizes = Table(title="identifiers per member")
+    sizes.add_column("size")
+    sizes.add_column("members", justify="right")
+    for label, count in report.cluster_sizes.items():
+        sizes.add_row(label, f"{count:,}")
+    console.print(sizes)
+    console.print(
+        "singletons by channel: " + ", ".join(f"{k} {v:,}" for k, v in report.singletons_by_channel.items())
+    )
+    console.print(
+        "dropped edges: " + (", ".join(f"{k} {v:,}" for k, v in report.dropped_by_reason.items()) or "none")
+    )
+    for member_id, size in report.oversize:
+        console.print(f"[yellow]oversize member {member_id}: {size} identifiers[/yellow]")
+    if report.truth is not None:
+        t = report.truth
+        console.print(
+            f"against truth ({t.identifiers_scored:,} identifiers): pairwise precision {t.precision:.4f} "
+            f"({t.correct_pairs:,}/{t.predicted_pairs:,}), recall {t.recall:.4f} "
+            f"({t.correct_pairs:,}/{t.true_pairs_linkable:,} linkable pairs)"
+        )
+    for note in report.notes:
+        console.print(note)
+
+
+@app.command()
 def demo(
     members: Annotated[int, typer.Option(min=1, help="People in the sample.")] = 2000,
     days: Annotated[int, typer.Option(min=1, help="Days of sample data; each day is one Airflow run.")] = 60,

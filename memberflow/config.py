@@ -86,6 +86,7 @@ class Settings:
     # row out of eight is noise, not a broken export.
     quarantine_min_rows: int = 10
     id_key_env: str | None = None
+    blocked_phones: tuple[str, ...] = ()
     vault_key_env: str | None = None
 
     @classmethod
@@ -100,6 +101,9 @@ class Settings:
             quarantine_limits=_read_limits(env, "MEMBERFLOW_QUARANTINE_LIMITS"),
             quarantine_min_rows=_read_count(env, "MEMBERFLOW_QUARANTINE_MIN_ROWS", 10),
             id_key_env=env.get("MEMBERFLOW_ID_KEY") or None,
+            blocked_phones=tuple(
+                p.strip() for p in env.get("MEMBERFLOW_BLOCKED_PHONES", "").split(",") if p.strip()
+            ),
             vault_key_env=env.get("MEMBERFLOW_VAULT_KEY") or None,
         )
 

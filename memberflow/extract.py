@@ -539,3 +539,22 @@ def read_landed(settings: Settings, channel: str, table: str) -> pa.Table:
     if not parts:
         return landed_schema(get_contract(channel, table)).empty_table()
     return pa.concat_tables([pq.read_table(p) for p in parts])
+
+
+def pending_partitions(
+    settings: Settings, data_dir: Path, until: date | None = None
+) -> list[tuple[date, TableContract]]:
+    """Source partitions (up to ``until``) that have no successful extract report yet, oldest first."""
+    pending = []
+    for contract in CONTRACTS:
+        for folder in sorted((Path(data_dir) / contract.channel / contract.table).glob("dt=*")):
+            try:
+                day = date.fromisoformat(folder.name[3:])
+            except ValueError:
+                continue
+            if until is not None and day > until:
+                continue
+            report = report_path(settings, contract.channel, contract.table, day)
+            if not report.exists() or json.loads(report.read_text())["status"] != "ok":
+                pending.append((day, contract))
+    return sorted(pending, key=lambda item: (item[0], item[1].name))

@@ -58,3 +58,27 @@ def workspace_summary(settings: Settings) -> WorkspaceSummary:
         else:
             summary.failed_days.append(report["date"])
     return WorkspaceSummary(list(tables.values()))
+
+
+WAREHOUSE_TABLES = (
+    "dim_member",
+    "member_identifiers",
+    "member_id_history",
+    "fct_orders",
+    "fct_member_daily_engagement",
+    "identity_dropped_edges",
+    "identity_candidate_links",
+)
+
+
+def warehouse_counts(settings: Settings) -> dict[str, int]:
+    """Row counts of the published marts (read-only connection)."""
+    import duckdb
+
+    counts = {}
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+        existing = {row[0] for row in con.sql("select table_name from information_schema.tables").fetchall()}
+        for name in WAREHOUSE_TABLES:
+            if name in existing:
+                counts[name] = con.table(name).aggregate("count(*)").fetchall()[0][0]
+    return counts

@@ -1,0 +1,34 @@
+{#
+  The landed Parquet of one channel table, as a relation. Reads every dated partition plus the table's
+  empty schema file, so a channel that has never delivered is an empty relation with the right columns,
+  not an error.
+#}
+{% macro landed(channel, table) -%}
+  {%- set home = env_var('MEMBERFLOW_HOME') -%}
+  {%- set pattern = home ~ '/landing/' ~ channel ~ '/' ~ table ~ '/dt=*/part-0.parquet' -%}
+  {%- set schema_file = home ~ '/landing/_schemas/' ~ channel ~ '.' ~ table ~ '.parquet' -%}
+  {%- set found = 0 -%}
+  {%- if execute -%}
+    {%- set found = run_query("select count(*) from glob('" ~ pattern ~ "')").columns[0].values()[0] -%}
+  {%- endif -%}
+  read_parquet(['{{ schema_file }}'{% if found > 0 %}, '{{ pattern }}'{% endif %}], union_by_name = true)
+{%- endmacro %}
+
+{# Reference data memberflow writes into the workspace before a build (e.g. blocked identifiers). #}
+{% macro workspace_reference(name) -%}
+  read_parquet('{{ env_var("MEMBERFLOW_HOME") }}/reference/{{ name }}.parquet')
+{%- endmacro %}
+
+{# The China-local date a landed row arrived on (its partition's logical date). #}
+{% macro loaded_on(column='_loaded_at') -%}
+  cast(timezone('Asia/Shanghai', {{ column }}) as date)
+{%- endmacro %}
+
+{# Keep rows landed on or before the as-of date, when one is set. #}
+{% macro as_of_filter(column='loaded_on') -%}
+  {%- if var('as_of_date') -%}
+    {{ column }} <= cast('{{ var("as_of_date") }}' as date)
+  {%- else -%}
+    true
+  {%- endif -%}
+{%- endmacro %}

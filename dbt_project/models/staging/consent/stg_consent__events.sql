@@ -1,0 +1,32 @@
+with
+
+source as (
+    select *, {{ loaded_on() }} as loaded_on from {{ landed('consent', 'events') }}
+),
+
+as_of as (
+    select * from source where {{ as_of_filter() }}
+),
+
+deduplicated as (
+    select *
+    from as_of
+    qualify row_number() over (partition by event_id order by _loaded_at, _source_file, _row_number) = 1
+),
+
+final as (
+    select
+        event_id,
+        -- Keys in the member_identifiers encoding (extract already turned mobile into phone_token).
+        id_type,
+        id_value,
+        scope,
+        granted,
+        event_time,
+        local_date as event_date,
+        source as consent_source,
+        loaded_on
+    from deduplicated
+)
+
+select * from final

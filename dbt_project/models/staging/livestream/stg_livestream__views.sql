@@ -1,0 +1,35 @@
+with
+
+source as (
+    select *, {{ loaded_on() }} as loaded_on from {{ landed('livestream', 'views') }}
+),
+
+as_of as (
+    select * from source where {{ as_of_filter() }}
+),
+
+deduplicated as (
+    select *
+    from as_of
+    qualify row_number() over (
+        partition by session_id, platform, viewer_openid, join_time order by _loaded_at, _source_file, _row_number
+    ) = 1
+),
+
+final as (
+    select
+        session_id,
+        platform,
+        platform || ':live:' || viewer_openid as viewer_key,
+        viewer_unionid,
+        join_time as joined_at,
+        leave_time as left_at,
+        greatest(date_diff('second', join_time, leave_time), 0) / 60.0 as watch_minutes,
+        coalesce(comments, 0) as comments,
+        coalesce(product_clicks, 0) as product_clicks,
+        local_date as view_date,
+        loaded_on
+    from deduplicated
+)
+
+select * from final

@@ -1,0 +1,37 @@
+with
+
+source as (
+    select *, {{ loaded_on() }} as loaded_on from {{ landed('miniprogram', 'users') }}
+),
+
+as_of as (
+    select * from source where {{ as_of_filter() }}
+),
+
+versioned as (
+    select
+        *,
+        min(loaded_on) over (partition by platform, app_id, openid) as first_seen_on,
+        row_number() over (
+            partition by platform, app_id, openid order by updated_at desc, _loaded_at desc
+        ) as version_rank
+    from as_of
+),
+
+final as (
+    select
+        platform || ':' || app_id || ':' || openid as openid_key,
+        platform,
+        app_id,
+        openid,
+        unionid,
+        phone_token,
+        phone_masked,
+        register_time as registered_at,
+        updated_at,
+        first_seen_on
+    from versioned
+    where version_rank = 1
+)
+
+select * from final

@@ -1,0 +1,33 @@
+with
+
+source as (
+    select *, {{ loaded_on() }} as loaded_on from {{ landed('store_pos', 'members') }}
+),
+
+as_of as (
+    select * from source where {{ as_of_filter() }}
+),
+
+versioned as (
+    select
+        *,
+        min(loaded_on) over (partition by card_no) as first_seen_on,
+        row_number() over (partition by card_no order by updated_at desc, _loaded_at desc) as version_rank
+    from as_of
+),
+
+final as (
+    select
+        card_no,
+        phone_token,
+        phone_masked,
+        store_id,
+        join_time as joined_at,
+        birth_date,
+        updated_at,
+        first_seen_on
+    from versioned
+    where version_rank = 1
+)
+
+select * from final

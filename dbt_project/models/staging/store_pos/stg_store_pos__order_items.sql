@@ -1,0 +1,28 @@
+with
+
+source as (
+    select *, {{ loaded_on() }} as loaded_on from {{ landed('store_pos', 'order_items') }}
+),
+
+as_of as (
+    select * from source where {{ as_of_filter() }}
+),
+
+deduplicated as (
+    select *
+    from as_of
+    qualify row_number() over (partition by store_id, receipt_no, sku_id order by _loaded_at desc) = 1
+),
+
+final as (
+    select
+        store_id || ':' || receipt_no as order_key,
+        sku_id,
+        category,
+        qty,
+        unit_price_cny,
+        qty * unit_price_cny as line_amount_cny
+    from deduplicated
+)
+
+select * from final

@@ -1,0 +1,31 @@
+with
+
+source as (
+    select *, {{ loaded_on() }} as loaded_on from {{ landed('store_pos', 'orders') }}
+),
+
+as_of as (
+    select * from source where {{ as_of_filter() }}
+),
+
+deduplicated as (
+    select *
+    from as_of
+    qualify row_number() over (partition by store_id, receipt_no order by _loaded_at, _source_file, _row_number) = 1
+),
+
+final as (
+    select
+        store_id || ':' || receipt_no as order_key,
+        store_id,
+        receipt_no,
+        card_no,
+        order_time as ordered_at,
+        local_date as order_date,
+        amount_cny,
+        coalesce(pharmacist_consult, false) as pharmacist_consult,
+        loaded_on as first_seen_on
+    from deduplicated
+)
+
+select * from final

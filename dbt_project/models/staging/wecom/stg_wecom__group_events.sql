@@ -1,0 +1,31 @@
+with
+
+source as (
+    select *, {{ loaded_on() }} as loaded_on from {{ landed('wecom', 'group_events') }}
+),
+
+as_of as (
+    select * from source where {{ as_of_filter() }}
+),
+
+deduplicated as (
+    -- The same event can arrive again in a later partition (late re-send): the first landing wins.
+    select *
+    from as_of
+    qualify row_number() over (partition by event_id order by _loaded_at, _source_file, _row_number) = 1
+),
+
+final as (
+    select
+        event_id,
+        external_userid,
+        chat_id,
+        event_type,
+        checkin_topic,
+        event_time,
+        local_date as event_date,
+        loaded_on
+    from deduplicated
+)
+
+select * from final

@@ -1,0 +1,7 @@
+{% test unique_combination(model, columns) %}
+-- Rows whose combination of columns is not unique.
+select {{ columns | join(', ') }}, count(*) as occurrences
+from {{ model }}
+group by all
+having count(*) > 1
+{% endtest %}

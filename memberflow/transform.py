@@ -1,0 +1,133 @@
+"""Transform: the dbt project over the landed Parquet, into the DuckDB warehouse.
+
+Before dbt runs, memberflow writes what the project reads from the workspace besides landed data: an empty
+schema file per landed table (so a channel that never delivered is an empty relation) and the blocked
+identifier values, as tokens (only Python holds the identity key). dbt runs with its target, logs and
+packages under ``$MEMBERFLOW_HOME/dbt`` so the repository stays clean, and one process at a time writes the
+warehouse (DuckDB allows a single writer): ``warehouse_lock`` serializes the CLI, the DAG and tests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from memberflow.config import PRIVACY_DEFAULTS, REPO_ROOT, Settings
+from memberflow.contracts import CONTRACTS
+from memberflow.extract import landed_schema
+from memberflow.phones import phone_token
+
+DBT_PROJECT_DIR = Path(os.environ.get("MEMBERFLOW_DBT_PROJECT") or REPO_ROOT / "dbt_project")
+
+
+def blocked_phones(extra: Sequence[str] = ()) -> list[str]:
+    """Numbers that identify nobody: 1X-prefix runs of one digit, 1XY00000000 test numbers, hotlines."""
+    numbers = {f"1{a}{d * 9}" for a in "3456789" for d in "0123456789"}
+    numbers |= {f"1{a}{b}00000000" for a in "3456789" for b in "0123456789"}
+    numbers |= {"13800138000"}
+    return sorted(numbers | set(extra))
+
+
+def write_build_inputs(settings: Settings) -> None:
+    """Schema files of every landed table and the blocked-identifier reference, under the workspace."""
+    schemas = settings.landing_dir / "_schemas"
+    schemas.mkdir(parents=True, exist_ok=True)
+    for contract in CONTRACTS:
+        target = schemas / f"{contract.channel}.{contract.table}.parquet"
+        if not target.exists():
+            pq.write_table(landed_schema(contract).empty_table(), target)
+    key = settings.id_key()
+    rows = [
+        {"id_type": "phone_token", "id_value": phone_token(p, key), "reason": "blocked_phone"}
+        for p in blocked_phones(settings.blocked_phones)
+    ]
+    reference = settings.home / "reference"
+    reference.mkdir(parents=True, exist_ok=True)
+    schema = pa.schema([("id_type", pa.string()), ("id_value", pa.string()), ("reason", pa.string())])
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), reference / "blocked_identifiers.parquet")
+
+
+def dbt_environment(settings: Settings) -> dict[str, str]:
+    dbt_home = settings.home / "dbt"
+    return {
+        "MEMBERFLOW_HOME": str(settings.home),
+        "MEMBERFLOW_WAREHOUSE": str(settings.warehouse_path),
+        "DBT_PROFILES_DIR": str(DBT_PROJECT_DIR),
+        "DBT_PROJECT_DIR": str(DBT_PROJECT_DIR),
+        "DBT_TARGET_PATH": str(dbt_home / "target"),
+        "DBT_LOG_PATH": str(dbt_home / "logs"),
+        "DBT_PACKAGES_INSTALL_PATH": str(dbt_home / "packages"),
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+        **PRIVACY_DEFAULTS,
+    }
+
+
+@contextlib.contextmanager
+def warehouse_lock(settings: Settings) -> Iterator[None]:
+    """Hold the workspace's single-writer lock on the DuckDB warehouse."""
+    settings.home.mkdir(parents=True, exist_ok=True)
+    with open(settings.home / ".warehouse.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class DbtError(RuntimeError):
+    """dbt reported failures; the message lists the failing nodes."""
+
+
+@dataclass
+class DbtResult:
+    succeeded: int
+    failures: list[str]
+
+
+def run_dbt(settings: Settings, command: Sequence[str], as_of: date | None = None) -> DbtResult:
+    """Run a dbt command against the workspace's warehouse, in a child process.
+
+    A child process keeps dbt's global state and its DuckDB connection out of the caller (the CLI reads
+    the warehouse right after; Airflow tasks stay small). Results come from dbt's run_results.json.
+    """
+    env = {**os.environ, **dbt_environment(settings)}
+    args = [str(Path(sys.executable).with_name("dbt")), *command]
+    args += ["--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR)]
+    if as_of is not None:
+        args += ["--vars", json.dumps({"as_of_date": as_of.isoformat()})]
+    results_file = Path(env["DBT_TARGET_PATH"]) / "run_results.json"
+    results_file.unlink(missing_ok=True)
+    with warehouse_lock(settings):
+        completed = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
+    if not results_file.exists():
+        tail = "\n".join((completed.stdout + completed.stderr).strip().splitlines()[-15:])
+        raise DbtError(f"dbt {' '.join(command)} could not run (exit {completed.returncode}):\n{tail}")
+    failures, succeeded = [], 0
+    for node in json.loads(results_file.read_text())["results"]:
+        if node["status"] in ("success", "pass"):
+            succeeded += 1
+        elif node["status"] not in ("skipped", "warn"):
+            failures.append(f"{node['unique_id']}: {node['status']} {node.get('message') or ''}".strip())
+    if completed.returncode != 0 and not failures:
+        failures.append(f"dbt exited {completed.returncode} (see {env['DBT_LOG_PATH']}/dbt.log)")
+    return DbtResult(succeeded, failures)
+
+
+def build_warehouse(settings: Settings, as_of: date | None = None) -> DbtResult:
+    """Write the build inputs and run ``dbt build`` (models and their tests)."""
+    write_build_inputs(settings)
+    result = run_dbt(settings, ["build"], as_of)
+    if result.failures:
+        raise DbtError("dbt build failed:\n  " + "\n  ".join(result.failures))
+    return result
