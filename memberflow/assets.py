@@ -16,3 +16,6 @@ def landed_asset(contract: TableContract) -> Asset:
 
 
 LANDED_ASSETS: tuple[Asset, ...] = tuple(landed_asset(c) for c in CONTRACTS)
+
+# The member marts (dim_member, member_identifiers, member_tags, member_features, ...) after a good build.
+WAREHOUSE_MEMBERS = Asset(name="warehouse.members", uri="x-memberflow://warehouse/members", group="warehouse")

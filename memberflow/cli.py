@@ -198,6 +198,42 @@ def build(
     _print_warehouse(settings)
 
 
+def _print_identity(settings: Settings) -> None:
+    from memberflow.identity_report import identity_report
+
+    _print_identity_report(identity_report(settings))
+
+
+def _print_identity_report(report) -> None:
+    console.print(
+        f"members: {report.members:,}   identifiers: {report.identifiers:,}   "
+        f"merges recorded: {report.merges:,}   weak candidate links: {report.candidate_links:,}"
+    )
+    sizes = Table(title="identifiers per member")
+    sizes.add_column("size")
+    sizes.add_column("members", justify="right")
+    for label, count in report.cluster_sizes.items():
+        sizes.add_row(label, f"{count:,}")
+    console.print(sizes)
+    console.print(
+        "singletons by channel: " + ", ".join(f"{k} {v:,}" for k, v in report.singletons_by_channel.items())
+    )
+    console.print(
+        "dropped edges: " + (", ".join(f"{k} {v:,}" for k, v in report.dropped_by_reason.items()) or "none")
+    )
+    for member_id, size in report.oversize:
+        console.print(f"[yellow]oversize member {member_id}: {size} identifiers[/yellow]")
+    if report.truth is not None:
+        t = report.truth
+        console.print(
+            f"against truth ({t.identifiers_scored:,} identifiers): pairwise precision {t.precision:.4f} "
+            f"({t.correct_pairs:,}/{t.predicted_pairs:,}), recall {t.recall:.4f} "
+            f"({t.correct_pairs:,}/{t.true_pairs_linkable:,} linkable pairs)"
+        )
+    for note in report.notes:
+        console.print(note)
+
+
 def _print_warehouse(settings: Settings) -> None:
     from memberflow.summary import warehouse_counts
 
@@ -230,33 +266,7 @@ def identity_report_command(
     except FileNotFoundError as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
-    console.print(
-        f"members: {report.members:,}   identifiers: {report.identifiers:,}   "
-        f"merges recorded: {report.merges:,}   weak candidate links: {report.candidate_links:,}"
-    )
-    sizes = Table(title="identifiers per member")
-    sizes.add_column("size")
-    sizes.add_column("members", justify="right")
-    for label, count in report.cluster_sizes.items():
-        sizes.add_row(label, f"{count:,}")
-    console.print(sizes)
-    console.print(
-        "singletons by channel: " + ", ".join(f"{k} {v:,}" for k, v in report.singletons_by_channel.items())
-    )
-    console.print(
-        "dropped edges: " + (", ".join(f"{k} {v:,}" for k, v in report.dropped_by_reason.items()) or "none")
-    )
-    for member_id, size in report.oversize:
-        console.print(f"[yellow]oversize member {member_id}: {size} identifiers[/yellow]")
-    if report.truth is not None:
-        t = report.truth
-        console.print(
-            f"against truth ({t.identifiers_scored:,} identifiers): pairwise precision {t.precision:.4f} "
-            f"({t.correct_pairs:,}/{t.predicted_pairs:,}), recall {t.recall:.4f} "
-            f"({t.correct_pairs:,}/{t.true_pairs_linkable:,} linkable pairs)"
-        )
-    for note in report.notes:
-        console.print(note)
+    _print_identity_report(report)
 
 
 @app.command()
@@ -289,9 +299,23 @@ def demo(
         f"Airflow ran extract_channels for {len(results)} days in {elapsed:.0f} s "
         f"({len(failed)} failed runs); task logs: {log_path}"
     )
-    for r in failed:
-        err.print(f"[red]{r.day}: failed tasks {', '.join(r.failed_tasks)}[/red]")
     _print_summary(settings)
+    if not failed:
+        # In production the landed Assets trigger transform_members; the demo runs it once, at the end.
+        began = time.perf_counter()
+        failed = [
+            r
+            for r in _run_days(settings, "transform_members", [first + timedelta(days - 1)], log_path)
+            if not r.ok
+        ]
+        console.print(
+            f"Airflow ran transform_members (dbt through Cosmos) in {time.perf_counter() - began:.0f} s"
+        )
+    for r in failed:
+        err.print(f"[red]{r.dag_id} {r.day}: failed tasks {', '.join(r.failed_tasks)}[/red]")
+    if not failed:
+        _print_warehouse(settings)
+        _print_identity(settings)
     raise typer.Exit(1 if failed else 0)
 
 

@@ -76,6 +76,7 @@ class DagRunResult:
     day: date
     state: str
     failed_tasks: list[str]
+    task_states: dict[str, str]
 
     @property
     def ok(self) -> bool:
@@ -83,9 +84,10 @@ class DagRunResult:
 
 
 def load_dag(dag_id: str):
+    """Parse the DAG's own file (named after the DAG, as every file in dags/ is)."""
     from airflow.dag_processing.dagbag import DagBag
 
-    bag = DagBag(dag_folder=str(DAGS_FOLDER))
+    bag = DagBag(dag_folder=str(DAGS_FOLDER / f"{dag_id}.py"))
     if bag.import_errors:
         raise RuntimeError(f"DAG import errors: {bag.import_errors}")
     return bag.get_dag(dag_id)
@@ -102,5 +104,23 @@ def run_dag(dag_id: str, day: date, retries: int | None = 0) -> DagRunResult:
         for task in dag.tasks:
             task.retries = retries
     run = dag.test(logical_date=logical_date_for(day))
-    failed = sorted(ti.task_id for ti in run.get_task_instances() if ti.state not in ("success", "skipped"))
-    return DagRunResult(dag_id, day, str(run.state), failed)
+    _release_warehouse()
+    states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
+    failed = sorted(task for task, state in states.items() if state not in ("success", "skipped"))
+    return DagRunResult(dag_id, day, str(run.state), failed, states)
+
+
+def _release_warehouse() -> None:
+    """Close the DuckDB handle that in-process dbt (Cosmos under dag.test) keeps between tasks.
+
+    A scheduler runs each task in its own process, so this matters only when all tasks ran here: the
+    caller, or the next command, must be able to open the warehouse again.
+    """
+    if "dbt.adapters.duckdb.connections" not in sys.modules:
+        return
+    import gc
+
+    from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+
+    DuckDBConnectionManager.close_all_connections()
+    gc.collect()

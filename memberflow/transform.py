@@ -23,12 +23,11 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from memberflow.config import PRIVACY_DEFAULTS, REPO_ROOT, Settings
+from memberflow.config import Settings
 from memberflow.contracts import CONTRACTS
+from memberflow.dbt_env import DBT_PROJECT_DIR, dbt_environment
 from memberflow.extract import landed_schema
 from memberflow.phones import phone_token
-
-DBT_PROJECT_DIR = Path(os.environ.get("MEMBERFLOW_DBT_PROJECT") or REPO_ROOT / "dbt_project")
 
 
 def blocked_phones(extra: Sequence[str] = ()) -> list[str]:
@@ -56,21 +55,6 @@ def write_build_inputs(settings: Settings) -> None:
     reference.mkdir(parents=True, exist_ok=True)
     schema = pa.schema([("id_type", pa.string()), ("id_value", pa.string()), ("reason", pa.string())])
     pq.write_table(pa.Table.from_pylist(rows, schema=schema), reference / "blocked_identifiers.parquet")
-
-
-def dbt_environment(settings: Settings) -> dict[str, str]:
-    dbt_home = settings.home / "dbt"
-    return {
-        "MEMBERFLOW_HOME": str(settings.home),
-        "MEMBERFLOW_WAREHOUSE": str(settings.warehouse_path),
-        "DBT_PROFILES_DIR": str(DBT_PROJECT_DIR),
-        "DBT_PROJECT_DIR": str(DBT_PROJECT_DIR),
-        "DBT_TARGET_PATH": str(dbt_home / "target"),
-        "DBT_LOG_PATH": str(dbt_home / "logs"),
-        "DBT_PACKAGES_INSTALL_PATH": str(dbt_home / "packages"),
-        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
-        **PRIVACY_DEFAULTS,
-    }
 
 
 @contextlib.contextmanager

@@ -70,3 +70,34 @@ def pytest_sessionfinish(session, exitstatus) -> None:
 
     shutil.rmtree(_SESSION_HOME, ignore_errors=True)
     os.environ.pop("AIRFLOW_HOME", None)
+
+
+@pytest.fixture(scope="session")
+def business_sample(tmp_path_factory) -> Path:
+    """2,500 people over 60 days: enough for identity and model behaviour to show."""
+    from memberflow.generate import GenerateConfig, generate
+    from tests.dbt.conftest import DAYS, START
+
+    out = tmp_path_factory.mktemp("business")
+    generate(GenerateConfig(2500, START, DAYS, 21, out), TEST_ID_KEY.encode())
+    return out
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory, business_sample) -> Settings:
+    """A workspace whose warehouse dbt built from the whole business sample."""
+    from tests.dbt.conftest import land_and_build
+
+    settings = make_settings(tmp_path_factory.mktemp("built") / "ws", business_sample)
+    land_and_build(settings, business_sample)
+    return settings
+
+
+@pytest.fixture
+def workspace_copy(tmp_path, built) -> Settings:
+    """A private copy of the built workspace and of its source data, for tests that change them."""
+    import shutil
+
+    shutil.copytree(built.home, tmp_path / "ws")
+    shutil.copytree(built.data_dir, tmp_path / "data")
+    return make_settings(tmp_path / "ws", tmp_path / "data")

@@ -52,7 +52,7 @@ first_sightings as (
         id_type,
         id_value,
         min(first_seen_on) as first_seen_on,
-        arg_min(channel, first_seen_on) as first_channel,
+        first(channel order by first_seen_on, channel) as first_channel,
         list_sort(list_distinct(list(channel))) as channels
     from sightings
     group by id_type, id_value

@@ -17,7 +17,7 @@ by_member as (
     select
         member_id,
         min(first_seen_on) as first_seen_on,
-        arg_min(first_channel, first_seen_on) as acquisition_channel,
+        first(first_channel order by first_seen_on, first_channel) as acquisition_channel,
         list_sort(list_distinct(flatten(list(channels)))) as channels_used,
         count(*) as identifier_count,
         count(*) filter (where id_type = 'phone_token') as phone_count,
@@ -34,8 +34,9 @@ by_member as (
 wecom as (
     select
         identifiers.member_id,
-        arg_min(contacts.channel_code, contacts.added_at) as acquisition_code,
-        arg_min(contacts.staff_userid, contacts.added_at) filter (where not contacts.is_removed) as staff_owner,
+        first(contacts.channel_code order by contacts.added_at, contacts.staff_userid) as acquisition_code,
+        first(contacts.staff_userid order by contacts.added_at, contacts.staff_userid)
+            filter (where not contacts.is_removed) as staff_owner,
         bool_and(contacts.is_removed) as wecom_contact_removed
     from contacts
     inner join identifiers
@@ -50,7 +51,8 @@ latest_answers as (
         consent.id_type,
         consent.id_value,
         consent.scope,
-        arg_max(consent.granted, consent.event_time) as granted
+        -- ties go to the refusal
+        last(consent.granted order by consent.event_time, consent.granted desc) as granted
     from consent
     inner join identifiers on consent.id_type = identifiers.id_type and consent.id_value = identifiers.id_value
     group by all

@@ -1,0 +1,95 @@
+"""
+### transform_members
+
+Builds the member warehouse with dbt (DuckDB) once every landed table has new data: staging views over
+the landed Parquet, the One ID graph with stable member ids, and the member marts (`dim_member`,
+`member_identifiers`, `member_id_history`, `fct_orders`, `fct_member_daily_engagement`, ...).
+
+Cosmos renders one Airflow task per dbt model, each followed by that model's tests: a failing test fails
+its task and skips everything downstream. DuckDB allows one writer, so the DAG runs one task at a time.
+The task graph comes from the parsed project in `$MEMBERFLOW_HOME/dbt/manifest/`; parsing the DAG file
+re-creates it (`dbt parse`, a few seconds, once) when it is missing or the project's files changed.
+When every model and test passed, the `warehouse.members` Asset is updated for the DAGs downstream.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pendulum
+from airflow.sdk import dag, task
+from cosmos import DbtTaskGroup, ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
+from cosmos.constants import LoadMode, TestBehavior
+
+from memberflow.assets import LANDED_ASSETS, WAREHOUSE_MEMBERS
+from memberflow.config import get_settings
+from memberflow.dbt_env import DBT_PROJECT_DIR, dbt_environment, ensure_manifest
+
+CHINA = "Asia/Shanghai"
+SETTINGS = get_settings()
+# Rendering from the parsed project keeps parsing fast; it is re-parsed only when the project changed.
+MANIFEST = ensure_manifest(SETTINGS)
+
+
+@task
+def write_build_inputs() -> str:
+    """Schema files of landed tables and blocked identifiers (as tokens) for dbt to read."""
+    from memberflow.config import apply_privacy_defaults
+    from memberflow.transform import write_build_inputs as write
+
+    apply_privacy_defaults()
+    write(get_settings())
+    return str(get_settings().home)
+
+
+@task(outlets=[WAREHOUSE_MEMBERS])
+def publish() -> str:
+    """Every model and test passed: announce the new warehouse state."""
+    return str(get_settings().warehouse_path)
+
+
+@dag(
+    dag_id="transform_members",
+    schedule=list(LANDED_ASSETS),
+    start_date=pendulum.datetime(2026, 1, 1, tz=CHINA),
+    catchup=False,
+    max_active_runs=1,
+    max_active_tasks=1,
+    default_args={
+        "owner": "data-engineering",
+        "retries": 1,
+        "retry_delay": timedelta(minutes=5),
+        "execution_timeout": timedelta(hours=1),
+    },
+    tags=["memberflow", "transform", "dbt"],
+    doc_md=__doc__,
+)
+def transform_members() -> None:
+    dbt = DbtTaskGroup(
+        group_id="dbt",
+        project_config=ProjectConfig(
+            dbt_project_path=DBT_PROJECT_DIR,
+            manifest_path=MANIFEST,
+            install_dbt_deps=False,
+            env_vars=dbt_environment(SETTINGS),
+        ),
+        profile_config=ProfileConfig(
+            profile_name="memberflow",
+            target_name="duckdb",
+            profiles_yml_filepath=DBT_PROJECT_DIR / "profiles.yml",
+        ),
+        execution_config=ExecutionConfig(dbt_executable_path=Path(sys.executable).with_name("dbt")),
+        render_config=RenderConfig(
+            load_method=LoadMode.DBT_MANIFEST,
+            test_behavior=TestBehavior.AFTER_EACH,
+            # A relationships test needs both of its models: it runs once both are built.
+            should_detach_multiple_parents_tests=True,
+            emit_datasets=False,
+        ),
+    )
+    write_build_inputs() >> dbt >> publish()
+
+
+transform_members()

@@ -1,0 +1,66 @@
+"""transform_members executed by Airflow: Cosmos runs each dbt model and its tests as tasks."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import date
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from memberflow.contracts import get_contract
+from memberflow.extract import landed_schema, partition_dir
+from memberflow.orchestrate import run_dag
+from tests.conftest import TEST_ID_KEY, make_settings
+from tests.dbt.conftest import query
+
+RUN_DAY = date(2026, 3, 2)
+
+
+@pytest.fixture
+def transform_env(tmp_path, monkeypatch, built, airflow_db):
+    home = tmp_path / "ws"
+    shutil.copytree(built.home, home)
+    monkeypatch.setenv("MEMBERFLOW_HOME", str(home))
+    monkeypatch.setenv("MEMBERFLOW_DATA_DIR", str(built.data_dir))
+    monkeypatch.setenv("MEMBERFLOW_ID_KEY", TEST_ID_KEY)
+    settings = make_settings(home, built.data_dir)
+    settings.warehouse_path.unlink()
+    return settings
+
+
+def test_every_model_runs_as_a_task_and_the_warehouse_is_published(transform_env):
+    result = run_dag("transform_members", RUN_DAY)
+    assert result.ok, result.failed_tasks
+    assert result.task_states["publish"] == "success"
+    assert result.task_states["dbt.member_identifiers.run"] == "success"
+    assert result.task_states["dbt.dim_member.test"] == "success"
+    assert query(transform_env, "select count(*) as n from dim_member")["n"][0] > 1000
+
+
+def test_a_failing_dbt_test_fails_the_run_and_skips_everything_downstream(transform_env):
+    # A channel writer bypassed the contract: a consent scope dbt's accepted_values test does not know.
+    contract = get_contract("consent", "events")
+    folder = partition_dir(transform_env.landing_dir, "consent", "events", RUN_DAY)
+    folder.mkdir(parents=True)
+    row = {name: None for name in landed_schema(contract).names}
+    row.update(
+        event_id="bad-1",
+        id_type="card_no",
+        id_value="C1",
+        scope="marketing_calls",
+        granted=True,
+        event_time=pa.scalar(0, pa.timestamp("us", tz="UTC")).as_py(),
+        local_date=RUN_DAY,
+        _source_file="x",
+        _row_number=1,
+        _loaded_at=pa.scalar(0, pa.timestamp("us", tz="UTC")).as_py(),
+    )
+    pq.write_table(pa.Table.from_pylist([row], schema=landed_schema(contract)), folder / "part-0.parquet")
+
+    result = run_dag("transform_members", RUN_DAY)
+    assert not result.ok
+    assert result.task_states["dbt.stg_consent__events.test"] == "failed"
+    assert result.task_states["dbt.dim_member.run"] == "upstream_failed"
+    assert result.task_states["publish"] == "upstream_failed"

@@ -1,0 +1,152 @@
+"""One ID on generated data with ground truth."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import polars as pl
+
+from memberflow.contracts import get_contract
+from memberflow.extract import partition_dir
+from memberflow.identity_report import identity_report
+from memberflow.phones import normalize_phone, phone_token
+from memberflow.transform import blocked_phones
+from tests.conftest import TEST_ID_KEY
+from tests.dbt.conftest import DAYS, START, land_and_build, query
+
+KEY = TEST_ID_KEY.encode()
+
+
+def test_pairwise_precision_and_recall_against_truth(built):
+    report = identity_report(built)
+    assert report.truth is not None
+    assert report.truth.predicted_pairs > 1000
+    assert report.truth.precision >= 0.999
+    assert report.truth.recall >= 0.99
+    assert report.dropped_by_reason.get("cap_exceeded", 0) >= 2
+    assert report.oversize == []
+
+
+def test_clerk_phone_and_test_numbers_merge_nobody(built):
+    truth = pl.read_parquet(built.data_dir / "_truth" / "identifiers.parquet")
+    assigned = query(built, "select member_id, id_type, id_value from member_identifiers")
+    people_per_member = (
+        assigned.join(truth, on=["id_type", "id_value"])
+        .group_by("member_id")
+        .agg(pl.col("person_id").n_unique())
+    )
+    assert people_per_member["person_id"].max() == 1
+
+    blocked = {phone_token(p, KEY) for p in blocked_phones()}
+    assert not set(assigned.filter(pl.col("id_type") == "phone_token")["id_value"]) & blocked
+    dropped = query(built, "select id_value_a, drop_reason from identity_dropped_edges")
+    assert "blocked_value" in set(dropped["drop_reason"])  # test numbers were seen and stopped
+    # The clerk phones (not anyone's phone) were stopped by the cap.
+    clerk = dropped.filter(pl.col("drop_reason") == "cap_exceeded")["id_value_a"].unique()
+    assert clerk.len() >= 1 and not set(clerk) & set(truth["id_value"])
+
+
+def test_weak_links_are_candidates_never_merges(built):
+    candidates = query(built, "select member_id, candidate_member_id from identity_candidate_links")
+    assert candidates.height > 0
+    assert (candidates["member_id"] != candidates["candidate_member_id"]).all()
+
+
+def test_rebuilding_unchanged_input_changes_no_member_id(workspace_copy):
+    before = query(workspace_copy, "select * from member_identifiers order by id_type, id_value")
+    land_and_build(workspace_copy, workspace_copy.data_dir)
+    after = query(workspace_copy, "select * from member_identifiers order by id_type, id_value")
+    assert before.equals(after)
+
+
+def _source_phone_of_card(data_dir, card_no: str) -> str:
+    for path in sorted((data_dir / "store_pos" / "members").glob("dt=*/part-0.csv")):
+        frame = pl.read_csv(path, infer_schema=False)
+        row = frame.filter(pl.col("card_no") == card_no)
+        if row.height:
+            return normalize_phone(row["mobile"][0])
+    raise AssertionError(card_no)
+
+
+def test_a_new_day_linking_two_members_keeps_the_older_id(workspace_copy):
+    settings = workspace_copy
+    members = query(
+        settings,
+        """
+        select m.member_id, m.first_seen_on, i.id_type, i.id_value
+        from dim_member m join member_identifiers i using (member_id)
+        where m.identifier_count = 1 or (m.identifier_count = 2 and m.store_card_count = 1)
+        """,
+    )
+    contact = members.filter(pl.col("id_type") == "external_userid").sort("first_seen_on").row(0, named=True)
+    card = members.filter(
+        (pl.col("id_type") == "card_no") & (pl.col("first_seen_on") > contact["first_seen_on"])
+    )
+    card = card.sort("first_seen_on").row(0, named=True)
+    phone = _source_phone_of_card(settings.data_dir, card["id_value"])
+    assert phone is not None and phone_token(phone, KEY) not in set(blocked_phones())
+
+    new_day = START + timedelta(days=DAYS)
+    for contract_name in ("wecom.contacts",):
+        contract = get_contract(*contract_name.split("."))
+        folder = partition_dir(settings.data_dir, contract.channel, contract.table, new_day)
+        folder.mkdir(parents=True)
+        row = {
+            "external_userid": contact["id_value"],
+            "unionid": None,
+            "staff_userid": "staff001",
+            "add_time": f"{contact['first_seen_on']} 10:00:00",
+            "add_way": "qr_code",
+            "state": "store_001_qr",
+            "remark_mobile": phone,
+            "deleted_time": None,
+            "updated_at": f"{new_day} 09:00:00",
+        }
+        (folder / "part-0.jsonl").write_text(json.dumps(row) + "\n")
+    for contract_name in (
+        "wecom.group_events",
+        "miniprogram.users",
+        "miniprogram.events",
+        "ecommerce.orders",
+        "ecommerce.order_items",
+        "store_pos.members",
+        "store_pos.orders",
+        "store_pos.order_items",
+        "livestream.views",
+        "insurance.policies",
+        "consent.events",
+    ):
+        channel, table = contract_name.split(".")
+        partition_dir(settings.data_dir, channel, table, new_day).mkdir(parents=True)
+
+    land_and_build(settings, settings.data_dir)
+    after = query(settings, "select member_id, id_type, id_value from member_identifiers")
+    owner = dict(zip(after["id_value"], after["member_id"], strict=True))
+    assert owner[contact["id_value"]] == owner[card["id_value"]] == contact["member_id"]
+    history = query(settings, "select * from member_id_history")
+    merged = history.filter(pl.col("retired_member_id") == card["member_id"]).row(0, named=True)
+    assert merged["member_id"] == contact["member_id"] and merged["changed_on"] == new_day
+
+
+def test_identity_works_with_only_some_channels(tmp_path, business_sample):
+    from tests.conftest import make_settings
+
+    data = tmp_path / "data"
+    for table in ("members", "orders", "order_items"):
+        (data / "store_pos").mkdir(parents=True, exist_ok=True)
+        import shutil
+
+        shutil.copytree(business_sample / "store_pos" / table, data / "store_pos" / table)
+    settings = make_settings(tmp_path / "ws", data)
+    land_and_build(settings, data)
+    counts = query(
+        settings,
+        "select (select count(*) from dim_member) as members, "
+        "(select count(*) from fct_orders) as orders, "
+        "(select count(*) from fct_member_daily_engagement) as active_days",
+    )
+    members, orders, active_days = counts.row(0)
+    assert members > 100 and orders > 100 and active_days > 0
+    channels = query(settings, "select distinct acquisition_channel from dim_member")["acquisition_channel"]
+    assert set(channels) == {"store_pos"}
