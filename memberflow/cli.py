@@ -162,6 +162,10 @@ def build(
     as_of: Annotated[
         str | None, typer.Option(help="Build as of this date (YYYY-MM-DD): only data landed on or before it.")
     ] = None,
+    feature_date: Annotated[
+        list[str] | None,
+        typer.Option(help="Compute member_features as of this date (strictly-before data); repeatable."),
+    ] = None,
 ) -> None:
     """Land every source partition not landed yet, then build the warehouse with dbt (models and tests).
 
@@ -188,7 +192,7 @@ def build(
         raise typer.Exit(1)
     began = time.perf_counter()
     try:
-        result = build_warehouse(settings, cutoff)
+        result = build_warehouse(settings, cutoff, [_parse_date(d) for d in feature_date or []])
     except DbtError as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from None

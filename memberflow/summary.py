@@ -66,6 +66,8 @@ WAREHOUSE_TABLES = (
     "member_id_history",
     "fct_orders",
     "fct_member_daily_engagement",
+    "member_tags",
+    "member_features",
     "identity_dropped_edges",
     "identity_candidate_links",
 )

@@ -79,7 +79,12 @@ class DbtResult:
     failures: list[str]
 
 
-def run_dbt(settings: Settings, command: Sequence[str], as_of: date | None = None) -> DbtResult:
+def run_dbt(
+    settings: Settings,
+    command: Sequence[str],
+    as_of: date | None = None,
+    feature_dates: Sequence[date] = (),
+) -> DbtResult:
     """Run a dbt command against the workspace's warehouse, in a child process.
 
     A child process keeps dbt's global state and its DuckDB connection out of the caller (the CLI reads
@@ -88,8 +93,13 @@ def run_dbt(settings: Settings, command: Sequence[str], as_of: date | None = Non
     env = {**os.environ, **dbt_environment(settings)}
     args = [str(Path(sys.executable).with_name("dbt")), *command]
     args += ["--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR)]
+    dbt_vars: dict[str, object] = {}
     if as_of is not None:
-        args += ["--vars", json.dumps({"as_of_date": as_of.isoformat()})]
+        dbt_vars["as_of_date"] = as_of.isoformat()
+    if feature_dates:
+        dbt_vars["feature_dates"] = [d.isoformat() for d in feature_dates]
+    if dbt_vars:
+        args += ["--vars", json.dumps(dbt_vars)]
     results_file = Path(env["DBT_TARGET_PATH"]) / "run_results.json"
     results_file.unlink(missing_ok=True)
     with warehouse_lock(settings):
@@ -108,10 +118,15 @@ def run_dbt(settings: Settings, command: Sequence[str], as_of: date | None = Non
     return DbtResult(succeeded, failures)
 
 
-def build_warehouse(settings: Settings, as_of: date | None = None) -> DbtResult:
-    """Write the build inputs and run ``dbt build`` (models and their tests)."""
+def build_warehouse(
+    settings: Settings, as_of: date | None = None, feature_dates: Sequence[date] = ()
+) -> DbtResult:
+    """Write the build inputs and run ``dbt build`` (models, unit tests and data tests).
+
+    ``feature_dates``: the as-of dates member_features is computed for (default: the day after the data).
+    """
     write_build_inputs(settings)
-    result = run_dbt(settings, ["build"], as_of)
+    result = run_dbt(settings, ["build"], as_of, feature_dates)
     if result.failures:
         raise DbtError("dbt build failed:\n  " + "\n  ".join(result.failures))
     return result

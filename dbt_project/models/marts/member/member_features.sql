@@ -1,0 +1,232 @@
+-- One row per member and as-of date (int_feature_dates), computed only from what happened strictly
+-- before that date: what training (past dates) and scoring (tomorrow) both use.
+{% set categories = ['calcium', 'stomach_care', 'glucose_strips', 'bp_medication', 'maternal_nutrition',
+                     'infant_formula', 'cognitive_training', 'skincare', 'otc_cold'] %}
+with
+
+dates as (select * from {{ ref('int_feature_dates') }}),
+members as (select * from {{ ref('dim_member') }}),
+orders as (select * from {{ ref('fct_orders') }} where member_id is not null and is_purchase),
+lines as (select * from {{ ref('int_member_order_lines') }}),
+engagement as (select * from {{ ref('fct_member_daily_engagement') }}),
+identifiers as (select * from {{ ref('member_identifiers') }}),
+tags as (select * from {{ ref('member_tags') }}),
+milestones as (select * from {{ ref('int_member_milestones') }}),
+catalog as (select * from {{ ref('category_catalog') }}),
+consent as (select * from {{ ref('stg_consent__events') }}),
+
+population as (
+    select members.member_id, members.acquisition_channel, members.first_seen_on, dates.as_of_date
+    from members
+    cross join dates
+    where members.first_seen_on < dates.as_of_date
+),
+
+order_days as (
+    select member_id, order_date, count(*) as orders, sum(net_amount_cny) as spend
+    from orders
+    group by member_id, order_date
+),
+
+orders_before as (
+    select
+        population.member_id,
+        population.as_of_date,
+        count(order_days.order_date) as purchase_days,
+        coalesce(sum(order_days.orders), 0) as orders_total,
+        coalesce(sum(order_days.spend), 0) as spend_total,
+        coalesce(sum(order_days.orders) filter (where order_days.order_date >= population.as_of_date - 90), 0)
+            as orders_90d,
+        coalesce(sum(order_days.spend) filter (where order_days.order_date >= population.as_of_date - 90), 0)
+            as spend_90d,
+        population.as_of_date - max(order_days.order_date) as days_since_last_order,
+        list(order_days.order_date order by order_days.order_date) as order_dates
+    from population
+    left join order_days
+        on population.member_id = order_days.member_id and order_days.order_date < population.as_of_date
+    group by population.member_id, population.as_of_date
+),
+
+gaps as (
+    select
+        member_id,
+        as_of_date,
+        avg(gap) as purchase_gap_mean,
+        stddev_samp(gap) as purchase_gap_std,
+        last(gap order by order_date) as purchase_gap_last
+    from (
+        select member_id, as_of_date, order_date,
+            order_date - lag(order_date) over (partition by member_id, as_of_date order by order_date) as gap
+        from (select member_id, as_of_date, unnest(order_dates) as order_date from orders_before)
+    )
+    where gap is not null
+    group by member_id, as_of_date
+),
+
+by_category as (
+    select
+        population.member_id,
+        population.as_of_date,
+        {%- for category in categories %}
+        count(distinct lines.order_key) filter (where lines.category = '{{ category }}') as orders_{{ category }},
+        coalesce(sum(lines.line_amount_cny) filter (where lines.category = '{{ category }}'), 0)
+            as spend_{{ category }},
+        population.as_of_date - max(lines.order_date) filter (where lines.category = '{{ category }}')
+            as days_since_{{ category }},
+        {%- endfor %}
+        min(lines.order_date) filter (where lines.category = 'infant_formula') as first_infant_formula_on
+    from population
+    left join lines on population.member_id = lines.member_id and lines.order_date < population.as_of_date
+    group by population.member_id, population.as_of_date
+),
+
+activity as (
+    select
+        population.member_id,
+        population.as_of_date,
+        count(*) filter (where engagement.checkins > 0 and engagement.activity_date >= population.as_of_date - 7)
+            as checkin_days_7d,
+        count(*) filter (where engagement.checkins > 0 and engagement.activity_date < population.as_of_date - 7
+            and engagement.activity_date >= population.as_of_date - 28) as checkin_days_prev_21d,
+        coalesce(sum(engagement.livestream_minutes) filter (
+            where engagement.activity_date >= population.as_of_date - 30), 0) as live_minutes_30d,
+        coalesce(sum(engagement.livestream_minutes) filter (
+            where engagement.activity_date < population.as_of_date - 30
+            and engagement.activity_date >= population.as_of_date - 60), 0) as live_minutes_prev_30d,
+        coalesce(sum(engagement.livestream_sessions) filter (
+            where engagement.activity_date >= population.as_of_date - 30), 0) as live_sessions_30d,
+        coalesce(sum(engagement.mp_visits) filter (where engagement.activity_date >= population.as_of_date - 30), 0)
+            as mp_visits_30d,
+        coalesce(sum(engagement.mp_events) filter (where engagement.activity_date >= population.as_of_date - 30), 0)
+            as mp_events_30d,
+        coalesce(sum(engagement.article_views) filter (
+            where engagement.activity_date >= population.as_of_date - 30), 0) as article_views_30d,
+        coalesce(sum(engagement.group_messages) filter (
+            where engagement.activity_date >= population.as_of_date - 30), 0) as group_messages_30d,
+        population.as_of_date - greatest(max(engagement.activity_date), population.first_seen_on)
+            as days_since_last_activity
+    from population
+    left join engagement
+        on population.member_id = engagement.member_id and engagement.activity_date < population.as_of_date
+    group by population.member_id, population.as_of_date, population.first_seen_on
+),
+
+checkin_islands as (
+    -- Runs of consecutive check-in days.
+    select member_id, min(activity_date) as run_start, max(activity_date) as run_end
+    from (
+        select member_id, activity_date,
+            activity_date - cast(row_number() over (partition by member_id order by activity_date) as integer) as run
+        from engagement
+        where checkins > 0
+    )
+    group by member_id, run
+),
+
+streaks as (
+    select population.member_id, population.as_of_date,
+        max(population.as_of_date - checkin_islands.run_start) as checkin_streak
+    from population
+    inner join checkin_islands
+        on population.member_id = checkin_islands.member_id
+        and checkin_islands.run_start <= population.as_of_date - 1
+        and checkin_islands.run_end >= population.as_of_date - 1
+    group by population.member_id, population.as_of_date
+),
+
+channels as (
+    select population.member_id, population.as_of_date,
+        len(list_distinct(flatten(list(identifiers.channels)))) as channels_used
+    from population
+    inner join identifiers
+        on population.member_id = identifiers.member_id and identifiers.first_seen_on < population.as_of_date
+    group by population.member_id, population.as_of_date
+),
+
+tags_then as (
+    select population.member_id, population.as_of_date,
+        max(tags.tag_value) filter (where tags.tag_group = 'lifecycle') as lifecycle_stage,
+        max(tags.tag_value) filter (where tags.tag_group = 'funnel_stage') as funnel_stage,
+        max(tags.tag_value) filter (where tags.tag_group = 'value_tier') as value_tier
+    from population
+    inner join tags
+        on population.member_id = tags.member_id
+        and tags.valid_from <= population.as_of_date - 1
+        and (tags.valid_to is null or tags.valid_to > population.as_of_date - 1)
+    where tags.tag_group in ('lifecycle', 'funnel_stage', 'value_tier')
+    group by population.member_id, population.as_of_date
+),
+
+consent_then as (
+    select population.member_id, population.as_of_date,
+        bool_or(not consent.granted) filter (where consent.scope = 'marketing') as marketing_opt_out,
+        last(consent.granted order by consent.event_time, consent.granted desc)
+            filter (where consent.scope = 'health_data') as health_data_consent
+    from population
+    inner join identifiers on population.member_id = identifiers.member_id
+    inner join consent
+        on consent.id_type = identifiers.id_type and consent.id_value = identifiers.id_value
+        and consent.event_date < population.as_of_date
+    group by population.member_id, population.as_of_date
+),
+
+final as (
+    select
+        population.member_id,
+        population.as_of_date,
+        population.as_of_date - population.first_seen_on as tenure_days,
+        population.acquisition_channel,
+        coalesce(channels.channels_used, 0) as channels_used,
+        orders_before.orders_total::bigint as orders_total,
+        orders_before.orders_90d::bigint as orders_90d,
+        orders_before.spend_total::decimal(14, 2) as spend_total,
+        orders_before.spend_90d::decimal(14, 2) as spend_90d,
+        orders_before.days_since_last_order,
+        case when orders_before.orders_total > 0 then orders_before.spend_total / orders_before.orders_total end::double
+            as avg_order_value,
+        gaps.purchase_gap_mean,
+        gaps.purchase_gap_std,
+        gaps.purchase_gap_last,
+        {%- for category in categories %}
+        by_category.orders_{{ category }},
+        by_category.spend_{{ category }}::decimal(14, 2) as spend_{{ category }},
+        by_category.days_since_{{ category }},
+        {%- endfor %}
+        {%- for category in categories %}
+        -- Days until the next expected purchase of the category (negative: overdue).
+        (select replenishment_days from catalog where category = '{{ category }}')
+            - by_category.days_since_{{ category }} as days_until_due_{{ category }},
+        {%- endfor %}
+        floor((population.as_of_date - by_category.first_infant_formula_on) / 30.44)::integer as baby_age_months,
+        activity.checkin_days_7d,
+        activity.checkin_days_prev_21d,
+        activity.checkin_days_7d / 7.0 as checkin_rate_7d,
+        activity.checkin_days_prev_21d / 21.0 as checkin_rate_prev_21d,
+        activity.checkin_days_7d / 7.0 - activity.checkin_days_prev_21d / 21.0 as checkin_rate_change,
+        coalesce(streaks.checkin_streak, 0) as checkin_streak,
+        activity.live_minutes_30d,
+        activity.live_minutes_prev_30d,
+        activity.live_minutes_30d - activity.live_minutes_prev_30d as live_minutes_trend,
+        activity.live_sessions_30d::bigint as live_sessions_30d,
+        activity.mp_visits_30d::bigint as mp_visits_30d,
+        activity.mp_events_30d::bigint as mp_events_30d,
+        activity.article_views_30d::bigint as article_views_30d,
+        activity.group_messages_30d::bigint as group_messages_30d,
+        activity.days_since_last_activity,
+        tags_then.lifecycle_stage,
+        tags_then.funnel_stage,
+        tags_then.value_tier,
+        coalesce(consent_then.marketing_opt_out, false) as marketing_opt_out,
+        coalesce(consent_then.health_data_consent, false) as health_data_consent
+    from population
+    left join orders_before using (member_id, as_of_date)
+    left join gaps using (member_id, as_of_date)
+    left join by_category using (member_id, as_of_date)
+    left join activity using (member_id, as_of_date)
+    left join streaks using (member_id, as_of_date)
+    left join channels using (member_id, as_of_date)
+    left join tags_then using (member_id, as_of_date)
+    left join consent_then using (member_id, as_of_date)
+)
+
+select * from final
