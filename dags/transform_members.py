@@ -46,7 +46,10 @@ def write_build_inputs() -> str:
 
 @task(outlets=[WAREHOUSE_MEMBERS])
 def publish() -> str:
-    """Every model and test passed: announce the new warehouse state."""
+    """Every model and test passed: keep the identity snapshot (for split detection) and announce it."""
+    from memberflow.transform import save_identity_snapshot
+
+    save_identity_snapshot(get_settings())
     return str(get_settings().warehouse_path)
 
 

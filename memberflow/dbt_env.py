@@ -69,3 +69,21 @@ def ensure_manifest(settings: Settings) -> Path:
         raise RuntimeError(f"dbt parse failed (exit {completed.returncode}):\n{tail}")
     stamp.write_text(fingerprint)
     return target
+
+
+def release_dbt_connections() -> None:
+    """Close the DuckDB handle that in-process dbt (Cosmos's dbt runner) keeps between invocations.
+
+    A scheduler runs each task in its own process, so this matters only when several tasks share one
+    (``dag.test()``): whoever opens the warehouse next must be able to.
+    """
+    import sys
+
+    if "dbt.adapters.duckdb.connections" not in sys.modules:
+        return
+    import gc
+
+    from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+
+    DuckDBConnectionManager.close_all_connections()
+    gc.collect()

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from memberflow.config import PRIVACY_DEFAULTS, REPO_ROOT, Settings
 from memberflow.contracts import LOCAL_TZ
+from memberflow.dbt_env import release_dbt_connections
 
 DAGS_FOLDER = Path(os.environ.get("MEMBERFLOW_DAGS_FOLDER") or REPO_ROOT / "dags")
 
@@ -104,23 +105,7 @@ def run_dag(dag_id: str, day: date, retries: int | None = 0) -> DagRunResult:
         for task in dag.tasks:
             task.retries = retries
     run = dag.test(logical_date=logical_date_for(day))
-    _release_warehouse()
+    release_dbt_connections()
     states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
     failed = sorted(task for task, state in states.items() if state not in ("success", "skipped"))
     return DagRunResult(dag_id, day, str(run.state), failed, states)
-
-
-def _release_warehouse() -> None:
-    """Close the DuckDB handle that in-process dbt (Cosmos under dag.test) keeps between tasks.
-
-    A scheduler runs each task in its own process, so this matters only when all tasks ran here: the
-    caller, or the next command, must be able to open the warehouse again.
-    """
-    if "dbt.adapters.duckdb.connections" not in sys.modules:
-        return
-    import gc
-
-    from dbt.adapters.duckdb.connections import DuckDBConnectionManager
-
-    DuckDBConnectionManager.close_all_connections()
-    gc.collect()

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from memberflow.config import Settings
 from memberflow.contracts import CONTRACTS
-from memberflow.dbt_env import DBT_PROJECT_DIR, dbt_environment
+from memberflow.dbt_env import DBT_PROJECT_DIR, dbt_environment, release_dbt_connections
 from memberflow.extract import landed_schema
 from memberflow.phones import phone_token
 
@@ -129,4 +129,26 @@ def build_warehouse(
     result = run_dbt(settings, ["build"], as_of, feature_dates)
     if result.failures:
         raise DbtError("dbt build failed:\n  " + "\n  ".join(result.failures))
+    if as_of is None:
+        save_identity_snapshot(settings)
     return result
+
+
+def save_identity_snapshot(settings: Settings) -> Path:
+    """Keep the published assignment and the splits so far: the next full build detects splits against it."""
+    import duckdb
+
+    release_dbt_connections()
+    folder = settings.home / "identity"
+    folder.mkdir(parents=True, exist_ok=True)
+    with warehouse_lock(settings), duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+        con.sql("select id_type, id_value, member_id from member_identifiers").write_parquet(
+            str(folder / "assignments.parquet.tmp")
+        )
+        con.sql(
+            "select member_id, split_from_member_id, changed_on as split_on from member_id_history "
+            "where change_type = 'split'"
+        ).write_parquet(str(folder / "splits.parquet.tmp"))
+    for name in ("assignments", "splits"):
+        (folder / f"{name}.parquet.tmp").replace(folder / f"{name}.parquet")
+    return folder

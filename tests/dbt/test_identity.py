@@ -12,7 +12,7 @@ from memberflow.extract import partition_dir
 from memberflow.identity_report import identity_report
 from memberflow.phones import normalize_phone, phone_token
 from memberflow.transform import blocked_phones
-from tests.conftest import TEST_ID_KEY
+from tests.conftest import TEST_ID_KEY, make_settings
 from tests.dbt.conftest import DAYS, START, land_and_build, query
 
 KEY = TEST_ID_KEY.encode()
@@ -150,3 +150,35 @@ def test_identity_works_with_only_some_channels(tmp_path, business_sample):
     assert members > 100 and orders > 100 and active_days > 0
     channels = query(settings, "select distinct acquisition_channel from dim_member")["acquisition_channel"]
     assert set(channels) == {"store_pos"}
+
+
+def test_blocking_a_linking_phone_splits_the_member_and_records_it(workspace_copy):
+    settings = workspace_copy
+    linked = query(
+        settings,
+        """
+        select m.member_id, c.id_value as card_no
+        from dim_member m
+        join member_identifiers c on c.member_id = m.member_id and c.id_type = 'card_no'
+        where m.phone_count = 1 and m.openid_count >= 1 and m.store_card_count = 1
+        order by m.member_id
+        limit 1
+        """,
+    ).row(0, named=True)
+    phone = _source_phone_of_card(settings.data_dir, linked["card_no"])
+    blocked = make_settings(settings.home, settings.data_dir, MEMBERFLOW_BLOCKED_PHONES=phone)
+    land_and_build(blocked, settings.data_dir)
+
+    after = query(settings, "select member_id, id_type, id_value from member_identifiers")
+    owners = set(after.filter(pl.col("id_value") == linked["card_no"])["member_id"])
+    history = query(settings, "select * from member_id_history where change_type = 'split'")
+    assert history.height >= 1
+    split = history.filter(pl.col("split_from_member_id") == linked["member_id"])
+    assert split.height == 1
+    assert split["member_id"][0] != linked["member_id"]
+    assert split["member_id"][0] in set(after["member_id"])
+    assert owners  # the card is still somebody's
+    # The split stays on record in later builds.
+    land_and_build(blocked, settings.data_dir)
+    again = query(settings, "select * from member_id_history where change_type = 'split'")
+    assert again.height == history.height

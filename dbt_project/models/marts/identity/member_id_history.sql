@@ -1,15 +1,26 @@
 with
 
 merges as (select * from {{ ref('int_identity_resolution') }} where record = 'merge'),
+splits as (select * from {{ ref('int_identity_resolution') }} where record = 'split'),
 
 final as (
     select
         retired_member_id,
         member_id,
         merged_into_member_id,
+        cast(null as varchar) as split_from_member_id,
         'merge' as change_type,
         merged_on as changed_on
     from merges
+    union all
+    select
+        cast(null as varchar),
+        member_id,
+        cast(null as varchar),
+        split_from_member_id,
+        'split',
+        split_on
+    from splits
 )
 
 select * from final
