@@ -21,8 +21,8 @@ app = typer.Typer(
     help=(
         "memberflow: member intelligence for private-domain health and wellness brands.\n\n"
         "Generates sample channel data, lands channel exports (bad rows quarantined with a reason, phones "
-        "tokenized) and runs the pipeline through Airflow. Everything is written under MEMBERFLOW_HOME "
-        "(default ./.memberflow)."
+        "tokenized), builds the member warehouse with dbt (One ID, tags, features) and runs it all through "
+        "Airflow. Everything is written under MEMBERFLOW_HOME (default ./.memberflow)."
     ),
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
@@ -400,6 +400,9 @@ def where() -> None:
         ("quarantine", settings.quarantine_dir),
         ("contact vault", settings.vault_dir),
         ("run reports", settings.reports_dir),
+        ("warehouse (DuckDB)", settings.warehouse_path),
+        ("dbt target, logs, manifest", settings.home / "dbt"),
+        ("identity snapshot", settings.home / "identity"),
         ("Airflow home", settings.airflow_home),
         ("DAGs", DAGS_FOLDER),
     ):

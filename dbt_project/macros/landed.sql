@@ -32,3 +32,15 @@
     true
   {%- endif -%}
 {%- endmacro %}
+
+{#
+  The landed rows of a table with their `loaded_on` day, limited to rows landed on or before the
+  as_of_date var when it is set: what every staging model starts from.
+#}
+{% macro landed_as_of(channel, table) -%}
+  (
+    select *, {{ loaded_on() }} as loaded_on
+    from {{ landed(channel, table) }}
+    where {{ as_of_filter(loaded_on()) }}
+  )
+{%- endmacro %}

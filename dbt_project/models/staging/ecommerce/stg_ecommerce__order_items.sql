@@ -1,11 +1,7 @@
 with
 
-source as (
-    select *, {{ loaded_on() }} as loaded_on from {{ landed('ecommerce', 'order_items') }}
-),
-
 as_of as (
-    select * from source where {{ as_of_filter() }}
+    select * from {{ landed_as_of('ecommerce', 'order_items') }}
 ),
 
 deduplicated as (

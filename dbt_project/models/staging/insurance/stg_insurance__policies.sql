@@ -1,11 +1,7 @@
 with
 
-source as (
-    select *, {{ loaded_on() }} as loaded_on from {{ landed('insurance', 'policies') }}
-),
-
 as_of as (
-    select * from source where {{ as_of_filter() }}
+    select * from {{ landed_as_of('insurance', 'policies') }}
 ),
 
 versioned as (

@@ -1,11 +1,7 @@
 with
 
-source as (
-    select *, {{ loaded_on() }} as loaded_on from {{ landed('store_pos', 'members') }}
-),
-
 as_of as (
-    select * from source where {{ as_of_filter() }}
+    select * from {{ landed_as_of('store_pos', 'members') }}
 ),
 
 versioned as (

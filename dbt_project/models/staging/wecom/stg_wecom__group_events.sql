@@ -1,11 +1,7 @@
 with
 
-source as (
-    select *, {{ loaded_on() }} as loaded_on from {{ landed('wecom', 'group_events') }}
-),
-
 as_of as (
-    select * from source where {{ as_of_filter() }}
+    select * from {{ landed_as_of('wecom', 'group_events') }}
 ),
 
 deduplicated as (
