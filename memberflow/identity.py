@@ -55,36 +55,32 @@ def resolve(nodes: pl.DataFrame, edges: pl.DataFrame, as_of: date | None = None)
     if as_of is not None:
         nodes = nodes.filter(pl.col("first_seen_on") <= as_of)
         edges = edges.filter(pl.col("first_seen_on") <= as_of)
-    keyed_nodes = nodes.select(
-        key=pl.concat_str("id_type", pl.lit(NODE_SEP), "id_value"), first_seen_on="first_seen_on"
-    )
-    keyed_edges = edges.select(
-        a=pl.concat_str("id_type_a", pl.lit(NODE_SEP), "id_value_a"),
-        b=pl.concat_str("id_type_b", pl.lit(NODE_SEP), "id_value_b"),
-        first_seen_on="first_seen_on",
-    )
-    all_nodes = (
-        pl.concat(
-            [
-                keyed_nodes,
-                keyed_edges.select(key="a", first_seen_on="first_seen_on"),
-                keyed_edges.select(key="b", first_seen_on="first_seen_on"),
-            ]
-        )
-        .group_by("key")
+    ends = [
+        edges.select(id_type=f"id_type_{side}", id_value=f"id_value_{side}", first_seen_on="first_seen_on")
+        for side in ("a", "b")
+    ]
+    # Founder order: earliest seen first, then the key "<id_type>|<id_value>" (no id type is a prefix of
+    # another, so ordering by type then value is ordering by key). A node's rank is its row index.
+    ranked = (
+        pl.concat([nodes.select("id_type", "id_value", "first_seen_on"), *ends])
+        .group_by("id_type", "id_value")
         .agg(pl.col("first_seen_on").min())
-        # Founder order: earliest seen first, then key; a node's rank is its index.
-        .sort("first_seen_on", "key")
+        .sort("first_seen_on", "id_type", "id_value")
+        .with_row_index("rank")
     )
-    keys = all_nodes["key"].to_list()
-    seen_day = all_nodes["first_seen_on"].cast(pl.Int32).to_numpy()
-    index = {k: i for i, k in enumerate(keys)}
-    ordered = keyed_edges.sort("first_seen_on", "a", "b")
-    a_idx = np.fromiter((index[k] for k in ordered["a"].to_list()), dtype=np.int64, count=ordered.height)
-    b_idx = np.fromiter((index[k] for k in ordered["b"].to_list()), dtype=np.int64, count=ordered.height)
-    e_day = ordered["first_seen_on"].cast(pl.Int32).to_numpy()
-
-    parent = np.arange(len(keys), dtype=np.int64)  # a root is always the lowest rank of its set
+    ordered = (
+        edges.join(
+            ranked.select(id_type_a="id_type", id_value_a="id_value", a="rank"),
+            on=["id_type_a", "id_value_a"],
+        )
+        .join(
+            ranked.select(id_type_b="id_type", id_value_b="id_value", b="rank"),
+            on=["id_type_b", "id_value_b"],
+        )
+        .sort("first_seen_on", "a", "b")
+    )
+    seen_day = ranked["first_seen_on"].cast(pl.Int32).to_numpy()
+    parent = np.arange(ranked.height, dtype=np.int64)  # a root is always the lowest rank of its set
 
     def find(x: int) -> int:
         root = x
@@ -97,7 +93,8 @@ def resolve(nodes: pl.DataFrame, edges: pl.DataFrame, as_of: date | None = None)
     merged_retired: list[int] = []
     merged_survivor: list[int] = []
     merged_day: list[int] = []
-    for a, b, day in zip(a_idx.tolist(), b_idx.tolist(), e_day.tolist(), strict=True):
+    edge_days = ordered["first_seen_on"].cast(pl.Int32).to_list()
+    for a, b, day in zip(ordered["a"].to_list(), ordered["b"].to_list(), edge_days, strict=True):
         ra, rb = find(a), find(b)
         if ra == rb:
             continue
@@ -110,29 +107,25 @@ def resolve(nodes: pl.DataFrame, edges: pl.DataFrame, as_of: date | None = None)
             merged_survivor.append(survivor)
             merged_day.append(day)
 
-    roots = np.fromiter((find(i) for i in range(len(keys))), dtype=np.int64, count=len(keys))
-    founder_ids = [member_id_for(k) for k in keys]
-    member_ids = [founder_ids[r] for r in roots.tolist()]
-    id_type, id_value = zip(*(k.split(NODE_SEP, 1) for k in keys), strict=True) if keys else ((), ())
-    assignments = pl.DataFrame(
-        {
-            "id_type": list(id_type),
-            "id_value": list(id_value),
-            "member_id": member_ids,
-            "first_seen_on": all_nodes["first_seen_on"],
-        },
-        schema={
-            "id_type": pl.String,
-            "id_value": pl.String,
-            "member_id": pl.String,
-            "first_seen_on": pl.Date,
-        },
+    roots = np.fromiter((find(i) for i in range(ranked.height)), dtype=np.int64, count=ranked.height)
+    founders = np.unique(
+        np.concatenate([roots, np.asarray(merged_retired + merged_survivor, dtype=np.int64)])
+    )
+    founder_keys = ranked[founders].select(pl.concat_str("id_type", pl.lit(NODE_SEP), "id_value"))
+    founder_id = dict(
+        zip(founders.tolist(), map(member_id_for, founder_keys.to_series().to_list()), strict=True)
+    )
+    assignments = ranked.select(
+        "id_type",
+        "id_value",
+        member_id=pl.Series([founder_id[r] for r in roots.tolist()], dtype=pl.String),
+        first_seen_on="first_seen_on",
     )
     merges = pl.DataFrame(
         {
-            "retired_member_id": [founder_ids[r] for r in merged_retired],
-            "merged_into_member_id": [founder_ids[s] for s in merged_survivor],
-            "member_id": [founder_ids[roots[r]] for r in merged_retired],
+            "retired_member_id": [founder_id[r] for r in merged_retired],
+            "merged_into_member_id": [founder_id[s] for s in merged_survivor],
+            "member_id": [founder_id[roots[r]] for r in merged_retired],
             "merged_on": pl.Series(merged_day, dtype=pl.Int32).cast(pl.Date),
         },
         schema={
