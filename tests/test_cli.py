@@ -108,3 +108,42 @@ def test_demo_runs_airflow_end_to_end(tmp_path):
     assert (
         tmp_path / "ws" / "landing" / "wecom" / "group_events" / "dt=2026-01-03" / "part-0.parquet"
     ).exists()
+
+
+def test_build_then_identity_report(env):
+    data = env / "data"
+    assert (
+        runner.invoke(app, ["generate", "--members", "300", "--days", "10", "--out", str(data)]).exit_code
+        == 0
+    )
+    result = runner.invoke(app, ["build", "--data-dir", str(data)])
+    assert result.exit_code == 0, result.output
+    assert "landed 120 pending partitions" in result.output
+    assert "dim_member" in result.output and "member_features" in result.output
+    again = runner.invoke(app, ["build", "--data-dir", str(data)])
+    assert again.exit_code == 0 and "landed 0 pending partitions" in again.output
+
+    report = runner.invoke(app, ["identity", "report", "--data-dir", str(data)])
+    assert report.exit_code == 0, report.output
+    assert "pairwise precision 1.0000" in report.output
+    assert "identifiers per" in report.output and "dropped edges" in report.output
+
+
+def test_build_stops_before_dbt_when_a_partition_quarantines_too_much(env, monkeypatch):
+    data = env / "data"
+    assert (
+        runner.invoke(app, ["generate", "--members", "200", "--days", "3", "--out", str(data)]).exit_code == 0
+    )
+    orders = next((data / "store_pos" / "orders" / "dt=2026-01-02").glob("*.csv"))
+    orders.write_text(orders.read_text().splitlines()[0] + "\n" + "S1;R1;;x;1;false\n" * 30)
+    result = runner.invoke(app, ["build", "--data-dir", str(data)])
+    assert result.exit_code == 1
+    assert "store_pos.orders 2026-01-02: 30 of 30 rows quarantined" in result.output
+    assert "not building" in result.output
+    assert not (env / "ws" / "warehouse.duckdb").exists()
+
+
+def test_identity_report_without_a_warehouse_says_so(env):
+    result = runner.invoke(app, ["identity", "report"])
+    assert result.exit_code == 2
+    assert "run `memberflow build` first" in result.output
