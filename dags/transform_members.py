@@ -14,9 +14,7 @@ When every model and test passed, the `warehouse.members` Asset is updated for t
 
 from __future__ import annotations
 
-import sys
 from datetime import timedelta
-from pathlib import Path
 
 import pendulum
 from airflow.sdk import dag, task
@@ -25,7 +23,7 @@ from cosmos.constants import LoadMode, TestBehavior
 
 from memberflow.assets import LANDED_ASSETS, WAREHOUSE_MEMBERS
 from memberflow.config import get_settings
-from memberflow.dbt_env import DBT_PROJECT_DIR, dbt_environment, ensure_manifest
+from memberflow.dbt_env import DBT_EXECUTABLE, DBT_PROJECT_DIR, dbt_environment, ensure_manifest
 
 CHINA = "Asia/Shanghai"
 SETTINGS = get_settings()
@@ -83,7 +81,7 @@ def transform_members() -> None:
             target_name="duckdb",
             profiles_yml_filepath=DBT_PROJECT_DIR / "profiles.yml",
         ),
-        execution_config=ExecutionConfig(dbt_executable_path=Path(sys.executable).with_name("dbt")),
+        execution_config=ExecutionConfig(dbt_executable_path=DBT_EXECUTABLE),
         render_config=RenderConfig(
             load_method=LoadMode.DBT_MANIFEST,
             test_behavior=TestBehavior.AFTER_EACH,

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 from memberflow.config import PRIVACY_DEFAULTS, REPO_ROOT, Settings
 
 DBT_PROJECT_DIR = Path(os.environ.get("MEMBERFLOW_DBT_PROJECT") or REPO_ROOT / "dbt_project")
+# The dbt of this environment, whatever PATH says (Airflow workers, tests and the CLI share the venv).
+DBT_EXECUTABLE = Path(sys.executable).with_name("dbt")
 
 
 def dbt_home(settings: Settings) -> Path:
@@ -53,22 +57,38 @@ def project_fingerprint() -> str:
 
 def ensure_manifest(settings: Settings) -> Path:
     """The workspace's parsed project, re-parsed (``dbt parse``, a few seconds) when missing or stale."""
-    import subprocess
-    import sys
-
     target = manifest_path(settings)
     stamp = target.with_name("fingerprint")
     fingerprint = project_fingerprint()
     if target.exists() and stamp.exists() and stamp.read_text() == fingerprint:
         return target
-    env = {**os.environ, **dbt_environment(settings), "DBT_TARGET_PATH": str(target.parent)}
-    args = [str(Path(sys.executable).with_name("dbt")), "parse", "--project-dir", str(DBT_PROJECT_DIR)]
-    completed = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
+    completed = run_dbt_process(settings, ["parse"], target_path=target.parent)
     if completed.returncode != 0 or not target.exists():
-        tail = "\n".join((completed.stdout + completed.stderr).strip().splitlines()[-15:])
-        raise RuntimeError(f"dbt parse failed (exit {completed.returncode}):\n{tail}")
+        raise RuntimeError(f"dbt parse failed (exit {completed.returncode}):\n{output_tail(completed)}")
     stamp.write_text(fingerprint)
     return target
+
+
+def run_dbt_process(
+    settings: Settings, args: list[str], target_path: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``dbt <args>`` on the project in a child process with the workspace's environment."""
+    env = {**os.environ, **dbt_environment(settings)}
+    if target_path is not None:
+        env["DBT_TARGET_PATH"] = str(target_path)
+    command = [
+        str(DBT_EXECUTABLE),
+        *args,
+        "--project-dir",
+        str(DBT_PROJECT_DIR),
+        "--profiles-dir",
+        str(DBT_PROJECT_DIR),
+    ]
+    return subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+
+
+def output_tail(completed: subprocess.CompletedProcess[str], lines: int = 15) -> str:
+    return "\n".join((completed.stdout + completed.stderr).strip().splitlines()[-lines:])
 
 
 def release_dbt_connections() -> None:
@@ -77,8 +97,6 @@ def release_dbt_connections() -> None:
     A scheduler runs each task in its own process, so this matters only when several tasks share one
     (``dag.test()``): whoever opens the warehouse next must be able to.
     """
-    import sys
-
     if "dbt.adapters.duckdb.connections" not in sys.modules:
         return
     import gc

@@ -12,9 +12,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -25,7 +22,7 @@ import pyarrow.parquet as pq
 
 from memberflow.config import Settings
 from memberflow.contracts import CONTRACTS
-from memberflow.dbt_env import DBT_PROJECT_DIR, dbt_environment, release_dbt_connections
+from memberflow.dbt_env import dbt_environment, output_tail, release_dbt_connections, run_dbt_process
 from memberflow.extract import landed_schema
 from memberflow.phones import phone_token
 
@@ -90,9 +87,7 @@ def run_dbt(
     A child process keeps dbt's global state and its DuckDB connection out of the caller (the CLI reads
     the warehouse right after; Airflow tasks stay small). Results come from dbt's run_results.json.
     """
-    env = {**os.environ, **dbt_environment(settings)}
-    args = [str(Path(sys.executable).with_name("dbt")), *command]
-    args += ["--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR)]
+    args = list(command)
     dbt_vars: dict[str, object] = {}
     if as_of is not None:
         dbt_vars["as_of_date"] = as_of.isoformat()
@@ -100,13 +95,15 @@ def run_dbt(
         dbt_vars["feature_dates"] = [d.isoformat() for d in feature_dates]
     if dbt_vars:
         args += ["--vars", json.dumps(dbt_vars)]
+    env = dbt_environment(settings)
     results_file = Path(env["DBT_TARGET_PATH"]) / "run_results.json"
     results_file.unlink(missing_ok=True)
     with warehouse_lock(settings):
-        completed = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
+        completed = run_dbt_process(settings, args)
     if not results_file.exists():
-        tail = "\n".join((completed.stdout + completed.stderr).strip().splitlines()[-15:])
-        raise DbtError(f"dbt {' '.join(command)} could not run (exit {completed.returncode}):\n{tail}")
+        raise DbtError(
+            f"dbt {' '.join(command)} could not run (exit {completed.returncode}):\n{output_tail(completed)}"
+        )
     failures, succeeded = [], 0
     for node in json.loads(results_file.read_text())["results"]:
         if node["status"] in ("success", "pass"):
