@@ -9,14 +9,7 @@ live_views as (select * from {{ ref('stg_livestream__views') }}),
 store_members as (select * from {{ ref('stg_store_pos__members') }}),
 ecom_orders as (select * from {{ ref('stg_ecommerce__orders') }}),
 policies as (select * from {{ ref('stg_insurance__policies') }}),
-phone_masks as (
-    select phone_token, phone_masked from {{ ref('stg_store_pos__members') }} where phone_token is not null
-    union
-    select phone_token, phone_masked from {{ ref('stg_miniprogram__users') }} where phone_token is not null
-    union
-    select remark_phone_token, remark_phone_masked from {{ ref('stg_wecom__contacts') }}
-    where remark_phone_token is not null
-),
+phone_masks as (select * from {{ ref('int_identity_phone_masks') }}),
 
 strong_links as (
     select 'unionid' as id_type_a, unionid as id_value_a, 'openid' as id_type_b, openid_key as id_value_b,

@@ -5,13 +5,7 @@ with
 identifiers as (select * from {{ ref('member_identifiers') }}),
 contacts as (select * from {{ ref('stg_wecom__contacts') }}),
 consent as (select * from {{ ref('stg_consent__events') }}),
-phones as (
-    select phone_token, phone_masked from {{ ref('stg_store_pos__members') }}
-    union
-    select phone_token, phone_masked from {{ ref('stg_miniprogram__users') }}
-    union
-    select remark_phone_token, remark_phone_masked from {{ ref('stg_wecom__contacts') }}
-),
+phones as (select * from {{ ref('int_identity_phone_masks') }}),
 
 by_member as (
     select
