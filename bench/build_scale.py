@@ -26,9 +26,9 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from memberflow.config import Settings
-from memberflow.extract import extract_table, pending_partitions
 from memberflow.generate import GenerateConfig, generate
 from memberflow.identity import resolve
+from memberflow.land import land_pending
 from memberflow.transform import build_warehouse, run_dbt
 
 RAW_FEATURES = """
@@ -101,12 +101,11 @@ def main() -> None:
         )
 
     def land() -> int:
-        pending = pending_partitions(settings, root / "data")
-        for day, contract in pending:
-            extract_table(settings, contract, day, root / "data")
-        return len(pending)
+        run = land_pending(settings, root / "data")
+        assert run.ok, run.errors
+        return len(run.reports)
 
-    timed("extract all partitions", land)
+    timed("land all partitions (extract + landing gate + publish)", land)
     _, build_wall = timed(
         "dbt build (all models and tests)", lambda: build_warehouse(settings), resource.RUSAGE_CHILDREN
     )

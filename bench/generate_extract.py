@@ -15,8 +15,8 @@ from datetime import date, timedelta
 from pathlib import Path
 
 from memberflow.config import Settings
-from memberflow.extract import extract_day
 from memberflow.generate import GenerateConfig, generate
+from memberflow.land import land_days
 
 
 def _peak_mb() -> float:
@@ -54,11 +54,12 @@ def main() -> None:
 
         last = start + timedelta(days=args.days - 1)
         wall, cpu = time.perf_counter(), time.process_time()
-        result = extract_day(settings, last)
+        result = land_days(settings, [last])
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         read = sum(r.read for r in result.reports)
         print(
-            f"extract {last} (12 tables): {wall:.1f} s wall, {cpu:.1f} s CPU, {read:,} rows read "
+            f"land {last} (12 tables, extract + landing gate + publish): {wall:.1f} s wall, "
+            f"{cpu:.1f} s CPU, {read:,} rows read "
             f"({read / wall:,.0f} rows/s), {sum(r.quarantined for r in result.reports):,} quarantined, "
             f"errors: {result.errors or 'none'}, peak RSS {_peak_mb():,.0f} MiB"
         )

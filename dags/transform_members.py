@@ -9,7 +9,11 @@ Cosmos renders one Airflow task per dbt model, each followed by that model's tes
 its task and skips everything downstream. DuckDB allows one writer, so the DAG runs one task at a time.
 The task graph comes from the parsed project in `$MEMBERFLOW_HOME/dbt/manifest/`; parsing the DAG file
 re-creates it (`dbt parse`, a few seconds, once) when it is missing or the project's files changed.
-When every model and test passed, the `warehouse.members` Asset is updated for the DAGs downstream.
+After dbt, `quality_gate` runs the marts quality suites (Great Expectations, `expectations/marts.py`):
+one member per `member_id`, one member per identifier, tag and feature vocabularies and ranges, null rates,
+and the member count against the last passing day. A critical failure fails the task and skips `publish`.
+Only when the gate passes is the marts gate published and the `warehouse.members` Asset updated, so
+training, scoring and delivery never start on marts that failed their checks.
 """
 
 from __future__ import annotations
@@ -34,20 +38,45 @@ MANIFEST = ensure_manifest(SETTINGS)
 @task
 def write_build_inputs() -> str:
     """Schema files of landed tables and blocked identifiers (as tokens) for dbt to read."""
+    from expectations.marts import clear_published
     from memberflow.config import apply_privacy_defaults
     from memberflow.transform import write_build_inputs as write
 
     apply_privacy_defaults()
+    clear_published(get_settings(), "marts")  # the build is about to change them
     write(get_settings())
     return str(get_settings().home)
 
 
+@task(retries=0)
+def quality_gate() -> dict:
+    """Validate the marts dbt built, as of the newest landed day; a critical failure fails the task."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from expectations.marts import gate_warehouse
+    from expectations.runner import QualityGateError
+    from memberflow.config import apply_privacy_defaults
+    from memberflow.transform import latest_landed_day
+
+    apply_privacy_defaults()
+    settings = get_settings()
+    day = latest_landed_day(settings)
+    if day is None:
+        raise AirflowFailException("nothing has been landed: no marts to validate")
+    try:
+        result = gate_warehouse(settings, day)
+    except QualityGateError as exc:
+        raise AirflowFailException(str(exc)) from exc
+    return {"date": day.isoformat(), "status": result.status, "warnings": result.messages("warning")}
+
+
 @task(outlets=[WAREHOUSE_MEMBERS])
-def publish() -> str:
-    """Every model and test passed: keep the identity snapshot (for split detection) and announce it."""
+def publish(gate: dict, **context) -> str:
+    """Models, tests and the marts gate passed: keep the identity snapshot (split detection), announce it."""
     from memberflow.transform import save_identity_snapshot
 
     save_identity_snapshot(get_settings())
+    context["outlet_events"][WAREHOUSE_MEMBERS].extra = {"dt": gate["date"], "quality": gate["status"]}
     return str(get_settings().warehouse_path)
 
 
@@ -90,7 +119,9 @@ def transform_members() -> None:
             emit_datasets=False,
         ),
     )
-    write_build_inputs() >> dbt >> publish()
+    gate = quality_gate()
+    write_build_inputs() >> dbt >> gate
+    publish(gate)
 
 
 transform_members()

@@ -108,12 +108,14 @@ def extract(
         list[str] | None, typer.Option(help="Only these tables (channel.table); repeatable. Default: all.")
     ] = None,
 ) -> None:
-    """Land channel tables for a date (or a range) directly, without Airflow; prints read/landed/quarantined.
+    """Land channel tables for a date (or a range) without Airflow: extract, landing quality gate, publish.
 
-    Exits 1 when a table quarantines more than its limit, 2 when a partition is missing.
+    Prints read/landed/quarantined and the gate's verdict per table. Exits 1 when a table quarantines more
+    than its limit or fails a critical quality check (the date's published data is then left as it was),
+    2 when a partition is missing.
     """
     from memberflow.contracts import CONTRACTS, get_contract
-    from memberflow.extract import extract_day
+    from memberflow.land import land_days
 
     settings = _settings()
     first = _parse_date(date_)
@@ -124,34 +126,51 @@ def extract(
         contracts = [get_contract(*name.split(".", 1)) for name in table] if table else list(CONTRACTS)
     except (KeyError, TypeError) as exc:
         raise typer.BadParameter(str(exc)) from None
-    worst = 0
-    day = first
-    while day <= last:
-        result = extract_day(settings, day, data_dir, contracts)
-        _print_extract(day, result)
-        for message in result.errors.values():
-            err.print(f"[red]{message}[/red]")
-            worst = max(worst, 2 if "no partition" in message else 1)
-        day += timedelta(days=1)
-    raise typer.Exit(worst)
+    days = [first + timedelta(days=d) for d in range((last - first).days + 1)]
+    run = _with_quality_config(lambda: land_days(settings, days, data_dir, contracts))
+    _print_landing(run)
+    raise typer.Exit(run.failed_kind())
 
 
-def _print_extract(day: date, result) -> None:
-    table = Table(title=f"extract {day.isoformat()}")
-    for column in ("table", "read", "landed", "quarantined", "reasons"):
-        table.add_column(column, justify="right" if column in ("read", "landed", "quarantined") else "left")
-    for report in result.reports:
+def _with_quality_config(action):
+    """Run ``action``; an unusable MEMBERFLOW_QUALITY_CONFIG is a configuration error (exit 2)."""
+    try:
+        return action()
+    except ConfigError as exc:
+        err.print(f"[red]configuration error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+def _print_landing(run) -> None:
+    table = Table(title="landed partitions")
+    for column in ("table", "date", "read", "landed", "quarantined", "quality", "reasons"):
+        table.add_column(
+            column,
+            justify="right" if column in ("read", "landed", "quarantined") else "left",
+            no_wrap=column in ("table", "date", "quality"),
+            min_width=20 if column == "table" else None,
+        )
+    for report in run.reports:
         reasons = ", ".join(f"{k} {v}" for k, v in report.by_reason.items())
+        quality = {"ok": report.quality or "passed"}.get(report.status, f"[red]{report.status}[/red]")
         table.add_row(
             f"{report.channel}.{report.table}",
+            report.date,
             f"{report.read:,}",
             f"{report.landed:,}",
             f"{report.quarantined:,}",
+            quality,
             reasons,
         )
-    for name in result.errors:
-        table.add_row(name, "-", "-", "-", "[red]failed[/red]")
-    console.print(table)
+    if run.reports:
+        console.print(table)
+    for message in run.warnings:
+        err.print(f"[yellow]warning: {message}[/yellow]")
+    for message in run.errors.values():
+        err.print(f"[red]{message}[/red]")
+    if run.docs_path:
+        console.print(f"quality results: {_settings().quality_dir / 'results' / 'landing'}")
+        console.print(f"Data Docs:       {run.docs_path}")
 
 
 @app.command()
@@ -167,27 +186,26 @@ def build(
         typer.Option(help="Compute member_features as of this date (strictly-before data); repeatable."),
     ] = None,
 ) -> None:
-    """Land every source partition not landed yet, then build the warehouse with dbt (models and tests).
+    """Land every source partition not published yet (each through the landing quality gate), build the
+    warehouse with dbt (models and tests), then run the marts quality gate.
 
-    Exits 1 when a partition quarantines too much (nothing is built) or a dbt model or test fails.
+    Exits 1 when a partition quarantines too much or fails its quality gate (nothing is built), when a dbt
+    model or test fails, or when a critical marts check fails (the marts are then not published, and
+    training, scoring and delivery refuse to use them).
     """
-    from memberflow.extract import QuarantineThresholdError, extract_table, pending_partitions
-    from memberflow.transform import DbtError, build_warehouse
+    from expectations.marts import gate_warehouse
+    from expectations.runner import QualityGateError
+    from memberflow.land import land_pending
+    from memberflow.transform import DbtError, build_warehouse, latest_landed_day
 
     settings = _settings()
     source = Path(data_dir or settings.data_dir)
     cutoff = _parse_date(as_of) if as_of else None
-    pending = pending_partitions(settings, source, cutoff)
-    errors = []
-    for day, contract in pending:
-        try:
-            extract_table(settings, contract, day, source)
-        except QuarantineThresholdError as exc:
-            errors.append(str(exc))
-    console.print(f"landed {len(pending) - len(errors)} pending partitions from {source}")
-    if errors:
-        for message in errors:
-            err.print(f"[red]{message}[/red]")
+    run = _with_quality_config(lambda: land_pending(settings, source, cutoff))
+    console.print(f"landed {len(run.reports) - len(run.errors)} pending partitions from {source}")
+    if run.errors or run.warnings:
+        _print_landing(run)
+    if run.errors:
         err.print("[red]not building: fix or quarantine the failed partitions first[/red]")
         raise typer.Exit(1)
     began = time.perf_counter()
@@ -199,6 +217,18 @@ def build(
     console.print(
         f"dbt build: {result.succeeded} models and tests passed in {time.perf_counter() - began:.1f} s"
     )
+    gate_day = cutoff or latest_landed_day(settings)
+    if gate_day is None:
+        err.print("[red]nothing has been landed: no marts to validate[/red]")
+        raise typer.Exit(1)
+    try:
+        gate = _with_quality_config(lambda: gate_warehouse(settings, gate_day))
+    except QualityGateError as exc:
+        err.print(f"[red]marts quality gate failed; the marts are not published:\n{exc}[/red]")
+        raise typer.Exit(1) from None
+    for message in gate.messages("warning"):
+        err.print(f"[yellow]warning: {message}[/yellow]")
+    console.print(f"marts quality gate {gate.status} for {gate_day}; Data Docs: {gate.docs_path}")
     _print_warehouse(settings)
 
 
@@ -271,6 +301,65 @@ def identity_report_command(
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
     _print_identity_report(report)
+
+
+quality_app = typer.Typer(
+    help="Quality gates (Great Expectations): what the landing and marts gates found.", no_args_is_help=True
+)
+app.add_typer(quality_app, name="quality")
+
+
+@quality_app.command("report")
+def quality_report_command(
+    date_: Annotated[
+        str | None, typer.Option("--date", help="Results of this date (YYYY-MM-DD); default the latest.")
+    ] = None,
+    gate: Annotated[
+        list[str] | None, typer.Option(help="Only this gate (landing, marts); repeatable. Default: all.")
+    ] = None,
+) -> None:
+    """Show the latest results of each quality gate: status per table, failed checks with masked sample rows.
+
+    Exits 1 when a shown gate has a critical failure, 2 when there are no results for the date.
+    """
+    from expectations.runner import docs_index, latest_result_day, load_results
+
+    settings = _settings()
+    wanted = _parse_date(date_) if date_ else None
+    gates = gate or ["landing", "marts"]
+    shown, failed = 0, False
+    for name in gates:
+        day = wanted or latest_result_day(settings, name)
+        results = load_results(settings, name, day) if day else []
+        if not results:
+            err.print(f"no {name} gate results" + (f" for {day}" if day else ""))
+            continue
+        shown += 1
+        table = Table(title=f"{name} gate, {day}")
+        for column in ("subject", "status", "rows", "checks", "failed", "notes"):
+            table.add_column(column, justify="right" if column in ("rows", "checks", "failed") else "left")
+        colour = {"passed": "green", "warning": "yellow", "failed": "red"}
+        for result in results:
+            table.add_row(
+                result.subject,
+                f"[{colour[result.status]}]{result.status}[/{colour[result.status]}]",
+                f"{result.rows:,}",
+                str(len(result.findings)),
+                str(len(result.failures)),
+                "; ".join(result.notes),
+            )
+        console.print(table)
+        for result in results:
+            failed |= result.status == "failed"
+            for finding in result.failures:
+                style = "red" if finding.severity == "critical" else "yellow"
+                console.print(f"[{style}]{result.subject}: {finding.describe()}[/{style}]")
+                for row in finding.samples:
+                    console.print(f"    {row}")
+        console.print(f"results: {settings.quality_dir / 'results' / name / f'dt={day}'}")
+    if shown:
+        console.print(f"Data Docs: {docs_index(settings)}")
+    raise typer.Exit(2 if not shown else (1 if failed else 0))
 
 
 @app.command()
@@ -400,6 +489,8 @@ def where() -> None:
         ("quarantine", settings.quarantine_dir),
         ("contact vault", settings.vault_dir),
         ("run reports", settings.reports_dir),
+        ("partitions awaiting the landing gate", settings.audit_dir),
+        ("quality results and Data Docs", settings.quality_dir),
         ("warehouse (DuckDB)", settings.warehouse_path),
         ("dbt target, logs, manifest", settings.home / "dbt"),
         ("identity snapshot", settings.home / "identity"),

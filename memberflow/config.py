@@ -113,6 +113,16 @@ class Settings:
         return self.home / "landing"
 
     @property
+    def audit_dir(self) -> Path:
+        """Extracted partitions waiting for the landing quality gate (write, audit, then publish)."""
+        return self.home / "audit"
+
+    @property
+    def quality_dir(self) -> Path:
+        """Quality gate results (JSON), GX validation results and Data Docs."""
+        return self.home / "quality"
+
+    @property
     def quarantine_dir(self) -> Path:
         return self.home / "quarantine"
 

@@ -7,6 +7,12 @@ Rows that break the contract go to the quarantine with a reason. Every run accou
 (read = landed + quarantined) and writes a report; when the quarantined share passes the table's limit,
 nothing is landed for that date and the run fails with a message naming the reasons.
 
+Landing is write-audit-publish: extract writes the partition to ``$MEMBERFLOW_HOME/audit/`` (report status
+``staged``); the landing quality gate validates it there; ``publish_partition`` then swaps it into
+``landing/`` in one rename (status ``ok``), or ``reject_partition`` keeps it in the audit area for inspection
+(status ``rejected``). Readers of ``landing/`` never see an unaudited partition, and a failed re-extract
+or a rejected partition leaves the date's previously published version as it was.
+
 Outputs replace exactly the date's partition and depend only on the input files, the keys and the logical
 date, so rerunning a date gives byte-identical files.
 """
@@ -83,6 +89,7 @@ class ExtractReport:
     quarantine_path: str = ""
     vault_path: str | None = None
     message: str = ""
+    quality: str = ""  # landing gate verdict once audited: passed | warning | failed
 
     @property
     def quarantined_share(self) -> float:
@@ -375,11 +382,17 @@ def _replace_partition(target: Path, table: pa.Table) -> None:
     staging = target.with_name(f".{target.name}.{uuid.uuid4().hex}")
     staging.mkdir(parents=True)
     pq.write_table(table, staging / "part-0.parquet", compression="zstd")
+    _swap_into(staging, target)
+
+
+def _swap_into(source: Path, target: Path) -> None:
+    """Move the folder ``source`` to ``target`` by renames, retiring what was there."""
+    target.parent.mkdir(parents=True, exist_ok=True)
     retired = None
     if target.exists():
         retired = target.with_name(f".{target.name}.old.{uuid.uuid4().hex}")
         target.rename(retired)
-    staging.rename(target)
+    source.rename(target)
     if retired is not None:
         shutil.rmtree(retired)
 
@@ -430,25 +443,25 @@ def extract_table(
     _replace_partition(quarantine_target, _quarantine_table(contract, day, checked.quarantined, loaded_at))
     report.quarantine_path = str(quarantine_target)
 
-    landed_target = partition_dir(settings.landing_dir, contract.channel, contract.table, day)
+    staged_target = partition_dir(settings.audit_dir, contract.channel, contract.table, day)
     vault_target = partition_dir(settings.vault_dir, contract.channel, contract.table, day)
     if report.quarantined_share > report.limit and report.quarantined >= settings.quarantine_min_rows:
-        _remove_partition(landed_target)
-        _remove_partition(vault_target)
+        _remove_partition(staged_target)
         report.status = "failed"
         top = ", ".join(f"{reason} {count}" for reason, count in Counter(report.by_reason).most_common(3))
         report.message = (
             f"{contract.name} {day.isoformat()}: {report.quarantined} of {report.read} rows quarantined "
-            f"({report.quarantined_share:.1%}) exceeds the limit of {report.limit:.1%} ({top}); nothing was "
-            f"landed for this date. Inspect {quarantine_target}"
+            f"({report.quarantined_share:.1%}) exceeds the limit of {report.limit:.1%} ({top}); nothing new "
+            f"was landed for this date. Inspect {quarantine_target}"
         )
     else:
         for record in checked.landed:
             record["_loaded_at"] = loaded_at
         _replace_partition(
-            landed_target, pa.Table.from_pylist(checked.landed, schema=landed_schema(contract))
+            staged_target, pa.Table.from_pylist(checked.landed, schema=landed_schema(contract))
         )
-        report.landed_path = str(landed_target)
+        report.status = "staged"
+        report.landed_path = str(staged_target)
         if _phone_column(contract) is not None or contract.phone_when is not None:
             vault = ContactVault(settings.vault_key())
             sealed = [
@@ -498,39 +511,45 @@ def report_path(settings: Settings, channel: str, table: str, day: date) -> Path
     return settings.reports_dir / "extract" / f"dt={day.isoformat()}" / f"{channel}.{table}.json"
 
 
-def _write_report(settings: Settings, report: ExtractReport) -> None:
-    path = report_path(settings, report.channel, report.table, date.fromisoformat(report.date))
+def _write_report(settings: Settings, report: ExtractReport | dict) -> None:
+    data = report.to_dict() if isinstance(report, ExtractReport) else report
+    path = report_path(settings, data["channel"], data["table"], date.fromisoformat(data["date"]))
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report.to_dict(), indent=2, sort_keys=True, default=str) + "\n")
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    tmp.replace(path)
 
 
-# --- every table, one day (the CLI's unit) --------------------------------------------------------------
+def read_report(settings: Settings, contract: TableContract, day: date) -> dict | None:
+    path = report_path(settings, contract.channel, contract.table, day)
+    return json.loads(path.read_text()) if path.exists() else None
 
 
-@dataclass
-class DayResult:
-    reports: list[ExtractReport]
-    errors: dict[str, str]
-
-    @property
-    def ok(self) -> bool:
-        return not self.errors
+# --- audit → publish ------------------------------------------------------------------------------------
 
 
-def extract_day(
-    settings: Settings,
-    day: date,
-    data_dir: Path | None = None,
-    tables: Sequence[TableContract] = CONTRACTS,
-) -> DayResult:
-    """Extract every table for one day; a failing table does not stop the others."""
-    reports, errors = [], {}
-    for contract in tables:
-        try:
-            reports.append(extract_table(settings, contract, day, data_dir))
-        except (MissingPartitionError, QuarantineThresholdError) as exc:
-            errors[contract.name] = str(exc)
-    return DayResult(reports, errors)
+def staged_partition(settings: Settings, contract: TableContract, day: date) -> Path:
+    return partition_dir(settings.audit_dir, contract.channel, contract.table, day)
+
+
+def publish_partition(settings: Settings, contract: TableContract, day: date, quality: str = "") -> Path:
+    """Swap the audited partition into ``landing/`` (readers see the old or the new one, never a mix)."""
+    staged = staged_partition(settings, contract, day)
+    if not (staged / "part-0.parquet").exists():
+        raise MissingPartitionError(f"{contract.name}: nothing staged for {day.isoformat()} under {staged}")
+    target = partition_dir(settings.landing_dir, contract.channel, contract.table, day)
+    _swap_into(staged, target)
+    report = read_report(settings, contract, day) or {}
+    report.update(status="ok", landed_path=str(target), quality=quality or report.get("quality", ""))
+    _write_report(settings, report)
+    return target
+
+
+def reject_partition(settings: Settings, contract: TableContract, day: date, message: str) -> None:
+    """The quality gate refused the staged partition: it stays in the audit area; landing is unchanged."""
+    report = read_report(settings, contract, day) or {}
+    report.update(status="rejected", quality="failed", message=message)
+    _write_report(settings, report)
 
 
 def read_landed(settings: Settings, channel: str, table: str) -> pa.Table:
@@ -544,7 +563,7 @@ def read_landed(settings: Settings, channel: str, table: str) -> pa.Table:
 def pending_partitions(
     settings: Settings, data_dir: Path, until: date | None = None
 ) -> list[tuple[date, TableContract]]:
-    """Source partitions (up to ``until``) that have no successful extract report yet, oldest first."""
+    """Source partitions (up to ``until``) not published yet (never extracted, staged, failed or rejected)."""
     pending = []
     for contract in CONTRACTS:
         for folder in sorted((Path(data_dir) / contract.channel / contract.table).glob("dt=*")):

@@ -55,7 +55,8 @@ def test_generate_then_extract_a_range(env):
         app, ["extract", "--data-dir", str(out), "--date", "2026-03-02", "--to", "2026-03-03"]
     )
     assert result.exit_code == 0, result.output
-    assert "extract 2026-03-03" in result.output and "wecom.group_events" in result.output
+    assert "landed partitions" in result.output and "wecom.group_events" in result.output
+    assert result.output.count("passed") == 24  # 12 tables x 2 days, each through the landing gate
     assert (env / "ws" / "landing" / "consent" / "events" / "dt=2026-03-03" / "part-0.parquet").exists()
 
 

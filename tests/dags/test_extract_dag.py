@@ -68,7 +68,14 @@ def test_a_broken_export_fails_only_its_table(airflow_db, workspace_env, tmp_pat
     orders.write_text("\n".join([lines[0], *[line.replace(",", ";") for line in lines[1:]], *broken]) + "\n")
     result = run_dag("extract_channels", DAY)
     assert not result.ok
-    assert result.failed_tasks == ["store_pos__orders"]
+    assert result.task_states["store_pos__orders"] == "failed"
+    assert result.failed_tasks == [
+        "store_pos__orders",
+        "store_pos__orders__gate",
+        "store_pos__orders__publish",
+    ]
+    assert result.task_states["store_pos__orders__publish"] == "upstream_failed"
+    assert result.task_states["quality_docs"] == "success"
     assert not partition_dir(workspace_env.landing_dir, "store_pos", "orders", DAY).exists()
     quarantine = pl.read_parquet(partition_dir(workspace_env.quarantine_dir, "store_pos", "orders", DAY))
     assert set(quarantine["reason"]) == {"malformed_row"}

@@ -34,8 +34,10 @@ def test_every_model_runs_as_a_task_and_the_warehouse_is_published(transform_env
     result = run_dag("transform_members", RUN_DAY)
     assert result.ok, result.failed_tasks
     assert result.task_states["publish"] == "success"
+    assert result.task_states["quality_gate"] == "success"
     assert result.task_states["dbt.member_identifiers.run"] == "success"
-    assert result.task_states["dbt.dim_member.test"] == "success"
+    assert result.task_states["dbt.fct_orders.test"] == "success"
+    assert (transform_env.quality_dir / "published" / "marts.json").exists()
     assert query(transform_env, "select count(*) as n from dim_member")["n"][0] > 1000
 
 

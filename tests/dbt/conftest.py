@@ -8,7 +8,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from memberflow.extract import extract_table, pending_partitions
+from memberflow.land import land_pending
 from memberflow.transform import build_warehouse
 
 START = date(2026, 1, 1)
@@ -16,8 +16,9 @@ DAYS = 60
 
 
 def land_and_build(settings, data_dir: Path, as_of: date | None = None):
-    for day, contract in pending_partitions(settings, data_dir, as_of):
-        extract_table(settings, contract, day, data_dir)
+    """Land (extract, landing gate, publish) every pending partition, then build; any failure raises."""
+    run = land_pending(settings, data_dir, as_of)
+    assert run.ok, run.errors
     return build_warehouse(settings, as_of)
 
 

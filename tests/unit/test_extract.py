@@ -40,8 +40,9 @@ def write_partition(data_dir: Path, channel: str, table: str, name: str, payload
 
 
 def landed(settings, channel, table) -> list[dict]:
+    """The staged partition: extract writes to the audit area; the landing gate publishes it."""
     return pq.read_table(
-        partition_dir(settings.landing_dir, channel, table, DAY) / "part-0.parquet"
+        partition_dir(settings.audit_dir, channel, table, DAY) / "part-0.parquet"
     ).to_pylist()
 
 
@@ -107,7 +108,7 @@ def test_every_csv_defect_is_quarantined_with_its_reason(lenient):
     assert (report.read, report.landed, report.quarantined) == (12, 2, 10)
     assert report.read == report.landed + report.quarantined
     saved = json.loads(report_path(lenient, "store_pos", "orders", DAY).read_text())
-    assert saved["by_reason"]["duplicate_key_conflict"] == 2 and saved["status"] == "ok"
+    assert saved["by_reason"]["duplicate_key_conflict"] == 2 and saved["status"] == "staged"
 
 
 def test_negative_quantity(lenient):
@@ -195,7 +196,13 @@ def test_phones_become_tokens_and_go_only_to_the_vault(lenient):
         for t, s in zip(vault["phone_token"].to_pylist(), vault["phone_sealed"].to_pylist(), strict=True)
     }
     assert opened == {phone_token(PHONE, key): PHONE, phone_token(OTHER, key): OTHER}
-    for folder in (lenient.landing_dir, lenient.vault_dir, lenient.quarantine_dir, lenient.reports_dir):
+    for folder in (
+        lenient.audit_dir,
+        lenient.landing_dir,
+        lenient.vault_dir,
+        lenient.quarantine_dir,
+        lenient.reports_dir,
+    ):
         for path in folder.rglob("*"):
             if path.is_file():
                 assert PHONE.encode() not in path.read_bytes() and OTHER.encode() not in path.read_bytes()
@@ -271,7 +278,7 @@ def test_too_many_bad_rows_fail_and_land_nothing(tmp_path):
     message = str(info.value)
     assert "store_pos.orders 2026-03-02: 9 of 11 rows quarantined" in message
     assert "limit of 20.0%" in message and "duplicate_key_conflict 2" in message
-    assert not partition_dir(settings.landing_dir, "store_pos", "orders", DAY).exists()
+    assert not partition_dir(settings.audit_dir, "store_pos", "orders", DAY).exists()
     assert len(quarantined(settings, "store_pos", "orders")) == 9
     assert json.loads(report_path(settings, "store_pos", "orders", DAY).read_text())["status"] == "failed"
 
@@ -280,7 +287,7 @@ def test_a_few_bad_rows_on_a_quiet_day_do_not_fail(tmp_path):
     settings = make_settings(tmp_path / "ws", tmp_path / "data")  # 5 % share, at least 10 rows
     write_partition(settings.data_dir, "store_pos", "orders", "part-0.csv", STORE_ORDERS)
     report = extract_table(settings, get_contract("store_pos", "orders"), DAY)
-    assert report.quarantined == 9 and report.status == "ok"
+    assert report.quarantined == 9 and report.status == "staged"
 
 
 def _digest(root: Path) -> dict[str, str]:
@@ -306,4 +313,4 @@ def test_rerunning_a_date_gives_identical_files(lenient):
     for table in ("orders", "members"):
         extract_table(lenient, get_contract("store_pos", table), DAY)
     assert _digest(lenient.home) == first
-    assert len(first) == 7  # landed ×2, quarantine ×2, reports ×2, vault (members only)
+    assert len(first) == 7  # staged ×2, quarantine ×2, reports ×2, vault (members only)

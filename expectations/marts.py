@@ -1,0 +1,366 @@
+"""Warehouse gates: suites over tables dbt built, run after the build and before anything uses them.
+
+A gate is a named group of suites (``marts`` now; the scoring and segment issues add ``scores`` and
+``segments``). A suite is a function registered with ``@warehouse_suite(gate, table)`` that gets a read-only
+DuckDB connection and returns the checks plus the frame to validate. Frames are built in DuckDB with only
+the columns a check needs, or as aggregates (tags), so a million-member warehouse validates in bounded
+memory. Adding a suite is one decorated function; the gate, the results, the Data Docs, the CLI exit code
+and the DAG task pick it up.
+
+When every critical check of a gate passes, the gate is *published*: ``quality/published/<gate>.json`` names
+the date. A new build clears it first; training, scoring and delivery refuse to run on an unpublished gate.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+
+from expectations.config import QualityConfig
+from expectations.runner import (
+    GateResult,
+    QualityGateError,
+    Suite,
+    build_data_docs,
+    gate_result,
+    results_dir,
+    validate,
+)
+from memberflow.config import Settings
+
+ACQUISITION_CHANNELS = ("wecom", "miniprogram", "livestream", "store_pos", "ecommerce", "insurance")
+ID_TYPES = ("unionid", "openid", "external_userid", "card_no", "buyer_id", "phone_token", "policy_id")
+# Tag groups with a fixed vocabulary (interest comes from category_catalog, acquisition_channel from above).
+TAG_VALUES = {
+    "lifecycle": ("new", "active", "at_risk", "silent", "lost"),
+    "funnel_stage": ("prospect", "first_order", "repeat", "loyal"),
+    "value_tier": ("under_80", "80_120", "120_280", "over_280"),
+}
+
+
+@dataclass
+class SuiteContext:
+    settings: Settings
+    config: QualityConfig
+    con: object  # a read-only duckdb connection to the warehouse
+    gate: str
+    day: date
+
+    def suite(self, subject: str, sample_columns: tuple[str, ...] = ()) -> Suite:
+        return Suite(self.gate, subject, self.config, sample_columns)
+
+
+SuiteBuilder = Callable[[SuiteContext], tuple[Suite, object]]
+SUITES: dict[str, dict[str, SuiteBuilder]] = {}
+
+
+def warehouse_suite(gate: str, table: str) -> Callable[[SuiteBuilder], SuiteBuilder]:
+    """Register ``fn(ctx) -> (suite, pandas frame)`` as the suite of ``table`` in ``gate``."""
+
+    def register(fn: SuiteBuilder) -> SuiteBuilder:
+        SUITES.setdefault(gate, {})[table] = fn
+        return fn
+
+    return register
+
+
+def _expectations():
+    import great_expectations as gx
+
+    return gx.expectations
+
+
+def _start(value: str | date) -> datetime:
+    return datetime.combine(date.fromisoformat(str(value)), time())
+
+
+def _add_member_key(suite: Suite, about: str) -> None:
+    e = _expectations()
+    suite.add(
+        "member_id_key",
+        about,
+        lambda s: [
+            e.ExpectColumnValuesToNotBeNull(column="member_id"),
+            e.ExpectColumnValuesToBeUnique(column="member_id"),
+        ],
+    )
+
+
+# --- the marts gate ----------------------------------------------------------------------------------------
+
+
+@warehouse_suite("marts", "dim_member")
+def dim_member_suite(ctx: SuiteContext):
+    e = _expectations()
+    suite = ctx.suite("dim_member", ("member_id",))
+    frame = ctx.con.sql(
+        "select member_id, acquisition_channel, cast(first_seen_on as timestamp) as first_seen_on, "
+        "identifier_count from dim_member"
+    ).df()
+    _add_member_key(suite, "member_id present and unique")
+    suite.add(
+        "enum_values",
+        f"acquisition_channel in {', '.join(ACQUISITION_CHANNELS)}",
+        lambda s: [
+            e.ExpectColumnValuesToNotBeNull(column="acquisition_channel"),
+            e.ExpectColumnValuesToBeInSet(column="acquisition_channel", value_set=list(ACQUISITION_CHANNELS)),
+        ],
+    )
+    suite.add(
+        "dates_in_range",
+        f"first_seen_on between the business start and {ctx.day.isoformat()}",
+        lambda s: e.ExpectColumnValuesToBeBetween(
+            column="first_seen_on", min_value=_start(s["business_start"]), max_value=_start(ctx.day)
+        ),
+    )
+    suite.add(
+        "identifier_count",
+        "every member has at least one identifier",
+        lambda s: e.ExpectColumnValuesToBeBetween(column="identifier_count", min_value=1),
+    )
+    _add_member_count(ctx, suite)
+    return suite, frame
+
+
+def _add_member_count(ctx: SuiteContext, suite: Suite) -> None:
+    settings = suite.settings("member_count_change")
+    if settings["severity"] == "off":
+        return
+    previous = last_passing(ctx.settings, ctx.gate, before=ctx.day, within_days=int(settings["within_days"]))
+    if previous is None:
+        suite.note(
+            f"member count not compared: no passing {ctx.gate} gate in the "
+            f"{settings['within_days']} days before"
+        )
+        return
+    day, members = previous
+    if members < int(settings["min_members"]):
+        suite.note(
+            f"member count not compared: {members:,} members on {day} is below {settings['min_members']:,}"
+        )
+        return
+    suite.add_row_count_band("member_count_change", members, f"the {members:,} members of {day}")
+
+
+@warehouse_suite("marts", "member_identifiers")
+def member_identifiers_suite(ctx: SuiteContext):
+    e = _expectations()
+    suite = ctx.suite("member_identifiers", ("id_type", "id_value", "member_id"))
+    frame = ctx.con.sql("select id_type, id_value, member_id from member_identifiers").df()
+    suite.add(
+        "member_id_key",
+        "every identifier has a member",
+        lambda s: e.ExpectColumnValuesToNotBeNull(column="member_id"),
+    )
+    suite.add(
+        "identifier_one_member",
+        "each identifier (id_type, id_value) maps to exactly one member",
+        lambda s: e.ExpectCompoundColumnsToBeUnique(column_list=["id_type", "id_value"]),
+    )
+    suite.add(
+        "enum_values",
+        f"id_type in {', '.join(ID_TYPES)}",
+        lambda s: e.ExpectColumnValuesToBeInSet(column="id_type", value_set=list(ID_TYPES)),
+    )
+    return suite, frame
+
+
+def allowed_tags(con) -> list[str]:
+    interests = [
+        r[0]
+        for r in con.sql(
+            "select distinct interest from category_catalog where interest is not null"
+        ).fetchall()
+    ]
+    vocab = {**TAG_VALUES, "interest": tuple(interests), "acquisition_channel": ACQUISITION_CHANNELS}
+    return sorted(f"{group}:{value}" for group, values in vocab.items() for value in values)
+
+
+@warehouse_suite("marts", "member_tags")
+def member_tags_suite(ctx: SuiteContext):
+    """Validated as one row per (tag_group, tag_value): the vocabulary matters, not 7 rows a member."""
+    e = _expectations()
+    suite = ctx.suite("member_tags", ("tag", "rows", "members"))
+    frame = ctx.con.sql(
+        "select tag_group || ':' || tag_value as tag, count(*) as rows, "
+        "count(distinct member_id) as members, "
+        "count(*) filter (where member_id is null) as missing_member, "
+        "count(*) filter (where valid_to is not null and valid_to <= valid_from) as bad_ranges, "
+        "count(*) - count(distinct (member_id, valid_from)) as duplicate_rows "
+        "from member_tags group by all order by tag"
+    ).df()
+    allowed = allowed_tags(ctx.con)
+    suite.add(
+        "enum_values",
+        "every tag value is in its group's vocabulary",
+        lambda s: e.ExpectColumnValuesToBeInSet(column="tag", value_set=allowed),
+    )
+    suite.add(
+        "member_id_key",
+        "every tag row has a member",
+        lambda s: e.ExpectColumnValuesToBeBetween(column="missing_member", max_value=0),
+    )
+    suite.add(
+        "tag_ranges",
+        "valid_to after valid_from",
+        lambda s: e.ExpectColumnValuesToBeBetween(column="bad_ranges", max_value=0),
+    )
+    suite.add(
+        "tag_rows_unique",
+        "one row per member, tag and valid_from",
+        lambda s: e.ExpectColumnValuesToBeBetween(column="duplicate_rows", max_value=0),
+    )
+    return suite, frame
+
+
+RATE_COLUMNS = ("checkin_rate_7d", "checkin_rate_prev_21d")
+
+
+@warehouse_suite("marts", "member_features")
+def member_features_suite(ctx: SuiteContext):
+    """The newest as-of date's rows: what scoring reads."""
+    e = _expectations()
+    suite = ctx.suite("member_features", ("member_id", "as_of_date"))
+    columns = [r[0] for r in ctx.con.sql("describe member_features").fetchall()]
+    non_negative = [
+        c
+        for c in columns
+        if c.startswith(
+            ("orders_", "spend_", "days_since_", "purchase_gap_", "live_sessions", "mp_", "article_")
+        )
+        or c.endswith(("_7d", "_21d", "_30d"))
+        or c in ("tenure_days", "channels_used", "checkin_streak", "avg_order_value", "baby_age_months")
+    ]
+    non_negative = [c for c in non_negative if c not in RATE_COLUMNS]
+    nulls = suite.settings("feature_nulls")["max_null_share"]
+    wanted = list(
+        dict.fromkeys(
+            [
+                "member_id",
+                *non_negative,
+                *RATE_COLUMNS,
+                *nulls,
+                "lifecycle_stage",
+                "funnel_stage",
+                "value_tier",
+            ]
+        )
+    )
+    select = ", ".join(
+        f'cast("{c}" as double) as "{c}"' if c.startswith("spend_") else f'"{c}"' for c in wanted
+    )
+    frame = ctx.con.sql(
+        f"select cast(as_of_date as varchar) as as_of_date, {select} from member_features "
+        "where as_of_date = (select max(as_of_date) from member_features)"
+    ).df()
+    _add_member_key(suite, "member_id present and unique for the as-of date")
+    for column in non_negative:
+        suite.add(
+            "feature_ranges",
+            f"{column} is not negative",
+            lambda s, c=column: e.ExpectColumnValuesToBeBetween(column=c, min_value=0),
+        )
+    for column in RATE_COLUMNS:
+        suite.add(
+            "feature_ranges",
+            f"{column} is a share between 0 and 1",
+            lambda s, c=column: e.ExpectColumnValuesToBeBetween(column=c, min_value=0, max_value=1),
+        )
+    for group in ("lifecycle", "funnel_stage", "value_tier"):
+        column = "lifecycle_stage" if group == "lifecycle" else group
+        suite.add(
+            "enum_values",
+            f"{column} in {', '.join(TAG_VALUES[group])}",
+            lambda s, c=column, g=group: e.ExpectColumnValuesToBeInSet(
+                column=c, value_set=list(TAG_VALUES[g])
+            ),
+        )
+    for column, share in nulls.items():
+        suite.add(
+            "feature_nulls",
+            f"{column} missing for at most {float(share):.0%} of members",
+            lambda s, c=column, m=1.0 - float(share): e.ExpectColumnValuesToNotBeNull(column=c, mostly=m),
+        )
+    return suite, frame
+
+
+# --- running a warehouse gate ----------------------------------------------------------------------------
+
+
+def published_marker(settings: Settings, gate: str) -> Path:
+    return settings.quality_dir / "published" / f"{gate}.json"
+
+
+def clear_published(settings: Settings, gate: str = "marts") -> None:
+    """A build is about to change the warehouse: its gate is unpublished until it passes again."""
+    published_marker(settings, gate).unlink(missing_ok=True)
+
+
+class NotPublishedError(RuntimeError):
+    """The warehouse tables a step needs did not pass their quality gate."""
+
+
+def require_published(settings: Settings, gate: str = "marts") -> dict:
+    """The published gate's record; raises when the last build's gate failed or never ran."""
+    marker = published_marker(settings, gate)
+    if not marker.exists():
+        raise NotPublishedError(
+            f"the {gate} quality gate has not passed since the last build: run `memberflow build` "
+            f"(or the transform DAG) and fix what `memberflow quality report` shows"
+        )
+    return json.loads(marker.read_text())
+
+
+def last_passing(settings: Settings, gate: str, before: date, within_days: int) -> tuple[str, int] | None:
+    """(date, dim_member rows) of the latest passing gate in [before - within_days, before)."""
+    for offset in range(1, within_days + 1):
+        day = before - timedelta(days=offset)
+        folder = results_dir(settings, gate, day)
+        summary = folder / "_gate.json"
+        if summary.exists() and json.loads(summary.read_text())["status"] != "failed":
+            members = json.loads((folder / "dim_member.json").read_text())["rows"]
+            return day.isoformat(), int(members)
+    return None
+
+
+def gate_warehouse(
+    settings: Settings, day: date, gate: str = "marts", config: QualityConfig | None = None
+) -> GateResult:
+    """Run every suite of ``gate`` on the warehouse for ``day``; publish the gate or raise
+    QualityGateError."""
+    import duckdb
+
+    from memberflow.dbt_env import release_dbt_connections
+    from memberflow.transform import warehouse_lock
+
+    config = config or QualityConfig.load()
+    clear_published(settings, gate)
+    release_dbt_connections()
+    results = []
+    with warehouse_lock(settings), duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+        ctx = SuiteContext(settings, config, con, gate, day)
+        for build in SUITES[gate].values():
+            suite, frame = build(ctx)
+            results.append(validate(settings, suite, day, frame))
+            del frame
+    result = gate_result(settings, gate, day, results)
+    build_data_docs(settings, gate, [day])
+    if not result.ok:
+        raise QualityGateError(result)
+    marker = published_marker(settings, gate)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(
+        json.dumps(
+            {
+                "gate": gate,
+                "date": day.isoformat(),
+                "status": result.status,
+                "published_at": datetime.now(UTC).isoformat(),
+            }
+        )
+        + "\n"
+    )
+    return result

@@ -1,0 +1,414 @@
+"""Run expectation suites with Great Expectations and keep what they found.
+
+A suite is a list of ``Check``: one GX expectation tagged with the config id it comes from, its severity
+and a sentence for people. Frames are validated as pandas batches (GX's SQL data source does not work on
+DuckDB); each gate builds its frames in DuckDB so that only what a check needs is in memory.
+
+Per validated subject (a landed table or a mart) and date, ``$MEMBERFLOW_HOME/quality`` keeps:
+``results/<gate>/dt=<date>/<subject>.json`` (the findings, with masked sample rows), ``<subject>.gx.json``
+(GX's full validation result) and GX's Data Docs site ``docs/index.html``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from expectations.config import QualityConfig
+from memberflow.config import Settings
+from memberflow.phones import redact_phones
+
+log = logging.getLogger(__name__)
+
+SAMPLE_ROWS = 5
+
+
+@dataclass
+class Check:
+    id: str  # the config key, e.g. "volume"
+    severity: str  # critical | warning
+    expectation: Any  # a great_expectations Expectation
+    about: str  # what the check guards, for people
+
+
+class Suite:
+    """The checks of one subject, built from the config: a check set to ``off`` is never added."""
+
+    def __init__(self, gate: str, subject: str, config: QualityConfig, sample_columns: Sequence[str] = ()):
+        self.gate, self.subject, self.config = gate, subject, config
+        self.sample_columns = list(sample_columns)
+        self.checks: list[Check] = []
+        self.notes: list[str] = []
+
+    def settings(self, check: str) -> dict[str, Any]:
+        return self.config.check(self.gate, self.subject, check)
+
+    def add(self, check: str, about: str, make: Callable[[dict[str, Any]], Any]) -> None:
+        """Add the expectation(s) ``make(settings)`` returns for config check ``check``, unless it is off."""
+        settings = self.settings(check)
+        if settings["severity"] == "off":
+            return
+        made = make(settings)
+        for expectation in made if isinstance(made, list) else [made]:
+            # GX returns results in its own order: the meta carries the check back to its result.
+            expectation.meta = {"check": check, "severity": settings["severity"], "about": about}
+            expectation.severity = settings["severity"]  # shown in Data Docs too
+            self.checks.append(Check(check, settings["severity"], expectation, about))
+
+    def add_row_count_band(self, check: str, reference: float, what: str) -> None:
+        """Rows within [low x reference, high x reference], the band coming from the check's settings."""
+        import great_expectations as gx
+
+        settings = self.settings(check)
+        low, high = float(settings["low"]), float(settings["high"])
+        self.add(
+            check,
+            f"rows within {low:g}x-{high:g}x {what}",
+            lambda s: gx.expectations.ExpectTableRowCountToBeBetween(
+                min_value=int(reference * low), max_value=int(reference * high)
+            ),
+        )
+
+    def note(self, text: str) -> None:
+        """Something the suite could not check this time (e.g. too little history), shown with the results."""
+        self.notes.append(text)
+
+
+@dataclass
+class Finding:
+    check: str
+    severity: str
+    expectation: str
+    column: str | None
+    about: str
+    success: bool
+    observed: str
+    samples: list[dict[str, Any]] = field(default_factory=list)
+
+    def describe(self) -> str:
+        target = f"({self.column})" if self.column else ""
+        head = f"{self.expectation}{target} [{self.check}, {self.severity}]"
+        return f"{head}: {self.about}; observed {self.observed}"
+
+
+@dataclass
+class SuiteResult:
+    gate: str
+    subject: str
+    date: str
+    findings: list[Finding]
+    notes: list[str]
+    rows: int
+    validated_at: str
+    result_path: str = ""
+    gx_result_path: str = ""
+
+    @property
+    def failures(self) -> list[Finding]:
+        return [f for f in self.findings if not f.success]
+
+    @property
+    def critical(self) -> list[Finding]:
+        return [f for f in self.failures if f.severity == "critical"]
+
+    @property
+    def status(self) -> str:
+        if self.critical:
+            return "failed"
+        return "warning" if self.failures else "passed"
+
+    def messages(self, severity: str | None = None) -> list[str]:
+        return [
+            f"{self.gate} gate, {self.subject} {self.date}: {f.describe()}"
+            for f in self.failures
+            if severity is None or f.severity == severity
+        ]
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["status"] = self.status
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> SuiteResult:
+        data = {k: v for k, v in data.items() if k != "status"}
+        data["findings"] = [Finding(**f) for f in data["findings"]]
+        return cls(**data)
+
+
+@dataclass
+class GateResult:
+    gate: str
+    date: str
+    suites: list[SuiteResult]
+    docs_path: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not any(s.critical for s in self.suites)
+
+    @property
+    def status(self) -> str:
+        statuses = {s.status for s in self.suites}
+        return next((s for s in ("failed", "warning") if s in statuses), "passed")
+
+    def messages(self, severity: str | None = None) -> list[str]:
+        return [m for s in self.suites for m in s.messages(severity)]
+
+
+class QualityGateError(RuntimeError):
+    """A critical check failed; the message names the subject, the expectation and the observed value."""
+
+    def __init__(self, result: GateResult):
+        self.result = result
+        lines = result.messages("critical")
+        where = f"results: {result.suites[0].result_path}" if len(result.suites) == 1 else ""
+        docs = f"Data Docs: {result.docs_path}" if result.docs_path else ""
+        super().__init__("\n".join([*lines, *(x for x in (where, docs) if x)]))
+
+
+# --- GX context ------------------------------------------------------------------------------------------
+
+
+def results_dir(settings: Settings, gate: str, day: date) -> Path:
+    return settings.quality_dir / "results" / gate / f"dt={day.isoformat()}"
+
+
+def docs_index(settings: Settings) -> Path:
+    return settings.quality_dir / "docs" / "index.html"
+
+
+@cache
+def _context(quality_dir: Path):
+    """An ephemeral GX context whose validation results and Data Docs are files in the workspace."""
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import (
+        DataContextConfig,
+        InMemoryStoreBackendDefaults,
+        ProgressBarsConfig,
+    )
+
+    config = DataContextConfig(
+        store_backend_defaults=InMemoryStoreBackendDefaults(init_temp_docs_sites=False),
+        progress_bars=ProgressBarsConfig(globally=False),
+        analytics_enabled=False,
+    )
+    config.stores["validation_results_store"] = {
+        "class_name": "ValidationResultsStore",
+        "store_backend": {
+            "class_name": "TupleFilesystemStoreBackend",
+            "base_directory": str(quality_dir / "gx" / "validations"),
+        },
+    }
+    config.data_docs_sites = {
+        "local": {
+            "class_name": "SiteBuilder",
+            "store_backend": {
+                "class_name": "TupleFilesystemStoreBackend",
+                "base_directory": str(quality_dir / "docs"),
+            },
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+        }
+    }
+    context = gx.get_context(project_config=config, mode="ephemeral")
+    context.data_sources.add_pandas("memberflow")
+    return context
+
+
+def _validation_definition(context, name: str, suite: Suite):
+    import great_expectations as gx
+
+    source = context.data_sources.get("memberflow")
+    try:
+        asset = source.get_asset(name)
+    except LookupError:
+        asset = source.add_dataframe_asset(name)
+    try:
+        batch = asset.get_batch_definition("frame")
+    except KeyError:
+        batch = asset.add_batch_definition_whole_dataframe("frame")
+    gx_suite = gx.ExpectationSuite(name=name, expectations=[c.expectation for c in suite.checks])
+    gx_suite = context.suites.add_or_update(gx_suite)
+    return context.validation_definitions.add_or_update(
+        gx.ValidationDefinition(name=name, data=batch, suite=gx_suite)
+    )
+
+
+# --- validating -----------------------------------------------------------------------------------------
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-friendly, phone-free form of a value from a frame or a GX result."""
+    if value is None:
+        return None
+    if hasattr(value, "item") and not isinstance(value, str):
+        with contextlib.suppress(ValueError, AttributeError):
+            value = value.item()
+    if isinstance(value, float):
+        return None if math.isnan(value) else round(value, 6)
+    if isinstance(value, bool | int):
+        return value
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    text = str(value)
+    return None if text in ("NaT", "<NA>", "nan") else redact_phones(text)
+
+
+def _error(exception: dict | None) -> str | None:
+    """GX reports an expectation that could not be evaluated either flat or per metric."""
+    if not exception:
+        return None
+    if exception.get("raised_exception"):
+        return str(exception.get("exception_message"))
+    for value in exception.values():
+        if isinstance(value, dict) and (value.get("raised_exception") or value.get("exception_message")):
+            return str(value.get("exception_message"))
+    return None
+
+
+def _observed(result: dict, exception: dict | None) -> str:
+    error = _error(exception)
+    if error:
+        return f"error: {error}"
+    if "observed_value" in result:
+        return json.dumps(_plain(result["observed_value"]), ensure_ascii=False)
+    count = result.get("unexpected_count") or 0
+    total = result.get("element_count") or 0
+    share = result.get("unexpected_percent") or 0.0
+    text = f"{count:,} of {total:,} rows unexpected ({share:.2f}%)"
+    examples = _plain(result.get("partial_unexpected_list") or [])[:3]
+    if count and examples:
+        text += ", e.g. " + ", ".join(json.dumps(e, ensure_ascii=False) for e in examples)
+    return text
+
+
+def validate(settings: Settings, suite: Suite, day: date, frame) -> SuiteResult:
+    """Validate ``frame`` (pandas) against the suite's checks; keep the JSON results; return the findings."""
+    from great_expectations.core.run_identifier import RunIdentifier
+
+    context = _context(settings.quality_dir)
+    name = f"{suite.gate}.{suite.subject}"
+    now = datetime.now(UTC)
+    findings: list[Finding] = []
+    gx_result = None
+    if suite.checks:
+        definition = _validation_definition(context, name, suite)
+        gx_result = definition.run(
+            batch_parameters={"dataframe": frame},
+            result_format={"result_format": "SUMMARY", "partial_unexpected_count": SAMPLE_ROWS},
+            run_id=RunIdentifier(run_name=f"{suite.gate}-{day.isoformat()}", run_time=now),
+        )
+        for outcome in gx_result.results:
+            meta = outcome.expectation_config.meta or {}
+            result = outcome.result or {}
+            kwargs = outcome.expectation_config.kwargs
+            column = kwargs.get("column") or (
+                ",".join(kwargs["column_list"]) if "column_list" in kwargs else None
+            )
+            samples = []
+            if not outcome.success:
+                indices = list(result.get("partial_unexpected_index_list") or [])[:SAMPLE_ROWS]
+                wanted = [
+                    c
+                    for c in dict.fromkeys([*suite.sample_columns, *(column or "").split(",")])
+                    if c in frame
+                ]
+                if indices and wanted:
+                    rows = frame.loc[indices, wanted].to_dict("records")
+                    samples = [{k: _plain(v) for k, v in row.items()} for row in rows]
+            findings.append(
+                Finding(
+                    check=meta["check"],
+                    severity=meta["severity"],
+                    expectation=outcome.expectation_config.type,
+                    column=column,
+                    about=meta["about"],
+                    success=bool(outcome.success),
+                    observed=_observed(result, outcome.exception_info),
+                    samples=samples,
+                )
+            )
+    outcome = SuiteResult(
+        suite.gate, suite.subject, day.isoformat(), findings, list(suite.notes), len(frame), now.isoformat()
+    )
+    folder = results_dir(settings, suite.gate, day)
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{suite.subject}.json"
+    outcome.result_path = str(target)
+    if gx_result is not None:
+        gx_path = folder / f"{suite.subject}.gx.json"
+        gx_path.write_text(json.dumps(gx_result.to_json_dict(), indent=1, default=str) + "\n")
+        outcome.gx_result_path = str(gx_path)
+    tmp = target.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(outcome.to_dict(), indent=2, ensure_ascii=False, default=str) + "\n")
+    tmp.replace(target)
+    for message in outcome.messages():
+        log.warning("%s", message)
+    return outcome
+
+
+def build_data_docs(settings: Settings, gate: str, days: Iterable[date]) -> Path:
+    """Render the Data Docs pages of this gate's validations for the dates, and the site index.
+
+    Rendering is the slow part of GX (about 0.5 s a call), so callers render once per batch of validations.
+    """
+    context = _context(settings.quality_dir)
+    run_names = {f"{gate}-{day.isoformat()}" for day in days}
+    keys = [k for k in context.validation_results_store.list_keys() if k.run_id.run_name in run_names]
+    if keys:
+        context.build_data_docs(resource_identifiers=keys)
+    return docs_index(settings)
+
+
+def gate_result(
+    settings: Settings, gate: str, day: date, suites: Iterable[SuiteResult], record: bool = True
+) -> GateResult:
+    """The gate's verdict over its suites; ``record`` keeps it as ``_gate.json`` beside the results."""
+    result = GateResult(gate, day.isoformat(), list(suites), str(docs_index(settings)))
+    if not record:
+        return result
+    summary = results_dir(settings, gate, day) / "_gate.json"
+    summary.parent.mkdir(parents=True, exist_ok=True)
+    summary.write_text(
+        json.dumps(
+            {
+                "gate": gate,
+                "date": result.date,
+                "status": result.status,
+                "subjects": {s.subject: s.status for s in result.suites},
+                "docs": result.docs_path,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    return result
+
+
+def load_results(settings: Settings, gate: str, day: date) -> list[SuiteResult]:
+    folder = results_dir(settings, gate, day)
+    return [
+        SuiteResult.from_dict(json.loads(p.read_text()))
+        for p in sorted(folder.glob("*.json"))
+        if not p.name.startswith("_") and not p.name.endswith(".gx.json")
+    ]
+
+
+def latest_result_day(settings: Settings, gate: str) -> date | None:
+    days = []
+    for folder in (settings.quality_dir / "results" / gate).glob("dt=*"):
+        try:
+            days.append(date.fromisoformat(folder.name[3:]))
+        except ValueError:
+            continue
+    return max(days, default=None)
