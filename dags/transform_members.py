@@ -48,7 +48,7 @@ def write_build_inputs() -> str:
     return str(get_settings().home)
 
 
-@task(retries=0)
+@task
 def quality_gate() -> dict:
     """Validate the marts dbt built, as of the newest landed day; a critical failure fails the task."""
     from airflow.sdk.exceptions import AirflowFailException

@@ -73,6 +73,13 @@ class QualityConfig:
         return config
 
     def _validate(self) -> None:
+        for section in self.data.values():
+            # YAML 1.1 reads a bare `off` as false: accept it as the severity it obviously means
+            blocks = [*section["checks"].values()]
+            blocks += [v for t in (section.get("tables") or {}).values() for v in (t or {}).values()]
+            for block in blocks:
+                if isinstance(block, dict) and block.get("severity") is False:
+                    block["severity"] = "off"
         for gate, section in self.data.items():
             entries = [(f"{gate}.checks.{k}", v) for k, v in section["checks"].items()]
             for subject, overrides in (section.get("tables") or {}).items():

@@ -43,9 +43,10 @@ def _start_of(day: date) -> datetime:
 
 
 def landing_suite(
-    config: QualityConfig, contract: TableContract, day: date, history: dict[date, int]
+    config: QualityConfig, contract: TableContract, day: date, history: dict[date, int], rows: int
 ) -> Suite:
-    """The checks of one table's partition for ``day``; ``history``: rows of other published partitions."""
+    """The checks of one table's ``rows``-row partition for ``day``; ``history``: rows of the other
+    published partitions by date."""
     import great_expectations as gx
 
     e = gx.expectations
@@ -110,6 +111,8 @@ def landing_suite(
                 column=c.name, min_value=0, max_value=float(s["max"])
             ),
         )
+        if not rows:
+            continue  # an empty partition has no median; the volume check judges it
         suite.add(
             "amount_median",
             f"median {column.name} within the plausible band (yuan, not fen)",
@@ -202,9 +205,9 @@ def gate_partition(
         for d, p in _published_partitions(settings, contract).items()
         if d != day
     }
-    suite = landing_suite(config, contract, day, history)
-    lookback = int(suite.settings("keys_not_landed_before").get("lookback_days", 35))
+    lookback = int(config.check(GATE, contract.name, "keys_not_landed_before")["lookback_days"])
     frame = partition_frame(settings, contract, day, part, lookback)
+    suite = landing_suite(config, contract, day, history, len(frame))
     return gate_result(settings, GATE, day, [validate(settings, suite, day, frame)], record=False)
 
 

@@ -129,7 +129,7 @@ def _add_member_count(ctx: SuiteContext, suite: Suite) -> None:
     settings = suite.settings("member_count_change")
     if settings["severity"] == "off":
         return
-    previous = last_passing(ctx.settings, ctx.gate, before=ctx.day, within_days=int(settings["within_days"]))
+    previous = last_passing(ctx.settings, ctx.gate, ctx.day, int(settings["within_days"]))
     if previous is None:
         suite.note(
             f"member count not compared: no passing {ctx.gate} gate in the "
@@ -315,8 +315,9 @@ def require_published(settings: Settings, gate: str = "marts") -> dict:
 
 
 def last_passing(settings: Settings, gate: str, before: date, within_days: int) -> tuple[str, int] | None:
-    """(date, dim_member rows) of the latest passing gate in [before - within_days, before)."""
-    for offset in range(1, within_days + 1):
+    """(date, dim_member rows) of the latest passing gate in [before - within_days, before], the day itself
+    included: a rebuild of the same day is compared with its last passing run."""
+    for offset in range(within_days + 1):
         day = before - timedelta(days=offset)
         folder = results_dir(settings, gate, day)
         summary = folder / "_gate.json"

@@ -37,4 +37,10 @@ def test_extract_updates_one_asset_per_landed_table(dagbag):
     dag = dagbag.dags["extract_channels"]
     outlets = {asset.name for task in dag.tasks for asset in task.outlets}
     assert outlets == {f"landing.{c.channel}.{c.table}" for c in CONTRACTS}
-    assert len(dag.tasks) == len(CONTRACTS)
+    # per table: extract (to the audit area) >> landing quality gate >> publish (the Asset's outlet)
+    assert len(dag.tasks) == 3 * len(CONTRACTS) + 1
+    for contract in CONTRACTS:
+        name = f"{contract.channel}__{contract.table}"
+        assert dag.get_task(name).downstream_task_ids == {f"{name}__gate"}
+        assert f"{name}__publish" in dag.get_task(f"{name}__gate").downstream_task_ids
+        assert [a.name for a in dag.get_task(f"{name}__publish").outlets] == [f"landing.{contract.name}"]

@@ -26,7 +26,8 @@ def _digests(root: Path) -> dict[str, str]:
     return {
         p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(root.rglob("*"))
-        if p.is_file() and "secrets" not in p.parts
+        # quality results are a dated log of each validation, not data: they differ run to run
+        if p.is_file() and "secrets" not in p.parts and "quality" not in p.parts
     }
 
 
@@ -139,3 +140,34 @@ def test_landed_phone_tables_carry_tokens(airflow_db, workspace_env, table):
     if table != "consent.events":
         tokens = [t for t in landed.column("phone_token").to_pylist() if t]
         assert tokens and all(re.fullmatch(r"[0-9a-f]{64}", t) for t in tokens)
+
+
+def test_a_critical_quality_failure_skips_publishing_and_leaves_landing_alone(
+    airflow_db, workspace_env, tmp_path, monkeypatch
+):
+    data = tmp_path / "data"
+    shutil.copytree(workspace_env.data_dir, data)
+    monkeypatch.setenv("MEMBERFLOW_DATA_DIR", str(data))
+    # The platform export switched to fen: every amount is 100 times too large.
+    orders = partition_dir(data, "ecommerce", "orders", DAY) / "part-0.csv"
+    header, *rows = orders.read_text().splitlines()
+    at = header.split(",").index("amount_cny")
+    scaled = [
+        ",".join(f if i != at else f"{float(f) * 100:.2f}" for i, f in enumerate(r.split(","))) for r in rows
+    ]
+    orders.write_text("\n".join([header, *scaled]) + "\n")
+
+    result = run_dag("extract_channels", DAY)
+    assert not result.ok
+    assert result.task_states["ecommerce__orders"] == "success"
+    assert result.task_states["ecommerce__orders__gate"] == "failed"
+    assert result.task_states["ecommerce__orders__publish"] == "upstream_failed"
+    assert result.failed_tasks == ["ecommerce__orders__gate", "ecommerce__orders__publish"]
+    assert result.task_states["quality_docs"] == "success"
+    # nothing was published for the table; the other tables were
+    assert not partition_dir(workspace_env.landing_dir, "ecommerce", "orders", DAY).exists()
+    assert partition_dir(workspace_env.audit_dir, "ecommerce", "orders", DAY).exists()
+    assert partition_dir(workspace_env.landing_dir, "ecommerce", "order_items", DAY).exists()
+    results = workspace_env.quality_dir / "results" / "landing" / f"dt={DAY.isoformat()}"
+    assert '"status": "failed"' in (results / "ecommerce.orders.json").read_text()
+    assert (workspace_env.quality_dir / "docs" / "index.html").exists()

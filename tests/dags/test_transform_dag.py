@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from datetime import date
 
@@ -35,7 +36,9 @@ def test_every_model_runs_as_a_task_and_the_warehouse_is_published(transform_env
     assert result.ok, result.failed_tasks
     assert result.task_states["publish"] == "success"
     assert result.task_states["quality_gate"] == "success"
-    assert result.task_states["dbt.member_identifiers.run"] == "success"
+    assert result.task_states["dbt.fct_orders.run"] == "success"
+    # a model whose checks all live in the quality gate is a single task
+    assert result.task_states["dbt.member_identifiers_run"] == "success"
     assert result.task_states["dbt.fct_orders.test"] == "success"
     assert (transform_env.quality_dir / "published" / "marts.json").exists()
     assert query(transform_env, "select count(*) as n from dim_member")["n"][0] > 1000
@@ -64,5 +67,34 @@ def test_a_failing_dbt_test_fails_the_run_and_skips_everything_downstream(transf
     result = run_dag("transform_members", RUN_DAY)
     assert not result.ok
     assert result.task_states["dbt.stg_consent__events.test"] == "failed"
-    assert result.task_states["dbt.dim_member.run"] == "upstream_failed"
+    assert result.task_states["dbt.dim_member_run"] == "upstream_failed"
     assert result.task_states["publish"] == "upstream_failed"
+
+
+def test_a_failing_marts_gate_skips_publish_and_leaves_the_marts_unpublished(transform_env):
+    from expectations.marts import gate_warehouse, published_marker
+    from memberflow.transform import build_warehouse
+
+    # The marts of the last landed day passed their gate ...
+    build_warehouse(transform_env)
+    last = max(p.name for p in (transform_env.landing_dir / "wecom" / "contacts").glob("dt=*"))
+    assert gate_warehouse(transform_env, date.fromisoformat(last[3:])).ok
+    snapshot = transform_env.home / "identity" / "assignments.parquet"
+    stamp = snapshot.stat().st_mtime_ns
+    # ... then two channels' history vanished from landing: dbt builds fine, but members are missing, and
+    # the rebuild of that day is compared with its last passing run.
+    shutil.rmtree(transform_env.landing_dir / "wecom" / "contacts")
+    shutil.rmtree(transform_env.landing_dir / "miniprogram" / "users")
+
+    result = run_dag("transform_members", RUN_DAY)
+    assert not result.ok
+    assert result.task_states["dbt.dim_member_run"] == "success"
+    assert result.task_states["quality_gate"] == "failed"
+    assert result.task_states["publish"] == "upstream_failed"
+    assert not published_marker(transform_env, "marts").exists()
+    assert snapshot.stat().st_mtime_ns == stamp  # publish wrote nothing
+    gate = transform_env.quality_dir / "results" / "marts" / f"dt={last[3:]}" / "_gate.json"
+    assert '"status": "failed"' in gate.read_text()
+    members = json.loads((gate.parent / "dim_member.json").read_text())
+    failed = [f["check"] for f in members["findings"] if not f["success"]]
+    assert failed == ["member_count_change"]

@@ -1,0 +1,139 @@
+"""The landing gate on clean generated data and on the defects it guards against.
+
+Every test works on a private copy of a workspace where 60 days were landed (each partition through the
+gate), plants a defect in the channel's source files for the last day, and lands that day again.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import timedelta
+
+import pyarrow.parquet as pq
+import pytest
+
+from expectations.config import QualityConfig
+from expectations.landing import audit_and_publish
+from expectations.runner import QualityGateError, load_results
+from memberflow.contracts import get_contract
+from memberflow.extract import extract_table, partition_dir, read_report
+from tests.dbt.conftest import DAYS, START
+
+DAY = START + timedelta(days=DAYS - 1)
+
+
+def reland(settings, table: str, day=DAY, config=None):
+    contract = get_contract(*table.split("."))
+    extract_table(settings, contract, day, settings.data_dir)
+    return audit_and_publish(settings, contract, day, config)
+
+
+def source(settings, table: str, day=DAY):
+    channel, name = table.split(".")
+    return next(partition_dir(settings.data_dir, channel, name, day).glob("part-0.*"))
+
+
+def landed_rows(settings, table: str, day=DAY) -> int:
+    channel, name = table.split(".")
+    return pq.read_metadata(
+        partition_dir(settings.landing_dir, channel, name, day) / "part-0.parquet"
+    ).num_rows
+
+
+def test_clean_data_passes_every_landing_suite(built):
+    """The fixture landed 60 days × 12 tables through the gate; every result is on disk and passing."""
+    results = [r for d in range(DAYS) for r in load_results(built, "landing", START + timedelta(days=d))]
+    assert len(results) == DAYS * 12
+    assert {r.status for r in results} == {"passed"}
+    volume_checked = [r for r in results if any(f.check == "volume" for f in r.findings)]
+    assert len(volume_checked) >= 40  # the busy tables, once their trailing median passes 100 rows
+    assert all(
+        read_report(built, get_contract(*r.subject.split(".")), DAY)["status"] == "ok" for r in results[-12:]
+    )
+
+
+def test_relanding_an_unchanged_day_passes(workspace_copy):
+    result = reland(workspace_copy, "wecom.group_events")
+    assert result.ok and result.status == "passed"
+    checks = {f.check for f in result.suites[0].findings}
+    assert {"volume", "keys_not_landed_before", "key_unique", "times_in_range", "enum_values"} <= checks
+
+
+def test_half_a_channels_rows_dropped_fails_on_volume(workspace_copy):
+    table = "wecom.group_events"
+    before = landed_rows(workspace_copy, table)
+    path = source(workspace_copy, table)
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[::2]) + "\n")
+    with pytest.raises(QualityGateError) as info:
+        reland(workspace_copy, table)
+    message = str(info.value)
+    assert "wecom.group_events 2026-03-01" in message
+    assert "expect_table_row_count_to_be_between" in message and "[volume, critical]" in message
+    report = read_report(workspace_copy, get_contract("wecom", "group_events"), DAY)
+    assert report["landed"] <= len(lines[::2]) and f"observed {report['landed']}" in message
+    # the partition stayed in the audit area; the published one is untouched and the report says why
+    assert landed_rows(workspace_copy, table) == before
+    assert report["status"] == "rejected" and "volume" in report["message"]
+
+
+def test_amounts_in_fen_fail_on_the_median_and_the_range(workspace_copy):
+    table = "ecommerce.orders"
+    path = source(workspace_copy, table)
+    header, *rows = path.read_text().splitlines()
+    position = header.split(",").index("amount_cny")
+    scaled = []
+    for row in rows:
+        fields = row.split(",")
+        fields[position] = f"{float(fields[position]) * 100:.2f}"
+        scaled.append(",".join(fields))
+    path.write_text("\n".join([header, *scaled]) + "\n")
+    with pytest.raises(QualityGateError) as info:
+        reland(workspace_copy, table)
+    message = str(info.value)
+    assert "ecommerce.orders 2026-03-01" in message
+    assert "expect_column_median_to_be_between(amount_cny) [amount_median, critical]" in message
+    assert "expect_column_values_to_be_between(amount_cny) [amount_range, critical]" in message
+    result = info.value.result.suites[0]
+    median = next(f for f in result.failures if f.check == "amount_median")
+    assert float(median.observed) > 3000
+    spread = next(f for f in result.failures if f.check == "amount_range")
+    assert spread.samples and {"platform", "order_id", "amount_cny"} <= set(spread.samples[0])
+    with open(result.result_path) as handle:
+        saved = json.load(handle)
+    assert saved["status"] == "failed" and any(f["check"] == "amount_median" for f in saved["findings"])
+    assert (
+        workspace_copy.quality_dir / "results" / "landing" / "dt=2026-03-01" / "ecommerce.orders.gx.json"
+    ).exists()
+
+
+def test_a_day_sent_again_under_the_next_date_fails_on_keys_landed_before(workspace_copy):
+    table = "wecom.group_events"
+    next_day = DAY + timedelta(days=1)
+    target = source(workspace_copy, table).parent.with_name(f"dt={next_day.isoformat()}")
+    shutil.copytree(source(workspace_copy, table).parent, target)
+    with pytest.raises(QualityGateError) as info:
+        reland(workspace_copy, table, next_day)
+    message = str(info.value)
+    assert "wecom.group_events 2026-03-02" in message
+    assert (
+        "expect_column_values_to_be_in_set(_key_landed_before) [keys_not_landed_before, critical]" in message
+    )
+    assert "(100.00%)" in message
+    assert not partition_dir(workspace_copy.landing_dir, "wecom", "group_events", next_day).exists()
+
+
+def test_a_warning_is_recorded_and_the_partition_published(workspace_copy, tmp_path):
+    override = tmp_path / "quality.yml"
+    override.write_text("landing:\n  tables:\n    wecom.group_events:\n      volume: {severity: warning}\n")
+    table = "wecom.group_events"
+    path = source(workspace_copy, table)
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[::2]) + "\n")
+    result = reland(workspace_copy, table, config=QualityConfig.load(override))
+    assert result.ok and result.status == "warning"
+    assert "[volume, warning]" in result.messages("warning")[0]
+    report = read_report(workspace_copy, get_contract("wecom", "group_events"), DAY)
+    assert report["status"] == "ok" and report["quality"] == "warning"
+    assert landed_rows(workspace_copy, table) == report["landed"] < len(lines) // 2 + 1
