@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from memberflow.config import ConfigError, Settings, apply_privacy_defaults, get_settings
@@ -164,10 +165,11 @@ def _print_landing(run) -> None:
         )
     if run.reports:
         console.print(table)
+    # soft_wrap: a finding stays one line, whole, for people and for grep
     for message in run.warnings:
-        err.print(f"[yellow]warning: {message}[/yellow]")
+        err.print(f"[yellow]warning: {escape(message)}[/yellow]", soft_wrap=True)
     for message in run.errors.values():
-        err.print(f"[red]{message}[/red]")
+        err.print(f"[red]{escape(message)}[/red]", soft_wrap=True)
     if run.docs_path:
         console.print(f"quality results: {_settings().quality_dir / 'results' / 'landing'}")
         console.print(f"Data Docs:       {run.docs_path}")
@@ -224,10 +226,13 @@ def build(
     try:
         gate = _with_quality_config(lambda: gate_warehouse(settings, gate_day))
     except QualityGateError as exc:
-        err.print(f"[red]marts quality gate failed; the marts are not published:\n{exc}[/red]")
+        err.print(
+            f"[red]marts quality gate failed; the marts are not published:\n{escape(str(exc))}[/red]",
+            soft_wrap=True,
+        )
         raise typer.Exit(1) from None
     for message in gate.messages("warning"):
-        err.print(f"[yellow]warning: {message}[/yellow]")
+        err.print(f"[yellow]warning: {escape(message)}[/yellow]", soft_wrap=True)
     console.print(f"marts quality gate {gate.status} for {gate_day}; Data Docs: {gate.docs_path}")
     _print_warehouse(settings)
 
@@ -353,9 +358,11 @@ def quality_report_command(
             failed |= result.status == "failed"
             for finding in result.failures:
                 style = "red" if finding.severity == "critical" else "yellow"
-                console.print(f"[{style}]{result.subject}: {finding.describe()}[/{style}]")
+                console.print(
+                    f"[{style}]{result.subject}: {escape(finding.describe())}[/{style}]", soft_wrap=True
+                )
                 for row in finding.samples:
-                    console.print(f"    {row}")
+                    console.print(f"    {row}", soft_wrap=True, markup=False)
         console.print(f"results: {settings.quality_dir / 'results' / name / f'dt={day}'}")
     if shown:
         console.print(f"Data Docs: {docs_index(settings)}")
@@ -409,6 +416,7 @@ def demo(
     if not failed:
         _print_warehouse(settings)
         _print_identity(settings)
+        _print_quality(settings)
     raise typer.Exit(1 if failed else 0)
 
 
@@ -458,6 +466,24 @@ def _redirect_output(log):
         os.dup2(saved[1], 2)
         os.close(saved[0])
         os.close(saved[1])
+
+
+def _print_quality(settings: Settings) -> None:
+    """One line per gate: how many validations passed, warned or failed, and where the Data Docs are."""
+    from collections import Counter
+
+    from expectations.runner import docs_index, load_results
+
+    for gate in ("landing", "marts"):
+        root = settings.quality_dir / "results" / gate
+        statuses = Counter(
+            r.status
+            for folder in sorted(root.glob("dt=*"))
+            for r in load_results(settings, gate, date.fromisoformat(folder.name[3:]))
+        )
+        shown = ", ".join(f"{statuses[s]:,} {s}" for s in ("passed", "warning", "failed") if statuses[s])
+        console.print(f"{gate} quality gate: {shown or 'no results'} ({root})")
+    console.print(f"Data Docs: {docs_index(settings)}   (details: memberflow quality report)")
 
 
 def _print_summary(settings: Settings) -> None:

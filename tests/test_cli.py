@@ -105,7 +105,10 @@ def test_demo_runs_airflow_end_to_end(tmp_path):
     assert "Airflow ran extract_channels for 3 days" in result.stdout
     assert "(0 failed runs)" in result.stdout
     assert "what was built" in result.stdout and "consent.events" in result.stdout
+    assert "landing quality gate: 36 passed" in result.stdout
+    assert "marts quality gate: 4 passed" in result.stdout
     assert (tmp_path / "ws" / "airflow" / "airflow.db").exists()
+    assert (tmp_path / "ws" / "quality" / "published" / "marts.json").exists()
     assert (
         tmp_path / "ws" / "landing" / "wecom" / "group_events" / "dt=2026-01-03" / "part-0.parquet"
     ).exists()
@@ -148,3 +151,47 @@ def test_identity_report_without_a_warehouse_says_so(env):
     result = runner.invoke(app, ["identity", "report"])
     assert result.exit_code == 2
     assert "run `memberflow build` first" in result.output
+
+
+def test_build_stops_on_a_failed_landing_gate_and_the_quality_report_shows_it(env):
+    data = env / "data"
+    assert (
+        runner.invoke(app, ["generate", "--members", "300", "--days", "6", "--out", str(data)]).exit_code == 0
+    )
+    orders = data / "ecommerce" / "orders" / "dt=2026-01-04" / "part-0.csv"
+    original = orders.read_text()
+    header, *rows = original.splitlines()
+    at = header.split(",").index("amount_cny")
+    scaled = [
+        ",".join(f if i != at else f"{float(f) * 100:.2f}" for i, f in enumerate(r.split(","))) for r in rows
+    ]
+    orders.write_text("\n".join([header, *scaled]) + "\n")
+
+    result = runner.invoke(app, ["build", "--data-dir", str(data)])
+    assert result.exit_code == 1
+    assert "ecommerce.orders 2026-01-04: expect_column_median_to_be_between(amount_cny)" in result.output
+    assert "[amount_median, critical]" in result.output and "observed" in result.output
+    assert "not building" in result.output
+    assert not (env / "ws" / "warehouse.duckdb").exists()
+
+    report = runner.invoke(app, ["quality", "report", "--date", "2026-01-04", "--gate", "landing"])
+    assert report.exit_code == 1
+    assert "ecommerce.orders" in report.output and "failed" in report.output
+    assert "Data Docs:" in report.output
+
+    # The channel re-sends the day in yuan: the next build lands it, builds and publishes the marts.
+    orders.write_text(original)
+    result = runner.invoke(app, ["build", "--data-dir", str(data)])
+    assert result.exit_code == 0, result.output
+    assert "landed 1 pending partitions" in result.output
+    assert "marts quality gate passed for 2026-01-06" in result.output
+    report = runner.invoke(app, ["quality", "report"])
+    assert report.exit_code == 0, report.output
+    assert "landing gate, 2026-01-06" in report.output and "marts gate, 2026-01-06" in report.output
+    assert "member_identifiers" in report.output
+
+
+def test_quality_report_without_results_exits_2(env):
+    result = runner.invoke(app, ["quality", "report"])
+    assert result.exit_code == 2
+    assert "no landing gate results" in result.output
