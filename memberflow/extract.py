@@ -417,7 +417,8 @@ def extract_table(
     data_dir: Path | None = None,
     loaded_at: datetime | None = None,
 ) -> ExtractReport:
-    """Land one table's partition for ``day``; raise on a missing partition or too many bad rows."""
+    """Stage one table's partition for ``day`` in the audit area (status ``staged``); raise on a missing
+    partition or too many bad rows. ``publish_partition`` moves it into landing once the gate passed."""
     data_dir = Path(data_dir or settings.data_dir)
     loaded_at = (loaded_at or loaded_at_for(day)).astimezone(UTC)
     files, ignored = list_partition_files(data_dir, contract, day)
