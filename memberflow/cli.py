@@ -198,13 +198,13 @@ def build(
     from expectations.marts import gate_warehouse
     from expectations.runner import QualityGateError
     from memberflow.land import land_pending
-    from memberflow.transform import DbtError, build_warehouse, latest_landed_day
+    from memberflow.transform import DbtError, build_warehouse, latest_landed_day, save_identity_snapshot
 
     settings = _settings()
     source = Path(data_dir or settings.data_dir)
     cutoff = _parse_date(as_of) if as_of else None
     run = _with_quality_config(lambda: land_pending(settings, source, cutoff))
-    console.print(f"landed {len(run.reports) - len(run.errors)} pending partitions from {source}")
+    console.print(f"landed {run.published} pending partitions from {source}")
     if run.errors or run.warnings:
         _print_landing(run)
     if run.errors:
@@ -212,7 +212,9 @@ def build(
         raise typer.Exit(1)
     began = time.perf_counter()
     try:
-        result = build_warehouse(settings, cutoff, [_parse_date(d) for d in feature_date or []])
+        result = build_warehouse(
+            settings, cutoff, [_parse_date(d) for d in feature_date or []], snapshot=False
+        )
     except DbtError as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from None
@@ -233,6 +235,9 @@ def build(
         raise typer.Exit(1) from None
     for message in gate.messages("warning"):
         err.print(f"[yellow]warning: {escape(message)}[/yellow]", soft_wrap=True)
+    if cutoff is None:
+        # split detection compares the next build with published marts only
+        save_identity_snapshot(settings)
     console.print(f"marts quality gate {gate.status} for {gate_day}; Data Docs: {gate.docs_path}")
     _print_warehouse(settings)
 

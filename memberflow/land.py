@@ -36,6 +36,10 @@ class LandingRun:
     def ok(self) -> bool:
         return not self.errors
 
+    @property
+    def published(self) -> int:
+        return sum(report.status == "ok" for report in self.reports)
+
     def failed_kind(self) -> int:
         """Exit status: 2 when only partitions are missing, else 1."""
         missing = all("no partition" in m for m in self.errors.values())

@@ -116,11 +116,16 @@ def run_dbt(
 
 
 def build_warehouse(
-    settings: Settings, as_of: date | None = None, feature_dates: Sequence[date] = ()
+    settings: Settings,
+    as_of: date | None = None,
+    feature_dates: Sequence[date] = (),
+    snapshot: bool = True,
 ) -> DbtResult:
     """Write the build inputs and run ``dbt build`` (models, unit tests and data tests).
 
     ``feature_dates``: the as-of dates member_features is computed for (default: the day after the data).
+    ``snapshot``: keep the identity snapshot of a full build right away; callers that gate the marts first
+    pass False and call ``save_identity_snapshot`` once the gate passed.
     """
     from expectations.marts import clear_published
 
@@ -129,7 +134,7 @@ def build_warehouse(
     result = run_dbt(settings, ["build"], as_of, feature_dates)
     if result.failures:
         raise DbtError("dbt build failed:\n  " + "\n  ".join(result.failures))
-    if as_of is None:
+    if as_of is None and snapshot:
         save_identity_snapshot(settings)
     return result
 

@@ -195,3 +195,25 @@ def test_quality_report_without_results_exits_2(env):
     result = runner.invoke(app, ["quality", "report"])
     assert result.exit_code == 2
     assert "no landing gate results" in result.output
+
+
+def test_build_exits_1_when_the_marts_gate_fails_and_keeps_them_unpublished(env, monkeypatch, tmp_path):
+    data = env / "data"
+    assert (
+        runner.invoke(app, ["generate", "--members", "300", "--days", "6", "--out", str(data)]).exit_code == 0
+    )
+    # An operator declares the business started on day 3: members first seen before it are implausible.
+    override = tmp_path / "quality.yml"
+    override.write_text('marts:\n  checks:\n    dates_in_range: {business_start: "2026-01-03"}\n')
+    monkeypatch.setenv("MEMBERFLOW_QUALITY_CONFIG", str(override))
+    result = runner.invoke(app, ["build", "--data-dir", str(data)])
+    assert result.exit_code == 1
+    assert "marts quality gate failed; the marts are not published" in result.output
+    assert "dim_member 2026-01-06: expect_column_values_to_be_between(first_seen_on)" in result.output
+    assert "[dates_in_range, critical]" in result.output
+    assert not (env / "ws" / "quality" / "published" / "marts.json").exists()
+    assert not (env / "ws" / "identity" / "assignments.parquet").exists()
+
+    monkeypatch.setenv("MEMBERFLOW_QUALITY_CONFIG", str(tmp_path / "missing.yml"))
+    result = runner.invoke(app, ["build", "--data-dir", str(data)])
+    assert result.exit_code == 2 and "MEMBERFLOW_QUALITY_CONFIG: no such file" in result.output
