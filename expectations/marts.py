@@ -8,7 +8,7 @@ memory. Adding a suite is one decorated function; the gate, the results, the Dat
 and the DAG task pick it up.
 
 When every critical check of a gate passes, the gate is *published*: ``quality/published/<gate>.json`` names
-the date. A new build clears it first; training, scoring and delivery refuse to run on an unpublished gate.
+the date. A new build clears it first; training, scoring and delivery are to call ``require_published``.
 """
 
 from __future__ import annotations
