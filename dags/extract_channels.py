@@ -74,20 +74,17 @@ def gate_table(channel: str, table: str, **context) -> dict:
     """Validate the staged partition with the table's landing suite; a critical failure fails the task."""
     from airflow.sdk.exceptions import AirflowFailException
 
-    from expectations.landing import gate_partition
+    from expectations.landing import audit_partition
     from expectations.runner import QualityGateError
     from memberflow.config import apply_privacy_defaults, get_settings
     from memberflow.contracts import get_contract
-    from memberflow.extract import reject_partition, staged_partition
 
     apply_privacy_defaults()
-    settings, contract = get_settings(), get_contract(channel, table)
     _, day = _run_day(context)
-    result = gate_partition(settings, contract, day, staged_partition(settings, contract, day))
-    if not result.ok:
-        error = QualityGateError(result)
-        reject_partition(settings, contract, day, str(error))
-        raise AirflowFailException(str(error))
+    try:
+        result = audit_partition(get_settings(), get_contract(channel, table), day)
+    except QualityGateError as exc:
+        raise AirflowFailException(str(exc)) from exc
     suite = result.suites[0]
     return {"status": result.status, "warnings": result.messages("warning"), "results": suite.result_path}
 

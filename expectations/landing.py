@@ -19,6 +19,7 @@ from memberflow.config import Settings
 from memberflow.contracts import LOCAL_TZ, Kind, TableContract
 from memberflow.extract import (
     landed_schema,
+    partition_days,
     publish_partition,
     reject_partition,
     staged_partition,
@@ -28,14 +29,8 @@ GATE = "landing"
 
 
 def _published_partitions(settings: Settings, contract: TableContract) -> dict[date, Path]:
-    folder = settings.landing_dir / contract.channel / contract.table
-    found = {}
-    for part in folder.glob("dt=*/part-0.parquet"):
-        try:
-            found[date.fromisoformat(part.parent.name[3:])] = part
-        except ValueError:
-            continue
-    return found
+    folders = partition_days(settings.landing_dir / contract.channel / contract.table)
+    return {day: f / "part-0.parquet" for day, f in folders.items() if (f / "part-0.parquet").exists()}
 
 
 def _start_of(day: date) -> datetime:
@@ -211,13 +206,22 @@ def gate_partition(
     return gate_result(settings, GATE, day, [validate(settings, suite, day, frame)], record=False)
 
 
+def audit_partition(
+    settings: Settings, contract: TableContract, day: date, config: QualityConfig | None = None
+) -> GateResult:
+    """Gate the staged partition; on a critical failure mark it rejected and raise ``QualityGateError``."""
+    result = gate_partition(settings, contract, day, staged_partition(settings, contract, day), config)
+    if not result.ok:
+        error = QualityGateError(result)
+        reject_partition(settings, contract, day, str(error))
+        raise error
+    return result
+
+
 def audit_and_publish(
     settings: Settings, contract: TableContract, day: date, config: QualityConfig | None = None
 ) -> GateResult:
-    """Gate the staged partition; publish it into landing, or reject it and raise ``QualityGateError``."""
-    result = gate_partition(settings, contract, day, staged_partition(settings, contract, day), config)
-    if not result.ok:
-        reject_partition(settings, contract, day, "\n".join(result.messages("critical")))
-        raise QualityGateError(result)
+    """Gate the staged partition and publish it into landing (or reject it and raise)."""
+    result = audit_partition(settings, contract, day, config)
     publish_partition(settings, contract, day, quality=result.status)
     return result

@@ -405,10 +405,6 @@ def load_results(settings: Settings, gate: str, day: date) -> list[SuiteResult]:
 
 
 def latest_result_day(settings: Settings, gate: str) -> date | None:
-    days = []
-    for folder in (settings.quality_dir / "results" / gate).glob("dt=*"):
-        try:
-            days.append(date.fromisoformat(folder.name[3:]))
-        except ValueError:
-            continue
-    return max(days, default=None)
+    from memberflow.extract import partition_days
+
+    return max(partition_days(settings.quality_dir / "results" / gate), default=None)

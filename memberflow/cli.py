@@ -478,13 +478,12 @@ def _print_quality(settings: Settings) -> None:
     from collections import Counter
 
     from expectations.runner import docs_index, load_results
+    from memberflow.extract import partition_days
 
     for gate in ("landing", "marts"):
         root = settings.quality_dir / "results" / gate
         statuses = Counter(
-            r.status
-            for folder in sorted(root.glob("dt=*"))
-            for r in load_results(settings, gate, date.fromisoformat(folder.name[3:]))
+            r.status for day in partition_days(root) for r in load_results(settings, gate, day)
         )
         shown = ", ".join(f"{statuses[s]:,} {s}" for s in ("passed", "warning", "failed") if statuses[s])
         console.print(f"{gate} quality gate: {shown or 'no results'} ({root})")

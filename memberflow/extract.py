@@ -108,6 +108,17 @@ def partition_dir(root: Path, channel: str, table: str, day: date) -> Path:
     return root / channel / table / f"dt={day.isoformat()}"
 
 
+def partition_days(folder: Path) -> dict[date, Path]:
+    """The ``dt=YYYY-MM-DD`` partitions directly under ``folder``, by date; other names are ignored."""
+    days = {}
+    for path in Path(folder).glob("dt=*"):
+        try:
+            days[date.fromisoformat(path.name[3:])] = path
+        except ValueError:
+            continue
+    return dict(sorted(days.items()))
+
+
 def list_partition_files(data_dir: Path, contract: TableContract, day: date) -> tuple[list[Path], list[Path]]:
     folder = partition_dir(data_dir, contract.channel, contract.table, day)
     if not folder.is_dir():
@@ -567,11 +578,7 @@ def pending_partitions(
     """Source partitions (up to ``until``) not published yet (never extracted, staged, failed or rejected)."""
     pending = []
     for contract in CONTRACTS:
-        for folder in sorted((Path(data_dir) / contract.channel / contract.table).glob("dt=*")):
-            try:
-                day = date.fromisoformat(folder.name[3:])
-            except ValueError:
-                continue
+        for day in partition_days(Path(data_dir) / contract.channel / contract.table):
             if until is not None and day > until:
                 continue
             report = report_path(settings, contract.channel, contract.table, day)

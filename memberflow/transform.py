@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from memberflow.config import Settings
 from memberflow.contracts import CONTRACTS
 from memberflow.dbt_env import dbt_environment, output_tail, release_dbt_connections, run_dbt_process
-from memberflow.extract import landed_schema
+from memberflow.extract import landed_schema, partition_days
 from memberflow.phones import phone_token
 
 
@@ -141,11 +141,7 @@ def build_warehouse(
 
 def latest_landed_day(settings: Settings) -> date | None:
     """The newest date any table has a published partition for."""
-    days = [
-        date.fromisoformat(p.name[3:])
-        for p in settings.landing_dir.glob("*/*/dt=*")
-        if p.is_dir() and not p.name.startswith(".")
-    ]
+    days = [day for c in CONTRACTS for day in partition_days(settings.landing_dir / c.channel / c.table)]
     return max(days, default=None)
 
 
