@@ -287,6 +287,82 @@ def member_features_suite(ctx: SuiteContext):
     return suite, frame
 
 
+# --- the scores gate --------------------------------------------------------------------------------------
+
+
+def _scores_suite(model: str) -> SuiteBuilder:
+    def build(ctx: SuiteContext):
+        import pandas as pd
+
+        from ml.datasets import POPULATIONS
+
+        e = _expectations()
+        suite = ctx.suite(f"member_scores.{model}", ("member_id",))
+        tables = {r[0] for r in ctx.con.sql("select table_name from information_schema.tables").fetchall()}
+        scored = 0
+        if "member_scores" in tables:
+            scored = ctx.con.execute(
+                "select count(*) from member_scores where model = ? and as_of = ?", [model, ctx.day]
+            ).fetchone()[0]
+        if not scored:
+            suite.note(f"{model} was not scored for {ctx.day} (no champion yet)")
+            return suite, pd.DataFrame()
+        # Population members without a score have a null probability; scores of members outside the
+        # population have in_population = false.
+        frame = ctx.con.execute(
+            f"""
+            with population as (
+                select f.member_id from member_features f where f.as_of_date = $day and {POPULATIONS[model]}
+            ),
+            scores as (select * from member_scores where model = $model and as_of = $day)
+            select
+                coalesce(scores.member_id, population.member_id) as member_id,
+                scores.probability,
+                scores.decile,
+                population.member_id is not null as in_population,
+                case when scores.decile is null then 0.1
+                    else count(*) over (partition by scores.decile) / (select count(*) from scores)
+                end as decile_share,
+                (select count(*) from scores) as scored
+            from scores
+            full outer join population on scores.member_id = population.member_id
+            """,
+            {"day": ctx.day, "model": model},
+        ).df()
+        _add_member_key(suite, "one score per member")
+        suite.add(
+            "score_ranges",
+            "probability in [0, 1] and decile 1-10",
+            lambda s: [
+                e.ExpectColumnValuesToBeBetween(column="probability", min_value=0, max_value=1),
+                e.ExpectColumnValuesToBeBetween(column="decile", min_value=1, max_value=10),
+            ],
+        )
+        tolerance = float(suite.settings("deciles_balanced")["tolerance"]) + 1.0 / max(scored, 1)
+        suite.add(
+            "deciles_balanced",
+            f"each decile holds 10% ± {tolerance:.1%} of the scored members",
+            lambda s: e.ExpectColumnValuesToBeBetween(
+                column="decile_share", min_value=0.1 - tolerance, max_value=0.1 + tolerance
+            ),
+        )
+        suite.add(
+            "members_scored",
+            "every member of the population has a score, and nobody else",
+            lambda s: [
+                e.ExpectColumnValuesToNotBeNull(column="probability"),
+                e.ExpectColumnValuesToBeInSet(column="in_population", value_set=[True]),
+            ],
+        )
+        return suite, frame
+
+    return build
+
+
+for _model in ("repurchase", "churn", "conversion"):
+    warehouse_suite("scores", f"member_scores.{_model}")(_scores_suite(_model))
+
+
 # --- running a warehouse gate ----------------------------------------------------------------------------
 
 

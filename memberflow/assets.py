@@ -1,4 +1,4 @@
-"""Airflow Assets that chain the DAGs: one per landed table (later: marts, scores, segments)."""
+"""Airflow Assets that chain the DAGs: one per landed table, the marts, the scores (later: segments)."""
 
 from __future__ import annotations
 
@@ -19,3 +19,8 @@ LANDED_ASSETS: tuple[Asset, ...] = tuple(landed_asset(c) for c in CONTRACTS)
 
 # The member marts (dim_member, member_identifiers, member_tags, member_features, ...) after a good build.
 WAREHOUSE_MEMBERS = Asset(name="warehouse.members", uri="x-memberflow://warehouse/members", group="warehouse")
+
+# Today's member_scores (every model with a champion) after the scores quality gate passed.
+MEMBER_SCORES = Asset(
+    name="warehouse.member_scores", uri="x-memberflow://warehouse/member_scores", group="warehouse"
+)

@@ -88,6 +88,10 @@ class Settings:
     id_key_env: str | None = None
     blocked_phones: tuple[str, ...] = ()
     vault_key_env: str | None = None
+    # MLflow tracking store; default: SQLite + local artifacts under the workspace.
+    mlflow_uri_env: str | None = None
+    # LightGBM threads; one by default: on a busy 2-core machine two threads can be far slower than one.
+    ml_threads: int = 1
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -105,6 +109,8 @@ class Settings:
                 p.strip() for p in env.get("MEMBERFLOW_BLOCKED_PHONES", "").split(",") if p.strip()
             ),
             vault_key_env=env.get("MEMBERFLOW_VAULT_KEY") or None,
+            mlflow_uri_env=env.get("MLFLOW_TRACKING_URI") or None,
+            ml_threads=max(1, _read_count(env, "MEMBERFLOW_ML_THREADS", 1)),
         )
 
     # --- workspace layout -------------------------------------------------------------------------------
@@ -141,6 +147,15 @@ class Settings:
     @property
     def warehouse_path(self) -> Path:
         return self.home / "warehouse.duckdb"
+
+    @property
+    def mlflow_dir(self) -> Path:
+        return self.home / "mlflow"
+
+    @property
+    def mlflow_uri(self) -> str:
+        """``MLFLOW_TRACKING_URI`` when set (a shared server), else a SQLite store in the workspace."""
+        return self.mlflow_uri_env or f"sqlite:///{self.mlflow_dir / 'mlflow.db'}"
 
     @property
     def secrets_dir(self) -> Path:

@@ -1,5 +1,19 @@
 -- One row per member and as-of date (int_feature_dates), computed only from what happened strictly
 -- before that date: what training (past dates) and scoring (tomorrow) both use.
+-- Incremental by as-of date: a run replaces the dates it computes and keeps the others, so training
+-- cutoffs and daily scoring dates live side by side. Dates older than feature_retention_days before the
+-- newest one are dropped unless this run computed them (training asks for its cutoffs again).
+{{ config(
+    materialized='incremental',
+    incremental_strategy='delete+insert',
+    unique_key='as_of_date',
+    on_schema_change='append_new_columns',
+    post_hook=[
+        "delete from {{ this }} where as_of_date < (select max(as_of_date) from {{ this }})
+            - {{ var('feature_retention_days') }}
+            and as_of_date not in (select as_of_date from {{ ref('int_feature_dates') }})"
+    ],
+) }}
 {% set categories = ['calcium', 'stomach_care', 'glucose_strips', 'bp_medication', 'maternal_nutrition',
                      'infant_formula', 'cognitive_training', 'skincare', 'otc_cold'] %}
 with

@@ -1,0 +1,114 @@
+"""
+### score_members
+
+Scores every member with each model's champion once the marts are rebuilt and passed their quality gate
+(the `warehouse.members` Asset). The score date is the day after the newest landed day: features use only
+what happened strictly before it. Each model scores its own population (repurchase: buyers; churn: members
+active in the last 60 days; conversion: new prospects) into `member_scores` with a calibrated probability, a
+decile and the top three reasons in words. A model without a champion yet is skipped, not failed.
+
+`quality_gate` then validates the day's scores (Great Expectations, gate `scores`): probabilities in [0, 1],
+balanced deciles, every member of each population scored and nobody else. Only then is the
+`warehouse.member_scores` Asset updated, which is what segment delivery waits for.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import dag, task
+
+from memberflow.assets import MEMBER_SCORES, WAREHOUSE_MEMBERS
+
+CHINA = "Asia/Shanghai"
+MODELS = ("repurchase", "churn", "conversion")
+
+
+@task
+def score_date() -> str:
+    """The day after the day the published marts were validated for."""
+    from datetime import date
+
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from expectations.marts import NotPublishedError, require_published
+    from memberflow.config import get_settings
+
+    try:
+        published = require_published(get_settings(), "marts")
+    except NotPublishedError as exc:
+        raise AirflowFailException(str(exc)) from exc
+    return (date.fromisoformat(published["date"]) + timedelta(days=1)).isoformat()
+
+
+@task
+def score(model: str, as_of: str) -> dict:
+    """Score the model's population with its champion; no champion yet means nothing to score."""
+    from datetime import date
+
+    from memberflow.config import apply_privacy_defaults, get_settings
+    from ml.registry import NoChampionError
+    from ml.score import score as score_members
+
+    apply_privacy_defaults()
+    try:
+        result = score_members(get_settings(), model, date.fromisoformat(as_of))
+    except NoChampionError as exc:
+        return {"model": model, "rows": 0, "skipped": str(exc)}
+    return {"model": model, "rows": result.rows, "version": result.version}
+
+
+@task
+def quality_gate(as_of: str, scored: list[dict]) -> dict:
+    """Validate the day's member_scores; a critical failure fails the task and skips publish."""
+    from datetime import date
+
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from expectations.marts import gate_warehouse
+    from expectations.runner import QualityGateError
+    from memberflow.config import apply_privacy_defaults, get_settings
+
+    apply_privacy_defaults()
+    if not any(s["rows"] for s in scored):
+        raise AirflowFailException("no model has a champion: nothing was scored (run train_models)")
+    try:
+        result = gate_warehouse(get_settings(), date.fromisoformat(as_of), gate="scores")
+    except QualityGateError as exc:
+        raise AirflowFailException(str(exc)) from exc
+    return {"date": as_of, "status": result.status, "scored": scored}
+
+
+@task(outlets=[MEMBER_SCORES])
+def publish(gate: dict, **context) -> dict:
+    context["outlet_events"][MEMBER_SCORES].extra = {
+        "as_of": gate["date"],
+        "models": {s["model"]: s.get("version") for s in gate["scored"] if s["rows"]},
+    }
+    return gate
+
+
+@dag(
+    dag_id="score_members",
+    schedule=[WAREHOUSE_MEMBERS],
+    start_date=pendulum.datetime(2026, 1, 1, tz=CHINA),
+    catchup=False,
+    max_active_runs=1,
+    max_active_tasks=1,  # scores go into the one DuckDB warehouse: one writer at a time
+    default_args={
+        "owner": "ml-engineering",
+        "retries": 1,
+        "retry_delay": timedelta(minutes=5),
+        "execution_timeout": timedelta(hours=1),
+    },
+    tags=["memberflow", "ml", "scoring"],
+    doc_md=__doc__,
+)
+def score_members() -> None:
+    as_of = score_date()
+    scored = [score.override(task_id=f"score_{m}")(m, as_of) for m in MODELS]
+    publish(quality_gate(as_of, scored))
+
+
+score_members()

@@ -1,0 +1,71 @@
+"""
+### train_models
+
+Retrains the churn, repurchase and conversion models every week on the published marts. Each model gets a
+point-in-time training set (weekly cutoffs, features strictly before each cutoff, labels strictly after;
+the newest cutoff held out), a LightGBM model with early stopping and calibration, and an evaluation on the
+held-out members beside the baselines (recency; BG/NBD for repurchase) and the current champion.
+
+Every run is tracked in MLflow (parameters, metrics, ROC / PR / calibration / gain charts, the training-set
+manifest) and registered as `challenger`; it becomes `champion` only if it beats the baselines and the
+champion by the margins in `ml/models.yml`. Not being promoted is a normal outcome, not a failure. A model
+that cannot be trained (too little history, an empty population) fails its own task only.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import dag, task
+
+CHINA = "Asia/Shanghai"
+MODELS = ("repurchase", "churn", "conversion")
+
+
+@task
+def train(model: str) -> dict:
+    """Train, log to MLflow, register as challenger, apply the promotion gate."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from expectations.marts import NotPublishedError
+    from memberflow.config import apply_privacy_defaults, get_settings
+    from ml.datasets import DatasetError
+    from ml.train import train as train_model
+
+    apply_privacy_defaults()
+    try:
+        result = train_model(get_settings(), model)
+    except (NotPublishedError, DatasetError) as exc:
+        raise AirflowFailException(f"{model}: {exc}") from exc
+    return {
+        "model": model,
+        "version": result.version,
+        "promoted": result.decision.promote,
+        "reason": result.decision.reason,
+        "auc": result.evaluation.metrics["model"]["auc"],
+        "brier": result.evaluation.metrics["model"]["brier"],
+    }
+
+
+@dag(
+    dag_id="train_models",
+    schedule="0 4 * * 1",  # Mondays 04:00 China time, after the night's transform
+    start_date=pendulum.datetime(2026, 1, 1, tz=CHINA),
+    catchup=False,
+    max_active_runs=1,
+    max_active_tasks=1,  # two cores: one LightGBM fit at a time, on one thread
+    default_args={
+        "owner": "ml-engineering",
+        "retries": 0,
+        "execution_timeout": timedelta(hours=3),
+    },
+    tags=["memberflow", "ml", "training"],
+    doc_md=__doc__,
+)
+def train_models() -> None:
+    for model in MODELS:
+        train.override(task_id=f"train_{model}")(model)
+
+
+train_models()

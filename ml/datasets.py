@@ -1,0 +1,242 @@
+"""Point-in-time training and scoring sets from ``member_features``.
+
+A cutoff is an as-of date: features use only what happened strictly before it (member_features guarantees
+that), the label only what happened in ``(cutoff, cutoff + horizon]``. Training sets stack several cutoffs;
+the newest is held out for early stopping, calibration and evaluation, and every training cutoff must have
+its whole label window before the held-out cutoff, so no training label sees the held-out period.
+
+Populations and labels (DESIGN §6):
+- repurchase: members with at least one completed order; label: another completed order;
+- churn: members with any activity in the 60 days before the cutoff and not lost; label: no activity at all
+  in the horizon, or lost (WeCom contact removed or marketing opt-out) in it;
+- conversion: prospects (no order yet) first seen in the 15 days before the cutoff; label: a first order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+
+import pandas as pd
+
+from memberflow.config import Settings
+from ml.config import ModelSpec
+
+CATEGORICAL = ("acquisition_channel", "lifecycle_stage", "funnel_stage", "value_tier")
+# Consent flags decide who may be contacted (segments), they are not behaviour to learn from.
+NOT_FEATURES = ("member_id", "as_of_date", "marketing_opt_out", "health_data_consent")
+
+POPULATIONS = {
+    "repurchase": "f.orders_total >= 1",
+    "churn": "f.days_since_last_activity <= 60 and coalesce(f.lifecycle_stage, '') <> 'lost'",
+    "conversion": "f.orders_total = 0 and f.tenure_days <= 15 and coalesce(f.lifecycle_stage, '') <> 'lost'",
+}
+
+# Each label reads only (as_of_date, as_of_date + horizon]; {h} is the horizon in days.
+LABELS = {
+    "repurchase": """exists (select 1 from purchases p where p.member_id = f.member_id
+        and p.order_date > f.as_of_date and p.order_date <= f.as_of_date + {h})""",
+    "conversion": """exists (select 1 from purchases p where p.member_id = f.member_id
+        and p.order_date > f.as_of_date and p.order_date <= f.as_of_date + {h})""",
+    "churn": """not exists (select 1 from fct_member_daily_engagement e where e.member_id = f.member_id
+        and e.activity_date > f.as_of_date and e.activity_date <= f.as_of_date + {h})
+        or exists (select 1 from int_member_milestones m where m.member_id = f.member_id
+        and m.lost_on >= f.as_of_date and m.lost_on <= f.as_of_date + {h})""",
+}
+
+
+class DatasetError(ValueError):
+    """The cutoffs or the warehouse cannot give an honest training set; the message says why."""
+
+
+@dataclass
+class TrainingSet:
+    model: str
+    horizon_days: int
+    cutoffs: list[date]
+    holdout: date
+    frame: pd.DataFrame  # features, member_id, as_of_date, label, and _-prefixed helper columns
+    features: list[str]
+    manifest: dict = field(default_factory=dict)
+
+    @property
+    def train(self) -> pd.DataFrame:
+        return self.frame[self.frame["as_of_date"] < pd.Timestamp(self.holdout)]
+
+    @property
+    def holdout_frame(self) -> pd.DataFrame:
+        return self.frame[self.frame["as_of_date"] == pd.Timestamp(self.holdout)]
+
+
+def default_cutoffs(spec: ModelSpec, first_day: date, last_day: date, horizon: int) -> list[date]:
+    """Training cutoffs then the held-out one: the newest cutoff whose label window has landed, and the
+    configured number of weekly cutoffs before it whose label windows end before it."""
+    holdout = last_day - timedelta(days=horizon)
+    earliest = first_day + timedelta(days=spec.warmup_days)
+    if holdout < earliest:
+        raise DatasetError(
+            f"data from {first_day} to {last_day} is too short for a {horizon}-day horizon: the held-out "
+            f"cutoff {holdout} would come before the warm-up ends ({earliest})"
+        )
+    newest_train = holdout - timedelta(days=horizon)
+    cutoffs = [newest_train - timedelta(days=spec.cutoff_step_days * k) for k in range(spec.training_cutoffs)]
+    cutoffs = sorted(c for c in cutoffs if c >= earliest)
+    if not cutoffs:
+        raise DatasetError(
+            f"no training cutoff fits between {earliest} and {newest_train} (holdout {holdout}, horizon "
+            f"{horizon} days): land more history or pass --cutoffs and --horizon-days"
+        )
+    return [*cutoffs, holdout]
+
+
+def check_cutoffs(cutoffs: Sequence[date], horizon: int, last_day: date) -> None:
+    """The newest cutoff is held out; all label windows must have landed and training windows must end
+    before the held-out cutoff."""
+    if len(cutoffs) < 2:
+        raise DatasetError("give at least two cutoffs: one or more to train on and the newest to hold out")
+    ordered = sorted(cutoffs)
+    holdout = ordered[-1]
+    if holdout + timedelta(days=horizon) > last_day:
+        raise DatasetError(
+            f"the label window of cutoff {holdout} ends {holdout + timedelta(days=horizon)}, after the last "
+            f"landed day {last_day}"
+        )
+    late = [c for c in ordered[:-1] if c + timedelta(days=horizon) > holdout]
+    if late:
+        raise DatasetError(
+            f"training cutoff(s) {', '.join(map(str, late))}: their {horizon}-day label windows reach "
+            f"past the held-out cutoff {holdout}; use cutoffs up to {holdout - timedelta(days=horizon)}"
+        )
+
+
+def data_span(con) -> tuple[date, date]:
+    """First and last day with any member activity in the warehouse."""
+    first, last = con.execute(
+        "select min(activity_date), max(activity_date) from fct_member_daily_engagement"
+    ).fetchone()
+    if first is None:
+        raise DatasetError("the warehouse has no member activity yet: run `memberflow build` first")
+    return first, last
+
+
+def feature_dates(con) -> set[date]:
+    return {row[0] for row in con.sql("select distinct as_of_date from member_features").fetchall()}
+
+
+def ensure_features(settings: Settings, dates: Sequence[date]) -> list[date]:
+    """Compute member_features for the dates it does not hold yet (a dbt run of that model only)."""
+    from memberflow.transform import DbtError, run_dbt
+    from ml.warehouse import read_warehouse
+
+    with read_warehouse(settings) as con:
+        missing = sorted(set(dates) - feature_dates(con))
+    if missing:
+        result = run_dbt(settings, ["run", "--select", "int_feature_dates", "member_features"], None, missing)
+        if result.failures:
+            raise DbtError("computing member_features failed:\n  " + "\n  ".join(result.failures))
+    return missing
+
+
+def _frame_sql(model: str, horizon: int | None, features: str) -> str:
+    label = f"({LABELS[model].format(h=int(horizon))})::int as label," if horizon is not None else ""
+    return f"""
+        with purchases as (
+            select distinct member_id, order_date from fct_orders where member_id is not null and is_purchase
+        )
+        select {features}, {label}
+            (select count(*) from purchases p where p.member_id = f.member_id and p.order_date < f.as_of_date)
+                as _purchase_days,
+            f.as_of_date - (select min(order_date) from purchases p where p.member_id = f.member_id
+                and p.order_date < f.as_of_date) as _first_purchase_age
+        from member_features f
+        where f.as_of_date in (select unnest($dates)) and {POPULATIONS[model]}
+        order by f.as_of_date, f.member_id
+    """
+
+
+def feature_columns(con) -> list[str]:
+    return [r[0] for r in con.sql("describe member_features").fetchall() if r[0] not in NOT_FEATURES]
+
+
+def population_frame(con, model: str, dates: Sequence[date], horizon: int | None = None) -> pd.DataFrame:
+    """Features (and the label when a horizon is given) of the model's population at the dates."""
+    cols = ", ".join(f"f.{c}" for c in ["member_id", "as_of_date", *feature_columns(con)])
+    frame = con.execute(_frame_sql(model, horizon, cols), {"dates": list(dates)}).df()
+    return prepare_frame(frame)
+
+
+def prepare_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """Types LightGBM reads natively: categories for the categorical columns, floats for the rest."""
+    for column in frame.columns:
+        if column in CATEGORICAL:
+            frame[column] = frame[column].astype("category")
+        elif column not in ("member_id", "as_of_date", "label"):
+            # decimals, nullable integers and booleans alike: float64 with NaN for missing
+            frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
+    frame["as_of_date"] = pd.to_datetime(frame["as_of_date"])
+    return frame
+
+
+def frame_hash(frame: pd.DataFrame) -> str:
+    """SHA-256 over the rows' content hashes: the same data gives the same hash."""
+    hashed = pd.util.hash_pandas_object(
+        frame.astype({c: "object" for c in CATEGORICAL if c in frame}), index=False
+    )
+    return hashlib.sha256(hashed.to_numpy().tobytes()).hexdigest()
+
+
+def build_training_set(
+    settings: Settings,
+    spec: ModelSpec,
+    cutoffs: Sequence[date] | None = None,
+    horizon: int | None = None,
+) -> TrainingSet:
+    """Stack the model's population at each cutoff with its label; the newest cutoff is the holdout."""
+    from ml.warehouse import read_warehouse
+
+    horizon = horizon or spec.horizon_days
+    with read_warehouse(settings) as con:
+        first_day, last_day = data_span(con)
+    chosen = sorted(set(cutoffs)) if cutoffs else default_cutoffs(spec, first_day, last_day, horizon)
+    check_cutoffs(chosen, horizon, last_day)
+    ensure_features(settings, chosen)
+    with read_warehouse(settings) as con:
+        frame = population_frame(con, spec.name, chosen, horizon)
+        features = feature_columns(con)
+    per_cutoff = frame.groupby("as_of_date", observed=True)["label"].agg(["size", "mean"])
+    empty = [c for c in chosen if pd.Timestamp(c) not in per_cutoff.index]
+    if empty:
+        raise DatasetError(
+            f"{spec.name}: no member in the population at cutoff(s) {', '.join(map(str, empty))}"
+        )
+    holdout = chosen[-1]
+    manifest = {
+        "model": spec.name,
+        "horizon_days": horizon,
+        "cutoffs": [c.isoformat() for c in chosen],
+        "holdout_cutoff": holdout.isoformat(),
+        "data_span": [first_day.isoformat(), last_day.isoformat()],
+        "rows": len(frame),
+        "per_cutoff": {
+            ts.date().isoformat(): {"rows": int(row["size"]), "label_rate": round(float(row["mean"]), 5)}
+            for ts, row in per_cutoff.iterrows()
+        },
+        "features": features,
+        "categorical": [c for c in CATEGORICAL if c in features],
+        "monotone": spec.monotone,
+        "data_sha256": frame_hash(frame),
+    }
+    for name, part in (
+        ("training cutoffs", frame["as_of_date"] < pd.Timestamp(holdout)),
+        ("held-out cutoff", frame["as_of_date"] == pd.Timestamp(holdout)),
+    ):
+        if frame.loc[part, "label"].nunique() < 2:
+            raise DatasetError(f"{spec.name}: the {name} hold only one label value; choose other cutoffs")
+    return TrainingSet(spec.name, horizon, chosen, holdout, frame, features, manifest)
+
+
+def manifest_json(training_set: TrainingSet) -> str:
+    return json.dumps(training_set.manifest, indent=2, sort_keys=True)

@@ -1,0 +1,60 @@
+"""Reading the warehouse from ml code, and writing ``member_scores`` (the one table ml owns)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from datetime import date
+
+import pyarrow as pa
+
+from memberflow.config import Settings
+
+SCORES_DDL = """
+create table if not exists member_scores (
+    member_id varchar not null,
+    model varchar not null,
+    as_of date not null,
+    probability double not null,
+    decile integer not null,
+    reasons varchar[],
+    model_version varchar not null,
+    scored_at timestamp not null
+)
+"""
+
+
+@contextlib.contextmanager
+def read_warehouse(settings: Settings) -> Iterator:
+    """A read-only DuckDB connection, taken under the single-writer lock so no build is mid-write."""
+    import duckdb
+
+    from memberflow.dbt_env import release_dbt_connections
+    from memberflow.transform import warehouse_lock
+
+    if not settings.warehouse_path.exists():
+        raise FileNotFoundError(f"no warehouse at {settings.warehouse_path}: run `memberflow build` first")
+    release_dbt_connections()
+    with warehouse_lock(settings), duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+        yield con
+
+
+def write_scores(settings: Settings, model: str, as_of: date, scores: pa.Table) -> int:
+    """Replace the model's scores for the date in one transaction; returns the rows written."""
+    import duckdb
+
+    from memberflow.dbt_env import release_dbt_connections
+    from memberflow.transform import warehouse_lock
+
+    release_dbt_connections()
+    with warehouse_lock(settings), duckdb.connect(str(settings.warehouse_path)) as con:
+        con.execute(SCORES_DDL)
+        con.execute("begin")
+        con.execute("delete from member_scores where model = ? and as_of = ?", [model, as_of])
+        con.register("incoming", scores)
+        con.execute(
+            "insert into member_scores select member_id, model, as_of, probability, decile, reasons, "
+            "model_version, scored_at from incoming"
+        )
+        con.execute("commit")
+    return scores.num_rows
