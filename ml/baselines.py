@@ -38,14 +38,17 @@ def recency_baseline(model: str, tune: pd.DataFrame, test: pd.DataFrame) -> tupl
 
 
 def bgnbd_inputs(frame: pd.DataFrame) -> pd.DataFrame:
-    """customer_id, frequency (repeat purchase days), recency (first to last purchase day), T (age)."""
-    age = frame["_first_purchase_age"].to_numpy(dtype="float64")
+    """customer_id, frequency (repeat purchase days), recency (first to last purchase day), T (age), in
+    days, from the point-in-time features (so the baseline sees exactly what the model sees)."""
+    age = frame["days_since_first_order"].to_numpy(dtype="float64")
     since_last = frame["days_since_last_order"].to_numpy(dtype="float64")
+    frequency = np.maximum(frame["purchase_days"].to_numpy(dtype="float64") - 1, 0)
+    recency = np.clip(age - since_last, 0, age)
     return pd.DataFrame(
         {
             "customer_id": np.arange(len(frame)),
-            "frequency": np.maximum(frame["_purchase_days"].to_numpy(dtype="float64") - 1, 0),
-            "recency": np.maximum(age - since_last, 0),
+            "frequency": frequency,
+            "recency": np.where(frequency > 0, recency, 0.0),
             "T": age,
         }
     )

@@ -25,9 +25,20 @@ import pandas as pd
 from memberflow.config import Settings
 from ml.config import ModelSpec
 
-CATEGORICAL = ("acquisition_channel", "lifecycle_stage", "funnel_stage", "value_tier")
-# Consent flags decide who may be contacted (segments), they are not behaviour to learn from.
-NOT_FEATURES = ("member_id", "as_of_date", "marketing_opt_out", "health_data_consent")
+CATEGORICAL = ("acquisition_channel",)
+# Consent flags decide who may be contacted (segments), they are not behaviour to learn from. Tag columns
+# (lifecycle, funnel stage, value tier) are read back from a tag history rebuilt from today's facts: a
+# refund or a late export can change a past day's tag, so a model trained on them would see the future.
+# The numeric features they summarize are point in time and are learned from instead.
+NOT_FEATURES = (
+    "member_id",
+    "as_of_date",
+    "marketing_opt_out",
+    "health_data_consent",
+    "lifecycle_stage",
+    "funnel_stage",
+    "value_tier",
+)
 
 POPULATIONS = {
     "repurchase": "f.orders_total >= 1",
@@ -58,7 +69,7 @@ class TrainingSet:
     horizon_days: int
     cutoffs: list[date]
     holdout: date
-    frame: pd.DataFrame  # features, member_id, as_of_date, label, and _-prefixed helper columns
+    frame: pd.DataFrame  # member_id, as_of_date, the features and the label
     features: list[str]
     manifest: dict = field(default_factory=dict)
 
@@ -140,17 +151,17 @@ def ensure_features(settings: Settings, dates: Sequence[date]) -> list[date]:
     return missing
 
 
-def _frame_sql(model: str, horizon: int | None, features: str) -> str:
-    label = f"({LABELS[model].format(h=int(horizon))})::int as label," if horizon is not None else ""
+def _frame_sql(model: str, horizon: int | None, columns: str) -> str:
+    label = f", ({LABELS[model].format(h=int(horizon))})::int as label" if horizon is not None else ""
+    purchases = (
+        "with purchases as (select distinct member_id, order_date from fct_orders "
+        "where member_id is not null and is_purchase) "
+        if horizon is not None and model in ("repurchase", "conversion")
+        else ""
+    )
     return f"""
-        with purchases as (
-            select distinct member_id, order_date from fct_orders where member_id is not null and is_purchase
-        )
-        select {features}, {label}
-            (select count(*) from purchases p where p.member_id = f.member_id and p.order_date < f.as_of_date)
-                as _purchase_days,
-            f.as_of_date - (select min(order_date) from purchases p where p.member_id = f.member_id
-                and p.order_date < f.as_of_date) as _first_purchase_age
+        {purchases}
+        select {columns}{label}
         from member_features f
         where f.as_of_date in (select unnest($dates)) and {POPULATIONS[model]}
         order by f.as_of_date, f.member_id

@@ -57,6 +57,13 @@ SENTENCES: dict[str, Callable[[float], str]] = {
     "spend_total": lambda v: f"spent {_money(v)} so far",
     "spend_90d": lambda v: f"spent {_money(v)} in the last 90 days",
     "days_since_last_order": lambda v: f"last order {_n(v)} days ago",
+    "days_since_first_order": lambda v: f"first order {_n(v)} days ago",
+    "purchase_days": lambda v: f"bought on {_n(v)} different days",
+    "purchase_overdue_ratio": lambda v: (
+        f"next purchase {v:.1f}× past the usual interval"
+        if v >= 1
+        else f"{v:.0%} into the usual purchase interval"
+    ),
     "avg_order_value": lambda v: f"average order {_money(v)}",
     "purchase_gap_mean": lambda v: f"buys every {_n(v)} days on average",
     "purchase_gap_std": lambda v: f"purchase rhythm varies by ±{_n(v)} days",
@@ -90,6 +97,8 @@ for _key, _label in CATEGORY_LABELS.items():
 
 MISSING = {
     "days_since_last_order": "no order yet",
+    "days_since_first_order": "no order yet",
+    "purchase_overdue_ratio": "fewer than two purchase days",
     "purchase_gap_mean": "fewer than two purchase days",
     "purchase_gap_std": "fewer than three purchase days",
     "purchase_gap_last": "fewer than two purchase days",

@@ -20,8 +20,8 @@ with
 
 dates as (select * from {{ ref('int_feature_dates') }}),
 members as (select * from {{ ref('dim_member') }}),
-orders as (select * from {{ ref('fct_orders') }} where member_id is not null and is_purchase),
-lines as (select * from {{ ref('int_member_order_lines') }}),
+order_versions as (select * from {{ ref('int_member_order_versions') }}),
+order_lines as (select * from {{ ref('int_order_lines') }}),
 engagement as (select * from {{ ref('fct_member_daily_engagement') }}),
 identifiers as (select * from {{ ref('member_identifiers') }}),
 tags as (select * from {{ ref('member_tags') }}),
@@ -36,10 +36,33 @@ population as (
     where members.first_seen_on < dates.as_of_date
 ),
 
-order_days as (
-    select member_id, order_date, count(*) as orders, sum(net_amount_cny) as spend
+orders as (
+    -- Each order as it was known on the as-of date: its newest version landed before that date. A refund
+    -- or an order that landed later does not exist yet for this date.
+    select as_of_date, member_id, order_key, order_date, net_amount_cny
+    from (
+        select dates.as_of_date, order_versions.*
+        from dates
+        inner join order_versions on order_versions.loaded_on < dates.as_of_date
+        qualify row_number() over (
+            partition by dates.as_of_date, order_versions.order_key
+            order by order_versions.updated_at desc, order_versions.loaded_on desc
+        ) = 1
+    )
+    where is_purchase and order_date < as_of_date
+),
+
+lines as (
+    select orders.as_of_date, orders.member_id, orders.order_key, orders.order_date, order_lines.category,
+        order_lines.line_amount_cny
     from orders
-    group by member_id, order_date
+    inner join order_lines on orders.order_key = order_lines.order_key
+),
+
+order_days as (
+    select as_of_date, member_id, order_date, count(*) as orders, sum(net_amount_cny) as spend
+    from orders
+    group by as_of_date, member_id, order_date
 ),
 
 orders_before as (
@@ -54,10 +77,11 @@ orders_before as (
         coalesce(sum(order_days.spend) filter (where order_days.order_date >= population.as_of_date - 90), 0)
             as spend_90d,
         population.as_of_date - max(order_days.order_date) as days_since_last_order,
+        population.as_of_date - min(order_days.order_date) as days_since_first_order,
         list(order_days.order_date order by order_days.order_date) as order_dates
     from population
     left join order_days
-        on population.member_id = order_days.member_id and order_days.order_date < population.as_of_date
+        on population.member_id = order_days.member_id and population.as_of_date = order_days.as_of_date
     group by population.member_id, population.as_of_date
 ),
 
@@ -90,7 +114,7 @@ by_category as (
         {%- endfor %}
         min(lines.order_date) filter (where lines.category = 'infant_formula') as first_infant_formula_on
     from population
-    left join lines on population.member_id = lines.member_id and lines.order_date < population.as_of_date
+    left join lines on population.member_id = lines.member_id and population.as_of_date = lines.as_of_date
     group by population.member_id, population.as_of_date
 ),
 
@@ -196,6 +220,11 @@ final as (
         orders_before.spend_total::decimal(14, 2) as spend_total,
         orders_before.spend_90d::decimal(14, 2) as spend_90d,
         orders_before.days_since_last_order,
+        orders_before.days_since_first_order,
+        orders_before.purchase_days::bigint as purchase_days,
+        -- How far past the member's own rhythm the next purchase is: 1.0 = due now, 2.0 = one cycle late.
+        case when gaps.purchase_gap_mean > 0
+            then orders_before.days_since_last_order / gaps.purchase_gap_mean end::double as purchase_overdue_ratio,
         case when orders_before.orders_total > 0 then orders_before.spend_total / orders_before.orders_total end::double
             as avg_order_value,
         gaps.purchase_gap_mean,

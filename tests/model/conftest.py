@@ -1,0 +1,43 @@
+"""Fixtures of the model tier: copies of the built business sample with the marts gate published.
+
+The sample has 60 days (2026-01-01 .. 2026-03-01), so the tier trains with a 14-day horizon on three weekly
+cutoffs and holds out 2026-02-15 (its label window ends on the last landed day).
+"""
+
+from __future__ import annotations
+
+import shutil
+from datetime import date
+
+import pytest
+
+from memberflow.config import Settings
+from tests.conftest import make_settings
+
+CUTOFFS = [date(2026, 1, 18), date(2026, 1, 25), date(2026, 2, 1), date(2026, 2, 15)]
+HORIZON = 14
+SCORE_DAY = date(2026, 3, 2)
+
+
+def published_copy(source: Settings, target) -> Settings:
+    """A private copy of a built workspace whose marts gate passed (training and scoring require it)."""
+    from expectations.marts import gate_warehouse
+    from memberflow.transform import latest_landed_day
+
+    shutil.copytree(source.home, target / "ws")
+    settings = make_settings(target / "ws", source.data_dir)
+    gate_warehouse(settings, latest_landed_day(settings))
+    return settings
+
+
+@pytest.fixture(scope="module")
+def ml_workspace(tmp_path_factory, built) -> Settings:
+    return published_copy(built, tmp_path_factory.mktemp("ml"))
+
+
+@pytest.fixture(scope="module")
+def trained(ml_workspace):
+    """Repurchase and churn trained once on the module's workspace (both become champion)."""
+    from ml.train import train
+
+    return {m: train(ml_workspace, m, CUTOFFS, HORIZON) for m in ("repurchase", "churn")}

@@ -1,0 +1,151 @@
+"""Trained models: minimum quality on the fixed seeded sample, behaviour, reasons, scoring, MLflow storage."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import polars as pl
+import pytest
+
+from ml.datasets import CATEGORICAL
+from tests.model.conftest import SCORE_DAY
+
+
+def test_models_beat_their_baselines_on_the_fixed_sample(trained):
+    """Minimum quality on the seeded business sample (2,500 people, 60 days, seed 21)."""
+    repurchase = trained["repurchase"].evaluation.metrics
+    churn = trained["churn"].evaluation.metrics
+    assert repurchase["model"]["auc"] >= 0.70
+    assert repurchase["model"]["auc"] >= repurchase["recency"]["auc"] + 0.03
+    assert repurchase["model"]["auc"] > repurchase["bgnbd"]["auc"]
+    assert repurchase["model"]["brier"] < repurchase["bgnbd"]["brier"]
+    assert churn["model"]["auc"] >= 0.85
+    assert churn["model"]["auc"] >= churn["recency"]["auc"] + 0.03
+    for metrics in (repurchase, churn):
+        # a few hundred held-out members: the ECE estimate itself is noisy at this size
+        assert metrics["model"]["ece"] <= 0.06
+        assert metrics["model"]["lift_top_decile"] > 1.5
+    assert trained["churn"].decision.promote and trained["repurchase"].decision.promote
+
+
+def test_a_more_recent_purchase_never_lowers_repurchase_probability(trained):
+    """All else equal, a more recent last purchase never lowers the probability (a monotone constraint in
+    ml/models.yml), and the model does use it: some members' probabilities rise."""
+    fitted = trained["repurchase"].evaluation.fitted
+    rows = trained["repurchase"].evaluation.test.copy()
+    rows = rows[rows["days_since_last_order"] > 20]
+    recent = rows.assign(days_since_last_order=3.0)
+    before, after = fitted.probability(rows), fitted.probability(recent)
+    assert (after >= before - 1e-12).all()
+    assert (after > before + 1e-6).any()
+
+
+def test_probabilities_do_not_depend_on_member_id_or_row_order(trained):
+    fitted = trained["churn"].evaluation.fitted
+    rows = trained["churn"].evaluation.test
+    assert "member_id" not in fitted.features
+    renamed = rows.assign(member_id=[f"other-{i}" for i in range(len(rows))])
+    shuffled = rows.sample(frac=1.0, random_state=5)
+    base = pd.Series(fitted.probability(rows), index=rows.index)
+    assert np.allclose(fitted.probability(renamed), base.to_numpy())
+    assert np.allclose(fitted.probability(shuffled), base.loc[shuffled.index].to_numpy())
+
+
+def test_categorical_features_are_native(trained):
+    booster = trained["churn"].evaluation.fitted.booster
+    model = booster.dump_model()
+    assert model["pandas_categorical"], "categories are stored with the model"
+    categorical = {f for f in trained["churn"].evaluation.fitted.features if f in CATEGORICAL}
+    assert categorical == set(CATEGORICAL)
+
+
+def test_the_model_loads_from_lightgbm_text_with_pickle_disabled(trained, ml_workspace, monkeypatch):
+    from ml.registry import load
+
+    monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
+    loaded = load(ml_workspace, "churn")
+    model_dir = ml_workspace.mlflow_dir / "artifacts"
+    stored = list(model_dir.rglob("model.lgb"))
+    assert stored and not list(model_dir.rglob("*.pkl"))
+    assert stored[0].read_text().startswith("tree")
+    assert loaded.features == trained["churn"].evaluation.fitted.features
+    assert loaded.calibration["method"] == "platt"
+
+
+def test_runs_are_tracked_with_metrics_plots_and_manifest(trained, ml_workspace):
+    from ml.registry import connect
+
+    client = connect(ml_workspace)
+    run = client.get_run(trained["churn"].run_id)
+    assert run.data.metrics["model.auc"] == pytest.approx(trained["churn"].evaluation.metrics["model"]["auc"])
+    assert "recency.brier" in run.data.metrics
+    assert run.data.params["holdout_cutoff"] == "2026-02-15"
+    assert run.data.params["lgb.num_threads"] == "1"
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    for name in ("roc.png", "pr.png", "calibration.png", "gain_lift.png", "feature_importance.png"):
+        assert name in artifacts
+    assert {"manifest.json", "promotion.json", "report.md"} <= artifacts
+    assert run.data.tags["promotion.decision"] == "promoted"
+
+
+def test_scoring_writes_every_member_of_the_population_with_reasons(trained, ml_workspace, tmp_path):
+    from expectations.marts import gate_warehouse
+    from ml.datasets import population_frame
+    from ml.score import score
+    from ml.warehouse import read_warehouse
+
+    out = tmp_path / "scores.parquet"
+    result = score(ml_workspace, "repurchase", SCORE_DAY, out)
+    score(ml_workspace, "churn", SCORE_DAY)
+    with read_warehouse(ml_workspace) as con:
+        population = population_frame(con, "repurchase", [SCORE_DAY])
+        stored = con.execute(
+            "select * from member_scores where model = 'repurchase' and as_of = ?", [SCORE_DAY]
+        ).df()
+    assert result.rows == len(population) == len(stored) > 500
+    assert set(stored["member_id"]) == set(population["member_id"])
+    assert stored["probability"].between(0, 1).all()
+    sizes = stored["decile"].value_counts()
+    assert set(sizes.index) == set(range(1, 11)) and sizes.max() - sizes.min() <= 1
+    # the top decile has the highest probabilities
+    assert (
+        stored.loc[stored["decile"] == 1, "probability"].min()
+        >= stored.loc[stored["decile"] == 10, "probability"].max()
+    )
+    reasons = stored["reasons"]
+    assert reasons.map(len).between(1, 3).mean() > 0.95
+    assert any(any(ch.isdigit() for ch in r) for rs in reasons for r in rs)
+    file = pl.read_parquet(out)
+    assert file.columns == ["member_id", "model", "as_of", "probability", "decile", "reasons"]
+    assert file.height == result.rows
+    # scoring the same day again replaces, never duplicates
+    score(ml_workspace, "repurchase", SCORE_DAY)
+    with read_warehouse(ml_workspace) as con:
+        again = con.execute(
+            "select count(*) from member_scores where model = 'repurchase' and as_of = ?", [SCORE_DAY]
+        ).fetchone()[0]
+    assert again == result.rows
+    gate = gate_warehouse(ml_workspace, SCORE_DAY, gate="scores")
+    assert gate.ok
+    noted = next(s for s in gate.suites if s.subject == "member_scores.conversion")
+    assert noted.notes and not noted.findings
+
+
+def test_the_scores_gate_fails_when_a_member_is_missing(trained, ml_workspace):
+    import duckdb
+
+    from expectations.marts import gate_warehouse
+    from expectations.runner import QualityGateError
+    from ml.score import score
+
+    score(ml_workspace, "churn", SCORE_DAY)
+    with duckdb.connect(str(ml_workspace.warehouse_path)) as con:
+        con.execute(
+            "delete from member_scores where model = 'churn' and as_of = ? and member_id in "
+            "(select member_id from member_scores where model = 'churn' and as_of = ? limit 5)",
+            [SCORE_DAY, SCORE_DAY],
+        )
+    with pytest.raises(QualityGateError, match="probability"):
+        gate_warehouse(ml_workspace, SCORE_DAY, gate="scores")
+    score(ml_workspace, "churn", SCORE_DAY)
+    assert gate_warehouse(ml_workspace, SCORE_DAY, gate="scores").ok
