@@ -57,7 +57,8 @@ def train(model: str) -> dict:
     max_active_tasks=1,  # two cores: one LightGBM fit at a time, on one thread
     default_args={
         "owner": "ml-engineering",
-        "retries": 0,
+        "retries": 1,  # a crashed worker; bad inputs raise AirflowFailException and are not retried
+        "retry_delay": timedelta(minutes=10),
         "execution_timeout": timedelta(hours=3),
     },
     tags=["memberflow", "ml", "training"],

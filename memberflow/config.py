@@ -88,7 +88,7 @@ class Settings:
     id_key_env: str | None = None
     blocked_phones: tuple[str, ...] = ()
     vault_key_env: str | None = None
-    # MLflow tracking store; default: SQLite + local artifacts under the workspace.
+    # MLflow tracking store (MEMBERFLOW_MLFLOW_URI); default: SQLite + local artifacts in the workspace.
     mlflow_uri_env: str | None = None
     # LightGBM threads; one by default: on a busy 2-core machine two threads can be far slower than one.
     ml_threads: int = 1
@@ -109,7 +109,7 @@ class Settings:
                 p.strip() for p in env.get("MEMBERFLOW_BLOCKED_PHONES", "").split(",") if p.strip()
             ),
             vault_key_env=env.get("MEMBERFLOW_VAULT_KEY") or None,
-            mlflow_uri_env=env.get("MLFLOW_TRACKING_URI") or None,
+            mlflow_uri_env=env.get("MEMBERFLOW_MLFLOW_URI") or None,
             ml_threads=max(1, _read_count(env, "MEMBERFLOW_ML_THREADS", 1)),
         )
 
@@ -154,7 +154,11 @@ class Settings:
 
     @property
     def mlflow_uri(self) -> str:
-        """``MLFLOW_TRACKING_URI`` when set (a shared server), else a SQLite store in the workspace."""
+        """``MEMBERFLOW_MLFLOW_URI`` when set (a shared server), else a SQLite store in the workspace.
+
+        Not ``MLFLOW_TRACKING_URI``: MLflow writes that variable itself when a URI is set, so reading it back
+        would let one workspace's store leak into the next in the same process.
+        """
         return self.mlflow_uri_env or f"sqlite:///{self.mlflow_dir / 'mlflow.db'}"
 
     @property

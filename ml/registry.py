@@ -1,6 +1,6 @@
 """MLflow: one experiment per model, a registered model per model, aliases ``champion`` and ``challenger``.
 
-The default store is SQLite plus local artifacts under ``$MEMBERFLOW_HOME/mlflow``; ``MLFLOW_TRACKING_URI``
+The default store is SQLite plus local artifacts under ``$MEMBERFLOW_HOME/mlflow``; ``MEMBERFLOW_MLFLOW_URI``
 points it at a shared server instead. Models are saved in LightGBM's text format (mlflow.lightgbm with a
 Booster), so loading works with MLflow's pickle deserialization switched off. Rolling back is moving the
 ``champion`` alias to an earlier version.

@@ -217,3 +217,50 @@ def test_build_exits_1_when_the_marts_gate_fails_and_keeps_them_unpublished(env,
     monkeypatch.setenv("MEMBERFLOW_QUALITY_CONFIG", str(tmp_path / "missing.yml"))
     result = runner.invoke(app, ["build", "--data-dir", str(data)])
     assert result.exit_code == 2 and "MEMBERFLOW_QUALITY_CONFIG: no such file" in result.output
+
+
+def test_model_commands_explain_unusable_inputs(tmp_path, monkeypatch):
+    monkeypatch.setenv("MEMBERFLOW_HOME", str(tmp_path / "ws"))
+    monkeypatch.setenv("MEMBERFLOW_ID_KEY", TEST_ID_KEY)
+    result = runner.invoke(app, ["train", "--model", "uplift"])
+    assert result.exit_code == 2 and "not a model" in result.output
+    result = runner.invoke(app, ["train", "--model", "churn"])
+    assert result.exit_code == 1 and "quality gate has not passed" in result.output
+    (tmp_path / "ws" / "quality" / "published").mkdir(parents=True)
+    (tmp_path / "ws" / "quality" / "published" / "marts.json").write_text('{"date": "2026-03-01"}')
+    result = runner.invoke(app, ["score", "--model", "churn", "--as-of", "2026-03-02"])
+    assert result.exit_code == 1 and "memberflow train --model churn" in result.output
+    bad = tmp_path / "models.yml"
+    bad.write_text("models:\n  uplift: {horizon_days: 3}\n")
+    monkeypatch.setenv("MEMBERFLOW_MODELS_CONFIG", str(bad))
+    result = runner.invoke(app, ["train", "--model", "churn"])
+    assert result.exit_code == 2 and "unknown model 'uplift'" in result.output
+
+
+def test_backtest_prints_the_table_and_writes_the_report(tmp_path, monkeypatch, built):
+    from tests.model.conftest import published_copy
+
+    settings = published_copy(built, tmp_path)
+    monkeypatch.setenv("MEMBERFLOW_HOME", str(settings.home))
+    monkeypatch.setenv("MEMBERFLOW_ID_KEY", TEST_ID_KEY)
+    result = runner.invoke(
+        app,
+        [
+            "backtest",
+            "--model",
+            "churn",
+            "--cutoffs",
+            "2026-01-18,2026-01-25,2026-02-01",
+            "--test-cutoff",
+            "2026-02-15",
+            "--horizon-days",
+            "14",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "recency" in result.output and "model" in result.output
+    report = settings.reports_dir / "backtest" / "churn-2026-02-15"
+    assert {"report.md", "metrics.json", "manifest.json", "roc.png", "calibration.png"} <= {
+        p.name for p in report.iterdir()
+    }
+    assert "| recency |" in (report / "report.md").read_text()

@@ -44,3 +44,15 @@ def test_extract_updates_one_asset_per_landed_table(dagbag):
         assert dag.get_task(name).downstream_task_ids == {f"{name}__gate"}
         assert f"{name}__publish" in dag.get_task(f"{name}__gate").downstream_task_ids
         assert [a.name for a in dag.get_task(f"{name}__publish").outlets] == [f"landing.{contract.name}"]
+
+
+def test_scoring_follows_the_published_marts_and_announces_scores(dagbag):
+    dag = dagbag.dags["score_members"]
+    assert [a.name for a in dag.schedule] == ["warehouse.members"]
+    publish = dag.get_task("publish")
+    assert [a.name for a in publish.outlets] == ["warehouse.member_scores"]
+    assert dag.get_task("quality_gate").downstream_task_ids == {"publish"}
+    for model in ("repurchase", "churn", "conversion"):
+        assert dag.get_task(f"score_{model}").downstream_task_ids == {"quality_gate"}
+    train = dagbag.dags["train_models"]
+    assert {t.task_id for t in train.tasks} == {"train_repurchase", "train_churn", "train_conversion"}

@@ -1,0 +1,71 @@
+"""train_models and score_members executed by Airflow (dag.test) on a copy of the built business sample."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+
+from memberflow.orchestrate import run_dag
+from tests.conftest import TEST_ID_KEY
+from tests.model.conftest import published_copy
+
+# The sample has 60 days: weekly cutoffs need a shorter horizon and warm-up than the defaults.
+SHORT_HISTORY = """
+defaults:
+  warmup_days: 14
+  training_cutoffs: 3
+models:
+  repurchase: {horizon_days: 14}
+  churn: {horizon_days: 14}
+  conversion: {horizon_days: 14}
+"""
+
+
+@pytest.fixture
+def model_env(tmp_path, monkeypatch, built, airflow_db):
+    settings = published_copy(built, tmp_path)
+    config = tmp_path / "models.yml"
+    config.write_text(SHORT_HISTORY)
+    monkeypatch.setenv("MEMBERFLOW_MODELS_CONFIG", str(config))
+    monkeypatch.setenv("MEMBERFLOW_HOME", str(settings.home))
+    monkeypatch.setenv("MEMBERFLOW_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("MEMBERFLOW_ID_KEY", TEST_ID_KEY)
+    return settings
+
+
+def test_training_then_scoring_through_airflow(model_env):
+    from ml.registry import CHAMPION, alias_version
+    from ml.warehouse import read_warehouse
+
+    # nothing to score before any model was trained: the gate task says so and the Asset is not updated
+    empty = run_dag("score_members", date(2026, 3, 2))
+    assert empty.task_states["score_repurchase"] == "success"
+    assert empty.task_states["quality_gate"] == "failed" and empty.task_states["publish"] == "upstream_failed"
+
+    trained = run_dag("train_models", date(2026, 3, 2))
+    assert trained.ok, trained.failed_tasks
+    for model in ("repurchase", "churn", "conversion"):
+        assert trained.task_states[f"train_{model}"] == "success"
+        assert alias_version(model_env, model, CHAMPION) is not None
+
+    scored = run_dag("score_members", date(2026, 3, 2))
+    assert scored.ok, scored.failed_tasks
+    assert scored.task_states["publish"] == "success"
+    with read_warehouse(model_env) as con:
+        counts = dict(
+            con.sql(
+                "select model, count(*) from member_scores where as_of = '2026-03-02' group by 1"
+            ).fetchall()
+        )
+    assert set(counts) == {"repurchase", "churn", "conversion"} and min(counts.values()) > 100
+    assert (model_env.quality_dir / "results" / "scores" / "dt=2026-03-02" / "_gate.json").exists()
+
+
+def test_scoring_refuses_marts_that_did_not_pass_their_gate(model_env):
+    from expectations.marts import clear_published
+
+    clear_published(model_env, "marts")
+    result = run_dag("score_members", date(2026, 3, 2))
+    assert result.task_states["score_date"] == "failed"
+    assert result.task_states["publish"] == "upstream_failed"
