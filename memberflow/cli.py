@@ -326,7 +326,8 @@ def quality_report_command(
         str | None, typer.Option("--date", help="Results of this date (YYYY-MM-DD); default the latest.")
     ] = None,
     gate: Annotated[
-        list[str] | None, typer.Option(help="Only this gate (landing, marts); repeatable. Default: all.")
+        list[str] | None,
+        typer.Option(help="Only this gate (landing, marts, scores); repeatable. Default: all."),
     ] = None,
 ) -> None:
     """Show the latest results of each quality gate: status per table, failed checks with masked sample rows.
@@ -337,7 +338,7 @@ def quality_report_command(
 
     settings = _settings()
     wanted = _parse_date(date_) if date_ else None
-    gates = gate or ["landing", "marts"]
+    gates = gate or ["landing", "marts", "scores"]
     shown, failed = 0, False
     for name in gates:
         day = wanted or latest_result_day(settings, name)
@@ -417,13 +418,73 @@ def demo(
         console.print(
             f"Airflow ran transform_members (dbt through Cosmos) in {time.perf_counter() - began:.0f} s"
         )
+    if not failed and days < 45:
+        console.print(
+            f"{days} days of sample are too few to train models (45 or more): skipping train and score"
+        )
+    elif not failed:
+        # Weekly training and daily scoring, once each on the last day (scoring follows the marts Asset).
+        if days < 90 and not os.environ.get("MEMBERFLOW_MODELS_CONFIG"):
+            from ml.config import SHORT_HISTORY
+
+            os.environ["MEMBERFLOW_MODELS_CONFIG"] = str(SHORT_HISTORY)
+            console.print(f"{days} days of sample: models use 14-day horizons ({SHORT_HISTORY.name})")
+        began = time.perf_counter()
+        last = [first + timedelta(days - 1)]
+        failed = [
+            r
+            for dag_id in ("train_models", "score_members")
+            for r in _run_days(settings, dag_id, last, log_path)
+        ]
+        failed = [r for r in failed if not r.ok]
+        console.print(f"Airflow ran train_models and score_members in {time.perf_counter() - began:.0f} s")
     for r in failed:
         err.print(f"[red]{r.dag_id} {r.day}: failed tasks {', '.join(r.failed_tasks)}[/red]")
     if not failed:
         _print_warehouse(settings)
         _print_identity(settings)
         _print_quality(settings)
+        if days >= 45:
+            _print_models(settings)
     raise typer.Exit(1 if failed else 0)
+
+
+def _print_models(settings: Settings) -> None:
+    """Champion metrics per model and what was scored."""
+    from ml.config import MODELS
+    from ml.registry import CHAMPION, alias_version, connect
+    from ml.warehouse import read_warehouse
+
+    client = connect(settings)
+    with read_warehouse(settings) as con:
+        scored = dict(
+            con.sql(
+                "select model, count(*) from member_scores "
+                "where as_of = (select max(as_of) from member_scores) group by 1"
+            ).fetchall()
+        )
+    table = Table(title="models (held-out test half) and today's scores")
+    for column in ("model", "champion", "AUC", "recency AUC", "Brier", "ECE", "scored members"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for name in MODELS:
+        ref = alias_version(settings, name, CHAMPION)
+        if ref is None:
+            table.add_row(name, "none", "", "", "", "", "0")
+            continue
+        m = client.get_run(ref.run_id).data.metrics
+        table.add_row(
+            name,
+            f"v{ref.version}",
+            f"{m['model.auc']:.3f}",
+            f"{m['recency.auc']:.3f}",
+            f"{m['model.brier']:.4f}",
+            f"{m['model.ece']:.3f}",
+            f"{scored.get(name, 0):,}",
+        )
+    console.print(table)
+    console.print(
+        f"MLflow store: {settings.mlflow_uri}   (memberflow models status; mlflow ui --backend-store-uri …)"
+    )
 
 
 def _run_days(settings: Settings, dag_id: str, days: list[date], log_path: Path):
@@ -481,7 +542,7 @@ def _print_quality(settings: Settings) -> None:
     from expectations.runner import docs_index, load_results
     from memberflow.extract import partition_days
 
-    for gate in ("landing", "marts"):
+    for gate in ("landing", "marts", "scores"):
         root = settings.quality_dir / "results" / gate
         statuses = Counter(
             r.status for day in partition_days(root) for r in load_results(settings, gate, day)

@@ -17,6 +17,8 @@ from memberflow.config import ConfigError
 
 MODELS = ("repurchase", "churn", "conversion")
 CONFIG_PATH = Path(__file__).with_name("models.yml")
+# Settings for about two months of history (the demo's sample): 14-day horizons, shorter warm-up.
+SHORT_HISTORY = Path(__file__).with_name("short_history.yml")
 
 
 class ModelConfigError(ConfigError):

@@ -314,6 +314,11 @@ def train(
     params: dict | None = None,
 ) -> TrainResult:
     """Train on the cutoffs, register the model as challenger and promote it if it earns it."""
+    return register(settings, fit_and_evaluate(settings, model, cutoffs, horizon, params))
+
+
+def register(settings: Settings, evaluation: Evaluation) -> TrainResult:
+    """Log the evaluated model to MLflow, register it as challenger and apply the promotion gate."""
     import lightgbm
     import mlflow
     import mlflow.lightgbm
@@ -321,7 +326,7 @@ def train(
 
     from ml.registry import CHALLENGER, CHAMPION, connect, registered_name, set_alias
 
-    evaluation = fit_and_evaluate(settings, model, cutoffs, horizon, params)
+    model = evaluation.model
     spec = model_spec(model)
     client = connect(settings)
     champion_metrics, champion_version, champion_note = _champion_metrics(settings, model, evaluation.test)

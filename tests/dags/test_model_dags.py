@@ -7,27 +7,16 @@ from datetime import date
 import pytest
 
 from memberflow.orchestrate import run_dag
+from ml.config import SHORT_HISTORY
 from tests.conftest import TEST_ID_KEY
 from tests.model.conftest import published_copy
-
-# The sample has 60 days: weekly cutoffs need a shorter horizon and warm-up than the defaults.
-SHORT_HISTORY = """
-defaults:
-  warmup_days: 14
-  training_cutoffs: 3
-models:
-  repurchase: {horizon_days: 14}
-  churn: {horizon_days: 14}
-  conversion: {horizon_days: 14}
-"""
 
 
 @pytest.fixture
 def model_env(tmp_path, monkeypatch, built, airflow_db):
     settings = published_copy(built, tmp_path)
-    config = tmp_path / "models.yml"
-    config.write_text(SHORT_HISTORY)
-    monkeypatch.setenv("MEMBERFLOW_MODELS_CONFIG", str(config))
+    # the sample has 60 days: weekly cutoffs need the short-history settings the demo uses
+    monkeypatch.setenv("MEMBERFLOW_MODELS_CONFIG", str(SHORT_HISTORY))
     monkeypatch.setenv("MEMBERFLOW_HOME", str(settings.home))
     monkeypatch.setenv("MEMBERFLOW_DATA_DIR", str(settings.data_dir))
     monkeypatch.setenv("MEMBERFLOW_ID_KEY", TEST_ID_KEY)
