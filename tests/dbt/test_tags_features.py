@@ -53,18 +53,28 @@ def test_features_for_several_cutoffs_use_only_earlier_data(workspace_copy):
 
     cutoffs = [START + timedelta(days=20), START + timedelta(days=40)]
     build_warehouse(workspace_copy, feature_dates=cutoffs)
+    dates = query(workspace_copy, "select distinct as_of_date from member_features order by 1")
+    # incremental by as-of date: the cutoffs join the dates earlier builds computed
+    assert set(cutoffs) <= set(dates["as_of_date"].to_list())
     features = query(
         workspace_copy,
-        "select as_of_date, sum(orders_total) as orders, count(*) as members "
-        "from member_features group by 1 order by 1",
+        "select as_of_date, sum(orders_total) as orders, count(*) as members from member_features "
+        f"where as_of_date in ('{cutoffs[0]}', '{cutoffs[1]}') group by 1 order by 1",
     )
     assert [row[0] for row in features.rows()] == cutoffs
     for cutoff, orders, members in features.rows():
+        # each order as known on the cutoff: its newest version landed before it
         expected = query(
             workspace_copy,
             f"""
-            select count(distinct o.order_key) as n from fct_orders o join dim_member m using (member_id)
-            where o.is_purchase and o.order_date < date '{cutoff}' and m.first_seen_on < date '{cutoff}'
+            select count(*) as n from (
+                select v.order_key, v.is_purchase, v.order_date
+                from int_member_order_versions v join dim_member m using (member_id)
+                where v.loaded_on < date '{cutoff}' and m.first_seen_on < date '{cutoff}'
+                qualify row_number() over (
+                    partition by v.order_key order by v.updated_at desc, v.loaded_on desc
+                ) = 1
+            ) where is_purchase and order_date < date '{cutoff}'
             """,
         )["n"][0]
         assert orders == expected
