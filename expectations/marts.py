@@ -303,7 +303,7 @@ def _scores_suite(model: str) -> SuiteBuilder:
         if "member_scores" in tables:
             scored = ctx.con.execute(
                 "select count(*) from member_scores where model = ? and as_of = ?", [model, ctx.day]
-            ).fetchone()[0]
+            ).fetchall()[0][0]
         if not scored:
             suite.note(f"{model} was not scored for {ctx.day} (no champion yet)")
             return suite, pd.DataFrame()

@@ -452,10 +452,11 @@ def demo(
 def _print_models(settings: Settings) -> None:
     """Champion metrics per model and what was scored."""
     from ml.config import MODELS
-    from ml.registry import CHAMPION, alias_version, connect
+    from ml.registry import CHALLENGER, CHAMPION, alias_version, connect, registered_name
     from ml.warehouse import read_warehouse
 
     client = connect(settings)
+    notes: list[str] = []
     with read_warehouse(settings) as con:
         scored = dict(
             con.sql(
@@ -470,6 +471,12 @@ def _print_models(settings: Settings) -> None:
         ref = alias_version(settings, name, CHAMPION)
         if ref is None:
             table.add_row(name, "none", "", "", "", "", "0")
+            challenger = alias_version(settings, name, CHALLENGER)
+            if challenger is not None:
+                reason = client.get_model_version(registered_name(name), challenger.version).tags.get(
+                    "reason"
+                )
+                notes.append(f"{name} v{challenger.version} {reason}")
             continue
         m = client.get_run(ref.run_id).data.metrics
         table.add_row(

@@ -127,7 +127,7 @@ def data_span(con) -> tuple[date, date]:
     """First and last day with any member activity in the warehouse."""
     first, last = con.execute(
         "select min(activity_date), max(activity_date) from fct_member_daily_engagement"
-    ).fetchone()
+    ).fetchall()[0]
     if first is None:
         raise DatasetError("the warehouse has no member activity yet: run `memberflow build` first")
     return first, last

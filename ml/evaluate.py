@@ -74,6 +74,18 @@ def metrics(label: np.ndarray, prob: np.ndarray) -> dict[str, float]:
     }
 
 
+MAX_CURVE_POINTS = 2000
+
+
+def _thin(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    """At most MAX_CURVE_POINTS evenly spaced points of a curve (a million-row curve draws no better)."""
+    n = len(arrays[0])
+    if n <= MAX_CURVE_POINTS:
+        return arrays
+    keep = np.unique(np.linspace(0, n - 1, MAX_CURVE_POINTS).astype(int))
+    return tuple(a[keep] for a in arrays)
+
+
 def plot_all(
     folder: Path,
     label: np.ndarray,
@@ -103,7 +115,7 @@ def plot_all(
     fig, ax = plt.subplots(figsize=(5.5, 5))
     for name, prob in probs.items():
         fpr, tpr, _ = roc_curve(label, prob)
-        ax.plot(fpr, tpr, label=name)
+        ax.plot(*_thin(fpr, tpr), label=name)
     ax.plot([0, 1], [0, 1], ":", color="grey")
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title=f"ROC — {title}")
     ax.legend(loc="lower right")
@@ -112,7 +124,7 @@ def plot_all(
     fig, ax = plt.subplots(figsize=(5.5, 5))
     for name, prob in probs.items():
         precision, recall, _ = precision_recall_curve(label, prob)
-        ax.plot(recall, precision, label=name)
+        ax.plot(*_thin(recall, precision), label=name)
     ax.axhline(label.mean(), linestyle=":", color="grey")
     ax.set(xlabel="recall", ylabel="precision", title=f"Precision-recall — {title}")
     ax.legend(loc="upper right")
@@ -132,8 +144,9 @@ def plot_all(
     for name, prob in probs.items():
         ordered = label[np.argsort(-np.asarray(prob), kind="stable")]
         gain = np.cumsum(ordered) / max(ordered.sum(), 1)
-        gain_ax.plot(share, gain, label=name)
-        lift_ax.plot(share, gain / share, label=name)
+        x, g = _thin(share, gain)
+        gain_ax.plot(x, g, label=name)
+        lift_ax.plot(x, g / x, label=name)
     gain_ax.plot([0, 1], [0, 1], ":", color="grey")
     gain_ax.set(
         xlabel="share of members contacted", ylabel="share of positives reached", title="Cumulative gain"

@@ -122,7 +122,7 @@ def test_scoring_writes_every_member_of_the_population_with_reasons(trained, ml_
     with read_warehouse(ml_workspace) as con:
         again = con.execute(
             "select count(*) from member_scores where model = 'repurchase' and as_of = ?", [SCORE_DAY]
-        ).fetchone()[0]
+        ).fetchall()[0][0]
     assert again == result.rows
     gate = gate_warehouse(ml_workspace, SCORE_DAY, gate="scores")
     assert gate.ok
@@ -148,3 +148,19 @@ def test_the_scores_gate_fails_when_a_member_is_missing(trained, ml_workspace):
         gate_warehouse(ml_workspace, SCORE_DAY, gate="scores")
     score(ml_workspace, "churn", SCORE_DAY)
     assert gate_warehouse(ml_workspace, SCORE_DAY, gate="scores").ok
+
+
+def test_the_scores_gate_notes_models_without_scores(trained, ml_workspace):
+    """A day on which only churn was scored: the other models' suites note it, the gate passes."""
+    from datetime import timedelta
+
+    from expectations.marts import gate_warehouse
+    from ml.score import score
+
+    day = SCORE_DAY + timedelta(days=1)
+    score(ml_workspace, "churn", day)
+    gate = gate_warehouse(ml_workspace, day, gate="scores")
+    assert gate.ok
+    notes = {s.subject: s.notes for s in gate.suites}
+    assert notes["member_scores.repurchase"] and notes["member_scores.conversion"]
+    assert not notes["member_scores.churn"]
