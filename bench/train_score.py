@@ -1,6 +1,6 @@
 """Training and scoring at scale beside bare LightGBM on the same matrix, in the same run.
 
-Run: .venv/bin/python bench/train_score.py [--rows 1000000] [--workdir DIR]
+Run: .venv/bin/python bench/train_score.py [--rows 1000000] [--score-rows N] [--workdir DIR]
 
 How the matrix is made: a real sample (2,500 people × 60 days) is generated, landed through the landing gate
 and built with dbt; the churn training set of its cutoffs is read from member_features, and its rows are
@@ -86,6 +86,12 @@ def main() -> None:
     )
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument(
+        "--score-rows",
+        type=int,
+        default=None,
+        help="members to score (default: --rows); reasons cost TreeSHAP",
+    )
     args = parser.parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-train-"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -152,9 +158,9 @@ def main() -> None:
 
     from ml.score import score_frame
 
-    # score as many members as the matrix has rows
+    score_rows = args.score_rows or args.rows
     held = ts.holdout_frame
-    frame = pd.concat([held] * -(-args.rows // len(held)), ignore_index=True).iloc[: args.rows].copy()
+    frame = pd.concat([held] * -(-score_rows // len(held)), ignore_index=True).iloc[:score_rows].copy()
     frame["member_id"] = [f"s{i:09d}" for i in range(len(frame))]
     X = frame[features]
     t0 = time.perf_counter()
