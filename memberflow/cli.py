@@ -489,6 +489,8 @@ def _print_models(settings: Settings) -> None:
             f"{scored.get(name, 0):,}",
         )
     console.print(table)
+    for note in notes:
+        console.print(escape(note), soft_wrap=True)
     console.print(
         f"MLflow store: {settings.mlflow_uri}   (memberflow models status; mlflow ui --backend-store-uri …)"
     )
