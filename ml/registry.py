@@ -33,7 +33,7 @@ def connect(settings: Settings):
     import mlflow
     from mlflow import MlflowClient
 
-    if settings.mlflow_uri_env is None:
+    if not settings.mlflow_uri.startswith(("http://", "https://")):
         settings.mlflow_dir.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(settings.mlflow_uri)
     mlflow.set_registry_uri(settings.mlflow_uri)
@@ -47,7 +47,9 @@ def experiment_id(settings: Settings, model: str) -> str:
     if found is not None:
         return found.experiment_id
     location = None
-    if settings.mlflow_uri_env is None:
+    if not settings.mlflow_uri.startswith(("http://", "https://")):
+        # A database or file store has no artifact server: keep artifacts in the workspace, never in
+        # MLflow's default ./mlruns under whatever directory the process started in.
         location = (settings.mlflow_dir / "artifacts" / model).resolve().as_uri()
     return client.create_experiment(name, artifact_location=location)
 
