@@ -408,16 +408,12 @@ def gate_warehouse(
 ) -> GateResult:
     """Run every suite of ``gate`` on the warehouse for ``day``; publish the gate or raise
     QualityGateError."""
-    import duckdb
-
-    from memberflow.dbt_env import release_dbt_connections
-    from memberflow.transform import warehouse_lock
+    from memberflow.transform import open_warehouse
 
     config = config or QualityConfig.load()
     clear_published(settings, gate)
-    release_dbt_connections()
     results = []
-    with warehouse_lock(settings), duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+    with open_warehouse(settings) as con:
         ctx = SuiteContext(settings, config, con, gate, day)
         for build in SUITES[gate].values():
             suite, frame = build(ctx)

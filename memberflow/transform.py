@@ -66,6 +66,17 @@ def warehouse_lock(settings: Settings) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+@contextlib.contextmanager
+def open_warehouse(settings: Settings, read_only: bool = True) -> Iterator:
+    """A DuckDB connection to the warehouse, taken under the single-writer lock (so no build is mid-write)
+    and after this process's dbt connections are released."""
+    import duckdb
+
+    release_dbt_connections()
+    with warehouse_lock(settings), duckdb.connect(str(settings.warehouse_path), read_only=read_only) as con:
+        yield con
+
+
 class DbtError(RuntimeError):
     """dbt reported failures; the message lists the failing nodes."""
 
@@ -147,12 +158,9 @@ def latest_landed_day(settings: Settings) -> date | None:
 
 def save_identity_snapshot(settings: Settings) -> Path:
     """Keep the published assignment and the splits so far: the next full build detects splits against it."""
-    import duckdb
-
-    release_dbt_connections()
     folder = settings.home / "identity"
     folder.mkdir(parents=True, exist_ok=True)
-    with warehouse_lock(settings), duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+    with open_warehouse(settings) as con:
         con.sql("select id_type, id_value, member_id from member_identifiers").write_parquet(
             str(folder / "assignments.parquet.tmp")
         )

@@ -15,7 +15,6 @@ Populations and labels (DESIGN §6):
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -247,7 +246,3 @@ def build_training_set(
         if frame.loc[part, "label"].nunique() < 2:
             raise DatasetError(f"{spec.name}: the {name} hold only one label value; choose other cutoffs")
     return TrainingSet(spec.name, horizon, chosen, holdout, frame, features, manifest)
-
-
-def manifest_json(training_set: TrainingSet) -> str:
-    return json.dumps(training_set.manifest, indent=2, sort_keys=True)

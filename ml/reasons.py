@@ -89,11 +89,6 @@ SENTENCES: dict[str, Callable[[float], str]] = {
     "group_messages_30d": lambda v: f"{_n(v)} group messages in 30 days",
     "days_since_last_activity": lambda v: f"no activity for {_n(v)} days",
 }
-for _key, _label in CATEGORY_LABELS.items():
-    SENTENCES[f"orders_{_key}"] = lambda v, lb=_label: f"{_n(v)} {lb} orders"
-    SENTENCES[f"spend_{_key}"] = lambda v, lb=_label: f"spent {_money(v)} on {lb}"
-    SENTENCES[f"days_since_{_key}"] = lambda v, lb=_label: f"last bought {lb} {_n(v)} days ago"
-    SENTENCES[f"days_until_due_{_key}"] = _due(_label)
 
 MISSING = {
     "days_since_last_order": "no order yet",
@@ -106,6 +101,10 @@ MISSING = {
     "baby_age_months": "no infant-formula purchase",
 }
 for _key, _label in CATEGORY_LABELS.items():
+    SENTENCES[f"orders_{_key}"] = lambda v, lb=_label: f"{_n(v)} {lb} orders"
+    SENTENCES[f"spend_{_key}"] = lambda v, lb=_label: f"spent {_money(v)} on {lb}"
+    SENTENCES[f"days_since_{_key}"] = lambda v, lb=_label: f"last bought {lb} {_n(v)} days ago"
+    SENTENCES[f"days_until_due_{_key}"] = _due(_label)
     MISSING[f"days_since_{_key}"] = f"never bought {_label}"
     MISSING[f"days_until_due_{_key}"] = f"never bought {_label}"
 

@@ -107,9 +107,6 @@ class Evaluation:
     metrics: dict[str, dict[str, float]]
     baseline_params: dict[str, dict] = field(default_factory=dict)
 
-    def table(self) -> list[tuple[str, dict[str, float]]]:
-        return list(self.metrics.items())
-
 
 def evaluate(training_set: TrainingSet, fitted: FittedModel, test: pd.DataFrame) -> Evaluation:
     """The model and its baselines on the test half of the held-out cutoff."""
@@ -155,9 +152,7 @@ class Decision:
     previous_champion: str | None = None
 
 
-def decide(
-    settings: Settings, evaluation: Evaluation, spec: ModelSpec, champion_metrics: dict[str, float] | None
-) -> Decision:
+def decide(evaluation: Evaluation, spec: ModelSpec, champion_metrics: dict[str, float] | None) -> Decision:
     """Promote only when the new model beats every baseline and the champion on the same test rows."""
     mine = evaluation.metrics["model"]
     comparisons: dict[str, str] = {}
@@ -332,7 +327,7 @@ def register(settings: Settings, evaluation: Evaluation) -> TrainResult:
     champion_metrics, champion_version, champion_note = _champion_metrics(settings, model, evaluation.test)
     if champion_metrics is not None:
         evaluation.metrics["champion"] = champion_metrics
-    decision = decide(settings, evaluation, spec, champion_metrics)
+    decision = decide(evaluation, spec, champion_metrics)
     if champion_metrics is None and champion_version is not None:
         decision = Decision(False, f"stays challenger: {champion_note}", decision.comparisons)
     decision.previous_champion = champion_version

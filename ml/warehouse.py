@@ -27,27 +27,19 @@ create table if not exists member_scores (
 @contextlib.contextmanager
 def read_warehouse(settings: Settings) -> Iterator:
     """A read-only DuckDB connection, taken under the single-writer lock so no build is mid-write."""
-    import duckdb
-
-    from memberflow.dbt_env import release_dbt_connections
-    from memberflow.transform import warehouse_lock
+    from memberflow.transform import open_warehouse
 
     if not settings.warehouse_path.exists():
         raise FileNotFoundError(f"no warehouse at {settings.warehouse_path}: run `memberflow build` first")
-    release_dbt_connections()
-    with warehouse_lock(settings), duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+    with open_warehouse(settings) as con:
         yield con
 
 
 def write_scores(settings: Settings, model: str, as_of: date, scores: pa.Table) -> int:
     """Replace the model's scores for the date in one transaction; returns the rows written."""
-    import duckdb
+    from memberflow.transform import open_warehouse
 
-    from memberflow.dbt_env import release_dbt_connections
-    from memberflow.transform import warehouse_lock
-
-    release_dbt_connections()
-    with warehouse_lock(settings), duckdb.connect(str(settings.warehouse_path)) as con:
+    with open_warehouse(settings, read_only=False) as con:
         con.execute(SCORES_DDL)
         con.execute("begin")
         con.execute("delete from member_scores where model = ? and as_of = ?", [model, as_of])
