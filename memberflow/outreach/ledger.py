@@ -1,0 +1,269 @@
+"""The delivery ledger: every send decided, every attempt, every outcome (SQLite in the workspace).
+
+One row per idempotency key (segment, member, date) in ``deliveries``; its status moves
+pending → sending → sent | failed (| cancelled when a later run suppresses it, e.g. a fresh opt-out).
+``sending`` is written and committed before a request leaves, so a process killed mid-batch leaves those
+rows unsettled and the next run resends them with the same keys (receivers drop a key they already have).
+``attempts`` keeps one row per request attempt, ``runs`` one row per delivery run with its report.
+
+SQLite rather than the DuckDB warehouse: a delivery commits after every batch for minutes while rate
+limits pace it, and the warehouse allows one writer. Each run copies the ledger into the warehouse table
+``delivery_ledger`` for readers (ops API, reports).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import uuid
+from collections.abc import Iterable, Iterator
+from datetime import date, datetime
+from pathlib import Path
+
+from memberflow.config import Settings
+from memberflow.outreach.suppression import CHINA, History
+
+SCHEMA = """
+create table if not exists deliveries (
+    idempotency_key text primary key,
+    as_of text not null,
+    segment text not null,
+    member_id text not null,
+    channel text not null,
+    phone_token text,
+    status text not null,
+    attempts integer not null default 0,
+    error_class text,
+    last_error text,
+    external_id text,
+    decided_day text not null,
+    decided_run text not null,
+    last_run text,
+    updated_at text not null,
+    sent_at text
+);
+create index if not exists deliveries_day on deliveries (decided_day);
+create index if not exists deliveries_as_of on deliveries (as_of, status);
+create table if not exists attempts (
+    run_id text not null,
+    idempotency_key text not null,
+    attempt integer not null,
+    at text not null,
+    outcome text not null,
+    error_class text,
+    detail text
+);
+create index if not exists attempts_key on attempts (idempotency_key);
+create table if not exists runs (
+    run_id text primary key,
+    as_of text not null,
+    started_at text not null,
+    finished_at text,
+    dry_run integer not null,
+    report text
+);
+"""
+UNSETTLED = ("pending", "sending", "failed")
+
+
+def ledger_path(settings: Settings) -> Path:
+    return settings.home / "outreach" / "ledger.sqlite"
+
+
+class Ledger:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._con = sqlite3.connect(path, timeout=60, isolation_level=None)
+        self._con.execute("pragma journal_mode=wal")
+        self._con.execute("pragma synchronous=full")
+        self._con.executescript(SCHEMA)
+
+    @classmethod
+    def open(cls, settings: Settings) -> Ledger:
+        return cls(ledger_path(settings))
+
+    def close(self) -> None:
+        self._con.close()
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        self._con.execute("begin immediate")
+        try:
+            yield self._con
+        except BaseException:
+            self._con.execute("rollback")
+            raise
+        self._con.execute("commit")
+
+    # ----------------------------------------------------------------------------------------- reading
+
+    def history(self, as_of: date, now: datetime) -> History:
+        today = now.astimezone(CHINA).date()
+        month = today.isoformat()[:7]
+        h = History()
+        q = self._con.execute
+        for key, status in q(
+            "select idempotency_key, status from deliveries where as_of = ?", [as_of.isoformat()]
+        ).fetchall():
+            if status == "sent":
+                h.sent_keys.add(key)
+            elif status in UNSETTLED:
+                h.unsettled_keys.add(key)
+        live = "status != 'cancelled'"
+        for member, channel, n in q(
+            f"select member_id, channel, count(*) from deliveries where decided_day = ? and {live} "
+            "group by 1, 2",
+            [today.isoformat()],
+        ).fetchall():
+            h.today_total[member] = h.today_total.get(member, 0) + n
+            h.today_channels.setdefault(member, set()).add(channel)
+        h.sms_today = dict(
+            q(
+                f"select phone_token, count(*) from deliveries where decided_day = ? and channel = 'sms' "
+                f"and {live} and phone_token is not null group by 1",
+                [today.isoformat()],
+            ).fetchall()
+        )
+        h.wecom_month = dict(
+            q(
+                f"select member_id, count(*) from deliveries where substr(decided_day, 1, 7) = ? "
+                f"and channel = 'wecom' and {live} group by 1",
+                [month],
+            ).fetchall()
+        )
+        h.segment_used = dict(
+            q(
+                f"select segment, count(*) from deliveries where as_of = ? and {live} group by 1",
+                [as_of.isoformat()],
+            ).fetchall()
+        )
+        return h
+
+    def rows(self, as_of: date | None = None) -> list[dict]:
+        cur = self._con.execute(
+            "select * from deliveries" + (" where as_of = ?" if as_of else "") + " order by idempotency_key",
+            [as_of.isoformat()] if as_of else [],
+        )
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+
+    def attempts(self, run_id: str | None = None) -> list[dict]:
+        cur = self._con.execute(
+            "select * from attempts" + (" where run_id = ?" if run_id else "") + " order by rowid",
+            [run_id] if run_id else [],
+        )
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+
+    def runs(self) -> list[dict]:
+        cur = self._con.execute("select * from runs order by started_at")
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+
+    # ----------------------------------------------------------------------------------------- writing
+
+    def start_run(self, as_of: date, now: datetime, dry_run: bool) -> str:
+        run_id = f"{as_of.isoformat()}-{now.astimezone(CHINA):%H%M%S}-{uuid.uuid4().hex[:8]}"
+        with self._tx() as con:
+            con.execute(
+                "insert into runs (run_id, as_of, started_at, dry_run) values (?, ?, ?, ?)",
+                [run_id, as_of.isoformat(), now.isoformat(), int(dry_run)],
+            )
+        return run_id
+
+    def finish_run(self, run_id: str, now: datetime, report: dict) -> None:
+        with self._tx() as con:
+            con.execute(
+                "update runs set finished_at = ?, report = ? where run_id = ?",
+                [now.isoformat(), json.dumps(report, default=str), run_id],
+            )
+
+    def decide(self, run_id: str, now: datetime, rows: Iterable[dict]) -> None:
+        """Record new sends as pending (keys already in the ledger keep their state, unless cancelled)."""
+        today = now.astimezone(CHINA).date().isoformat()
+        with self._tx() as con:
+            con.executemany(
+                "insert into deliveries (idempotency_key, as_of, segment, member_id, channel, phone_token, "
+                "status, decided_day, decided_run, updated_at) values (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?) "
+                # a send cancelled earlier (quiet hours, a plan that changed) and wanted again comes back
+                "on conflict (idempotency_key) do update set status = 'pending', "
+                "decided_day = excluded.decided_day, decided_run = excluded.decided_run, "
+                "updated_at = excluded.updated_at "
+                "where deliveries.status = 'cancelled'",
+                [
+                    (
+                        r["idempotency_key"],
+                        r["as_of"],
+                        r["segment"],
+                        r["member_id"],
+                        r["channel"],
+                        r.get("phone_token"),
+                        today,
+                        run_id,
+                        now.isoformat(),
+                    )
+                    for r in rows
+                ],
+            )
+
+    def cancel(self, run_id: str, now: datetime, keys_reasons: dict[str, str]) -> int:
+        """Unsettled sends a later run no longer wants (opted out since, membership changed)."""
+        with self._tx() as con:
+            cur = con.executemany(
+                "update deliveries set status = 'cancelled', last_error = ?, last_run = ?, updated_at = ? "
+                "where idempotency_key = ? and status in ('pending', 'sending', 'failed')",
+                [(reason, run_id, now.isoformat(), key) for key, reason in keys_reasons.items()],
+            )
+            return cur.rowcount
+
+    def unsettled(self, as_of: date) -> dict[str, str]:
+        """Keys of the date still to deliver -> their status."""
+        return dict(
+            self._con.execute(
+                "select idempotency_key, status from deliveries where as_of = ? "
+                "and status in ('pending', 'sending', 'failed')",
+                [as_of.isoformat()],
+            ).fetchall()
+        )
+
+    def mark_sending(self, run_id: str, now: datetime, keys: list[str]) -> None:
+        with self._tx() as con:
+            con.executemany(
+                "update deliveries set status = 'sending', attempts = attempts + 1, last_run = ?, "
+                "updated_at = ? where idempotency_key = ?",
+                [(run_id, now.isoformat(), k) for k in keys],
+            )
+
+    def record_attempt(
+        self, run_id: str, now: datetime, keys: list[str], attempt: int, outcome: str, error_class, detail
+    ) -> None:
+        with self._tx() as con:
+            con.executemany(
+                "insert into attempts values (?, ?, ?, ?, ?, ?, ?)",
+                [(run_id, k, attempt, now.isoformat(), outcome, error_class, detail) for k in keys],
+            )
+
+    def settle(self, run_id: str, now: datetime, outcomes: Iterable) -> None:
+        """Final state of each key after this run's attempts (see connectors.Outcome)."""
+        with self._tx() as con:
+            con.executemany(
+                "update deliveries set status = ?, error_class = ?, last_error = ?, external_id = ?, "
+                "sent_at = case when ? = 'sent' then ? else sent_at end, last_run = ?, updated_at = ? "
+                "where idempotency_key = ?",
+                [
+                    (
+                        "sent" if o.ok else "failed",
+                        o.error_class,
+                        o.error,
+                        o.external_id,
+                        "sent" if o.ok else "failed",
+                        now.isoformat(),
+                        run_id,
+                        now.isoformat(),
+                        o.key,
+                    )
+                    for o in outcomes
+                ],
+            )

@@ -1,0 +1,157 @@
+"""Suppression: who is not sent today, and why (DESIGN §7).
+
+``decide`` is a pure function over the day's segment assignment and the contact history from the ledger,
+so the property tests can drive it with any input. Every member of a segment ends with one status:
+
+- ``send``          goes out in this run (new, or a retry of a send decided earlier for the same date);
+- ``already_sent``  this (segment, member, date) was delivered before: never again;
+- ``holdout``       kept out on purpose (hash of member and segment) to measure uplift;
+- ``suppressed``    with a reason, checked in this order:
+  opted_out, no_health_consent, no_address, already_contacted_today, member_daily_cap, sms_daily_cap,
+  wecom_monthly_cap, quiet_hours, segment_daily_cap.
+"""
+
+from __future__ import annotations
+
+import calendar
+from dataclasses import dataclass, field
+from datetime import date, datetime, time
+from zoneinfo import ZoneInfo
+
+import polars as pl
+
+CHINA = ZoneInfo("Asia/Shanghai")
+REASONS = (
+    "opted_out",
+    "no_health_consent",
+    "no_address",
+    "already_contacted_today",
+    "member_daily_cap",
+    "sms_daily_cap",
+    "wecom_monthly_cap",
+    "quiet_hours",
+    "segment_daily_cap",
+)
+STATUSES = ("send", "already_sent", "holdout", "suppressed")
+
+
+@dataclass(frozen=True)
+class Caps:
+    member_per_day: int = 2  # marketing messages per member per China-local day, all channels
+    sms_per_day: int = 3  # per phone, carrier rule
+    quiet_start: time = time(21, 0)  # no SMS from 21:00 ...
+    quiet_end: time = time(8, 0)  # ... to 08:00 China time
+
+    def wecom_per_month(self, day: date) -> int:
+        """WeCom lets a customer receive one mass message a day: at most the days of the month."""
+        return calendar.monthrange(day.year, day.month)[1]
+
+    def quiet(self, now: datetime) -> bool:
+        local = now.astimezone(CHINA).time()
+        return local >= self.quiet_start or local < self.quiet_end
+
+
+@dataclass
+class History:
+    """What the ledger says was already decided for sending (sent, in flight or awaiting a retry)."""
+
+    sent_keys: set[str] = field(default_factory=set)
+    unsettled_keys: set[str] = field(default_factory=set)  # decided earlier, not yet delivered: retry
+    today_total: dict[str, int] = field(default_factory=dict)  # member -> messages today
+    today_channels: dict[str, set[str]] = field(default_factory=dict)  # member -> channels today
+    sms_today: dict[str, int] = field(default_factory=dict)  # phone_token -> SMS today
+    wecom_month: dict[str, int] = field(default_factory=dict)  # member -> WeCom messages this month
+    segment_used: dict[str, int] = field(default_factory=dict)  # segment -> keys of the date so far
+
+
+def idempotency_key(segment: str, member_id: str, as_of: date) -> str:
+    return f"{segment}/{member_id}/{as_of.isoformat()}"
+
+
+def decide(
+    frame: pl.DataFrame,
+    caps_by_segment: dict[str, int],
+    history: History,
+    as_of: date,
+    now: datetime,
+    fresh_opt_outs: set[str] | frozenset[str] = frozenset(),
+    caps: Caps | None = None,
+) -> pl.DataFrame:
+    """Add ``idempotency_key``, ``status`` and ``reason`` to an assignment (one row per member).
+
+    Needs columns member_id, segment, channel, health_based, holdout, rank_value, tie, has_wecom,
+    has_phone, phone_token, health_consent, opt_out_on_record and (optionally) marketing_opt_out.
+    """
+    caps = caps or Caps()
+    if frame.is_empty():
+        return frame.with_columns(
+            idempotency_key=pl.lit(None, pl.Utf8), status=pl.lit(None, pl.Utf8), reason=pl.lit(None, pl.Utf8)
+        )
+    today = now.astimezone(CHINA).date()
+    quiet = caps.quiet(now)
+    wecom_cap = caps.wecom_per_month(today)
+    features_opt_out = (
+        frame["marketing_opt_out"].fill_null(False).to_list()
+        if "marketing_opt_out" in frame.columns
+        else [False] * frame.height
+    )
+    statuses: list[str] = []
+    reasons: list[str | None] = []
+    keys: list[str] = []
+    candidates: dict[str, list[int]] = {}
+    rows = frame.select(
+        "member_id", "segment", "channel", "health_based", "holdout", "has_wecom", "has_phone",
+        "phone_token", "health_consent", "opt_out_on_record",
+    ).iter_rows()  # fmt: skip
+    for i, (
+        member,
+        segment,
+        channel,
+        health,
+        held,
+        has_wecom,
+        has_phone,
+        token,
+        consent,
+        opt_out,
+    ) in enumerate(rows):
+        key = idempotency_key(segment, member, as_of)
+        keys.append(key)
+        status, reason = "send", None
+        retry = key in history.unsettled_keys
+        if key in history.sent_keys:
+            status = "already_sent"
+        elif opt_out or features_opt_out[i] or member in fresh_opt_outs:
+            status, reason = "suppressed", "opted_out"
+        elif health and not consent:
+            status, reason = "suppressed", "no_health_consent"
+        elif (channel == "wecom" and not has_wecom) or (channel == "sms" and not has_phone):
+            status, reason = "suppressed", "no_address"
+        elif held:
+            status = "holdout"
+        elif not retry and channel in history.today_channels.get(member, ()):
+            status, reason = "suppressed", "already_contacted_today"
+        elif not retry and history.today_total.get(member, 0) >= caps.member_per_day:
+            status, reason = "suppressed", "member_daily_cap"
+        elif not retry and channel == "sms" and history.sms_today.get(token, 0) >= caps.sms_per_day:
+            status, reason = "suppressed", "sms_daily_cap"
+        elif not retry and channel == "wecom" and history.wecom_month.get(member, 0) >= wecom_cap:
+            status, reason = "suppressed", "wecom_monthly_cap"
+        elif channel == "sms" and quiet:
+            status, reason = "suppressed", "quiet_hours"
+        elif not retry:
+            candidates.setdefault(segment, []).append(i)
+        statuses.append(status)
+        reasons.append(reason)
+    # the segment's daily cap: the best-ranked new members fill what earlier runs of the date left
+    rank_value, tie = frame["rank_value"].to_list(), frame["tie"].to_list()
+    for segment, idx in candidates.items():
+        room = max(caps_by_segment[segment] - history.segment_used.get(segment, 0), 0)
+        idx.sort(key=lambda i: (-rank_value[i], tie[i]))
+        for i in idx[room:]:
+            statuses[i], reasons[i] = "suppressed", "segment_daily_cap"
+    return frame.with_columns(
+        idempotency_key=pl.Series(keys, dtype=pl.Utf8),
+        status=pl.Series(statuses, dtype=pl.Utf8),
+        reason=pl.Series(reasons, dtype=pl.Utf8),
+    )

@@ -1,0 +1,440 @@
+"""Segments: declarative rules over a member's tags, features and scores (DESIGN §7).
+
+``load_segments`` reads ``memberflow/segments.yml`` (or ``MEMBERFLOW_SEGMENTS``) and validates it against the
+fields a rule can use, so a typo names the file, the segment and the field before anything runs.
+``member_profiles`` reads one row per member for a delivery date from the warehouse, and ``assign`` puts
+each member in at most one segment: the matching one with the smallest priority number.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import os
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any, Literal
+
+import polars as pl
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from memberflow.config import REPO_ROOT, ConfigError
+
+DEFAULT_SEGMENTS = Path(__file__).with_name("segments.yml")
+MODELS = ("repurchase", "churn", "conversion")
+CHANNELS = ("wecom", "webhook", "sms", "file")
+FEATURES_YML = REPO_ROOT / "dbt_project" / "models" / "marts" / "member" / "_member_features.yml"
+
+# Tag vocabularies (the marts quality gate checks the warehouse holds nothing else).
+LIFECYCLE = ("new", "active", "at_risk", "silent", "lost")
+FUNNEL = ("prospect", "first_order", "repeat", "loyal")
+VALUE_TIERS = ("under_80", "80_120", "120_280", "over_280")
+ACQUISITION_CHANNELS = ("wecom", "miniprogram", "livestream", "store_pos", "ecommerce", "insurance")
+# category_catalog: category -> (interest, health related); consumables have a replenishment cycle.
+CATEGORIES = {
+    "calcium": ("calcium", True),
+    "stomach_care": ("stomach_care", True),
+    "glucose_strips": ("blood_glucose", True),
+    "glucometer": ("blood_glucose", True),
+    "bp_medication": ("blood_pressure", True),
+    "bp_monitor": ("blood_pressure", True),
+    "maternal_nutrition": ("maternal_infant", True),
+    "infant_formula": ("maternal_infant", True),
+    "cognitive_training": ("cognitive_health", True),
+    "skincare": ("skincare", False),
+    "otc_cold": ("cold_flu", True),
+}
+INTERESTS = tuple(sorted({interest for interest, _ in CATEGORIES.values()}))
+HEALTH_INTERESTS = tuple(sorted({i for i, health in CATEGORIES.values() if health}))
+CONSUMABLES = tuple(c for c in CATEGORIES if c not in ("glucometer", "bp_monitor"))
+
+VOCABULARY: dict[str, tuple[str, ...]] = {
+    "lifecycle_stage": LIFECYCLE,
+    "funnel_stage": FUNNEL,
+    "value_tier": VALUE_TIERS,
+    "acquisition_channel": ACQUISITION_CHANNELS,
+    "interests": INTERESTS,
+    "next_due_category": CONSUMABLES,
+}
+LIST_FIELDS = ("interests",)
+PROFILE_EXTRA = (
+    "interests",
+    "days_until_next_due",
+    "next_due_category",
+    "staff_owner",
+    "has_phone",
+    "has_miniprogram",
+    "has_wecom",
+    *(f"{m}_{part}" for m in MODELS for part in ("probability", "decile")),
+)
+# What each message key says. WeCom mass messages and SMS carry one text per task/template.
+TEMPLATES: dict[str, dict[str, str]] = {
+    "care_checkin": {
+        "zh": "您好，最近身体怎么样？您的健康管理师想和您聊聊近况，有任何问题随时回复我。",
+        "en": "Hello, how have you been? Your health manager would like to check in; reply any time.",
+    },
+    "welcome_care_plan": {
+        "zh": "欢迎加入！这是为您准备的新会员健康计划，第一周我们一起开始吧。",
+        "en": "Welcome! Here is your new-member care plan; let's start the first week together.",
+    },
+    "replenishment_coupon": {
+        "zh": "您常用的产品快用完了，为您准备了一张补货优惠券，点击领取。",
+        "en": "Your regular product is running low: a replenishment coupon is waiting for you.",
+    },
+    "checkin_reminder": {
+        "zh": "好久没在群里打卡啦，今天一起继续打卡吧！",
+        "en": "We miss your check-ins in the group: join today's check-in!",
+    },
+    "first_order_offer": {
+        "zh": "新人首单专享优惠已发放到您的账户，欢迎选购。",
+        "en": "Your first-order offer is in your account.",
+    },
+    "winback_content": {
+        "zh": "为您精选了几篇健康小知识，有空看看。",
+        "en": "A few health reads picked for you.",
+    },
+}
+
+# Not for rules: identifiers, the date and consent (consent is applied by suppression, always).
+NOT_RULE_FIELDS = ("member_id", "as_of_date", "marketing_opt_out", "health_data_consent")
+
+
+def _feature_columns() -> tuple[str, ...]:
+    spec = yaml.safe_load(FEATURES_YML.read_text(encoding="utf-8"))
+    return tuple(c["name"] for c in spec["models"][0]["columns"])
+
+
+def rule_fields() -> tuple[str, ...]:
+    """Every field a segment rule may name."""
+    names = [c for c in _feature_columns() if c not in NOT_RULE_FIELDS]
+    return tuple(dict.fromkeys([*names, *PROFILE_EXTRA]))
+
+
+def is_health_field(name: str) -> bool:
+    """Fields that reveal a health condition (purchases by category, replenishment, baby age, interests)."""
+    if name in ("interests", "next_due_category", "days_until_next_due", "baby_age_months"):
+        return True
+    return any(name.endswith(f"_{c}") and CATEGORIES[c][1] for c in CATEGORIES)
+
+
+class SegmentConfigError(ConfigError):
+    """The segments file is not valid; the message names the file, the segment and the field."""
+
+
+class Condition(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    min: float | None = None
+    max: float | None = None
+    equals: str | float | bool | None = None
+    in_: list[str | float | bool] | None = Field(default=None, alias="in")
+    not_in: list[str | float | bool] | None = None
+    present: bool | None = None
+    any_of: list[str] | None = None
+    none_of: list[str] | None = None
+
+
+class Segment(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = ""
+    description: str
+    channel: Literal["wecom", "webhook", "sms", "file"]
+    message: str = Field(min_length=1)
+    priority: int
+    daily_cap: int = Field(gt=0)
+    holdout: float = Field(ge=0.0, le=0.5)
+    health_based: bool = False
+    rank_by: str | None = None
+    when: dict[str, Condition]
+
+    @property
+    def uses_health_data(self) -> bool:
+        return self.health_based or any(is_health_field(f) for f in self.when)
+
+
+class SegmentLibrary(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: Literal[1]
+    segments: dict[str, Segment]
+
+
+def _coerce_condition(raw: Any) -> Any:
+    """A bare value means equals, a bare list means one of."""
+    if isinstance(raw, dict):
+        return raw
+    if isinstance(raw, list):
+        return {"in": raw}
+    return {"equals": raw}
+
+
+def _suggest(name: str, known) -> str:
+    close = difflib.get_close_matches(name, list(known), n=3)
+    return f" (did you mean {', '.join(close)}?)" if close else ""
+
+
+def _check_segment(path: Path, seg: Segment) -> None:
+    fields = rule_fields()
+    where = f"{path}: segment '{seg.name}'"
+    if not seg.when:
+        raise SegmentConfigError(f"{where}: 'when' needs at least one condition")
+    for name, cond in seg.when.items():
+        if name not in fields:
+            raise SegmentConfigError(f"{where}: unknown field '{name}'{_suggest(name, fields)}")
+        is_list = name in LIST_FIELDS
+        used = {k for k, v in cond.model_dump(by_alias=True).items() if v is not None}
+        if not used:
+            raise SegmentConfigError(f"{where}: field '{name}' has an empty condition")
+        if is_list and used - {"any_of", "none_of", "present"}:
+            raise SegmentConfigError(f"{where}: field '{name}' is a list: use any_of, none_of or present")
+        if not is_list and used & {"any_of", "none_of"}:
+            raise SegmentConfigError(f"{where}: any_of / none_of apply to list fields only, not '{name}'")
+        vocab = VOCABULARY.get(name)
+        if vocab:
+            values = [cond.equals] if cond.equals is not None else []
+            for key in ("in_", "not_in", "any_of", "none_of"):
+                values += getattr(cond, key) or []
+            for value in values:
+                if not isinstance(value, str):
+                    raise SegmentConfigError(
+                        f"{where}: field '{name}' has no tag {value!r}: quote tags in YAML "
+                        f"(an unquoted 120_280 is read as the number 120280)"
+                    )
+                if value not in vocab:
+                    raise SegmentConfigError(
+                        f"{where}: field '{name}' has no tag '{value}'{_suggest(str(value), vocab)}; "
+                        f"known: {', '.join(vocab)}"
+                    )
+        if (cond.min is not None or cond.max is not None) and vocab:
+            raise SegmentConfigError(f"{where}: field '{name}' is a tag: min / max do not apply")
+    if seg.message not in TEMPLATES:
+        raise SegmentConfigError(
+            f"{where}: unknown message '{seg.message}'{_suggest(seg.message, TEMPLATES)}; "
+            f"known: {', '.join(TEMPLATES)}"
+        )
+    if seg.rank_by is not None and seg.rank_by not in fields:
+        raise SegmentConfigError(
+            f"{where}: unknown rank_by field '{seg.rank_by}'{_suggest(seg.rank_by, fields)}"
+        )
+
+
+def load_segments(path: Path | None = None) -> list[Segment]:
+    """The validated segment library, highest priority (smallest number) first."""
+    path = Path(path or os.environ.get("MEMBERFLOW_SEGMENTS") or DEFAULT_SEGMENTS)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise SegmentConfigError(f"{path}: segments file not found") from exc
+    except yaml.YAMLError as exc:
+        raise SegmentConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict) or not isinstance(raw.get("segments"), dict):
+        raise SegmentConfigError(f"{path}: expected 'version: 1' and a 'segments:' mapping")
+    for seg in raw["segments"].values():
+        if isinstance(seg, dict) and isinstance(seg.get("when"), dict):
+            seg["when"] = {k: _coerce_condition(v) for k, v in seg["when"].items()}
+    try:
+        library = SegmentLibrary.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = [str(p) for p in err["loc"]]
+        if len(loc) >= 2 and loc[0] == "segments":
+            where = f"segment '{loc[1]}'"
+            detail = ".".join(p for p in loc[2:] if p not in ("equals", "in_"))
+            what = f"field '{detail}': " if detail else ""
+        else:
+            where, what = ".".join(loc) or "file", ""
+        raise SegmentConfigError(f"{path}: {where}: {what}{err['msg']}") from exc
+    segments = []
+    for name, seg in library.segments.items():
+        seg.name = name
+        _check_segment(path, seg)
+        segments.append(seg)
+    priorities = [s.priority for s in segments]
+    if len(set(priorities)) != len(priorities):
+        dup = sorted({p for p in priorities if priorities.count(p) > 1})
+        raise SegmentConfigError(f"{path}: priorities must be unique (repeated: {dup})")
+    return sorted(segments, key=lambda s: s.priority)
+
+
+# --------------------------------------------------------------------------------------------- profiles
+
+PROFILES_SQL = """
+with features as (
+    select * from member_features where as_of_date = $as_of
+),
+interests as (
+    select member_id, list(distinct tag_value order by tag_value) as interests
+    from member_tags
+    where tag_group = 'interest' and valid_from <= $as_of and (valid_to is null or valid_to > $as_of)
+    group by member_id
+),
+due as (
+    select member_id,
+        min(days) as days_until_next_due,
+        arg_min(replace(category, 'days_until_due_', ''), days) as next_due_category
+    from (unpivot (select member_id, columns('^days_until_due_') from features)
+          on columns('^days_until_due_') into name category value days)
+    where days >= -7
+    group by member_id
+),
+scores as (
+    select member_id,
+        {score_columns}
+    from member_scores where as_of = $as_of
+    group by member_id
+),
+wecom as (
+    -- the member's contact with their staff owner, still in place
+    select ids.member_id, min(contacts.external_userid) as external_userid
+    from member_identifiers as ids
+    inner join dim_member using (member_id)
+    inner join stg_wecom__contacts as contacts
+        on ids.id_type = 'external_userid' and contacts.external_userid = ids.id_value
+        and contacts.staff_userid = dim_member.staff_owner and not contacts.is_removed
+    group by ids.member_id
+),
+addresses as (
+    select member_id,
+        min(id_value) filter (where id_type = 'phone_token') as phone_token,
+        min(id_value) filter (where id_type = 'unionid') as unionid,
+        count(*) filter (where id_type = 'openid' and not id_value like '%:live:%') as miniprogram_ids
+    from member_identifiers
+    group by member_id
+)
+select
+    features.*,
+    coalesce(interests.interests, []::varchar[]) as interests,
+    due.days_until_next_due,
+    due.next_due_category,
+    dim_member.staff_owner,
+    dim_member.phone_masked,
+    addresses.phone_token is not null as has_phone,
+    coalesce(addresses.miniprogram_ids, 0) > 0 as has_miniprogram,
+    wecom.external_userid is not null as has_wecom,
+    wecom.external_userid,
+    addresses.phone_token,
+    addresses.unionid,
+    coalesce(dim_member.marketing_opt_out, false) as opt_out_on_record,
+    coalesce(dim_member.health_data_consent, false) as health_consent,
+    scores.* exclude (member_id)
+from features
+inner join dim_member using (member_id)
+left join interests using (member_id)
+left join due using (member_id)
+left join addresses using (member_id)
+left join wecom using (member_id)
+left join scores using (member_id)
+order by member_id
+"""
+
+
+def _score_columns() -> str:
+    cols = []
+    for m in MODELS:
+        cols += [
+            f"max(probability) filter (where model = '{m}') as {m}_probability",
+            f"max(decile) filter (where model = '{m}') as {m}_decile",
+            f"any_value(reasons) filter (where model = '{m}') as {m}_reasons",
+        ]
+    return ",\n        ".join(cols)
+
+
+class ProfilesError(RuntimeError):
+    """The warehouse has no features (or no scores) for the delivery date."""
+
+
+def member_profiles(con, as_of: date) -> pl.DataFrame:
+    """One row per member on ``as_of``: features, tags, scores, consent on record and addresses."""
+    has = {r[0] for r in con.execute("select table_name from information_schema.tables").fetchall()}
+    if "member_scores" not in has:
+        raise ProfilesError("no member_scores in the warehouse: run `memberflow score` first")
+    n = con.execute("select count(*) from member_features where as_of_date = ?", [as_of]).fetchall()[0][0]
+    if not n:
+        raise ProfilesError(f"no member_features as of {as_of}: score that date first (`memberflow score`)")
+    sql = PROFILES_SQL.replace("{score_columns}", _score_columns())
+    return pl.from_arrow(con.sql(sql, params={"as_of": as_of}).to_arrow_table())
+
+
+# ------------------------------------------------------------------------------------------- assignment
+
+
+def _condition(name: str, cond: Condition) -> pl.Expr:
+    col = pl.col(name)
+    parts: list[pl.Expr] = []
+    if name in LIST_FIELDS:
+        if cond.present is not None:
+            parts.append(col.list.len() > 0 if cond.present else col.list.len() == 0)
+        if cond.any_of:
+            parts.append(pl.any_horizontal([col.list.contains(pl.lit(v)) for v in cond.any_of]))
+        if cond.none_of:
+            parts.append(~pl.any_horizontal([col.list.contains(pl.lit(v)) for v in cond.none_of]))
+        return pl.all_horizontal(parts).fill_null(False)
+    if cond.present is not None:
+        parts.append(col.is_not_null() if cond.present else col.is_null())
+    if cond.equals is not None:
+        parts.append(col == pl.lit(cond.equals))
+    if cond.in_ is not None:
+        parts.append(col.is_in([v for v in cond.in_]))
+    if cond.not_in is not None:
+        parts.append(col.is_not_null() & ~col.is_in([v for v in cond.not_in]))
+    if cond.min is not None:
+        parts.append(col >= cond.min)
+    if cond.max is not None:
+        parts.append(col <= cond.max)
+    return pl.all_horizontal(parts).fill_null(False)
+
+
+def rule_expr(segment: Segment) -> pl.Expr:
+    return pl.all_horizontal([_condition(n, c) for n, c in segment.when.items()])
+
+
+def unit_hash(*parts: str) -> float:
+    """A stable number in [0, 1) from the parts (same input, same number, on every machine)."""
+    digest = hashlib.blake2b("|".join(parts).encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+@dataclass
+class Assignment:
+    """Each member in at most one segment, and how many matched each segment before priorities."""
+
+    frame: pl.DataFrame  # profile columns + segment, channel, priority, holdout, rank
+    matched: dict[str, int] = field(default_factory=dict)
+
+
+def assign(profiles: pl.DataFrame, segments: list[Segment]) -> Assignment:
+    """The highest-priority matching segment per member; members matching none are left out."""
+    if profiles.is_empty() or not segments:
+        return Assignment(profiles.head(0).with_columns(segment=pl.lit(None, pl.Utf8)), {})
+    ordered = sorted(segments, key=lambda s: s.priority)
+    flags = profiles.select([rule_expr(s).alias(s.name) for s in ordered])
+    matched = {s.name: int(flags[s.name].sum()) for s in ordered}
+    chosen = pl.coalesce([pl.when(pl.col(s.name)).then(pl.lit(s.name)) for s in ordered])
+    picked = flags.select(chosen.alias("segment"))["segment"]
+    frame = profiles.with_columns(segment=picked).filter(pl.col("segment").is_not_null())
+    by_name = {s.name: s for s in ordered}
+    members, names = frame["member_id"].to_list(), frame["segment"].to_list()
+    frame = frame.with_columns(
+        channel=pl.Series([by_name[n].channel for n in names], dtype=pl.Utf8),
+        priority=pl.Series([by_name[n].priority for n in names], dtype=pl.Int64),
+        health_based=pl.Series([by_name[n].uses_health_data for n in names], dtype=pl.Boolean),
+        holdout=pl.Series(
+            [unit_hash(m, n, "holdout") < by_name[n].holdout for m, n in zip(members, names, strict=True)],
+            dtype=pl.Boolean,
+        ),
+        tie=pl.Series(
+            [unit_hash(m, n, "rank") for m, n in zip(members, names, strict=True)], dtype=pl.Float64
+        ),
+    )
+    # rank within the segment for the daily cap: rank_by descending (nulls last), ties by a stable hash
+    ranked = [
+        pl.when(pl.col("segment") == s.name).then(pl.col(s.rank_by).cast(pl.Float64))
+        for s in ordered
+        if s.rank_by is not None
+    ]
+    rank = pl.coalesce(ranked) if ranked else pl.lit(None, pl.Float64)
+    frame = frame.with_columns(rank_value=rank.fill_nan(None).fill_null(float("-inf")))
+    return Assignment(frame, matched)
