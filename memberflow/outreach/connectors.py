@@ -1,0 +1,571 @@
+"""Outreach connectors behind one interface, and the dispatcher that drives them (DESIGN §7).
+
+A connector turns a batch of messages into one request to its system and classifies what came back: per
+message ``Outcome`` (ok / failed with ``retryable`` or ``fatal``), or an exception for the whole batch —
+``RetryableError`` (429, 5xx, timeouts, WeCom's frequency errcode; may carry Retry-After) or ``FatalError``
+(auth, bad request). ``dispatch`` does the rest the same way for every channel: batching, a rate limit,
+retries with exponential backoff and jitter that wait at least Retry-After, and the ledger writes around
+every request. The idempotency key (segment, member, date) travels with every message.
+
+- ``file``: CSV and Parquet per segment and date for ops (masked phone, staff owner, reasons);
+- ``webhook``: JSON batches, signed with HMAC-SHA256 when a secret is set;
+- ``wecom``: one customer-contact mass-message task per staff member (``add_msg_template``, chat_type
+  single); the staff member confirms it in WeCom. Access tokens are fetched and refreshed on expiry;
+- ``sms``: the gateway; the only code that decrypts a phone from the contact vault, for the request only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import os
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+
+from memberflow.config import ConfigError, Settings
+from memberflow.outreach.suppression import Caps
+from memberflow.segments import TEMPLATES
+
+log = logging.getLogger(__name__)
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "outreach.yml"
+
+
+class RetryableError(Exception):
+    """The whole batch failed in a way worth retrying (429, 5xx, timeout, busy)."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class DeferredError(RetryableError):
+    """Not now (SMS quiet hours): leave the batch for the next run, do not retry within this one."""
+
+
+class FatalError(Exception):
+    """The batch cannot succeed as it is (bad credentials, rejected request)."""
+
+
+@dataclass
+class Message:
+    key: str
+    member_id: str
+    segment: str
+    channel: str
+    as_of: str
+    message: str
+    reasons: list[str] = field(default_factory=list)
+    address: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Outcome:
+    key: str
+    ok: bool
+    error_class: str | None = None  # retryable | fatal
+    error: str | None = None
+    external_id: str | None = None
+
+
+@dataclass
+class ChannelConfig:
+    name: str
+    batch_size: int = 100
+    rate_per_second: float | None = None
+    timeout_seconds: float = 10.0
+    max_attempts: int = 6
+    backoff_seconds: float = 0.5
+    backoff_max_seconds: float = 60.0
+    url: str | None = None
+
+
+@dataclass
+class OutreachConfig:
+    caps: Caps
+    channels: dict[str, ChannelConfig]
+
+    @classmethod
+    def load(
+        cls, override: str | Path | None = None, environ: dict[str, str] | None = None
+    ) -> OutreachConfig:
+        env = os.environ if environ is None else environ
+        data = yaml.safe_load(DEFAULT_CONFIG.read_text(encoding="utf-8"))
+        path = override or env.get("MEMBERFLOW_OUTREACH_CONFIG")
+        if path:
+            try:
+                extra = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+            except (OSError, yaml.YAMLError) as exc:
+                raise ConfigError(f"{path}: cannot read outreach config: {exc}") from exc
+            for section in ("caps", "channels"):
+                for key, value in (extra.get(section) or {}).items():
+                    if isinstance(value, dict) and isinstance(data[section].get(key), dict):
+                        data[section][key] = {**data[section][key], **value}
+                    else:
+                        data[section][key] = value
+        caps_raw = data["caps"]
+        try:
+            start, end = (datetime.strptime(t, "%H:%M").time() for t in caps_raw["quiet_hours"])
+            caps = Caps(int(caps_raw["member_per_day"]), int(caps_raw["sms_per_day"]), start, end)
+            urls = {
+                "webhook": env.get("MEMBERFLOW_WEBHOOK_URL"),
+                "wecom": env.get("MEMBERFLOW_WECOM_URL") or "https://qyapi.weixin.qq.com",
+                "sms": env.get("MEMBERFLOW_SMS_URL"),
+            }
+            channels = {
+                name: ChannelConfig(name=name, url=urls.get(name), **(values or {}))
+                for name, values in data["channels"].items()
+            }
+        except (TypeError, ValueError, KeyError) as exc:
+            raise ConfigError(f"outreach config: {exc}") from exc
+        return cls(caps, channels)
+
+
+class RateLimiter:
+    """At most ``rate`` acquisitions per second, evenly spaced (no bursts that trip the server's limit)."""
+
+    def __init__(self, rate: float | None, clock=time.monotonic, sleep=time.sleep) -> None:
+        self.interval = 1.0 / rate if rate else 0.0
+        self.clock, self.sleep = clock, sleep
+        self.next_at = 0.0
+
+    def acquire(self) -> None:
+        if not self.interval:
+            return
+        now = self.clock()
+        if self.next_at > now:
+            self.sleep(self.next_at - now)
+            now = self.next_at
+        self.next_at = now + self.interval
+
+
+class Connector(ABC):
+    name = "connector"
+
+    def __init__(self, config: ChannelConfig, settings: Settings, clock: Callable[[], datetime]) -> None:
+        self.config = config
+        self.settings = settings
+        self.clock = clock
+
+    def batches(self, messages: list[Message]) -> Iterator[list[Message]]:
+        size = max(self.config.batch_size, 1)
+        for start in range(0, len(messages), size):
+            yield messages[start : start + size]
+
+    @abstractmethod
+    def send_batch(self, batch: list[Message]) -> list[Outcome]: ...
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+
+class HttpConnector(Connector):
+    def __init__(self, config: ChannelConfig, settings: Settings, clock) -> None:
+        super().__init__(config, settings, clock)
+        import httpx
+
+        if not config.url:
+            raise FatalError(
+                f"channel {config.name} is not configured: set MEMBERFLOW_{config.name.upper()}_URL"
+            )
+        self.client = httpx.Client(timeout=config.timeout_seconds)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def request(self, method: str, url: str, **kwargs):
+        """One HTTP call; transport problems, 429 and 5xx become RetryableError, other 4xx FatalError."""
+        import httpx
+
+        try:
+            response = self.client.request(method, url, **kwargs)
+        except httpx.TimeoutException as exc:
+            raise RetryableError(f"{self.name}: timed out after {self.config.timeout_seconds}s") from exc
+        except httpx.TransportError as exc:
+            raise RetryableError(f"{self.name}: {type(exc).__name__}") from exc
+        if response.status_code == 429:
+            raise RetryableError(f"{self.name}: HTTP 429", _retry_after(response.headers.get("Retry-After")))
+        if response.status_code >= 500:
+            raise RetryableError(
+                f"{self.name}: HTTP {response.status_code}", _retry_after(response.headers.get("Retry-After"))
+            )
+        if response.status_code >= 400:
+            raise FatalError(f"{self.name}: HTTP {response.status_code} {response.text[:200]}")
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise RetryableError(f"{self.name}: response is not JSON") from exc
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        from email.utils import parsedate_to_datetime
+
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        return max((when - datetime.now(when.tzinfo)).total_seconds(), 0.0)
+
+
+# ----------------------------------------------------------------------------------------------- file
+
+
+class FileConnector(Connector):
+    """CSV + Parquet per segment and date under exports/segments/<date>/ (masked phones only)."""
+
+    name = "file"
+    COLUMNS = ("idempotency_key", "member_id", "segment", "message", "phone_masked", "staff_owner", "reasons")
+
+    def batches(self, messages: list[Message]) -> Iterator[list[Message]]:
+        by_segment: dict[tuple[str, str], list[Message]] = {}
+        for m in messages:
+            by_segment.setdefault((m.as_of, m.segment), []).append(m)
+        yield from by_segment.values()
+
+    def send_batch(self, batch: list[Message]) -> list[Outcome]:
+        import pyarrow as pa
+        import pyarrow.csv as pacsv
+        import pyarrow.parquet as pq
+
+        folder = self.settings.home / "exports" / "segments" / batch[0].as_of
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / f"{batch[0].segment}.parquet"
+        rows = {}
+        if target.exists():
+            rows = {r["idempotency_key"]: r for r in pq.read_table(target).to_pylist()}
+        for m in batch:
+            rows[m.key] = {
+                "idempotency_key": m.key,
+                "member_id": m.member_id,
+                "segment": m.segment,
+                "message": m.message,
+                "phone_masked": m.address.get("phone_masked"),
+                "staff_owner": m.address.get("staff_owner"),
+                "reasons": "; ".join(m.reasons),
+            }
+        table = pa.Table.from_pylist(
+            [rows[k] for k in sorted(rows)], schema=pa.schema([(c, pa.string()) for c in self.COLUMNS])
+        )
+        for suffix, write in ((".parquet", pq.write_table), (".csv", pacsv.write_csv)):
+            tmp = target.with_suffix(suffix + ".tmp")
+            write(table, tmp)
+            tmp.replace(target.with_suffix(suffix))
+        return [Outcome(m.key, True, external_id=str(target.with_suffix(".csv").name)) for m in batch]
+
+
+# -------------------------------------------------------------------------------------------- webhook
+
+
+class WebhookConnector(HttpConnector):
+    """POST {"messages": [...]} to the mini-program backend; it answers per message key."""
+
+    name = "webhook"
+
+    def send_batch(self, batch: list[Message]) -> list[Outcome]:
+        body = json.dumps(
+            {
+                "messages": [
+                    {
+                        "idempotency_key": m.key,
+                        "member_id": m.member_id,
+                        "unionid": m.address.get("unionid"),
+                        "segment": m.segment,
+                        "message": m.message,
+                        "as_of": m.as_of,
+                        "reasons": m.reasons,
+                    }
+                    for m in batch
+                ]
+            },
+            ensure_ascii=False,
+        ).encode("utf-8")
+        headers = {"Content-Type": "application/json", "Idempotency-Key": _batch_key(batch)}
+        secret = os.environ.get("MEMBERFLOW_WEBHOOK_SECRET")
+        if secret:
+            headers["X-Memberflow-Signature"] = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+        reply = self.request("POST", self.config.url, content=body, headers=headers)
+        done = set(reply.get("accepted", [])) | set(reply.get("duplicates", []))
+        rejected = {r["idempotency_key"]: r.get("error", "rejected") for r in reply.get("rejected", [])}
+        return [
+            Outcome(m.key, True)
+            if m.key in done
+            else Outcome(
+                m.key, False, "fatal", f"webhook rejected: {rejected.get(m.key, 'not acknowledged')}"
+            )
+            for m in batch
+        ]
+
+
+def _batch_key(batch: list[Message]) -> str:
+    return hashlib.sha256("\n".join(m.key for m in batch).encode()).hexdigest()[:32]
+
+
+# ---------------------------------------------------------------------------------------------- wecom
+
+WECOM_TOKEN_ERRORS = {40014, 41001, 42001}  # invalid, missing, expired access_token
+WECOM_RETRYABLE = {-1, 45009, 45033}  # system busy, API frequency limit, concurrency limit
+
+
+class WecomConnector(HttpConnector):
+    name = "wecom"
+
+    def __init__(self, config: ChannelConfig, settings: Settings, clock) -> None:
+        super().__init__(config, settings, clock)
+        self.corpid = os.environ.get("MEMBERFLOW_WECOM_CORPID")
+        self.secret = os.environ.get("MEMBERFLOW_WECOM_SECRET")
+        if not (self.corpid and self.secret):
+            raise FatalError(
+                "channel wecom is not configured: set MEMBERFLOW_WECOM_CORPID and MEMBERFLOW_WECOM_SECRET"
+            )
+        self._token: str | None = None
+        self._token_until = 0.0
+
+    def batches(self, messages: list[Message]) -> Iterator[list[Message]]:
+        """One task per staff member and message (a task carries one text), split at batch_size."""
+        groups: dict[tuple[str, str], list[Message]] = {}
+        for m in messages:
+            groups.setdefault((m.address.get("staff_owner") or "", m.message), []).append(m)
+        for group in groups.values():
+            yield from super().batches(group)
+
+    def token(self) -> str:
+        if self._token and time.monotonic() < self._token_until:
+            return self._token
+        reply = self.request(
+            "GET",
+            f"{self.config.url}/cgi-bin/gettoken",
+            params={"corpid": self.corpid, "corpsecret": self.secret},
+        )
+        if reply.get("errcode", 0) != 0:
+            code = reply.get("errcode")
+            if code in WECOM_RETRYABLE:
+                raise RetryableError(f"wecom gettoken errcode {code}")
+            raise FatalError(f"wecom gettoken errcode {code}: {reply.get('errmsg')}")
+        self._token = reply["access_token"]
+        # refresh a little early: a token that expires in flight costs a round trip
+        self._token_until = time.monotonic() + max(float(reply.get("expires_in", 7200)) - 60, 1)
+        return self._token
+
+    def send_batch(self, batch: list[Message]) -> list[Outcome]:
+        sender = batch[0].address.get("staff_owner")
+        template = TEMPLATES.get(batch[0].message, {}).get("zh", batch[0].message)
+        body = {
+            "chat_type": "single",
+            "external_userid": [m.address["external_userid"] for m in batch],
+            "sender": sender,
+            "allow_select": False,
+            "text": {"content": template},
+        }
+        reply = self.request(
+            "POST",
+            f"{self.config.url}/cgi-bin/externalcontact/add_msg_template",
+            params={"access_token": self.token()},
+            json=body,
+        )
+        code = reply.get("errcode", 0)
+        if code in WECOM_TOKEN_ERRORS:
+            self._token = None
+            raise RetryableError(f"wecom errcode {code}: access token refreshed", retry_after=0)
+        if code in WECOM_RETRYABLE:
+            raise RetryableError(f"wecom errcode {code}")
+        if code != 0:
+            raise FatalError(f"wecom errcode {code}: {reply.get('errmsg')}")
+        failed = set(reply.get("fail_list", []))
+        msgid = reply.get("msgid")
+        return [
+            Outcome(m.key, False, "fatal", "wecom fail_list: not reachable by the sender")
+            if m.address["external_userid"] in failed
+            else Outcome(m.key, True, external_id=msgid)
+            for m in batch
+        ]
+
+
+# ------------------------------------------------------------------------------------------------ sms
+
+SMS_RETRYABLE = {"Throttling.User", "isp.SYSTEM_ERROR", "isp.RAM_PERMISSION_DENY"}
+
+
+class SmsConnector(HttpConnector):
+    """The SMS gateway. Phones are decrypted from the vault per batch, only into the request body."""
+
+    name = "sms"
+
+    def __init__(self, config: ChannelConfig, settings: Settings, clock, caps: Caps) -> None:
+        super().__init__(config, settings, clock)
+        self.caps = caps
+        self.api_key = os.environ.get("MEMBERFLOW_SMS_KEY")
+        if not self.api_key:
+            raise FatalError("channel sms is not configured: set MEMBERFLOW_SMS_KEY")
+        self._sealed: dict[str, str] | None = None
+
+    def _sealed_phones(self) -> dict[str, str]:
+        """phone_token -> sealed phone, from every landed vault partition (newest wins)."""
+        if self._sealed is None:
+            import pyarrow.parquet as pq
+
+            sealed: dict[str, str] = {}
+            for path in sorted(self.settings.vault_dir.glob("*/*/dt=*/*.parquet")):
+                t = pq.read_table(path, columns=["phone_token", "phone_sealed"])
+                sealed.update(zip(t["phone_token"].to_pylist(), t["phone_sealed"].to_pylist(), strict=True))
+            self._sealed = sealed
+        return self._sealed
+
+    def send_batch(self, batch: list[Message]) -> list[Outcome]:
+        from memberflow.vault import ContactVault, VaultError
+
+        if self.caps.quiet(self.clock()):
+            raise DeferredError("sms: quiet hours (21:00-08:00 China time), left for the next run")
+        vault = ContactVault(self.settings.vault_key())
+        sealed = self._sealed_phones()
+        items, outcomes = [], {}
+        for m in batch:
+            token = m.address.get("phone_token")
+            if token not in sealed:
+                outcomes[m.key] = Outcome(m.key, False, "fatal", "sms: no phone in the contact vault")
+                continue
+            try:
+                phone = vault.open(sealed[token])
+            except VaultError:
+                outcomes[m.key] = Outcome(m.key, False, "fatal", "sms: vault entry does not decrypt")
+                continue
+            items.append({"phone": phone, "out_id": m.key, "params": {}})
+        if items:
+            body = {"template": batch[0].message, "sign": "memberflow", "items": items}
+            reply = self.request(
+                "POST", f"{self.config.url}/sms/batch", json=body, headers={"X-Api-Key": self.api_key}
+            )
+            del items, body  # the plain numbers live no longer than the request
+            if reply.get("code") != "OK":
+                code = reply.get("code")
+                if code in SMS_RETRYABLE:
+                    raise RetryableError(f"sms gateway {code}")
+                raise FatalError(f"sms gateway {code}")
+            for result in reply.get("results", []):
+                key, code = result.get("out_id"), result.get("code")
+                if code == "OK":
+                    outcomes[key] = Outcome(key, True, external_id=result.get("biz_id"))
+                elif code in SMS_RETRYABLE:
+                    outcomes[key] = Outcome(key, False, "retryable", f"sms {code}")
+                else:
+                    outcomes[key] = Outcome(key, False, "fatal", f"sms {code}")
+        return [outcomes.get(m.key) or Outcome(m.key, False, "retryable", "sms: no result") for m in batch]
+
+
+# ------------------------------------------------------------------------------------------ dispatch
+
+
+def make_connector(channel: str, config: OutreachConfig, settings: Settings, clock) -> Connector:
+    cfg = config.channels[channel]
+    if channel == "file":
+        return FileConnector(cfg, settings, clock)
+    if channel == "webhook":
+        return WebhookConnector(cfg, settings, clock)
+    if channel == "wecom":
+        return WecomConnector(cfg, settings, clock)
+    if channel == "sms":
+        return SmsConnector(cfg, settings, clock, config.caps)
+    raise ConfigError(f"unknown channel {channel!r}")
+
+
+def _worth_retrying(exc: BaseException) -> bool:
+    return isinstance(exc, RetryableError) and not isinstance(exc, DeferredError)
+
+
+class _WaitRetryAfter:
+    """Exponential backoff with jitter, but never less than the server's Retry-After."""
+
+    def __init__(self, cfg: ChannelConfig) -> None:
+        self.backoff = wait_exponential_jitter(
+            multiplier=cfg.backoff_seconds, max=cfg.backoff_max_seconds, jitter=cfg.backoff_seconds
+        )
+        self.cap = cfg.backoff_max_seconds
+
+    def __call__(self, state) -> float:
+        wait = self.backoff(state)
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, RetryableError) and exc.retry_after is not None:
+            if exc.retry_after == 0:  # e.g. a refreshed token: go again now
+                return 0.0
+            wait = max(wait, min(exc.retry_after, self.cap))
+        return wait
+
+
+@dataclass
+class DispatchStats:
+    sent: int = 0
+    failed: dict[str, int] = field(default_factory=dict)  # error -> rows
+    retried_requests: int = 0
+    requests: int = 0
+
+
+def dispatch(
+    connector: Connector,
+    messages: list[Message],
+    ledger,
+    run_id: str,
+    clock: Callable[[], datetime],
+    sleep: Callable[[float], None] = time.sleep,
+    limiter: RateLimiter | None = None,
+) -> DispatchStats:
+    """Send every message through the connector, batch by batch, with the ledger written around each."""
+    cfg = connector.config
+    limiter = limiter or RateLimiter(cfg.rate_per_second, sleep=sleep)
+    stats = DispatchStats()
+    for batch in connector.batches(messages):
+        keys = [m.key for m in batch]
+        ledger.mark_sending(run_id, clock(), keys)
+        attempt_no = 0
+        try:
+            for attempt in Retrying(
+                stop=stop_after_attempt(cfg.max_attempts),
+                wait=_WaitRetryAfter(cfg),
+                retry=retry_if_exception(_worth_retrying),
+                reraise=True,
+                sleep=sleep,
+            ):
+                with attempt:
+                    attempt_no = attempt.retry_state.attempt_number
+                    if attempt_no > 1:
+                        stats.retried_requests += 1
+                    limiter.acquire()
+                    stats.requests += 1
+                    try:
+                        outcomes = connector.send_batch(batch)
+                    except (RetryableError, FatalError) as exc:
+                        kind = "fatal" if isinstance(exc, FatalError) else "retryable"
+                        ledger.record_attempt(run_id, clock(), keys, attempt_no, "error", kind, str(exc))
+                        raise
+        except RetryableError as exc:
+            outcomes = [Outcome(k, False, "retryable", str(exc)) for k in keys]
+        except FatalError as exc:
+            outcomes = [Outcome(k, False, "fatal", str(exc)) for k in keys]
+        else:
+            ledger.record_attempt(
+                run_id, clock(), keys, attempt_no, "ok", None, f"{sum(o.ok for o in outcomes)} accepted"
+            )
+        ledger.settle(run_id, clock(), outcomes)
+        for o in outcomes:
+            if o.ok:
+                stats.sent += 1
+            else:
+                stats.failed[o.error or "failed"] = stats.failed.get(o.error or "failed", 0) + 1
+    return stats
+
+
+def sent_keys(outcomes: Iterable[Outcome]) -> set[str]:
+    return {o.key for o in outcomes if o.ok}

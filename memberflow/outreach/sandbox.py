@@ -1,0 +1,302 @@
+"""Local stand-ins for the outreach systems, for tests, benchmarks and the demo.
+
+One small FastAPI app serves three APIs the way the real ones behave where it matters to a sender:
+
+- ``POST /webhook/segments``: a mini-program backend. Answers per message key; a key it already has is a
+  duplicate (acknowledged, not applied again); 429 + Retry-After over its rate limit.
+- ``GET /cgi-bin/gettoken`` and ``POST /cgi-bin/externalcontact/add_msg_template``: WeCom. Access tokens
+  expire (errcode 42001), the API frequency limit answers errcode 45009, busy answers errcode -1, and
+  external_userids that are not the sender's contacts come back in ``fail_list``. WeCom has no idempotency
+  key: a repeated task is a second task.
+- ``POST /sms/batch``: an SMS gateway. Per-number daily cap (``isv.BUSINESS_LIMIT_CONTROL``), 429 +
+  ``Throttling.User`` over its rate limit, ``out_id`` deduplicates.
+
+Faults are injected on a share of requests (seeded): 429, 5xx, and slow answers past the client's timeout —
+after applying the request for the webhook and SMS (the sender cannot tell it went through), before applying
+it for WeCom. Everything applied is recorded, so tests count deliveries from the receiver's side
+(``GET /_sandbox/received``). Plain phones received by the SMS gateway stay in memory; records show them
+masked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from memberflow.phones import mask_phone
+
+
+@dataclass
+class SandboxConfig:
+    # requests allowed per `window_seconds` for each API (webhook, wecom, sms); None = unlimited
+    limits: dict[str, int | None] = field(
+        default_factory=lambda: {"webhook": None, "wecom": None, "sms": None}
+    )
+    window_seconds: float = 60.0
+    failure_rate: float = 0.0  # share of requests answered with an injected fault
+    faults: tuple[str, ...] = ("429", "5xx", "slow")
+    slow_seconds: float = 2.0  # longer than the client's timeout in the tests
+    token_ttl_seconds: float = 7200.0
+    sms_per_number_per_day: int = 3
+    wecom_contacts: set[str] | None = None  # external_userids reachable; None = everyone
+    corpid: str = "sandbox-corp"
+    corpsecret: str = "sandbox-secret"
+    sms_key: str = "sandbox-sms-key"
+    seed: int = 0
+
+
+class SandboxState:
+    def __init__(self, config: SandboxConfig) -> None:
+        self.config = config
+        self.lock = threading.Lock()
+        self.rng = random.Random(config.seed)
+        self.windows: dict[str, deque] = {}
+        self.tokens: dict[str, float] = {}
+        self.reset()
+
+    def reset(self) -> None:
+        with self.lock:
+            self.received: list[dict] = []  # one row per applied message (what a member received)
+            self.requests: dict[str, int] = {"webhook": 0, "wecom": 0, "sms": 0}
+            self.rejected: dict[str, int] = {}  # fault or limit -> requests
+            self.duplicates: int = 0
+            self.seen: dict[str, dict] = {}  # idempotency key -> first result
+            self.sms_per_number: dict[str, int] = {}
+            self.sms_phones: list[str] = []  # plain numbers, memory only
+            self.request_times: dict[str, list[float]] = {"webhook": [], "wecom": [], "sms": []}
+
+    def over_limit(self, api: str) -> float | None:
+        """Seconds until a slot frees when the API is over its limit, else None (and the request counts)."""
+        limit = self.config.limits.get(api)
+        now = time.monotonic()
+        with self.lock:
+            self.requests[api] += 1
+            self.request_times[api].append(time.time())
+            if not limit:
+                return None
+            window = self.windows.setdefault(api, deque())
+            while window and now - window[0] >= self.config.window_seconds:
+                window.popleft()
+            if len(window) >= limit:
+                self._count("rate_limited")
+                return max(self.config.window_seconds - (now - window[0]), 0.01)
+            window.append(now)
+            return None
+
+    def fault(self) -> str | None:
+        with self.lock:
+            if self.config.failure_rate and self.rng.random() < self.config.failure_rate:
+                kind = self.rng.choice(self.config.faults)
+                self._count(kind)
+                return kind
+        return None
+
+    def _count(self, what: str) -> None:
+        self.rejected[what] = self.rejected.get(what, 0) + 1
+
+    def record(self, api: str, key: str | None, row: dict) -> bool:
+        """Apply a message once per key; returns False for a duplicate key."""
+        with self.lock:
+            if key is not None and key in self.seen:
+                self.duplicates += 1
+                return False
+            if key is not None:
+                self.seen[key] = row
+            self.received.append({"api": api, "key": key, **row})
+            return True
+
+    def snapshot(self) -> dict:
+        with self.lock:
+            return {
+                "received": list(self.received),
+                "requests": dict(self.requests),
+                "rejected": dict(self.rejected),
+                "duplicates": self.duplicates,
+            }
+
+
+def create_app(state: SandboxState) -> FastAPI:
+    app = FastAPI(title="memberflow outreach sandbox", docs_url=None, redoc_url=None)
+    cfg = state.config
+
+    async def slow() -> None:
+        await asyncio.sleep(cfg.slow_seconds)
+
+    # ------------------------------------------------------------------------------------- webhook
+    @app.post("/webhook/segments")
+    async def webhook(request: Request):
+        wait = state.over_limit("webhook")
+        if wait is not None:
+            return JSONResponse({"error": "rate limited"}, 429, headers={"Retry-After": f"{wait:.2f}"})
+        fault = state.fault()
+        if fault == "429":
+            return JSONResponse({"error": "rate limited"}, 429, headers={"Retry-After": "1"})
+        if fault == "5xx":
+            return JSONResponse({"error": "internal"}, 503)
+        body = await request.json()
+        accepted, duplicates = [], []
+        for m in body.get("messages", []):
+            row = {"member_id": m.get("member_id"), "segment": m.get("segment"), "as_of": m.get("as_of")}
+            (accepted if state.record("webhook", m["idempotency_key"], row) else duplicates).append(
+                m["idempotency_key"]
+            )
+        if fault == "slow":
+            await slow()  # applied, but the sender times out and cannot know
+        return {"accepted": accepted, "duplicates": duplicates, "rejected": []}
+
+    # --------------------------------------------------------------------------------------- wecom
+    @app.get("/cgi-bin/gettoken")
+    async def gettoken(corpid: str = "", corpsecret: str = ""):
+        if corpid != cfg.corpid or corpsecret != cfg.corpsecret:
+            return {"errcode": 40001, "errmsg": "invalid credential"}
+        token = f"tok-{state.rng.getrandbits(64):016x}"
+        with state.lock:
+            state.tokens[token] = time.monotonic() + cfg.token_ttl_seconds
+        return {"errcode": 0, "errmsg": "ok", "access_token": token, "expires_in": int(cfg.token_ttl_seconds)}
+
+    @app.post("/cgi-bin/externalcontact/add_msg_template")
+    async def add_msg_template(request: Request, access_token: str = ""):
+        expires = state.tokens.get(access_token)
+        if expires is None:
+            return {"errcode": 40014, "errmsg": "invalid access_token"}
+        if time.monotonic() >= expires:
+            return {"errcode": 42001, "errmsg": "access_token expired"}
+        if state.over_limit("wecom") is not None:
+            return {"errcode": 45009, "errmsg": "api freq out of limit"}
+        fault = state.fault()
+        if fault == "429":
+            return {"errcode": 45009, "errmsg": "api freq out of limit"}
+        if fault == "5xx":
+            return {"errcode": -1, "errmsg": "system busy"}
+        if fault == "slow":
+            await slow()  # before applying: WeCom has no idempotency key to make a retry safe
+            return {"errcode": -1, "errmsg": "system busy"}
+        body = await request.json()
+        sender, text = body.get("sender"), (body.get("text") or {}).get("content")
+        if not sender:
+            return {"errcode": 41048, "errmsg": "missing sender"}
+        msgid = f"msg{state.rng.getrandbits(48):012x}"
+        fail = []
+        for ext in body.get("external_userid", []):
+            if cfg.wecom_contacts is not None and ext not in cfg.wecom_contacts:
+                fail.append(ext)
+                continue
+            state.record(
+                "wecom", None, {"external_userid": ext, "sender": sender, "text": text, "msgid": msgid}
+            )
+        return {"errcode": 0, "errmsg": "ok", "fail_list": fail, "msgid": msgid}
+
+    # ----------------------------------------------------------------------------------------- sms
+    @app.post("/sms/batch")
+    async def sms(request: Request):
+        if request.headers.get("X-Api-Key") != cfg.sms_key:
+            return JSONResponse({"code": "InvalidAccessKeyId.NotFound"}, 401)
+        wait = state.over_limit("sms")
+        if wait is not None:
+            return JSONResponse({"code": "Throttling.User"}, 429, headers={"Retry-After": f"{wait:.2f}"})
+        fault = state.fault()
+        if fault == "429":
+            return JSONResponse({"code": "Throttling.User"}, 429, headers={"Retry-After": "1"})
+        if fault == "5xx":
+            return JSONResponse({"code": "isp.SYSTEM_ERROR"}, 500)
+        body = await request.json()
+        results = []
+        for item in body.get("items", []):
+            phone, key = str(item.get("phone", "")), item.get("out_id")
+            if len(phone) != 11 or not phone.isdigit():
+                results.append({"out_id": key, "code": "isv.MOBILE_NUMBER_ILLEGAL"})
+                continue
+            with state.lock:
+                first = state.seen.get(key)
+            if first is not None:
+                state.record("sms", key, {})  # counts the duplicate
+                results.append({"out_id": key, "code": "OK", "biz_id": first["biz_id"]})
+                continue
+            with state.lock:
+                sent = state.sms_per_number.get(phone, 0)
+            if sent >= cfg.sms_per_number_per_day:
+                results.append({"out_id": key, "code": "isv.BUSINESS_LIMIT_CONTROL"})
+                continue
+            biz_id = f"biz{state.rng.getrandbits(48):012x}"
+            if state.record("sms", key, {"phone_masked": mask_phone(phone), "template": body.get("template"),
+                                         "biz_id": biz_id}):  # fmt: skip
+                with state.lock:
+                    state.sms_per_number[phone] = sent + 1
+                    state.sms_phones.append(phone)
+            results.append({"out_id": key, "code": "OK", "biz_id": biz_id})
+        if fault == "slow":
+            await slow()  # applied, the sender times out
+        return {"code": "OK", "results": results}
+
+    # ------------------------------------------------------------------------------------ inspection
+    @app.get("/_sandbox/received")
+    async def received() -> dict[str, Any]:
+        return state.snapshot()
+
+    @app.post("/_sandbox/reset")
+    async def reset() -> dict[str, str]:
+        state.reset()
+        return {"status": "ok"}
+
+    return app
+
+
+class SandboxServer:
+    """The sandbox app served by uvicorn on a free local port, in a background thread."""
+
+    def __init__(self, config: SandboxConfig | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
+        import uvicorn
+
+        self.state = SandboxState(config or SandboxConfig())
+        self.app = create_app(self.state)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((host, port))
+        self.host, self.port = self.sock.getsockname()[:2]
+        self.server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning", access_log=False))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def env(self) -> dict[str, str]:
+        """The environment that points memberflow's connectors at this sandbox."""
+        cfg = self.state.config
+        return {
+            "MEMBERFLOW_WEBHOOK_URL": f"{self.url}/webhook/segments",
+            "MEMBERFLOW_WECOM_URL": self.url,
+            "MEMBERFLOW_WECOM_CORPID": cfg.corpid,
+            "MEMBERFLOW_WECOM_SECRET": cfg.corpsecret,
+            "MEMBERFLOW_SMS_URL": self.url,
+            "MEMBERFLOW_SMS_KEY": cfg.sms_key,
+        }
+
+    def start(self) -> SandboxServer:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the outreach sandbox did not start")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+        self.sock.close()
+
+    def __enter__(self) -> SandboxServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
