@@ -363,6 +363,89 @@ for _model in ("repurchase", "churn", "conversion"):
     warehouse_suite("scores", f"member_scores.{_model}")(_scores_suite(_model))
 
 
+# --- the segments gate ------------------------------------------------------------------------------------
+
+
+@warehouse_suite("segments", "segment_memberships")
+def segment_memberships_suite(ctx: SuiteContext):
+    """The day's segment plan: one segment per member, caps kept, holdouts near their share, nobody who
+    opted out is sent, and the segments together do not reach an implausible share of the members."""
+    import pandas as pd
+
+    from memberflow.outreach.suppression import REASONS, STATUSES
+    from memberflow.segments import load_segments
+
+    e = _expectations()
+    suite = ctx.suite("segment_memberships", ("member_id",))
+    tables = {r[0] for r in ctx.con.sql("select table_name from information_schema.tables").fetchall()}
+    if "segment_memberships" not in tables:
+        suite.note(f"no segment plan for {ctx.day} (run `memberflow deliver` or the deliver_segments DAG)")
+        return suite, pd.DataFrame()
+    segments = pd.DataFrame(
+        [(s.name, s.daily_cap, s.holdout) for s in load_segments()],
+        columns=["segment", "daily_cap", "holdout_share"],
+    )
+    frame = ctx.con.execute(
+        """
+        with plan as (select * from segment_memberships where as_of = $day),
+        per_segment as (
+            select segment,
+                count(*) filter (where status in ('send', 'already_sent')) as sending,
+                count(*) filter (where status = 'holdout') as held,
+                count(*) filter (where status != 'suppressed'
+                    or reason not in ('opted_out', 'no_health_consent', 'no_address')) as eligible
+            from plan group by segment
+        )
+        select plan.member_id, plan.segment, plan.status, plan.reason,
+            per_segment.sending, per_segment.held, per_segment.eligible,
+            plan.status = 'send' and coalesce(dim_member.marketing_opt_out, false) as sent_opted_out,
+            (select count(*) from plan where status in ('send', 'already_sent'))
+                / greatest((select count(*) from dim_member), 1) as sending_share
+        from plan
+        inner join per_segment using (segment)
+        left join dim_member using (member_id)
+        """,
+        {"day": ctx.day},
+    ).df()
+    frame = frame.merge(segments, on="segment", how="left")
+    frame["cap_headroom"] = frame["daily_cap"].fillna(0) - frame["sending"]
+    p = frame["holdout_share"].fillna(0.0)
+    n = frame["eligible"].clip(lower=1)
+    frame["holdout_deviation"] = (frame["held"] / n - p).abs() - (4 * (p * (1 - p) / n) ** 0.5 + 1 / n)
+    _add_member_key(suite, "one segment per member and day")
+    suite.add(
+        "statuses_known",
+        "status and suppression reason from the known vocabulary; every suppression has a reason",
+        lambda s: [
+            e.ExpectColumnValuesToBeInSet(column="status", value_set=list(STATUSES)),
+            e.ExpectColumnValuesToBeInSet(column="reason", value_set=[*REASONS, None]),
+            e.ExpectColumnValuesToNotBeNull(column="daily_cap"),
+        ],
+    )
+    suite.add(
+        "within_caps",
+        "no segment sends more than its daily cap",
+        lambda s: e.ExpectColumnValuesToBeBetween(column="cap_headroom", min_value=0),
+    )
+    suite.add(
+        "no_opt_out_sent",
+        "nobody with a marketing opt-out on record is sent",
+        lambda s: e.ExpectColumnValuesToBeInSet(column="sent_opted_out", value_set=[False]),
+    )
+    suite.add(
+        "holdout_share",
+        "each segment's holdout within 4 standard errors of its configured share",
+        lambda s: e.ExpectColumnValuesToBeBetween(column="holdout_deviation", max_value=0),
+    )
+    max_share = float(suite.settings("sending_share")["max_share"])
+    suite.add(
+        "sending_share",
+        f"the segments together send to at most {max_share:.0%} of the members in a day",
+        lambda s: e.ExpectColumnValuesToBeBetween(column="sending_share", max_value=max_share),
+    )
+    return suite, frame
+
+
 # --- running a warehouse gate ----------------------------------------------------------------------------
 
 

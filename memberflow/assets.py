@@ -1,4 +1,4 @@
-"""Airflow Assets that chain the DAGs: one per landed table, the marts, the scores (later: segments)."""
+"""Airflow Assets that chain the DAGs: one per landed table, the marts, the scores, the deliveries."""
 
 from __future__ import annotations
 
@@ -23,4 +23,9 @@ WAREHOUSE_MEMBERS = Asset(name="warehouse.members", uri="x-memberflow://warehous
 # Today's member_scores (every model with a champion) after the scores quality gate passed.
 MEMBER_SCORES = Asset(
     name="warehouse.member_scores", uri="x-memberflow://warehouse/member_scores", group="warehouse"
+)
+
+# Segment deliveries of a day (the plan passed its gate and the connectors ran; see the run's report).
+SEGMENT_DELIVERIES = Asset(
+    name="outreach.segment_deliveries", uri="x-memberflow://outreach/segment_deliveries", group="outreach"
 )

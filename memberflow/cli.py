@@ -23,7 +23,8 @@ app = typer.Typer(
         "memberflow: member intelligence for private-domain health and wellness brands.\n\n"
         "Generates sample channel data, lands channel exports (bad rows quarantined with a reason, phones "
         "tokenized), builds the member warehouse with dbt (One ID, tags, features), trains and scores "
-        "propensity models (LightGBM, MLflow) and runs it all through Airflow. "
+        "propensity models (LightGBM, MLflow), builds segments and delivers them (file, webhook, WeCom, SMS) "
+        "without sending twice, and runs it all through Airflow. "
         "Everything is written under MEMBERFLOW_HOME (default ./.memberflow)."
     ),
     no_args_is_help=True,
@@ -438,6 +439,9 @@ def demo(
         ]
         failed = [r for r in failed if not r.ok]
         console.print(f"Airflow ran train_models and score_members in {time.perf_counter() - began:.0f} s")
+    delivered = None
+    if not failed and days >= 45:
+        delivered, failed = _demo_delivery(settings, last, log_path)
     for r in failed:
         err.print(f"[red]{r.dag_id} {r.day}: failed tasks {', '.join(r.failed_tasks)}[/red]")
     if not failed:
@@ -446,7 +450,31 @@ def demo(
         _print_quality(settings)
         if days >= 45:
             _print_models(settings)
+        if delivered:
+            _print_delivery(delivered)
     raise typer.Exit(1 if failed else 0)
+
+
+def _demo_delivery(settings: Settings, last: list[date], log_path: Path):
+    """Run deliver_segments against the local sandbox APIs (webhook, WeCom, SMS) and return its report."""
+    import json
+
+    from memberflow.outreach.run import DeliveryReport
+    from memberflow.outreach.sandbox import SandboxServer
+
+    began = time.perf_counter()
+    with SandboxServer() as sandbox:
+        os.environ.update(sandbox.env())
+        failed = [r for r in _run_days(settings, "deliver_segments", last, log_path) if not r.ok]
+        received = sandbox.state.snapshot()
+    console.print(
+        f"Airflow ran deliver_segments in {time.perf_counter() - began:.0f} s; the local sandbox APIs "
+        f"applied {len(received['received']):,} messages from {sum(received['requests'].values()):,} requests"
+    )
+    reports = sorted((settings.reports_dir / "delivery").glob("*/*.json"), key=lambda p: p.stat().st_mtime)
+    if failed or not reports:
+        return None, failed
+    return DeliveryReport(**json.loads(reports[-1].read_text())), failed
 
 
 def _print_models(settings: Settings) -> None:
@@ -551,7 +579,7 @@ def _print_quality(settings: Settings) -> None:
     from expectations.runner import docs_index, load_results
     from memberflow.extract import partition_days
 
-    for gate in ("landing", "marts", "scores"):
+    for gate in ("landing", "marts", "scores", "segments"):
         root = settings.quality_dir / "results" / gate
         statuses = Counter(
             r.status for day in partition_days(root) for r in load_results(settings, gate, day)
@@ -749,6 +777,189 @@ def models_rollback(
     console.print(f"{name}: champion is now version {ref.version}")
 
 
+# --- segments and delivery ----------------------------------------------------------------------------------
+
+
+def _outreach_errors(action):
+    """Run a segments/delivery action; unusable inputs exit 1, a bad segments or outreach config exits 2."""
+    from memberflow.segments import ProfilesError
+
+    try:
+        return action()
+    except ConfigError as exc:
+        err.print(f"[red]configuration error:[/red] {escape(str(exc))}")
+        raise typer.Exit(2) from None
+    except (ProfilesError, FileNotFoundError) as exc:
+        err.print(f"[red]cannot plan segments:[/red] {escape(str(exc))}")
+        raise typer.Exit(1) from None
+
+
+def _delivery_date(settings: Settings, as_of: str | None) -> date:
+    if as_of:
+        return _parse_date(as_of)
+    from expectations.marts import NotPublishedError, require_published
+
+    try:
+        return date.fromisoformat(require_published(settings, "scores")["date"])
+    except NotPublishedError:
+        err.print(
+            "[red]no published scores:[/red] pass --as-of or run `memberflow score` and its quality gate"
+        )
+        raise typer.Exit(1) from None
+
+
+def _segments_table(title: str, summary: dict) -> Table:
+    table = Table(title=title)
+    for column in (
+        "segment",
+        "channel",
+        "matched",
+        "assigned",
+        "send",
+        "holdout",
+        "already sent",
+        "suppressed",
+    ):
+        table.add_column(
+            column, justify="left" if column in ("segment", "channel", "suppressed") else "right"
+        )
+    for name, s in summary.items():
+        table.add_row(
+            name,
+            s["channel"],
+            f"{s['matched']:,}",
+            f"{s['assigned']:,}",
+            f"{s['send']:,}",
+            f"{s['holdout']:,}",
+            f"{s['already_sent']:,}",
+            ", ".join(f"{r} {n:,}" for r, n in sorted(s["suppressed"].items())) or "-",
+        )
+    return table
+
+
+segments_app = typer.Typer(
+    help="Segments: rules over tags and scores, and who is in them.", no_args_is_help=True
+)
+app.add_typer(segments_app, name="segments")
+
+
+@segments_app.command("preview")
+def segments_preview(
+    as_of: Annotated[
+        str | None, typer.Option(help="Delivery date YYYY-MM-DD (default: the scored date).")
+    ] = None,
+    samples: Annotated[int, typer.Option(min=0, help="Sample members shown per segment (masked).")] = 3,
+) -> None:
+    """Dry run of the day's segments: sizes, suppressed by reason, a few masked members. Sends nothing."""
+    settings = _settings()
+    day = _delivery_date(settings, as_of)
+    import polars as pl
+
+    from memberflow.outreach.run import member_reasons, plan
+
+    planned = _outreach_errors(lambda: plan(settings, day))
+    console.print(_segments_table(f"segments on {day} ({planned.members:,} members)", planned.summary()))
+    if samples:
+        table = Table(title="sample members (masked)")
+        for column in ("segment", "member", "phone", "status", "why"):
+            table.add_column(column)
+        for seg in planned.segments:
+            rows = planned.frame.filter(pl.col("segment") == seg.name).sort("tie").head(samples)
+            for r in rows.iter_rows(named=True):
+                why = "; ".join(member_reasons(r, seg)[:2])
+                table.add_row(
+                    seg.name,
+                    r["member_id"],
+                    r.get("phone_masked") or "-",
+                    r["status"] + (f" ({r['reason']})" if r["reason"] else ""),
+                    escape(why),
+                )
+        console.print(table)
+
+
+def _print_delivery(report) -> None:
+    if report.dry_run:
+        verb, count = "would send", sum(s["send"] for s in report.segments.values())
+    else:
+        verb, count = "sent", report.sent
+    by_channel = ", ".join(f"{c} {n:,}" for c, n in sorted(report.sent_by_channel.items())) or "none"
+    console.print(
+        _segments_table(f"segments on {report.as_of} ({report.members:,} members)", report.segments)
+    )
+    console.print(
+        f"run {report.run_id}: {verb} {count:,} ({by_channel}); "
+        f"retried from earlier runs {report.retried:,}; "
+        f"requests retried {report.retried_requests:,}; "
+        f"holdout {report.holdout:,}; "
+        f"already sent {report.already_sent:,}"
+    )
+    if report.suppressed:
+        console.print("suppressed: " + ", ".join(f"{r} {n:,}" for r, n in report.suppressed.items()))
+    if report.failed:
+        err.print(
+            "[yellow]failed (retried on the next run):[/yellow] "
+            + escape("; ".join(f"{e} ({n:,})" for e, n in report.failed.items()))
+        )
+    console.print(f"report: {report.report_path}")
+
+
+@app.command()
+def deliver(
+    as_of: Annotated[
+        str | None, typer.Option(help="Delivery date YYYY-MM-DD (default: the scored date).")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Plan and report only; send nothing.")] = False,
+) -> None:
+    """Build the day's segments, suppress, and send what is new through the connectors (ledger + report).
+
+    The plan passes the segments quality gate before anything is sent. Endpoints come from the environment
+    (MEMBERFLOW_WEBHOOK_URL, MEMBERFLOW_WECOM_URL, MEMBERFLOW_SMS_URL and their secrets); a channel
+    without one fails its rows, which are retried on the next run.
+    """
+    settings = _settings()
+    day = _delivery_date(settings, as_of)
+    from memberflow.outreach.run import deliver as run_delivery
+    from memberflow.outreach.run import plan, write_memberships
+
+    if not dry_run:
+        from expectations.marts import gate_warehouse
+        from expectations.runner import QualityGateError
+
+        _outreach_errors(lambda: write_memberships(settings, plan(settings, day)))
+        try:
+            gate_warehouse(settings, day, gate="segments")
+        except QualityGateError as exc:
+            err.print(f"[red]segments quality gate failed; nothing sent:[/red] {escape(str(exc))}")
+            raise typer.Exit(1) from None
+    report = _outreach_errors(lambda: run_delivery(settings, day, dry_run=dry_run))
+    _print_delivery(report)
+    raise typer.Exit(1 if report.failed else 0)
+
+
+@app.command()
+def sandbox(
+    port: Annotated[int, typer.Option(help="Local port.")] = 8791,
+    failure_rate: Annotated[
+        float, typer.Option(min=0, max=1, help="Share of requests answered with a fault.")
+    ] = 0.0,
+    limit_per_minute: Annotated[int | None, typer.Option(help="Requests per minute per API.")] = None,
+) -> None:
+    """Serve local stand-ins of the webhook, WeCom and SMS APIs (for trying deliveries by hand)."""
+    from memberflow.outreach.sandbox import SandboxConfig, SandboxServer
+
+    limits = {"webhook": limit_per_minute, "wecom": limit_per_minute, "sms": limit_per_minute}
+    server = SandboxServer(SandboxConfig(limits=limits, failure_rate=failure_rate), port=port).start()
+    console.print(f"outreach sandbox on {server.url}; point memberflow at it with:")
+    for key, value in server.env().items():
+        console.print(f"  export {key}={value}")
+    console.print(f"received so far: {server.url}/_sandbox/received   (Ctrl-C stops)")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        server.stop()
+
+
 @app.command()
 def where() -> None:
     """Print where the workspace keeps each thing."""
@@ -769,6 +980,9 @@ def where() -> None:
         ("identity snapshot", settings.home / "identity"),
         ("MLflow store", settings.mlflow_uri),
         ("backtest reports", settings.reports_dir / "backtest"),
+        ("delivery ledger (SQLite)", settings.home / "outreach" / "ledger.sqlite"),
+        ("delivery reports", settings.reports_dir / "delivery"),
+        ("segment exports for ops", settings.home / "exports" / "segments"),
         ("Airflow home", settings.airflow_home),
         ("DAGs", DAGS_FOLDER),
     ):

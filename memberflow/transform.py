@@ -77,6 +77,20 @@ def open_warehouse(settings: Settings, read_only: bool = True) -> Iterator:
         yield con
 
 
+def replace_rows(settings: Settings, ddl: str, table: str, where: str, params: list, rows) -> int:
+    """Create ``table`` if needed and replace its rows matching ``where`` with ``rows`` (an Arrow table,
+    columns by name), in one transaction under the single-writer lock. For the tables Python code owns."""
+    with open_warehouse(settings, read_only=False) as con:
+        con.execute(ddl)
+        con.execute("begin")
+        con.execute(f"delete from {table} where {where}", params)
+        con.register("incoming", rows)
+        columns = ", ".join(rows.column_names)
+        con.execute(f"insert into {table} ({columns}) select {columns} from incoming")
+        con.execute("commit")
+    return rows.num_rows
+
+
 class DbtError(RuntimeError):
     """dbt reported failures; the message lists the failing nodes."""
 

@@ -37,16 +37,23 @@ def read_warehouse(settings: Settings) -> Iterator:
 
 def write_scores(settings: Settings, model: str, as_of: date, scores: pa.Table) -> int:
     """Replace the model's scores for the date in one transaction; returns the rows written."""
-    from memberflow.transform import open_warehouse
+    from memberflow.transform import replace_rows
 
-    with open_warehouse(settings, read_only=False) as con:
-        con.execute(SCORES_DDL)
-        con.execute("begin")
-        con.execute("delete from member_scores where model = ? and as_of = ?", [model, as_of])
-        con.register("incoming", scores)
-        con.execute(
-            "insert into member_scores select member_id, model, as_of, probability, decile, reasons, "
-            "model_version, scored_at from incoming"
-        )
-        con.execute("commit")
-    return scores.num_rows
+    columns = [
+        "member_id",
+        "model",
+        "as_of",
+        "probability",
+        "decile",
+        "reasons",
+        "model_version",
+        "scored_at",
+    ]
+    return replace_rows(
+        settings,
+        SCORES_DDL,
+        "member_scores",
+        "model = ? and as_of = ?",
+        [model, as_of],
+        scores.select(columns),
+    )

@@ -56,3 +56,15 @@ def test_scoring_follows_the_published_marts_and_announces_scores(dagbag):
         assert dag.get_task(f"score_{model}").downstream_task_ids == {"quality_gate"}
     train = dagbag.dags["train_models"]
     assert {t.task_id for t in train.tasks} == {"train_repurchase", "train_churn", "train_conversion"}
+
+
+def test_delivery_follows_the_scores_and_a_morning_schedule(dagbag):
+    dag = dagbag.dags["deliver_segments"]
+    schedule = dag.timetable  # assets or the time of day, whichever comes first
+    assert [a.name for a in schedule.asset_condition.objects] == ["warehouse.member_scores"]
+    assert (
+        schedule.timetable.expression == "30 9 * * *" and str(schedule.timetable.timezone) == "Asia/Shanghai"
+    )
+    assert dag.get_task("quality_gate").downstream_task_ids == {"deliver"}
+    assert [a.name for a in dag.get_task("deliver").outlets] == ["outreach.segment_deliveries"]
+    assert dag.max_active_runs == 1

@@ -48,7 +48,7 @@ def test_an_override_file_changes_severity_and_thresholds(tmp_path, monkeypatch)
         ("landing:\n  checks:\n    volumes: {low: 0.1}\n", "unknown setting landing.checks.volumes"),
         ("landing:\n  tables:\n    wecom.contacts:\n      speed: {}\n", "unknown check landing.tables.wecom"),
         ("marts:\n  checks:\n    enum_values: {severity: fatal}\n", "marts.checks.enum_values.severity"),
-        ("segments:\n  checks: {}\n", "unknown gate 'segments'"),
+        ("uplift:\n  checks: {}\n", "unknown gate 'uplift'"),
         ("landing: [1, 2\n", "not valid YAML"),
     ],
 )

@@ -1,0 +1,124 @@
+"""
+### deliver_segments
+
+Turns the day's scores into outreach. Runs when `warehouse.member_scores` is updated (after scoring) and
+again every morning at 09:30 China time, so SMS held back by quiet hours (21:00–08:00) and sends that
+failed go out the same day.
+
+1. `delivery_date`: the date of the published scores.
+2. `build_segments`: every member into at most one segment (rules in `memberflow/segments.yml`, highest
+   priority wins), holdouts, and suppression with a reason (opt-out, health consent, contact caps, quiet
+   hours, segment caps); the plan is written to `segment_memberships`.
+3. `quality_gate`: Great Expectations on the plan (gate `segments`): one segment per member, caps kept,
+   holdout shares plausible, nobody who opted out is sent, no segment explosion.
+4. `deliver`: plans again right before sending (an opt-out that landed since still wins), sends only what
+   is new or still unsettled in the delivery ledger, through the file, webhook, WeCom and SMS connectors,
+   and writes the run's report. Each message carries the idempotency key (segment, member, date): reruns and
+   retries never deliver twice.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag, task
+
+from memberflow.assets import MEMBER_SCORES, SEGMENT_DELIVERIES
+
+CHINA = "Asia/Shanghai"
+
+
+@task
+def delivery_date() -> str:
+    """The date the published scores are for."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from expectations.marts import NotPublishedError, require_published
+    from memberflow.config import get_settings
+
+    try:
+        return require_published(get_settings(), "scores")["date"]
+    except NotPublishedError as exc:
+        raise AirflowFailException(str(exc)) from exc
+
+
+@task
+def build_segments(as_of: str) -> dict:
+    from datetime import date
+
+    from memberflow.config import apply_privacy_defaults, get_settings
+    from memberflow.outreach.run import plan, write_memberships
+
+    apply_privacy_defaults()
+    settings = get_settings()
+    planned = plan(settings, date.fromisoformat(as_of))
+    rows = write_memberships(settings, planned)
+    return {"date": as_of, "rows": rows, "segments": planned.summary()}
+
+
+@task
+def quality_gate(built: dict) -> str:
+    from datetime import date
+
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from expectations.marts import gate_warehouse
+    from expectations.runner import QualityGateError
+    from memberflow.config import apply_privacy_defaults, get_settings
+
+    apply_privacy_defaults()
+    try:
+        gate_warehouse(get_settings(), date.fromisoformat(built["date"]), gate="segments")
+    except QualityGateError as exc:
+        raise AirflowFailException(str(exc)) from exc
+    return built["date"]
+
+
+@task(outlets=[SEGMENT_DELIVERIES])
+def deliver(as_of: str, **context) -> dict:
+    from datetime import date
+
+    from memberflow.config import apply_privacy_defaults, get_settings
+    from memberflow.outreach.run import deliver as deliver_segments
+
+    apply_privacy_defaults()
+    report = deliver_segments(get_settings(), date.fromisoformat(as_of))
+    context["outlet_events"][SEGMENT_DELIVERIES].extra = {
+        "as_of": as_of,
+        "run_id": report.run_id,
+        "sent": report.sent,
+        "failed": sum(report.failed.values()),
+    }
+    return {
+        "date": as_of,
+        "run_id": report.run_id,
+        "sent": report.sent,
+        "failed": report.failed,
+        "suppressed": report.suppressed,
+        "report": report.report_path,
+    }
+
+
+@dag(
+    dag_id="deliver_segments",
+    schedule=AssetOrTimeSchedule(
+        timetable=CronTriggerTimetable("30 9 * * *", timezone=CHINA), assets=[MEMBER_SCORES]
+    ),
+    start_date=pendulum.datetime(2026, 1, 1, tz=CHINA),
+    catchup=False,
+    max_active_runs=1,  # one delivery at a time: the ledger decides what is new
+    default_args={
+        "owner": "crm-operations",
+        "retries": 1,
+        "retry_delay": timedelta(minutes=10),
+        "execution_timeout": timedelta(hours=2),
+    },
+    tags=["memberflow", "outreach"],
+    doc_md=__doc__,
+)
+def deliver_segments() -> None:
+    deliver(quality_gate(build_segments(delivery_date())))
+
+
+deliver_segments()

@@ -1,0 +1,338 @@
+"""A delivery run: plan the day's segments, suppress, send what is new, record and report.
+
+``plan`` reads the warehouse (features, tags, scores of the date), the newest landed consent answers (an
+opt-out that landed after the marts were built still counts) and the ledger's contact history, and decides
+every member's status. ``write_memberships`` stores the plan as ``segment_memberships`` (what the segments
+quality gate validates). ``deliver`` plans again right before sending, cancels unsettled sends the plan no
+longer wants, sends through the connectors and writes a report under reports/delivery/<date>/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import polars as pl
+
+from memberflow.config import Settings
+from memberflow.outreach.connectors import (
+    FatalError,
+    Message,
+    Outcome,
+    OutreachConfig,
+    dispatch,
+    make_connector,
+)
+from memberflow.outreach.ledger import Ledger
+from memberflow.outreach.suppression import CHINA, decide
+from memberflow.segments import MODELS, Segment, assign, load_segments, member_profiles
+
+MEMBERSHIPS_DDL = """
+create table if not exists segment_memberships (
+    as_of date not null,
+    member_id varchar not null,
+    segment varchar not null,
+    channel varchar not null,
+    priority integer not null,
+    status varchar not null,
+    reason varchar,
+    holdout boolean not null,
+    health_based boolean not null,
+    idempotency_key varchar not null,
+    planned_at timestamp not null
+)
+"""
+LEDGER_DDL = """
+create table if not exists delivery_ledger (
+    idempotency_key varchar, as_of date, segment varchar, member_id varchar, channel varchar,
+    status varchar, attempts integer, error_class varchar, last_error varchar, external_id varchar,
+    decided_day date, decided_run varchar, last_run varchar, updated_at timestamptz, sent_at timestamptz
+)
+"""
+
+
+def now_china() -> datetime:
+    """The delivery clock: wall-clock now, unless MEMBERFLOW_CLOCK pins it (replays and tests)."""
+    pinned = os.environ.get("MEMBERFLOW_CLOCK")
+    if pinned:
+        moment = datetime.fromisoformat(pinned)
+        return (moment if moment.tzinfo else moment.replace(tzinfo=CHINA)).astimezone(CHINA)
+    return datetime.now(UTC).astimezone(CHINA)
+
+
+def fresh_opt_outs(con, settings: Settings) -> set[str]:
+    """Members whose identifiers' latest marketing answer, over every consent partition landed so far,
+    is a refusal — read from the landing zone, so answers newer than the marts count."""
+    files = sorted(settings.landing_dir.glob("consent/events/dt=*/*.parquet"))
+    if not files:
+        return set()
+    rows = con.execute(
+        """
+        with answers as (
+            select id_type, id_value,
+                last(granted order by event_time, granted desc) as granted
+            from read_parquet($files, union_by_name = true)
+            where scope = 'marketing'
+            group by id_type, id_value
+        )
+        select distinct ids.member_id
+        from answers inner join member_identifiers as ids using (id_type, id_value)
+        where not answers.granted
+        """,
+        {"files": [str(f) for f in files]},
+    ).fetchall()
+    return {r[0] for r in rows}
+
+
+@dataclass
+class Plan:
+    as_of: date
+    planned_at: datetime
+    segments: list[Segment]
+    frame: pl.DataFrame  # one row per member in a segment, with status and reason
+    matched: dict[str, int]
+    members: int
+
+    def summary(self) -> dict:
+        by = self.frame.group_by("segment", "status", "reason").len().rows() if self.frame.height else []
+        out = {}
+        for seg in self.segments:
+            rows = [r for r in by if r[0] == seg.name]
+            out[seg.name] = {
+                "channel": seg.channel,
+                "priority": seg.priority,
+                "matched": self.matched.get(seg.name, 0),
+                "assigned": sum(r[3] for r in rows),
+                "send": sum(r[3] for r in rows if r[1] == "send"),
+                "already_sent": sum(r[3] for r in rows if r[1] == "already_sent"),
+                "holdout": sum(r[3] for r in rows if r[1] == "holdout"),
+                "suppressed": {r[2]: r[3] for r in rows if r[1] == "suppressed"},
+            }
+        return out
+
+
+def plan(
+    settings: Settings,
+    as_of: date,
+    now: datetime | None = None,
+    segments: list[Segment] | None = None,
+    config: OutreachConfig | None = None,
+) -> Plan:
+    from ml.warehouse import read_warehouse
+
+    now = now or now_china()
+    segments = segments if segments is not None else load_segments()
+    config = config or OutreachConfig.load()
+    with read_warehouse(settings) as con:
+        profiles = member_profiles(con, as_of)
+        opted_out = fresh_opt_outs(con, settings)
+    assignment = assign(profiles, segments)
+    ledger = Ledger.open(settings)
+    try:
+        history = ledger.history(as_of, now)
+    finally:
+        ledger.close()
+    frame = decide(
+        assignment.frame,
+        {s.name: s.daily_cap for s in segments},
+        history,
+        as_of,
+        now,
+        fresh_opt_outs=opted_out,
+        caps=config.caps,
+    )
+    return Plan(as_of, now, segments, frame, assignment.matched, profiles.height)
+
+
+def write_memberships(settings: Settings, planned: Plan) -> int:
+    """Replace the date's rows of ``segment_memberships`` with the plan."""
+    from memberflow.transform import replace_rows
+
+    cols = ["member_id", "segment", "channel", "priority", "status", "reason", "holdout", "health_based"]
+    table = (
+        planned.frame.select(*cols, "idempotency_key")
+        .with_columns(as_of=pl.lit(planned.as_of), planned_at=pl.lit(planned.planned_at.replace(tzinfo=None)))
+        .to_arrow()
+    )
+    return replace_rows(settings, MEMBERSHIPS_DDL, "segment_memberships", "as_of = ?", [planned.as_of], table)
+
+
+def reasons_model(segment: Segment) -> str | None:
+    """The model whose reasons explain a segment: the first one its ranking or rules use."""
+    for name in [segment.rank_by or "", *segment.when]:
+        for m in MODELS:
+            if name.startswith(f"{m}_"):
+                return m
+    return None
+
+
+def member_reasons(row: dict, segment: Segment) -> list[str]:
+    """The reason sentences shown with a member in a segment: its model's, else the first model's that
+    scored the member (a win-back segment has no model of its own, churn still explains the silence)."""
+    model = reasons_model(segment)
+    for m in [model] if model else MODELS:
+        if row.get(f"{m}_reasons"):
+            return list(row[f"{m}_reasons"])
+    return []
+
+
+def messages_for(planned: Plan, keys: set[str]) -> list[Message]:
+    by_name = {s.name: s for s in planned.segments}
+    rows = planned.frame.filter(pl.col("idempotency_key").is_in(list(keys)))
+    out = []
+    for r in rows.iter_rows(named=True):
+        seg = by_name[r["segment"]]
+        out.append(
+            Message(
+                key=r["idempotency_key"],
+                member_id=r["member_id"],
+                segment=seg.name,
+                channel=seg.channel,
+                as_of=planned.as_of.isoformat(),
+                message=seg.message,
+                reasons=member_reasons(r, seg),
+                address={
+                    "external_userid": r.get("external_userid"),
+                    "staff_owner": r.get("staff_owner"),
+                    "phone_token": r.get("phone_token"),
+                    "phone_masked": r.get("phone_masked"),
+                    "unionid": r.get("unionid"),
+                },
+            )
+        )
+    return out
+
+
+@dataclass
+class DeliveryReport:
+    as_of: str
+    run_id: str
+    dry_run: bool
+    started_at: str
+    finished_at: str = ""
+    members: int = 0
+    segments: dict = field(default_factory=dict)
+    sent: int = 0
+    sent_by_channel: dict[str, int] = field(default_factory=dict)
+    retried: int = 0  # sends decided by an earlier run of the date, attempted again in this one
+    retried_requests: int = 0  # requests repeated within this run (429, 5xx, timeouts)
+    cancelled: int = 0
+    failed: dict[str, int] = field(default_factory=dict)  # error -> rows
+    suppressed: dict[str, int] = field(default_factory=dict)  # reason -> members
+    holdout: int = 0
+    already_sent: int = 0
+    report_path: str = ""
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def deliver(
+    settings: Settings,
+    as_of: date,
+    dry_run: bool = False,
+    now: datetime | None = None,
+    config: OutreachConfig | None = None,
+    segments: list[Segment] | None = None,
+    sleep=None,
+) -> DeliveryReport:
+    """Plan, record, send what is new or unsettled, and report. A dry run plans and reports only."""
+    import time
+
+    config = config or OutreachConfig.load()
+    clock = (lambda: now) if now else now_china
+    started = clock()
+    planned = plan(settings, as_of, started, segments, config)
+    ledger = Ledger.open(settings)
+    try:
+        run_id = ledger.start_run(as_of, started, dry_run)
+        report = DeliveryReport(
+            as_of.isoformat(), run_id, dry_run, started.isoformat(), members=planned.members
+        )
+        report.segments = planned.summary()
+        frame = planned.frame
+        counts = Counter(zip(frame["status"].to_list(), frame["reason"].to_list(), strict=True))
+        report.suppressed = {r: n for (s, r), n in sorted(counts.items(), key=str) if s == "suppressed"}
+        report.holdout = counts.get(("holdout", None), 0)
+        report.already_sent = counts.get(("already_sent", None), 0)
+        if not dry_run:
+            write_memberships(settings, planned)
+            unsettled = ledger.unsettled(as_of)
+            to_send = frame.filter(pl.col("status") == "send")
+            wanted = set(to_send["idempotency_key"].to_list())
+            status_of = dict(zip(frame["idempotency_key"].to_list(), frame["reason"].to_list(), strict=True))
+            report.cancelled = ledger.cancel(
+                run_id,
+                clock(),
+                {k: status_of.get(k) or "membership_changed" for k in unsettled if k not in wanted},
+            )
+            report.retried = len(wanted & set(unsettled))
+            ledger.decide(
+                run_id,
+                clock(),
+                to_send.select("idempotency_key", "segment", "member_id", "channel", "phone_token")
+                .with_columns(as_of=pl.lit(as_of.isoformat()))
+                .to_dicts(),
+            )
+            messages = messages_for(planned, wanted)
+            by_channel: dict[str, list[Message]] = {}
+            for m in messages:
+                by_channel.setdefault(m.channel, []).append(m)
+            for channel, batch in sorted(by_channel.items()):
+                try:
+                    connector = make_connector(channel, config, settings, clock)
+                except FatalError as exc:
+                    ledger.settle(run_id, clock(), [Outcome(m.key, False, "fatal", str(exc)) for m in batch])
+                    report.failed[str(exc)] = report.failed.get(str(exc), 0) + len(batch)
+                    continue
+                try:
+                    stats = dispatch(connector, batch, ledger, run_id, clock, sleep=sleep or time.sleep)
+                finally:
+                    connector.close()
+                report.sent += stats.sent
+                report.sent_by_channel[channel] = stats.sent
+                report.retried_requests += stats.retried_requests
+                for error, n in stats.failed.items():
+                    report.failed[error] = report.failed.get(error, 0) + n
+        report.finished_at = clock().isoformat()
+        report.report_path = str(_write_report(settings, report))
+        ledger.finish_run(run_id, clock(), report.to_dict())
+        if not dry_run:
+            mirror_ledger(settings, ledger)
+    finally:
+        ledger.close()
+    return report
+
+
+def _write_report(settings: Settings, report: DeliveryReport) -> Path:
+    folder = settings.reports_dir / "delivery" / report.as_of
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{report.run_id}.json"
+    path.write_text(json.dumps(report.to_dict(), indent=2, ensure_ascii=False, default=str), encoding="utf-8")
+    return path
+
+
+def mirror_ledger(settings: Settings, ledger: Ledger) -> int:
+    """Copy the ledger's deliveries into the warehouse table ``delivery_ledger`` (for readers)."""
+    import pyarrow as pa
+
+    from memberflow.transform import replace_rows
+
+    rows = ledger.rows()
+    for r in rows:
+        r.pop("phone_token", None)
+    schema = pa.schema(
+        [
+            ("idempotency_key", pa.string()), ("as_of", pa.string()), ("segment", pa.string()),
+            ("member_id", pa.string()), ("channel", pa.string()), ("status", pa.string()),
+            ("attempts", pa.int64()), ("error_class", pa.string()), ("last_error", pa.string()),
+            ("external_id", pa.string()), ("decided_day", pa.string()), ("decided_run", pa.string()),
+            ("last_run", pa.string()), ("updated_at", pa.string()), ("sent_at", pa.string()),
+        ]
+    )  # fmt: skip
+    table = pa.Table.from_pylist(rows, schema=schema)
+    return replace_rows(settings, LEDGER_DDL, "delivery_ledger", "true", [], table)

@@ -1,0 +1,96 @@
+"""Fixtures of the outreach tier: a built, trained and scored workspace, and the sandbox APIs."""
+
+from __future__ import annotations
+
+import shutil
+import textwrap
+
+import pytest
+
+from memberflow.config import Settings
+from memberflow.outreach.sandbox import SandboxConfig, SandboxServer
+from tests.conftest import make_settings
+from tests.model.conftest import CUTOFFS, HORIZON, SCORE_DAY, published_copy
+
+# A webhook segment big enough to interrupt mid-delivery, beside a WeCom and an SMS one; the caps keep the
+# day's reach under the segments gate's 50 % of members.
+BROAD_SEGMENTS = textwrap.dedent(
+    """
+    version: 1
+    segments:
+      care_wecom:
+        description: at-risk members with a staff owner
+        channel: wecom
+        message: care_checkin
+        priority: 1
+        daily_cap: 300
+        holdout: 0.1
+        when: {lifecycle_stage: at_risk, has_wecom: true}
+      coupon_sms:
+        description: buyers without a mini-program account
+        channel: sms
+        message: replenishment_coupon
+        priority: 2
+        daily_cap: 300
+        holdout: 0.1
+        when: {funnel_stage: [first_order, repeat, loyal], has_miniprogram: false, has_phone: true}
+      everyone_webhook:
+        description: everybody else still reachable
+        channel: webhook
+        message: winback_content
+        priority: 3
+        daily_cap: 800
+        holdout: 0.1
+        when: {lifecycle_stage: {not_in: [lost]}}
+    """
+)
+
+
+@pytest.fixture(scope="session")
+def scored(tmp_path_factory, built) -> Settings:
+    """The business sample built, gated, with repurchase, churn and conversion trained and scored."""
+    from expectations.marts import gate_warehouse
+    from ml.score import score
+    from ml.train import train
+
+    settings = published_copy(built, tmp_path_factory.mktemp("scored"))
+    for model in ("repurchase", "churn", "conversion"):
+        train(settings, model, CUTOFFS, HORIZON)
+        score(settings, model, SCORE_DAY)
+    gate_warehouse(settings, SCORE_DAY, gate="scores")
+    return settings
+
+
+@pytest.fixture
+def delivery_ws(tmp_path, scored) -> Settings:
+    """A private copy of the scored workspace (deliveries write the ledger and the warehouse)."""
+    shutil.copytree(scored.home, tmp_path / "ws")
+    return make_settings(tmp_path / "ws", scored.data_dir)
+
+
+@pytest.fixture
+def broad_segments(tmp_path, monkeypatch):
+    path = tmp_path / "segments.yml"
+    path.write_text(BROAD_SEGMENTS)
+    monkeypatch.setenv("MEMBERFLOW_SEGMENTS", str(path))
+    return path
+
+
+@pytest.fixture
+def sandbox(monkeypatch):
+    """Start sandbox servers and point the connectors at the last one started."""
+    servers: list[SandboxServer] = []
+
+    def start(config: SandboxConfig | None = None) -> SandboxServer:
+        server = SandboxServer(config or SandboxConfig()).start()
+        for key, value in server.env().items():
+            monkeypatch.setenv(key, value)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+__all__ = ["SCORE_DAY"]

@@ -1,0 +1,228 @@
+"""Delivery end to end on a scored workspace, counted on the receiving servers' side."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from datetime import datetime, timedelta
+
+import duckdb
+
+from memberflow.contracts import CONTRACTS
+from memberflow.outreach.ledger import Ledger
+from memberflow.outreach.run import deliver, plan
+from memberflow.outreach.sandbox import SandboxConfig
+from memberflow.outreach.suppression import CHINA
+from tests.conftest import make_settings
+from tests.outreach.conftest import SCORE_DAY
+
+MORNING = datetime(2026, 3, 2, 10, 0, tzinfo=CHINA)
+
+
+def delivered(server) -> Counter:
+    """Deliveries per (api, recipient) as the servers applied them."""
+    out = Counter()
+    for r in server.state.snapshot()["received"]:
+        out[(r["api"], r["key"] or r["external_userid"])] += 1
+    return out
+
+
+def planned_sends(settings) -> dict[str, str]:
+    """Keys the latest plan of the day sends or found sent already."""
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+        rows = con.execute(
+            "select idempotency_key, channel from segment_memberships where as_of = ? "
+            "and status in ('send', 'already_sent')",
+            [SCORE_DAY],
+        ).fetchall()
+    return dict(rows)
+
+
+def test_a_day_is_delivered_once_and_a_rerun_sends_nothing(delivery_ws, broad_segments, sandbox):
+    from expectations.marts import gate_warehouse
+
+    server = sandbox()
+    report = deliver(delivery_ws, SCORE_DAY, now=MORNING)
+    sends = planned_sends(delivery_ws)
+    assert report.sent == len(sends) > 100 and not report.failed
+    assert set(report.sent_by_channel) == {"wecom", "sms", "webhook"}
+    received = delivered(server)
+    assert max(received.values()) == 1
+    assert sum(received.values()) == len(sends)
+    ledger = Ledger.open(delivery_ws)
+    assert {r["status"] for r in ledger.rows(SCORE_DAY)} == {"sent"}
+    # the plan in the warehouse passes its gate, and the ledger is mirrored for readers
+    assert gate_warehouse(delivery_ws, SCORE_DAY, gate="segments").ok
+    with duckdb.connect(str(delivery_ws.warehouse_path), read_only=True) as con:
+        assert con.execute("select count(*) from delivery_ledger").fetchall()[0][0] == len(sends)
+    requests = server.state.snapshot()["requests"]
+
+    again = deliver(delivery_ws, SCORE_DAY, now=MORNING + timedelta(hours=2))
+    assert again.sent == 0 and again.already_sent == len(sends) and not again.failed
+    assert server.state.snapshot()["requests"] == requests  # not one request more
+    reports = sorted((delivery_ws.reports_dir / "delivery" / SCORE_DAY.isoformat()).glob("*.json"))
+    assert len(reports) == 2 and json.loads(reports[0].read_text())["sent"] == len(sends)
+
+
+def test_everything_arrives_once_through_injected_failures(
+    delivery_ws, broad_segments, sandbox, monkeypatch, tmp_path
+):
+    override = tmp_path / "outreach.yml"
+    override.write_text(
+        "channels:\n"
+        + "".join(
+            f"  {c}: {{batch_size: 10, timeout_seconds: 0.5, max_attempts: 3, backoff_seconds: 0.01, "
+            f"backoff_max_seconds: 0.2, rate_per_second: 200}}\n"
+            for c in ("webhook", "wecom", "sms")
+        )
+    )
+    monkeypatch.setenv("MEMBERFLOW_OUTREACH_CONFIG", str(override))
+    server = sandbox(SandboxConfig(failure_rate=0.2, slow_seconds=0.8, seed=11))
+    runs = []
+    for hour in range(6):  # each run retries what the previous one left failed
+        runs.append(deliver(delivery_ws, SCORE_DAY, now=MORNING + timedelta(hours=hour)))
+        if not runs[-1].failed:
+            break
+    sends = planned_sends(delivery_ws)
+    received = delivered(server)
+    snap = server.state.snapshot()
+    assert sum(snap["rejected"].values()) > 15  # the faults were real
+    assert sum(r.sent for r in runs) == len(sends) and not runs[-1].failed
+    assert max(received.values()) == 1 and sum(received.values()) == len(sends)
+    assert {r["status"] for r in Ledger.open(delivery_ws).rows(SCORE_DAY)} == {"sent"}
+
+
+KILL_SCRIPT = """
+import sys
+from datetime import date, datetime
+from memberflow.config import get_settings
+from memberflow.outreach.run import deliver
+deliver(get_settings(), date.fromisoformat(sys.argv[1]), now=datetime.fromisoformat(sys.argv[2]))
+"""
+
+
+def test_killed_mid_batch_then_rerun_delivers_everyone_exactly_once(
+    delivery_ws, broad_segments, sandbox, monkeypatch, tmp_path
+):
+    override = tmp_path / "outreach.yml"
+    override.write_text("channels:\n  webhook: {batch_size: 10, rate_per_second: 25}\n")
+    monkeypatch.setenv("MEMBERFLOW_OUTREACH_CONFIG", str(override))
+    server = sandbox()
+    env = {
+        **os.environ,
+        "MEMBERFLOW_HOME": str(delivery_ws.home),
+        "MEMBERFLOW_DATA_DIR": str(delivery_ws.data_dir),
+    }
+    child = subprocess.Popen(
+        [sys.executable, "-c", KILL_SCRIPT, SCORE_DAY.isoformat(), MORNING.isoformat()],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 300
+    while server.state.snapshot()["requests"]["webhook"] < 8:
+        assert child.poll() is None, child.stderr.read().decode()[-2000:]
+        assert time.monotonic() < deadline, "the delivery never reached the webhook"
+        time.sleep(0.05)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    before = delivered(server)
+    assert sum(before.values()) > 0
+    ledger = Ledger.open(delivery_ws)
+    states = Counter(r["status"] for r in ledger.rows(SCORE_DAY))
+    assert states["pending"] > 0  # it really stopped part-way
+
+    report = deliver(delivery_ws, SCORE_DAY, now=MORNING + timedelta(minutes=30))
+    sends = planned_sends(delivery_ws)
+    received = delivered(server)
+    assert not report.failed
+    assert max(received.values()) == 1 and sum(received.values()) == len(sends)
+    assert server.state.snapshot()["duplicates"] <= 10  # at most the batch in flight was sent again
+    assert report.retried > 0
+    assert {r["status"] for r in ledger.rows(SCORE_DAY)} == {"sent"}
+
+
+def test_an_opt_out_landed_after_scoring_is_honoured(delivery_ws, broad_segments, sandbox, tmp_path):
+    from memberflow.land import land_days
+
+    data = tmp_path / "data"
+    shutil.copytree(delivery_ws.data_dir, data)
+    settings = make_settings(delivery_ws.home, data)
+    before = plan(settings, SCORE_DAY, MORNING)
+    sends = before.frame.filter(before.frame["status"] == "send")
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+        unionids = dict(
+            con.execute(
+                "select member_id, min(id_value) from member_identifiers where id_type = 'unionid' group by 1"
+            ).fetchall()
+        )
+    targets = [m for m in sends["member_id"].to_list() if m in unionids][:5]
+    assert len(targets) == 5
+    # the member says no in a mini-program the day after the scores were built
+    day = SCORE_DAY
+    folder = data / "consent" / "events" / f"dt={day.isoformat()}"
+    folder.mkdir(parents=True)
+    folder.joinpath("part-0.jsonl").write_text(
+        "".join(
+            json.dumps(
+                {
+                    "event_id": f"late-{i}",
+                    "id_type": "unionid",
+                    "id_value": unionids[m],
+                    "scope": "marketing",
+                    "granted": "false",
+                    "event_time": f"{day} 08:30:00",
+                    "source": "miniprogram_settings",
+                }
+            )
+            + "\n"
+            for i, m in enumerate(targets)
+        )
+    )
+    consent = [c for c in CONTRACTS if (c.channel, c.table) == ("consent", "events")]
+    run = land_days(settings, [day], data, consent)
+    assert run.ok, run.errors
+    server = sandbox()
+    report = deliver(settings, SCORE_DAY, now=MORNING)
+    recipients = {r["member_id"] for r in server.state.snapshot()["received"] if r.get("member_id")}
+    ledger_members = {r["member_id"] for r in Ledger.open(settings).rows(SCORE_DAY)}
+    assert not set(targets) & (recipients | ledger_members)
+    assert report.suppressed["opted_out"] >= 5
+
+
+def test_no_plain_phone_outside_the_sms_request(delivery_ws, broad_segments, sandbox, caplog):
+    from memberflow.vault import ContactVault
+
+    server = sandbox()
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    report = deliver(delivery_ws, SCORE_DAY, now=MORNING)
+    assert report.sent_by_channel.get("sms", 0) > 0
+    # every plain number the vault can give
+    import pyarrow.parquet as pq
+
+    vault = ContactVault(delivery_ws.vault_key())
+    phones = set()
+    for path in delivery_ws.vault_dir.glob("*/*/dt=*/*.parquet"):
+        phones |= {vault.open(s) for s in pq.read_table(path)["phone_sealed"].to_pylist()}
+    assert len(phones) > 1000
+    sent_numbers = set(server.state.sms_phones)
+    assert sent_numbers and sent_numbers <= phones  # the SMS request did carry real numbers
+    needles = [p.encode() for p in phones]
+    leaks = []
+    for path in delivery_ws.home.rglob("*"):
+        if not path.is_file() or delivery_ws.vault_dir in path.parents:
+            continue
+        blob = path.read_bytes()
+        leaks += [f"{path}: {n.decode()[:3]}…" for n in needles if n in blob]
+    assert not leaks, leaks[:5]
+    outside_sms = json.dumps([r for r in server.state.snapshot()["received"] if r["api"] != "sms"])
+    logs = caplog.text
+    assert not [p for p in phones if p in outside_sms or p in logs]
