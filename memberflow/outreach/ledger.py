@@ -65,6 +65,9 @@ create table if not exists runs (
 );
 """
 UNSETTLED = ("pending", "sending", "failed")
+# A key rejected as undeliverable this many times (bad number, not the sender's contact) is not tried again.
+GIVE_UP_AFTER = 3
+GIVEN_UP = f"(status = 'failed' and error_class = 'fatal' and attempts >= {GIVE_UP_AFTER})"
 
 
 def ledger_path(settings: Settings) -> Path:
@@ -104,11 +107,13 @@ class Ledger:
         month = today.isoformat()[:7]
         h = History()
         q = self._con.execute
-        for key, status in q(
-            "select idempotency_key, status from deliveries where as_of = ?", [as_of.isoformat()]
+        for key, status, given_up in q(
+            f"select idempotency_key, status, {GIVEN_UP} from deliveries where as_of = ?", [as_of.isoformat()]
         ).fetchall():
             if status == "sent":
                 h.sent_keys.add(key)
+            elif given_up:
+                h.given_up_keys.add(key)
             elif status in UNSETTLED:
                 h.unsettled_keys.add(key)
         live = "status != 'cancelled'"
@@ -219,11 +224,11 @@ class Ledger:
             return cur.rowcount
 
     def unsettled(self, as_of: date) -> dict[str, str]:
-        """Keys of the date still to deliver -> their status."""
+        """Keys of the date still to deliver -> their status (not those given up on)."""
         return dict(
             self._con.execute(
                 "select idempotency_key, status from deliveries where as_of = ? "
-                "and status in ('pending', 'sending', 'failed')",
+                f"and status in ('pending', 'sending', 'failed') and not {GIVEN_UP}",
                 [as_of.isoformat()],
             ).fetchall()
         )

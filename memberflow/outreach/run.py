@@ -9,9 +9,12 @@ longer wants, sends through the connectors and writes a report under reports/del
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -240,7 +243,27 @@ def deliver(
     segments: list[Segment] | None = None,
     sleep=None,
 ) -> DeliveryReport:
-    """Plan, record, send what is new or unsettled, and report. A dry run plans and reports only."""
+    """Plan, record, send what is new or unsettled, and report. A dry run plans and reports only.
+
+    One delivery at a time per workspace (a lock file): two runs planning from the same ledger state would
+    both send what each thinks is new."""
+    with delivery_lock(settings):
+        return _deliver(settings, as_of, dry_run, now, config, segments, sleep)
+
+
+@contextlib.contextmanager
+def delivery_lock(settings: Settings) -> Iterator[None]:
+    folder = settings.home / "outreach"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".deliver.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _deliver(settings, as_of, dry_run, now, config, segments, sleep) -> DeliveryReport:
     import time
 
     config = config or OutreachConfig.load()

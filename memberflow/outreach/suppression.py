@@ -6,7 +6,7 @@ so the property tests can drive it with any input. Every member of a segment end
 - ``send``          goes out in this run (new, or a retry of a send decided earlier for the same date);
 - ``already_sent``  this (segment, member, date) was delivered before: never again;
 - ``holdout``       kept out on purpose (hash of member and segment) to measure uplift;
-- ``suppressed``    with a reason, checked in this order:
+- ``suppressed``    with a reason, checked in this order: undeliverable (rejected as such three times),
   opted_out, no_health_consent, no_address, already_contacted_today, member_daily_cap, sms_daily_cap,
   wecom_monthly_cap, quiet_hours, segment_daily_cap.
 """
@@ -22,6 +22,7 @@ import polars as pl
 
 CHINA = ZoneInfo("Asia/Shanghai")
 REASONS = (
+    "undeliverable",
     "opted_out",
     "no_health_consent",
     "no_address",
@@ -57,6 +58,7 @@ class History:
 
     sent_keys: set[str] = field(default_factory=set)
     unsettled_keys: set[str] = field(default_factory=set)  # decided earlier, not yet delivered: retry
+    given_up_keys: set[str] = field(default_factory=set)  # rejected as undeliverable again and again
     today_total: dict[str, int] = field(default_factory=dict)  # member -> messages today
     today_channels: dict[str, set[str]] = field(default_factory=dict)  # member -> channels today
     sms_today: dict[str, int] = field(default_factory=dict)  # phone_token -> SMS today
@@ -121,6 +123,8 @@ def decide(
         retry = key in history.unsettled_keys
         if key in history.sent_keys:
             status = "already_sent"
+        elif key in history.given_up_keys:
+            status, reason = "suppressed", "undeliverable"
         elif opt_out or features_opt_out[i] or member in fresh_opt_outs:
             status, reason = "suppressed", "opted_out"
         elif health and not consent:

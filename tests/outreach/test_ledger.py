@@ -43,3 +43,34 @@ def test_key_states_and_history(settings):
     states = {r["member_id"]: r["status"] for r in ledger.rows(DAY)}
     assert states == {"a": "sent", "b": "failed", "c": "pending"}
     assert ledger.unsettled(DAY) == {"s/b/2026-03-02": "failed", "s/c/2026-03-02": "pending"}
+
+
+def test_a_key_rejected_as_undeliverable_three_times_is_given_up(settings):
+    import polars as pl
+
+    from memberflow.outreach.suppression import decide
+
+    ledger = Ledger.open(settings)
+    run = ledger.start_run(DAY, NOON, False)
+    ledger.decide(run, NOON, [row("a", "sms"), row("b", "sms")])
+    for attempt in range(3):
+        ledger.mark_sending(run, NOON, ["s/a/2026-03-02", "s/b/2026-03-02"])
+        ledger.settle(run, NOON, [Outcome("s/a/2026-03-02", False, "fatal", "sms isv.MOBILE_NUMBER_ILLEGAL")])
+        ledger.settle(run, NOON, [Outcome("s/b/2026-03-02", False, "retryable", "HTTP 503")])
+        if attempt < 2:
+            assert "s/a/2026-03-02" in ledger.unsettled(DAY)
+    h = ledger.history(DAY, NOON)
+    assert h.given_up_keys == {"s/a/2026-03-02"} and h.unsettled_keys == {"s/b/2026-03-02"}
+    assert ledger.unsettled(DAY) == {"s/b/2026-03-02": "failed"}  # a retryable failure is tried again
+    frame = pl.DataFrame(
+        {
+            "member_id": ["a", "b"], "segment": ["s", "s"], "channel": ["sms", "sms"],
+            "health_based": [False, False], "holdout": [False, False], "rank_value": [1.0, 1.0],
+            "tie": [0.1, 0.2], "has_wecom": [False, False], "has_phone": [True, True],
+            "phone_token": ["t-a", "t-b"], "health_consent": [True, True],
+            "opt_out_on_record": [False, False],
+        }
+    )  # fmt: skip
+    out = decide(frame, {"s": 10}, h, DAY, NOON)
+    assert out["status"].to_list() == ["suppressed", "send"]
+    assert out["reason"].to_list() == ["undeliverable", None]
