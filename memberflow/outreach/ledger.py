@@ -117,6 +117,12 @@ class Ledger:
             elif status in UNSETTLED:
                 h.unsettled_keys.add(key)
         live = "status != 'cancelled'"
+        h.segment_of_day = dict(
+            q(
+                f"select member_id, min(segment) from deliveries where as_of = ? and {live} group by 1",
+                [as_of.isoformat()],
+            ).fetchall()
+        )
         for member, channel, n in q(
             f"select member_id, channel, count(*) from deliveries where decided_day = ? and {live} "
             "group by 1, 2",

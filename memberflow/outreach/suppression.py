@@ -59,6 +59,9 @@ class History:
     sent_keys: set[str] = field(default_factory=set)
     unsettled_keys: set[str] = field(default_factory=set)  # decided earlier, not yet delivered: retry
     given_up_keys: set[str] = field(default_factory=set)  # rejected as undeliverable again and again
+    segment_of_day: dict[str, str] = field(
+        default_factory=dict
+    )  # member -> segment already sent for the date
     today_total: dict[str, int] = field(default_factory=dict)  # member -> messages today
     today_channels: dict[str, set[str]] = field(default_factory=dict)  # member -> channels today
     sms_today: dict[str, int] = field(default_factory=dict)  # phone_token -> SMS today
@@ -133,6 +136,9 @@ def decide(
             status, reason = "suppressed", "no_address"
         elif held:
             status = "holdout"
+        elif not retry and history.segment_of_day.get(member, segment) != segment:
+            # a later plan moved the member: they stay in the segment they were sent for that day
+            status, reason = "suppressed", "already_contacted_today"
         elif not retry and channel in history.today_channels.get(member, ()):
             status, reason = "suppressed", "already_contacted_today"
         elif not retry and history.today_total.get(member, 0) >= caps.member_per_day:

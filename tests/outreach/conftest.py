@@ -93,4 +93,17 @@ def sandbox(monkeypatch):
         server.stop()
 
 
+def vault_phones(settings: Settings) -> set[str]:
+    """Every plain number the workspace's contact vault can give."""
+    import pyarrow.parquet as pq
+
+    from memberflow.vault import ContactVault
+
+    vault = ContactVault(settings.vault_key())
+    phones: set[str] = set()
+    for path in settings.vault_dir.glob("*/*/dt=*/*.parquet"):
+        phones |= {vault.open(s) for s in pq.read_table(path)["phone_sealed"].to_pylist()}
+    return phones
+
+
 __all__ = ["SCORE_DAY"]

@@ -20,7 +20,7 @@ from memberflow.outreach.run import deliver, plan
 from memberflow.outreach.sandbox import SandboxConfig
 from memberflow.outreach.suppression import CHINA
 from tests.conftest import make_settings
-from tests.outreach.conftest import SCORE_DAY
+from tests.outreach.conftest import SCORE_DAY, vault_phones
 
 MORNING = datetime(2026, 3, 2, 10, 0, tzinfo=CHINA)
 
@@ -197,21 +197,13 @@ def test_an_opt_out_landed_after_scoring_is_honoured(delivery_ws, broad_segments
 
 
 def test_no_plain_phone_outside_the_sms_request(delivery_ws, broad_segments, sandbox, caplog):
-    from memberflow.vault import ContactVault
-
     server = sandbox()
     import logging
 
     caplog.set_level(logging.DEBUG)
     report = deliver(delivery_ws, SCORE_DAY, now=MORNING)
     assert report.sent_by_channel.get("sms", 0) > 0
-    # every plain number the vault can give
-    import pyarrow.parquet as pq
-
-    vault = ContactVault(delivery_ws.vault_key())
-    phones = set()
-    for path in delivery_ws.vault_dir.glob("*/*/dt=*/*.parquet"):
-        phones |= {vault.open(s) for s in pq.read_table(path)["phone_sealed"].to_pylist()}
+    phones = vault_phones(delivery_ws)
     assert len(phones) > 1000
     sent_numbers = set(server.state.sms_phones)
     assert sent_numbers and sent_numbers <= phones  # the SMS request did carry real numbers

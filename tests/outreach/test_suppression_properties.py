@@ -79,6 +79,9 @@ def histories(draw, ids: list[str], segments: list[Segment]):
         h.sms_today[f"t{token}"] = draw(st.integers(0, 4))
     for seg in segments:
         h.segment_used[seg.name] = draw(st.integers(0, 5))
+    for member in ids:
+        if draw(st.integers(0, 4)) == 0:
+            h.segment_of_day[member] = draw(st.sampled_from(segments)).name
     return h
 
 
@@ -121,6 +124,8 @@ def test_suppression_properties(data, frame, segments, now):
             assert history.wecom_month.get(r["member_id"], 0) + 1 <= caps.wecom_per_month(now.date())
             assert r["has_wecom"]
         assert not r["holdout"]
+        # whoever was sent for the date already stays in that segment: never two segments on one day
+        assert history.segment_of_day.get(r["member_id"], r["segment"]) == r["segment"]
     for seg in segments:
         sent = sends.filter(pl.col("segment") == seg.name).height
         assert sent <= max(seg.daily_cap - history.segment_used.get(seg.name, 0), 0)
