@@ -322,7 +322,7 @@ def _deliver(settings, as_of, dry_run, now, config, segments, sleep) -> Delivery
                 for error, n in stats.failed.items():
                     report.failed[error] = report.failed.get(error, 0) + n
         report.finished_at = clock().isoformat()
-        report.report_path = str(_write_report(settings, report))
+        _write_report(settings, report)
         ledger.finish_run(run_id, clock(), report.to_dict())
         if not dry_run:
             mirror_ledger(settings, ledger)
@@ -335,6 +335,7 @@ def _write_report(settings: Settings, report: DeliveryReport) -> Path:
     folder = settings.reports_dir / "delivery" / report.as_of
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{report.run_id}.json"
+    report.report_path = str(path)
     path.write_text(json.dumps(report.to_dict(), indent=2, ensure_ascii=False, default=str), encoding="utf-8")
     return path
 
