@@ -316,7 +316,8 @@ def identity_report_command(
 
 
 quality_app = typer.Typer(
-    help="Quality gates (Great Expectations): what the landing and marts gates found.", no_args_is_help=True
+    help="Quality gates (Great Expectations): what the landing, marts, scores and segments gates found.",
+    no_args_is_help=True,
 )
 app.add_typer(quality_app, name="quality")
 
@@ -328,7 +329,7 @@ def quality_report_command(
     ] = None,
     gate: Annotated[
         list[str] | None,
-        typer.Option(help="Only this gate (landing, marts, scores); repeatable. Default: all."),
+        typer.Option(help="Only this gate (landing, marts, scores, segments); repeatable. Default: all."),
     ] = None,
 ) -> None:
     """Show the latest results of each quality gate: status per table, failed checks with masked sample rows.
@@ -339,7 +340,7 @@ def quality_report_command(
 
     settings = _settings()
     wanted = _parse_date(date_) if date_ else None
-    gates = gate or ["landing", "marts", "scores"]
+    gates = gate or ["landing", "marts", "scores", "segments"]
     shown, failed = 0, False
     for name in gates:
         day = wanted or latest_result_day(settings, name)

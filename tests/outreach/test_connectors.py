@@ -226,3 +226,23 @@ def test_file_drop_is_masked_and_merges_reruns(settings):
     assert set(table["phone_masked"].to_pylist()) == {"139****0001"}
     csv = (settings.home / "exports" / "segments" / "2026-03-02" / "seg.csv").read_text()
     assert csv.count("\n") == 5
+
+
+def test_outreach_config_merges_overrides_and_names_bad_settings(tmp_path):
+    from memberflow.config import ConfigError
+
+    override = tmp_path / "outreach.yml"
+    override.write_text('caps: {quiet_hours: ["22:00", "07:30"]}\nchannels:\n  webhook: {batch_size: 50}\n')
+    config = OutreachConfig.load(override, environ={"MEMBERFLOW_WEBHOOK_URL": "http://hooks.local/x"})
+    assert config.caps.quiet(datetime(2026, 3, 2, 21, 30, tzinfo=CHINA)) is False
+    assert config.caps.quiet(datetime(2026, 3, 2, 7, 0, tzinfo=CHINA)) is True
+    assert config.channels["webhook"].batch_size == 50 and config.channels["webhook"].rate_per_second == 20
+    assert config.channels["webhook"].url == "http://hooks.local/x"
+    assert (
+        config.channels["wecom"].url == "https://qyapi.weixin.qq.com" and config.channels["sms"].url is None
+    )
+    override.write_text("channels:\n  webhook: {batchsize: 50}\n")
+    with pytest.raises(ConfigError, match="batchsize"):
+        OutreachConfig.load(override, environ={})
+    with pytest.raises(ConfigError, match="cannot read outreach config"):
+        OutreachConfig.load(tmp_path / "missing.yml", environ={})
