@@ -183,9 +183,15 @@ def member_reasons(row: dict, segment: Segment) -> list[str]:
     return []
 
 
+ADDRESS_COLUMNS = ("external_userid", "staff_owner", "phone_token", "phone_masked", "unionid")
+
+
 def messages_for(planned: Plan, keys: set[str]) -> list[Message]:
     by_name = {s.name: s for s in planned.segments}
-    rows = planned.frame.filter(pl.col("idempotency_key").is_in(list(keys)))
+    needed = ["idempotency_key", "member_id", "segment", *ADDRESS_COLUMNS, *(f"{m}_reasons" for m in MODELS)]
+    rows = planned.frame.filter(pl.col("idempotency_key").is_in(list(keys))).select(
+        [c for c in needed if c in planned.frame.columns]
+    )
     out = []
     for r in rows.iter_rows(named=True):
         seg = by_name[r["segment"]]
@@ -198,13 +204,7 @@ def messages_for(planned: Plan, keys: set[str]) -> list[Message]:
                 as_of=planned.as_of.isoformat(),
                 message=seg.message,
                 reasons=member_reasons(r, seg),
-                address={
-                    "external_userid": r.get("external_userid"),
-                    "staff_owner": r.get("staff_owner"),
-                    "phone_token": r.get("phone_token"),
-                    "phone_masked": r.get("phone_masked"),
-                    "unionid": r.get("unionid"),
-                },
+                address={c: r.get(c) for c in ADDRESS_COLUMNS},
             )
         )
     return out
