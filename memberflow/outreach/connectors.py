@@ -43,9 +43,11 @@ DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "outreach.yml"
 class RetryableError(Exception):
     """The whole batch failed in a way worth retrying (429, 5xx, timeout, busy)."""
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    def __init__(self, message: str, retry_after: float | None = None, in_doubt: bool = False) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        # the request may have been applied (the answer was lost): a retry must not assume it was not
+        self.in_doubt = in_doubt
 
 
 class DeferredError(RetryableError):
@@ -66,13 +68,14 @@ class Message:
     message: str
     reasons: list[str] = field(default_factory=list)
     address: dict[str, Any] = field(default_factory=dict)
+    in_doubt: bool = False  # a request carrying it may have been applied (the sending process was killed)
 
 
 @dataclass
 class Outcome:
     key: str
     ok: bool
-    error_class: str | None = None  # retryable | fatal
+    error_class: str | None = None  # retryable | in_doubt (may have been applied) | fatal
     error: str | None = None
     external_id: str | None = None
 
@@ -188,10 +191,14 @@ class HttpConnector(Connector):
 
         try:
             response = self.client.request(method, url, **kwargs)
-        except httpx.TimeoutException as exc:
-            raise RetryableError(f"{self.name}: timed out after {self.config.timeout_seconds}s") from exc
-        except httpx.TransportError as exc:
+        except (httpx.ConnectTimeout, httpx.ConnectError) as exc:  # nothing reached the server
             raise RetryableError(f"{self.name}: {type(exc).__name__}") from exc
+        except httpx.TimeoutException as exc:
+            raise RetryableError(
+                f"{self.name}: timed out after {self.config.timeout_seconds}s", in_doubt=True
+            ) from exc
+        except httpx.TransportError as exc:
+            raise RetryableError(f"{self.name}: {type(exc).__name__}", in_doubt=True) from exc
         if response.status_code == 429:
             raise RetryableError(f"{self.name}: HTTP 429", _retry_after(response.headers.get("Retry-After")))
         if response.status_code >= 500:
@@ -334,6 +341,7 @@ class WecomConnector(HttpConnector):
             )
         self._token: str | None = None
         self._token_until = 0.0
+        self._in_doubt: set[str] = set()  # batches whose add_msg_template answer was lost
 
     def batches(self, messages: list[Message]) -> Iterator[list[Message]]:
         """One task per staff member and message (a task carries one text), split at batch_size."""
@@ -361,19 +369,10 @@ class WecomConnector(HttpConnector):
         self._token_until = time.monotonic() + max(float(reply.get("expires_in", 7200)) - 60, 1)
         return self._token
 
-    def send_batch(self, batch: list[Message]) -> list[Outcome]:
-        sender = batch[0].address.get("staff_owner")
-        template = TEMPLATES.get(batch[0].message, {}).get("zh", batch[0].message)
-        body = {
-            "chat_type": "single",
-            "external_userid": [m.address["external_userid"] for m in batch],
-            "sender": sender,
-            "allow_select": False,
-            "text": {"content": template},
-        }
+    def _call(self, path: str, body: dict) -> dict:
         reply = self.request(
             "POST",
-            f"{self.config.url}/cgi-bin/externalcontact/add_msg_template",
+            f"{self.config.url}/cgi-bin/externalcontact/{path}",
             params={"access_token": self.token()},
             json=body,
         )
@@ -385,14 +384,82 @@ class WecomConnector(HttpConnector):
             raise RetryableError(f"wecom errcode {code}")
         if code != 0:
             raise FatalError(f"wecom errcode {code}: {reply.get('errmsg')}")
-        failed = set(reply.get("fail_list", []))
-        msgid = reply.get("msgid")
-        return [
-            Outcome(m.key, False, "fatal", "wecom fail_list: not reachable by the sender")
-            if m.address["external_userid"] in failed
-            else Outcome(m.key, True, external_id=msgid)
-            for m in batch
-        ]
+        return reply
+
+    def already_created(self, sender: str, text: str) -> dict[str, tuple[str, int]]:
+        """external_userid -> (msgid, send status) of the tasks this sender already has with this text, in
+        the last 24 hours (status 0 awaiting the staff member's confirmation, 1 sent, 2 not a contact,
+        3 the customer already got a mass message today).
+
+        WeCom's add_msg_template takes no idempotency key. When a request's answer was lost, or the sending
+        process died, the task may exist: ask WeCom (get_groupmsg_list_v2, get_groupmsg_send_result) before
+        creating it again."""
+        now = int(time.time())
+        found: dict[str, tuple[str, int]] = {}
+        cursor = ""
+        while True:
+            listing = self._call(
+                "get_groupmsg_list_v2",
+                {"chat_type": "single", "start_time": now - 86400, "end_time": now + 60, "creator": sender,
+                 "limit": 100, "cursor": cursor},
+            )  # fmt: skip
+            for task in listing.get("group_msg_list", []):
+                if (task.get("text") or {}).get("content") != text:
+                    continue
+                result_cursor = ""
+                while True:
+                    result = self._call(
+                        "get_groupmsg_send_result",
+                        {"msgid": task["msgid"], "userid": sender, "limit": 1000, "cursor": result_cursor},
+                    )
+                    for row in result.get("send_list", []):
+                        found.setdefault(row["external_userid"], (task["msgid"], int(row.get("status", 0))))
+                    result_cursor = result.get("next_cursor") or ""
+                    if not result_cursor:
+                        break
+            cursor = listing.get("next_cursor") or ""
+            if not cursor:
+                return found
+
+    def send_batch(self, batch: list[Message]) -> list[Outcome]:
+        sender = batch[0].address.get("staff_owner")
+        text = TEMPLATES.get(batch[0].message, {}).get("zh", batch[0].message)
+        fingerprint = _batch_key(batch)
+        done: dict[str, tuple[str, int]] = {}
+        if fingerprint in self._in_doubt or any(m.in_doubt for m in batch):
+            done = self.already_created(sender, text)
+        todo = [m for m in batch if m.address["external_userid"] not in done]
+        outcomes = {}
+        for m in batch:
+            if m.address["external_userid"] in done:
+                msgid, status = done[m.address["external_userid"]]
+                outcomes[m.key] = (
+                    Outcome(m.key, True, external_id=msgid)
+                    if status in (0, 1)
+                    else Outcome(m.key, False, "fatal", f"wecom task {msgid}: send status {status}")
+                )
+        if todo:
+            body = {
+                "chat_type": "single",
+                "external_userid": [m.address["external_userid"] for m in todo],
+                "sender": sender,
+                "allow_select": False,
+                "text": {"content": text},
+            }
+            try:
+                reply = self._call("add_msg_template", body)
+            except RetryableError as exc:
+                if exc.in_doubt:
+                    self._in_doubt.add(fingerprint)
+                raise
+            failed = set(reply.get("fail_list", []))
+            for m in todo:
+                outcomes[m.key] = (
+                    Outcome(m.key, False, "fatal", "wecom fail_list: not reachable by the sender")
+                    if m.address["external_userid"] in failed
+                    else Outcome(m.key, True, external_id=reply.get("msgid"))
+                )
+        return [outcomes[m.key] for m in batch]
 
 
 # ------------------------------------------------------------------------------------------------ sms
@@ -551,7 +618,9 @@ def dispatch(
                         ledger.record_attempt(run_id, clock(), keys, attempt_no, "error", kind, str(exc))
                         raise
         except RetryableError as exc:
-            outcomes = [Outcome(k, False, "retryable", str(exc)) for k in keys]
+            # in_doubt: the last attempt may have been applied; the next run checks before sending again
+            kind = "in_doubt" if exc.in_doubt else "retryable"
+            outcomes = [Outcome(k, False, kind, str(exc)) for k in keys]
         except FatalError as exc:
             outcomes = [Outcome(k, False, "fatal", str(exc)) for k in keys]
         else:

@@ -239,6 +239,18 @@ class Ledger:
             ).fetchall()
         )
 
+    def in_doubt(self, as_of: date) -> set[str]:
+        """Unsettled keys whose last request may have been applied: the process died while sending, or the
+        answer was lost (a timeout). Channels without an idempotency key check before sending them again."""
+        return {
+            r[0]
+            for r in self._con.execute(
+                "select idempotency_key from deliveries where as_of = ? "
+                "and (status = 'sending' or (status = 'failed' and error_class = 'in_doubt'))",
+                [as_of.isoformat()],
+            ).fetchall()
+        }
+
     def mark_sending(self, run_id: str, now: datetime, keys: list[str]) -> None:
         with self._tx() as con:
             con.executemany(

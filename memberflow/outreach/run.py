@@ -186,7 +186,7 @@ def member_reasons(row: dict, segment: Segment) -> list[str]:
 ADDRESS_COLUMNS = ("external_userid", "staff_owner", "phone_token", "phone_masked", "unionid")
 
 
-def messages_for(planned: Plan, keys: set[str]) -> list[Message]:
+def messages_for(planned: Plan, keys: set[str], in_doubt: set[str] = frozenset()) -> list[Message]:
     by_name = {s.name: s for s in planned.segments}
     needed = ["idempotency_key", "member_id", "segment", *ADDRESS_COLUMNS, *(f"{m}_reasons" for m in MODELS)]
     rows = planned.frame.filter(pl.col("idempotency_key").is_in(list(keys))).select(
@@ -205,6 +205,7 @@ def messages_for(planned: Plan, keys: set[str]) -> list[Message]:
                 message=seg.message,
                 reasons=member_reasons(r, seg),
                 address={c: r.get(c) for c in ADDRESS_COLUMNS},
+                in_doubt=r["idempotency_key"] in in_doubt,
             )
         )
     return out
@@ -301,7 +302,7 @@ def _deliver(settings, as_of, dry_run, now, config, segments, sleep) -> Delivery
                 .with_columns(as_of=pl.lit(as_of.isoformat()))
                 .to_dicts(),
             )
-            messages = messages_for(planned, wanted)
+            messages = messages_for(planned, wanted, ledger.in_doubt(as_of))
             by_channel: dict[str, list[Message]] = {}
             for m in messages:
                 by_channel.setdefault(m.channel, []).append(m)

@@ -7,15 +7,15 @@ One small FastAPI app serves three APIs the way the real ones behave where it ma
 - ``GET /cgi-bin/gettoken`` and ``POST /cgi-bin/externalcontact/add_msg_template``: WeCom. Access tokens
   expire (errcode 42001), the API frequency limit answers errcode 45009, busy answers errcode -1, and
   external_userids that are not the sender's contacts come back in ``fail_list``. WeCom has no idempotency
-  key: a repeated task is a second task.
+  key: a repeated task is a second task, so a sender in doubt asks ``get_groupmsg_list_v2`` and
+  ``get_groupmsg_send_result`` what exists.
 - ``POST /sms/batch``: an SMS gateway. Per-number daily cap (``isv.BUSINESS_LIMIT_CONTROL``), 429 +
   ``Throttling.User`` over its rate limit, ``out_id`` deduplicates.
 
-Faults are injected on a share of requests (seeded): 429, 5xx, and slow answers past the client's timeout —
-after applying the request for the webhook and SMS (the sender cannot tell it went through), before applying
-it for WeCom. Everything applied is recorded, so tests count deliveries from the receiver's side
-(``GET /_sandbox/received``). Plain phones received by the SMS gateway stay in memory; records show them
-masked.
+Faults are injected on a share of requests (seeded): 429, 5xx, and slow answers past the client's timeout
+after the request was applied (the sender cannot tell it went through). Everything applied is recorded, so
+tests count deliveries from the receiver's side (``GET /_sandbox/received``). Plain phones received by the
+SMS gateway stay in memory; records show them masked.
 """
 
 from __future__ import annotations
@@ -70,6 +70,7 @@ class SandboxState:
             self.rejected: dict[str, int] = {}  # fault or limit -> requests
             self.duplicates: int = 0
             self.seen: dict[str, dict] = {}  # idempotency key -> first result
+            self.tasks: list[dict] = []  # WeCom mass-message tasks created
             self.sms_per_number: dict[str, int] = {}
             self.sms_phones: list[str] = []  # plain numbers, memory only
             self.request_times: dict[str, list[float]] = {"webhook": [], "wecom": [], "sms": []}
@@ -165,11 +166,9 @@ def create_app(state: SandboxState) -> FastAPI:
 
     @app.post("/cgi-bin/externalcontact/add_msg_template")
     async def add_msg_template(request: Request, access_token: str = ""):
-        expires = state.tokens.get(access_token)
-        if expires is None:
-            return {"errcode": 40014, "errmsg": "invalid access_token"}
-        if time.monotonic() >= expires:
-            return {"errcode": 42001, "errmsg": "access_token expired"}
+        error = _token_error(access_token)
+        if error:
+            return error
         if state.over_limit("wecom") is not None:
             return {"errcode": 45009, "errmsg": "api freq out of limit"}
         fault = state.fault()
@@ -177,23 +176,92 @@ def create_app(state: SandboxState) -> FastAPI:
             return {"errcode": 45009, "errmsg": "api freq out of limit"}
         if fault == "5xx":
             return {"errcode": -1, "errmsg": "system busy"}
-        if fault == "slow":
-            await slow()  # before applying: WeCom has no idempotency key to make a retry safe
-            return {"errcode": -1, "errmsg": "system busy"}
         body = await request.json()
         sender, text = body.get("sender"), (body.get("text") or {}).get("content")
         if not sender:
             return {"errcode": 41048, "errmsg": "missing sender"}
         msgid = f"msg{state.rng.getrandbits(48):012x}"
-        fail = []
+        fail, sent = [], []
         for ext in body.get("external_userid", []):
             if cfg.wecom_contacts is not None and ext not in cfg.wecom_contacts:
                 fail.append(ext)
                 continue
+            sent.append(ext)
             state.record(
                 "wecom", None, {"external_userid": ext, "sender": sender, "text": text, "msgid": msgid}
             )
+        with state.lock:
+            state.tasks.append(
+                {
+                    "msgid": msgid,
+                    "creator": sender,
+                    "text": text,
+                    "create_time": int(time.time()),
+                    "sent": sent,
+                }
+            )
+        if fault == "slow":
+            await slow()  # applied, but the answer is lost: WeCom has no idempotency key, the sender must ask
         return {"errcode": 0, "errmsg": "ok", "fail_list": fail, "msgid": msgid}
+
+    def _token_error(access_token: str) -> dict | None:
+        expires = state.tokens.get(access_token)
+        if expires is None:
+            return {"errcode": 40014, "errmsg": "invalid access_token"}
+        if time.monotonic() >= expires:
+            return {"errcode": 42001, "errmsg": "access_token expired"}
+        return None
+
+    @app.post("/cgi-bin/externalcontact/get_groupmsg_list_v2")
+    async def get_groupmsg_list_v2(request: Request, access_token: str = ""):
+        error = _token_error(access_token)
+        if error:
+            return error
+        body = await request.json()
+        with state.lock:
+            tasks = [
+                t
+                for t in state.tasks
+                if t["creator"] == body.get("creator")
+                and body.get("start_time", 0) <= t["create_time"] <= body.get("end_time", 2**62)
+            ]
+        start = int(body.get("cursor") or 0)
+        page = tasks[start : start + int(body.get("limit", 100))]
+        more = start + len(page) < len(tasks)
+        return {
+            "errcode": 0,
+            "errmsg": "ok",
+            "next_cursor": str(start + len(page)) if more else "",
+            "group_msg_list": [
+                {
+                    "msgid": t["msgid"],
+                    "creator": t["creator"],
+                    "create_type": 1,
+                    "text": {"content": t["text"]},
+                }
+                for t in page
+            ],
+        }
+
+    @app.post("/cgi-bin/externalcontact/get_groupmsg_send_result")
+    async def get_groupmsg_send_result(request: Request, access_token: str = ""):
+        error = _token_error(access_token)
+        if error:
+            return error
+        body = await request.json()
+        with state.lock:
+            task = next((t for t in state.tasks if t["msgid"] == body.get("msgid")), None)
+        if task is None:
+            return {"errcode": 41063, "errmsg": "msgid not found"}
+        start = int(body.get("cursor") or 0)
+        rows = task["sent"][start : start + int(body.get("limit", 1000))]
+        more = start + len(rows) < len(task["sent"])
+        return {
+            "errcode": 0,
+            "errmsg": "ok",
+            "next_cursor": str(start + len(rows)) if more else "",
+            "send_list": [{"external_userid": e, "userid": task["creator"], "status": 0} for e in rows],
+        }
 
     # ----------------------------------------------------------------------------------------- sms
     @app.post("/sms/batch")

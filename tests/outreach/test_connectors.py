@@ -246,3 +246,26 @@ def test_outreach_config_merges_overrides_and_names_bad_settings(tmp_path):
         OutreachConfig.load(override, environ={})
     with pytest.raises(ConfigError, match="cannot read outreach config"):
         OutreachConfig.load(tmp_path / "missing.yml", environ={})
+
+
+def test_wecom_asks_before_recreating_a_task_whose_answer_was_lost(settings, sandbox_env):
+    # WeCom has no idempotency key: 40% of tasks are created but their answer never arrives
+    server = sandbox_env(SandboxConfig(failure_rate=0.4, faults=("slow",), slow_seconds=0.6, seed=5))
+    batch = messages(
+        60, "wecom", external_userid=lambda i: f"wm{i:05d}", staff_owner=lambda i: f"staff{i % 3}"
+    )
+    ledger, run_id = ledger_with(settings, batch)
+    connector = WecomConnector(fast("wecom", server.url, batch_size=5), settings, clock)
+    stats = dispatch(connector, batch, ledger, run_id, clock)
+    received = Counter(r["external_userid"] for r in server.state.snapshot()["received"])
+    assert server.state.snapshot()["rejected"].get("slow", 0) >= 3  # answers were lost
+    assert stats.sent == 60 and len(received) == 60 and max(received.values()) == 1
+    tasks = len(server.state.tasks)
+    assert tasks == 12  # 3 staff x 20 customers / 5: no task was created twice
+
+    # a process killed after the request left: the next run sees the rows in doubt and asks first
+    again = [Message(m.key, m.member_id, m.segment, m.channel, m.as_of, m.message, m.reasons, m.address, True)
+             for m in batch if m.address["staff_owner"] == "staff0"]  # fmt: skip
+    outcomes = WecomConnector(fast("wecom", server.url, batch_size=5), settings, clock).send_batch(again)
+    assert all(o.ok and o.external_id for o in outcomes)
+    assert len(server.state.tasks) == tasks
