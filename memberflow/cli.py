@@ -460,9 +460,14 @@ def _demo_delivery(settings: Settings, last: list[date], log_path: Path):
     """Run deliver_segments against the local sandbox APIs (webhook, WeCom, SMS) and return its report."""
     import json
 
+    from expectations.marts import require_published
     from memberflow.outreach.run import DeliveryReport
     from memberflow.outreach.sandbox import SandboxServer
 
+    # The sample's dates are in the past: replay the delivery on the scored day's morning (China time), or
+    # every segment would be too old to send (and SMS would depend on the hour the demo runs).
+    scored = require_published(settings, "scores")["date"]
+    os.environ.setdefault("MEMBERFLOW_CLOCK", f"{scored}T10:00:00+08:00")
     began = time.perf_counter()
     with SandboxServer() as sandbox:
         os.environ.update(sandbox.env())

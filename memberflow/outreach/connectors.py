@@ -118,7 +118,14 @@ class OutreachConfig:
         caps_raw = data["caps"]
         try:
             start, end = (datetime.strptime(t, "%H:%M").time() for t in caps_raw["quiet_hours"])
-            caps = Caps(int(caps_raw["member_per_day"]), int(caps_raw["sms_per_day"]), start, end)
+            age = caps_raw.get("max_age_days", 3)
+            caps = Caps(
+                int(caps_raw["member_per_day"]),
+                int(caps_raw["sms_per_day"]),
+                start,
+                end,
+                None if age is None else int(age),
+            )
             urls = {
                 "webhook": env.get("MEMBERFLOW_WEBHOOK_URL"),
                 "wecom": env.get("MEMBERFLOW_WECOM_URL") or "https://qyapi.weixin.qq.com",

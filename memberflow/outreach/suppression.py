@@ -6,7 +6,8 @@ so the property tests can drive it with any input. Every member of a segment end
 - ``send``          goes out in this run (new, or a retry of a send decided earlier for the same date);
 - ``already_sent``  this (segment, member, date) was delivered before: never again;
 - ``holdout``       kept out on purpose (hash of member and segment) to measure uplift;
-- ``suppressed``    with a reason, checked in this order: undeliverable (rejected as such three times),
+- ``suppressed``    with a reason, checked in this order: stale (the date is too old to act on),
+  undeliverable (rejected as such three times),
   opted_out, no_health_consent, no_address, already_contacted_today, member_daily_cap, sms_daily_cap,
   wecom_monthly_cap, quiet_hours, segment_daily_cap.
 """
@@ -22,6 +23,7 @@ import polars as pl
 
 CHINA = ZoneInfo("Asia/Shanghai")
 REASONS = (
+    "stale",
     "undeliverable",
     "opted_out",
     "no_health_consent",
@@ -42,6 +44,7 @@ class Caps:
     sms_per_day: int = 3  # per phone, carrier rule
     quiet_start: time = time(21, 0)  # no SMS from 21:00 ...
     quiet_end: time = time(8, 0)  # ... to 08:00 China time
+    max_age_days: int | None = 3  # a delivery date this many days before today (China) is not sent at all
 
     def wecom_per_month(self, day: date) -> int:
         """WeCom lets a customer receive one mass message a day: at most the days of the month."""
@@ -93,6 +96,7 @@ def decide(
             idempotency_key=pl.lit(None, pl.Utf8), status=pl.lit(None, pl.Utf8), reason=pl.lit(None, pl.Utf8)
         )
     today = now.astimezone(CHINA).date()
+    stale = caps.max_age_days is not None and (today - as_of).days > caps.max_age_days
     quiet = caps.quiet(now)
     wecom_cap = caps.wecom_per_month(today)
     features_opt_out = (
@@ -126,6 +130,8 @@ def decide(
         retry = key in history.unsettled_keys
         if key in history.sent_keys:
             status = "already_sent"
+        elif stale:  # a backfilled or late day: "due in 3 days" would be wrong by now
+            status, reason = "suppressed", "stale"
         elif key in history.given_up_keys:
             status, reason = "suppressed", "undeliverable"
         elif opt_out or features_opt_out[i] or member in fresh_opt_outs:
