@@ -372,7 +372,7 @@ def segment_memberships_suite(ctx: SuiteContext):
     opted out is sent, and the segments together do not reach an implausible share of the members."""
     import pandas as pd
 
-    from memberflow.outreach.suppression import REASONS, STATUSES
+    from memberflow.outreach.suppression import BEFORE_HOLDOUT, REASONS, STATUSES
     from memberflow.segments import load_segments
 
     e = _expectations()
@@ -393,7 +393,7 @@ def segment_memberships_suite(ctx: SuiteContext):
                 count(*) filter (where status in ('send', 'already_sent')) as sending,
                 count(*) filter (where status = 'holdout') as held,
                 count(*) filter (where status != 'suppressed'
-                    or reason not in ('opted_out', 'no_health_consent', 'no_address')) as eligible
+                    or not list_contains($before_holdout, reason)) as eligible
             from plan group by segment
         )
         select plan.member_id, plan.segment, plan.status, plan.reason,
@@ -405,7 +405,7 @@ def segment_memberships_suite(ctx: SuiteContext):
         inner join per_segment using (segment)
         left join dim_member using (member_id)
         """,
-        {"day": ctx.day},
+        {"day": ctx.day, "before_holdout": list(BEFORE_HOLDOUT)},
     ).df()
     frame = frame.merge(segments, on="segment", how="left")
     frame["cap_headroom"] = frame["daily_cap"].fillna(0) - frame["sending"]

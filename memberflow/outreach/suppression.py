@@ -6,9 +6,9 @@ so the property tests can drive it with any input. Every member of a segment end
 - ``send``          goes out in this run (new, or a retry of a send decided earlier for the same date);
 - ``already_sent``  this (segment, member, date) was delivered before: never again;
 - ``holdout``       kept out on purpose (hash of member and segment) to measure uplift;
-- ``suppressed``    with a reason, checked in this order: stale (the date is too old to act on),
-  undeliverable (rejected as such three times),
-  opted_out, no_health_consent, no_address, already_contacted_today, member_daily_cap, sms_daily_cap,
+- ``suppressed``    with a reason, checked in this order: undeliverable (rejected as such three times),
+  opted_out, no_health_consent, no_address, (holdout), stale (the date is too old to act on),
+  already_contacted_today, member_daily_cap, sms_daily_cap,
   wecom_monthly_cap, quiet_hours, segment_daily_cap.
 """
 
@@ -23,11 +23,11 @@ import polars as pl
 
 CHINA = ZoneInfo("Asia/Shanghai")
 REASONS = (
-    "stale",
     "undeliverable",
     "opted_out",
     "no_health_consent",
     "no_address",
+    "stale",
     "already_contacted_today",
     "member_daily_cap",
     "sms_daily_cap",
@@ -36,6 +36,9 @@ REASONS = (
     "segment_daily_cap",
 )
 STATUSES = ("send", "already_sent", "holdout", "suppressed")
+# Members suppressed for these were never eligible for the holdout (an undeliverable key was a send, so
+# not held out: it stays in the denominator).
+BEFORE_HOLDOUT = ("opted_out", "no_health_consent", "no_address")
 
 
 @dataclass(frozen=True)
@@ -130,8 +133,6 @@ def decide(
         retry = key in history.unsettled_keys
         if key in history.sent_keys:
             status = "already_sent"
-        elif stale:  # a backfilled or late day: "due in 3 days" would be wrong by now
-            status, reason = "suppressed", "stale"
         elif key in history.given_up_keys:
             status, reason = "suppressed", "undeliverable"
         elif opt_out or features_opt_out[i] or member in fresh_opt_outs:
@@ -142,6 +143,8 @@ def decide(
             status, reason = "suppressed", "no_address"
         elif held:
             status = "holdout"
+        elif stale:  # a backfilled or late day: "due in 3 days" would be wrong by now
+            status, reason = "suppressed", "stale"
         elif not retry and history.segment_of_day.get(member, segment) != segment:
             # a later plan moved the member: they stay in the segment they were sent for that day
             status, reason = "suppressed", "already_contacted_today"

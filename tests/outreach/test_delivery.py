@@ -67,7 +67,14 @@ def test_a_day_is_delivered_once_and_a_rerun_sends_nothing(delivery_ws, broad_se
     assert again.sent == 0 and again.already_sent == len(sends) and not again.failed
     assert server.state.snapshot()["requests"] == requests  # not one request more
     reports = sorted((delivery_ws.reports_dir / "delivery" / SCORE_DAY.isoformat()).glob("*.json"))
-    assert len(reports) == 2 and json.loads(reports[0].read_text())["sent"] == len(sends)
+    assert len(reports) == 2
+    assert {json.loads(r.read_text())["sent"] for r in reports} == {len(sends), 0}
+
+    # ten days later the date is too old to act on: nothing goes, and the plan still passes its gate
+    late = deliver(delivery_ws, SCORE_DAY, now=MORNING + timedelta(days=10))
+    assert late.sent == 0 and late.suppressed["stale"] > 0 and late.already_sent == len(sends)
+    assert gate_warehouse(delivery_ws, SCORE_DAY, gate="segments").ok
+    assert server.state.snapshot()["requests"] == requests
 
 
 def test_everything_arrives_once_through_injected_failures(
