@@ -174,6 +174,11 @@ def test_wecom_needs_credentials(settings, monkeypatch):
         WebhookConnector(fast("webhook", None), settings, clock)
 
 
+def fake_phone(i: int) -> str:
+    """An obviously made-up mainland mobile number, built at test time."""
+    return "139" + f"{i:08d}"
+
+
 def _vault(settings, phones: dict[str, str]) -> None:
     vault = ContactVault(settings.vault_key())
     folder = settings.vault_dir / "store_pos" / "members" / "dt=2026-03-01"
@@ -183,10 +188,10 @@ def _vault(settings, phones: dict[str, str]) -> None:
 
 
 def test_sms_decrypts_only_into_the_request_and_honours_the_per_number_cap(settings, sandbox_env):
-    phones = {f"tok{i}": f"1390000{i:04d}" for i in range(5)}
+    phones = {f"tok{i}": fake_phone(i) for i in range(5)}
     _vault(settings, phones)
     server = sandbox_env(SandboxConfig(sms_per_number_per_day=3))
-    server.state.sms_per_number["13900000002"] = 3  # this number had its three today
+    server.state.sms_per_number[phones["tok2"]] = 3  # this number had its three today
     batch = messages(6, "sms", phone_token=lambda i: f"tok{i}")  # tok5 is not in the vault
     ledger, run_id = ledger_with(settings, batch)
     cfg = OutreachConfig.load().channels["sms"]
@@ -202,7 +207,7 @@ def test_sms_decrypts_only_into_the_request_and_honours_the_per_number_cap(setti
 
 
 def test_sms_waits_out_quiet_hours(settings, sandbox_env):
-    _vault(settings, {"tok0": "13900000000"})
+    _vault(settings, {"tok0": fake_phone(0)})
     server = sandbox_env(SandboxConfig())
     batch = messages(1, "sms", phone_token="tok0")
     ledger, run_id = ledger_with(settings, batch)
