@@ -9,6 +9,7 @@ each member in at most one segment: the matching one with the smallest priority 
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import os
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ import polars as pl
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from expectations.marts import ACQUISITION_CHANNELS, TAG_VALUES
 from memberflow.config import REPO_ROOT, ConfigError
 
 DEFAULT_SEGMENTS = Path(__file__).with_name("segments.yml")
@@ -27,11 +29,6 @@ MODELS = ("repurchase", "churn", "conversion")
 CHANNELS = ("wecom", "webhook", "sms", "file")
 FEATURES_YML = REPO_ROOT / "dbt_project" / "models" / "marts" / "member" / "_member_features.yml"
 
-# Tag vocabularies (the marts quality gate checks the warehouse holds nothing else).
-LIFECYCLE = ("new", "active", "at_risk", "silent", "lost")
-FUNNEL = ("prospect", "first_order", "repeat", "loyal")
-VALUE_TIERS = ("under_80", "80_120", "120_280", "over_280")
-ACQUISITION_CHANNELS = ("wecom", "miniprogram", "livestream", "store_pos", "ecommerce", "insurance")
 # category_catalog: category -> (interest, health related); consumables have a replenishment cycle.
 CATEGORIES = {
     "calcium": ("calcium", True),
@@ -50,10 +47,11 @@ INTERESTS = tuple(sorted({interest for interest, _ in CATEGORIES.values()}))
 HEALTH_INTERESTS = tuple(sorted({i for i, health in CATEGORIES.values() if health}))
 CONSUMABLES = tuple(c for c in CATEGORIES if c not in ("glucometer", "bp_monitor"))
 
+# Tag vocabularies: the ones the marts quality gate holds the warehouse to.
 VOCABULARY: dict[str, tuple[str, ...]] = {
-    "lifecycle_stage": LIFECYCLE,
-    "funnel_stage": FUNNEL,
-    "value_tier": VALUE_TIERS,
+    "lifecycle_stage": TAG_VALUES["lifecycle"],
+    "funnel_stage": TAG_VALUES["funnel_stage"],
+    "value_tier": TAG_VALUES["value_tier"],
     "acquisition_channel": ACQUISITION_CHANNELS,
     "interests": INTERESTS,
     "next_due_category": CONSUMABLES,
@@ -101,6 +99,7 @@ TEMPLATES: dict[str, dict[str, str]] = {
 NOT_RULE_FIELDS = ("member_id", "as_of_date", "marketing_opt_out", "health_data_consent")
 
 
+@functools.cache
 def _feature_columns() -> tuple[str, ...]:
     spec = yaml.safe_load(FEATURES_YML.read_text(encoding="utf-8"))
     return tuple(c["name"] for c in spec["models"][0]["columns"])
