@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -54,12 +55,31 @@ def write_build_inputs(settings: Settings) -> None:
     pq.write_table(pa.Table.from_pylist(rows, schema=schema), reference / "blocked_identifiers.parquet")
 
 
+class WarehouseBusy(TimeoutError):
+    """The warehouse is being written (a build, scoring or a delivery) and the caller would not wait."""
+
+
 @contextlib.contextmanager
-def warehouse_lock(settings: Settings) -> Iterator[None]:
-    """Hold the workspace's single-writer lock on the DuckDB warehouse."""
+def warehouse_lock(settings: Settings, shared: bool = False, timeout: float | None = None) -> Iterator[None]:
+    """Hold the workspace's single-writer lock on the DuckDB warehouse.
+
+    ``shared``: many readers at once (the ops API), none while a writer holds it. ``timeout``: seconds to
+    wait before raising WarehouseBusy; None waits as long as it takes (pipeline steps queue up)."""
     settings.home.mkdir(parents=True, exist_ok=True)
-    with open(settings.home / ".warehouse.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
+    with open(settings.home / ".warehouse.lock", "a") as handle:
+        if timeout is None:
+            fcntl.flock(handle, mode)
+        else:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    fcntl.flock(handle, mode | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise WarehouseBusy("the warehouse is being written; try again shortly") from None
+                    time.sleep(0.05)
         try:
             yield
         finally:

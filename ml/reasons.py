@@ -51,7 +51,7 @@ def _due(label: str) -> Callable[[float], str]:
 
 SENTENCES: dict[str, Callable[[float], str]] = {
     "tenure_days": lambda v: f"member for {_n(v)} days",
-    "channels_used": lambda v: f"reachable on {_n(v)} channels",
+    "channels_used": lambda v: "reachable on 1 channel" if v == 1 else f"reachable on {_n(v)} channels",
     "orders_total": lambda v: f"{_n(v)} orders so far",
     "orders_90d": lambda v: f"{_n(v)} orders in the last 90 days",
     "spend_total": lambda v: f"spent {_money(v)} so far",

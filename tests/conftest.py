@@ -93,6 +93,23 @@ def built(tmp_path_factory, business_sample) -> Settings:
     return settings
 
 
+@pytest.fixture(scope="session")
+def scored(tmp_path_factory, built) -> Settings:
+    """The business sample built, gated, with repurchase, churn and conversion trained and scored
+    (shared by the outreach and ops API tiers)."""
+    from expectations.marts import gate_warehouse
+    from ml.score import score
+    from ml.train import train
+    from tests.model.conftest import CUTOFFS, HORIZON, SCORE_DAY, published_copy
+
+    settings = published_copy(built, tmp_path_factory.mktemp("scored"))
+    for model in ("repurchase", "churn", "conversion"):
+        train(settings, model, CUTOFFS, HORIZON)
+        score(settings, model, SCORE_DAY)
+    gate_warehouse(settings, SCORE_DAY, gate="scores")
+    return settings
+
+
 @pytest.fixture
 def workspace_copy(tmp_path, built) -> Settings:
     """A private copy of the built workspace and of its source data, for tests that change them."""

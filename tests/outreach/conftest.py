@@ -10,7 +10,7 @@ import pytest
 from memberflow.config import Settings
 from memberflow.outreach.sandbox import SandboxConfig, SandboxServer
 from tests.conftest import make_settings
-from tests.model.conftest import CUTOFFS, HORIZON, SCORE_DAY, published_copy
+from tests.model.conftest import SCORE_DAY
 
 # A webhook segment big enough to interrupt mid-delivery, beside a WeCom and an SMS one; the caps keep the
 # day's reach under the segments gate's 50 % of members.
@@ -44,21 +44,6 @@ BROAD_SEGMENTS = textwrap.dedent(
         when: {lifecycle_stage: {not_in: [lost]}}
     """
 )
-
-
-@pytest.fixture(scope="session")
-def scored(tmp_path_factory, built) -> Settings:
-    """The business sample built, gated, with repurchase, churn and conversion trained and scored."""
-    from expectations.marts import gate_warehouse
-    from ml.score import score
-    from ml.train import train
-
-    settings = published_copy(built, tmp_path_factory.mktemp("scored"))
-    for model in ("repurchase", "churn", "conversion"):
-        train(settings, model, CUTOFFS, HORIZON)
-        score(settings, model, SCORE_DAY)
-    gate_warehouse(settings, SCORE_DAY, gate="scores")
-    return settings
 
 
 @pytest.fixture

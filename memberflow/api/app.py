@@ -1,0 +1,497 @@
+"""The ops API (FastAPI; OpenAPI at /openapi.json) and the web page it serves at /.
+
+Every /api route but /api/health needs ``Authorization: Bearer <token>`` (401 without a valid one; 403 when
+the role does not allow the route). Responses carry ``Cache-Control: no-store``: they hold personal data.
+The log has one line per request with the route *template*, status and token name — never the path's
+values, a query string or a body, so no identifier reaches the log. CORS is closed unless
+``MEMBERFLOW_API_CORS_ORIGINS`` lists origins.
+"""
+
+import logging
+import math
+import os
+import pathlib
+import time
+from datetime import date
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+
+from memberflow.api.access import AccessStore, Principal
+from memberflow.api.models import ModelCatalog
+from memberflow.api.reader import BUSY_WAIT_SECONDS, STATUS_ORDER, NotFound, NoWarehouse, Reader
+from memberflow.config import ConfigError, Settings
+from memberflow.transform import WarehouseBusy
+
+log = logging.getLogger("memberflow.api")
+WEB_DIR = pathlib.Path(__file__).parent / "web"
+MODEL_NAMES = Literal["churn", "repurchase", "conversion"]
+STATUS = Literal["send", "already_sent", "holdout", "suppressed"]
+ID_TYPES = Literal[
+    "member_id",
+    "phone",
+    "phone_token",
+    "unionid",
+    "openid",
+    "external_userid",
+    "card_no",
+    "buyer_id",
+    "policy_id",
+]
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "no valid token"},
+    403: {"description": "the token's role may not do this"},
+    503: {"description": "the warehouse is being written or not built yet; retry"},
+}
+
+
+DATE_PATTERN = r"^\d{4}-\d{2}-\d{2}$"
+
+
+def _day(value: str | None) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise HTTPException(422, f"{value!r} is not a calendar date (YYYY-MM-DD)") from None
+
+
+def day_query(
+    as_of: Annotated[
+        str | None, Query(pattern=DATE_PATTERN, description="Day, YYYY-MM-DD; default: the newest day")
+    ] = None,
+) -> date | None:
+    """Dates as YYYY-MM-DD only (a lax parser would read ``0`` as 1970-01-01)."""
+    return _day(as_of)
+
+
+Day = Annotated[date | None, Depends(day_query)]
+
+
+# --- response models ---------------------------------------------------------------------------------------
+class Me(BaseModel):
+    name: str
+    role: str
+
+
+class TrendPoint(BaseModel):
+    as_of: date
+    size: int
+    holdout: int
+    sent: int
+
+
+class SegmentSummary(BaseModel):
+    name: str
+    description: str = ""
+    channel: str
+    priority: int | None = None
+    daily_cap: int | None = None
+    holdout_share: float | None = None
+    health_based: bool = False
+    rank_by: str | None = None
+    rules: dict[str, Any] = Field(default_factory=dict)
+    size: int = 0
+    send: int = 0
+    already_sent: int = 0
+    holdout: int = 0
+    suppressed_total: int = 0
+    suppressed: dict[str, int] = Field(default_factory=dict)
+    delivery: dict[str, int] = Field(default_factory=dict)
+    trend: list[TrendPoint] = Field(default_factory=list)
+
+
+class SegmentList(BaseModel):
+    as_of: date | None
+    dates: list[date]
+    segments: list[SegmentSummary]
+
+
+class MemberRow(BaseModel):
+    member_id: str
+    status: str
+    reason: str | None
+    channel: str
+    holdout: bool
+    health_based: bool
+    phone_masked: str | None
+    staff_owner: str | None
+    acquisition_channel: str | None
+    lifecycle_stage: str | None
+    funnel_stage: str | None
+    value_tier: str | None
+    tags: list[str]
+    delivery_status: str | None
+    scores: dict[str, dict[str, Any]]
+    reasons: list[str]
+
+
+class MemberPage(BaseModel):
+    segment: str
+    as_of: date
+    status: str | None
+    total: int
+    page: int
+    page_size: int
+    items: list[MemberRow]
+
+
+class LookupRequest(BaseModel):
+    value: str = Field(min_length=1, max_length=200, description="any identifier, a phone or a member id")
+    id_type: ID_TYPES | None = None
+
+
+class LookupResult(BaseModel):
+    member_id: str
+    matched_by: str
+
+
+class AuditRow(BaseModel):
+    audit_id: int
+    at: str
+    token_id: str
+    token_name: str
+    role: str
+    action: str
+    segment: str | None
+    as_of: str | None
+    detail: str | None
+    unmasked: bool
+    rows: int | None
+    state: str
+    finished_at: str | None
+
+
+def clean(value: Any) -> Any:
+    """JSON-safe values: NaN/inf become null, decimals floats, containers recursively."""
+    if isinstance(value, float):
+        return None if math.isnan(value) or math.isinf(value) else value
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, dict):
+        return {k: clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [clean(v) for v in value]
+    return value
+
+
+# --- the app -----------------------------------------------------------------------------------------------
+def create_app(settings: Settings, busy_wait: float = BUSY_WAIT_SECONDS) -> FastAPI:
+    """The app over one workspace. ``busy_wait``: seconds a request waits for a warehouse writer."""
+    from memberflow.segments import load_segments
+
+    store = AccessStore.open(settings)
+    reader = Reader(settings, busy_wait)
+    catalog = ModelCatalog(settings)
+    bearer = HTTPBearer(auto_error=False)
+    export_dir = settings.home / "api" / "spool"
+    export_dir.mkdir(parents=True, exist_ok=True)
+
+    app = FastAPI(
+        title="memberflow ops API",
+        version="1",
+        description="Segments, members and their reasons, exports, models and deliveries for ops staff.",
+        docs_url=None,  # Swagger UI loads scripts from a CDN: a page with health data calls nothing out
+        redoc_url=None,
+    )
+
+    def principal(
+        request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+    ) -> Principal:
+        who = store.verify(creds.credentials) if creds and creds.scheme.lower() == "bearer" else None
+        if who is None:
+            raise HTTPException(401, "a valid API token is required", headers={"WWW-Authenticate": "Bearer"})
+        request.state.principal = who
+        return who
+
+    def admin(who: Annotated[Principal, Depends(principal)]) -> Principal:
+        if not who.is_admin:
+            raise HTTPException(403, "this needs the admin role")
+        return who
+
+    Who = Annotated[Principal, Depends(principal)]
+    Admin = Annotated[Principal, Depends(admin)]
+
+    def definitions() -> dict:
+        try:
+            return {s.name: s for s in load_segments()}
+        except ConfigError as exc:
+            raise HTTPException(500, f"segment definitions do not load: {exc}") from exc
+
+    # --- middleware and errors ----------------------------------------------------------------------------
+    @app.middleware("http")
+    async def privacy_headers_and_log(request: Request, call_next):
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        template = getattr(route, "path", "(unmatched)")
+        who = getattr(request.state, "principal", None)
+        log.info(
+            "%s %s %s %.0fms %s",
+            request.method, template, response.status_code, (time.perf_counter() - started) * 1000,
+            who.name if who else "-",
+        )  # fmt: skip
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        response.headers["X-Frame-Options"] = "DENY"
+        if request.url.path.startswith("/api/"):
+            response.headers["Cache-Control"] = "no-store"
+        else:
+            response.headers["Content-Security-Policy"] = (
+                "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
+                "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+            )
+        return response
+
+    @app.exception_handler(NotFound)
+    async def not_found(request: Request, exc: NotFound):
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(WarehouseBusy)
+    async def busy(request: Request, exc: WarehouseBusy):
+        return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "30"})
+
+    @app.exception_handler(NoWarehouse)
+    async def no_warehouse(request: Request, exc: NoWarehouse):
+        return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "300"})
+
+    origins = [o.strip() for o in os.environ.get("MEMBERFLOW_API_CORS_ORIGINS", "").split(",") if o.strip()]
+    if origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+
+    # --- routes -------------------------------------------------------------------------------------------
+    @app.get("/api/health", tags=["meta"])
+    def health() -> dict[str, str]:
+        """Liveness for load balancers and compose healthchecks; no data, no token."""
+        return {"status": "ok"}
+
+    @app.get("/api/me", tags=["meta"], responses=ERRORS)
+    def me(who: Who) -> Me:
+        return Me(name=who.name, role=who.role)
+
+    @app.get("/api/segments", tags=["segments"], responses=ERRORS)
+    def segments(who: Who, as_of: Day) -> SegmentList:
+        """Every segment with the day's size, suppressed members by reason, sends and a 30-day trend.
+        ``as_of`` defaults to the newest day with memberships."""
+        defs = definitions()
+        with reader.connect() as con:
+            dates = reader.dates(con)
+            day = as_of or (dates[0] if dates else None)
+            counts = reader.segment_counts(con, day) if day else {}
+            trends = reader.trend(con, day) if day else {}
+        names = list(defs) + sorted(set(counts) - set(defs))
+        return SegmentList(
+            as_of=day,
+            dates=dates,
+            segments=[_summary(n, defs.get(n), counts.get(n), trends.get(n, [])) for n in names],
+        )
+
+    @app.get(
+        "/api/segments/{segment}", tags=["segments"], responses={**ERRORS, 404: {"description": "unknown"}}
+    )
+    def segment(who: Who, segment: str, as_of: Day) -> SegmentSummary:
+        defs = definitions()
+        with reader.connect() as con:
+            day = reader.resolve_date(con, as_of)
+            counts = reader.segment_counts(con, day) if day else {}
+            trends = reader.trend(con, day, segment) if day else {}
+        if segment not in defs and segment not in counts:
+            raise NotFound(f"no segment {segment}")
+        return _summary(segment, defs.get(segment), counts.get(segment), trends.get(segment, []))
+
+    @app.get(
+        "/api/segments/{segment}/members",
+        tags=["segments"],
+        responses={**ERRORS, 404: {"description": "unknown"}},
+    )
+    def members(
+        who: Who,
+        segment: str,
+        as_of: Day,
+        status: STATUS | None = None,
+        page: Annotated[int, Query(ge=1, le=100_000)] = 1,
+        page_size: Annotated[int, Query(ge=1, le=500)] = 50,
+    ) -> MemberPage:
+        """A page of the segment's members for the day: tags, scores, reason sentences, delivery status.
+        Order: members to send first, then by the segment's model score."""
+        from memberflow.outreach.run import reasons_model
+
+        defs = definitions()
+        model = reasons_model(defs[segment]) if segment in defs else None
+        with reader.connect() as con:
+            day = reader.resolve_date(con, as_of)
+            if day is None:
+                raise NotFound("no segment memberships yet: run a delivery first")
+            total, rows = reader.members(con, segment, day, status, model, (page - 1) * page_size, page_size)
+        if total == 0 and segment not in defs:
+            raise NotFound(f"no segment {segment}")
+        items = []
+        for r in rows:
+            order = [model] if model else ["churn", "repurchase", "conversion"]
+            reasons = next(
+                (r["scores"][m]["reasons"] for m in order if r["scores"].get(m, {}).get("reasons")), []
+            )
+            items.append(
+                MemberRow(**{k: v for k, v in r.items() if k in MemberRow.model_fields}, reasons=reasons)
+            )
+        return MemberPage(
+            segment=segment, as_of=day, status=status, total=total, page=page, page_size=page_size,
+            items=clean([i.model_dump() for i in items]),
+        )  # fmt: skip
+
+    @app.get(
+        "/api/segments/{segment}/export.csv",
+        tags=["segments"],
+        response_class=StreamingResponse,
+        responses={
+            **ERRORS,
+            200: {"content": {"text/csv": {}}, "description": "the members as CSV (UTF-8 with BOM)"},
+            404: {"description": "unknown segment or day"},
+        },
+    )
+    def export(
+        who: Who,
+        segment: str,
+        as_of: Day,
+        status: STATUS | None = None,
+        unmasked: bool = False,
+    ):
+        """The segment's members as CSV, streamed. ``unmasked=true`` (admin only) carries plain phones and
+        raw ids; every export leaves an audit row, an unmasked one before its first byte."""
+        from memberflow.api.export import stream_csv
+        from memberflow.outreach.run import reasons_model
+
+        if unmasked and not who.is_admin:
+            raise HTTPException(403, "an unmasked export needs the admin role")
+        defs = definitions()
+        with reader.connect() as con:
+            day = reader.resolve_date(con, as_of)
+        if day is None:
+            raise NotFound("no segment memberships yet: run a delivery first")
+        model = reasons_model(defs[segment]) if segment in defs else None
+        spool, planned = reader.spool_export(segment, day, status, model, unmasked, export_dir)
+        if planned == 0 and segment not in defs:
+            spool.unlink(missing_ok=True)
+            raise NotFound(f"no segment {segment}")
+        audit_id = store.audit_start(
+            who, "export", segment, day.isoformat(), f"status={status or 'all'}; planned={planned}", unmasked
+        )
+
+        def done(rows: int, completed: bool) -> None:
+            store.audit_finish(audit_id, rows, "completed" if completed else "aborted")
+
+        filename = f"{segment}-{day.isoformat()}{'-unmasked' if unmasked else ''}.csv"
+        return StreamingResponse(
+            stream_csv(settings, spool, unmasked, model, done),
+            media_type="text/csv; charset=utf-8",
+            headers={
+                "Content-Disposition": f'attachment; filename="{filename}"',
+                "X-Row-Count": str(planned),
+            },
+        )
+
+    @app.post(
+        "/api/members/lookup",
+        tags=["members"],
+        responses={**ERRORS, 400: {"description": "the body is not JSON"}, 404: {"description": "no match"}},
+    )
+    def lookup(who: Who, body: LookupRequest) -> LookupResult:
+        """Find a member by any identifier. A phone is normalized and tokenized before the lookup; the
+        value is never stored or logged (the audit row records the kind of match only)."""
+        with reader.connect() as con:
+            found = reader.lookup(con, body.value, body.id_type, settings.id_key())
+        audit_id = store.audit_start(who, "lookup", detail=f"id_type={body.id_type or 'any'}")
+        store.audit_finish(audit_id, 1 if found else 0)
+        if found is None:
+            raise NotFound("no member has this identifier")
+        return LookupResult(member_id=found[0], matched_by=found[1])
+
+    @app.get(
+        "/api/members/{member_id}", tags=["members"], responses={**ERRORS, 404: {"description": "unknown"}}
+    )
+    def member(who: Who, member_id: str) -> dict[str, Any]:
+        """A member's profile: masked identifiers, tag timeline, score history, segments and deliveries."""
+        with reader.connect() as con:
+            return clean(reader.profile(con, member_id))
+
+    @app.get("/api/models", tags=["models"], responses=ERRORS)
+    def models(who: Who) -> list[dict[str, Any]]:
+        """Champion and challenger of each model: version, promotion decision, metrics, plot names."""
+        return clean(catalog.summaries())
+
+    @app.get(
+        "/api/models/{model}/versions/{version}/plots/{name}",
+        tags=["models"],
+        response_class=FileResponse,
+        responses={**ERRORS, 200: {"content": {"image/png": {}}}, 404: {"description": "no such plot"}},
+    )
+    def plot(who: Who, model: MODEL_NAMES, version: str, name: str):
+        path = catalog.plot(model, version, name)
+        if path is None:
+            raise NotFound("no such plot")
+        return FileResponse(path, media_type="image/png")
+
+    @app.get("/api/deliveries", tags=["deliveries"], responses=ERRORS)
+    def deliveries(who: Who, limit: Annotated[int, Query(ge=1, le=500)] = 60) -> list[dict[str, Any]]:
+        """The newest delivery runs with their totals."""
+        return reader.delivery_reports(limit)
+
+    @app.get(
+        "/api/deliveries/{as_of}/{run_id}",
+        tags=["deliveries"],
+        responses={**ERRORS, 404: {"description": "none"}},
+    )
+    def delivery(who: Who, as_of: Annotated[str, Path(pattern=DATE_PATTERN)], run_id: str) -> dict[str, Any]:
+        """One delivery run's report: sent per channel, suppressed by reason, failures, retries."""
+        return clean(reader.delivery_report(_day(as_of), run_id))
+
+    @app.get("/api/audit", tags=["admin"], responses=ERRORS)
+    def audit(who: Admin, limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> list[AuditRow]:
+        """Exports and lookups, newest first (admin only)."""
+        return [AuditRow(**r) for r in store.audit_rows(limit)]
+
+    # --- the web page -------------------------------------------------------------------------------------
+    app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(WEB_DIR / "index.html", media_type="text/html")
+
+    return app
+
+
+def _summary(name: str, definition, counts: dict | None, trend: list[dict]) -> SegmentSummary:
+    fields: dict[str, Any] = {"name": name, "channel": (counts or {}).get("channel", "")}
+    if definition is not None:
+        fields |= {
+            "description": definition.description,
+            "channel": definition.channel,
+            "priority": definition.priority,
+            "daily_cap": definition.daily_cap,
+            "holdout_share": definition.holdout,
+            "health_based": definition.uses_health_data,
+            "rank_by": definition.rank_by,
+            "rules": {
+                k: v.model_dump(exclude_none=True, by_alias=True) if hasattr(v, "model_dump") else v
+                for k, v in definition.when.items()
+            },
+        }
+    if counts:
+        fields |= {k: v for k, v in counts.items() if k in SegmentSummary.model_fields}
+    return SegmentSummary(**fields, trend=[TrendPoint(**p) for p in trend])
+
+
+__all__ = ["STATUS_ORDER", "create_app"]

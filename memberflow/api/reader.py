@@ -1,0 +1,474 @@
+"""What the ops API reads: segments, members, profiles and exports, from the warehouse and the workspace.
+
+Every query is parameterized; path and query values never become SQL text. Each request opens its own
+read-only DuckDB connection under the warehouse lock in *shared* mode, so requests run side by side, and
+waits at most a few seconds for a writer (a build or a scoring run) before answering "busy" (HTTP 503).
+Exports spool their rows to a temporary Parquet file first, release the lock, then stream from the file
+in batches: a slow download never holds up the pipeline, and memory stays bounded whatever the size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+
+from memberflow.config import Settings
+from memberflow.phones import normalize_phone, normalize_token, phone_token
+
+MODELS = ("churn", "repurchase", "conversion")
+TREND_DAYS = 30
+BUSY_WAIT_SECONDS = 5.0
+EXPORT_BATCH_ROWS = 5_000
+STATUS_ORDER = ("send", "already_sent", "holdout", "suppressed")
+RUN_ID = re.compile(r"[A-Za-z0-9_.:-]{1,80}")
+
+
+class NotFound(LookupError):
+    """The thing asked for does not exist (HTTP 404); the message says what."""
+
+
+class NoWarehouse(RuntimeError):
+    """Nothing has been built in this workspace yet (HTTP 503)."""
+
+
+def mask_identifier(id_type: str, value: str | None) -> str | None:
+    """What ops may see of an identifier: its shape, not its value (phones come masked from dim_member)."""
+    if value is None:
+        return None
+    if id_type == "phone_token":
+        return f"token …{value[-6:]}"
+    head, sep, tail = value.rpartition(":")
+    core = tail if sep else value
+    prefix = f"{head}:" if sep else ""
+    if len(core) <= 4:
+        return prefix + "*" * len(core)
+    keep = 2 if len(core) < 10 else 4
+    return f"{prefix}{core[:keep]}{'*' * (len(core) - 2 * keep)}{core[-keep:]}"
+
+
+def _rows(cursor) -> list[dict]:
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+@dataclass
+class Reader:
+    settings: Settings
+    busy_wait: float = BUSY_WAIT_SECONDS
+
+    @contextlib.contextmanager
+    def connect(self) -> Iterator:
+        import duckdb
+
+        from memberflow.transform import warehouse_lock
+
+        if not self.settings.warehouse_path.exists():
+            raise NoWarehouse("nothing is built in this workspace yet: run the pipeline first")
+        with (
+            warehouse_lock(self.settings, shared=True, timeout=self.busy_wait),
+            duckdb.connect(str(self.settings.warehouse_path), read_only=True) as con,
+        ):
+            yield con
+
+    # --- helpers -----------------------------------------------------------------------------------------
+    @staticmethod
+    def _tables(con) -> set[str]:
+        return {r[0] for r in con.execute("select table_name from information_schema.tables").fetchall()}
+
+    def dates(self, con) -> list[date]:
+        """Dates that have segment memberships, newest first."""
+        if "segment_memberships" not in self._tables(con):
+            return []
+        rows = con.execute("select distinct as_of from segment_memberships order by as_of desc").fetchall()
+        return [r[0] for r in rows]
+
+    def resolve_date(self, con, as_of: date | None) -> date | None:
+        found = self.dates(con)
+        if as_of is None:
+            return found[0] if found else None
+        return as_of
+
+    # --- segments ----------------------------------------------------------------------------------------
+    def segment_counts(self, con, as_of: date) -> dict[str, dict]:
+        """Per segment: members assigned on the date, by status, suppressed by reason, sent per the ledger."""
+        tables = self._tables(con)
+        out: dict[str, dict] = {}
+        if "segment_memberships" not in tables:
+            return out
+        for segment, status, reason, n in con.execute(
+            "select segment, status, reason, count(*) from segment_memberships where as_of = $as_of "
+            "group by all order by all",
+            {"as_of": as_of},
+        ).fetchall():
+            entry = out.setdefault(segment, _empty_counts())
+            entry["size"] += n
+            if status == "suppressed":
+                entry["suppressed"][reason or "unknown"] = entry["suppressed"].get(reason or "unknown", 0) + n
+                entry["suppressed_total"] += n
+            elif status in entry:
+                entry[status] += n
+        if "delivery_ledger" in tables:
+            for segment, status, n in con.execute(
+                "select segment, status, count(*) from delivery_ledger where as_of = $as_of group by all",
+                {"as_of": as_of.isoformat()},
+            ).fetchall():
+                entry = out.setdefault(segment, _empty_counts())
+                entry["delivery"][status] = n
+        return out
+
+    def trend(self, con, as_of: date, segment: str | None = None) -> dict[str, list[dict]]:
+        """Per segment, one point per day of the 30 days up to ``as_of``: members assigned and sent."""
+        tables = self._tables(con)
+        if "segment_memberships" not in tables:
+            return {}
+        since = as_of - timedelta(days=TREND_DAYS - 1)
+        params: dict = {"since": since, "as_of": as_of}
+        where = "as_of between $since and $as_of"
+        if segment is not None:
+            where += " and segment = $segment"
+            params["segment"] = segment
+        sizes = con.execute(
+            f"select segment, as_of, count(*) as size, count(*) filter (where status = 'holdout') as holdout "
+            f"from segment_memberships where {where} group by all",
+            params,
+        ).fetchall()
+        sent: dict[tuple[str, str], int] = {}
+        if "delivery_ledger" in tables:
+            lp = {"since": since.isoformat(), "as_of": as_of.isoformat()} | (
+                {"segment": segment} if segment is not None else {}
+            )
+            for seg, day, n in con.execute(
+                "select segment, as_of, count(*) from delivery_ledger where status = 'sent' and "
+                f"{where} group by all",
+                lp,
+            ).fetchall():
+                sent[(seg, str(day))] = n
+        by_seg: dict[str, dict[date, dict]] = {}
+        for seg, day, size, holdout in sizes:
+            by_seg.setdefault(seg, {})[day] = {"size": size, "holdout": holdout}
+        out: dict[str, list[dict]] = {}
+        for seg, days in by_seg.items():
+            points = []
+            for i in range(TREND_DAYS):
+                day = since + timedelta(days=i)
+                point = days.get(day, {"size": 0, "holdout": 0})
+                points.append({"as_of": day, **point, "sent": sent.get((seg, day.isoformat()), 0)})
+            out[seg] = points
+        return out
+
+    # --- members of a segment ----------------------------------------------------------------------------
+    def _member_query(self, con, status: str | None, score_model: str | None) -> str:
+        tables = self._tables(con)
+        ledger = "delivery_ledger" in tables
+        scores = "member_scores" in tables
+        status_filter = "and status = $status" if status else ""
+        order_model = score_model if (score_model in MODELS and scores) else None
+        rank = (
+            f"(select max(probability) from member_scores as s where s.member_id = m.member_id "
+            f"and s.as_of = m.as_of and s.model = '{order_model}')"
+            if order_model
+            else "null"
+        )
+        return f"""
+            with m as (
+                select * from segment_memberships
+                where as_of = $as_of and segment = $segment {status_filter}
+            )
+            select m.member_id, m.as_of, m.segment, m.channel, m.status, m.reason, m.holdout, m.health_based,
+                d.phone_masked, d.staff_owner, d.acquisition_channel,
+                f.lifecycle_stage, f.funnel_stage, f.value_tier,
+                (select list(t.tag_group || ':' || t.tag_value order by t.tag_group, t.tag_value)
+                 from member_tags as t where t.member_id = m.member_id and t.valid_from <= m.as_of
+                   and (t.valid_to is null or t.valid_to > m.as_of)) as tags,
+                {
+            "(select l.status from delivery_ledger as l where l.idempotency_key = m.idempotency_key)"
+            if ledger
+            else "null"
+        } as delivery_status,
+                {rank} as rank_value
+            from m
+            left join dim_member as d using (member_id)
+            left join member_features as f on f.member_id = m.member_id and f.as_of_date = m.as_of
+            order by case m.status when 'send' then 0 when 'already_sent' then 1 when 'holdout' then 2
+                     else 3 end, rank_value desc nulls last, m.member_id
+        """
+
+    def scores_for(self, con, as_of: date, member_ids: list[str]) -> dict[str, dict]:
+        if not member_ids or "member_scores" not in self._tables(con):
+            return {}
+        out: dict[str, dict] = {}
+        for member_id, model, probability, decile, reasons in con.execute(
+            "select member_id, model, probability, decile, reasons from member_scores "
+            "where as_of = $as_of and list_contains($ids, member_id)",
+            {"as_of": as_of, "ids": member_ids},
+        ).fetchall():
+            out.setdefault(member_id, {})[model] = {
+                "probability": probability,
+                "decile": decile,
+                "reasons": list(reasons or []),
+            }
+        return out
+
+    def members(
+        self,
+        con,
+        segment: str,
+        as_of: date,
+        status: str | None,
+        score_model: str | None,
+        offset: int,
+        limit: int,
+    ) -> tuple[int, list[dict]]:
+        params: dict = {"as_of": as_of, "segment": segment}
+        if status:
+            params["status"] = status
+        total = con.execute(
+            "select count(*) from segment_memberships where as_of = $as_of and segment = $segment"
+            + (" and status = $status" if status else ""),
+            params,
+        ).fetchone()[0]
+        sql = self._member_query(con, status, score_model) + " limit $limit offset $offset"
+        rows = _rows(con.execute(sql, params | {"limit": limit, "offset": offset}))
+        scores = self.scores_for(con, as_of, [r["member_id"] for r in rows])
+        for r in rows:
+            r["scores"] = scores.get(r["member_id"], {})
+            r["tags"] = list(r["tags"] or [])
+            r.pop("rank_value", None)
+        return total, rows
+
+    def spool_export(
+        self,
+        segment: str,
+        as_of: date,
+        status: str | None,
+        score_model: str | None,
+        unmasked: bool,
+        folder: Path,
+    ) -> tuple[Path, int]:
+        """Write the segment's members (with scores, reasons and, when ``unmasked``, the sealed phone and
+        raw ids) to a Parquet file in batches; returns the file and its row count."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        path = Path(tempfile.mkstemp(suffix=".parquet", dir=folder)[1])
+        with self.connect() as con:
+            if "segment_memberships" not in self._tables(con):
+                raise NotFound("no segment memberships yet")
+            base = self._member_query(con, status, score_model)
+            score_cols = ""
+            if "member_scores" in self._tables(con):
+                score_cols = ", " + ", ".join(
+                    f"(select to_json(struct_pack(p := s.probability, d := s.decile, r := s.reasons)) "
+                    f"from member_scores as s where s.member_id = b.member_id and s.as_of = b.as_of "
+                    f"and s.model = '{m}') as score_{m}"
+                    for m in MODELS
+                )
+            extra = ""
+            joins = ""
+            if unmasked:
+                vault_files = sorted(str(p) for p in self.settings.vault_dir.glob("*/*/dt=*/*.parquet"))
+                extra = ", ids.phone_token, ids.unionid, ids.external_userid"
+                joins = """
+                    left join (
+                        select member_id,
+                            min(id_value) filter (where id_type = 'phone_token') as phone_token,
+                            min(id_value) filter (where id_type = 'unionid') as unionid,
+                            min(id_value) filter (where id_type = 'external_userid') as external_userid
+                        from member_identifiers group by member_id
+                    ) as ids using (member_id)
+                """
+                if vault_files:
+                    extra += ", vault.phone_sealed"
+                    joins += """
+                        left join (
+                            select phone_token, last(phone_sealed order by filename) as phone_sealed
+                            from read_parquet($vault, filename = true) group by phone_token
+                        ) as vault on vault.phone_token = ids.phone_token
+                    """
+            params: dict = {"as_of": as_of, "segment": segment}
+            if status:
+                params["status"] = status
+            if unmasked and "vault.phone_sealed" in extra:
+                params["vault"] = vault_files
+            sql = f"select b.* exclude (rank_value){score_cols}{extra} from ({base}) as b {joins}"
+            reader = con.sql(sql, params=params).to_arrow_reader(EXPORT_BATCH_ROWS)
+            rows = 0
+            writer = None
+            try:
+                for batch in reader:
+                    if writer is None:
+                        writer = pq.ParquetWriter(path, batch.schema)
+                    writer.write_table(pa.Table.from_batches([batch]))
+                    rows += batch.num_rows
+                if writer is None:
+                    pq.write_table(reader.schema.empty_table(), path)
+            finally:
+                if writer is not None:
+                    writer.close()
+        return path, rows
+
+    # --- members -----------------------------------------------------------------------------------------
+    def lookup(self, con, value: str, id_type: str | None, key: bytes) -> tuple[str, str] | None:
+        """(member_id, how it matched) for any identifier, a phone (tokenized first) or a member id."""
+        value = value.strip()
+        if not value:
+            return None
+        if id_type in (None, "member_id"):
+            row = con.execute(
+                "select member_id from dim_member where member_id = $v", {"v": value}
+            ).fetchone()
+            if row:
+                return row[0], "member_id"
+            row = con.execute(
+                "select member_id from member_id_history where retired_member_id = $v "
+                "order by changed_on desc limit 1",
+                {"v": value},
+            ).fetchone()
+            if row:
+                return row[0], "retired_member_id"
+        if id_type in (None, "phone", "phone_token"):
+            phone = normalize_phone(value)
+            token = phone_token(phone, key) if phone else normalize_token(value)
+            if token:
+                row = con.execute(
+                    "select member_id from member_identifiers "
+                    "where id_type = 'phone_token' and id_value = $t",
+                    {"t": token},
+                ).fetchone()
+                if row:
+                    return row[0], "phone" if phone else "phone_token"
+                if phone:
+                    return None
+        type_filter = (
+            "and id_type = $type" if id_type not in (None, "phone", "phone_token", "member_id") else ""
+        )
+        params = {"v": value} | ({"type": id_type} if type_filter else {})
+        row = con.execute(
+            "select member_id, id_type from member_identifiers "
+            "where (id_value = $v or ends_with(id_value, ':' || $v)) and id_type <> 'phone_token' "
+            f"{type_filter} "
+            "order by id_value = $v desc limit 1",
+            params,
+        ).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def profile(self, con, member_id: str) -> dict:
+        tables = self._tables(con)
+
+        def member_rows(sql: str, table: str | None = None) -> list[dict]:
+            """Rows of a member-keyed query; none when its (optional, Python-written) table is missing."""
+            if table is not None and table not in tables:
+                return []
+            return _rows(con.execute(sql, {"m": member_id}))
+
+        found = member_rows("select * from dim_member where member_id = $m")
+        if not found:
+            raise NotFound(f"no member {member_id}")
+        member = found[0]
+        identifiers = [
+            {
+                "id_type": "phone" if r["id_type"] == "phone_token" else r["id_type"],
+                "value": mask_identifier(r["id_type"], r["id_value"]),
+                "first_seen_on": r["first_seen_on"],
+            }
+            for r in member_rows(
+                "select id_type, id_value, first_seen_on from member_identifiers where member_id = $m "
+                "order by id_type, first_seen_on"
+            )
+        ]
+        retired = [
+            r["retired_member_id"]
+            for r in member_rows(
+                "select retired_member_id from member_id_history "
+                "where member_id = $m and retired_member_id <> $m"
+            )
+        ]
+        tags = member_rows(
+            "select tag_group, tag_value, valid_from, valid_to, health_related from member_tags "
+            "where member_id = $m order by valid_from, tag_group, tag_value"
+        )
+        scores = member_rows(
+            "select as_of, model, probability, decile, reasons, model_version from member_scores "
+            "where member_id = $m order by as_of, model",
+            "member_scores",
+        )
+        features = member_rows(
+            "select * from member_features where member_id = $m order by as_of_date desc limit 1"
+        )
+        segments = member_rows(
+            "select as_of, segment, channel, status, reason from segment_memberships "
+            "where member_id = $m order by as_of desc limit 90",
+            "segment_memberships",
+        )
+        deliveries = member_rows(
+            "select as_of, segment, channel, status, attempts, error_class, sent_at from delivery_ledger "
+            "where member_id = $m order by as_of desc, segment",
+            "delivery_ledger",
+        )
+        for s in scores:
+            s["reasons"] = list(s["reasons"] or [])
+        member["channels_used"] = list(member.get("channels_used") or [])
+        return {
+            "member": member,
+            "identifiers": identifiers,
+            "retired_member_ids": retired,
+            "tags": tags,
+            "current_tags": [t for t in tags if t["valid_to"] is None],
+            "scores": scores,
+            "features": features[0] if features else {},
+            "segments": segments,
+            "deliveries": deliveries,
+        }
+
+    # --- delivery reports --------------------------------------------------------------------------------
+    def delivery_reports(self, limit: int = 60) -> list[dict]:
+        folder = self.settings.reports_dir / "delivery"
+        files = sorted(folder.glob("*/*.json"), key=lambda p: p.stat().st_mtime, reverse=True)[:limit]
+        out = []
+        for path in files:
+            try:
+                report = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            out.append(
+                {
+                    "as_of": report.get("as_of"),
+                    "run_id": report.get("run_id"),
+                    "dry_run": report.get("dry_run", False),
+                    "started_at": report.get("started_at"),
+                    "finished_at": report.get("finished_at"),
+                    "sent": report.get("sent", 0),
+                    "failed": sum((report.get("failed") or {}).values()),
+                    "suppressed": sum((report.get("suppressed") or {}).values()),
+                    "holdout": report.get("holdout", 0),
+                }
+            )
+        return out
+
+    def delivery_report(self, as_of: date, run_id: str) -> dict:
+        if not RUN_ID.fullmatch(run_id):
+            raise NotFound("no such delivery run")
+        path = self.settings.reports_dir / "delivery" / as_of.isoformat() / f"{run_id}.json"
+        if not path.is_file():
+            raise NotFound(f"no delivery report {as_of.isoformat()}/{run_id}")
+        report = json.loads(path.read_text(encoding="utf-8"))
+        report.pop("report_path", None)
+        return report
+
+
+def _empty_counts() -> dict:
+    return {
+        "size": 0,
+        "send": 0,
+        "already_sent": 0,
+        "holdout": 0,
+        "suppressed_total": 0,
+        "suppressed": {},
+        "delivery": {},
+    }

@@ -1,0 +1,442 @@
+// memberflow ops page: plain DOM, no build step, no third-party code, nothing loaded from outside.
+"use strict";
+
+const T = {
+  zh: {
+    "nav.segments": "人群", "nav.models": "模型", "nav.deliveries": "触达记录", "nav.audit": "审计",
+    "lookup.placeholder": "手机号 / unionid / 会员卡号 / 会员ID", "lookup.go": "查找", "signout": "退出",
+    "signin.title": "登录", "signin.help": "输入管理员发给你的 API 令牌。", "signin.token": "API 令牌",
+    "signin.go": "登录", "signin.bad": "令牌无效或已过期。",
+    "segments.title": "今日人群", "segments.day": "日期", "col.segment": "人群", "col.channel": "渠道",
+    "col.size": "人数", "col.send": "待发送", "col.sent": "已发送", "col.holdout": "对照组", "col.suppressed": "已屏蔽",
+    "col.trend": "30天趋势", "col.status": "状态", "col.reason": "原因", "col.phone": "手机(脱敏)",
+    "col.lifecycle": "生命周期", "col.value": "价值", "col.scores": "评分", "col.reasons": "依据", "col.member": "会员",
+    "col.tags": "标签", "col.delivery": "触达", "col.model": "模型", "col.version": "版本", "col.date": "日期",
+    "col.from": "起", "col.to": "止", "col.group": "类别", "col.value2": "值", "col.attempts": "尝试",
+    "col.who": "操作人", "col.action": "操作", "col.rows": "行数", "col.unmasked": "明文", "col.state": "状态",
+    "col.run": "批次", "col.failed": "失败",
+    "segment.back": "← 全部人群", "segment.rules": "规则", "segment.suppressed": "屏蔽原因",
+    "segment.members": "成员", "segment.all": "全部状态", "segment.download": "下载 CSV",
+    "segment.unmasked": "明文导出(记录审计)", "segment.prev": "上一页", "segment.next": "下一页",
+    "segment.page": "第 {p} / {n} 页,共 {t} 人", "segment.none": "这一天没有成员。",
+    "member.title": "会员档案", "member.ids": "身份标识(脱敏)", "member.tags": "当前标签",
+    "member.timeline": "标签时间线", "member.scores": "评分历史", "member.segments": "人群记录",
+    "member.deliveries": "触达记录", "member.facts": "概况", "member.notfound": "没有找到这个会员。",
+    "models.title": "模型", "models.champion": "线上模型", "models.challenger": "挑战模型", "models.none": "尚未训练",
+    "deliveries.title": "触达记录", "audit.title": "审计日志", "busy": "数据正在更新,请稍后再试。",
+    "download.done": "已下载 {n} 行", "status.send": "待发送", "status.already_sent": "已发送",
+    "status.holdout": "对照组", "status.suppressed": "已屏蔽", "empty": "暂无数据",
+  },
+  en: {
+    "nav.segments": "Segments", "nav.models": "Models", "nav.deliveries": "Deliveries", "nav.audit": "Audit",
+    "lookup.placeholder": "phone / unionid / card no. / member id", "lookup.go": "Find", "signout": "Sign out",
+    "signin.title": "Sign in", "signin.help": "Paste the API token your admin gave you.", "signin.token": "API token",
+    "signin.go": "Sign in", "signin.bad": "The token is not valid or has expired.",
+    "segments.title": "Segments today", "segments.day": "Day", "col.segment": "Segment", "col.channel": "Channel",
+    "col.size": "Members", "col.send": "To send", "col.sent": "Sent", "col.holdout": "Holdout",
+    "col.suppressed": "Suppressed", "col.trend": "30-day trend", "col.status": "Status", "col.reason": "Reason",
+    "col.phone": "Phone (masked)", "col.lifecycle": "Lifecycle", "col.value": "Value", "col.scores": "Scores",
+    "col.reasons": "Reasons", "col.member": "Member", "col.tags": "Tags", "col.delivery": "Delivery",
+    "col.model": "Model", "col.version": "Version", "col.date": "Date", "col.from": "From", "col.to": "To",
+    "col.group": "Group", "col.value2": "Value", "col.attempts": "Attempts", "col.who": "Who",
+    "col.action": "Action", "col.rows": "Rows", "col.unmasked": "Unmasked", "col.state": "State",
+    "col.run": "Run", "col.failed": "Failed",
+    "segment.back": "← All segments", "segment.rules": "Rules", "segment.suppressed": "Suppressed by reason",
+    "segment.members": "Members", "segment.all": "All statuses", "segment.download": "Download CSV",
+    "segment.unmasked": "Unmasked (audited)", "segment.prev": "Previous", "segment.next": "Next",
+    "segment.page": "Page {p} of {n}, {t} members", "segment.none": "No members on this day.",
+    "member.title": "Member profile", "member.ids": "Identifiers (masked)", "member.tags": "Current tags",
+    "member.timeline": "Tag timeline", "member.scores": "Score history", "member.segments": "Segments",
+    "member.deliveries": "Deliveries", "member.facts": "Facts", "member.notfound": "No member found.",
+    "models.title": "Models", "models.champion": "Champion", "models.challenger": "Challenger",
+    "models.none": "not trained yet", "deliveries.title": "Delivery runs", "audit.title": "Audit log",
+    "busy": "The data is being updated; try again in a moment.", "download.done": "Downloaded {n} rows",
+    "status.send": "to send", "status.already_sent": "already sent", "status.holdout": "holdout",
+    "status.suppressed": "suppressed", "empty": "Nothing yet",
+  },
+};
+
+const state = {
+  lang: localStorage.getItem("mf.lang") || (navigator.language.startsWith("zh") ? "zh" : "en"),
+  token: sessionStorage.getItem("mf.token"),
+  me: null,
+  day: null,
+};
+
+const $ = (sel) => document.querySelector(sel);
+const t = (key, vars = {}) => (T[state.lang][key] || key).replace(/\{(\w+)\}/g, (_, k) => vars[k]);
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k === "class") node.className = v;
+    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else node.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children.flat()) {
+    if (c === null || c === undefined) continue;
+    node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return node;
+}
+
+function applyLanguage() {
+  document.documentElement.lang = state.lang === "zh" ? "zh-CN" : "en";
+  document.querySelectorAll("[data-i18n]").forEach((n) => { n.textContent = t(n.dataset.i18n); });
+  document.querySelectorAll("[data-i18n-placeholder]").forEach((n) => { n.placeholder = t(n.dataset.i18nPlaceholder); });
+  $("#lang").textContent = state.lang === "zh" ? "English" : "中文";
+}
+
+function toast(text) {
+  const box = $("#toast");
+  box.textContent = text;
+  box.hidden = false;
+  clearTimeout(toast.timer);
+  toast.timer = setTimeout(() => { box.hidden = true; }, 4000);
+}
+
+class ApiError extends Error {
+  constructor(status, detail) { super(detail); this.status = status; }
+}
+
+async function api(path, options = {}) {
+  const headers = { Authorization: `Bearer ${state.token}`, ...(options.headers || {}) };
+  const res = await fetch(path, { ...options, headers });
+  if (res.status === 401) { signOut(); throw new ApiError(401, t("signin.bad")); }
+  if (res.status === 503) throw new ApiError(503, t("busy"));
+  if (!res.ok) {
+    let detail = res.statusText;
+    try { detail = (await res.json()).detail || detail; } catch (_) { /* not JSON */ }
+    throw new ApiError(res.status, detail);
+  }
+  return options.raw ? res : res.json();
+}
+
+const pct = (p) => (p === null || p === undefined ? "–" : `${(p * 100).toFixed(1)}%`);
+const num = (n) => (n === null || n === undefined ? "–" : Number(n).toLocaleString(state.lang === "zh" ? "zh-CN" : "en"));
+
+// --- charts: small inline SVG, drawn here (thirty points need no chart library) ---------------------------
+function svg(tag, attrs = {}, ...children) {
+  const node = document.createElementNS("http://www.w3.org/2000/svg", tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "title") { const tt = svg("title"); tt.textContent = v; node.append(tt); } else node.setAttribute(k, v);
+  }
+  node.append(...children);
+  return node;
+}
+
+function sparkline(points, key = "size", width = 140, height = 32) {
+  const values = points.map((p) => p[key] || 0);
+  const max = Math.max(1, ...values);
+  const step = values.length > 1 ? width / (values.length - 1) : width;
+  const coords = values.map((v, i) => `${(i * step).toFixed(1)},${(height - 2 - (v / max) * (height - 4)).toFixed(1)}`);
+  return svg("svg", { viewBox: `0 0 ${width} ${height}`, class: "spark", title: points.map((p) => `${p.as_of}: ${p[key]}`).join("\n") },
+    svg("polyline", { points: coords.join(" ") }));
+}
+
+function dateLabels(points, width, y) {
+  return [0, points.length - 1].filter((i) => points[i]).map((i) =>
+    Object.assign(svg("text", { x: i === 0 ? 0 : width, y, "text-anchor": i === 0 ? "start" : "end" }), { textContent: points[i].as_of }));
+}
+
+function barChart(points, width = 640, height = 140) {
+  const max = Math.max(1, ...points.map((p) => p.size));
+  const w = width / Math.max(points.length, 1);
+  const bar = (x, value, cls, title) => svg("rect", {
+    x: (x * w + 1).toFixed(1), y: (height - (value / max) * height).toFixed(1), width: Math.max(w - 2, 1).toFixed(1),
+    height: ((value / max) * height).toFixed(1), class: cls, title,
+  });
+  const bars = points.flatMap((p, i) => [
+    bar(i, p.size, "size", `${p.as_of}: ${p.size} / ${t("col.sent")} ${p.sent}`), bar(i, p.sent, "sent", `${t("col.sent")} ${p.sent}`)]);
+  return svg("svg", { viewBox: `0 0 ${width} ${height + 18}`, class: "bars", "data-testid": "trend-chart" },
+    ...bars, ...dateLabels(points, width, height + 14));
+}
+
+function scoreChart(scores, width = 640, height = 160) {
+  const days = [...new Set(scores.map((s) => s.as_of))].sort();
+  const x = (d) => (days.length > 1 ? (days.indexOf(d) / (days.length - 1)) * (width - 10) + 5 : width / 2);
+  const y = (p) => height - p * (height - 10) - 5;
+  const parts = ["churn", "repurchase", "conversion"].flatMap((model) => {
+    const pts = scores.filter((s) => s.model === model);
+    if (!pts.length) return [];
+    return [svg("polyline", { class: `m-${model}`, points: pts.map((s) => `${x(s.as_of).toFixed(1)},${y(s.probability).toFixed(1)}`).join(" ") }),
+      ...pts.map((s) => svg("circle", { class: `m-${model}`, cx: x(s.as_of).toFixed(1), cy: y(s.probability).toFixed(1), r: 3,
+        title: `${model} ${s.as_of}: ${pct(s.probability)}` }))];
+  });
+  return svg("svg", { viewBox: `0 0 ${width} ${height + 18}`, class: "lines" }, ...parts,
+    ...dateLabels(days.map((d) => ({ as_of: d })), width, height + 14));
+}
+
+function table(headers, rows, attrs = {}) {
+  if (!rows.length) return el("p", { class: "muted" }, t("empty"));
+  return el("div", { class: "scroll" }, el("table", attrs,
+    el("thead", {}, el("tr", {}, headers.map((h) => el("th", {}, h)))),
+    el("tbody", {}, rows)));
+}
+
+const statusChip = (s) => el("span", { class: `chip s-${s}` }, t(`status.${s}`));
+
+// --- views ------------------------------------------------------------------------------------------------
+async function showSegments() {
+  const query = state.day ? `?as_of=${encodeURIComponent(state.day)}` : "";
+  const data = await api(`/api/segments${query}`);
+  state.day = data.as_of;
+  const picker = el("select", { id: "day", "data-testid": "day", onchange: (e) => { state.day = e.target.value; route(); } },
+    data.dates.map((d) => el("option", { value: d, selected: d === data.as_of }, d)));
+  const rows = data.segments.map((s) => el("tr", { "data-segment": s.name },
+    el("td", {}, el("a", { href: `#/segments/${encodeURIComponent(s.name)}`, "data-testid": `segment-${s.name}` }, s.name),
+      el("div", { class: "muted small" }, s.description)),
+    el("td", {}, s.channel),
+    el("td", { class: "n" }, num(s.size)),
+    el("td", { class: "n" }, num(s.send)),
+    el("td", { class: "n" }, num(s.delivery.sent || 0)),
+    el("td", { class: "n" }, num(s.holdout)),
+    el("td", { class: "n" }, num(s.suppressed_total)),
+    el("td", {}, sparkline(s.trend))));
+  render(el("div", { class: "card" },
+    el("div", { class: "row" }, el("h1", {}, t("segments.title")), el("span", { class: "spacer" }),
+      el("label", {}, t("segments.day"), " ", picker)),
+    table([t("col.segment"), t("col.channel"), t("col.size"), t("col.send"), t("col.sent"), t("col.holdout"),
+      t("col.suppressed"), t("col.trend")], rows, { "data-testid": "segments" })));
+}
+
+async function showSegment(name, params) {
+  const page = Number(params.get("page") || 1);
+  const status = params.get("status") || "";
+  const day = state.day ? `as_of=${encodeURIComponent(state.day)}` : "";
+  const seg = await api(`/api/segments/${encodeURIComponent(name)}?${day}`);
+  const members = await api(`/api/segments/${encodeURIComponent(name)}/members?${day}&page=${page}&page_size=25`
+    + (status ? `&status=${status}` : ""));
+  state.day = members.as_of;
+  const pages = Math.max(1, Math.ceil(members.total / members.page_size));
+  const go = (p, s = status) => { location.hash = `#/segments/${encodeURIComponent(name)}?page=${p}${s ? `&status=${s}` : ""}`; };
+  const filter = el("select", { "data-testid": "status-filter", onchange: (e) => go(1, e.target.value) },
+    el("option", { value: "" }, t("segment.all")),
+    ["send", "already_sent", "holdout", "suppressed"].map((s) => el("option", { value: s, selected: s === status }, t(`status.${s}`))));
+  const unmasked = el("input", { type: "checkbox", id: "unmasked", "data-testid": "unmasked" });
+  const download = el("button", { type: "button", "data-testid": "download", onclick: () => downloadCsv(name, status, unmasked.checked) },
+    t("segment.download"));
+  const suppressed = Object.entries(seg.suppressed).sort((a, b) => b[1] - a[1]);
+  const maxSup = Math.max(1, ...suppressed.map((s) => s[1]));
+  const rows = members.items.map((m) => el("tr", { "data-member": m.member_id },
+    el("td", {}, el("a", { href: `#/members/${encodeURIComponent(m.member_id)}`, class: "mono", "data-testid": "member-link" }, m.member_id)),
+    el("td", {}, statusChip(m.status), m.reason ? el("div", { class: "muted small" }, m.reason) : null),
+    el("td", { class: "mono" }, m.phone_masked || "–"),
+    el("td", {}, m.lifecycle_stage || "–", el("div", { class: "muted small" }, m.value_tier || "")),
+    el("td", {}, Object.entries(m.scores).map(([k, v]) => el("div", { class: "small" }, `${k} ${pct(v.probability)} · D${v.decile}`))),
+    el("td", {}, el("ul", { class: "reasons" }, m.reasons.map((r) => el("li", {}, r)))),
+    el("td", {}, m.delivery_status || "–")));
+  render(el("div", {},
+    el("p", {}, el("a", { href: "#/segments" }, t("segment.back"))),
+    el("div", { class: "card" },
+      el("div", { class: "row" }, el("h1", { "data-testid": "segment-title" }, seg.name), el("span", { class: "chip" }, seg.channel),
+        seg.health_based ? el("span", { class: "chip warn" }, "health") : null, el("span", { class: "spacer" }),
+        el("span", { class: "muted" }, members.as_of)),
+      el("p", { class: "muted" }, seg.description),
+      el("div", { class: "stats" },
+        [["col.size", seg.size], ["col.send", seg.send], ["col.sent", seg.delivery.sent || 0], ["col.holdout", seg.holdout],
+          ["col.suppressed", seg.suppressed_total]].map(([k, v]) => el("div", { class: "stat" }, el("b", {}, num(v)), el("span", {}, t(k))))),
+      barChart(seg.trend),
+      el("div", { class: "cols" },
+        el("div", {}, el("h3", {}, t("segment.rules")), el("pre", { class: "rules" }, JSON.stringify(seg.rules, null, 1))),
+        el("div", {}, el("h3", {}, t("segment.suppressed")),
+          suppressed.length ? suppressed.map(([r, n]) => el("div", { class: "hbar" },
+            el("span", {}, r), el("i", { style: null, "data-w": Math.round((n / maxSup) * 100) }), el("b", {}, num(n))))
+            : el("p", { class: "muted" }, t("empty"))))),
+    el("div", { class: "card" },
+      el("div", { class: "row" }, el("h2", {}, t("segment.members")), filter, el("span", { class: "spacer" }),
+        state.me.role === "admin" ? el("label", { class: "small" }, unmasked, " ", t("segment.unmasked")) : null, download),
+      members.total ? table([t("col.member"), t("col.status"), t("col.phone"), t("col.lifecycle"), t("col.scores"),
+        t("col.reasons"), t("col.delivery")], rows, { "data-testid": "members" }) : el("p", { class: "muted" }, t("segment.none")),
+      el("div", { class: "row pager" },
+        el("button", { type: "button", disabled: page <= 1, onclick: () => go(page - 1) }, t("segment.prev")),
+        el("span", { "data-testid": "pager" }, t("segment.page", { p: page, n: pages, t: num(members.total) })),
+        el("button", { type: "button", disabled: page >= pages, onclick: () => go(page + 1) }, t("segment.next"))))));
+  // widths set from script, not inline style attributes: the page's CSP allows no inline styles
+  document.querySelectorAll(".hbar i").forEach((i) => { i.style.width = `${i.dataset.w}%`; });
+}
+
+async function downloadCsv(name, status, unmasked) {
+  const q = new URLSearchParams();
+  if (state.day) q.set("as_of", state.day);
+  if (status) q.set("status", status);
+  if (unmasked) q.set("unmasked", "true");
+  try {
+    const res = await api(`/api/segments/${encodeURIComponent(name)}/export.csv?${q}`, { raw: true });
+    const blob = await res.blob();
+    const url = URL.createObjectURL(blob);
+    const a = el("a", { href: url, download: `${name}-${state.day}${unmasked ? "-unmasked" : ""}.csv` });
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 10000);
+    toast(t("download.done", { n: num(res.headers.get("X-Row-Count")) }));
+  } catch (err) { toast(err.message); }
+}
+
+async function showMember(id) {
+  let p;
+  try { p = await api(`/api/members/${encodeURIComponent(id)}`); } catch (err) {
+    if (err.status === 404) { render(el("div", { class: "card" }, el("p", {}, t("member.notfound")))); return; }
+    throw err;
+  }
+  const m = p.member;
+  const facts = [["first_seen_on", m.first_seen_on], ["acquisition_channel", m.acquisition_channel],
+    ["staff_owner", m.staff_owner], ["channels_used", (m.channels_used || []).join(", ")], ["phone", m.phone_masked],
+    ["marketing_opt_out", m.marketing_opt_out], ["health_data_consent", m.health_data_consent]];
+  const latest = {};
+  p.scores.forEach((s) => { latest[s.model] = s; });
+  render(el("div", {},
+    el("div", { class: "card" },
+      el("div", { class: "row" }, el("h1", {}, t("member.title")), el("span", { class: "mono", "data-testid": "member-id" }, m.member_id)),
+      el("div", { class: "cols" },
+        el("div", {}, el("h3", {}, t("member.facts")),
+          el("dl", {}, facts.map(([k, v]) => [el("dt", {}, k), el("dd", {}, v === null || v === undefined ? "–" : String(v))]))),
+        el("div", {}, el("h3", {}, t("member.ids")),
+          el("ul", { class: "ids", "data-testid": "identifiers" }, p.identifiers.map((i) => el("li", {}, el("b", {}, i.id_type), " ", el("span", { class: "mono" }, i.value))))),
+        el("div", {}, el("h3", {}, t("member.tags")),
+          el("div", { class: "chips" }, p.current_tags.map((tg) => el("span", { class: `chip${tg.health_related ? " warn" : ""}` }, `${tg.tag_group}:${tg.tag_value}`)))))),
+    el("div", { class: "card" }, el("h2", {}, t("member.scores")),
+      p.scores.length ? scoreChart(p.scores) : el("p", { class: "muted" }, t("empty")),
+      el("div", { class: "legend small" }, ["churn", "repurchase", "conversion"].map((k) => el("span", { class: `m-${k}` }, `● ${k}`))),
+      table([t("col.model"), t("col.date"), t("col.scores"), t("col.reasons")], Object.values(latest).map((s) => el("tr", {},
+        el("td", {}, s.model), el("td", {}, s.as_of), el("td", {}, `${pct(s.probability)} · D${s.decile}`),
+        el("td", {}, el("ul", { class: "reasons" }, s.reasons.map((r) => el("li", {}, r)))))))),
+    el("div", { class: "card" }, el("h2", {}, t("member.timeline")),
+      table([t("col.group"), t("col.value2"), t("col.from"), t("col.to")], p.tags.map((tg) => el("tr", {},
+        el("td", {}, tg.tag_group), el("td", {}, tg.tag_value), el("td", {}, tg.valid_from), el("td", {}, tg.valid_to || "…"))))),
+    el("div", { class: "cols" },
+      el("div", { class: "card" }, el("h2", {}, t("member.segments")),
+        table([t("col.date"), t("col.segment"), t("col.status")], p.segments.map((s) => el("tr", {},
+          el("td", {}, s.as_of), el("td", {}, s.segment), el("td", {}, statusChip(s.status), s.reason ? ` ${s.reason}` : ""))))),
+      el("div", { class: "card" }, el("h2", {}, t("member.deliveries")),
+        table([t("col.date"), t("col.segment"), t("col.channel"), t("col.status"), t("col.attempts")], p.deliveries.map((d) => el("tr", {},
+          el("td", {}, d.as_of), el("td", {}, d.segment), el("td", {}, d.channel), el("td", {}, d.status), el("td", { class: "n" }, d.attempts))))))));
+}
+
+async function showModels() {
+  const models = await api("/api/models");
+  const cards = [];
+  for (const m of models) {
+    const parts = [];
+    for (const alias of ["champion", "challenger"]) {
+      const v = m[alias];
+      if (!v) { parts.push(el("p", { class: "muted" }, `${t(`models.${alias}`)}: ${t("models.none")}`)); continue; }
+      if (alias === "challenger" && m.champion && m.champion.version === v.version) continue;
+      const metrics = Object.entries(v.metrics).filter(([k]) => !k.endsWith("label_rate"))
+        .map(([k, val]) => el("div", { class: "stat" }, el("b", {}, Number(val).toFixed(3)), el("span", {}, k.replace("model.", ""))));
+      const plots = el("div", { class: "plots" });
+      parts.push(el("div", {}, el("h3", {}, `${t(`models.${alias}`)} v${v.version}`),
+        el("p", { class: "muted small" }, v.reason || ""), el("div", { class: "stats" }, metrics), plots));
+      for (const name of v.plots.filter((n) => /roc|gain|calibration/.test(n))) {
+        api(`/api/models/${m.model}/versions/${v.version}/plots/${name}`, { raw: true })
+          .then((r) => r.blob()).then((b) => plots.append(el("img", { src: URL.createObjectURL(b), alt: name })))
+          .catch(() => {});
+      }
+    }
+    cards.push(el("div", { class: "card" }, el("h2", {}, m.model), parts));
+  }
+  render(el("div", {}, el("h1", {}, t("models.title")), cards));
+}
+
+async function showDeliveries() {
+  const runs = await api("/api/deliveries");
+  render(el("div", { class: "card" }, el("h1", {}, t("deliveries.title")),
+    table([t("col.date"), t("col.run"), t("col.sent"), t("col.suppressed"), t("col.holdout"), t("col.failed")],
+      runs.map((r) => el("tr", {}, el("td", {}, r.as_of), el("td", { class: "mono small" }, r.run_id, r.dry_run ? " (dry run)" : ""),
+        el("td", { class: "n" }, num(r.sent)), el("td", { class: "n" }, num(r.suppressed)), el("td", { class: "n" }, num(r.holdout)),
+        el("td", { class: "n" }, num(r.failed)))))));
+}
+
+async function showAudit() {
+  const rows = await api("/api/audit");
+  render(el("div", { class: "card" }, el("h1", {}, t("audit.title")),
+    table([t("col.date"), t("col.who"), t("col.action"), t("col.segment"), t("col.unmasked"), t("col.rows"), t("col.state")],
+      rows.map((r) => el("tr", {}, el("td", { class: "small" }, r.at), el("td", {}, `${r.token_name} (${r.role})`), el("td", {}, r.action),
+        el("td", {}, r.segment || "–"), el("td", {}, r.unmasked ? "✔" : ""), el("td", { class: "n" }, num(r.rows)), el("td", {}, r.state))))));
+}
+
+function render(node) {
+  const view = $("#view");
+  view.replaceChildren(node);
+  view.dataset.ready = location.hash;
+}
+
+async function route() {
+  if (!state.token) { showSignIn(); return; }
+  const [path, query] = location.hash.replace(/^#/, "").split("?");
+  const params = new URLSearchParams(query || "");
+  const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
+  try {
+    if (parts[0] === "segments" && parts[1]) await showSegment(parts[1], params);
+    else if (parts[0] === "members" && parts[1]) await showMember(parts[1]);
+    else if (parts[0] === "models") await showModels();
+    else if (parts[0] === "deliveries") await showDeliveries();
+    else if (parts[0] === "audit") await showAudit();
+    else await showSegments();
+  } catch (err) {
+    if (err.status !== 401) render(el("div", { class: "card" }, el("p", { class: "error" }, err.message)));
+  }
+}
+
+function showSignIn() {
+  $("#signin").hidden = false;
+  $("#view").replaceChildren();
+  ["#nav", "#lookup", "#signout"].forEach((s) => { $(s).hidden = true; });
+  $("#who").textContent = "";
+}
+
+async function signIn(token) {
+  state.token = token;
+  try {
+    state.me = await api("/api/me");
+  } catch (err) {
+    state.token = null;
+    $("#signin-error").textContent = t("signin.bad");
+    return false;
+  }
+  sessionStorage.setItem("mf.token", token);
+  $("#signin").hidden = true;
+  $("#signin-error").textContent = "";
+  ["#nav", "#lookup", "#signout"].forEach((s) => { $(s).hidden = false; });
+  $("#nav-audit").hidden = state.me.role !== "admin";
+  $("#who").textContent = `${state.me.name} · ${state.me.role}`;
+  return true;
+}
+
+function signOut() {
+  state.token = null;
+  state.me = null;
+  sessionStorage.removeItem("mf.token");
+  showSignIn();
+}
+
+document.addEventListener("DOMContentLoaded", async () => {
+  applyLanguage();
+  $("#lang").addEventListener("click", () => {
+    state.lang = state.lang === "zh" ? "en" : "zh";
+    localStorage.setItem("mf.lang", state.lang);
+    applyLanguage();
+    if (state.token) route();
+  });
+  $("#signout").addEventListener("click", signOut);
+  $("#signin-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    if (await signIn($("#token").value.trim())) { $("#token").value = ""; route(); }
+  });
+  $("#lookup").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const value = $("#lookup-value").value.trim();
+    if (!value) return;
+    try {
+      const found = await api("/api/members/lookup", {
+        method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ value }),
+      });
+      $("#lookup-value").value = "";
+      location.hash = `#/members/${encodeURIComponent(found.member_id)}`;
+    } catch (err) { toast(err.status === 404 ? t("member.notfound") : err.message); }
+  });
+  window.addEventListener("hashchange", route);
+  if (state.token && await signIn(state.token)) route(); else showSignIn();
+});

@@ -1,0 +1,117 @@
+"""Fixtures of the ops API tier: a delivered workspace, tokens of every kind, a client and a live server."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import socket
+import sqlite3
+import threading
+import time
+from datetime import datetime, timedelta
+
+import pytest
+
+from memberflow.config import Settings
+from tests.conftest import make_settings
+from tests.model.conftest import SCORE_DAY
+
+MORNING = datetime.fromisoformat(f"{SCORE_DAY.isoformat()}T10:00:00+08:00")
+HISTORY_DAYS = (SCORE_DAY - timedelta(days=2), SCORE_DAY - timedelta(days=1))
+
+
+@dataclasses.dataclass
+class Tokens:
+    ops: str
+    admin: str
+    revoked: str
+    expired: str
+
+
+@pytest.fixture(scope="session")
+def ops_ws(tmp_path_factory, scored) -> Settings:
+    """The scored workspace after a real delivery of the scored day through the sandbox APIs (starter
+    segments), with two earlier days of memberships for the trend (the scored day's plan on a sample of
+    members: the sample has scores for one day only)."""
+    from memberflow.outreach.run import deliver, plan, write_memberships
+    from memberflow.outreach.sandbox import SandboxServer
+
+    home = tmp_path_factory.mktemp("ops") / "ws"
+    shutil.copytree(scored.home, home)
+    settings = make_settings(home, scored.data_dir)
+    with pytest.MonkeyPatch.context() as mp, SandboxServer() as sandbox:
+        for key, value in sandbox.env().items():
+            mp.setenv(key, value)
+        for i, day in enumerate(HISTORY_DAYS):
+            planned = plan(settings, SCORE_DAY, now=MORNING)
+            frame = planned.frame.sample(fraction=0.7 + 0.1 * i, seed=i)
+            write_memberships(settings, dataclasses.replace(planned, as_of=day, frame=frame))
+        report = deliver(settings, SCORE_DAY, now=MORNING)
+    assert report.sent > 0, report
+    return settings
+
+
+@pytest.fixture(scope="session")
+def tokens(ops_ws) -> Tokens:
+    from memberflow.api.access import AccessStore, access_path
+
+    store = AccessStore.open(ops_ws)
+    ops = store.create("olivia", "ops").token
+    admin = store.create("adam", "admin").token
+    revoked = store.create("rex", "ops")
+    store.revoke(revoked.token_id)
+    expired = store.create("eve", "ops", days=1)
+    with sqlite3.connect(access_path(ops_ws)) as con:
+        con.execute("update tokens set expires_at = '2000-01-01T00:00:00+00:00' where token_id = ?",
+                    (expired.token_id,))  # fmt: skip
+    return Tokens(ops, admin, revoked.token, expired.token)
+
+
+@pytest.fixture(scope="session")
+def api_app(ops_ws, tokens):
+    from memberflow.api.app import create_app
+
+    return create_app(ops_ws)
+
+
+@pytest.fixture
+def client(api_app):
+    from fastapi.testclient import TestClient
+
+    with TestClient(api_app) as c:
+        yield c
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+class LiveServer:
+    """The app served by uvicorn on a free port in a background thread (for the browser)."""
+
+    def __init__(self, app) -> None:
+        import uvicorn
+
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the ops API did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+        self.sock.close()

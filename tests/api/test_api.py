@@ -1,0 +1,452 @@
+"""The ops API over a delivered workspace: every endpoint, the role matrix, masking, audit, logs, CORS."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import re
+
+import duckdb
+import pytest
+
+from memberflow.api.access import AccessStore
+from memberflow.transform import warehouse_lock
+from tests.api.conftest import HISTORY_DAYS, SCORE_DAY, auth
+from tests.outreach.conftest import vault_phones
+
+DAY = SCORE_DAY.isoformat()
+PHONE = re.compile(r"(?<!\d)1[3-9]\d{9}(?!\d)")
+
+
+def _sql(settings, query: str, params=None) -> list[tuple]:
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+        return con.execute(query, params or []).fetchall()
+
+
+def _a_segment(settings) -> str:
+    """The day's segment with the most members."""
+    return _sql(
+        settings,
+        "select segment from segment_memberships where as_of = ? group by 1 order by count(*) desc limit 1",
+        [SCORE_DAY],
+    )[0][0]
+
+
+# --- the role matrix ---------------------------------------------------------------------------------------
+def _routes(settings) -> dict[tuple[str, str], dict]:
+    """Every route of the published OpenAPI with a concrete request and the role it needs."""
+    segment = _a_segment(settings)
+    member = _sql(settings, "select member_id from segment_memberships where as_of = ? limit 1", [SCORE_DAY])[
+        0
+    ][0]
+    run = sorted((settings.reports_dir / "delivery" / DAY).glob("*.json"))[0].stem
+    return {
+        ("get", "/api/health"): {"url": "/api/health", "needs": None},
+        ("get", "/api/me"): {"url": "/api/me", "needs": "ops"},
+        ("get", "/api/segments"): {"url": "/api/segments", "needs": "ops"},
+        ("get", "/api/segments/{segment}"): {"url": f"/api/segments/{segment}", "needs": "ops"},
+        ("get", "/api/segments/{segment}/members"): {
+            "url": f"/api/segments/{segment}/members",
+            "needs": "ops",
+        },
+        ("get", "/api/segments/{segment}/export.csv"): {
+            "url": f"/api/segments/{segment}/export.csv",
+            "needs": "ops",
+            "admin_variant": f"/api/segments/{segment}/export.csv?unmasked=true",
+        },
+        ("post", "/api/members/lookup"): {
+            "url": "/api/members/lookup",
+            "needs": "ops",
+            "json": {"value": member},
+        },
+        ("get", "/api/members/{member_id}"): {"url": f"/api/members/{member}", "needs": "ops"},
+        ("get", "/api/models"): {"url": "/api/models", "needs": "ops"},
+        ("get", "/api/models/{model}/versions/{version}/plots/{name}"): {
+            "url": "/api/models/churn/versions/1/plots/roc.png",
+            "needs": "ops",
+        },
+        ("get", "/api/deliveries"): {"url": "/api/deliveries", "needs": "ops"},
+        ("get", "/api/deliveries/{as_of}/{run_id}"): {"url": f"/api/deliveries/{DAY}/{run}", "needs": "ops"},
+        ("get", "/api/audit"): {"url": "/api/audit", "needs": "admin"},
+    }
+
+
+def test_every_published_route_is_in_the_role_matrix(client, ops_ws):
+    published = {(m, p) for p, ops in client.get("/openapi.json").json()["paths"].items() for m in ops}
+    assert published == set(_routes(ops_ws))
+
+
+@pytest.mark.parametrize("who", ["nobody", "garbage", "revoked", "expired", "ops", "admin"])
+def test_role_matrix(client, ops_ws, tokens, who):
+    headers = {
+        "nobody": {},
+        "garbage": auth("mf_00000000_not-a-real-token"),
+        "revoked": auth(tokens.revoked),
+        "expired": auth(tokens.expired),
+        "ops": auth(tokens.ops),
+        "admin": auth(tokens.admin),
+    }[who]
+    for (method, _template), spec in _routes(ops_ws).items():
+        urls = [spec["url"], *([spec["admin_variant"]] if "admin_variant" in spec else [])]
+        for url in urls:
+            needs = "admin" if url == spec.get("admin_variant") else spec["needs"]
+            res = client.request(method.upper(), url, headers=headers, json=spec.get("json"))
+            if needs is None:
+                expected = 200
+            elif who in ("nobody", "garbage", "revoked", "expired"):
+                expected = 401
+            elif needs == "admin" and who != "admin":
+                expected = 403
+            else:
+                expected = 200
+            assert res.status_code == expected, (who, method, url, res.status_code, res.text[:200])
+            if expected == 401:
+                assert res.headers["www-authenticate"] == "Bearer"
+            if url.startswith("/api/") and url != "/api/health":
+                assert res.headers["cache-control"] == "no-store"
+
+
+# --- segments ----------------------------------------------------------------------------------------------
+def test_segments_sizes_reasons_and_trend_match_the_warehouse(client, ops_ws, tokens):
+    body = client.get("/api/segments", headers=auth(tokens.ops)).json()
+    assert body["as_of"] == DAY
+    assert body["dates"] == [DAY, *(d.isoformat() for d in reversed(HISTORY_DAYS))]
+    by_name = {s["name"]: s for s in body["segments"]}
+    assert len(by_name) >= 7  # the starter library, whether or not a segment matched anyone today
+    expected = _sql(
+        ops_ws,
+        "select segment, count(*), count(*) filter (where status = 'send'), "
+        "count(*) filter (where status = 'holdout'), count(*) filter (where status = 'suppressed') "
+        "from segment_memberships where as_of = ? group by 1",
+        [SCORE_DAY],
+    )
+    assert expected
+    for segment, size, send, holdout, suppressed in expected:
+        s = by_name[segment]
+        assert (s["size"], s["send"], s["holdout"], s["suppressed_total"]) == (
+            size,
+            send,
+            holdout,
+            suppressed,
+        )
+        assert sum(s["suppressed"].values()) == suppressed
+        reasons = dict(
+            _sql(
+                ops_ws,
+                "select reason, count(*) from segment_memberships where as_of = ? and segment = ? "
+                "and status = 'suppressed' group by 1",
+                [SCORE_DAY, segment],
+            )
+        )
+        assert s["suppressed"] == reasons
+        sent = _sql(
+            ops_ws,
+            "select count(*) from delivery_ledger where as_of = ? and segment = ? and status = 'sent'",
+            [DAY, segment],
+        )[0][0]
+        assert s["delivery"].get("sent", 0) == sent
+        assert len(s["trend"]) == 30 and s["trend"][-1]["as_of"] == DAY
+        assert s["trend"][-1]["size"] == size and s["trend"][-1]["sent"] == sent
+        for point in s["trend"][-3:-1]:
+            assert (
+                point["size"]
+                == _sql(
+                    ops_ws,
+                    "select count(*) from segment_memberships where as_of = ? and segment = ?",
+                    [point["as_of"], segment],
+                )[0][0]
+            )
+    assert sum(s["delivery"].get("sent", 0) for s in by_name.values()) > 0
+    one = client.get(f"/api/segments/{expected[0][0]}", headers=auth(tokens.ops)).json()
+    assert one["size"] == expected[0][1] and one["rules"]
+    older = client.get(f"/api/segments?as_of={HISTORY_DAYS[0]}", headers=auth(tokens.ops)).json()
+    assert older["as_of"] == HISTORY_DAYS[0].isoformat()
+    assert sum(s["size"] for s in older["segments"]) < sum(s["size"] for s in by_name.values())
+
+
+def test_members_pages_cover_the_segment_once_with_reasons_and_masked_phones(client, ops_ws, tokens):
+    segment = _a_segment(ops_ws)
+    seen: list[str] = []
+    page, total = 1, None
+    while True:
+        res = client.get(
+            f"/api/segments/{segment}/members",
+            params={"page": page, "page_size": 200},
+            headers=auth(tokens.ops),
+        )
+        body = res.json()
+        total = body["total"]
+        seen += [m["member_id"] for m in body["items"]]
+        if not body["items"]:
+            break
+        page += 1
+    expected = {
+        r[0]
+        for r in _sql(
+            ops_ws,
+            "select member_id from segment_memberships where as_of = ? and segment = ?",
+            [SCORE_DAY, segment],
+        )
+    }
+    assert len(seen) == len(set(seen)) == total == len(expected)
+    assert set(seen) == expected
+    first = client.get(f"/api/segments/{segment}/members", headers=auth(tokens.ops)).json()["items"]
+    statuses = [m["status"] for m in first]
+    assert statuses == sorted(statuses, key=["send", "already_sent", "holdout", "suppressed"].index)
+    scored = [m for m in first if m["scores"]]
+    assert scored and all(m["reasons"] for m in scored if m["status"] == "send")
+    assert all(m["tags"] for m in first)
+    text = json.dumps(first)
+    assert not PHONE.search(text)
+    assert any(re.fullmatch(r"1\d\d\*{4}\d{4}", m["phone_masked"] or "") for m in first)
+    only_held = client.get(
+        f"/api/segments/{segment}/members", params={"status": "holdout"}, headers=auth(tokens.ops)
+    ).json()
+    assert all(m["status"] == "holdout" for m in only_held["items"])
+    assert (
+        client.get(f"/api/segments/{segment}/members?page_size=501", headers=auth(tokens.ops)).status_code
+        == 422
+    )
+
+
+def test_unknown_and_hostile_names_are_404_not_errors(client, tokens):
+    for name in ["no_such_segment", "x' or '1'='1", "a;drop table dim_member;--", "%27%22"]:
+        for suffix in ("", "/members", "/export.csv"):
+            res = client.get(f"/api/segments/{name}{suffix}", headers=auth(tokens.ops))
+            assert res.status_code == 404, (name, suffix, res.status_code)
+    assert client.get("/api/members/'; select 1; --", headers=auth(tokens.ops)).status_code == 404
+    res = client.post("/api/members/lookup", json={"value": "' or 1=1 --"}, headers=auth(tokens.ops))
+    assert res.status_code == 404
+
+
+# --- exports and the audit trail ---------------------------------------------------------------------------
+def _csv(res) -> list[dict]:
+    text = res.content.decode("utf-8")
+    assert text.startswith("\ufeff")
+    return list(csv.DictReader(io.StringIO(text.lstrip("\ufeff"))))
+
+
+def test_masked_export_has_every_member_no_plain_phone_and_an_audit_row(client, ops_ws, tokens):
+    segment = _a_segment(ops_ws)
+    before = len(AccessStore.open(ops_ws).audit_rows(10_000))
+    res = client.get(f"/api/segments/{segment}/export.csv", headers=auth(tokens.ops))
+    assert res.status_code == 200 and res.headers["content-type"].startswith("text/csv")
+    rows = _csv(res)
+    expected = _sql(
+        ops_ws,
+        "select member_id, status from segment_memberships where as_of = ? and segment = ?",
+        [SCORE_DAY, segment],
+    )
+    assert sorted((r["member_id"], r["status"]) for r in rows) == sorted(expected)
+    assert int(res.headers["x-row-count"]) == len(rows)
+    assert "unionid" not in rows[0] and "external_userid" not in rows[0]
+    assert not vault_phones(ops_ws) & set(PHONE.findall(res.content.decode()))
+    assert any(r["reasons"] for r in rows if r["status"] == "send")
+    audit = AccessStore.open(ops_ws).audit_rows(10_000)
+    assert len(audit) == before + 1
+    assert audit[0] | {"at": None, "finished_at": None, "audit_id": None, "detail": None} == {
+        "at": None, "finished_at": None, "audit_id": None, "detail": None, "token_id": audit[0]["token_id"],
+        "token_name": "olivia", "role": "ops", "action": "export", "segment": segment, "as_of": DAY,
+        "unmasked": False, "rows": len(rows), "state": "completed",
+    }  # fmt: skip
+
+
+def test_unmasked_export_is_admin_only_and_always_audited(client, ops_ws, tokens):
+    segment = _a_segment(ops_ws)
+    store = AccessStore.open(ops_ws)
+    before = len(store.audit_rows(10_000))
+    denied = client.get(f"/api/segments/{segment}/export.csv?unmasked=true", headers=auth(tokens.ops))
+    assert denied.status_code == 403
+    assert len(store.audit_rows(10_000)) == before  # nothing was exported
+    res = client.get(f"/api/segments/{segment}/export.csv?unmasked=true", headers=auth(tokens.admin))
+    assert res.status_code == 200
+    rows = _csv(res)
+    audit = store.audit_rows(1)[0]
+    assert (audit["token_name"], audit["unmasked"], audit["rows"], audit["state"]) == (
+        "adam",
+        True,
+        len(rows),
+        "completed",
+    )
+    # the plain phones are the vault's numbers of exactly these members
+    from memberflow.phones import phone_token
+
+    key = ops_ws.id_key()
+    tokens_of = {}
+    for member_id, token in _sql(
+        ops_ws, "select member_id, id_value from member_identifiers where id_type = 'phone_token'"
+    ):
+        tokens_of.setdefault(member_id, set()).add(token)
+    with_phone = [r for r in rows if r["phone"]]
+    assert with_phone
+    for r in with_phone:
+        assert PHONE.fullmatch(r["phone"])
+        assert phone_token(r["phone"], key) in tokens_of[r["member_id"]]
+    assert set(r["phone"] for r in with_phone) <= vault_phones(ops_ws)
+
+
+def test_an_export_cut_off_mid_stream_is_audited_as_aborted(ops_ws, tokens, tmp_path):
+    from memberflow.api.access import Principal
+    from memberflow.api.export import stream_csv
+    from memberflow.api.reader import Reader
+
+    segment = _a_segment(ops_ws)
+    store = AccessStore.open(ops_ws)
+    spool, planned = Reader(ops_ws).spool_export(segment, SCORE_DAY, None, "churn", True, tmp_path)
+    audit_id = store.audit_start(Principal("t", "adam", "admin"), "export", segment, DAY, None, True)
+    assert store.audit_rows(1)[0]["state"] == "started"  # written before any byte leaves
+    stream = stream_csv(ops_ws, spool, True, "churn", lambda rows, done: store.audit_finish(
+        audit_id, rows, "completed" if done else "aborted"))  # fmt: skip
+    next(stream)  # the header only, then the client goes away
+    stream.close()
+    row = store.audit_rows(1)[0]
+    assert (row["audit_id"], row["state"], row["rows"]) == (audit_id, "aborted", 0)
+    assert not spool.exists() and planned > 0
+
+
+# --- members -----------------------------------------------------------------------------------------------
+def test_lookup_by_phone_token_ids_and_member_id(client, ops_ws, tokens, caplog):
+    from memberflow.phones import phone_token
+
+    phones = sorted(vault_phones(ops_ws))
+    key = ops_ws.id_key()
+    by_token = dict(
+        _sql(ops_ws, "select id_value, member_id from member_identifiers where id_type = 'phone_token'")
+    )
+    phone = next(p for p in phones if phone_token(p, key) in by_token)
+    member = by_token[phone_token(phone, key)]
+    caplog.set_level(logging.INFO, logger="memberflow.api")
+    for value in (phone, f"+86 {phone[:3]}-{phone[3:7]}-{phone[7:]}"):
+        res = client.post("/api/members/lookup", json={"value": value}, headers=auth(tokens.ops))
+        assert res.json() == {"member_id": member, "matched_by": "phone"}
+    res = client.post(
+        "/api/members/lookup", json={"value": phone_token(phone, key)}, headers=auth(tokens.ops)
+    )
+    assert res.json()["member_id"] == member
+    for id_type, id_value, owner in _sql(
+        ops_ws,
+        "select id_type, any_value(id_value), any_value(member_id) from member_identifiers "
+        "where id_type in ('unionid', 'external_userid', 'card_no', 'openid') group by 1",
+    ):
+        res = client.post("/api/members/lookup", json={"value": id_value}, headers=auth(tokens.ops))
+        assert res.json() == {"member_id": owner, "matched_by": id_type}
+        if id_type == "openid":  # the bare openid, without platform and app
+            bare = id_value.rsplit(":", 1)[1]
+            res = client.post(
+                "/api/members/lookup", json={"value": bare, "id_type": "openid"}, headers=auth(tokens.ops)
+            )
+            assert res.json()["member_id"] == owner
+    res = client.post("/api/members/lookup", json={"value": member}, headers=auth(tokens.ops))
+    assert res.json() == {"member_id": member, "matched_by": "member_id"}
+    unknown = client.post("/api/members/lookup", json={"value": "13000000001"}, headers=auth(tokens.ops))
+    assert unknown.status_code == 404
+    assert client.post("/api/members/lookup", json={"value": ""}, headers=auth(tokens.ops)).status_code == 422
+    lookups = [r for r in AccessStore.open(ops_ws).audit_rows(100) if r["action"] == "lookup"]
+    assert lookups and not any(phone in json.dumps(r) for r in lookups)
+    logged = caplog.text
+    assert "POST /api/members/lookup 200" in logged
+    assert phone not in logged and phone_token(phone, key) not in logged and member not in logged
+    assert tokens.ops not in logged
+
+
+def test_member_profile_is_masked_with_tag_timeline_and_score_history(client, ops_ws, tokens):
+    member = _sql(
+        ops_ws,
+        "select member_id from member_identifiers group by 1 having count(distinct id_type) >= 3 limit 1",
+    )[0][0]
+    res = client.get(f"/api/members/{member}", headers=auth(tokens.ops))
+    body = res.json()
+    assert body["member"]["member_id"] == member
+    raw = [
+        v for (v,) in _sql(ops_ws, "select id_value from member_identifiers where member_id = ?", [member])
+    ]
+    assert len(body["identifiers"]) == len(raw)
+    for value in raw:
+        assert value not in res.text
+    assert not vault_phones(ops_ws) & set(PHONE.findall(res.text))
+    assert body["tags"] and body["current_tags"]
+    assert all(t["valid_to"] is None for t in body["current_tags"])
+    scored = _sql(ops_ws, "select count(*) from member_scores where member_id = ?", [member])[0][0]
+    assert len(body["scores"]) == scored
+    assert client.get("/api/members/M-does-not-exist", headers=auth(tokens.ops)).status_code == 404
+
+
+# --- models and deliveries ---------------------------------------------------------------------------------
+def test_models_show_champion_and_challenger_with_metrics_and_plots(client, tokens):
+    models = client.get("/api/models", headers=auth(tokens.ops)).json()
+    assert [m["model"] for m in models] == ["churn", "repurchase", "conversion"]
+    champions = [m for m in models if m["champion"]]
+    assert champions
+    for m in models:
+        assert m["challenger"], m["model"]  # every trained model has a challenger (the latest version)
+    churn = next(m for m in models if m["model"] == "churn")
+    version = churn["champion"] or churn["challenger"]
+    assert "model.auc" in version["metrics"] and version["plots"]
+    png = client.get(
+        f"/api/models/churn/versions/{version['version']}/plots/{version['plots'][0]}",
+        headers=auth(tokens.ops),
+    )
+    assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
+    for bad in ("../../mlflow.db", "roc.txt", "nope.png"):
+        res = client.get(
+            f"/api/models/churn/versions/{version['version']}/plots/{bad}", headers=auth(tokens.ops)
+        )
+        assert res.status_code == 404, bad
+    assert (
+        client.get("/api/models/other/versions/1/plots/roc.png", headers=auth(tokens.ops)).status_code == 422
+    )
+
+
+def test_delivery_reports_list_and_detail(client, ops_ws, tokens):
+    runs = client.get("/api/deliveries", headers=auth(tokens.ops)).json()
+    assert runs and runs[0]["as_of"] == DAY and runs[0]["sent"] > 0
+    detail = client.get(f"/api/deliveries/{DAY}/{runs[0]['run_id']}", headers=auth(tokens.ops)).json()
+    assert detail["sent"] == runs[0]["sent"] and detail["sent_by_channel"]
+    assert "report_path" not in detail
+    for bad in ("nope", "..%2F..%2Fsecrets", "a" * 100):
+        assert client.get(f"/api/deliveries/{DAY}/{bad}", headers=auth(tokens.ops)).status_code == 404
+
+
+# --- serving behaviour -------------------------------------------------------------------------------------
+def test_cors_is_closed_unless_origins_are_configured(ops_ws, tokens, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from memberflow.api.app import create_app
+
+    preflight = {"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"}
+    with TestClient(create_app(ops_ws)) as closed:
+        res = closed.options("/api/segments", headers=preflight)
+        assert "access-control-allow-origin" not in res.headers
+        res = closed.get("/api/me", headers={"Origin": "https://evil.example", **auth(tokens.ops)})
+        assert "access-control-allow-origin" not in res.headers
+    monkeypatch.setenv("MEMBERFLOW_API_CORS_ORIGINS", "https://ops.brand.example")
+    with TestClient(create_app(ops_ws)) as open_to_one:
+        ok = open_to_one.options(
+            "/api/segments", headers={**preflight, "Origin": "https://ops.brand.example"}
+        )
+        assert ok.headers["access-control-allow-origin"] == "https://ops.brand.example"
+        res = open_to_one.options("/api/segments", headers=preflight)
+        assert "access-control-allow-origin" not in res.headers
+
+
+def test_a_warehouse_being_written_answers_busy_not_an_error(ops_ws, tokens):
+    from fastapi.testclient import TestClient
+
+    from memberflow.api.app import create_app
+
+    with TestClient(create_app(ops_ws, busy_wait=0.2)) as c, warehouse_lock(ops_ws):
+        res = c.get("/api/segments", headers=auth(tokens.ops))
+        assert res.status_code == 503 and res.headers["retry-after"] == "30"
+        assert c.get("/api/me", headers=auth(tokens.ops)).status_code == 200  # no warehouse needed
+
+
+def test_the_web_page_is_served_with_a_strict_content_policy(client):
+    page = client.get("/")
+    assert page.status_code == 200 and "memberflow" in page.text
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    assert client.get("/static/app.js").status_code == 200
+    assert client.get("/docs").status_code == 404  # Swagger UI would load scripts from a CDN
+    spec = client.get("/openapi.json").json()
+    assert spec["info"]["title"] == "memberflow ops API"

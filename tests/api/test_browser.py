@@ -1,0 +1,154 @@
+"""The ops page in headless Chromium (Playwright driving the system's Chromium): sign in, switch language,
+open a segment, download its CSV and check the rows, open a member, find one by phone. Screenshots of each
+step go to ``$MEMBERFLOW_TEST_OUTPUT/browser`` (default ``test-output/browser`` in the repository)."""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import shutil
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from tests.api.conftest import SCORE_DAY, LiveServer
+from tests.outreach.conftest import vault_phones
+
+pytestmark = pytest.mark.browser
+
+OUTPUT = (
+    Path(os.environ.get("MEMBERFLOW_TEST_OUTPUT") or Path(__file__).parents[2] / "test-output") / "browser"
+)
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+
+
+def _chromium() -> str:
+    found = (
+        os.environ.get("MEMBERFLOW_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    )
+    if not found:
+        pytest.fail(
+            "no Chromium found: install Debian's `chromium` package (./dev test does when it can), set "
+            "MEMBERFLOW_CHROMIUM, or deselect this test with -m 'not browser'"
+        )
+    return found
+
+
+@pytest.fixture
+def page(api_app):
+    from playwright.sync_api import sync_playwright
+
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    with LiveServer(api_app) as server, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=_chromium(), args=CHROMIUM_FLAGS)
+        context = browser.new_context(
+            viewport={"width": 1366, "height": 850}, accept_downloads=True, locale="zh-CN"
+        )
+        page = context.new_page()
+        page.set_default_timeout(20_000)
+        page.base_url = server.url
+        yield page
+        context.close()
+        browser.close()
+
+
+def _shot(page, name: str) -> None:
+    page.screenshot(path=str(OUTPUT / f"{name}.png"), full_page=True)
+
+
+def test_sign_in_open_a_segment_download_its_csv_and_open_a_member(page, ops_ws, tokens, tmp_path):
+    from memberflow.phones import phone_token
+
+    with duckdb.connect(str(ops_ws.warehouse_path), read_only=True) as con:
+        segment, size = con.execute(
+            "select segment, count(*) from segment_memberships where as_of = ? group by 1 "
+            "order by count(*) desc limit 1",
+            [SCORE_DAY],
+        ).fetchone()
+        expected = dict(
+            con.execute(
+                "select member_id, status from segment_memberships where as_of = ? and segment = ?",
+                [SCORE_DAY, segment],
+            ).fetchall()
+        )
+        tokens_to_members = dict(
+            con.execute(
+                "select id_value, member_id from member_identifiers where id_type = 'phone_token'"
+            ).fetchall()
+        )
+
+    page.goto(page.base_url + "/")
+    page.fill("#token", "mf_00000000_wrong")
+    page.click("#signin-form button")
+    page.wait_for_selector("#signin-error:has-text('令牌无效')")
+    _shot(page, "01-sign-in-refused")
+    page.fill("#token", tokens.ops)
+    page.click("#signin-form button")
+    page.wait_for_selector("[data-testid=segments]")
+    assert page.inner_text("#who").startswith("olivia")
+    assert page.locator("#nav-audit").is_hidden()  # ops does not see the audit log
+    rows = page.locator("[data-testid=segments] tbody tr")
+    assert rows.count() >= 7
+    _shot(page, "02-segments-zh")
+    page.click("[data-testid=lang]")
+    page.wait_for_selector("h1:has-text('Segments today')")
+    _shot(page, "03-segments-en")
+
+    page.click(f"[data-testid=segment-{segment}]")
+    page.wait_for_selector("[data-testid=members]")
+    assert page.inner_text("[data-testid=segment-title]") == segment
+    assert f"{size:,} members" in page.inner_text("[data-testid=pager]")
+    page.wait_for_selector("[data-testid=trend-chart]")
+    assert page.locator("[data-testid=unmasked]").count() == 0  # no unmasked export for ops
+    _shot(page, "04-segment")
+
+    with page.expect_download() as info:
+        page.click("[data-testid=download]")
+    target = tmp_path / "export.csv"
+    info.value.save_as(target)
+    text = target.read_text(encoding="utf-8-sig")
+    exported = list(csv.DictReader(text.splitlines()))
+    assert {r["member_id"]: r["status"] for r in exported} == expected
+    assert not vault_phones(ops_ws) & set(re.findall(r"(?<!\d)1[3-9]\d{9}(?!\d)", text))
+    page.wait_for_selector(f"#toast:has-text('{len(exported):,}')")
+
+    first = page.locator("[data-testid=member-link]").first
+    member_id = first.inner_text()
+    first.click()
+    page.wait_for_selector("[data-testid=identifiers]")
+    assert page.inner_text("[data-testid=member-id]") == member_id
+    _shot(page, "05-member")
+
+    key = ops_ws.id_key()
+    phone = next(p for p in sorted(vault_phones(ops_ws)) if phone_token(p, key) in tokens_to_members)
+    page.fill("#lookup-value", phone)
+    page.click("#lookup button")
+    owner = tokens_to_members[phone_token(phone, key)]
+    page.wait_for_selector(f"[data-testid=member-id]:has-text('{owner}')")
+    assert phone not in page.content()
+    _shot(page, "06-member-found-by-phone")
+
+
+def test_admin_sees_the_audit_log_and_can_export_unmasked(page, ops_ws, tokens, tmp_path):
+    page.goto(page.base_url + "/")
+    page.fill("#token", tokens.admin)
+    page.click("#signin-form button")
+    page.wait_for_selector("[data-testid=segments]")
+    page.locator("[data-testid^=segment-]").first.click()
+    page.wait_for_selector("[data-testid=download]")
+    page.check("[data-testid=unmasked]")
+    with page.expect_download() as info:
+        page.click("[data-testid=download]")
+    assert info.value.suggested_filename.endswith("-unmasked.csv")
+    page.click("#nav-audit")
+    page.wait_for_selector("td:has-text('adam (admin)')")
+    assert "✔" in page.inner_text("#view")
+    _shot(page, "07-audit")
+    page.click("a[href='#/models']")
+    page.wait_for_selector(".plots img")
+    _shot(page, "08-models")
