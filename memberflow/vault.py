@@ -2,8 +2,9 @@
 
 Extract writes, per landed partition, the phone tokens it saw with the phone encrypted by AES-SIV. AES-SIV
 is deterministic authenticated encryption: the same phone under the same key always gives the same
-ciphertext, so rerunning a date rewrites byte-identical vault files, and no nonce has to be managed. The
-only reader is the SMS connector, which needs the number to send a message.
+ciphertext, so rerunning a date rewrites byte-identical vault files, and no nonce has to be managed. Two
+readers open it: the SMS connector, which needs the number to send a message, and an admin's unmasked
+segment export through the ops API, which is audited (``memberflow/api/export.py``).
 """
 
 from __future__ import annotations

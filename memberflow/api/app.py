@@ -17,6 +17,7 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
@@ -53,22 +54,63 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 DATE_PATTERN = r"^\d{4}-\d{2}-\d{2}$"
 
 
-def _day(value: str | None) -> date | None:
+def _day(value: str | None, where: str = "query") -> date | None:
     if value is None:
         return None
     try:
         return date.fromisoformat(value)
     except ValueError:
-        raise HTTPException(422, f"{value!r} is not a calendar date (YYYY-MM-DD)") from None
+        # the standard 422 shape, as for any other invalid parameter
+        raise RequestValidationError(
+            [
+                {
+                    "loc": (where, "as_of"),
+                    "msg": "not a calendar date (YYYY-MM-DD)",
+                    "type": "date_from_datetime_parsing",
+                }
+            ]
+        ) from None
+
+
+DATE_SCHEMA = {"format": "date"}
 
 
 def day_query(
     as_of: Annotated[
-        str | None, Query(pattern=DATE_PATTERN, description="Day, YYYY-MM-DD; default: the newest day")
+        str,  # noqa: RUF013 - absent is None; plain `str` keeps the date format on the string schema
+        Query(
+            pattern=DATE_PATTERN,
+            json_schema_extra=DATE_SCHEMA,
+            description="Day, YYYY-MM-DD; default: the newest day with memberships",
+        ),
     ] = None,
 ) -> date | None:
     """Dates as YYYY-MM-DD only (a lax parser would read ``0`` as 1970-01-01)."""
     return _day(as_of)
+
+
+def _query_names(dependant) -> set[str]:
+    names = {p.alias for p in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names
+
+
+def strict_query(request: Request) -> None:
+    """Reject query parameters a route does not take: a typo (``?stauts=send``) must not silently widen a
+    list or an export to every member."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    unknown = sorted(set(request.query_params) - _query_names(dependant))
+    if unknown:
+        raise RequestValidationError(
+            [
+                {"loc": ("query", n), "msg": "unknown query parameter", "type": "extra_forbidden"}
+                for n in unknown
+            ]
+        )
 
 
 Day = Annotated[date | None, Depends(day_query)]
@@ -199,6 +241,7 @@ def create_app(settings: Settings, busy_wait: float = BUSY_WAIT_SECONDS) -> Fast
         description="Segments, members and their reasons, exports, models and deliveries for ops staff.",
         docs_url=None,  # Swagger UI loads scripts from a CDN: a page with health data calls nothing out
         redoc_url=None,
+        dependencies=[Depends(strict_query)],
     )
 
     def principal(
@@ -454,9 +497,13 @@ def create_app(settings: Settings, busy_wait: float = BUSY_WAIT_SECONDS) -> Fast
         tags=["deliveries"],
         responses={**ERRORS, 404: {"description": "none"}},
     )
-    def delivery(who: Who, as_of: Annotated[str, Path(pattern=DATE_PATTERN)], run_id: str) -> dict[str, Any]:
+    def delivery(
+        who: Who,
+        as_of: Annotated[str, Path(pattern=DATE_PATTERN, json_schema_extra=DATE_SCHEMA)],
+        run_id: str,
+    ) -> dict[str, Any]:
         """One delivery run's report: sent per channel, suppressed by reason, failures, retries."""
-        return clean(reader.delivery_report(_day(as_of), run_id))
+        return clean(reader.delivery_report(_day(as_of, "path"), run_id))
 
     @app.get("/api/audit", tags=["admin"], responses=ERRORS)
     def audit(who: Admin, limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> list[AuditRow]:

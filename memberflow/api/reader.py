@@ -61,6 +61,7 @@ def _rows(cursor) -> list[dict]:
 class Reader:
     settings: Settings
     busy_wait: float = BUSY_WAIT_SECONDS
+    memory_limit: str = "256MB"
 
     @contextlib.contextmanager
     def connect(self) -> Iterator:
@@ -74,6 +75,13 @@ class Reader:
             warehouse_lock(self.settings, shared=True, timeout=self.busy_wait),
             duckdb.connect(str(self.settings.warehouse_path), read_only=True) as con,
         ):
+            # Bounded: one thread (the pipeline owns the other core) and a memory cap past which DuckDB
+            # spills joins and aggregates to disk instead of growing with the warehouse.
+            spill = self.settings.home / "api" / "duckdb_tmp"
+            spill.mkdir(parents=True, exist_ok=True)
+            con.execute(f"set memory_limit = '{self.memory_limit}'")
+            con.execute("set threads = 1")
+            con.execute(f"set temp_directory = '{spill.as_posix()}'")
             yield con
 
     # --- helpers -----------------------------------------------------------------------------------------

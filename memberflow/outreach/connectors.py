@@ -11,7 +11,8 @@ every request. The idempotency key (segment, member, date) travels with every me
 - ``webhook``: JSON batches, signed with HMAC-SHA256 when a secret is set;
 - ``wecom``: one customer-contact mass-message task per staff member (``add_msg_template``, chat_type
   single); the staff member confirms it in WeCom. Access tokens are fetched and refreshed on expiry;
-- ``sms``: the gateway; the only code that decrypts a phone from the contact vault, for the request only.
+- ``sms``: the gateway; phones are decrypted from the contact vault for the request only (the one other
+  reader of the vault is the ops API's audited admin export).
 """
 
 from __future__ import annotations

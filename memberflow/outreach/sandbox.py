@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import socket
 import threading
 import time
 from collections import deque
@@ -32,6 +31,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from memberflow.background import BackgroundServer
 from memberflow.phones import mask_phone
 
 
@@ -318,24 +318,12 @@ def create_app(state: SandboxState) -> FastAPI:
     return app
 
 
-class SandboxServer:
+class SandboxServer(BackgroundServer):
     """The sandbox app served by uvicorn on a free local port, in a background thread."""
 
     def __init__(self, config: SandboxConfig | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
-        import uvicorn
-
         self.state = SandboxState(config or SandboxConfig())
-        self.app = create_app(self.state)
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((host, port))
-        self.host, self.port = self.sock.getsockname()[:2]
-        self.server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning", access_log=False))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        super().__init__(create_app(self.state), host, port, name="outreach sandbox")
 
     def env(self) -> dict[str, str]:
         """The environment that points memberflow's connectors at this sandbox."""
@@ -348,23 +336,3 @@ class SandboxServer:
             "MEMBERFLOW_SMS_URL": self.url,
             "MEMBERFLOW_SMS_KEY": cfg.sms_key,
         }
-
-    def start(self) -> SandboxServer:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("the outreach sandbox did not start")
-            time.sleep(0.02)
-        return self
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-        self.sock.close()
-
-    def __enter__(self) -> SandboxServer:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()

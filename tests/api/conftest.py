@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-import socket
 import sqlite3
-import threading
-import time
 from datetime import datetime, timedelta
 
 import pytest
 
+from memberflow.background import BackgroundServer
 from memberflow.config import Settings
 from tests.conftest import make_settings
 from tests.model.conftest import SCORE_DAY
@@ -86,32 +84,6 @@ def auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-class LiveServer:
+def LiveServer(app) -> BackgroundServer:
     """The app served by uvicorn on a free port in a background thread (for the browser)."""
-
-    def __init__(self, app) -> None:
-        import uvicorn
-
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> LiveServer:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("the ops API did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-        self.sock.close()
+    return BackgroundServer(app, name="ops API")

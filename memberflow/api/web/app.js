@@ -74,7 +74,7 @@ function el(tag, attrs = {}, ...children) {
     else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
     else node.setAttribute(k, v === true ? "" : v);
   }
-  for (const c of children.flat()) {
+  for (const c of children.flat(Infinity)) {
     if (c === null || c === undefined) continue;
     node.append(c instanceof Node ? c : document.createTextNode(String(c)));
   }
@@ -325,7 +325,7 @@ async function showModels() {
       if (!v) { parts.push(el("p", { class: "muted" }, `${t(`models.${alias}`)}: ${t("models.none")}`)); continue; }
       if (alias === "challenger" && m.champion && m.champion.version === v.version) continue;
       const metrics = Object.entries(v.metrics).filter(([k]) => !k.endsWith("label_rate"))
-        .map(([k, val]) => el("div", { class: "stat" }, el("b", {}, Number(val).toFixed(3)), el("span", {}, k.replace("model.", ""))));
+        .map(([k, val]) => el("div", { class: "stat" }, el("b", {}, Number.isInteger(val) ? num(val) : Number(val).toFixed(3)), el("span", {}, k.replace("model.", ""))));
       const plots = el("div", { class: "plots" });
       parts.push(el("div", {}, el("h3", {}, `${t(`models.${alias}`)} v${v.version}`),
         el("p", { class: "muted small" }, v.reason || ""), el("div", { class: "stats" }, metrics), plots));
