@@ -73,7 +73,7 @@ class Reader:
             raise NoWarehouse("nothing is built in this workspace yet: run the pipeline first")
         with (
             warehouse_lock(self.settings, shared=True, timeout=self.busy_wait),
-            duckdb.connect(str(self.settings.warehouse_path), read_only=True) as con,
+            self._open(duckdb) as con,
         ):
             # Bounded: one thread (the pipeline owns the other core) and a memory cap past which DuckDB
             # spills joins and aggregates to disk instead of growing with the warehouse.
@@ -83,6 +83,24 @@ class Reader:
             con.execute("set threads = 1")
             con.execute(f"set temp_directory = '{spill.as_posix()}'")
             yield con
+
+    def _open(self, duckdb):
+        """A read-only connection. dbt run by Cosmos tasks writes without memberflow's lock file, so DuckDB's
+        own file lock can still refuse us: retry until ``busy_wait`` runs out, then report busy."""
+        import time
+
+        from memberflow.transform import WarehouseBusy
+
+        deadline = time.monotonic() + self.busy_wait
+        while True:
+            try:
+                return duckdb.connect(str(self.settings.warehouse_path), read_only=True)
+            except duckdb.IOException as exc:
+                if "lock" not in str(exc).lower():
+                    raise
+                if time.monotonic() >= deadline:
+                    raise WarehouseBusy("the warehouse is being written; try again shortly") from None
+                time.sleep(0.1)
 
     # --- helpers -----------------------------------------------------------------------------------------
     @staticmethod

@@ -7,6 +7,8 @@ import io
 import json
 import logging
 import re
+import subprocess
+import sys
 
 import duckdb
 import pytest
@@ -431,15 +433,36 @@ def test_cors_is_closed_unless_origins_are_configured(ops_ws, tokens, monkeypatc
         assert "access-control-allow-origin" not in res.headers
 
 
+WRITER = """
+import sys, time, duckdb
+con = duckdb.connect(sys.argv[1])
+print("writing", flush=True)
+time.sleep(60)
+"""
+
+
 def test_a_warehouse_being_written_answers_busy_not_an_error(ops_ws, tokens):
     from fastapi.testclient import TestClient
 
     from memberflow.api.app import create_app
 
-    with TestClient(create_app(ops_ws, busy_wait=0.2)) as c, warehouse_lock(ops_ws):
-        res = c.get("/api/segments", headers=auth(tokens.ops))
-        assert res.status_code == 503 and res.headers["retry-after"] == "30"
-        assert c.get("/api/me", headers=auth(tokens.ops)).status_code == 200  # no warehouse needed
+    with TestClient(create_app(ops_ws, busy_wait=0.2)) as c:
+        with warehouse_lock(ops_ws):  # a memberflow writer (build, scoring, delivery)
+            res = c.get("/api/segments", headers=auth(tokens.ops))
+            assert res.status_code == 503 and res.headers["retry-after"] == "30"
+            assert c.get("/api/me", headers=auth(tokens.ops)).status_code == 200  # no warehouse needed
+        # a writer that only DuckDB's own file lock announces (dbt run by a Cosmos task), in another process
+        writer = subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(ops_ws.warehouse_path)], stdout=subprocess.PIPE, text=True
+        )
+        try:
+            assert writer.stdout.readline().strip() == "writing"
+            res = c.get("/api/segments", headers=auth(tokens.ops))
+            assert res.status_code == 503, res.text
+        finally:
+            writer.kill()
+            writer.wait()
+        assert c.get("/api/segments", headers=auth(tokens.ops)).status_code == 200
 
 
 def test_the_web_page_is_served_with_a_strict_content_policy(client):
