@@ -279,10 +279,25 @@ class Reader:
     ) -> tuple[Path, int]:
         """Write the segment's members (with scores, reasons and, when ``unmasked``, the sealed phone and
         raw ids) to a Parquet file in batches; returns the file and its row count."""
+        path = Path(tempfile.mkstemp(suffix=".parquet", dir=folder)[1])
+        try:
+            return path, self._spool(path, segment, as_of, status, score_model, unmasked)
+        except BaseException:
+            path.unlink(missing_ok=True)  # nothing half-written stays behind
+            raise
+
+    def _spool(
+        self,
+        path: Path,
+        segment: str,
+        as_of: date,
+        status: str | None,
+        score_model: str | None,
+        unmasked: bool,
+    ) -> int:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        path = Path(tempfile.mkstemp(suffix=".parquet", dir=folder)[1])
         with self.connect() as con:
             if "segment_memberships" not in self._tables(con):
                 raise NotFound("no segment memberships yet")
@@ -337,7 +352,7 @@ class Reader:
             finally:
                 if writer is not None:
                     writer.close()
-        return path, rows
+        return rows
 
     # --- members -----------------------------------------------------------------------------------------
     def lookup(self, con, value: str, id_type: str | None, key: bytes) -> tuple[str, str] | None:
