@@ -234,6 +234,9 @@ def create_app(settings: Settings, busy_wait: float = BUSY_WAIT_SECONDS) -> Fast
     bearer = HTTPBearer(auto_error=False)
     export_dir = settings.home / "api" / "spool"
     export_dir.mkdir(parents=True, exist_ok=True)
+    for stale in export_dir.glob("*.parquet"):  # left by a server killed mid-export (none is an hour long)
+        if time.time() - stale.stat().st_mtime > 3600:
+            stale.unlink(missing_ok=True)
 
     app = FastAPI(
         title="memberflow ops API",
