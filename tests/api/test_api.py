@@ -17,6 +17,7 @@ from memberflow.api.access import AccessStore
 from memberflow.transform import warehouse_lock
 from tests.api.conftest import HISTORY_DAYS, SCORE_DAY, auth
 from tests.outreach.conftest import vault_phones
+from tests.outreach.test_connectors import fake_phone
 
 DAY = SCORE_DAY.isoformat()
 PHONE = re.compile(r"(?<!\d)1[3-9]\d{9}(?!\d)")
@@ -342,7 +343,7 @@ def test_lookup_by_phone_token_ids_and_member_id(client, ops_ws, tokens, caplog)
             assert res.json()["member_id"] == owner
     res = client.post("/api/members/lookup", json={"value": member}, headers=auth(tokens.ops))
     assert res.json() == {"member_id": member, "matched_by": "member_id"}
-    unknown = client.post("/api/members/lookup", json={"value": "13000000001"}, headers=auth(tokens.ops))
+    unknown = client.post("/api/members/lookup", json={"value": fake_phone(1)}, headers=auth(tokens.ops))
     assert unknown.status_code == 404
     assert client.post("/api/members/lookup", json={"value": ""}, headers=auth(tokens.ops)).status_code == 422
     lookups = [r for r in AccessStore.open(ops_ws).audit_rows(100) if r["action"] == "lookup"]

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from memberflow.cli import app
 from tests.conftest import TEST_ID_KEY
+from tests.outreach.test_connectors import fake_phone
 
 runner = CliRunner()
 
@@ -71,6 +72,7 @@ def test_serve_runs_as_a_process_and_logs_route_templates_only(env):
     made = runner.invoke(app, ["tokens", "create", "--name", "olivia"])
     token = made.output.strip().splitlines()[-1]
     port = _free_port()
+    phone = fake_phone(12345678)
     proc = subprocess.Popen(
         [sys.executable, "-m", "memberflow", "serve", "--port", str(port)],
         env=os.environ.copy(),
@@ -95,9 +97,7 @@ def test_serve_runs_as_a_process_and_logs_route_templates_only(env):
         # nothing built yet: a clear 503, not an error page
         res = httpx.get(f"{url}/api/segments", headers={"Authorization": f"Bearer {token}"})
         assert res.status_code == 503 and "run the pipeline" in res.json()["detail"]
-        res = httpx.get(
-            f"{url}/api/members/m0123456789abcdef?phone=13912345678", headers={"Authorization": "x"}
-        )
+        res = httpx.get(f"{url}/api/members/m0123456789abcdef?phone={phone}", headers={"Authorization": "x"})
         assert res.status_code == 401
         assert httpx.get(url).status_code == 200
     finally:
@@ -105,4 +105,4 @@ def test_serve_runs_as_a_process_and_logs_route_templates_only(env):
         out, _ = proc.communicate(timeout=30)
     assert "GET /api/me 200" in out and "olivia" in out
     assert "GET /api/members/{member_id} 401" in out
-    assert "m0123456789abcdef" not in out and "13912345678" not in out and token not in out
+    assert "m0123456789abcdef" not in out and phone not in out and token not in out
