@@ -374,7 +374,7 @@ def create_app(settings: Settings, busy_wait: float = BUSY_WAIT_SECONDS) -> Fast
     ) -> MemberPage:
         """A page of the segment's members for the day: tags, scores, reason sentences, delivery status.
         Order: members to send first, then by the segment's model score."""
-        from memberflow.outreach.run import reasons_model
+        from memberflow.outreach.run import pick_reasons, reasons_model
 
         defs = definitions()
         model = reasons_model(defs[segment]) if segment in defs else None
@@ -387,10 +387,7 @@ def create_app(settings: Settings, busy_wait: float = BUSY_WAIT_SECONDS) -> Fast
             raise NotFound(f"no segment {segment}")
         items = []
         for r in rows:
-            order = [model] if model else ["churn", "repurchase", "conversion"]
-            reasons = next(
-                (r["scores"][m]["reasons"] for m in order if r["scores"].get(m, {}).get("reasons")), []
-            )
+            reasons = pick_reasons({m: s["reasons"] for m, s in r["scores"].items()}, model)
             items.append(
                 MemberRow(**{k: v for k, v in r.items() if k in MemberRow.model_fields}, reasons=reasons)
             )

@@ -13,8 +13,8 @@ import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from memberflow.api.reader import MODELS
 from memberflow.config import Settings
+from memberflow.segments import MODELS
 
 BASE_COLUMNS = [
     "member_id", "as_of", "segment", "channel", "status", "reason", "phone",
@@ -80,6 +80,7 @@ def _take(buffer: io.StringIO) -> str:
 
 
 def _row(record: dict, unmasked: bool, vault, reasons_model: str | None) -> list:
+    from memberflow.outreach.run import pick_reasons
     from memberflow.vault import VaultError
 
     scores = {}
@@ -93,8 +94,7 @@ def _row(record: dict, unmasked: bool, vault, reasons_model: str | None) -> list
             phone = vault.open(sealed) if sealed else ""
         except VaultError:
             phone = ""
-    order = [reasons_model] if reasons_model in MODELS else list(MODELS)
-    reasons = next((scores[m].get("r") for m in order if scores[m].get("r")), None) or []
+    reasons = pick_reasons({m: scores[m].get("r") for m in MODELS}, reasons_model)
     out = [record.get(c) for c in BASE_COLUMNS[:6]]
     out.append(phone)
     if unmasked:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from memberflow.config import Settings
 
-MODELS = ("churn", "repurchase", "conversion")
+DISPLAY_ORDER = ("churn", "repurchase", "conversion")  # the page's order; the same set as segments.MODELS
 PLOT_NAME = re.compile(r"[a-z0-9_]{1,40}\.png")
 CACHE_SECONDS = 60.0
 
@@ -29,7 +29,7 @@ class ModelCatalog:
         with self._lock:
             if self._cached and time.monotonic() - self._cached[0] < CACHE_SECONDS:
                 return self._cached[1]
-            out = [self._summary(m) for m in MODELS]
+            out = [self._summary(m) for m in DISPLAY_ORDER]
             self._cached = (time.monotonic(), out)
             return out
 
@@ -73,7 +73,7 @@ class ModelCatalog:
 
     def plot(self, model: str, version: str, name: str) -> Path | None:
         """A plot of a registered version, downloaded once into the workspace's cache."""
-        if model not in MODELS or not PLOT_NAME.fullmatch(name) or not version.isdigit():
+        if model not in DISPLAY_ORDER or not PLOT_NAME.fullmatch(name) or not version.isdigit():
             return None
         cache = self.settings.home / "api" / "plots" / model / version
         target = cache / name

@@ -173,14 +173,19 @@ def reasons_model(segment: Segment) -> str | None:
     return None
 
 
-def member_reasons(row: dict, segment: Segment) -> list[str]:
-    """The reason sentences shown with a member in a segment: its model's, else the first model's that
-    scored the member (a win-back segment has no model of its own, churn still explains the silence)."""
-    model = reasons_model(segment)
+def pick_reasons(by_model: dict[str, list[str] | None], model: str | None) -> list[str]:
+    """The reason sentences shown with a member: ``model``'s, or, for a segment without a model of its own
+    (win-back), the first model's in MODELS order that has any. Messages, the ops API's member pages and
+    its exports all choose with this rule, so ops see the reasons the message carried."""
     for m in [model] if model else MODELS:
-        if row.get(f"{m}_reasons"):
-            return list(row[f"{m}_reasons"])
+        if by_model.get(m):
+            return list(by_model[m])
     return []
+
+
+def member_reasons(row: dict, segment: Segment) -> list[str]:
+    """The reasons of a profile row (``<model>_reasons`` columns) for a member in ``segment``."""
+    return pick_reasons({m: row.get(f"{m}_reasons") for m in MODELS}, reasons_model(segment))
 
 
 ADDRESS_COLUMNS = ("external_userid", "staff_owner", "phone_token", "phone_masked", "unionid")

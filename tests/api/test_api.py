@@ -214,6 +214,31 @@ def test_members_pages_cover_the_segment_once_with_reasons_and_masked_phones(cli
     )
 
 
+def test_member_pages_show_the_reasons_the_message_carried(client, ops_ws, tokens):
+    """The segment's model's reasons, or for a segment without a model the first model's in MODELS order
+    with any: the same choice the delivered messages made (memberflow.outreach.run.pick_reasons)."""
+    from memberflow.outreach.run import reasons_model
+    from memberflow.segments import MODELS, load_segments
+
+    defs = {s.name: s for s in load_segments()}
+    for segment in (_a_segment(ops_ws), *(n for n, d in defs.items() if reasons_model(d))):
+        page = client.get(
+            f"/api/segments/{segment}/members", params={"page_size": 100}, headers=auth(tokens.ops)
+        ).json()["items"]
+        model = reasons_model(defs[segment])
+        for m in page:
+            stored = dict(
+                _sql(
+                    ops_ws,
+                    "select model, reasons from member_scores where member_id = ? and as_of = ?",
+                    [m["member_id"], SCORE_DAY],
+                )
+            )
+            order = [model] if model else list(MODELS)
+            expected = next((list(stored[x]) for x in order if stored.get(x)), [])
+            assert m["reasons"] == expected, (segment, m["member_id"])
+
+
 def test_unknown_and_hostile_names_are_404_not_errors(client, tokens):
     for name in ["no_such_segment", "x' or '1'='1", "a;drop table dim_member;--", "%27%22"]:
         for suffix in ("", "/members", "/export.csv"):
