@@ -10,11 +10,18 @@ segment export through the ops API, which is audited (``memberflow/api/export.py
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 
 _ASSOCIATED = [b"memberflow-contact-vault-v1"]
+
+
+def partition_files(vault_dir: Path) -> list[Path]:
+    """Every vault partition file (``<channel>/<table>/dt=<date>/*.parquet``), oldest partition first, so a
+    reader that keeps the last entry per token keeps the newest."""
+    return sorted(vault_dir.glob("*/*/dt=*/*.parquet"))
 
 
 class VaultError(ValueError):

@@ -493,8 +493,10 @@ class SmsConnector(HttpConnector):
         if self._sealed is None:
             import pyarrow.parquet as pq
 
+            from memberflow.vault import partition_files
+
             sealed: dict[str, str] = {}
-            for path in sorted(self.settings.vault_dir.glob("*/*/dt=*/*.parquet")):
+            for path in partition_files(self.settings.vault_dir):
                 t = pq.read_table(path, columns=["phone_token", "phone_sealed"])
                 sealed.update(zip(t["phone_token"].to_pylist(), t["phone_sealed"].to_pylist(), strict=True))
             self._sealed = sealed

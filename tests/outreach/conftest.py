@@ -82,11 +82,11 @@ def vault_phones(settings: Settings) -> set[str]:
     """Every plain number the workspace's contact vault can give."""
     import pyarrow.parquet as pq
 
-    from memberflow.vault import ContactVault
+    from memberflow.vault import ContactVault, partition_files
 
     vault = ContactVault(settings.vault_key())
     phones: set[str] = set()
-    for path in settings.vault_dir.glob("*/*/dt=*/*.parquet"):
+    for path in partition_files(settings.vault_dir):
         phones |= {vault.open(s) for s in pq.read_table(path)["phone_sealed"].to_pylist()}
     return phones
 
