@@ -421,12 +421,8 @@ def create_app(settings: Settings, busy_wait: float = BUSY_WAIT_SECONDS) -> Fast
         if unmasked and not who.is_admin:
             raise HTTPException(403, "an unmasked export needs the admin role")
         defs = definitions()
-        with reader.connect() as con:
-            day = reader.resolve_date(con, as_of)
-        if day is None:
-            raise NotFound("no segment memberships yet: run a delivery first")
         model = reasons_model(defs[segment]) if segment in defs else None
-        spool, planned = reader.spool_export(segment, day, status, model, unmasked, export_dir)
+        spool, planned, day = reader.spool_export(segment, as_of, status, model, unmasked, export_dir)
         if planned == 0 and segment not in defs:
             spool.unlink(missing_ok=True)
             raise NotFound(f"no segment {segment}")

@@ -20,8 +20,9 @@ from pathlib import Path
 
 from memberflow.config import Settings
 from memberflow.phones import normalize_phone, normalize_token, phone_token
+from memberflow.segments import MODELS
+from memberflow.vault import partition_files
 
-MODELS = ("churn", "repurchase", "conversion")
 TREND_DAYS = 30
 BUSY_WAIT_SECONDS = 5.0
 EXPORT_BATCH_ROWS = 5_000
@@ -63,6 +64,10 @@ class Reader:
     busy_wait: float = BUSY_WAIT_SECONDS
     memory_limit: str = "256MB"
 
+    def __post_init__(self) -> None:
+        self.spill_dir = self.settings.home / "api" / "duckdb_tmp"  # where capped queries spill
+        self.spill_dir.mkdir(parents=True, exist_ok=True)
+
     @contextlib.contextmanager
     def connect(self) -> Iterator:
         import duckdb
@@ -77,11 +82,9 @@ class Reader:
         ):
             # Bounded: one thread (the pipeline owns the other core) and a memory cap past which DuckDB
             # spills joins and aggregates to disk instead of growing with the warehouse.
-            spill = self.settings.home / "api" / "duckdb_tmp"
-            spill.mkdir(parents=True, exist_ok=True)
             con.execute(f"set memory_limit = '{self.memory_limit}'")
             con.execute("set threads = 1")
-            con.execute(f"set temp_directory = '{spill.as_posix()}'")
+            con.execute(f"set temp_directory = '{self.spill_dir.as_posix()}'")
             yield con
 
     def _open(self, duckdb):
@@ -115,10 +118,14 @@ class Reader:
         return [r[0] for r in rows]
 
     def resolve_date(self, con, as_of: date | None) -> date | None:
+        """``as_of``, or when it is None the newest day with memberships; None while no delivery has
+        written memberships yet (the routes answer 404 then, instead of querying a missing table)."""
+        if "segment_memberships" not in self._tables(con):
+            return None
+        if as_of is not None:
+            return as_of
         found = self.dates(con)
-        if as_of is None:
-            return found[0] if found else None
-        return as_of
+        return found[0] if found else None
 
     # --- segments ----------------------------------------------------------------------------------------
     def segment_counts(self, con, as_of: date) -> dict[str, dict]:
@@ -271,17 +278,18 @@ class Reader:
     def spool_export(
         self,
         segment: str,
-        as_of: date,
+        as_of: date | None,
         status: str | None,
         score_model: str | None,
         unmasked: bool,
         folder: Path,
-    ) -> tuple[Path, int]:
+    ) -> tuple[Path, int, date]:
         """Write the segment's members (with scores, reasons and, when ``unmasked``, the sealed phone and
-        raw ids) to a Parquet file in batches; returns the file and its row count."""
+        raw ids) to a Parquet file in batches; returns the file, its row count and the day (``as_of``, or
+        the newest day with memberships)."""
         path = Path(tempfile.mkstemp(suffix=".parquet", dir=folder)[1])
         try:
-            return path, self._spool(path, segment, as_of, status, score_model, unmasked)
+            return path, *self._spool(path, segment, as_of, status, score_model, unmasked)
         except BaseException:
             path.unlink(missing_ok=True)  # nothing half-written stays behind
             raise
@@ -290,17 +298,18 @@ class Reader:
         self,
         path: Path,
         segment: str,
-        as_of: date,
+        as_of: date | None,
         status: str | None,
         score_model: str | None,
         unmasked: bool,
-    ) -> int:
+    ) -> tuple[int, date]:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         with self.connect() as con:
-            if "segment_memberships" not in self._tables(con):
-                raise NotFound("no segment memberships yet")
+            as_of = self.resolve_date(con, as_of)
+            if as_of is None:
+                raise NotFound("no segment memberships yet: run a delivery first")
             base = self._member_query(con, status, score_model)
             score_cols = ""
             if "member_scores" in self._tables(con):
@@ -313,7 +322,7 @@ class Reader:
             extra = ""
             joins = ""
             if unmasked:
-                vault_files = sorted(str(p) for p in self.settings.vault_dir.glob("*/*/dt=*/*.parquet"))
+                vault_files = [str(p) for p in partition_files(self.settings.vault_dir)]
                 extra = ", ids.phone_token, ids.unionid, ids.external_userid"
                 joins = """
                     left join (
@@ -352,7 +361,7 @@ class Reader:
             finally:
                 if writer is not None:
                     writer.close()
-        return rows
+        return rows, as_of
 
     # --- members -----------------------------------------------------------------------------------------
     def lookup(self, con, value: str, id_type: str | None, key: bytes) -> tuple[str, str] | None:

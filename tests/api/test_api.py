@@ -239,6 +239,28 @@ def test_member_pages_show_the_reasons_the_message_carried(client, ops_ws, token
             assert m["reasons"] == expected, (segment, m["member_id"])
 
 
+def test_before_any_delivery_segment_routes_answer_404_not_an_error(scored, tmp_path):
+    """A scored warehouse without segment_memberships yet (no delivery ran): lists are empty, member pages
+    and exports say so with 404, with or without a day."""
+    import shutil
+
+    from fastapi.testclient import TestClient
+
+    from memberflow.api.app import create_app
+    from tests.conftest import make_settings
+
+    shutil.copytree(scored.home, tmp_path / "ws")
+    settings = make_settings(tmp_path / "ws", scored.data_dir)
+    token = AccessStore.open(settings).create("olivia", "ops").token
+    with TestClient(create_app(settings)) as c:
+        listing = c.get("/api/segments", headers=auth(token)).json()
+        assert listing["as_of"] is None and all(s["size"] == 0 for s in listing["segments"])
+        for query in ("", f"?as_of={DAY}"):
+            for suffix in ("/members", "/export.csv"):
+                res = c.get(f"/api/segments/silent_winback_content{suffix}{query}", headers=auth(token))
+                assert res.status_code == 404 and "no segment memberships yet" in res.json()["detail"]
+
+
 def test_unknown_and_hostile_names_are_404_not_errors(client, tokens):
     for name in ["no_such_segment", "x' or '1'='1", "a;drop table dim_member;--", "%27%22"]:
         for suffix in ("", "/members", "/export.csv"):
@@ -322,7 +344,7 @@ def test_an_export_cut_off_mid_stream_is_audited_as_aborted(ops_ws, tokens, tmp_
 
     segment = _a_segment(ops_ws)
     store = AccessStore.open(ops_ws)
-    spool, planned = Reader(ops_ws).spool_export(segment, SCORE_DAY, None, "churn", True, tmp_path)
+    spool, planned, _ = Reader(ops_ws).spool_export(segment, SCORE_DAY, None, "churn", True, tmp_path)
     audit_id = store.audit_start(Principal("t", "adam", "admin"), "export", segment, DAY, None, True)
     assert store.audit_rows(1)[0]["state"] == "started"  # written before any byte leaves
     stream = stream_csv(ops_ws, spool, True, "churn", lambda rows, done: store.audit_finish(
