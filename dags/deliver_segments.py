@@ -21,10 +21,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pendulum
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag, task
 
 from memberflow.assets import MEMBER_SCORES, SEGMENT_DELIVERIES
+from memberflow.config import schedule_start
 
 CHINA = "Asia/Shanghai"
 
@@ -105,7 +105,7 @@ def deliver(as_of: str, **context) -> dict:
     schedule=AssetOrTimeSchedule(
         timetable=CronTriggerTimetable("30 9 * * *", timezone=CHINA), assets=[MEMBER_SCORES]
     ),
-    start_date=pendulum.datetime(2026, 1, 1, tz=CHINA),
+    start_date=schedule_start(),
     catchup=False,
     max_active_runs=1,  # one delivery at a time: the ledger decides what is new
     default_args={

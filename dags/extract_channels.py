@@ -30,6 +30,7 @@ import pendulum
 from airflow.sdk import CronDataIntervalTimetable, dag, task
 
 from memberflow.assets import landed_asset
+from memberflow.config import schedule_start
 from memberflow.contracts import CONTRACTS
 
 CHINA = "Asia/Shanghai"
@@ -119,7 +120,7 @@ def quality_docs(**context) -> str:
 @dag(
     dag_id="extract_channels",
     schedule=CronDataIntervalTimetable("0 0 * * *", timezone=CHINA),
-    start_date=pendulum.datetime(2026, 1, 1, tz=CHINA),
+    start_date=schedule_start(),
     catchup=False,
     max_active_runs=4,
     default_args={

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pendulum
 from airflow.sdk import dag, task
 
 from memberflow.assets import MEMBER_SCORES, WAREHOUSE_MEMBERS
+from memberflow.config import schedule_start
 
 CHINA = "Asia/Shanghai"
 MODELS = ("repurchase", "churn", "conversion")
@@ -92,7 +92,7 @@ def publish(gate: dict, **context) -> dict:
 @dag(
     dag_id="score_members",
     schedule=[WAREHOUSE_MEMBERS],
-    start_date=pendulum.datetime(2026, 1, 1, tz=CHINA),
+    start_date=schedule_start(),
     catchup=False,
     max_active_runs=1,
     max_active_tasks=1,  # scores go into the one DuckDB warehouse: one writer at a time

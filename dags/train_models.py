@@ -16,8 +16,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pendulum
 from airflow.sdk import dag, task
+
+from memberflow.config import schedule_start
 
 CHINA = "Asia/Shanghai"
 MODELS = ("repurchase", "churn", "conversion")
@@ -51,7 +52,7 @@ def train(model: str) -> dict:
 @dag(
     dag_id="train_models",
     schedule="0 4 * * 1",  # Mondays 04:00 China time, after the night's transform
-    start_date=pendulum.datetime(2026, 1, 1, tz=CHINA),
+    start_date=schedule_start(),
     catchup=False,
     max_active_runs=1,
     max_active_tasks=1,  # two cores: one LightGBM fit at a time, on one thread

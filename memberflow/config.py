@@ -36,6 +36,24 @@ def apply_privacy_defaults(environ: dict[str, str] | None = None) -> None:
         target.setdefault(name, value)
 
 
+def schedule_start(environ: dict[str, str] | None = None):
+    """The first China-local day the DAGs' schedules cover (``MEMBERFLOW_START_DATE``, default 2026-01-01).
+
+    A deployment sets it to its go-live day: the scheduler then creates no daily run before it (with catchup
+    off, only the newest finished day), and earlier days are loaded with a backfill. Runs triggered with an
+    earlier logical date (REST API, ``airflow dags trigger``, backfills) are not affected.
+    """
+    import pendulum
+
+    env = os.environ if environ is None else environ
+    raw = env.get("MEMBERFLOW_START_DATE") or "2026-01-01"
+    try:
+        day = pendulum.Date.fromisoformat(raw)
+    except ValueError as exc:
+        raise ConfigError(f"MEMBERFLOW_START_DATE must be a date YYYY-MM-DD, got {raw!r}") from exc
+    return pendulum.datetime(day.year, day.month, day.day, tz=CHINA_TZ)
+
+
 class ConfigError(ValueError):
     """A setting is present but unusable; the message names the variable."""
 
