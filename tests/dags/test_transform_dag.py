@@ -36,10 +36,12 @@ def test_every_model_runs_as_a_task_and_the_warehouse_is_published(transform_env
     assert result.ok, result.failed_tasks
     assert result.task_states["publish"] == "success"
     assert result.task_states["quality_gate"] == "success"
-    assert result.task_states["dbt.fct_orders.run"] == "success"
-    # a model whose checks all live in the quality gate is a single task
-    assert result.task_states["dbt.member_identifiers_run"] == "success"
-    assert result.task_states["dbt.fct_orders.test"] == "success"
+    # one `dbt build` task per model (the model, then its tests); tests over two models run once both exist
+    assert result.task_states["dbt.fct_orders_model_build"] == "success"
+    assert result.task_states["dbt.member_identifiers_model_build"] == "success"
+    assert (
+        result.task_states["dbt.relationships_fct_orders_member_id__member_id__ref_dim_member__test"] == "success"
+    )
     assert (transform_env.quality_dir / "published" / "marts.json").exists()
     assert query(transform_env, "select count(*) as n from dim_member")["n"][0] > 1000
 
@@ -66,8 +68,8 @@ def test_a_failing_dbt_test_fails_the_run_and_skips_everything_downstream(transf
 
     result = run_dag("transform_members", RUN_DAY)
     assert not result.ok
-    assert result.task_states["dbt.stg_consent__events.test"] == "failed"
-    assert result.task_states["dbt.dim_member_run"] == "upstream_failed"
+    assert result.task_states["dbt.stg_consent__events_model_build"] == "failed"
+    assert result.task_states["dbt.dim_member_model_build"] == "upstream_failed"
     assert result.task_states["publish"] == "upstream_failed"
 
 
@@ -88,7 +90,7 @@ def test_a_failing_marts_gate_skips_publish_and_leaves_the_marts_unpublished(tra
 
     result = run_dag("transform_members", RUN_DAY)
     assert not result.ok
-    assert result.task_states["dbt.dim_member_run"] == "success"
+    assert result.task_states["dbt.dim_member_model_build"] == "success"
     assert result.task_states["quality_gate"] == "failed"
     assert result.task_states["publish"] == "upstream_failed"
     assert not published_marker(transform_env, "marts").exists()
