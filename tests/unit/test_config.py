@@ -79,3 +79,12 @@ def test_privacy_defaults_do_not_override_an_explicit_choice():
     assert env["DO_NOT_TRACK"] == "false"
     assert env["GX_ANALYTICS_ENABLED"] == "false"
     assert set(PRIVACY_DEFAULTS) <= set(env)
+
+
+def test_the_schedules_start_on_the_go_live_day_in_china_time():
+    from memberflow.config import schedule_start
+
+    assert schedule_start({}).isoformat() == "2026-01-01T00:00:00+08:00"
+    assert schedule_start({"MEMBERFLOW_START_DATE": "2026-12-01"}).isoformat() == "2026-12-01T00:00:00+08:00"
+    with pytest.raises(ConfigError, match="MEMBERFLOW_START_DATE"):
+        schedule_start({"MEMBERFLOW_START_DATE": "next monday"})
