@@ -5,8 +5,9 @@ FROM apache/airflow:3.3.2-python3.11
 
 USER root
 # the DuckDB warehouse, landing zone and source folders live on volumes mounted here
-RUN mkdir -p /opt/memberflow /data/memberflow /data/sources /data/mlflow-artifacts \
- && chown -R airflow:0 /opt/memberflow /data
+# (named volumes take the owner of the folder they are mounted on: airflow, so the components can write)
+RUN mkdir -p /opt/memberflow /opt/airflow/auth /data/memberflow /data/sources /data/mlflow-artifacts \
+ && chown -R airflow:0 /opt/memberflow /opt/airflow/auth /data
 USER airflow
 
 WORKDIR /opt/memberflow

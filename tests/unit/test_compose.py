@@ -174,3 +174,18 @@ def test_the_image_extends_the_official_airflow_image_of_the_locked_version():
         assert (REPO_ROOT / folder).is_dir()
     # installed editable: the code reads its dbt project and suites beside itself, under /opt/memberflow
     assert "--editable ." in dockerfile and "WORKDIR /opt/memberflow" in dockerfile
+
+
+def test_named_volumes_of_our_image_mount_on_folders_the_image_owns(compose):
+    # a named volume takes the owner of the folder it is mounted on; one Docker creates itself is root's
+    # and the airflow user could not write to it
+    dockerfile = (REPO_ROOT / "Dockerfile").read_text()
+    created = set(re.search(r"RUN mkdir -p ([^\\\n]+)", dockerfile).group(1).split())
+    base_image = {"/opt/airflow/logs"}  # made by the official image
+    for name, service in compose["services"].items():
+        if service.get("image") != "${MEMBERFLOW_IMAGE:-memberflow:latest}":
+            continue
+        for volume in service.get("volumes", []):
+            source, target = volume.split(":")[:2]
+            if source in compose["volumes"]:
+                assert target in created | base_image, (name, target)
