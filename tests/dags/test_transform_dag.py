@@ -39,9 +39,8 @@ def test_every_model_runs_as_a_task_and_the_warehouse_is_published(transform_env
     # one `dbt build` task per model (the model, then its tests); tests over two models run once both exist
     assert result.task_states["dbt.fct_orders_model_build"] == "success"
     assert result.task_states["dbt.member_identifiers_model_build"] == "success"
-    assert (
-        result.task_states["dbt.relationships_fct_orders_member_id__member_id__ref_dim_member__test"] == "success"
-    )
+    relationship = "dbt.relationships_fct_orders_member_id__member_id__ref_dim_member__test"
+    assert result.task_states[relationship] == "success"
     assert (transform_env.quality_dir / "published" / "marts.json").exists()
     assert query(transform_env, "select count(*) as n from dim_member")["n"][0] > 1000
 
