@@ -63,12 +63,6 @@ class AirflowAPI:
         self._call("PATCH", f"/dags/{dag_id}", json={"is_paused": paused})
 
     # --- runs ---------------------------------------------------------------------------------------------
-    def trigger(self, dag_id: str, logical_date: datetime, run_id: str | None = None) -> dict:
-        body = {"logical_date": logical_date.isoformat()}
-        if run_id:
-            body["dag_run_id"] = run_id
-        return self._call("POST", f"/dags/{dag_id}/dagRuns", json=body)
-
     def backfill(self, dag_id: str, first: datetime, last: datetime, reprocess: str = "none") -> dict:
         """Create a backfill of the DAG's scheduled runs with logical dates in [first, last], one at a time
         (``reprocess``: none | failed | completed decides what happens to days that already have a run)."""

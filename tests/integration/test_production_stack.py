@@ -4,9 +4,9 @@ MLflow server (PostgreSQL, authentication on), driven only through Airflow's RES
 Training runs on its schedule (the Monday 04:00 run, backfilled), each day is a backfilled extract run, and
 the Assets do the rest: landed tables -> transform_members -> score_members -> deliver_segments. The second
 day's orders arrive in fen instead of yuan: the landing gate fails, nothing downstream runs; the file is
-fixed and the failed tasks are cleared, and the chain completes. Then: every run succeeded in the end, no
-member got a message twice, rerunning a day's delivery sends nothing, each model has a champion, and no log
-holds a plain phone number.
+fixed, the table's extract task is cleared with what follows it, and the chain completes. Then: every run
+succeeded in the end, no member got a message twice, rerunning a day's delivery sends nothing, each model
+has a champion, and no log holds a plain phone number.
 """
 
 from __future__ import annotations
