@@ -79,11 +79,21 @@ def test_a_new_day_linking_two_members_keeps_the_older_id(workspace_copy, tmp_pa
         where m.identifier_count = 1 or (m.identifier_count = 2 and m.store_card_count = 1)
         """,
     )
-    contact = members.filter(pl.col("id_type") == "external_userid").sort("first_seen_on").row(0, named=True)
+    contact = (
+        members.filter(pl.col("id_type") == "external_userid")
+        .sort("first_seen_on", "id_value")
+        .row(0, named=True)
+    )
     card = members.filter(
         (pl.col("id_type") == "card_no") & (pl.col("first_seen_on") > contact["first_seen_on"])
     )
-    card = card.sort("first_seen_on").row(0, named=True)
+    card = card.sort("first_seen_on", "id_value").row(0, named=True)
+    # The contact's own record gains the phone (a new version of it, not a second staff's contact): the
+    # link is evidence of the day it landed, not of the day the contact was first added.
+    staff = query(
+        settings,
+        f"select staff_userid from stg_wecom__contacts where external_userid = '{contact['id_value']}'",
+    )["staff_userid"][0]
     phone = _source_phone_of_card(settings.data_dir, card["id_value"])
     assert phone is not None and phone_token(phone, KEY) not in set(blocked_phones())
 
@@ -95,7 +105,7 @@ def test_a_new_day_linking_two_members_keeps_the_older_id(workspace_copy, tmp_pa
         row = {
             "external_userid": contact["id_value"],
             "unionid": None,
-            "staff_userid": "staff001",
+            "staff_userid": staff,
             "add_time": f"{contact['first_seen_on']} 10:00:00",
             "add_way": "qr_code",
             "state": "store_001_qr",

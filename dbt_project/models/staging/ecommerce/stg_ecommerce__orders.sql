@@ -18,7 +18,8 @@ final as (
         status,
         amount_cny,
         updated_at,
-        first_seen_on
+        first_seen_on,
+        member_phone_first_seen_on
     from versions
     where version_rank = 1
 )

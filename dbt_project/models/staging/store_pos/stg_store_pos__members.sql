@@ -8,6 +8,8 @@ versioned as (
     select
         *,
         min(loaded_on) over (partition by card_no) as first_seen_on,
+        -- The card-phone link is as old as the first landed version carrying this phone.
+        min(loaded_on) over (partition by card_no, phone_token) as phone_first_seen_on,
         row_number() over (partition by card_no order by updated_at desc, _loaded_at desc) as version_rank
     from as_of
 ),
@@ -21,7 +23,8 @@ final as (
         join_time as joined_at,
         birth_date,
         updated_at,
-        first_seen_on
+        first_seen_on,
+        phone_first_seen_on
     from versioned
     where version_rank = 1
 )
