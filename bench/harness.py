@@ -1,0 +1,799 @@
+"""The benchmark harness: every stage of memberflow on one generated brand, beside raw baselines.
+
+Run (one command; writes bench/results/<members>x<days>.json and re-renders bench/RESULTS.md):
+
+    .venv/bin/python bench/harness.py --members 100000 --days 365 [--workdir DIR] [--keep]
+
+What it does, on data generated for --members people over --days days plus one more day:
+  history: generate → extract (land every history day through the landing gate) → build (dbt, whole
+           project) → quality (marts gate) → train (churn, repurchase, conversion)
+  baselines on the same warehouse: identity (memberflow.identity.resolve vs scipy connected_components),
+           features (member_features' SQL vs one hand-written DuckDB query), training (memberflow's fit,
+           evaluation and registration vs a bare lightgbm.train on the same matrix), scoring (score with
+           reasons vs a bare Booster.predict on the same population)
+  the daily run of day --days + 1: extract that day → build → quality → score (three models) → deliver
+           (segments, suppression, ledger, webhook / WeCom / SMS against the local sandbox APIs with a rate
+           limit), and its delivery rate beside the sandbox's limit
+  DAG files: parse time of each, as the DAG processor pays it.
+
+Every stage runs in its own child process; the figures are that process's wall time, CPU time (user + system,
+with its children, e.g. dbt) and peak RSS (the largest of it and its children), so stages do not share a
+memory high-water mark. The machine (CPU, cores, memory, versions) is recorded with the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import date, datetime, timedelta
+from importlib import metadata
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+KEY = "bench-harness-key"
+START = date(2025, 1, 1)
+RESULTS_DIR = REPO / "bench" / "results"
+RESULTS_MD = REPO / "bench" / "RESULTS.md"
+MODELS = ("churn", "repurchase", "conversion")
+# The local APIs' rate limit during the delivery stage: requests per second for each of webhook, WeCom, SMS.
+SANDBOX_RPS = 50
+
+# Goals from the performance issue: stage -> (ratio or figure, limit, what).
+GOALS = {
+    "features": ("ratio", 2.0, "≤ 2× the raw query"),
+    "identity": ("ratio", 10.0, "≤ 10× scipy"),
+    "train_fit": ("ratio", 1.15, "≤ 1.15× bare lightgbm.train"),
+    "score_model": ("ratio", 1.3, "≤ 1.3× bare Booster.predict"),
+}
+
+RAW_FEATURES = """
+with orders as (
+    select member_id, order_date, net_amount_cny from fct_orders
+    where member_id is not null and is_purchase and order_date < $as_of
+),
+lines as (
+    select o.member_id, i.category
+    from fct_orders o
+    join (
+        select 'ecommerce:' || order_key as order_key, category from stg_ecommerce__order_items
+        union all
+        select 'store_pos:' || order_key, category from stg_store_pos__order_items
+    ) i using (order_key)
+    where o.member_id is not null and o.is_purchase and o.order_date < $as_of
+),
+engagement as (
+    select member_id,
+        count(*) filter (where checkins > 0 and activity_date >= $as_of - 7) as checkin_days_7d,
+        sum(livestream_minutes) filter (where activity_date >= $as_of - 30) as live_minutes_30d
+    from fct_member_daily_engagement
+    where activity_date < $as_of
+    group by member_id
+),
+by_member as (
+    select member_id,
+        count(*) as orders_total,
+        sum(net_amount_cny) as spend_total,
+        count(*) filter (where order_date >= $as_of - 90) as orders_90d,
+        $as_of - max(order_date) as days_since_last_order
+    from orders group by member_id
+),
+categories as (select member_id, list(distinct category) as categories from lines group by member_id)
+select m.member_id, b.orders_total, b.spend_total, b.orders_90d, b.days_since_last_order,
+    e.checkin_days_7d, e.live_minutes_30d, c.categories
+from dim_member m
+left join by_member b using (member_id)
+left join engagement e using (member_id)
+left join categories c using (member_id)
+"""
+
+
+# ---------------------------------------------------------------------------------------------- stages
+# Each stage runs in a child process (``--stage NAME``) and returns a dict of figures of its own
+# (rows, inner timings); the parent adds wall, CPU and peak RSS from the child's rusage.
+
+
+def _settings(workdir: Path):
+    from memberflow.config import Settings, apply_privacy_defaults
+
+    apply_privacy_defaults()
+    return Settings.from_env(
+        {
+            "MEMBERFLOW_HOME": str(workdir / "ws"),
+            "MEMBERFLOW_DATA_DIR": str(workdir / "data"),
+            "MEMBERFLOW_ID_KEY": KEY,
+            "MEMBERFLOW_ML_THREADS": "1",
+        }
+    )
+
+
+def _history(args) -> list[date]:
+    return [START + timedelta(days=i) for i in range(args.days)]
+
+
+def _new_day(args) -> date:
+    return START + timedelta(days=args.days)
+
+
+def stage_generate(args, settings) -> dict:
+    from memberflow.generate import GenerateConfig, generate
+
+    summary = generate(
+        GenerateConfig(args.members, START, args.days + 1, 1, settings.data_dir), settings.id_key()
+    )
+    return {"rows": sum(summary.rows.values())}
+
+
+def _land(settings, days) -> dict:
+    from memberflow.land import land_days
+
+    run = land_days(settings, days)
+    # A partition over its quarantine limit is refused, as in production (small samples can trip the 5 %
+    # limit by chance): counted and named in the results, not fatal to the benchmark.
+    return {
+        "rows": sum(r.read for r in run.reports),
+        "quarantined": sum(r.quarantined for r in run.reports),
+        "partitions": len(run.reports),
+        "refused": sorted(run.errors),
+    }
+
+
+def stage_extract(args, settings) -> dict:
+    return _land(settings, _history(args))
+
+
+def _warehouse_rows(settings) -> dict:
+    import duckdb
+
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+        members = con.sql("select count(*) from dim_member").fetchall()[0][0]
+        orders = con.sql("select count(*) from fct_orders").fetchall()[0][0]
+        events = con.sql("select count(*) from fct_member_daily_engagement").fetchall()[0][0]
+    return {"members": members, "orders": orders, "engagement_rows": events}
+
+
+def _landed_rows(settings) -> int:
+    import duckdb
+
+    files = [str(p) for p in settings.landing_dir.rglob("*.parquet")]
+    with duckdb.connect() as con:
+        return sum(con.sql(f"select count(*) from read_parquet('{f}')").fetchall()[0][0] for f in files)
+
+
+def _slowest_dbt_nodes(settings, top: int = 8) -> dict[str, float]:
+    from memberflow.dbt_env import dbt_environment
+
+    results = Path(dbt_environment(settings)["DBT_TARGET_PATH"]) / "run_results.json"
+    nodes = json.loads(results.read_text())["results"]
+    ranked = sorted(nodes, key=lambda n: n.get("execution_time") or 0, reverse=True)[:top]
+    return {n["unique_id"].split(".", 2)[-1]: round(n["execution_time"], 2) for n in ranked}
+
+
+def stage_build(args, settings) -> dict:
+    from memberflow.transform import build_warehouse
+
+    result = build_warehouse(settings)
+    if result.failures:
+        raise SystemExit(f"dbt build failed: {result.failures}")
+    return {
+        "rows": _landed_rows(settings),
+        **_warehouse_rows(settings),
+        "slowest": _slowest_dbt_nodes(settings),
+    }
+
+
+def stage_quality(args, settings) -> dict:
+    from expectations.marts import gate_warehouse
+    from memberflow.transform import latest_landed_day
+
+    result = gate_warehouse(settings, latest_landed_day(settings))
+    return {"rows": _warehouse_rows(settings)["members"], "suites": len(getattr(result, "suites", []) or [])}
+
+
+def _graph(settings):
+    import duckdb
+
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+        nodes = con.sql("select id_type, id_value, first_seen_on from int_identity_nodes").pl()
+        edges = con.sql(
+            "select id_type_a, id_value_a, id_type_b, id_value_b, first_seen_on "
+            "from int_identity_edges_checked where drop_reason is null"
+        ).pl()
+    return nodes, edges
+
+
+def stage_identity(args, settings) -> dict:
+    from memberflow.identity import resolve
+
+    nodes, edges = _graph(settings)
+    began = time.perf_counter()
+    resolution = resolve(nodes, edges)
+    return {
+        "rows": nodes.height + edges.height,
+        "timed_s": time.perf_counter() - began,
+        "members": resolution.assignments["member_id"].n_unique(),
+    }
+
+
+def stage_identity_scipy(args, settings) -> dict:
+    import numpy as np
+    import polars as pl
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    nodes, edges = _graph(settings)
+    began = time.perf_counter()
+    keys = (
+        pl.concat(
+            [
+                nodes.select(key=pl.concat_str("id_type", pl.lit("|"), "id_value")),
+                edges.select(key=pl.concat_str("id_type_a", pl.lit("|"), "id_value_a")),
+                edges.select(key=pl.concat_str("id_type_b", pl.lit("|"), "id_value_b")),
+            ]
+        )
+        .unique()
+        .with_row_index("i")
+    )
+    ends = [
+        edges.select(key=pl.concat_str(f"id_type_{s}", pl.lit("|"), f"id_value_{s}")).join(
+            keys, on="key", how="left"
+        )["i"]
+        for s in ("a", "b")
+    ]
+    n = keys.height
+    graph = coo_matrix((np.ones(edges.height), (ends[0].to_numpy(), ends[1].to_numpy())), shape=(n, n))
+    count = connected_components(graph, directed=False)[0]
+    return {
+        "rows": nodes.height + edges.height,
+        "timed_s": time.perf_counter() - began,
+        "members": int(count),
+    }
+
+
+def _feature_day(settings) -> date:
+    from memberflow.transform import latest_landed_day
+
+    return latest_landed_day(settings) + timedelta(days=1)
+
+
+def stage_features(args, settings) -> dict:
+    """member_features for one as-of date, as the daily run computes it: the dbt model (with dbt's start-up)
+    and its compiled SQL alone."""
+    import duckdb
+
+    from memberflow.dbt_env import dbt_environment
+    from memberflow.transform import run_dbt
+
+    day = _feature_day(settings)
+    began = time.perf_counter()
+    result = run_dbt(settings, ["run", "--select", "int_feature_dates", "member_features"], None, [day])
+    with_dbt = time.perf_counter() - began
+    if result.failures:
+        raise SystemExit(f"dbt run member_features failed: {result.failures}")
+    target = Path(dbt_environment(settings)["DBT_TARGET_PATH"])
+    compiled = next((target / "compiled").rglob("member_features.sql")).read_text()
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+        began = time.perf_counter()
+        rows = con.sql(compiled).to_arrow_table().num_rows
+        alone = time.perf_counter() - began
+    return {"rows": rows, "timed_s": alone, "with_dbt_s": with_dbt, "as_of": str(day)}
+
+
+def stage_features_raw(args, settings) -> dict:
+    import duckdb
+
+    day = _feature_day(settings)
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+        began = time.perf_counter()
+        rows = con.sql(RAW_FEATURES, params={"as_of": day}).to_arrow_table().num_rows
+    return {"rows": rows, "timed_s": time.perf_counter() - began}
+
+
+def _training_set(settings, model: str):
+    from ml.config import model_spec
+    from ml.datasets import build_training_set
+
+    spec = model_spec(model)
+    return spec, build_training_set(settings, spec, None, None)
+
+
+def stage_train(args, settings) -> dict:
+    """memberflow's training of one model: the training set (features at each cutoff), then the fit with
+    early stopping and calibration, evaluation beside the baselines, plots, MLflow logging and registration
+    (timed_s: the part a bare lightgbm.train replaces)."""
+    import matplotlib.pyplot  # noqa: F401  (a running worker has these loaded; not counted)
+    import mlflow.lightgbm  # noqa: F401
+
+    from ml.registry import experiment_id
+    from ml.train import evaluate, fit, register
+
+    model = args.model
+    experiment_id(settings, model)
+    began = time.perf_counter()
+    spec, ts = _training_set(settings, model)
+    dataset_s = time.perf_counter() - began
+    began = time.perf_counter()
+    fitted, test = fit(ts, spec, 1)
+    fit_s = time.perf_counter() - began
+    evaluation = evaluate(ts, fitted, test)
+    evaluate_s = time.perf_counter() - began - fit_s
+    result = register(settings, evaluation)
+    return {
+        "rows": len(ts.frame),
+        "dataset_s": dataset_s,
+        "timed_s": time.perf_counter() - began,
+        "fit_s": fit_s,
+        "evaluate_s": evaluate_s,
+        "register_s": time.perf_counter() - began - fit_s - evaluate_s,
+        "trees": fitted.best_iteration,
+        "promoted": bool(result.decision.promote),
+    }
+
+
+def stage_train_bare(args, settings) -> dict:
+    import lightgbm as lgb
+
+    from ml.train import lightgbm_params, split_holdout
+
+    spec, ts = _training_set(settings, args.model)
+    features = ts.features
+    train = ts.train
+    tune, _ = split_holdout(ts.holdout_frame)
+    params = lightgbm_params(spec, features, len(train), 1)
+    categorical = [c for c in features if str(train[c].dtype) == "category"]
+    began = time.perf_counter()
+    dtrain = lgb.Dataset(train[features], label=train["label"], categorical_feature=categorical or "auto")
+    dtune = lgb.Dataset(tune[features], label=tune["label"], reference=dtrain)
+    booster = lgb.train(
+        params,
+        dtrain,
+        num_boost_round=spec.num_boost_round,
+        valid_sets=[dtune],
+        callbacks=[lgb.early_stopping(spec.early_stopping_rounds, first_metric_only=True, verbose=False)],
+    )
+    return {"rows": len(ts.frame), "timed_s": time.perf_counter() - began, "trees": booster.best_iteration}
+
+
+def _score_day(settings) -> date:
+    from memberflow.transform import latest_landed_day
+
+    return latest_landed_day(settings) + timedelta(days=1)
+
+
+def stage_score(args, settings) -> dict:
+    """Score one model's population with the champion (features, predict with per-member reasons,
+    calibration, deciles, write member_scores); timed_s: the scoring after the features are read."""
+    from ml import score as score_module
+
+    day = _score_day(settings)
+    inner = {}
+    original = score_module.score_frame
+
+    def timed_score_frame(*a, **k):
+        began = time.perf_counter()
+        table = original(*a, **k)
+        inner["timed_s"] = time.perf_counter() - began
+        return table
+
+    score_module.score_frame = timed_score_frame
+    from ml.registry import NoChampionError
+
+    try:
+        result = score_module.score(settings, args.model, day)
+    except NoChampionError as exc:  # the model was not promoted: nothing to score, said in the results
+        return {"rows": 0, "note": str(exc), "as_of": str(day)}
+    return {"rows": result.rows, **inner, "as_of": str(day)}
+
+
+def stage_scores_gate(args, settings) -> dict:
+    from expectations.marts import gate_warehouse
+
+    day = _score_day(settings)
+    gate_warehouse(settings, day, gate="scores")
+    return {"as_of": str(day)}
+
+
+def stage_score_bare(args, settings) -> dict:
+    from ml.datasets import population_frame
+    from ml.registry import CHAMPION, load
+    from ml.warehouse import read_warehouse
+
+    day = _score_day(settings)
+    loaded = load(settings, args.model, CHAMPION)
+    with read_warehouse(settings) as con:
+        frame = population_frame(con, args.model, [day])
+    X = frame[loaded.features]
+    began = time.perf_counter()
+    loaded.booster.predict(X, num_threads=1)
+    return {"rows": len(frame), "timed_s": time.perf_counter() - began}
+
+
+def stage_extract_day(args, settings) -> dict:
+    return _land(settings, [_new_day(args)])
+
+
+def stage_deliver(args, settings) -> dict:
+    """Segments (plan, memberships, segments gate) and delivery of day --days + 1 through every connector,
+    against the local sandbox APIs limited to SANDBOX_RPS requests per second each."""
+    from expectations.marts import gate_warehouse
+    from memberflow.outreach.run import deliver, plan, write_memberships
+    from memberflow.outreach.sandbox import SandboxConfig, SandboxServer
+    from memberflow.outreach.suppression import CHINA
+
+    day = _score_day(settings)
+    limits = {"webhook": SANDBOX_RPS, "wecom": SANDBOX_RPS, "sms": SANDBOX_RPS}
+    sandbox = SandboxServer(SandboxConfig(limits=limits, window_seconds=1.0))
+    sandbox.start()
+    try:
+        os.environ.update(sandbox.env())
+        began = time.perf_counter()
+        write_memberships(settings, plan(settings, day))
+        gate_warehouse(settings, day, gate="segments")
+        planned_s = time.perf_counter() - began
+        began = time.perf_counter()
+        report = deliver(settings, day, now=datetime(day.year, day.month, day.day, 10, 0, tzinfo=CHINA))
+        sent_s = time.perf_counter() - began
+        summary = report.to_dict()
+        seen = sandbox.state.snapshot()
+    finally:
+        sandbox.stop()
+    return {
+        "rows": summary.get("sent", 0),
+        "plan_s": planned_s,
+        "timed_s": sent_s,
+        "report": {k: v for k, v in summary.items() if isinstance(v, int | dict) and k != "segments"},
+        "requests": seen["requests"],
+        "rejected": seen["rejected"],
+        "duplicates": seen["duplicates"],
+    }
+
+
+def stage_dag_parse(args, settings) -> dict:
+    from bench.dag_parse import DAGS, PROBE
+
+    figures = {}
+    with __import__("tempfile").TemporaryDirectory() as home:
+        env = {**os.environ, "AIRFLOW_HOME": home, "AIRFLOW__CORE__LOAD_EXAMPLES": "False"}
+        for path in sorted(DAGS.glob("*.py")):
+            runs = []
+            for _ in range(3):
+                out = subprocess.run(
+                    [sys.executable, "-c", PROBE, str(path)],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                ).stdout.strip()
+                runs.append(json.loads(out.splitlines()[-1])["seconds"])
+            figures[path.name] = sorted(runs)[1]
+    return {"files": figures, "timed_s": max(figures.values())}
+
+
+STAGES = {name[len("stage_") :]: fn for name, fn in globals().items() if name.startswith("stage_")}
+
+
+# ---------------------------------------------------------------------------------------------- parent
+
+
+def run_stage(args, name: str, label: str | None = None, model: str | None = None) -> dict:
+    """Run one stage in a child process; its figures plus wall, CPU and peak RSS from its rusage."""
+    cmd = [sys.executable, __file__, "--stage", name, "--workdir", str(args.workdir)]
+    cmd += ["--members", str(args.members), "--days", str(args.days)]
+    if model:
+        cmd += ["--model", model]
+    label = label or name
+    print(f"{label:<28} ...", end="", flush=True)
+    began = time.perf_counter()
+    logs = args.workdir / "logs"
+    logs.mkdir(exist_ok=True)
+    log = logs / f"{len(list(logs.iterdir())):02d}-{label.replace(' ', '_').replace(':', '')}.log"
+    with open(log, "w") as stderr:
+        child = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=stderr, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}
+        )
+        out = child.stdout.read()
+    _, status, usage = os.wait4(child.pid, 0)
+    wall = time.perf_counter() - began
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"\nstage {label} failed (exit {os.waitstatus_to_exitcode(status)}); see {log}")
+    figures = json.loads(out.strip().splitlines()[-1])
+    figures.update(
+        stage=label,
+        wall_s=wall,
+        cpu_s=usage.ru_utime + usage.ru_stime,
+        peak_rss_mib=usage.ru_maxrss / 1024,  # the child's, or its largest descendant's (dbt)
+    )
+    rows = figures.get("rows")
+    print(
+        f"\r{label:<28} {wall:8.1f} s wall {figures['cpu_s']:8.1f} s CPU {figures['peak_rss_mib']:8,.0f} MiB"
+        + (f"  {rows:>12,} rows" if isinstance(rows, int) else ""),
+        flush=True,
+    )
+    return figures
+
+
+def machine() -> dict:
+    cpu = "unknown"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem_gib = None
+    meminfo = Path("/proc/meminfo")
+    if meminfo.exists():
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemTotal"):
+                mem_gib = round(int(line.split()[1]) / 2**20, 1)
+    versions = {}
+    for package in (
+        "duckdb",
+        "dbt-core",
+        "dbt-duckdb",
+        "polars",
+        "lightgbm",
+        "mlflow",
+        "great-expectations",
+        "apache-airflow",
+        "astronomer-cosmos",
+        "scipy",
+    ):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[package] = metadata.version(package)
+    return {
+        "cpu": cpu,
+        "cores": len(os.sched_getaffinity(0)),
+        "memory_gib": mem_gib,
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "versions": versions,
+        "when": datetime.now().astimezone().isoformat(timespec="minutes"),
+    }
+
+
+def run_all(args) -> dict:
+    print(f"{args.members:,} members x {args.days} days (+1 daily run) in {args.workdir}")
+    # Figures of the stages done so far are kept in the workdir: --resume carries on after the last one
+    # (a stage is only meaningful after the ones before it, so a resumed run repeats none and skips none).
+    partial = args.workdir / "stages.json"
+    done = json.loads(partial.read_text()) if args.resume and partial.exists() else []
+    stages: list[dict] = []
+
+    def s(run) -> None:
+        stages.append(run)
+        partial.write_text(json.dumps(stages, indent=1))
+
+    def run_stage_once(name: str, label: str | None = None, model: str | None = None) -> dict:
+        if len(stages) < len(done):
+            kept = done[len(stages)]
+            assert kept["stage"] == (label or name), (kept["stage"], label or name)
+            print(f"{kept['stage']:<28} (kept from the earlier run)")
+            return kept
+        return run_stage(args, name, label, model)
+
+    s(run_stage_once("generate"))
+    s(run_stage_once("extract", "extract (history)"))
+    s(run_stage_once("build", "build (full)"))
+    s(run_stage_once("quality", "quality (marts gate)"))
+    s(run_stage_once("identity"))
+    s(run_stage_once("identity_scipy", "identity baseline (scipy)"))
+    s(run_stage_once("features"))
+    s(run_stage_once("features_raw", "features baseline (SQL)"))
+    for model in MODELS:
+        s(run_stage_once("train", f"train {model}", model))
+    s(run_stage_once("train_bare", "train baseline (churn)", "churn"))
+    # the daily run of the day after the history
+    s(run_stage_once("extract_day", "daily: extract"))
+    s(run_stage_once("build", "daily: build"))
+    s(run_stage_once("quality", "daily: quality"))
+    for model in MODELS:
+        s(run_stage_once("score", f"daily: score {model}", model))
+    s(run_stage_once("scores_gate", "daily: scores gate"))
+    s(run_stage_once("score_bare", "score baseline (churn)", "churn"))
+    s(run_stage_once("deliver", "daily: deliver"))
+    s(run_stage_once("dag_parse", "DAG files parse"))
+    return {"members": args.members, "days": args.days, "machine": machine(), "stages": stages}
+
+
+# ---------------------------------------------------------------------------------------------- report
+
+
+def _by(result: dict) -> dict:
+    return {st["stage"]: st for st in result["stages"]}
+
+
+def ratios(result: dict) -> list[tuple[str, float, float, float, str]]:
+    """(what, ours, baseline, ratio, goal) for each stage with a raw baseline."""
+    st = _by(result)
+    out = []
+
+    def add(what, ours, base, goal):
+        if ours is not None and base:
+            out.append((what, ours, base, ours / base, goal))
+
+    add(
+        "identity: resolve / scipy",
+        st["identity"]["timed_s"],
+        st["identity baseline (scipy)"]["timed_s"],
+        GOALS["identity"][2],
+    )
+    add(
+        "features: model SQL / raw query",
+        st["features"]["timed_s"],
+        st["features baseline (SQL)"]["timed_s"],
+        GOALS["features"][2],
+    )
+    add(
+        "features: dbt run / raw query",
+        st["features"]["with_dbt_s"],
+        st["features baseline (SQL)"]["timed_s"],
+        "(with dbt start-up)",
+    )
+    add(
+        "training: fit+evaluate+register / bare train (churn)",
+        st["train churn"]["timed_s"],
+        st["train baseline (churn)"]["timed_s"],
+        GOALS["train_fit"][2],
+    )
+    add(
+        "training: fit (early stopping + calibration) / bare train (churn)",
+        st["train churn"].get("fit_s"),
+        st["train baseline (churn)"]["timed_s"],
+        "",
+    )
+    add(
+        "scoring: score with reasons / bare predict (churn)",
+        st["daily: score churn"].get("timed_s"),
+        st["score baseline (churn)"]["timed_s"],
+        GOALS["score_model"][2],
+    )
+    add(
+        "daily build / full build",
+        st["daily: build"]["wall_s"],
+        st["build (full)"]["wall_s"],
+        "in proportion to the day's data",
+    )
+    return out
+
+
+def daily(result: dict) -> tuple[float, float]:
+    parts = [st for st in result["stages"] if st["stage"].startswith("daily: ")]
+    return sum(p["wall_s"] for p in parts), max(p["peak_rss_mib"] for p in parts)
+
+
+def render(results: list[dict]) -> str:
+    lines = [
+        "# Benchmark results",
+        "",
+        "Written by `bench/harness.py` (do not edit by hand; rerun it). Each stage ran in its own process:",
+        "wall time, CPU time (user + system, its children included) and peak RSS (the process or its largest",
+        "child, e.g. dbt). Baselines ran on the same data in the same run.",
+        "",
+        "Reproduce: `.venv/bin/python bench/harness.py --members 100000 --days 365`",
+        "",
+    ]
+    for result in sorted(results, key=lambda r: (r["members"], r["days"])):
+        m = result["machine"]
+        total, peak = daily(result)
+        lines += [
+            f"## {result['members']:,} members × {result['days']} days",
+            "",
+            f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB; {m['os']}; "
+            f"Python {m['python']}; "
+            + ", ".join(f"{k} {v}" for k, v in m["versions"].items())
+            + f". Run {m['when']}.",
+            "",
+            f"**Daily run (day {result['days'] + 1}: extract → build → quality → score ×3 → deliver): "
+            f"{total:,.0f} s wall ({total / 60:.1f} min), peak {peak:,.0f} MiB** "
+            "(goal at 1M members: < 15 min, < 8 GB).",
+            "",
+            "| stage | wall s | CPU s | peak RSS MiB | rows | rows/s |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for st in result["stages"]:
+            rows = st.get("rows")
+            counted = isinstance(rows, int)
+            per_s = f"{rows / st['wall_s']:,.0f}" if counted and rows else ""
+            lines.append(
+                f"| {st['stage']} | {st['wall_s']:,.1f} | {st['cpu_s']:,.1f} | {st['peak_rss_mib']:,.0f} | "
+                f"{f'{rows:,}' if counted else ''} | {per_s} |"
+            )
+        lines += [
+            "",
+            "| compared (timed part only) | ours s | baseline s | ratio | goal |",
+            "|---|---:|---:|---:|---|",
+        ]
+        for what, ours, base, ratio, goal in ratios(result):
+            lines.append(f"| {what} | {ours:,.2f} | {base:,.2f} | {ratio:,.2f}× | {goal} |")
+        st = _by(result)
+        deliver = st.get("daily: deliver", {})
+        if deliver:
+            secs = deliver.get("timed_s") or 0
+            sent = deliver.get("rows") or 0
+            lines += [
+                "",
+                f"Delivery: {sent:,} messages sent in {secs:,.1f} s "
+                f"({sent / secs if secs else 0:,.0f}/s) against "
+                f"sandbox APIs limited to {SANDBOX_RPS} requests/s each; report: "
+                + ", ".join(f"{k}={v}" for k, v in (deliver.get("report") or {}).items()),
+            ]
+        for label in ("train churn", "train repurchase", "train conversion"):
+            t = st.get(label, {})
+            if "fit_s" in t:
+                lines.append(
+                    f"\n{label}: training set {t['dataset_s']:,.1f} s, fit {t['fit_s']:,.1f} s "
+                    f"({t['trees']} trees), evaluation {t['evaluate_s']:,.1f} s, "
+                    f"MLflow logging + registry {t['register_s']:,.1f} s; "
+                    f"promoted: {t['promoted']}."
+                )
+        for label in ("build (full)", "daily: build"):
+            slowest = st.get(label, {}).get("slowest")
+            if slowest:
+                lines.append(
+                    f"\n{label}, slowest dbt nodes (s): "
+                    + ", ".join(f"{k} {v:,.1f}" for k, v in slowest.items())
+                )
+        if deliver:
+            lines.append(
+                f"\nDelivery API requests: {deliver.get('requests')}; refused by the limit or faults: "
+                f"{deliver.get('rejected') or 'none'}; "
+                f"duplicates at the receiver: {deliver.get('duplicates')}."
+            )
+        parse = st.get("DAG files parse", {}).get("files", {})
+        if parse:
+            lines += [
+                "",
+                "DAG file parse (median of 3, fresh interpreter, `import airflow` excluded; goal < 1 s): "
+                + ", ".join(f"{k} {v * 1000:,.0f} ms" for k, v in parse.items()),
+            ]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--members", type=int, default=100_000)
+    parser.add_argument(
+        "--days", type=int, default=365, help="days of history; the daily run is the next day"
+    )
+    parser.add_argument("--workdir", type=Path, default=None, help="default: a new folder under /tmp")
+    parser.add_argument("--stage", choices=sorted(STAGES), help=argparse.SUPPRESS)
+    parser.add_argument("--model", default="churn", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--resume", action="store_true", help="carry on in --workdir after the last stage done"
+    )
+    parser.add_argument("--render-only", action="store_true", help="re-render RESULTS.md from bench/results/")
+    args = parser.parse_args()
+    if args.stage:
+        figures = STAGES[args.stage](args, _settings(args.workdir))
+        print(json.dumps(figures, default=str))
+        return
+    if not args.render_only:
+        import tempfile
+
+        args.workdir = args.workdir or Path(tempfile.mkdtemp(prefix=f"memberflow-bench-{args.members}-"))
+        args.workdir.mkdir(parents=True, exist_ok=True)
+        result = run_all(args)
+        RESULTS_DIR.mkdir(exist_ok=True)
+        (RESULTS_DIR / f"{args.members}x{args.days}.json").write_text(json.dumps(result, indent=1) + "\n")
+        for what, _ours, _base, ratio, goal in ratios(result):
+            print(f"{what:<56} {ratio:7.2f}×  ({goal})")
+        total, peak = daily(result)
+        print(f"daily run: {total:,.0f} s, peak {peak:,.0f} MiB")
+    results = [json.loads(p.read_text()) for p in sorted(RESULTS_DIR.glob("*.json"))]
+    RESULTS_MD.write_text(render(results))
+    print(f"wrote {RESULTS_MD}")
+
+
+if __name__ == "__main__":
+    main()
