@@ -1,6 +1,7 @@
 -- One row per identifier seen in any channel, with the day it was first landed and the channel that
 -- saw it first. An identifier carried by a record is dated by the first landed version that carried it
--- (a phone added to an old contact is first seen the day that version landed). Blocked values (test numbers and the like) are not identifiers.
+-- (a phone added to an old contact is first seen the day that version landed). Blocked values (test
+-- numbers and the like) are not identifiers.
 with
 
 wecom_contacts as (select * from {{ ref('stg_wecom__contacts') }}),
