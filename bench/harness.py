@@ -714,6 +714,18 @@ def render(results: list[dict]) -> str:
         for what, ours, base, ratio, goal in ratios(result):
             lines.append(f"| {what} | {ours:,.2f} | {base:,.2f} | {ratio:,.2f}× | {goal} |")
         st = _by(result)
+        refused = st.get("extract (history)", {}).get("refused") or []
+        if refused:
+            tables = sorted({r.split(" ")[0] for r in refused})
+            days = sorted({r.split(" ")[1] for r in refused})
+            lines += [
+                "",
+                f"The landing gate refused {len(refused)} history partitions ({', '.join(tables)}; "
+                f"{days[0]} to {days[-1]}), so the warehouse was built without them. The generated brand's "
+                "first weeks are far from its steady state (existing members arrive in the first week, "
+                "engagement ramps up after), and the volume check (0.6×–2.5× the 14-day median, critical) "
+                "refuses those days.",
+            ]
         deliver = st.get("daily: deliver", {})
         if deliver:
             secs = deliver.get("timed_s") or 0
