@@ -347,10 +347,14 @@ def stage_train_bare(args, settings) -> dict:
     train = ts.train
     tune, _ = split_holdout(ts.holdout_frame)
     params = lightgbm_params(spec, features, len(train), 1)
-    categorical = [c for c in features if str(train[c].dtype) == "category"]
+    categorical = [
+        c for c in ts.manifest["categorical"] if c in features
+    ]  # as memberflow's fit declares them
     began = time.perf_counter()
-    dtrain = lgb.Dataset(train[features], label=train["label"], categorical_feature=categorical or "auto")
-    dtune = lgb.Dataset(tune[features], label=tune["label"], reference=dtrain)
+    dtrain = lgb.Dataset(train[features], label=train["label"], categorical_feature=categorical)
+    dtune = lgb.Dataset(
+        tune[features], label=tune["label"], categorical_feature=categorical, reference=dtrain
+    )
     booster = lgb.train(
         params,
         dtrain,
