@@ -46,12 +46,12 @@ MODELS = ("churn", "repurchase", "conversion")
 # The local APIs' rate limit during the delivery stage: requests per second for each of webhook, WeCom, SMS.
 SANDBOX_RPS = 50
 
-# Goals from the performance issue: stage -> (ratio or figure, limit, what).
+# Goals from the performance issue, as printed beside each ratio.
 GOALS = {
-    "features": ("ratio", 2.0, "≤ 2× the raw query"),
-    "identity": ("ratio", 10.0, "≤ 10× scipy"),
-    "train_fit": ("ratio", 1.15, "≤ 1.15× bare lightgbm.train"),
-    "score_model": ("ratio", 1.3, "≤ 1.3× bare Booster.predict"),
+    "features": "≤ 2× the raw query",
+    "identity": "≤ 10× scipy",
+    "train_fit": "≤ 1.15× bare lightgbm.train",
+    "score_model": "≤ 1.3× bare Booster.predict",
 }
 
 RAW_FEATURES = """
@@ -163,8 +163,10 @@ def _landed_rows(settings) -> int:
     import duckdb
 
     files = [str(p) for p in settings.landing_dir.rglob("*.parquet")]
-    with duckdb.connect() as con:
-        return sum(con.sql(f"select count(*) from read_parquet('{f}')").fetchall()[0][0] for f in files)
+    if not files:
+        return 0
+    with duckdb.connect() as con:  # one scan of the footers (a query per file cost ~2 s for 4,380 files)
+        return con.sql("select count(*) from read_parquet($files)", params={"files": files}).fetchall()[0][0]
 
 
 def _slowest_dbt_nodes(settings, top: int = 8) -> dict[str, float]:
@@ -257,7 +259,8 @@ def stage_identity_scipy(args, settings) -> dict:
     }
 
 
-def _feature_day(settings) -> date:
+def _next_day(settings) -> date:
+    """The as-of date of features and scores: the day after the newest landed data."""
     from memberflow.transform import latest_landed_day
 
     return latest_landed_day(settings) + timedelta(days=1)
@@ -271,7 +274,7 @@ def stage_features(args, settings) -> dict:
     from memberflow.dbt_env import dbt_environment
     from memberflow.transform import run_dbt
 
-    day = _feature_day(settings)
+    day = _next_day(settings)
     began = time.perf_counter()
     result = run_dbt(settings, ["run", "--select", "int_feature_dates", "member_features"], None, [day])
     with_dbt = time.perf_counter() - began
@@ -289,7 +292,7 @@ def stage_features(args, settings) -> dict:
 def stage_features_raw(args, settings) -> dict:
     import duckdb
 
-    day = _feature_day(settings)
+    day = _next_day(settings)
     with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
         began = time.perf_counter()
         rows = con.sql(RAW_FEATURES, params={"as_of": day}).to_arrow_table().num_rows
@@ -347,9 +350,8 @@ def stage_train_bare(args, settings) -> dict:
     train = ts.train
     tune, _ = split_holdout(ts.holdout_frame)
     params = lightgbm_params(spec, features, len(train), 1)
-    categorical = [
-        c for c in ts.manifest["categorical"] if c in features
-    ]  # as memberflow's fit declares them
+    # categorical features declared as memberflow's fit declares them
+    categorical = [c for c in ts.manifest["categorical"] if c in features]
     began = time.perf_counter()
     dtrain = lgb.Dataset(train[features], label=train["label"], categorical_feature=categorical)
     dtune = lgb.Dataset(
@@ -365,18 +367,12 @@ def stage_train_bare(args, settings) -> dict:
     return {"rows": len(ts.frame), "timed_s": time.perf_counter() - began, "trees": booster.best_iteration}
 
 
-def _score_day(settings) -> date:
-    from memberflow.transform import latest_landed_day
-
-    return latest_landed_day(settings) + timedelta(days=1)
-
-
 def stage_score(args, settings) -> dict:
     """Score one model's population with the champion (features, predict with per-member reasons,
     calibration, deciles, write member_scores); timed_s: the scoring after the features are read."""
     from ml import score as score_module
 
-    day = _score_day(settings)
+    day = _next_day(settings)
     inner = {}
     original = score_module.score_frame
 
@@ -399,7 +395,7 @@ def stage_score(args, settings) -> dict:
 def stage_scores_gate(args, settings) -> dict:
     from expectations.marts import gate_warehouse
 
-    day = _score_day(settings)
+    day = _next_day(settings)
     gate_warehouse(settings, day, gate="scores")
     return {"as_of": str(day)}
 
@@ -409,7 +405,7 @@ def stage_score_bare(args, settings) -> dict:
     from ml.registry import CHAMPION, load
     from ml.warehouse import read_warehouse
 
-    day = _score_day(settings)
+    day = _next_day(settings)
     loaded = load(settings, args.model, CHAMPION)
     with read_warehouse(settings) as con:
         frame = population_frame(con, args.model, [day])
@@ -431,7 +427,7 @@ def stage_deliver(args, settings) -> dict:
     from memberflow.outreach.sandbox import SandboxConfig, SandboxServer
     from memberflow.outreach.suppression import CHINA
 
-    day = _score_day(settings)
+    day = _next_day(settings)
     limits = {"webhook": SANDBOX_RPS, "wecom": SANDBOX_RPS, "sms": SANDBOX_RPS}
     sandbox = SandboxServer(SandboxConfig(limits=limits, window_seconds=1.0))
     sandbox.start()
@@ -627,13 +623,13 @@ def ratios(result: dict) -> list[tuple[str, float, float, float, str]]:
         "identity: resolve / scipy",
         st["identity"]["timed_s"],
         st["identity baseline (scipy)"]["timed_s"],
-        GOALS["identity"][2],
+        GOALS["identity"],
     )
     add(
         "features: model SQL / raw query",
         st["features"]["timed_s"],
         st["features baseline (SQL)"]["timed_s"],
-        GOALS["features"][2],
+        GOALS["features"],
     )
     add(
         "features: dbt run / raw query",
@@ -645,7 +641,7 @@ def ratios(result: dict) -> list[tuple[str, float, float, float, str]]:
         "training: fit+evaluate+register / bare train (churn)",
         st["train churn"]["timed_s"],
         st["train baseline (churn)"]["timed_s"],
-        GOALS["train_fit"][2],
+        GOALS["train_fit"],
     )
     add(
         "training: fit (early stopping + calibration) / bare train (churn)",
@@ -657,7 +653,7 @@ def ratios(result: dict) -> list[tuple[str, float, float, float, str]]:
         "scoring: score with reasons / bare predict (churn)",
         st["daily: score churn"].get("timed_s"),
         st["score baseline (churn)"]["timed_s"],
-        GOALS["score_model"][2],
+        GOALS["score_model"],
     )
     add(
         "daily build / full build",
