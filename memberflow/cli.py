@@ -8,6 +8,7 @@ import os
 import sys
 import time
 from datetime import date, timedelta
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -177,6 +178,11 @@ def _print_landing(run) -> None:
         console.print(f"Data Docs:       {run.docs_path}")
 
 
+class DbtTarget(StrEnum):
+    duckdb = "duckdb"
+    postgres = "postgres"
+
+
 @app.command()
 def build(
     data_dir: Annotated[
@@ -189,6 +195,13 @@ def build(
         list[str] | None,
         typer.Option(help="Compute member_features as of this date (strictly-before data); repeatable."),
     ] = None,
+    target: Annotated[
+        DbtTarget | None,
+        typer.Option(
+            help="dbt target: duckdb (the warehouse file) or postgres (MEMBERFLOW_PG_* settings); "
+            "default MEMBERFLOW_DBT_TARGET, else duckdb.",
+        ),
+    ] = None,
 ) -> None:
     """Land every source partition not published yet (each through the landing quality gate), build the
     warehouse with dbt (models and tests), then run the marts quality gate.
@@ -196,10 +209,17 @@ def build(
     Exits 1 when a partition quarantines too much or fails its quality gate (nothing is built), when a dbt
     model or test fails, or when a critical marts check fails (the marts are then not published, and
     training, scoring and delivery refuse to use them).
+
+    With the postgres target the landing zone is loaded into the database and the dbt project (with all
+    its tests) is built there; the marts gate, scoring, segments and the ops API read the DuckDB
+    warehouse and do not run on it yet (docs/scaling.md).
     """
+    if target:
+        os.environ["MEMBERFLOW_DBT_TARGET"] = target.value
     from expectations.marts import gate_warehouse
     from expectations.runner import QualityGateError
     from memberflow.land import land_pending
+    from memberflow.postgres import postgres_target
     from memberflow.transform import DbtError, build_warehouse, latest_landed_day, save_identity_snapshot
 
     settings = _settings()
@@ -223,6 +243,13 @@ def build(
     console.print(
         f"dbt build: {result.succeeded} models and tests passed in {time.perf_counter() - began:.1f} s"
     )
+    if postgres_target():
+        if cutoff is None:
+            from memberflow.postgres import save_identity_snapshot_pg
+
+            save_identity_snapshot_pg(settings)
+        _print_postgres_marts()
+        return
     gate_day = cutoff or latest_landed_day(settings)
     if gate_day is None:
         err.print("[red]nothing has been landed: no marts to validate[/red]")
@@ -242,6 +269,22 @@ def build(
         save_identity_snapshot(settings)
     console.print(f"marts quality gate {gate.status} for {gate_day}; Data Docs: {gate.docs_path}")
     _print_warehouse(settings)
+
+
+def _print_postgres_marts() -> None:
+    from memberflow.postgres import PgSettings, read_relation
+
+    pg = PgSettings.from_env()
+    table = Table(title=f"PostgreSQL marts ({pg.database}.{pg.schema})")
+    table.add_column("mart")
+    table.add_column("rows", justify="right")
+    for mart in ("dim_member", "member_identifiers", "member_tags", "member_features", "fct_orders"):
+        rows = read_relation(pg, f"select count(*) as n from {pg.schema}.{mart}")["n"][0]
+        table.add_row(mart, f"{rows:,}")
+    console.print(table)
+    console.print(
+        "the dbt tests gated this build; the marts gate, scoring and delivery read the DuckDB warehouse"
+    )
 
 
 def _print_identity(settings: Settings) -> None:

@@ -35,6 +35,7 @@ def dbt_environment(settings: Settings) -> dict[str, str]:
         "DBT_LOG_PATH": str(home / "logs"),
         "DBT_PACKAGES_INSTALL_PATH": str(home / "packages"),
         "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+        "PGTZ": "UTC",  # PostgreSQL sessions in UTC, as the DuckDB profile sets
         **PRIVACY_DEFAULTS,
     }
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import date
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -159,3 +160,36 @@ def find_splits(
         .with_columns(split_on=pl.lit(on, dtype=pl.Date))
         .sort("split_from_member_id", "member_id")
     )
+
+
+def resolution_records(
+    nodes: pl.DataFrame, edges: pl.DataFrame, snapshot: Path, as_of_date: str | None
+) -> pl.DataFrame:
+    """What ``int_identity_resolution`` holds: assignments, merges and splits, one ``record`` kind each.
+
+    ``nodes``: id_type, id_value, first_seen_on; ``edges``: the kept edges. Full builds (no as-of date)
+    compare with the assignment the last successful build saved under ``snapshot`` and record splits:
+    identifiers that left a member without a merge explaining it (a new block or cap removed evidence).
+    Both warehouse targets call this: DuckDB in a dbt Python model, PostgreSQL between its build phases.
+    """
+    # Staging already keeps only evidence landed on or before the as-of date, if one is set.
+    resolution = resolve(nodes, edges)
+    frames = [
+        resolution.assignments.with_columns(record=pl.lit("assignment")),
+        resolution.merges.with_columns(record=pl.lit("merge")),
+    ]
+    splits = [
+        pl.DataFrame(schema={"member_id": pl.String, "split_from_member_id": pl.String, "split_on": pl.Date})
+    ]
+    if as_of_date in (None, "", "None") and nodes.height:
+        if (snapshot / "splits.parquet").exists():
+            splits.append(pl.read_parquet(snapshot / "splits.parquet"))
+        if (snapshot / "assignments.parquet").exists():
+            previous = pl.read_parquet(snapshot / "assignments.parquet")
+            today = nodes["first_seen_on"].max()
+            splits.append(find_splits(previous, resolution.assignments, resolution.merges, today))
+    recorded = pl.concat(splits).unique(
+        ["member_id", "split_from_member_id"], keep="first", maintain_order=True
+    )
+    frames.append(recorded.with_columns(record=pl.lit("split")))
+    return pl.concat(frames, how="diagonal")

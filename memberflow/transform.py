@@ -173,15 +173,40 @@ def build_warehouse(
     pass False and call ``save_identity_snapshot`` once the gate passed.
     """
     from expectations.marts import clear_published
+    from memberflow.postgres import postgres_target
 
     clear_published(settings, "marts")  # until the marts gate passes on what this build writes
     write_build_inputs(settings)
+    if postgres_target():
+        return _build_postgres(settings, as_of, feature_dates, snapshot)
     result = run_dbt(settings, ["build"], as_of, feature_dates)
     if result.failures:
         raise DbtError("dbt build failed:\n  " + "\n  ".join(result.failures))
     if as_of is None and snapshot:
         save_identity_snapshot(settings)
     return result
+
+
+def _build_postgres(
+    settings: Settings, as_of: date | None, feature_dates: Sequence[date], snapshot: bool
+) -> DbtResult:
+    """The same build on PostgreSQL: load the landing zone, build what the identity replay reads, replay
+    it in Python, build the rest (memberflow.postgres)."""
+    from memberflow.postgres import PHASE_ONE, load_landing, replay_identity, save_identity_snapshot_pg
+
+    with warehouse_lock(settings):
+        load_landing(settings)
+    first = run_dbt(settings, ["build", "--select", *PHASE_ONE], as_of, feature_dates)
+    if first.failures:
+        raise DbtError("dbt build (identity inputs) failed:\n  " + "\n  ".join(first.failures))
+    with warehouse_lock(settings):
+        replay_identity(settings, as_of.isoformat() if as_of else None)
+    rest = run_dbt(settings, ["build", "--exclude", *PHASE_ONE], as_of, feature_dates)
+    if rest.failures:
+        raise DbtError("dbt build failed:\n  " + "\n  ".join(rest.failures))
+    if as_of is None and snapshot:
+        save_identity_snapshot_pg(settings)
+    return DbtResult(first.succeeded + rest.succeeded, [])
 
 
 def latest_landed_day(settings: Settings) -> date | None:

@@ -4,6 +4,14 @@
   not an error.
 #}
 {% macro landed(channel, table) -%}
+  {{ return(adapter.dispatch('landed', 'memberflow')(channel, table)) }}
+{%- endmacro %}
+
+{% macro default__landed(channel, table) -%}
+  {{ raw_relation(channel ~ '__' ~ table) }}
+{%- endmacro %}
+
+{% macro duckdb__landed(channel, table) -%}
   {%- set home = env_var('MEMBERFLOW_HOME') -%}
   {%- set pattern = home ~ '/landing/' ~ channel ~ '/' ~ table ~ '/dt=*/part-0.parquet' -%}
   {%- set schema_file = home ~ '/landing/_schemas/' ~ channel ~ '.' ~ table ~ '.parquet' -%}
@@ -14,8 +22,24 @@
   read_parquet(['{{ schema_file }}'{% if found > 0 %}, '{{ pattern }}'{% endif %}], union_by_name = true)
 {%- endmacro %}
 
+{#
+  A table memberflow loads into the warehouse's raw schema (<schema>_raw) before a build on targets that
+  cannot read the workspace's files (memberflow.postgres).
+#}
+{% macro raw_relation(name) -%}
+  {{ target.schema }}_raw.{{ name }}
+{%- endmacro %}
+
 {# Reference data memberflow writes into the workspace before a build (e.g. blocked identifiers). #}
 {% macro workspace_reference(name) -%}
+  {{ return(adapter.dispatch('workspace_reference', 'memberflow')(name)) }}
+{%- endmacro %}
+
+{% macro default__workspace_reference(name) -%}
+  {{ raw_relation('reference__' ~ name) }}
+{%- endmacro %}
+
+{% macro duckdb__workspace_reference(name) -%}
   read_parquet('{{ env_var("MEMBERFLOW_HOME") }}/reference/{{ name }}.parquet')
 {%- endmacro %}
 
@@ -42,5 +66,5 @@
     select *, {{ loaded_on() }} as loaded_on
     from {{ landed(channel, table) }}
     where {{ as_of_filter(loaded_on()) }}
-  )
+  ) as landed_rows
 {%- endmacro %}

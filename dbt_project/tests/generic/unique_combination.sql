@@ -2,6 +2,6 @@
 -- Rows whose combination of columns is not unique.
 select {{ columns | join(', ') }}, count(*) as occurrences
 from {{ model }}
-group by all
+group by {{ columns | join(', ') }}
 having count(*) > 1
 {% endtest %}

@@ -6,16 +6,26 @@ with
 evidence as (select * from {{ ref('int_identity_evidence') }} where strength = 'strong'),
 blocked as (select * from {{ ref('int_identity_blocked_values') }}),
 
+links_per_key as (
+    select id_type_a, id_value_a, id_type_b, count(distinct id_value_b) as links_of_type
+    from evidence
+    group by id_type_a, id_value_a, id_type_b
+),
+
 fan_out as (
     select
-        *,
-        count(distinct id_value_b) over (partition by id_type_a, id_value_a, id_type_b) as links_of_type,
-        case id_type_b
+        evidence.*,
+        links_per_key.links_of_type,
+        case evidence.id_type_b
             {%- for id_type, cap in caps.items() %}
             when '{{ id_type }}' then {{ cap | int }}
             {%- endfor %}
         end as cap
     from evidence
+    inner join links_per_key
+        on evidence.id_type_a = links_per_key.id_type_a
+        and evidence.id_value_a = links_per_key.id_value_a
+        and evidence.id_type_b = links_per_key.id_type_b
 ),
 
 final as (

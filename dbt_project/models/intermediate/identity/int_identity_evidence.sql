@@ -65,11 +65,11 @@ weak_links as (
 final as (
     select id_type_a, id_value_a, id_type_b, id_value_b, rule, 'strong' as strength, min(first_seen_on) as first_seen_on
     from strong_links
-    group by all
+    group by id_type_a, id_value_a, id_type_b, id_value_b, rule
     union all
     select id_type_a, id_value_a, id_type_b, id_value_b, rule, 'weak', min(first_seen_on)
     from weak_links
-    group by all
+    group by id_type_a, id_value_a, id_type_b, id_value_b, rule
 )
 
 select * from final

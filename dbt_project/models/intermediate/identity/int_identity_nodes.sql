@@ -56,8 +56,8 @@ first_sightings as (
         id_type,
         id_value,
         min(first_seen_on) as first_seen_on,
-        first(channel order by first_seen_on, channel) as first_channel,
-        list_sort(list_distinct(list(channel))) as channels
+        {{ first_by('channel', 'first_seen_on, channel') }} as first_channel,
+        {{ sorted_set('channel') }} as channels
     from sightings
     group by id_type, id_value
 ),

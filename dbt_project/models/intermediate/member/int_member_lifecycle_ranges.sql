@@ -67,7 +67,7 @@ islands as (
                 then 0 else 1
             end as starts_island
         from non_empty
-    )
+    ) as ranges
 ),
 
 final as (

@@ -11,8 +11,7 @@ by_member as (
     select
         member_id,
         min(first_seen_on) as first_seen_on,
-        first(first_channel order by first_seen_on, first_channel) as acquisition_channel,
-        list_sort(list_distinct(flatten(list(channels)))) as channels_used,
+        {{ first_by('first_channel', 'first_seen_on, first_channel') }} as acquisition_channel,
         count(*) as identifier_count,
         count(*) filter (where id_type = 'phone_token') as phone_count,
         count(*) filter (where id_type = 'external_userid') as wecom_contact_count,
@@ -25,12 +24,18 @@ by_member as (
     group by member_id
 ),
 
+member_channels as (
+    select member_id, {{ sorted_set('channel') }} as channels_used
+    from (select member_id, unnest(channels) as channel from identifiers) as identifier_channels
+    group by member_id
+),
+
 wecom as (
     select
         identifiers.member_id,
-        first(contacts.channel_code order by contacts.added_at, contacts.staff_userid) as acquisition_code,
-        first(contacts.staff_userid order by contacts.added_at, contacts.staff_userid)
-            filter (where not contacts.is_removed) as staff_owner,
+        {{ first_by('contacts.channel_code', 'contacts.added_at, contacts.staff_userid') }} as acquisition_code,
+        {{ first_by('contacts.staff_userid', 'contacts.added_at, contacts.staff_userid', 'not contacts.is_removed') }}
+            as staff_owner,
         bool_and(contacts.is_removed) as wecom_contact_removed
     from contacts
     inner join identifiers
@@ -45,11 +50,11 @@ latest_answers as (
         consent.id_type,
         consent.id_value,
         consent.scope,
-        -- ties go to the refusal
-        last(consent.granted order by consent.event_time, consent.granted desc) as granted
+        -- the latest answer; ties go to the refusal
+        {{ first_by('consent.granted', 'consent.event_time desc, consent.granted') }} as granted
     from consent
     inner join identifiers on consent.id_type = identifiers.id_type and consent.id_value = identifiers.id_value
-    group by all
+    group by identifiers.member_id, consent.id_type, consent.id_value, consent.scope
 ),
 
 consent_by_member as (
@@ -71,7 +76,7 @@ final as (
         by_member.acquisition_channel,
         wecom.acquisition_code,
         wecom.staff_owner,
-        by_member.channels_used,
+        member_channels.channels_used,
         by_member.identifier_count,
         by_member.phone_count,
         by_member.wecom_contact_count,
@@ -85,6 +90,7 @@ final as (
         coalesce(marketing.refused, false) as marketing_opt_out,
         coalesce(health.granted, false) as health_data_consent
     from by_member
+    inner join member_channels on by_member.member_id = member_channels.member_id
     left join wecom on by_member.member_id = wecom.member_id
     left join consent_by_member as marketing on by_member.member_id = marketing.member_id and marketing.scope = 'marketing'
     left join consent_by_member as health on by_member.member_id = health.member_id and health.scope = 'health_data'

@@ -48,7 +48,7 @@ final as (
         activity_date,
         sum(checkins)::bigint as checkins,
         sum(group_messages)::bigint as group_messages,
-        round(sum(livestream_minutes), 1) as livestream_minutes,
+        {{ round_double('sum(livestream_minutes)', 1) }} as livestream_minutes,
         sum(livestream_sessions)::bigint as livestream_sessions,
         sum(mp_visits)::bigint as mp_visits,
         sum(mp_events)::bigint as mp_events,

@@ -13,12 +13,12 @@ items as (
         order_key,
         count(*) as line_count,
         sum(qty)::bigint as units,
-        list_sort(list_distinct(list(category))) as categories
+        {{ sorted_set('category') }} as categories
     from (
         select 'ecommerce:' || order_key as order_key, qty, category from ecom_items
         union all
         select 'store_pos:' || order_key, qty, category from store_items
-    )
+    ) as lines
     group by order_key
 ),
 
@@ -66,7 +66,7 @@ final as (
             as net_amount_cny,
         coalesce(items.line_count, 0) as line_count,
         coalesce(items.units, 0) as units,
-        coalesce(items.categories, []) as categories,
+        coalesce(items.categories, {{ empty_string_list() }}) as categories,
         unified.first_seen_on
     from unified
     left join identifiers on unified.id_type = identifiers.id_type and unified.id_value = identifiers.id_value

@@ -41,15 +41,17 @@ orders as (
     -- or an order that landed later does not exist yet for this date.
     select as_of_date, member_id, order_key, order_date, net_amount_cny
     from (
-        select dates.as_of_date, order_versions.*
+        select
+            dates.as_of_date,
+            order_versions.*,
+            row_number() over (
+                partition by dates.as_of_date, order_versions.order_key
+                order by order_versions.updated_at desc, order_versions.loaded_on desc
+            ) as version_rank
         from dates
         inner join order_versions on order_versions.loaded_on < dates.as_of_date
-        qualify row_number() over (
-            partition by dates.as_of_date, order_versions.order_key
-            order by order_versions.updated_at desc, order_versions.loaded_on desc
-        ) = 1
-    )
-    where is_purchase and order_date < as_of_date
+    ) as known_versions
+    where version_rank = 1 and is_purchase and order_date < as_of_date
 ),
 
 lines as (
@@ -78,7 +80,7 @@ orders_before as (
             as spend_90d,
         population.as_of_date - max(order_days.order_date) as days_since_last_order,
         population.as_of_date - min(order_days.order_date) as days_since_first_order,
-        list(order_days.order_date order by order_days.order_date) as order_dates
+        array_agg(order_days.order_date order by order_days.order_date) as order_dates
     from population
     left join order_days
         on population.member_id = order_days.member_id and population.as_of_date = order_days.as_of_date
@@ -91,12 +93,12 @@ gaps as (
         as_of_date,
         avg(gap) as purchase_gap_mean,
         stddev_samp(gap) as purchase_gap_std,
-        last(gap order by order_date) as purchase_gap_last
+        {{ first_by('gap', 'order_date desc') }} as purchase_gap_last
     from (
         select member_id, as_of_date, order_date,
             order_date - lag(order_date) over (partition by member_id, as_of_date order by order_date) as gap
-        from (select member_id, as_of_date, unnest(order_dates) as order_date from orders_before)
-    )
+        from (select member_id, as_of_date, unnest(order_dates) as order_date from orders_before) as order_dates
+    ) as purchase_gaps
     where gap is not null
     group by member_id, as_of_date
 ),
@@ -157,7 +159,7 @@ checkin_islands as (
             activity_date - cast(row_number() over (partition by member_id order by activity_date) as integer) as run
         from engagement
         where checkins > 0
-    )
+    ) as checkin_days
     group by member_id, run
 ),
 
@@ -174,10 +176,13 @@ streaks as (
 
 channels as (
     select population.member_id, population.as_of_date,
-        len(list_distinct(flatten(list(identifiers.channels)))) as channels_used
+        count(distinct identifier_channels.channel) as channels_used
     from population
-    inner join identifiers
-        on population.member_id = identifiers.member_id and identifiers.first_seen_on < population.as_of_date
+    inner join (
+        select member_id, first_seen_on, unnest(channels) as channel from identifiers
+    ) as identifier_channels
+        on population.member_id = identifier_channels.member_id
+        and identifier_channels.first_seen_on < population.as_of_date
     group by population.member_id, population.as_of_date
 ),
 
@@ -198,8 +203,9 @@ tags_then as (
 consent_then as (
     select population.member_id, population.as_of_date,
         bool_or(not consent.granted) filter (where consent.scope = 'marketing') as marketing_opt_out,
-        last(consent.granted order by consent.event_time, consent.granted desc)
-            filter (where consent.scope = 'health_data') as health_data_consent
+        -- the latest health-data answer; ties go to the refusal
+        {{ first_by('consent.granted', 'consent.event_time desc, consent.granted', "consent.scope = 'health_data'") }}
+            as health_data_consent
     from population
     inner join identifiers on population.member_id = identifiers.member_id
     inner join consent
@@ -212,41 +218,44 @@ final as (
     select
         population.member_id,
         population.as_of_date,
-        population.as_of_date - population.first_seen_on as tenure_days,
+        -- Day counts and ratios are cast: PostgreSQL's date difference is an integer and its avg a numeric.
+        cast(population.as_of_date - population.first_seen_on as bigint) as tenure_days,
         population.acquisition_channel,
         coalesce(channels.channels_used, 0) as channels_used,
         orders_before.orders_total::bigint as orders_total,
         orders_before.orders_90d::bigint as orders_90d,
         orders_before.spend_total::decimal(14, 2) as spend_total,
         orders_before.spend_90d::decimal(14, 2) as spend_90d,
-        orders_before.days_since_last_order,
-        orders_before.days_since_first_order,
+        cast(orders_before.days_since_last_order as bigint) as days_since_last_order,
+        cast(orders_before.days_since_first_order as bigint) as days_since_first_order,
         orders_before.purchase_days::bigint as purchase_days,
         -- How far past the member's own rhythm the next purchase is: 1.0 = due now, 2.0 = one cycle late.
-        case when gaps.purchase_gap_mean > 0
-            then orders_before.days_since_last_order / gaps.purchase_gap_mean end::double as purchase_overdue_ratio,
-        case when orders_before.orders_total > 0 then orders_before.spend_total / orders_before.orders_total end::double
-            as avg_order_value,
-        gaps.purchase_gap_mean,
-        gaps.purchase_gap_std,
-        gaps.purchase_gap_last,
+        cast(case when gaps.purchase_gap_mean > 0
+            then orders_before.days_since_last_order / gaps.purchase_gap_mean end as double precision)
+            as purchase_overdue_ratio,
+        cast(case when orders_before.orders_total > 0 then orders_before.spend_total / orders_before.orders_total end
+            as double precision) as avg_order_value,
+        cast(gaps.purchase_gap_mean as double precision) as purchase_gap_mean,
+        cast(gaps.purchase_gap_std as double precision) as purchase_gap_std,
+        cast(gaps.purchase_gap_last as bigint) as purchase_gap_last,
         {%- for category in categories %}
         by_category.orders_{{ category }},
         by_category.spend_{{ category }}::decimal(14, 2) as spend_{{ category }},
-        by_category.days_since_{{ category }},
+        cast(by_category.days_since_{{ category }} as bigint) as days_since_{{ category }},
         {%- endfor %}
         {%- for category in categories %}
         -- Days until the next expected purchase of the category (negative: overdue).
-        (select replenishment_days from catalog where category = '{{ category }}')
-            - by_category.days_since_{{ category }} as days_until_due_{{ category }},
+        cast((select replenishment_days from catalog where category = '{{ category }}')
+            - by_category.days_since_{{ category }} as bigint) as days_until_due_{{ category }},
         {%- endfor %}
         floor((population.as_of_date - by_category.first_infant_formula_on) / 30.44)::integer as baby_age_months,
         activity.checkin_days_7d,
         activity.checkin_days_prev_21d,
-        activity.checkin_days_7d / 7.0 as checkin_rate_7d,
-        activity.checkin_days_prev_21d / 21.0 as checkin_rate_prev_21d,
-        activity.checkin_days_7d / 7.0 - activity.checkin_days_prev_21d / 21.0 as checkin_rate_change,
-        coalesce(streaks.checkin_streak, 0) as checkin_streak,
+        cast(activity.checkin_days_7d / 7.0 as double precision) as checkin_rate_7d,
+        cast(activity.checkin_days_prev_21d / 21.0 as double precision) as checkin_rate_prev_21d,
+        cast(activity.checkin_days_7d / 7.0 - activity.checkin_days_prev_21d / 21.0 as double precision)
+            as checkin_rate_change,
+        cast(coalesce(streaks.checkin_streak, 0) as bigint) as checkin_streak,
         activity.live_minutes_30d,
         activity.live_minutes_prev_30d,
         activity.live_minutes_30d - activity.live_minutes_prev_30d as live_minutes_trend,
@@ -255,7 +264,7 @@ final as (
         activity.mp_events_30d::bigint as mp_events_30d,
         activity.article_views_30d::bigint as article_views_30d,
         activity.group_messages_30d::bigint as group_messages_30d,
-        activity.days_since_last_activity,
+        cast(activity.days_since_last_activity as bigint) as days_since_last_activity,
         tags_then.lifecycle_stage,
         tags_then.funnel_stage,
         tags_then.value_tier,

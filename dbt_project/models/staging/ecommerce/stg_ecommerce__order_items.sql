@@ -5,9 +5,11 @@ as_of as (
 ),
 
 deduplicated as (
-    select *
-    from as_of
-    qualify row_number() over (partition by platform, order_id, sku_id order by _loaded_at desc) = 1
+    select * from (
+        select *, row_number() over (partition by platform, order_id, sku_id order by _loaded_at desc) as arrival_rank
+        from as_of
+    ) as ranked
+    where arrival_rank = 1
 ),
 
 final as (

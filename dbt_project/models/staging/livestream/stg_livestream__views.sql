@@ -5,11 +5,13 @@ as_of as (
 ),
 
 deduplicated as (
-    select *
-    from as_of
-    qualify row_number() over (
-        partition by session_id, platform, viewer_openid, join_time order by _loaded_at, _source_file, _row_number
-    ) = 1
+    select * from (
+        select *, row_number() over (
+            partition by session_id, platform, viewer_openid, join_time order by _loaded_at, _source_file, _row_number
+        ) as arrival_rank
+        from as_of
+    ) as ranked
+    where arrival_rank = 1
 ),
 
 final as (
@@ -20,7 +22,7 @@ final as (
         viewer_unionid,
         join_time as joined_at,
         leave_time as left_at,
-        greatest(date_diff('second', join_time, leave_time), 0) / 60.0 as watch_minutes,
+        greatest({{ dbt.datediff('join_time', 'leave_time', 'second') }}, 0) / 60.0 as watch_minutes,
         coalesce(comments, 0) as comments,
         coalesce(product_clicks, 0) as product_clicks,
         local_date as view_date,

@@ -6,9 +6,11 @@ as_of as (
 
 deduplicated as (
     -- The same event can arrive again in a later partition (late re-send): the first landing wins.
-    select *
-    from as_of
-    qualify row_number() over (partition by event_id order by _loaded_at, _source_file, _row_number) = 1
+    select * from (
+        select *, row_number() over (partition by event_id order by _loaded_at, _source_file, _row_number) as arrival_rank
+        from as_of
+    ) as ranked
+    where arrival_rank = 1
 ),
 
 final as (

@@ -1,0 +1,268 @@
+"""PostgreSQL as the dbt target: load the landing zone into raw tables, replay identity, build in two phases.
+
+On DuckDB the dbt project reads the landed Parquet directly and replays the identity graph in a Python
+model. PostgreSQL can do neither, so with ``MEMBERFLOW_DBT_TARGET=postgres`` a build is:
+
+1. ``load_landing``: every published partition (and the workspace reference tables) copied into the
+   ``<schema>_raw`` schema, one table per landed table. Partitions are tracked by file fingerprint, so a
+   daily load copies only new or re-landed partitions and removes withdrawn ones;
+2. ``dbt build`` of the nodes the identity graph needs (staging, identity nodes and checked edges);
+3. ``replay_identity``: the same replay as the DuckDB Python model (``memberflow.identity``), written to
+   ``<schema>_raw.identity_replay``, which the Postgres variant of ``int_identity_resolution`` selects;
+4. ``dbt build`` of everything else.
+
+Connection settings come from the environment (the dbt profile reads the same variables): see
+``PgSettings``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from memberflow.config import Settings
+from memberflow.contracts import CONTRACTS
+from memberflow.extract import landed_schema, partition_days
+
+PHASE_ONE = ("+int_identity_nodes", "+int_identity_edges_checked")
+
+
+@dataclass(frozen=True)
+class PgSettings:
+    host: str
+    port: int
+    user: str
+    password: str
+    database: str
+    schema: str
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> PgSettings:
+        env = os.environ if environ is None else environ
+        return cls(
+            host=env.get("MEMBERFLOW_PG_HOST", "127.0.0.1"),
+            port=int(env.get("MEMBERFLOW_PG_PORT", "5432")),
+            user=env.get("MEMBERFLOW_PG_USER", "postgres"),
+            password=env.get("MEMBERFLOW_PG_PASSWORD", ""),
+            database=env.get("MEMBERFLOW_PG_DATABASE", "memberflow"),
+            schema=env.get("MEMBERFLOW_PG_SCHEMA", "memberflow"),
+        )
+
+    @property
+    def raw_schema(self) -> str:
+        return f"{self.schema}_raw"
+
+    def connect(self, database: str | None = None):
+        import psycopg2
+
+        return psycopg2.connect(
+            host=self.host,
+            port=self.port,
+            user=self.user,
+            password=self.password,
+            dbname=database or self.database,
+        )
+
+
+def postgres_target(environ: dict[str, str] | None = None) -> bool:
+    env = os.environ if environ is None else environ
+    return env.get("MEMBERFLOW_DBT_TARGET", "duckdb") == "postgres"
+
+
+def ensure_database(pg: PgSettings) -> None:
+    """Create the target database when it does not exist (the server's ``postgres`` database is asked)."""
+    con = pg.connect("postgres")
+    try:
+        con.autocommit = True
+        with con.cursor() as cur:
+            cur.execute("select 1 from pg_database where datname = %s", (pg.database,))
+            if cur.fetchone() is None:
+                cur.execute(f'create database "{pg.database}"')
+    finally:
+        con.close()
+
+
+def _pg_type(arrow_type: pa.DataType) -> str:
+    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
+        return "text"
+    if pa.types.is_integer(arrow_type):
+        return "bigint"
+    if pa.types.is_floating(arrow_type):
+        return "double precision"
+    if pa.types.is_boolean(arrow_type):
+        return "boolean"
+    if pa.types.is_date(arrow_type):
+        return "date"
+    if pa.types.is_timestamp(arrow_type):
+        return "timestamptz" if arrow_type.tz else "timestamp"
+    if pa.types.is_decimal(arrow_type):
+        return f"numeric({arrow_type.precision}, {arrow_type.scale})"
+    raise TypeError(f"no PostgreSQL type for Arrow {arrow_type}")
+
+
+def _create_table(cur, relation: str, schema: pa.Schema, extra: str = "") -> None:
+    columns = ", ".join(f'"{f.name}" {_pg_type(f.type)}' for f in schema)
+    cur.execute(f"create table if not exists {relation} ({columns}{extra})")
+
+
+def _copy(cur, relation: str, table: pa.Table) -> None:
+    """COPY an Arrow table in as CSV: nulls are unquoted empty fields, strings are always quoted."""
+    if table.num_rows == 0:
+        return
+    buffer = io.BytesIO()
+    pacsv.write_csv(table, buffer, pacsv.WriteOptions(include_header=True))
+    buffer.seek(0)
+    columns = ", ".join(f'"{name}"' for name in table.column_names)
+    cur.copy_expert(f"copy {relation} ({columns}) from stdin with (format csv, header true)", buffer)
+
+
+@dataclass
+class LoadReport:
+    copied: int = 0  # partitions copied (new or re-landed)
+    removed: int = 0  # partitions withdrawn from the landing zone
+    unchanged: int = 0
+    rows: int = 0
+
+
+def _fingerprint(path: Path) -> str:
+    stat = path.stat()
+    return f"{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def load_landing(settings: Settings, pg: PgSettings | None = None) -> LoadReport:
+    """Bring ``<schema>_raw`` in line with the landing zone and the workspace reference tables."""
+    pg = pg or PgSettings.from_env()
+    ensure_database(pg)
+    raw = pg.raw_schema
+    report = LoadReport()
+    con = pg.connect()
+    try:
+        with con, con.cursor() as cur:
+            cur.execute(f"create schema if not exists {raw}")
+            cur.execute(
+                f"create table if not exists {raw}._partitions (relation text, dt date, fingerprint text, "
+                "rows bigint, loaded_at timestamptz default now(), primary key (relation, dt))"
+            )
+        for contract in CONTRACTS:
+            name = f"{contract.channel}__{contract.table}"
+            relation = f"{raw}.{name}"
+            schema = landed_schema(contract)
+            partitions = partition_days(settings.landing_dir / contract.channel / contract.table)
+            with con, con.cursor() as cur:
+                _create_table(cur, relation, schema, ', "_partition_dt" date')
+                cur.execute(f"select dt, fingerprint from {raw}._partitions where relation = %s", (name,))
+                known = dict(cur.fetchall())
+            for day in sorted(set(known) - set(partitions)):
+                with con, con.cursor() as cur:
+                    cur.execute(f'delete from {relation} where "_partition_dt" = %s', (day,))
+                    cur.execute(f"delete from {raw}._partitions where relation = %s and dt = %s", (name, day))
+                report.removed += 1
+            for day, folder in partitions.items():
+                part = folder / "part-0.parquet"
+                fingerprint = _fingerprint(part)
+                if known.get(day) == fingerprint:
+                    report.unchanged += 1
+                    continue
+                table = pq.read_table(part, schema=schema)
+                table = table.append_column("_partition_dt", pa.array([day] * table.num_rows, pa.date32()))
+                with con, con.cursor() as cur:  # one transaction: readers see the old partition or the new
+                    cur.execute(f'delete from {relation} where "_partition_dt" = %s', (day,))
+                    _copy(cur, relation, table)
+                    cur.execute(
+                        f"insert into {raw}._partitions (relation, dt, fingerprint, rows) "
+                        "values (%s, %s, %s, %s) on conflict (relation, dt) do update set "
+                        "fingerprint = excluded.fingerprint, rows = excluded.rows, loaded_at = now()",
+                        (name, day, fingerprint, table.num_rows),
+                    )
+                report.copied += 1
+                report.rows += table.num_rows
+        for path in sorted((settings.home / "reference").glob("*.parquet")):
+            replace_table(pg, f"reference__{path.stem}", pq.read_table(path))
+    finally:
+        con.close()
+    return report
+
+
+def replace_table(pg: PgSettings, name: str, table: pa.Table) -> None:
+    """Replace ``<schema>_raw.<name>`` with the Arrow table, in one transaction."""
+    relation = f"{pg.raw_schema}.{name}"
+    con = pg.connect()
+    try:
+        with con, con.cursor() as cur:
+            cur.execute(f"create schema if not exists {pg.raw_schema}")
+            cur.execute(f"drop table if exists {relation}")
+            _create_table(cur, relation, table.schema)
+            _copy(cur, relation, table)
+    finally:
+        con.close()
+
+
+def read_relation(pg: PgSettings, sql: str):
+    """A query's result as a polars frame."""
+    import polars as pl
+
+    con = pg.connect()
+    try:
+        with con.cursor() as cur:
+            cur.execute(sql)
+            columns = [d.name for d in cur.description]
+            rows = cur.fetchall()
+    finally:
+        con.close()
+    return pl.DataFrame(rows, schema=columns, orient="row", infer_schema_length=None)
+
+
+def replay_identity(settings: Settings, as_of_date: str | None, pg: PgSettings | None = None) -> int:
+    """Replay the identity graph dbt built in Postgres and write ``<schema>_raw.identity_replay``."""
+    import polars as pl
+
+    from memberflow.identity import resolution_records
+
+    pg = pg or PgSettings.from_env()
+    nodes = read_relation(pg, f"select id_type, id_value, first_seen_on from {pg.schema}.int_identity_nodes")
+    edges = read_relation(
+        pg,
+        "select id_type_a, id_value_a, id_type_b, id_value_b, first_seen_on "
+        f"from {pg.schema}.int_identity_edges_checked where drop_reason is null",
+    )
+    nodes = nodes.cast({"id_type": pl.String, "id_value": pl.String, "first_seen_on": pl.Date})
+    edges = edges.cast({c: pl.String for c in edges.columns if c != "first_seen_on"}).cast(
+        {"first_seen_on": pl.Date}
+    )
+    records = resolution_records(nodes, edges, settings.home / "identity", as_of_date)
+    replace_table(pg, "identity_replay", records.to_arrow())
+    return records.height
+
+
+def save_identity_snapshot_pg(settings: Settings, pg: PgSettings | None = None) -> Path:
+    """The Postgres twin of ``transform.save_identity_snapshot``: keep the published assignment and splits."""
+    pg = pg or PgSettings.from_env()
+    folder = settings.home / "identity"
+    folder.mkdir(parents=True, exist_ok=True)
+    frames = {
+        "assignments": read_relation(
+            pg, f"select id_type, id_value, member_id from {pg.schema}.member_identifiers"
+        ),
+        "splits": read_relation(
+            pg,
+            "select member_id, split_from_member_id, changed_on as split_on "
+            f"from {pg.schema}.member_id_history where change_type = 'split'",
+        ),
+    }
+    schemas = {
+        "assignments": {"id_type": "String", "id_value": "String", "member_id": "String"},
+        "splits": {"member_id": "String", "split_from_member_id": "String", "split_on": "Date"},
+    }
+    import polars as pl
+
+    for name, frame in frames.items():
+        frame = frame.cast({c: getattr(pl, t) for c, t in schemas[name].items()})
+        frame.write_parquet(folder / f"{name}.parquet.tmp")
+        (folder / f"{name}.parquet.tmp").replace(folder / f"{name}.parquet")
+    return folder
