@@ -762,16 +762,26 @@ def score(
     model: ModelName,
     as_of: Annotated[str, typer.Option(help="Score date YYYY-MM-DD: features use data strictly before it.")],
     out: Annotated[Path | None, typer.Option(help="Also write the scores to this Parquet file.")] = None,
+    reasons: Annotated[
+        bool,
+        typer.Option(
+            "--reasons",
+            help="Explain every scored member now (a TreeSHAP pass: tens of times the scoring). By "
+            "default reasons are computed for segment members when segments are built.",
+        ),
+    ] = False,
 ) -> None:
     """Score the model's population with the champion into member_scores (and --out)."""
     settings = _settings()
     name = _model_name(model)
     from ml.score import score as score_members
 
-    result = _ml_errors(lambda: score_members(settings, name, _parse_date(as_of), out))
+    result = _ml_errors(lambda: score_members(settings, name, _parse_date(as_of), out, reasons))
     console.print(
         f"{name}: scored {result.rows:,} members as of {result.as_of} with champion v{result.version} "
-        f"(mean probability {result.mean_probability:.3f}) into member_scores"
+        f"(mean probability {result.mean_probability:.3f}"
+        + (f", {result.explained:,} explained" if reasons else "")
+        + ") into member_scores"
         + (f" and {result.out}" if result.out else "")
     )
 

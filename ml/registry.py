@@ -112,15 +112,26 @@ class LoadedModel:
 
 def load(settings: Settings, model: str, alias: str = CHAMPION) -> LoadedModel:
     """Load a registered version by alias: the LightGBM booster and its metadata (features, calibration)."""
-    import mlflow.lightgbm
-    from mlflow.models import Model
-
     ref = alias_version(settings, model, alias)
     if ref is None:
         raise NoChampionError(
             f"{model} has no {alias}: run `memberflow train --model {model}` (a model is promoted to "
             "champion only when it beats the baselines)"
         )
+    return _load(ref)
+
+
+def load_version(settings: Settings, model: str, version: str) -> LoadedModel:
+    """Load one registered version (e.g. the one that scored a day, whatever the champion is now)."""
+    mv = connect(settings).get_model_version(registered_name(model), version)
+    uri = f"models:/{registered_name(model)}/{mv.version}"
+    return _load(ModelRef(model, str(mv.version), mv.run_id, uri))
+
+
+def _load(ref: ModelRef) -> LoadedModel:
+    import mlflow.lightgbm
+    from mlflow.models import Model
+
     booster = mlflow.lightgbm.load_model(ref.uri)
     meta = Model.load(ref.uri).metadata or {}
     return LoadedModel(

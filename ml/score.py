@@ -1,11 +1,15 @@
-"""Score a model's population with its champion: calibrated probability, decile and reason sentences.
+"""Score a model's population with its champion (calibrated probability and decile), and explain members.
 
-One ``pred_contrib`` pass gives both the explanation and the score: the contributions of a row sum to its
-raw margin, so the probability is the calibrated sum and no second predict is needed.
+Scoring is one plain prediction per member. Reasons (the top contributions from LightGBM's
+``pred_contrib``, a TreeSHAP pass that costs tens of plain predictions) are computed by ``explain`` only for
+the members someone will look at: segment members when segments are built (messages, exports and the
+ops API's lists carry them), or everyone with ``score(..., reasons=True)``. A member without reasons has
+``reasons`` null in member_scores.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -39,16 +43,32 @@ def deciles(raw: np.ndarray, member_ids: np.ndarray) -> np.ndarray:
     return (ranks * 10 // max(len(raw), 1) + 1).astype(np.int32)
 
 
-def score_frame(
-    booster, features: list[str], calibration: Calibration, frame, model: str, as_of: date, version: str
-) -> pa.Table:
-    """Scores of the frame's rows as a member_scores table."""
+def reasons_of(booster, features: list[str], frame, threads: int = 1) -> list[list[str]]:
+    """The reason sentences of each row of ``frame`` (one ``pred_contrib`` pass)."""
     from ml.reasons import top_reasons
 
-    contrib = booster.predict(frame[features], pred_contrib=True)
-    raw = contrib.sum(axis=1)
+    if len(frame) == 0:
+        return []
+    contrib = booster.predict(frame[features], pred_contrib=True, num_threads=threads)
+    return top_reasons(contrib, frame, features)
+
+
+def score_frame(
+    booster,
+    features: list[str],
+    calibration: Calibration,
+    frame,
+    model: str,
+    as_of: date,
+    version: str,
+    threads: int = 1,
+    reasons: bool = False,
+) -> pa.Table:
+    """Scores of the frame's rows as a member_scores table; with ``reasons``, each row explained too."""
+    raw = booster.predict(frame[features], raw_score=True, num_threads=threads)
     member_ids = frame["member_id"].to_numpy(dtype=object)
     n = len(frame)
+    explained = reasons_of(booster, features, frame, threads) if reasons else [None] * n
     return pa.table(
         {
             "member_id": pa.array(member_ids, pa.string()),
@@ -56,7 +76,7 @@ def score_frame(
             "as_of": pa.array([as_of] * n, pa.date32()),
             "probability": pa.array(calibration.apply(raw), pa.float64()),
             "decile": pa.array(deciles(raw, member_ids.astype(str)), pa.int32()),
-            "reasons": pa.array(top_reasons(contrib, frame, features), pa.list_(pa.string())),
+            "reasons": pa.array(explained, pa.list_(pa.string())),
             "model_version": pa.array([version] * n, pa.string()),
             "scored_at": pa.array([datetime.now(UTC).replace(tzinfo=None)] * n, pa.timestamp("us")),
         },
@@ -72,10 +92,16 @@ class ScoreResult:
     version: str
     out: Path | None
     mean_probability: float
+    explained: int = 0
 
 
-def score(settings: Settings, model: str, as_of: date, out: Path | None = None) -> ScoreResult:
-    """Score the model's population on ``as_of`` with the champion into member_scores (and ``out``)."""
+def score(
+    settings: Settings, model: str, as_of: date, out: Path | None = None, reasons: bool = False
+) -> ScoreResult:
+    """Score the model's population on ``as_of`` with the champion into member_scores (and ``out``).
+
+    ``reasons``: explain every member now (slow); otherwise ``explain`` does it for the members who need it.
+    """
     from expectations.marts import require_published
     from ml.datasets import ensure_features, population_frame
     from ml.registry import CHAMPION, load
@@ -99,10 +125,54 @@ def score(settings: Settings, model: str, as_of: date, out: Path | None = None) 
         model,
         as_of,
         loaded.ref.version,
+        settings.ml_threads,
+        reasons,
     )
     write_scores(settings, model, as_of, table)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(table.select(["member_id", "model", "as_of", "probability", "decile", "reasons"]), out)
     mean = float(np.mean(table.column("probability").to_numpy())) if table.num_rows else float("nan")
-    return ScoreResult(model, as_of, table.num_rows, loaded.ref.version, out, mean)
+    return ScoreResult(
+        model, as_of, table.num_rows, loaded.ref.version, out, mean, table.num_rows if reasons else 0
+    )
+
+
+def explain(settings: Settings, as_of: date, wanted: dict[str, Iterable[str]]) -> dict[str, int]:
+    """Compute and store the reasons of the wanted members' scores on ``as_of`` that have none yet.
+
+    ``wanted``: model -> member ids. Each model's reasons come from the version that scored it (recorded in
+    member_scores), whatever the champion is now. Returns how many members were explained per model.
+    """
+    import polars as pl
+
+    from ml.datasets import population_frame
+    from ml.registry import load_version
+    from ml.warehouse import read_warehouse, write_reasons
+
+    explained: dict[str, int] = {}
+    for model, members in wanted.items():
+        ids = sorted(set(members))
+        if not ids:
+            continue
+        with read_warehouse(settings) as con:
+            con.register("wanted", pa.table({"member_id": pa.array(ids, pa.string())}))
+            todo = con.sql(
+                "select member_id, model_version from member_scores join wanted using (member_id) "
+                "where model = ? and as_of = ? and reasons is null",
+                params=[model, as_of],
+            ).pl()
+            if todo.is_empty():
+                continue
+            frame = population_frame(con, model, [as_of])
+        for version, group in todo.group_by("model_version"):
+            loaded = load_version(settings, model, str(version[0]))
+            rows = frame[frame["member_id"].isin(set(group["member_id"].to_list()))]
+            sentences = reasons_of(loaded.booster, loaded.features, rows, settings.ml_threads)
+            updates = pl.DataFrame(
+                {"member_id": rows["member_id"].astype(str).tolist(), "reasons": sentences},
+                schema={"member_id": pl.String, "reasons": pl.List(pl.String)},
+            )
+            write_reasons(settings, model, as_of, updates.to_arrow())
+            explained[model] = explained.get(model, 0) + updates.height
+    return explained

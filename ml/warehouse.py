@@ -57,3 +57,18 @@ def write_scores(settings: Settings, model: str, as_of: date, scores: pa.Table) 
         [model, as_of],
         scores.select(columns),
     )
+
+
+def write_reasons(settings: Settings, model: str, as_of: date, reasons: pa.Table) -> int:
+    """Set the reasons (``member_id``, ``reasons``) of the model's scores on the date, in one transaction."""
+    from memberflow.transform import open_warehouse
+
+    with open_warehouse(settings, read_only=False) as con:
+        con.register("incoming", reasons)
+        con.execute(
+            "update member_scores set reasons = incoming.reasons from incoming "
+            "where member_scores.member_id = incoming.member_id "
+            "and member_scores.model = ? and member_scores.as_of = ?",
+            [model, as_of],
+        )
+    return reasons.num_rows

@@ -148,7 +148,44 @@ def plan(
         fresh_opt_outs=opted_out,
         caps=config.caps,
     )
+    frame = with_reasons(settings, as_of, frame, segments)
     return Plan(as_of, now, segments, frame, assignment.matched, profiles.height)
+
+
+def with_reasons(
+    settings: Settings, as_of: date, frame: pl.DataFrame, segments: list[Segment]
+) -> pl.DataFrame:
+    """Explain the segment members' scores (ml.score.explain: only those not explained yet) and put the
+    reasons in the frame's ``<model>_reasons`` columns. Each segment needs its own model's reasons; a
+    segment without one (win-back) shows the first model's that has any, so it needs them all."""
+    from ml.score import explain
+    from ml.warehouse import read_warehouse
+
+    if frame.is_empty():
+        return frame
+    by_segment = {s.name: reasons_model(s) for s in segments}
+    wanted: dict[str, set[str]] = {m: set() for m in MODELS}
+    for (segment,), members in frame.group_by("segment"):
+        model = by_segment.get(segment)
+        for m in [model] if model else MODELS:
+            wanted[m].update(members["member_id"].to_list())
+    explain(settings, as_of, wanted)
+    ids = frame["member_id"].unique()
+    with read_warehouse(settings) as con:
+        con.register("wanted", ids.to_frame().to_arrow())
+        stored = con.sql(
+            "select member_id, model, reasons from member_scores join wanted using (member_id) "
+            "where as_of = ?",
+            params=[as_of],
+        ).pl()
+    reasons = ids.to_frame()
+    for m in MODELS:
+        of_model = stored.filter(pl.col("model") == m).select(
+            "member_id", pl.col("reasons").alias(f"{m}_reasons")
+        )
+        reasons = reasons.join(of_model, on="member_id", how="left")
+    columns = [f"{m}_reasons" for m in MODELS]
+    return frame.drop([c for c in columns if c in frame.columns]).join(reasons, on="member_id", how="left")
 
 
 def write_memberships(settings: Settings, planned: Plan) -> int:

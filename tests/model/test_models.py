@@ -87,7 +87,7 @@ def test_runs_are_tracked_with_metrics_plots_and_manifest(trained, ml_workspace)
     assert run.data.tags["promotion.decision"] == "promoted"
 
 
-def test_scoring_writes_every_member_of_the_population_with_reasons(trained, ml_workspace, tmp_path):
+def test_scoring_writes_every_member_of_the_population(trained, ml_workspace, tmp_path):
     from expectations.marts import gate_warehouse
     from ml.datasets import population_frame
     from ml.score import score
@@ -111,9 +111,7 @@ def test_scoring_writes_every_member_of_the_population_with_reasons(trained, ml_
         stored.loc[stored["decile"] == 1, "probability"].min()
         >= stored.loc[stored["decile"] == 10, "probability"].max()
     )
-    reasons = stored["reasons"]
-    assert reasons.map(len).between(1, 3).mean() > 0.95
-    assert any(any(ch.isdigit() for ch in r) for rs in reasons for r in rs)
+    assert stored["reasons"].isna().all()  # reasons come when someone needs them: explain
     file = pl.read_parquet(out)
     assert file.columns == ["member_id", "model", "as_of", "probability", "decile", "reasons"]
     assert file.height == result.rows
@@ -128,6 +126,44 @@ def test_scoring_writes_every_member_of_the_population_with_reasons(trained, ml_
     assert gate.ok
     noted = next(s for s in gate.suites if s.subject == "member_scores.conversion")
     assert noted.notes and not noted.findings
+
+
+def test_explain_stores_the_reasons_of_the_wanted_members_only_once(trained, ml_workspace):
+    """Reasons for some members: the champion's top contributions as sentences, the others untouched;
+    asking again computes nothing; ``reasons=True`` explains everyone at scoring time."""
+    from ml.datasets import population_frame
+    from ml.registry import CHAMPION, load
+    from ml.score import explain, reasons_of, score
+    from ml.warehouse import read_warehouse
+
+    score(ml_workspace, "repurchase", SCORE_DAY)
+    with read_warehouse(ml_workspace) as con:
+        population = population_frame(con, "repurchase", [SCORE_DAY])
+    wanted = sorted(population["member_id"])[::7]
+    assert explain(ml_workspace, SCORE_DAY, {"repurchase": wanted}) == {"repurchase": len(wanted)}
+    assert explain(ml_workspace, SCORE_DAY, {"repurchase": wanted}) == {}
+
+    loaded = load(ml_workspace, "repurchase", CHAMPION)
+    rows = population[population["member_id"].isin(wanted)]
+    expected = dict(zip(rows["member_id"], reasons_of(loaded.booster, loaded.features, rows), strict=True))
+    with read_warehouse(ml_workspace) as con:
+        stored = con.execute(
+            "select member_id, reasons from member_scores where model = 'repurchase' and as_of = ?",
+            [SCORE_DAY],
+        ).df()
+    explained = stored[stored["reasons"].notna()]
+    assert set(explained["member_id"]) == set(wanted)
+    assert {m: list(r) for m, r in zip(explained["member_id"], explained["reasons"], strict=True)} == expected
+    assert explained["reasons"].map(len).between(1, 3).mean() > 0.95
+    assert any(any(ch.isdigit() for ch in r) for rs in explained["reasons"] for r in rs)
+
+    result = score(ml_workspace, "repurchase", SCORE_DAY, reasons=True)
+    with read_warehouse(ml_workspace) as con:
+        unexplained = con.execute(
+            "select count(*) from member_scores where model = 'repurchase' and as_of = ? and reasons is null",
+            [SCORE_DAY],
+        ).fetchall()[0][0]
+    assert result.explained == result.rows and unexplained == 0
 
 
 def test_the_scores_gate_fails_when_a_member_is_missing(trained, ml_workspace):
