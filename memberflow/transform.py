@@ -5,6 +5,7 @@ schema file per landed table (so a channel that never delivered is an empty rela
 identifier values, as tokens (only Python holds the identity key). dbt runs with its target, logs and
 packages under ``$MEMBERFLOW_HOME/dbt`` so the repository stays clean, and one process at a time writes the
 warehouse (DuckDB allows a single writer): ``warehouse_lock`` serializes the CLI, the DAG and tests.
+With ``MEMBERFLOW_DBT_TARGET=postgres`` the same build runs on PostgreSQL (``memberflow.postgres``).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 {#
-  The landed Parquet of one channel table, as a relation. Reads every dated partition plus the table's
-  empty schema file, so a channel that has never delivered is an empty relation with the right columns,
-  not an error.
+  The landed rows of one channel table, as a relation. On DuckDB, the Parquet itself: every dated partition
+  plus the table's empty schema file, so a channel that has never delivered is an empty relation with the
+  right columns, not an error. Elsewhere, the raw table memberflow.postgres loads before the build.
 #}
 {% macro landed(channel, table) -%}
   {{ return(adapter.dispatch('landed', 'memberflow')(channel, table)) }}
