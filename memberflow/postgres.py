@@ -182,6 +182,11 @@ def load_landing(settings: Settings, pg: PgSettings | None = None) -> LoadReport
                     )
                 report.copied += 1
                 report.rows += table.num_rows
+            if report.copied or report.removed:
+                # fresh statistics: without them the planner takes a new table for a few rows and joins
+                # it by nested loop (an identity-to-events join ran for minutes instead of a second)
+                with con, con.cursor() as cur:
+                    cur.execute(f"analyze {relation}")
         for path in sorted((settings.home / "reference").glob("*.parquet")):
             replace_table(pg, f"reference__{path.stem}", pq.read_table(path))
     finally:
@@ -199,6 +204,7 @@ def replace_table(pg: PgSettings, name: str, table: pa.Table) -> None:
             cur.execute(f"drop table if exists {relation}")
             _create_table(cur, relation, table.schema)
             _copy(cur, relation, table)
+            cur.execute(f"analyze {relation}")
     finally:
         con.close()
 

@@ -62,3 +62,15 @@
 {% macro round_double(expr, digits) -%}
   cast(round(cast({{ expr }} as decimal(18, 6)), {{ digits }}) as double precision)
 {%- endmacro %}
+
+{# Refresh the planner statistics of the model just built (PostgreSQL); nothing on DuckDB. #}
+{% macro analyze_relation() -%}
+  {{ return(adapter.dispatch('analyze_relation', 'memberflow')()) }}
+{%- endmacro %}
+
+{% macro default__analyze_relation() -%}
+  {%- if model.config.materialized in ('table', 'incremental') -%}analyze {{ this }}{%- endif -%}
+{%- endmacro %}
+
+{% macro duckdb__analyze_relation() -%}
+{%- endmacro %}
