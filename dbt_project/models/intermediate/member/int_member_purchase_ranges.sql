@@ -28,10 +28,16 @@ running as (
     from purchase_days
 ),
 
+first_purchases as (
+    select member_id, min(order_date) as first_order_on from purchase_days group by member_id
+),
+
 funnel as (
-    select member_id, 'prospect' as tag_value, first_seen_on as valid_from,
-        (select min(order_date) from purchase_days where purchase_days.member_id = milestones.member_id) as valid_to
+    -- a join, not a correlated subquery: PostgreSQL would run that once per member
+    select milestones.member_id, 'prospect' as tag_value, milestones.first_seen_on as valid_from,
+        first_purchases.first_order_on as valid_to
     from milestones
+    left join first_purchases on milestones.member_id = first_purchases.member_id
     union all
     select member_id,
         case when orders_so_far >= 4 then 'loyal' when orders_so_far >= 2 then 'repeat' else 'first_order' end,
