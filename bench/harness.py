@@ -9,11 +9,13 @@ What it does, on data generated for --members people over --days days plus one m
            project) → quality (marts gate) → train (churn, repurchase, conversion)
   baselines on the same warehouse: identity (memberflow.identity.resolve vs scipy connected_components),
            features (member_features' SQL vs one hand-written DuckDB query), training (memberflow's fit,
-           evaluation and registration vs a bare lightgbm.train on the same matrix), scoring (score with
-           reasons vs a bare Booster.predict on the same population)
+           evaluation and registration vs a bare lightgbm.train on the same matrix), scoring (score vs a
+           bare Booster.predict on the same population; reasons are timed apart, in deliver)
   the daily run of day --days + 1: extract that day → build → quality → score (three models) → deliver
            (segments, suppression, ledger, webhook / WeCom / SMS against the local sandbox APIs with a rate
            limit), and its delivery rate beside the sandbox's limit
+  PostgreSQL: the full build and the next day's build on the dbt project's postgres target (landing load,
+           two-phase build) beside DuckDB's; skipped with --no-postgres.
   DAG files: parse time of each, as the DAG processor pays it.
 
 Every stage runs in its own child process; the figures are that process's wall time, CPU time (user + system,
@@ -188,6 +190,41 @@ def stage_build(args, settings) -> dict:
         "rows": _landed_rows(settings),
         **_warehouse_rows(settings),
         "slowest": _slowest_dbt_nodes(settings),
+    }
+
+
+PG_DATABASE = "memberflow_bench"
+
+
+def stage_build_pg(args, settings) -> dict:
+    """The same build on PostgreSQL (the local server): the landing load, then the two-phase dbt build.
+
+    Runs after the DuckDB build of the same day and before the marts gate (a build clears the marts'
+    published marker, which the gate sets again). A full build starts from a fresh database; the daily
+    one loads only the day's partitions into it."""
+    os.environ["MEMBERFLOW_DBT_TARGET"] = "postgres"
+    os.environ["MEMBERFLOW_PG_DATABASE"] = PG_DATABASE
+    from memberflow.postgres import PgSettings, load_landing
+    from memberflow.transform import build_warehouse
+
+    pg = PgSettings.from_env()
+    if args.model == "full":
+        admin = pg.connect("postgres")
+        admin.autocommit = True
+        with admin.cursor() as cur:
+            cur.execute(f'drop database if exists "{PG_DATABASE}" with (force)')
+        admin.close()
+    began = time.perf_counter()
+    loaded = load_landing(settings, pg)
+    load_s = time.perf_counter() - began
+    began = time.perf_counter()
+    result = build_warehouse(settings, snapshot=False)  # its own load finds nothing new
+    return {
+        "rows": loaded.rows,
+        "load_s": load_s,
+        "partitions_copied": loaded.copied,
+        "build_s": time.perf_counter() - began,
+        "nodes": result.succeeded,
     }
 
 
@@ -368,7 +405,7 @@ def stage_train_bare(args, settings) -> dict:
 
 
 def stage_score(args, settings) -> dict:
-    """Score one model's population with the champion (features, predict with per-member reasons,
+    """Score one model's population with the champion (features, predict,
     calibration, deciles, write member_scores); timed_s: the scoring after the features are read."""
     from ml import score as score_module
 
@@ -426,7 +463,19 @@ def stage_deliver(args, settings) -> dict:
     from memberflow.outreach.run import deliver, plan, write_memberships
     from memberflow.outreach.sandbox import SandboxConfig, SandboxServer
     from memberflow.outreach.suppression import CHINA
+    from ml import score as score_module
 
+    explained = {"explain_s": 0.0, "explained": 0}
+    original = score_module.explain
+
+    def timed_explain(*a, **k):  # the reasons of the segment members, computed while planning
+        began = time.perf_counter()
+        counts = original(*a, **k)
+        explained["explain_s"] += time.perf_counter() - began
+        explained["explained"] += sum(counts.values())
+        return counts
+
+    score_module.explain = timed_explain
     day = _next_day(settings)
     limits = {"webhook": SANDBOX_RPS, "wecom": SANDBOX_RPS, "sms": SANDBOX_RPS}
     sandbox = SandboxServer(SandboxConfig(limits=limits, window_seconds=1.0))
@@ -447,6 +496,7 @@ def stage_deliver(args, settings) -> dict:
     return {
         "rows": summary.get("sent", 0),
         "plan_s": planned_s,
+        **explained,
         "timed_s": sent_s,
         "report": {k: v for k, v in summary.items() if isinstance(v, int | dict) and k != "segments"},
         "requests": seen["requests"],
@@ -582,6 +632,8 @@ def run_all(args) -> dict:
     s(run_stage_once("generate"))
     s(run_stage_once("extract", "extract (history)"))
     s(run_stage_once("build", "build (full)"))
+    if args.postgres:
+        s(run_stage_once("build_pg", "postgres: full build", "full"))
     s(run_stage_once("quality", "quality (marts gate)"))
     s(run_stage_once("identity"))
     s(run_stage_once("identity_scipy", "identity baseline (scipy)"))
@@ -593,6 +645,8 @@ def run_all(args) -> dict:
     # the daily run of the day after the history
     s(run_stage_once("extract_day", "daily: extract"))
     s(run_stage_once("build", "daily: build"))
+    if args.postgres:
+        s(run_stage_once("build_pg", "postgres: daily build", "daily"))
     s(run_stage_once("quality", "daily: quality"))
     for model in MODELS:
         s(run_stage_once("score", f"daily: score {model}", model))
@@ -650,7 +704,7 @@ def ratios(result: dict) -> list[tuple[str, float, float, float, str]]:
         "",
     )
     add(
-        "scoring: score with reasons / bare predict (churn)",
+        "scoring: score / bare predict (churn)",
         st["daily: score churn"].get("timed_s"),
         st["score baseline (churn)"]["timed_s"],
         GOALS["score_model"],
@@ -737,6 +791,13 @@ def render(results: list[dict]) -> str:
                 f"sandbox APIs limited to {SANDBOX_RPS} requests/s each; report: "
                 + ", ".join(f"{k}={v}" for k, v in (deliver.get("report") or {}).items()),
             ]
+            if "explained" in deliver:
+                lines.append(
+                    f"\nReasons (TreeSHAP, `pred_contrib`) for the segment members, computed while "
+                    f"planning: {deliver['explained']:,} member-model pairs in "
+                    f"{deliver['explain_s']:,.1f} s; "
+                    f"planning with the segments gate {deliver['plan_s']:,.1f} s."
+                )
         for label in ("train churn", "train repurchase", "train conversion"):
             t = st.get(label, {})
             if "fit_s" in t:
@@ -746,6 +807,16 @@ def render(results: list[dict]) -> str:
                     f"MLflow logging + registry {t['register_s']:,.1f} s; "
                     f"promoted: {t['promoted']}."
                 )
+        pg_full, pg_daily = st.get("postgres: full build"), st.get("postgres: daily build")
+        if pg_full and pg_daily:
+            lines.append(
+                f"\nPostgreSQL target (local server): full build {pg_full['wall_s']:,.0f} s "
+                f"(loading {pg_full['partitions_copied']:,} partitions, {pg_full['rows']:,} rows: "
+                f"{pg_full['load_s']:,.0f} s; dbt in two phases with the identity replay between: "
+                f"{pg_full['build_s']:,.0f} s) against DuckDB's {st['build (full)']['wall_s']:,.0f} s; "
+                f"the next day {pg_daily['wall_s']:,.0f} s (loading {pg_daily['partitions_copied']} "
+                f"partitions: {pg_daily['load_s']:,.1f} s; dbt {pg_daily['build_s']:,.0f} s)."
+            )
         for label in ("build (full)", "daily: build"):
             slowest = st.get(label, {}).get("slowest")
             if slowest:
@@ -783,6 +854,12 @@ def main() -> None:
     parser.add_argument("--model", default="churn", help=argparse.SUPPRESS)
     parser.add_argument(
         "--resume", action="store_true", help="carry on in --workdir after the last stage done"
+    )
+    parser.add_argument(
+        "--no-postgres",
+        dest="postgres",
+        action="store_false",
+        help="skip the PostgreSQL builds (they use MEMBERFLOW_PG_* and a database named memberflow_bench)",
     )
     parser.add_argument("--render-only", action="store_true", help="re-render RESULTS.md from bench/results/")
     args = parser.parse_args()
