@@ -10,8 +10,10 @@ schema, the categorical column, the null pattern and the label relation are the 
 Training: memberflow's fit (LightGBM with early stopping on the held-out cutoff's tune half, then Platt
 calibration), the evaluation beside the recency baseline with plots, and the MLflow logging and registration
 (SQLite store), against a bare ``lightgbm.train`` with the same parameters, data and early stopping. Both run
-on one thread. Scoring: memberflow's score_frame (one ``pred_contrib`` pass, calibration, deciles, three
-reason sentences per member, an Arrow table) plus writing it as Parquet, against a bare ``Booster.predict``.
+on one thread. Scoring: memberflow's score_frame with reasons for every row (the ``score --reasons`` path:
+predict, one ``pred_contrib`` pass, calibration, deciles, three reason sentences per member, an Arrow table)
+plus writing it as Parquet, against a bare ``Booster.predict`` and ``pred_contrib``. The daily run scores
+without reasons and explains only segment members (bench/harness.py times both).
 """
 
 from __future__ import annotations
@@ -178,6 +180,7 @@ def main() -> None:
         "churn",
         date(2026, 3, 2),
         "bench",
+        reasons=True,
     )
     t_score = time.perf_counter() - t0
     out = workdir / "scores.parquet"
