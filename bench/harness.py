@@ -204,16 +204,12 @@ def stage_build_pg(args, settings) -> dict:
     one loads only the day's partitions into it."""
     os.environ["MEMBERFLOW_DBT_TARGET"] = "postgres"
     os.environ["MEMBERFLOW_PG_DATABASE"] = PG_DATABASE
-    from memberflow.postgres import PgSettings, load_landing
+    from memberflow.postgres import PgSettings, drop_database, load_landing
     from memberflow.transform import build_warehouse
 
     pg = PgSettings.from_env()
     if args.model == "full":
-        admin = pg.connect("postgres")
-        admin.autocommit = True
-        with admin.cursor() as cur:
-            cur.execute(f'drop database if exists "{PG_DATABASE}" with (force)')
-        admin.close()
+        drop_database(pg)
     began = time.perf_counter()
     loaded = load_landing(settings, pg)
     load_s = time.perf_counter() - began

@@ -245,9 +245,7 @@ def build(
     )
     if postgres_target():
         if cutoff is None:
-            from memberflow.postgres import save_identity_snapshot_pg
-
-            save_identity_snapshot_pg(settings)
+            save_identity_snapshot(settings)
         _print_postgres_marts()
         return
     gate_day = cutoff or latest_landed_day(settings)

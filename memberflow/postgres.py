@@ -88,6 +88,17 @@ def ensure_database(pg: PgSettings) -> None:
         con.close()
 
 
+def drop_database(pg: PgSettings) -> None:
+    """Drop the target database, closing its sessions (tests and benchmarks start from a fresh one)."""
+    con = pg.connect("postgres")
+    try:
+        con.autocommit = True
+        with con.cursor() as cur:
+            cur.execute(f'drop database if exists "{pg.database}" with (force)')
+    finally:
+        con.close()
+
+
 def _pg_type(arrow_type: pa.DataType) -> str:
     if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
         return "text"
@@ -154,6 +165,7 @@ def load_landing(settings: Settings, pg: PgSettings | None = None) -> LoadReport
             relation = f"{raw}.{name}"
             schema = landed_schema(contract)
             partitions = partition_days(settings.landing_dir / contract.channel / contract.table)
+            changed = 0
             with con, con.cursor() as cur:
                 _create_table(cur, relation, schema, ', "_partition_dt" date')
                 cur.execute(f"select dt, fingerprint from {raw}._partitions where relation = %s", (name,))
@@ -163,6 +175,7 @@ def load_landing(settings: Settings, pg: PgSettings | None = None) -> LoadReport
                     cur.execute(f'delete from {relation} where "_partition_dt" = %s', (day,))
                     cur.execute(f"delete from {raw}._partitions where relation = %s and dt = %s", (name, day))
                 report.removed += 1
+                changed += 1
             for day, folder in partitions.items():
                 part = folder / "part-0.parquet"
                 fingerprint = _fingerprint(part)
@@ -182,7 +195,8 @@ def load_landing(settings: Settings, pg: PgSettings | None = None) -> LoadReport
                     )
                 report.copied += 1
                 report.rows += table.num_rows
-            if report.copied or report.removed:
+                changed += 1
+            if changed:
                 # fresh statistics: without them the planner takes a new table for a few rows and joins
                 # it by nested loop (an identity-to-events join ran for minutes instead of a second)
                 with con, con.cursor() as cur:
@@ -209,8 +223,8 @@ def replace_table(pg: PgSettings, name: str, table: pa.Table) -> None:
         con.close()
 
 
-def read_relation(pg: PgSettings, sql: str):
-    """A query's result as a polars frame."""
+def read_relation(pg: PgSettings, sql: str, schema: dict | None = None):
+    """A query's result as a polars frame; ``schema`` (column -> polars type) types it, even when empty."""
     import polars as pl
 
     con = pg.connect()
@@ -221,6 +235,8 @@ def read_relation(pg: PgSettings, sql: str):
             rows = cur.fetchall()
     finally:
         con.close()
+    if schema is not None:
+        return pl.DataFrame(rows, schema=[(c, schema[c]) for c in columns], orient="row")
     return pl.DataFrame(rows, schema=columns, orient="row", infer_schema_length=None)
 
 
@@ -231,44 +247,20 @@ def replay_identity(settings: Settings, as_of_date: str | None, pg: PgSettings |
     from memberflow.identity import resolution_records
 
     pg = pg or PgSettings.from_env()
-    nodes = read_relation(pg, f"select id_type, id_value, first_seen_on from {pg.schema}.int_identity_nodes")
+    nodes = read_relation(
+        pg,
+        f"select id_type, id_value, first_seen_on from {pg.schema}.int_identity_nodes",
+        {"id_type": pl.String, "id_value": pl.String, "first_seen_on": pl.Date},
+    )
     edges = read_relation(
         pg,
         "select id_type_a, id_value_a, id_type_b, id_value_b, first_seen_on "
         f"from {pg.schema}.int_identity_edges_checked where drop_reason is null",
-    )
-    nodes = nodes.cast({"id_type": pl.String, "id_value": pl.String, "first_seen_on": pl.Date})
-    edges = edges.cast({c: pl.String for c in edges.columns if c != "first_seen_on"}).cast(
-        {"first_seen_on": pl.Date}
+        {
+            **dict.fromkeys(("id_type_a", "id_value_a", "id_type_b", "id_value_b"), pl.String),
+            "first_seen_on": pl.Date,
+        },
     )
     records = resolution_records(nodes, edges, settings.home / "identity", as_of_date)
     replace_table(pg, "identity_replay", records.to_arrow())
     return records.height
-
-
-def save_identity_snapshot_pg(settings: Settings, pg: PgSettings | None = None) -> Path:
-    """The Postgres twin of ``transform.save_identity_snapshot``: keep the published assignment and splits."""
-    pg = pg or PgSettings.from_env()
-    folder = settings.home / "identity"
-    folder.mkdir(parents=True, exist_ok=True)
-    frames = {
-        "assignments": read_relation(
-            pg, f"select id_type, id_value, member_id from {pg.schema}.member_identifiers"
-        ),
-        "splits": read_relation(
-            pg,
-            "select member_id, split_from_member_id, changed_on as split_on "
-            f"from {pg.schema}.member_id_history where change_type = 'split'",
-        ),
-    }
-    schemas = {
-        "assignments": {"id_type": "String", "id_value": "String", "member_id": "String"},
-        "splits": {"member_id": "String", "split_from_member_id": "String", "split_on": "Date"},
-    }
-    import polars as pl
-
-    for name, frame in frames.items():
-        frame = frame.cast({c: getattr(pl, t) for c, t in schemas[name].items()})
-        frame.write_parquet(folder / f"{name}.parquet.tmp")
-        (folder / f"{name}.parquet.tmp").replace(folder / f"{name}.parquet")
-    return folder

@@ -193,7 +193,7 @@ def _build_postgres(
 ) -> DbtResult:
     """The same build on PostgreSQL: load the landing zone, build what the identity replay reads, replay
     it in Python, build the rest (memberflow.postgres)."""
-    from memberflow.postgres import PHASE_ONE, load_landing, replay_identity, save_identity_snapshot_pg
+    from memberflow.postgres import PHASE_ONE, load_landing, replay_identity
 
     with warehouse_lock(settings):
         load_landing(settings)
@@ -206,7 +206,7 @@ def _build_postgres(
     if rest.failures:
         raise DbtError("dbt build failed:\n  " + "\n  ".join(rest.failures))
     if as_of is None and snapshot:
-        save_identity_snapshot_pg(settings)
+        save_identity_snapshot(settings)
     return DbtResult(first.succeeded + rest.succeeded, [])
 
 
@@ -217,17 +217,37 @@ def latest_landed_day(settings: Settings) -> date | None:
 
 
 def save_identity_snapshot(settings: Settings) -> Path:
-    """Keep the published assignment and the splits so far: the next full build detects splits against it."""
+    """Keep the published assignment and the splits so far: the next full build detects splits against it.
+
+    Reads the marts of the configured target (the DuckDB warehouse, or PostgreSQL)."""
+    import polars as pl
+
+    from memberflow.postgres import PgSettings, postgres_target, read_relation
+
+    # what a snapshot keeps: queries over the marts ({prefix}: the schema on PostgreSQL) and their types
+    snapshot_queries = {
+        "assignments": (
+            "select id_type, id_value, member_id from {prefix}member_identifiers",
+            {"id_type": pl.String, "id_value": pl.String, "member_id": pl.String},
+        ),
+        "splits": (
+            "select member_id, split_from_member_id, changed_on as split_on from {prefix}member_id_history "
+            "where change_type = 'split'",
+            {"member_id": pl.String, "split_from_member_id": pl.String, "split_on": pl.Date},
+        ),
+    }
+
     folder = settings.home / "identity"
     folder.mkdir(parents=True, exist_ok=True)
-    with open_warehouse(settings) as con:
-        con.sql("select id_type, id_value, member_id from member_identifiers").write_parquet(
-            str(folder / "assignments.parquet.tmp")
-        )
-        con.sql(
-            "select member_id, split_from_member_id, changed_on as split_on from member_id_history "
-            "where change_type = 'split'"
-        ).write_parquet(str(folder / "splits.parquet.tmp"))
-    for name in ("assignments", "splits"):
+    if postgres_target():
+        pg = PgSettings.from_env()
+        for name, (sql, schema) in snapshot_queries.items():
+            frame = read_relation(pg, sql.format(prefix=f"{pg.schema}."), schema)
+            frame.write_parquet(folder / f"{name}.parquet.tmp")
+    else:
+        with open_warehouse(settings) as con:
+            for name, (sql, _) in snapshot_queries.items():
+                con.sql(sql.format(prefix="")).write_parquet(str(folder / f"{name}.parquet.tmp"))
+    for name in snapshot_queries:
         (folder / f"{name}.parquet.tmp").replace(folder / f"{name}.parquet")
     return folder

@@ -14,7 +14,7 @@ from polars.testing import assert_frame_equal
 
 from memberflow.contracts import CONTRACTS
 from memberflow.extract import partition_days
-from memberflow.postgres import PgSettings, load_landing, read_relation
+from memberflow.postgres import PgSettings, drop_database, load_landing, read_relation
 from memberflow.transform import build_warehouse
 
 MARTS = [
@@ -38,11 +38,7 @@ def postgres(monkeypatch) -> PgSettings:
     monkeypatch.setenv("MEMBERFLOW_PG_DATABASE", name)
     pg = PgSettings.from_env()
     yield pg
-    con = pg.connect("postgres")
-    con.autocommit = True
-    with con.cursor() as cur:
-        cur.execute(f'drop database if exists "{name}" with (force)')
-    con.close()
+    drop_database(pg)
 
 
 def _comparable(frame: pl.DataFrame) -> pl.DataFrame:
@@ -65,6 +61,10 @@ def test_the_project_builds_on_postgres_and_its_marts_match_duckdb(workspace_cop
     result = build_warehouse(workspace_copy)  # raises on any failed model, unit test or data test
 
     assert result.succeeded >= 80
+    # the identity snapshot the next full build compares with comes from the PostgreSQL marts
+    snapshot = pl.read_parquet(workspace_copy.home / "identity" / "assignments.parquet")
+    published = read_relation(postgres, f"select count(*) as n from {postgres.schema}.member_identifiers")
+    assert snapshot.height == published["n"][0] > 0
     with duckdb.connect(str(built.warehouse_path), read_only=True) as con:
         for table in MARTS:
             expected = _comparable(con.sql(f"select * from {table}").pl())
