@@ -133,6 +133,30 @@ def test_build_then_identity_report(env):
     assert "identifiers per" in report.output and "dropped edges" in report.output
 
 
+def test_build_on_the_postgres_target_lands_loads_and_builds_there(env, monkeypatch):
+    import uuid
+
+    from memberflow.postgres import PgSettings, drop_database, read_relation
+
+    data = env / "data"
+    assert (
+        runner.invoke(app, ["generate", "--members", "200", "--days", "5", "--out", str(data)]).exit_code == 0
+    )
+    monkeypatch.setenv("MEMBERFLOW_DBT_TARGET", "duckdb")  # --target switches it; restored afterwards
+    monkeypatch.setenv("MEMBERFLOW_PG_DATABASE", f"memberflow_cli_{uuid.uuid4().hex[:10]}")
+    pg = PgSettings.from_env()
+    try:
+        result = runner.invoke(app, ["build", "--data-dir", str(data), "--target", "postgres"])
+        assert result.exit_code == 0, result.output
+        assert "landed 60 pending partitions" in result.output
+        assert "PostgreSQL marts" in result.output and "member_features" in result.output
+        members = read_relation(pg, f"select count(*) as n from {pg.schema}.dim_member")["n"][0]
+        assert members > 100 and f"{members:,}" in result.output
+        assert not env.joinpath("ws", "warehouse.duckdb").exists()  # nothing was built in DuckDB
+    finally:
+        drop_database(pg)
+
+
 def test_build_stops_before_dbt_when_a_partition_quarantines_too_much(env, monkeypatch):
     data = env / "data"
     assert (
