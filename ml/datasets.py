@@ -150,7 +150,7 @@ def ensure_features(settings: Settings, dates: Sequence[date]) -> list[date]:
     return missing
 
 
-def _frame_sql(model: str, horizon: int | None, columns: str) -> str:
+def _frame_sql(model: str, horizon: int | None, columns: str, members: str | None = None) -> str:
     label = f", ({LABELS[model].format(h=int(horizon))})::int as label" if horizon is not None else ""
     purchases = (
         "with purchases as (select distinct member_id, order_date from fct_orders "
@@ -163,6 +163,7 @@ def _frame_sql(model: str, horizon: int | None, columns: str) -> str:
         select {columns}{label}
         from member_features f
         where f.as_of_date in (select unnest($dates)) and {POPULATIONS[model]}
+        {f"and f.member_id in (select member_id from {members})" if members else ""}
         order by f.as_of_date, f.member_id
     """
 
@@ -171,10 +172,13 @@ def feature_columns(con) -> list[str]:
     return [r[0] for r in con.sql("describe member_features").fetchall() if r[0] not in NOT_FEATURES]
 
 
-def population_frame(con, model: str, dates: Sequence[date], horizon: int | None = None) -> pd.DataFrame:
-    """Features (and the label when a horizon is given) of the model's population at the dates."""
+def population_frame(
+    con, model: str, dates: Sequence[date], horizon: int | None = None, members: str | None = None
+) -> pd.DataFrame:
+    """Features (and the label when a horizon is given) of the model's population at the dates; only the
+    members in relation ``members`` (a table or registered view with a member_id column) when given."""
     cols = ", ".join(f"f.{c}" for c in ["member_id", "as_of_date", *feature_columns(con)])
-    frame = con.execute(_frame_sql(model, horizon, cols), {"dates": list(dates)}).df()
+    frame = con.execute(_frame_sql(model, horizon, cols, members), {"dates": list(dates)}).df()
     return prepare_frame(frame)
 
 

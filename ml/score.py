@@ -164,7 +164,8 @@ def explain(settings: Settings, as_of: date, wanted: dict[str, Iterable[str]]) -
             ).pl()
             if todo.is_empty():
                 continue
-            frame = population_frame(con, model, [as_of])
+            con.register("todo", todo.select("member_id").to_arrow())
+            frame = population_frame(con, model, [as_of], members="todo")
         for version, group in todo.group_by("model_version"):
             loaded = load_version(settings, model, str(version[0]))
             rows = frame[frame["member_id"].isin(set(group["member_id"].to_list()))]

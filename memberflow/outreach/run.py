@@ -152,12 +152,22 @@ def plan(
     return Plan(as_of, now, segments, frame, assignment.matched, profiles.height)
 
 
+# The statuses whose members get reasons while planning (with_reasons).
+EXPLAINED_STATUSES = ("send", "already_sent", "holdout")
+
+
 def with_reasons(
     settings: Settings, as_of: date, frame: pl.DataFrame, segments: list[Segment]
 ) -> pl.DataFrame:
-    """Explain the segment members' scores (ml.score.explain: only those not explained yet) and put the
-    reasons in the frame's ``<model>_reasons`` columns. Each segment needs its own model's reasons; a
-    segment without one (win-back) shows the first model's that has any, so it needs them all."""
+    """Explain the scores of the segment members the plan acts on (ml.score.explain: only those not
+    explained yet) and put the stored reasons in the frame's ``<model>_reasons`` columns.
+
+    Acted on: sent (or already sent) and held out. Suppressed members are not explained: the caps bound
+    what is sent each day, while the suppressed rows grow with the brand (at 100k members they were about
+    three quarters of the segment rows), and TreeSHAP costs about a millisecond per member and model. A
+    suppressed member who is sent on a later day is explained then; ``memberflow score --reasons``
+    explains everyone. Each segment needs its own model's reasons; a segment without one (win-back) shows
+    the first model's that has any, so it needs them all."""
     from ml.score import explain
     from ml.warehouse import read_warehouse
 
@@ -165,7 +175,8 @@ def with_reasons(
         return frame
     by_segment = {s.name: reasons_model(s) for s in segments}
     wanted: dict[str, set[str]] = {m: set() for m in MODELS}
-    for (segment,), members in frame.group_by("segment"):
+    acted_on = frame.filter(pl.col("status").is_in(EXPLAINED_STATUSES))
+    for (segment,), members in acted_on.group_by("segment"):
         model = by_segment.get(segment)
         for m in [model] if model else MODELS:
             wanted[m].update(members["member_id"].to_list())

@@ -225,3 +225,30 @@ def test_no_plain_phone_outside_the_sms_request(delivery_ws, broad_segments, san
     outside_sms = json.dumps([r for r in server.state.snapshot()["received"] if r["api"] != "sms"])
     logs = caplog.text
     assert not [p for p in phones if p in outside_sms or p in logs]
+
+
+def test_planning_explains_the_members_it_acts_on_and_no_suppressed_one(delivery_ws, broad_segments):
+    """Sent and held-out members get their segment model's reasons (every model's for a segment without
+    one); members who are only suppressed stay unexplained, however many the caps hold back."""
+    from memberflow.outreach.run import EXPLAINED_STATUSES, MODELS, reasons_model
+
+    planned = plan(delivery_ws, SCORE_DAY, now=MORNING)
+    frame = planned.frame
+    acted = frame.filter(frame["status"].is_in(EXPLAINED_STATUSES))
+    suppressed_only = set(frame["member_id"]) - set(acted["member_id"])
+    assert acted.height > 100 and len(suppressed_only) > 100
+    with duckdb.connect(str(delivery_ws.warehouse_path), read_only=True) as con:
+        scores = {
+            (member, model): explained
+            for member, model, explained in con.execute(
+                "select member_id, model, reasons is not null from member_scores where as_of = ?", [SCORE_DAY]
+            ).fetchall()
+        }
+    by_name = {s.name: s for s in planned.segments}
+    for row in acted.iter_rows(named=True):
+        model = reasons_model(by_name[row["segment"]])
+        models = [model] if model else MODELS
+        scored = [(row["member_id"], m) for m in models if (row["member_id"], m) in scores]
+        assert scored and all(scores[k] for k in scored), row
+        assert any(row[f"{m}_reasons"] for _, m in scored), row  # and the plan carries them
+    assert not [k for k, explained in scores.items() if explained and k[0] in suppressed_only]
