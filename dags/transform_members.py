@@ -1,9 +1,11 @@
 """
 ### transform_members
 
-Builds the member warehouse with dbt (DuckDB) once every landed table has new data: staging views over
-the landed Parquet, the One ID graph with stable member ids, and the member marts (`dim_member`,
-`member_identifiers`, `member_id_history`, `fct_orders`, `fct_member_daily_engagement`, ...).
+Builds the member warehouse with dbt (DuckDB) once every landed table has new data: staging over the
+landed Parquet (the three event tables incremental: a day's build reads only the new partitions, unless
+`write_build_inputs` finds older ones changed and rebuilds them), the One ID graph with stable member ids,
+and the member marts (`dim_member`, `member_identifiers`, `member_id_history`, `fct_orders`,
+`fct_member_daily_engagement`, ...).
 
 Cosmos renders one Airflow task per dbt model, `dbt build` of the model and then its tests (a test over two
 models runs as its own task once both exist): a failing test fails its task and skips everything downstream.
@@ -51,16 +53,18 @@ def write_build_inputs() -> str:
 
 @task
 def quality_gate() -> dict:
-    """Validate the marts dbt built, as of the newest landed day; a critical failure fails the task."""
+    """Validate the marts dbt built, as of the newest landed day; a critical failure fails the task.
+    Every dbt task succeeded, so first the landing they built becomes the next incremental build's base."""
     from airflow.sdk.exceptions import AirflowFailException
 
     from expectations.marts import gate_warehouse
     from expectations.runner import QualityGateError
     from memberflow.config import apply_privacy_defaults
-    from memberflow.transform import latest_landed_day
+    from memberflow.transform import latest_landed_day, record_incremental_build
 
     apply_privacy_defaults()
     settings = get_settings()
+    record_incremental_build(settings)
     day = latest_landed_day(settings)
     if day is None:
         raise AirflowFailException("nothing has been landed: no marts to validate")

@@ -37,8 +37,94 @@ def blocked_phones(extra: Sequence[str] = ()) -> list[str]:
     return sorted(numbers | set(extra))
 
 
+# Landed tables whose staging models are incremental: each build reads only partitions newer than the
+# newest one it already holds and adds the events it has not seen. See plan_incremental_build.
+INCREMENTAL_TABLES = (("wecom", "group_events"), ("miniprogram", "events"), ("livestream", "views"))
+BUILT_MANIFEST = "incremental_built.{target}.json"
+PENDING_MANIFEST = "incremental_pending.{target}.json"
+
+
+def _fingerprint(path: Path) -> str:
+    stat = path.stat()
+    return f"{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def _project_hash() -> str:
+    """What the incremental models' SQL depends on: staging models and macros. A change rebuilds them."""
+    import hashlib
+
+    from memberflow.dbt_env import DBT_PROJECT_DIR
+
+    digest = hashlib.sha256()
+    for folder in ("models/staging", "macros"):
+        for path in sorted((DBT_PROJECT_DIR / folder).rglob("*")):
+            if path.is_file():
+                digest.update(str(path.relative_to(DBT_PROJECT_DIR)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def _manifest_path(settings: Settings, name: str) -> Path:
+    from memberflow.postgres import postgres_target
+
+    return settings.home / "dbt" / name.format(target="postgres" if postgres_target() else "duckdb")
+
+
+def plan_incremental_build(settings: Settings) -> dict[str, str | None]:
+    """Decide, per incremental table, whether this build may only add to what the last one built.
+
+    Adding is right when the landing only grew by newer partitions since the last successful build (the
+    manifest ``record_incremental_build`` keeps). Anything else rebuilds the table from every partition:
+    no earlier build, a changed staging model or macro, or a partition at or before the last build's
+    newest one that was re-landed, withdrawn or landed late. Returns table -> the reason to rebuild (None:
+    add). The decision is written to ``reference/incremental_build.parquet`` for the models to read."""
+    built_path = _manifest_path(settings, BUILT_MANIFEST)
+    built = json.loads(built_path.read_text()) if built_path.exists() else None
+    current = {"project": _project_hash(), "partitions": {}}
+    decisions: dict[str, str | None] = {}
+    for channel, table in INCREMENTAL_TABLES:
+        name = f"{channel}.{table}"
+        parts = {
+            day.isoformat(): _fingerprint(folder / "part-0.parquet")
+            for day, folder in partition_days(settings.landing_dir / channel / table).items()
+            if (folder / "part-0.parquet").exists()
+        }
+        current["partitions"][name] = parts
+        if built is None:
+            decisions[name] = "no earlier build"
+            continue
+        if built["project"] != current["project"]:
+            decisions[name] = "staging models or macros changed"
+            continue
+        before = built["partitions"].get(name, {})
+        newest = max(before, default="")
+        changed = sorted(
+            day for day in set(before) | set(parts) if day <= newest and before.get(day) != parts.get(day)
+        )
+        decisions[name] = (
+            f"partitions changed at or before {newest}: {', '.join(changed[:5])}" if changed else None
+        )
+    pending = _manifest_path(settings, PENDING_MANIFEST)
+    pending.parent.mkdir(parents=True, exist_ok=True)
+    pending.write_text(json.dumps(current))
+    rows = [{"relation": n, "rebuild": r is not None, "reason": r} for n, r in decisions.items()]
+    schema = pa.schema([("relation", pa.string()), ("rebuild", pa.bool_()), ("reason", pa.string())])
+    reference = settings.home / "reference"
+    reference.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), reference / "incremental_build.parquet")
+    return decisions
+
+
+def record_incremental_build(settings: Settings) -> None:
+    """After a successful build (not one limited by an as-of date): the landing it built becomes the base
+    the next build compares with."""
+    pending = _manifest_path(settings, PENDING_MANIFEST)
+    if pending.exists():
+        pending.replace(_manifest_path(settings, BUILT_MANIFEST))
+
+
 def write_build_inputs(settings: Settings) -> None:
-    """Schema files of every landed table and the blocked-identifier reference, under the workspace."""
+    """Schema files of every landed table, the blocked-identifier reference and the incremental build's
+    decisions (plan_incremental_build), under the workspace."""
     schemas = settings.landing_dir / "_schemas"
     schemas.mkdir(parents=True, exist_ok=True)
     for contract in CONTRACTS:
@@ -54,6 +140,7 @@ def write_build_inputs(settings: Settings) -> None:
     reference.mkdir(parents=True, exist_ok=True)
     schema = pa.schema([("id_type", pa.string()), ("id_value", pa.string()), ("reason", pa.string())])
     pq.write_table(pa.Table.from_pylist(rows, schema=schema), reference / "blocked_identifiers.parquet")
+    plan_incremental_build(settings)
 
 
 class WarehouseBusy(TimeoutError):
@@ -183,8 +270,10 @@ def build_warehouse(
     result = run_dbt(settings, ["build"], as_of, feature_dates)
     if result.failures:
         raise DbtError("dbt build failed:\n  " + "\n  ".join(result.failures))
-    if as_of is None and snapshot:
-        save_identity_snapshot(settings)
+    if as_of is None:
+        record_incremental_build(settings)
+        if snapshot:
+            save_identity_snapshot(settings)
     return result
 
 
@@ -205,8 +294,10 @@ def _build_postgres(
     rest = run_dbt(settings, ["build", "--exclude", *PHASE_ONE], as_of, feature_dates)
     if rest.failures:
         raise DbtError("dbt build failed:\n  " + "\n  ".join(rest.failures))
-    if as_of is None and snapshot:
-        save_identity_snapshot(settings)
+    if as_of is None:
+        record_incremental_build(settings)
+        if snapshot:
+            save_identity_snapshot(settings)
     return DbtResult(first.succeeded + rest.succeeded, [])
 
 

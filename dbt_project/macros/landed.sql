@@ -3,23 +3,35 @@
   plus the table's empty schema file, so a channel that has never delivered is an empty relation with the
   right columns, not an error. Elsewhere, the raw table memberflow.postgres loads before the build.
 #}
-{% macro landed(channel, table) -%}
-  {{ return(adapter.dispatch('landed', 'memberflow')(channel, table)) }}
+{#
+  `after`: only the partitions dated after that day (an incremental model's watermark), read without
+  touching the older ones.
+#}
+{% macro landed(channel, table, after=none) -%}
+  {{ return(adapter.dispatch('landed', 'memberflow')(channel, table, after)) }}
 {%- endmacro %}
 
-{% macro default__landed(channel, table) -%}
-  {{ raw_relation(channel ~ '__' ~ table) }}
+{% macro default__landed(channel, table, after=none) -%}
+  {%- if after -%}
+    (select * from {{ raw_relation(channel ~ '__' ~ table) }} where "_partition_dt" > cast('{{ after }}' as date)) as newer_partitions
+  {%- else -%}
+    {{ raw_relation(channel ~ '__' ~ table) }}
+  {%- endif -%}
 {%- endmacro %}
 
-{% macro duckdb__landed(channel, table) -%}
+{% macro duckdb__landed(channel, table, after=none) -%}
   {%- set home = env_var('MEMBERFLOW_HOME') -%}
   {%- set pattern = home ~ '/landing/' ~ channel ~ '/' ~ table ~ '/dt=*/part-0.parquet' -%}
   {%- set schema_file = home ~ '/landing/_schemas/' ~ channel ~ '.' ~ table ~ '.parquet' -%}
-  {%- set found = 0 -%}
-  {%- if execute -%}
+  {%- set files = [] -%}
+  {%- if execute and after -%}
+    {%- set found = run_query("select file from glob('" ~ pattern ~ "') where regexp_extract(file, '/dt=([0-9-]+)/', 1) > '" ~ after ~ "' order by file") -%}
+    {%- set files = found.columns[0].values() | list -%}
+  {%- elif execute -%}
     {%- set found = run_query("select count(*) from glob('" ~ pattern ~ "')").columns[0].values()[0] -%}
+    {%- set files = [pattern] if found > 0 else [] -%}
   {%- endif -%}
-  read_parquet(['{{ schema_file }}'{% if found > 0 %}, '{{ pattern }}'{% endif %}], union_by_name = true)
+  read_parquet(['{{ schema_file }}'{% for f in files %}, '{{ f }}'{% endfor %}], union_by_name = true)
 {%- endmacro %}
 
 {#
@@ -61,10 +73,43 @@
   The landed rows of a table with their `loaded_on` day, limited to rows landed on or before the
   as_of_date var when it is set: what every staging model starts from.
 #}
-{% macro landed_as_of(channel, table) -%}
+{% macro landed_as_of(channel, table, after=none) -%}
   (
     select *, {{ loaded_on() }} as loaded_on
-    from {{ landed(channel, table) }}
+    from {{ landed(channel, table, after) }}
     where {{ as_of_filter(loaded_on()) }}
   ) as landed_rows
+{%- endmacro %}
+
+{#
+  Incremental staging of a landed event table (memberflow.transform.plan_incremental_build decides, before
+  each build, whether the landing only grew by newer partitions since the last build).
+
+  incremental_rebuild: true when this build must read every partition again: an as_of_date build, no
+  decision written, or a decision to rebuild (re-landed, withdrawn or late partitions; changed SQL).
+  incremental_after: the day after which partitions are new to the model (its newest loaded_on), or none
+  for a build from every partition.
+  clear_for_rebuild: the pre-hook that empties the model's table before a rebuild appends everything.
+#}
+{% macro incremental_rebuild(channel, table) -%}
+  {%- if not execute -%}{{ return(false) }}{%- endif -%}
+  {%- if var('as_of_date') -%}{{ return(true) }}{%- endif -%}
+  {%- set decided = run_query("select rebuild from " ~ workspace_reference('incremental_build')
+      ~ " where relation = '" ~ channel ~ "." ~ table ~ "'") -%}
+  {%- set values = decided.columns[0].values() | list -%}
+  {{ return(values | length == 0 or values[0]) }}
+{%- endmacro %}
+
+{% macro incremental_after(channel, table) -%}
+  {%- if not execute or not is_incremental() or incremental_rebuild(channel, table) -%}
+    {{ return(none) }}
+  {%- endif -%}
+  {%- set newest = run_query("select max(loaded_on) from " ~ this).columns[0].values()[0] -%}
+  {{ return(newest.isoformat() if newest else none) }}
+{%- endmacro %}
+
+{% macro clear_for_rebuild(channel, table) -%}
+  {%- if is_incremental() and incremental_rebuild(channel, table) -%}
+    delete from {{ this }}
+  {%- endif -%}
 {%- endmacro %}

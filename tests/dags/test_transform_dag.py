@@ -32,6 +32,10 @@ def transform_env(tmp_path, monkeypatch, built, airflow_db):
 
 
 def test_every_model_runs_as_a_task_and_the_warehouse_is_published(transform_env):
+    from memberflow.transform import BUILT_MANIFEST, _manifest_path
+
+    built_manifest = _manifest_path(transform_env, BUILT_MANIFEST)
+    built_manifest.unlink()
     result = run_dag("transform_members", RUN_DAY)
     assert result.ok, result.failed_tasks
     assert result.task_states["publish"] == "success"
@@ -43,6 +47,7 @@ def test_every_model_runs_as_a_task_and_the_warehouse_is_published(transform_env
     assert result.task_states[relationship] == "success"
     assert (transform_env.quality_dir / "published" / "marts.json").exists()
     assert query(transform_env, "select count(*) as n from dim_member")["n"][0] > 1000
+    assert built_manifest.exists()  # the next run's event staging adds to what this one built
 
 
 def test_a_failing_dbt_test_fails_the_run_and_skips_everything_downstream(transform_env):

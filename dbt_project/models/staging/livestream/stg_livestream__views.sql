@@ -1,7 +1,15 @@
+-- One row per livestream view (session, viewer, join time), in its first landing; incremental like
+-- stg_wecom__group_events.
+{{ config(
+    materialized='incremental',
+    incremental_strategy='append',
+    pre_hook="{{ clear_for_rebuild('livestream', 'views') }}",
+) }}
+{%- set after = incremental_after('livestream', 'views') %}
 with
 
 as_of as (
-    select * from {{ landed_as_of('livestream', 'views') }}
+    select * from {{ landed_as_of('livestream', 'views', after) }}
 ),
 
 deduplicated as (
@@ -10,6 +18,14 @@ deduplicated as (
             partition by session_id, platform, viewer_openid, join_time order by _loaded_at, _source_file, _row_number
         ) as arrival_rank
         from as_of
+        {%- if after %}
+        where not exists (
+            select 1 from {{ this }} as seen
+            where seen.session_id = as_of.session_id and seen.platform = as_of.platform
+                and seen.viewer_key = as_of.platform || ':live:' || as_of.viewer_openid
+                and seen.joined_at = as_of.join_time
+        )
+        {%- endif %}
     ) as ranked
     where arrival_rank = 1
 ),

@@ -1,0 +1,115 @@
+"""Incremental event staging: a build after new days reads only their partitions and ends up with exactly
+the rows a build from every partition gives; anything but new days rebuilds."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from datetime import timedelta
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from memberflow.dbt_env import dbt_environment
+from memberflow.transform import (
+    BUILT_MANIFEST,
+    INCREMENTAL_TABLES,
+    _manifest_path,
+    build_warehouse,
+    plan_incremental_build,
+)
+from tests.dbt.conftest import DAYS, START, query
+
+EVENT_MODELS = {
+    "wecom.group_events": ("stg_wecom__group_events", "event_id"),
+    "miniprogram.events": ("stg_miniprogram__events", "event_id"),
+    "livestream.views": ("stg_livestream__views", "session_id, platform, viewer_key, joined_at"),
+}
+NEW_DAYS = 10
+
+
+def snapshot(settings) -> dict:
+    out = {}
+    for model, key in EVENT_MODELS.values():
+        out[model] = query(settings, f"select * from {model} order by {key}")
+    out["fct_member_daily_engagement"] = query(
+        settings, "select * from fct_member_daily_engagement order by member_id, activity_date"
+    )
+    return out
+
+
+def partition(settings, name: str, day) -> str:
+    channel, table = name.split(".")
+    return str(settings.landing_dir / channel / table / f"dt={day.isoformat()}")
+
+
+def resend(settings, name: str, old_day, new_day, n: int = 5) -> pa.Table:
+    """Land ``n`` rows of an old partition again inside a newer one, as a late re-send would arrive."""
+    new_file = partition(settings, name, new_day) + "/part-0.parquet"
+    newer = pq.read_table(new_file)
+    again = pq.read_table(partition(settings, name, old_day) + "/part-0.parquet").slice(0, n)
+    for column in ("_loaded_at", "_source_file"):
+        again = again.set_column(
+            again.schema.get_field_index(column),
+            column,
+            pa.repeat(newer[column][0], n).cast(again[column].type),
+        )
+    pq.write_table(pa.concat_tables([newer, again.select(newer.column_names)]), new_file)
+    return again
+
+
+def test_new_days_are_added_and_anything_else_rebuilds(workspace_copy, tmp_path):
+    ws = workspace_copy
+    last_old = START + timedelta(days=DAYS - NEW_DAYS - 1)
+    new_days = [last_old + timedelta(days=i + 1) for i in range(NEW_DAYS)]
+    resent = {
+        name: resend(ws, name, START + timedelta(days=9), new_days[0])
+        for name in ("wecom.group_events", "miniprogram.events")
+    }
+
+    # the newest days leave the landing: a change at or before the last build's newest day, so a rebuild
+    held = tmp_path / "held"
+    for name in EVENT_MODELS:
+        (held / name).mkdir(parents=True)
+        for day in new_days:
+            shutil.move(partition(ws, name, day), held / name / day.isoformat())
+    shutil.rmtree(ws.home / "identity")  # members known only from those days are no one's split
+    decisions = plan_incremental_build(ws)
+    assert all(decisions[name] and new_days[-1].isoformat() in decisions[name] for name in EVENT_MODELS)
+    build_warehouse(ws)
+    assert query(ws, "select max(loaded_on) as d from stg_wecom__group_events")["d"][0] == last_old
+
+    # they come back: only newer partitions, so the build adds them
+    for name in EVENT_MODELS:
+        for day in new_days:
+            shutil.move(held / name / day.isoformat(), partition(ws, name, day))
+    assert set(plan_incremental_build(ws).values()) == {None}
+    build_warehouse(ws)
+    compiled = Path(dbt_environment(ws)["DBT_TARGET_PATH"]) / "compiled/memberflow/models/staging/wecom"
+    sql = (compiled / "stg_wecom__group_events.sql").read_text()
+    assert "dt=*" not in sql and f"dt={last_old.isoformat()}" not in sql
+    assert all(f"dt={day.isoformat()}" in sql for day in new_days)
+    added = snapshot(ws)
+
+    # the same landing built from every partition gives the same rows
+    _manifest_path(ws, BUILT_MANIFEST).unlink()
+    assert set(plan_incremental_build(ws).values()) == {"no earlier build"}
+    build_warehouse(ws)
+    rebuilt = snapshot(ws)
+    for name, frame in rebuilt.items():
+        assert frame.height > 0 and added[name].equals(frame), name
+    # a re-sent event keeps its first landing, once
+    for name, rows in resent.items():
+        model, _ = EVENT_MODELS[name]
+        ids = "', '".join(rows["event_id"].to_pylist())
+        kept = query(ws, f"select event_id, loaded_on from {model} where event_id in ('{ids}')")
+        assert kept.height == len(rows) and set(kept["loaded_on"]) == {START + timedelta(days=9)}
+
+    # a re-landed old partition (new fingerprint) rebuilds the table it belongs to, and only that one
+    old = partition(ws, "livestream.views", START + timedelta(days=3)) + "/part-0.parquet"
+    os.utime(old, ns=(os.stat(old).st_atime_ns, os.stat(old).st_mtime_ns + 1_000_000_000))
+    decisions = plan_incremental_build(ws)
+    assert (START + timedelta(days=3)).isoformat() in decisions["livestream.views"]
+    assert decisions["wecom.group_events"] is None and decisions["miniprogram.events"] is None
+    assert len(decisions) == len(INCREMENTAL_TABLES)
