@@ -219,9 +219,15 @@ def build(
     from expectations.marts import gate_warehouse
     from expectations.runner import QualityGateError
     from memberflow.land import land_pending
-    from memberflow.postgres import postgres_target
+    from memberflow.postgres import PgSettings, PgSettingsError, postgres_target
     from memberflow.transform import DbtError, build_warehouse, latest_landed_day, save_identity_snapshot
 
+    if postgres_target():
+        try:
+            PgSettings.from_env()
+        except PgSettingsError as exc:
+            err.print(f"[red]{exc}[/red]")
+            raise typer.Exit(2) from None
     settings = _settings()
     source = Path(data_dir or settings.data_dir)
     cutoff = _parse_date(as_of) if as_of else None

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,8 +34,18 @@ from memberflow.extract import landed_schema, partition_days
 PHASE_ONE = ("+int_identity_nodes", "+int_identity_edges_checked")
 
 
+IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*")
+
+
+class PgSettingsError(ValueError):
+    """A MEMBERFLOW_PG_* setting that cannot be used."""
+
+
 @dataclass(frozen=True)
 class PgSettings:
+    """Where the postgres target builds. The database and schema names go into SQL (and dbt's profile) as
+    identifiers, so they are limited to lower-case letters, digits and underscores (PgSettingsError)."""
+
     host: str
     port: int
     user: str
@@ -45,13 +56,29 @@ class PgSettings:
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> PgSettings:
         env = os.environ if environ is None else environ
+        port = env.get("MEMBERFLOW_PG_PORT", "5432")
+        if not port.isdigit():
+            raise PgSettingsError(f"MEMBERFLOW_PG_PORT must be a port number, not {port!r}")
+        names = {}
+        for var, default in (
+            ("MEMBERFLOW_PG_DATABASE", "memberflow"),
+            ("MEMBERFLOW_PG_SCHEMA", "memberflow"),
+        ):
+            value = env.get(var, default)
+            # the schema gets a "_raw" twin: it must leave room for the suffix within PostgreSQL's 63 bytes
+            if not IDENTIFIER.fullmatch(value) or len(value) > 59:
+                raise PgSettingsError(
+                    f"{var} must be 1-59 lower-case letters, digits or underscores, starting with a letter "
+                    f"or underscore; got {value!r}"
+                )
+            names[var] = value
         return cls(
             host=env.get("MEMBERFLOW_PG_HOST", "127.0.0.1"),
-            port=int(env.get("MEMBERFLOW_PG_PORT", "5432")),
+            port=int(port),
             user=env.get("MEMBERFLOW_PG_USER", "postgres"),
             password=env.get("MEMBERFLOW_PG_PASSWORD", ""),
-            database=env.get("MEMBERFLOW_PG_DATABASE", "memberflow"),
-            schema=env.get("MEMBERFLOW_PG_SCHEMA", "memberflow"),
+            database=names["MEMBERFLOW_PG_DATABASE"],
+            schema=names["MEMBERFLOW_PG_SCHEMA"],
         )
 
     @property

@@ -157,6 +157,23 @@ def test_build_on_the_postgres_target_lands_loads_and_builds_there(env, monkeypa
         drop_database(pg)
 
 
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("MEMBERFLOW_PG_SCHEMA", "mf; drop schema public"),
+        ("MEMBERFLOW_PG_DATABASE", "Member-Flow"),
+        ("MEMBERFLOW_PG_PORT", "x"),
+    ],
+)
+def test_build_on_postgres_refuses_unusable_settings_before_landing_anything(
+    env, monkeypatch, variable, value
+):
+    monkeypatch.setenv(variable, value)
+    result = runner.invoke(app, ["build", "--data-dir", str(env / "nowhere"), "--target", "postgres"])
+    assert result.exit_code == 2
+    assert variable in result.output and "landed" not in result.output
+
+
 def test_build_stops_before_dbt_when_a_partition_quarantines_too_much(env, monkeypatch):
     data = env / "data"
     assert (
