@@ -151,7 +151,15 @@ def _add_volume(suite: Suite, day: date, history: dict[date, int]) -> None:
             f"{settings['min_median_rows']}"
         )
         return
-    suite.add_row_count_band("volume", median, f"the {window}-day median of {median:g}")
+    # A table's first weeks are not its steady state (a go-live export carries the back catalogue, a new
+    # channel ramps up): until it has warmup_days partitions, a volume finding is a warning.
+    earlier = sum(1 for d in history if d < day)
+    warming_up = earlier < int(settings["warmup_days"])
+    if warming_up:
+        suite.note(
+            f"volume is a warning while the table warms up: {earlier} of {settings['warmup_days']} days"
+        )
+    suite.add_row_count_band("volume", median, f"the {window}-day median of {median:g}", warming_up)
 
 
 def partition_frame(settings: Settings, contract: TableContract, day: date, path: Path, lookback: int):

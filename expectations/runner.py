@@ -51,19 +51,23 @@ class Suite:
     def settings(self, check: str) -> dict[str, Any]:
         return self.config.check(self.gate, self.subject, check)
 
-    def add(self, check: str, about: str, make: Callable[[dict[str, Any]], Any]) -> None:
-        """Add the expectation(s) ``make(settings)`` returns for config check ``check``, unless it is off."""
+    def add(
+        self, check: str, about: str, make: Callable[[dict[str, Any]], Any], warning_only: bool = False
+    ) -> None:
+        """Add the expectation(s) ``make(settings)`` returns for config check ``check``, unless it is off.
+        ``warning_only``: a critical check counts as a warning this time (e.g. a table still warming up)."""
         settings = self.settings(check)
         if settings["severity"] == "off":
             return
+        severity = "warning" if warning_only else settings["severity"]
         made = make(settings)
         for expectation in made if isinstance(made, list) else [made]:
             # GX returns results in its own order: the meta carries the check back to its result.
-            expectation.meta = {"check": check, "severity": settings["severity"], "about": about}
-            expectation.severity = settings["severity"]  # shown in Data Docs too
-            self.checks.append(Check(check, settings["severity"], expectation, about))
+            expectation.meta = {"check": check, "severity": severity, "about": about}
+            expectation.severity = severity  # shown in Data Docs too
+            self.checks.append(Check(check, severity, expectation, about))
 
-    def add_row_count_band(self, check: str, reference: float, what: str) -> None:
+    def add_row_count_band(self, check: str, reference: float, what: str, warning_only: bool = False) -> None:
         """Rows within [low x reference, high x reference], the band coming from the check's settings."""
         import great_expectations as gx
 
@@ -75,6 +79,7 @@ class Suite:
             lambda s: gx.expectations.ExpectTableRowCountToBeBetween(
                 min_value=int(reference * low), max_value=int(reference * high)
             ),
+            warning_only,
         )
 
     def note(self, text: str) -> None:

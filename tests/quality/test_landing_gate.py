@@ -137,3 +137,20 @@ def test_a_warning_is_recorded_and_the_partition_published(workspace_copy, tmp_p
     report = read_report(workspace_copy, get_contract("wecom", "group_events"), DAY)
     assert report["status"] == "ok" and report["quality"] == "warning"
     assert landed_rows(workspace_copy, table) == report["landed"] < len(lines) // 2 + 1
+
+
+def test_a_volume_drop_in_a_tables_first_weeks_is_a_warning(workspace_copy, tmp_path):
+    """A go-live backfill starts with the back catalogue and a new channel ramps up: until a table has
+    warmup_days earlier partitions, a volume finding is published with a warning, not refused."""
+    table = "wecom.group_events"
+    early = START + timedelta(days=20)  # 20 earlier partitions, fewer than the 28 of warmup_days
+    path = source(workspace_copy, table, early)
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([lines[0], *lines[1::5]]) + "\n")  # four rows in five lost
+    override = tmp_path / "quality.yml"  # the sample's early days are small: check them anyway
+    override.write_text("landing:\n  checks:\n    volume: {min_median_rows: 10}\n")
+    result = reland(workspace_copy, table, early, QualityConfig.load(override))
+    assert result.ok and result.status == "warning"
+    assert "[volume, warning]" in result.messages("warning")[0]
+    assert any("warms up: 20 of 28 days" in note for note in result.suites[0].notes)
+    assert landed_rows(workspace_copy, table, early) <= len(lines) // 5 + 1
