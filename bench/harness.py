@@ -727,7 +727,8 @@ def render(results: list[dict]) -> str:
         "wall time, CPU time (user + system, its children included) and peak RSS (the process or its largest",
         "child, e.g. dbt). Baselines ran on the same data in the same run.",
         "",
-        "Reproduce: `.venv/bin/python bench/harness.py --members 100000 --days 365`",
+        "Reproduce: `.venv/bin/python bench/harness.py --members 100000 --days 365` (the 1M run: "
+        "`--members 1000000 --days 365 --no-postgres`, about 75 minutes).",
         "",
     ]
     for result in sorted(results, key=lambda r: (r["members"], r["days"])):

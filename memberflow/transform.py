@@ -75,10 +75,15 @@ def plan_incremental_build(settings: Settings) -> dict[str, str | None]:
     Adding is right when the landing only grew by newer partitions since the last successful build (the
     manifest ``record_incremental_build`` keeps). Anything else rebuilds the table from every partition:
     no earlier build, a changed staging model or macro, or a partition at or before the last build's
-    newest one that was re-landed, withdrawn or landed late. Returns table -> the reason to rebuild (None:
-    add). The decision is written to ``reference/incremental_build.parquet`` for the models to read."""
+    newest one (or an unfinished build's) that was re-landed, withdrawn or landed late. Returns table ->
+    the reason to rebuild (None: add). The decision is written to ``reference/incremental_build.parquet``
+    for the models to read."""
     built_path = _manifest_path(settings, BUILT_MANIFEST)
     built = json.loads(built_path.read_text()) if built_path.exists() else None
+    pending = _manifest_path(settings, PENDING_MANIFEST)
+    # A pending manifest left behind is a build that did not finish (or an as-of build): its models may
+    # already hold its partitions, so a partition it saw that changed since counts as changed too.
+    attempted = json.loads(pending.read_text()) if pending.exists() else None
     current = {"project": _project_hash(), "partitions": {}}
     decisions: dict[str, str | None] = {}
     for channel, table in INCREMENTAL_TABLES:
@@ -92,18 +97,15 @@ def plan_incremental_build(settings: Settings) -> dict[str, str | None]:
         if built is None:
             decisions[name] = "no earlier build"
             continue
-        if built["project"] != current["project"]:
+        if any(m["project"] != current["project"] for m in (built, attempted) if m):
             decisions[name] = "staging models or macros changed"
             continue
-        before = built["partitions"].get(name, {})
-        newest = max(before, default="")
-        changed = sorted(
-            day for day in set(before) | set(parts) if day <= newest and before.get(day) != parts.get(day)
-        )
-        decisions[name] = (
-            f"partitions changed at or before {newest}: {', '.join(changed[:5])}" if changed else None
-        )
-    pending = _manifest_path(settings, PENDING_MANIFEST)
+        changed: set[str] = set()
+        for manifest in (m for m in (built, attempted) if m):
+            before = manifest["partitions"].get(name, {})
+            newest = max(before, default="")
+            changed |= {d for d in set(before) | set(parts) if d <= newest and before.get(d) != parts.get(d)}
+        decisions[name] = f"partitions changed: {', '.join(sorted(changed)[:5])}" if changed else None
     pending.parent.mkdir(parents=True, exist_ok=True)
     pending.write_text(json.dumps(current))
     rows = [{"relation": n, "rebuild": r is not None, "reason": r} for n, r in decisions.items()]

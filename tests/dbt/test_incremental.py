@@ -76,7 +76,7 @@ def test_new_days_are_added_and_anything_else_rebuilds(workspace_copy, tmp_path)
             shutil.move(partition(ws, name, day), held / name / day.isoformat())
     shutil.rmtree(ws.home / "identity")  # members known only from those days are no one's split
     decisions = plan_incremental_build(ws)
-    assert all(decisions[name] and new_days[-1].isoformat() in decisions[name] for name in EVENT_MODELS)
+    assert all(decisions[name] and new_days[0].isoformat() in decisions[name] for name in EVENT_MODELS)
     build_warehouse(ws)
     assert query(ws, "select max(loaded_on) as d from stg_wecom__group_events")["d"][0] == last_old
 
@@ -113,3 +113,12 @@ def test_new_days_are_added_and_anything_else_rebuilds(workspace_copy, tmp_path)
     assert (START + timedelta(days=3)).isoformat() in decisions["livestream.views"]
     assert decisions["wecom.group_events"] is None and decisions["miniprogram.events"] is None
     assert len(decisions) == len(INCREMENTAL_TABLES)
+
+    # a build that did not finish may hold a day the last successful one never saw: re-landing it rebuilds
+    later = START + timedelta(days=DAYS)
+    events = "wecom.group_events"
+    shutil.copytree(partition(ws, events, new_days[-1]), partition(ws, events, later))
+    assert plan_incremental_build(ws)["wecom.group_events"] is None  # the attempt (no build follows)
+    relanded = partition(ws, "wecom.group_events", later) + "/part-0.parquet"
+    os.utime(relanded, ns=(os.stat(relanded).st_atime_ns, os.stat(relanded).st_mtime_ns + 1_000_000_000))
+    assert later.isoformat() in plan_incremental_build(ws)["wecom.group_events"]

@@ -228,8 +228,8 @@ def test_no_plain_phone_outside_the_sms_request(delivery_ws, broad_segments, san
 
 
 def test_planning_explains_the_members_it_acts_on_and_no_suppressed_one(delivery_ws, broad_segments):
-    """Sent and held-out members get their segment model's reasons (every model's for a segment without
-    one); members who are only suppressed stay unexplained, however many the caps hold back."""
+    """Members sent to get their segment model's reasons (every model's for a segment without one);
+    members only held out or suppressed stay unexplained, however many the caps hold back."""
     from memberflow.outreach.run import EXPLAINED_STATUSES, MODELS, reasons_model
 
     planned = plan(delivery_ws, SCORE_DAY, now=MORNING)
