@@ -168,6 +168,7 @@ def test_build_on_the_postgres_target_lands_loads_and_builds_there(env, monkeypa
 def test_build_on_postgres_refuses_unusable_settings_before_landing_anything(
     env, monkeypatch, variable, value
 ):
+    monkeypatch.setenv("MEMBERFLOW_DBT_TARGET", "duckdb")  # --target switches it; restored afterwards
     monkeypatch.setenv(variable, value)
     result = runner.invoke(app, ["build", "--data-dir", str(env / "nowhere"), "--target", "postgres"])
     assert result.exit_code == 2
