@@ -108,6 +108,12 @@ def partition_dir(root: Path, channel: str, table: str, day: date) -> Path:
     return root / channel / table / f"dt={day.isoformat()}"
 
 
+def file_fingerprint(path: Path) -> str:
+    """Size and modification time: what tells a re-landed partition file from the one seen before."""
+    stat = path.stat()
+    return f"{stat.st_size}:{stat.st_mtime_ns}"
+
+
 def partition_days(folder: Path) -> dict[date, Path]:
     """The ``dt=YYYY-MM-DD`` partitions directly under ``folder``, by date; other names are ignored."""
     days = {}

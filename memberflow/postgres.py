@@ -21,7 +21,6 @@ import io
 import os
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -29,7 +28,7 @@ import pyarrow.parquet as pq
 
 from memberflow.config import Settings
 from memberflow.contracts import CONTRACTS
-from memberflow.extract import landed_schema, partition_days
+from memberflow.extract import file_fingerprint, landed_schema, partition_days
 
 PHASE_ONE = ("+int_identity_nodes", "+int_identity_edges_checked")
 
@@ -168,11 +167,6 @@ class LoadReport:
     rows: int = 0
 
 
-def _fingerprint(path: Path) -> str:
-    stat = path.stat()
-    return f"{stat.st_size}:{stat.st_mtime_ns}"
-
-
 def load_landing(settings: Settings, pg: PgSettings | None = None) -> LoadReport:
     """Bring ``<schema>_raw`` in line with the landing zone and the workspace reference tables."""
     pg = pg or PgSettings.from_env()
@@ -205,7 +199,7 @@ def load_landing(settings: Settings, pg: PgSettings | None = None) -> LoadReport
                 changed += 1
             for day, folder in partitions.items():
                 part = folder / "part-0.parquet"
-                fingerprint = _fingerprint(part)
+                fingerprint = file_fingerprint(part)
                 if known.get(day) == fingerprint:
                     report.unchanged += 1
                     continue

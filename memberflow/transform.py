@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 from memberflow.config import Settings
 from memberflow.contracts import CONTRACTS
 from memberflow.dbt_env import dbt_environment, output_tail, release_dbt_connections, run_dbt_process
-from memberflow.extract import landed_schema, partition_days
+from memberflow.extract import file_fingerprint, landed_schema, partition_days
 from memberflow.phones import phone_token
 
 
@@ -42,11 +42,6 @@ def blocked_phones(extra: Sequence[str] = ()) -> list[str]:
 INCREMENTAL_TABLES = (("wecom", "group_events"), ("miniprogram", "events"), ("livestream", "views"))
 BUILT_MANIFEST = "incremental_built.{target}.json"
 PENDING_MANIFEST = "incremental_pending.{target}.json"
-
-
-def _fingerprint(path: Path) -> str:
-    stat = path.stat()
-    return f"{stat.st_size}:{stat.st_mtime_ns}"
 
 
 def _project_hash() -> str:
@@ -89,7 +84,7 @@ def plan_incremental_build(settings: Settings) -> dict[str, str | None]:
     for channel, table in INCREMENTAL_TABLES:
         name = f"{channel}.{table}"
         parts = {
-            day.isoformat(): _fingerprint(folder / "part-0.parquet")
+            day.isoformat(): file_fingerprint(folder / "part-0.parquet")
             for day, folder in partition_days(settings.landing_dir / channel / table).items()
             if (folder / "part-0.parquet").exists()
         }
