@@ -263,10 +263,11 @@ def build_warehouse(
     clear_published(settings, "marts")  # until the marts gate passes on what this build writes
     write_build_inputs(settings)
     if postgres_target():
-        return _build_postgres(settings, as_of, feature_dates, snapshot)
-    result = run_dbt(settings, ["build"], as_of, feature_dates)
-    if result.failures:
-        raise DbtError("dbt build failed:\n  " + "\n  ".join(result.failures))
+        result = _build_postgres(settings, as_of, feature_dates)
+    else:
+        result = run_dbt(settings, ["build"], as_of, feature_dates)
+        if result.failures:
+            raise DbtError("dbt build failed:\n  " + "\n  ".join(result.failures))
     if as_of is None:
         record_incremental_build(settings)
         if snapshot:
@@ -274,9 +275,7 @@ def build_warehouse(
     return result
 
 
-def _build_postgres(
-    settings: Settings, as_of: date | None, feature_dates: Sequence[date], snapshot: bool
-) -> DbtResult:
+def _build_postgres(settings: Settings, as_of: date | None, feature_dates: Sequence[date]) -> DbtResult:
     """The same build on PostgreSQL: load the landing zone, build what the identity replay reads, replay
     it in Python, build the rest (memberflow.postgres)."""
     from memberflow.postgres import PHASE_ONE, load_landing, replay_identity
@@ -291,10 +290,6 @@ def _build_postgres(
     rest = run_dbt(settings, ["build", "--exclude", *PHASE_ONE], as_of, feature_dates)
     if rest.failures:
         raise DbtError("dbt build failed:\n  " + "\n  ".join(rest.failures))
-    if as_of is None:
-        record_incremental_build(settings)
-        if snapshot:
-            save_identity_snapshot(settings)
     return DbtResult(first.succeeded + rest.succeeded, [])
 
 
