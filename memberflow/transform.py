@@ -40,19 +40,31 @@ def blocked_phones(extra: Sequence[str] = ()) -> list[str]:
 # Landed tables whose staging models are incremental: each build reads only partitions newer than the
 # newest one it already holds and adds the events it has not seen. See plan_incremental_build.
 INCREMENTAL_TABLES = (("wecom", "group_events"), ("miniprogram", "events"), ("livestream", "views"))
+# Landed tables the incremental fct_member_daily_engagement also follows (it reads their orders through
+# fct_orders): a change to an old partition of these rebuilds it (dbt_project/macros/engagement.sql).
+PLANNED_TABLES = (*INCREMENTAL_TABLES, ("ecommerce", "orders"), ("store_pos", "orders"))
+# The SQL the incremental models depend on: a change to any of it rebuilds them.
+INCREMENTAL_SQL = (
+    "models/staging",
+    "macros",
+    "models/intermediate/activity",
+    "models/marts/core/fct_orders.sql",
+    "models/marts/core/fct_member_daily_engagement.sql",
+)
 BUILT_MANIFEST = "incremental_built.{target}.json"
 PENDING_MANIFEST = "incremental_pending.{target}.json"
 
 
 def _project_hash() -> str:
-    """What the incremental models' SQL depends on: staging models and macros. A change rebuilds them."""
+    """A hash of the SQL the incremental models depend on (INCREMENTAL_SQL). A change rebuilds them."""
     import hashlib
 
     from memberflow.dbt_env import DBT_PROJECT_DIR
 
     digest = hashlib.sha256()
-    for folder in ("models/staging", "macros"):
-        for path in sorted((DBT_PROJECT_DIR / folder).rglob("*")):
+    for name in INCREMENTAL_SQL:
+        top = DBT_PROJECT_DIR / name
+        for path in sorted(top.rglob("*")) if top.is_dir() else [top]:
             if path.is_file():
                 digest.update(str(path.relative_to(DBT_PROJECT_DIR)).encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
@@ -65,11 +77,12 @@ def _manifest_path(settings: Settings, name: str) -> Path:
 
 
 def plan_incremental_build(settings: Settings) -> dict[str, str | None]:
-    """Decide, per incremental table, whether this build may only add to what the last one built.
+    """Decide, per planned table (PLANNED_TABLES), whether this build may only add to what the last one
+    built.
 
     Adding is right when the landing only grew by newer partitions since the last successful build (the
     manifest ``record_incremental_build`` keeps). Anything else rebuilds the table from every partition:
-    no earlier build, a changed staging model or macro, or a partition at or before the last build's
+    no earlier build, changed incremental SQL (INCREMENTAL_SQL), or a partition at or before the last build's
     newest one (or an unfinished build's) that was re-landed, withdrawn or landed late. Returns table ->
     the reason to rebuild (None: add). The decision is written to ``reference/incremental_build.parquet``
     for the models to read."""
@@ -81,7 +94,7 @@ def plan_incremental_build(settings: Settings) -> dict[str, str | None]:
     attempted = json.loads(pending.read_text()) if pending.exists() else None
     current = {"project": _project_hash(), "partitions": {}}
     decisions: dict[str, str | None] = {}
-    for channel, table in INCREMENTAL_TABLES:
+    for channel, table in PLANNED_TABLES:
         name = f"{channel}.{table}"
         parts = {
             day.isoformat(): file_fingerprint(folder / "part-0.parquet")
@@ -93,7 +106,7 @@ def plan_incremental_build(settings: Settings) -> dict[str, str | None]:
             decisions[name] = "no earlier build"
             continue
         if any(m["project"] != current["project"] for m in (built, attempted) if m):
-            decisions[name] = "staging models or macros changed"
+            decisions[name] = "incremental models or macros changed"
             continue
         changed: set[str] = set()
         for manifest in (m for m in (built, attempted) if m):

@@ -108,6 +108,21 @@
   {{ return(newest.isoformat() if newest else none) }}
 {%- endmacro %}
 
+{# incremental_rebuild over several landed tables ("channel.table"): true when any of them is rebuilt. #}
+{% macro any_rebuild(relations) -%}
+  {%- for relation in relations -%}
+    {%- set parts = relation.split('.') -%}
+    {%- if incremental_rebuild(parts[0], parts[1]) -%}{{ return(true) }}{%- endif -%}
+  {%- endfor -%}
+  {{ return(false) }}
+{%- endmacro %}
+
+{% macro clear_for_rebuild_any(relations) -%}
+  {%- if is_incremental() and any_rebuild(relations) -%}
+    delete from {{ this }}
+  {%- endif -%}
+{%- endmacro %}
+
 {% macro clear_for_rebuild(channel, table) -%}
   {%- if is_incremental() and incremental_rebuild(channel, table) -%}
     delete from {{ this }}

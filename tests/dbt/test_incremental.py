@@ -1,5 +1,6 @@
-"""Incremental event staging: a build after new days reads only their partitions and ends up with exactly
-the rows a build from every partition gives; anything but new days rebuilds."""
+"""Incremental event staging and daily engagement: a build after new days reads only their partitions (and
+recomputes only the members they touch) and ends up with exactly the rows a build from every partition
+gives; anything but new days rebuilds."""
 
 from __future__ import annotations
 
@@ -8,13 +9,16 @@ import shutil
 from datetime import timedelta
 from pathlib import Path
 
+import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from memberflow.contracts import CONTRACTS
 from memberflow.dbt_env import dbt_environment
+from memberflow.extract import partition_days
 from memberflow.transform import (
     BUILT_MANIFEST,
-    INCREMENTAL_TABLES,
+    PLANNED_TABLES,
     _manifest_path,
     build_warehouse,
     plan_incremental_build,
@@ -35,6 +39,10 @@ def snapshot(settings) -> dict:
         out[model] = query(settings, f"select * from {model} order by {key}")
     out["fct_member_daily_engagement"] = query(
         settings, "select * from fct_member_daily_engagement order by member_id, activity_date"
+    )
+    out["int_source_daily_activity"] = query(
+        settings,
+        "select * from int_source_daily_activity order by source, id_value, activity_date, loaded_on",
     )
     return out
 
@@ -68,28 +76,43 @@ def test_new_days_are_added_and_anything_else_rebuilds(workspace_copy, tmp_path)
         for name in ("wecom.group_events", "miniprogram.events")
     }
 
-    # the newest days leave the landing: a change at or before the last build's newest day, so a rebuild
-    held = tmp_path / "held"
-    for name in EVENT_MODELS:
-        (held / name).mkdir(parents=True)
-        for day in new_days:
-            shutil.move(partition(ws, name, day), held / name / day.isoformat())
+    # the newest days of every table leave the landing: for the planned tables, a change at or before
+    # the last build's newest day, so a rebuild
+    held = []
+    for contract in CONTRACTS:
+        name = f"{contract.channel}.{contract.table}"
+        for day, folder in partition_days(ws.landing_dir / contract.channel / contract.table).items():
+            if day in new_days:
+                held.append((folder, tmp_path / "held" / name / folder.name))
+                held[-1][1].parent.mkdir(parents=True, exist_ok=True)
+                shutil.move(folder, held[-1][1])
     shutil.rmtree(ws.home / "identity")  # members known only from those days are no one's split
     decisions = plan_incremental_build(ws)
-    assert all(decisions[name] and new_days[0].isoformat() in decisions[name] for name in EVENT_MODELS)
-    build_warehouse(ws)
+    assert all(decisions[name] and new_days[0].isoformat() in decisions[name] for name in decisions)
+    build_warehouse(ws, snapshot=False)
     assert query(ws, "select max(loaded_on) as d from stg_wecom__group_events")["d"][0] == last_old
+    before = query(ws, "select id_type, id_value, member_id from member_identifiers")
 
     # they come back: only newer partitions, so the build adds them
-    for name in EVENT_MODELS:
-        for day in new_days:
-            shutil.move(held / name / day.isoformat(), partition(ws, name, day))
+    for folder, away in held:
+        shutil.move(away, folder)
     assert set(plan_incremental_build(ws).values()) == {None}
     build_warehouse(ws)
-    compiled = Path(dbt_environment(ws)["DBT_TARGET_PATH"]) / "compiled/memberflow/models/staging/wecom"
-    sql = (compiled / "stg_wecom__group_events.sql").read_text()
+    compiled = Path(dbt_environment(ws)["DBT_TARGET_PATH"]) / "compiled/memberflow/models"
+    sql = (compiled / "staging/wecom/stg_wecom__group_events.sql").read_text()
     assert "dt=*" not in sql and f"dt={last_old.isoformat()}" not in sql
     assert all(f"dt={day.isoformat()}" in sql for day in new_days)
+    # the engagement fact recomputed only the members the new days touched
+    sql = (compiled / "marts/core/fct_member_daily_engagement.sql").read_text()
+    assert "fct_member_daily_engagement__affected" in sql
+    sql = (compiled / "intermediate/activity/int_source_daily_activity.sql").read_text()
+    assert f"loaded_on > cast('{last_old.isoformat()}' as date)" in sql
+    # and the new days moved identifiers between members (merges, links), which it had to follow
+    after = query(ws, "select id_type, id_value, member_id from member_identifiers")
+    moved = before.join(after, on=["id_type", "id_value"], suffix="_after").filter(
+        pl.col("member_id") != pl.col("member_id_after")
+    )
+    assert moved.height > 0 and after.height > before.height
     added = snapshot(ws)
 
     # the same landing built from every partition gives the same rows
@@ -112,7 +135,7 @@ def test_new_days_are_added_and_anything_else_rebuilds(workspace_copy, tmp_path)
     decisions = plan_incremental_build(ws)
     assert (START + timedelta(days=3)).isoformat() in decisions["livestream.views"]
     assert decisions["wecom.group_events"] is None and decisions["miniprogram.events"] is None
-    assert len(decisions) == len(INCREMENTAL_TABLES)
+    assert len(decisions) == len(PLANNED_TABLES)
 
     # a build that did not finish may hold a day the last successful one never saw: re-landing it rebuilds
     later = START + timedelta(days=DAYS)

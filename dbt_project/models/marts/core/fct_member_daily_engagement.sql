@@ -1,45 +1,58 @@
 -- One row per member per local day with any activity: group check-ins and messages, livestream watching,
--- mini-program use and purchases.
+-- mini-program use and purchases. Incremental: a build recomputes only the members whose activity, orders
+-- or identifiers changed since the last one (macros/engagement.sql says how, and when it starts over).
+{{ config(
+    materialized='incremental',
+    incremental_strategy='append',
+    pre_hook=[
+        "{{ engagement_drop('affected') }}",
+        "{{ engagement_find_affected() }}",
+        "{{ engagement_clear() }}",
+    ],
+    post_hook=[
+        "{{ engagement_drop('identifiers') }}",
+        "{{ engagement_remember('identifiers') }}",
+        "{{ engagement_drop('watermarks') }}",
+        "{{ engagement_remember('watermarks') }}",
+        "{{ engagement_drop('affected') }}",
+    ],
+) }}
+{%- set only_affected = not engagement_rebuild() %}
 with
 
-group_events as (select * from {{ ref('stg_wecom__group_events') }}),
-mp_events as (select * from {{ ref('stg_miniprogram__events') }}),
-live_views as (select * from {{ ref('stg_livestream__views') }}),
+source_activity as (select * from {{ ref('int_source_daily_activity') }}),
 orders as (select * from {{ ref('fct_orders') }} where member_id is not null),
 identifiers as (select * from {{ ref('member_identifiers') }}),
+{%- if only_affected %}
+affected as (select member_id from {{ engagement_state('affected') }}),
+{%- endif %}
 
 activity as (
     select
         identifiers.member_id,
-        group_events.event_date as activity_date,
-        (group_events.event_type = 'checkin')::int as checkins,
-        (group_events.event_type = 'message')::int as group_messages,
-        0.0 as livestream_minutes,
-        0 as livestream_sessions,
-        0 as mp_visits,
-        0 as mp_events,
-        0 as article_views,
-        0 as assessments,
+        source_activity.activity_date,
+        source_activity.checkins,
+        source_activity.group_messages,
+        source_activity.watch_seconds,
+        source_activity.livestream_sessions,
+        source_activity.mp_visits,
+        source_activity.mp_events,
+        source_activity.article_views,
+        source_activity.assessments,
         0 as orders,
         0.0 as spend_cny
-    from group_events
+    from source_activity
     inner join identifiers
-        on identifiers.id_type = 'external_userid' and group_events.external_userid = identifiers.id_value
+        on identifiers.id_type = source_activity.id_type and identifiers.id_value = source_activity.id_value
+    {%- if only_affected %}
+    where identifiers.member_id in (select member_id from affected)
+    {%- endif %}
     union all
-    select
-        identifiers.member_id, mp_events.event_date, 0, 0, 0.0, 0,
-        (mp_events.event_type = 'visit')::int, 1,
-        (mp_events.event_type = 'article_view')::int, (mp_events.event_type = 'assessment')::int, 0, 0.0
-    from mp_events
-    inner join identifiers on identifiers.id_type = 'openid' and mp_events.openid_key = identifiers.id_value
-    union all
-    select
-        identifiers.member_id, live_views.view_date, 0, 0, live_views.watch_minutes, 1, 0, 0, 0, 0, 0, 0.0
-    from live_views
-    inner join identifiers on identifiers.id_type = 'openid' and live_views.viewer_key = identifiers.id_value
-    union all
-    select member_id, order_date, 0, 0, 0.0, 0, 0, 0, 0, 0, is_purchase::int, net_amount_cny
+    select member_id, order_date, 0, 0, 0, 0, 0, 0, 0, 0, is_purchase::int, net_amount_cny
     from orders
+    {%- if only_affected %}
+    where member_id in (select member_id from affected)
+    {%- endif %}
 ),
 
 final as (
@@ -48,7 +61,7 @@ final as (
         activity_date,
         sum(checkins)::bigint as checkins,
         sum(group_messages)::bigint as group_messages,
-        {{ round_double('sum(livestream_minutes)', 1) }} as livestream_minutes,
+        {{ round_double('sum(watch_seconds) / 60.0', 1) }} as livestream_minutes,
         sum(livestream_sessions)::bigint as livestream_sessions,
         sum(mp_visits)::bigint as mp_visits,
         sum(mp_events)::bigint as mp_events,

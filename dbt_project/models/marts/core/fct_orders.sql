@@ -1,5 +1,7 @@
 -- One row per order, e-commerce and store alike, with the member who placed it (null for walk-ins
--- without a card). Refunded and cancelled orders stay, marked, with a net amount of 0.
+-- without a card). Refunded and cancelled orders stay, marked, with a net amount of 0. last_changed_on is
+-- the newest day a version of the order landed (a store receipt never changes): what the incremental
+-- fct_member_daily_engagement reads to find the orders that changed since its last build.
 with
 
 ecom_orders as (select * from {{ ref('stg_ecommerce__orders') }}),
@@ -33,7 +35,8 @@ unified as (
         order_date,
         status,
         amount_cny as gross_amount_cny,
-        first_seen_on
+        first_seen_on,
+        last_seen_on as last_changed_on
     from ecom_orders
     union all
     select
@@ -46,6 +49,7 @@ unified as (
         order_date,
         'completed',
         amount_cny,
+        first_seen_on,
         first_seen_on
     from store_orders
 ),
@@ -67,7 +71,8 @@ final as (
         coalesce(items.line_count, 0) as line_count,
         coalesce(items.units, 0) as units,
         coalesce(items.categories, {{ empty_string_list() }}) as categories,
-        unified.first_seen_on
+        unified.first_seen_on,
+        unified.last_changed_on
     from unified
     left join identifiers on unified.id_type = identifiers.id_type and unified.id_value = identifiers.id_value
     left join items on unified.order_key = items.order_key

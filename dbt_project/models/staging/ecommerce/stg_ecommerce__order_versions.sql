@@ -21,6 +21,7 @@ final as (
         updated_at,
         loaded_on,
         min(loaded_on) over (partition by platform, order_id) as first_seen_on,
+        max(loaded_on) over (partition by platform, order_id) as last_seen_on,
         min(loaded_on) over (partition by platform, order_id, phone_token) as member_phone_first_seen_on,
         row_number() over (partition by platform, order_id order by updated_at desc, _loaded_at desc) as version_rank
     from as_of

@@ -19,6 +19,7 @@ final as (
         amount_cny,
         updated_at,
         first_seen_on,
+        last_seen_on,
         member_phone_first_seen_on
     from versions
     where version_rank = 1
