@@ -380,13 +380,14 @@ def stage_train_bare(args, settings) -> dict:
 
     spec, ts = _training_set(settings, args.model)
     features = ts.features
-    train = ts.train
+    train_x, train_y = ts.train_matrix()
     tune, _ = split_holdout(ts.holdout_frame)
-    params = lightgbm_params(spec, features, len(train), 1)
+    params = lightgbm_params(spec, features, len(train_x), 1)
     # categorical features declared as memberflow's fit declares them
     categorical = [c for c in ts.manifest["categorical"] if c in features]
     began = time.perf_counter()
-    dtrain = lgb.Dataset(train[features], label=train["label"], categorical_feature=categorical)
+    dtrain = lgb.Dataset(train_x, label=train_y, categorical_feature=categorical)
+    del train_x, train_y
     dtune = lgb.Dataset(
         tune[features], label=tune["label"], categorical_feature=categorical, reference=dtrain
     )

@@ -70,13 +70,14 @@ def fit(training_set: TrainingSet, spec: ModelSpec, threads: int) -> tuple[Fitte
     """LightGBM, early stopping and Platt calibration on the tune half; returns the model and test half."""
     import lightgbm as lgb
 
-    train = training_set.train
+    train_x, train_y = training_set.train_matrix()
     tune, test = split_holdout(training_set.holdout_frame)
     features = training_set.features
     categorical = [c for c in training_set.manifest["categorical"] if c in features]
-    params = lightgbm_params(spec, features, len(train), threads)
+    params = lightgbm_params(spec, features, len(train_x), threads)
     started = time.perf_counter()
-    dtrain = lgb.Dataset(train[features], label=train["label"], categorical_feature=categorical)
+    dtrain = lgb.Dataset(train_x, label=train_y, categorical_feature=categorical)
+    del train_x, train_y  # the Dataset frees its copy once built (free_raw_data)
     dtune = lgb.Dataset(
         tune[features], label=tune["label"], categorical_feature=categorical, reference=dtrain
     )
