@@ -775,8 +775,9 @@ def render(results: list[dict]) -> str:
                 f"The landing gate refused {len(refused)} history partitions ({', '.join(tables)}; "
                 f"{days[0]} to {days[-1]}), so the warehouse was built without them. The generated brand's "
                 "first weeks are far from its steady state (existing members arrive in the first week, "
-                "engagement ramps up after), and the volume check (0.6×–2.5× the 14-day median, critical) "
-                "refuses those days.",
+                "engagement ramps up after). The volume check (0.6×–2.5× the 14-day median) refuses such "
+                "days once a table has 28 earlier partitions and only warns before; runs made before that "
+                "warm-up rule (2026-11-27) were refused from the second week.",
             ]
         deliver = st.get("daily: deliver", {})
         if deliver:
