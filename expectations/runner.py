@@ -191,6 +191,10 @@ def docs_index(settings: Settings) -> Path:
     return settings.quality_dir / "docs" / "index.html"
 
 
+# How many of the newest validation results the Data Docs index links.
+DOCS_VALIDATIONS = 1000
+
+
 @cache
 def _context(quality_dir: Path):
     """An ephemeral GX context whose validation results and Data Docs are files in the workspace."""
@@ -220,7 +224,13 @@ def _context(quality_dir: Path):
                 "class_name": "TupleFilesystemStoreBackend",
                 "base_directory": str(quality_dir / "docs"),
             },
-            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+            # The index links (and a full rebuild renders) only the newest validations: reading every
+            # stored result back made each landing run's docs cost grow with history (26 s of a 40 s run
+            # after a year at 100k members). Older pages stay on disk; the gate results are all kept.
+            "site_index_builder": {
+                "class_name": "DefaultSiteIndexBuilder",
+                "validation_results_limit": DOCS_VALIDATIONS,
+            },
         }
     }
     context = gx.get_context(project_config=config, mode="ephemeral")
@@ -369,8 +379,9 @@ def build_data_docs(settings: Settings, gate: str, days: Iterable[date]) -> Path
     """
     context = _context(settings.quality_dir)
     run_names = {f"{gate}-{day.isoformat()}" for day in days}
-    keys = [k for k in context.validation_results_store.list_keys() if k.run_id.run_name in run_names]
+    keys = {k for k in context.validation_results_store.list_keys() if k.run_id.run_name in run_names}
     if keys:
+        # a set: GX tests every stored key for membership, and a list made that quadratic
         context.build_data_docs(resource_identifiers=keys)
     return docs_index(settings)
 
