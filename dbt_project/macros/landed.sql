@@ -124,7 +124,5 @@
 {%- endmacro %}
 
 {% macro clear_for_rebuild(channel, table) -%}
-  {%- if is_incremental() and incremental_rebuild(channel, table) -%}
-    delete from {{ this }}
-  {%- endif -%}
+  {{ clear_for_rebuild_any([channel ~ '.' ~ table]) }}
 {%- endmacro %}

@@ -13,9 +13,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from memberflow.contracts import CONTRACTS
 from memberflow.dbt_env import dbt_environment
-from memberflow.extract import partition_days
 from memberflow.transform import (
     BUILT_MANIFEST,
     PLANNED_TABLES,
@@ -23,7 +21,7 @@ from memberflow.transform import (
     build_warehouse,
     plan_incremental_build,
 )
-from tests.dbt.conftest import DAYS, START, query
+from tests.dbt.conftest import DAYS, START, bring_back, hold_back, query
 
 EVENT_MODELS = {
     "wecom.group_events": ("stg_wecom__group_events", "event_id"),
@@ -78,14 +76,7 @@ def test_new_days_are_added_and_anything_else_rebuilds(workspace_copy, tmp_path)
 
     # the newest days of every table leave the landing: for the planned tables, a change at or before
     # the last build's newest day, so a rebuild
-    held = []
-    for contract in CONTRACTS:
-        name = f"{contract.channel}.{contract.table}"
-        for day, folder in partition_days(ws.landing_dir / contract.channel / contract.table).items():
-            if day in new_days:
-                held.append((folder, tmp_path / "held" / name / folder.name))
-                held[-1][1].parent.mkdir(parents=True, exist_ok=True)
-                shutil.move(folder, held[-1][1])
+    held = hold_back(ws, tmp_path / "held", lambda days: [d for d in days if d in new_days])
     shutil.rmtree(ws.home / "identity")  # members known only from those days are no one's split
     decisions = plan_incremental_build(ws)
     assert all(decisions[name] and new_days[0].isoformat() in decisions[name] for name in decisions)
@@ -94,8 +85,7 @@ def test_new_days_are_added_and_anything_else_rebuilds(workspace_copy, tmp_path)
     before = query(ws, "select id_type, id_value, member_id from member_identifiers")
 
     # they come back: only newer partitions, so the build adds them
-    for folder, away in held:
-        shutil.move(away, folder)
+    bring_back(held)
     assert set(plan_incremental_build(ws).values()) == {None}
     build_warehouse(ws)
     compiled = Path(dbt_environment(ws)["DBT_TARGET_PATH"]) / "compiled/memberflow/models"

@@ -16,6 +16,7 @@ from memberflow.contracts import CONTRACTS
 from memberflow.extract import partition_days
 from memberflow.postgres import PgSettings, drop_database, load_landing, read_relation
 from memberflow.transform import build_warehouse
+from tests.dbt.conftest import bring_back, hold_back
 
 MARTS = [
     "member_identifiers",
@@ -61,20 +62,12 @@ def test_the_project_builds_on_postgres_and_its_marts_match_duckdb(workspace_cop
     """Built in two steps, so the incremental models run on PostgreSQL too: first without every table's
     last five days, then with them (a build that adds their partitions and recomputes the engagement of
     the members they touch, identity changes included)."""
-    from memberflow.contracts import CONTRACTS
     from memberflow.transform import plan_incremental_build
 
     shutil.rmtree(workspace_copy.home / "identity")  # as the DuckDB build had it: no earlier snapshot
-    held = []
-    for contract in CONTRACTS:
-        channel, table = contract.channel, contract.table
-        for _day, folder in list(partition_days(workspace_copy.landing_dir / channel / table).items())[-5:]:
-            held.append((folder, tmp_path / "held" / channel / table / folder.name))
-            held[-1][1].parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(folder, held[-1][1])
+    held = hold_back(workspace_copy, tmp_path / "held", lambda days: days[-5:])
     build_warehouse(workspace_copy, snapshot=False)
-    for folder, away in held:
-        shutil.move(away, folder)
+    bring_back(held)
     assert set(plan_incremental_build(workspace_copy).values()) == {None}
     result = build_warehouse(workspace_copy)  # raises on any failed model, unit test or data test
 
