@@ -56,44 +56,171 @@ GOALS = {
     "score_model": "≤ 1.3× bare Booster.predict",
 }
 
-RAW_FEATURES = """
-with orders as (
-    select member_id, order_date, net_amount_cny from fct_orders
+# The raw baseline: every one of member_features' columns for one as-of date, hand-written the way an
+# analyst would query the warehouse for today only: orders in their current version (fct_orders: every
+# version landed before the day after the newest landing), one pass per source table, aggregated by member.
+# The harness checks that it returns the model's rows and values before it reports the ratio.
+CATEGORIES = (
+    "calcium", "stomach_care", "glucose_strips", "bp_medication", "maternal_nutrition", "infant_formula",
+    "cognitive_training", "skincare", "otc_cold",
+)  # fmt: skip
+_BY_CATEGORY = ",\n".join(
+    f"""    count(distinct order_key) filter (where category = '{c}') as orders_{c},
+    coalesce(sum(line_amount_cny) filter (where category = '{c}'), 0) as spend_{c},
+    $as_of - max(order_date) filter (where category = '{c}') as days_since_{c}"""
+    for c in CATEGORIES
+)
+_CATEGORY_COLUMNS = ",\n".join(
+    f"    coalesce(orders_{c}, 0) as orders_{c}, coalesce(spend_{c}, 0)::decimal(14, 2) as spend_{c},"
+    f" days_since_{c}::bigint as days_since_{c}"
+    for c in CATEGORIES
+)
+_DUE_COLUMNS = ",\n".join(
+    f"    (select replenishment_days from category_catalog where category = '{c}') - days_since_{c}"
+    f" as days_until_due_{c}"
+    for c in CATEGORIES
+)
+RAW_FEATURES = f"""
+with
+members as (
+    select member_id, acquisition_channel, first_seen_on from dim_member where first_seen_on < $as_of
+),
+orders as (
+    select member_id, order_key, order_date, net_amount_cny from fct_orders
     where member_id is not null and is_purchase and order_date < $as_of
-),
-lines as (
-    select o.member_id, i.category
-    from fct_orders o
-    join (
-        select 'ecommerce:' || order_key as order_key, category from stg_ecommerce__order_items
-        union all
-        select 'store_pos:' || order_key, category from stg_store_pos__order_items
-    ) i using (order_key)
-    where o.member_id is not null and o.is_purchase and o.order_date < $as_of
-),
-engagement as (
-    select member_id,
-        count(*) filter (where checkins > 0 and activity_date >= $as_of - 7) as checkin_days_7d,
-        sum(livestream_minutes) filter (where activity_date >= $as_of - 30) as live_minutes_30d
-    from fct_member_daily_engagement
-    where activity_date < $as_of
-    group by member_id
 ),
 by_member as (
     select member_id,
+        count(distinct order_date) as purchase_days,
         count(*) as orders_total,
         sum(net_amount_cny) as spend_total,
         count(*) filter (where order_date >= $as_of - 90) as orders_90d,
-        $as_of - max(order_date) as days_since_last_order
+        coalesce(sum(net_amount_cny) filter (where order_date >= $as_of - 90), 0) as spend_90d,
+        $as_of - max(order_date) as days_since_last_order,
+        $as_of - min(order_date) as days_since_first_order
     from orders group by member_id
 ),
-categories as (select member_id, list(distinct category) as categories from lines group by member_id)
-select m.member_id, b.orders_total, b.spend_total, b.orders_90d, b.days_since_last_order,
-    e.checkin_days_7d, e.live_minutes_30d, c.categories
-from dim_member m
-left join by_member b using (member_id)
-left join engagement e using (member_id)
-left join categories c using (member_id)
+gaps as (
+    select member_id,
+        avg(gap) as gap_mean, stddev_samp(gap) as gap_std, arg_max(gap, order_date) as gap_last
+    from (
+        select member_id, order_date,
+            order_date - lag(order_date) over (partition by member_id order by order_date) as gap
+        from (select distinct member_id, order_date from orders)
+    )
+    where gap is not null group by member_id
+),
+by_category as (
+    select member_id,
+{_BY_CATEGORY},
+    min(order_date) filter (where category = 'infant_formula') as first_infant_formula_on
+    from orders join int_order_lines using (order_key)
+    group by member_id
+),
+activity as (
+    select member_id,
+        count(*) filter (where checkins > 0 and activity_date >= $as_of - 7) as checkin_days_7d,
+        count(*) filter (where checkins > 0 and activity_date between $as_of - 28 and $as_of - 8)
+            as checkin_days_prev_21d,
+        coalesce(sum(livestream_minutes) filter (where activity_date >= $as_of - 30), 0) as live_minutes_30d,
+        coalesce(sum(livestream_minutes) filter (where activity_date between $as_of - 60 and $as_of - 31), 0)
+            as live_minutes_prev_30d,
+        coalesce(sum(livestream_sessions) filter (where activity_date >= $as_of - 30), 0)
+            as live_sessions_30d,
+        coalesce(sum(mp_visits) filter (where activity_date >= $as_of - 30), 0) as mp_visits_30d,
+        coalesce(sum(mp_events) filter (where activity_date >= $as_of - 30), 0) as mp_events_30d,
+        coalesce(sum(article_views) filter (where activity_date >= $as_of - 30), 0) as article_views_30d,
+        coalesce(sum(group_messages) filter (where activity_date >= $as_of - 30), 0) as group_messages_30d,
+        max(activity_date) as last_activity
+    from fct_member_daily_engagement where activity_date < $as_of
+    group by member_id
+),
+streaks as (
+    -- the run of consecutive check-in days that ends yesterday
+    select member_id, $as_of - min(activity_date) as checkin_streak
+    from (
+        select member_id, activity_date,
+            activity_date - cast(row_number() over (partition by member_id order by activity_date) as integer)
+                as run
+        from fct_member_daily_engagement where checkins > 0 and activity_date < $as_of
+    )
+    group by member_id, run
+    having max(activity_date) = $as_of - 1
+),
+channels as (
+    select member_id, count(distinct channel) as channels_used
+    from (select member_id, unnest(channels) as channel from member_identifiers where first_seen_on < $as_of)
+    group by member_id
+),
+tags as (
+    select member_id,
+        max(tag_value) filter (where tag_group = 'lifecycle') as lifecycle_stage,
+        max(tag_value) filter (where tag_group = 'funnel_stage') as funnel_stage,
+        max(tag_value) filter (where tag_group = 'value_tier') as value_tier
+    from member_tags
+    where tag_group in ('lifecycle', 'funnel_stage', 'value_tier')
+        and valid_from <= $as_of - 1 and (valid_to is null or valid_to > $as_of - 1)
+    group by member_id
+),
+consent as (
+    select i.member_id,
+        bool_or(not c.granted) filter (where c.scope = 'marketing') as marketing_opt_out,
+        first(c.granted order by c.event_time desc, c.granted) filter (where c.scope = 'health_data')
+            as health_data_consent
+    from stg_consent__events c join member_identifiers i using (id_type, id_value)
+    where c.event_date < $as_of
+    group by i.member_id
+)
+select
+    member_id,
+    $as_of as as_of_date,
+    ($as_of - first_seen_on)::bigint as tenure_days,
+    acquisition_channel,
+    coalesce(channels_used, 0) as channels_used,
+    coalesce(orders_total, 0)::bigint as orders_total,
+    coalesce(orders_90d, 0)::bigint as orders_90d,
+    coalesce(spend_total, 0)::decimal(14, 2) as spend_total,
+    coalesce(spend_90d, 0)::decimal(14, 2) as spend_90d,
+    days_since_last_order::bigint as days_since_last_order,
+    days_since_first_order::bigint as days_since_first_order,
+    coalesce(purchase_days, 0)::bigint as purchase_days,
+    case when gap_mean > 0 then days_since_last_order / gap_mean end::double as purchase_overdue_ratio,
+    (spend_total / orders_total)::double as avg_order_value,
+    gap_mean::double as purchase_gap_mean,
+    gap_std::double as purchase_gap_std,
+    gap_last::bigint as purchase_gap_last,
+{_CATEGORY_COLUMNS},
+{_DUE_COLUMNS},
+    floor(($as_of - first_infant_formula_on) / 30.44)::integer as baby_age_months,
+    coalesce(checkin_days_7d, 0) as checkin_days_7d,
+    coalesce(checkin_days_prev_21d, 0) as checkin_days_prev_21d,
+    coalesce(checkin_days_7d, 0) / 7.0 as checkin_rate_7d,
+    coalesce(checkin_days_prev_21d, 0) / 21.0 as checkin_rate_prev_21d,
+    coalesce(checkin_days_7d, 0) / 7.0 - coalesce(checkin_days_prev_21d, 0) / 21.0 as checkin_rate_change,
+    coalesce(checkin_streak, 0)::bigint as checkin_streak,
+    coalesce(live_minutes_30d, 0) as live_minutes_30d,
+    coalesce(live_minutes_prev_30d, 0) as live_minutes_prev_30d,
+    coalesce(live_minutes_30d, 0) - coalesce(live_minutes_prev_30d, 0) as live_minutes_trend,
+    coalesce(live_sessions_30d, 0)::bigint as live_sessions_30d,
+    coalesce(mp_visits_30d, 0)::bigint as mp_visits_30d,
+    coalesce(mp_events_30d, 0)::bigint as mp_events_30d,
+    coalesce(article_views_30d, 0)::bigint as article_views_30d,
+    coalesce(group_messages_30d, 0)::bigint as group_messages_30d,
+    ($as_of - greatest(last_activity, first_seen_on))::bigint as days_since_last_activity,
+    lifecycle_stage,
+    funnel_stage,
+    value_tier,
+    coalesce(marketing_opt_out, false) as marketing_opt_out,
+    coalesce(health_data_consent, false) as health_data_consent
+from members
+left join by_member using (member_id)
+left join gaps using (member_id)
+left join by_category using (member_id)
+left join activity using (member_id)
+left join streaks using (member_id)
+left join channels using (member_id)
+left join tags using (member_id)
+left join consent using (member_id)
 """
 
 
@@ -328,8 +455,44 @@ def stage_features_raw(args, settings) -> dict:
     day = _next_day(settings)
     with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
         began = time.perf_counter()
-        rows = con.sql(RAW_FEATURES, params={"as_of": day}).to_arrow_table().num_rows
-    return {"rows": rows, "timed_s": time.perf_counter() - began}
+        raw = con.sql(RAW_FEATURES, params={"as_of": day}).to_arrow_table()
+        timed = time.perf_counter() - began
+        model = con.sql("select * from member_features where as_of_date = $d", params={"d": day})
+        check = _same_features(raw, model.to_arrow_table())
+    return {"rows": raw.num_rows, "timed_s": timed, "columns": raw.num_columns, **check}
+
+
+def _same_features(raw, model) -> dict:
+    """How the raw query's rows differ from the model's for the same date: members on one side only, and per
+    column the members whose values differ (numbers compared to 1e-9 relative)."""
+    import polars as pl
+
+    ours, theirs = pl.from_arrow(model), pl.from_arrow(raw)
+    joined = ours.join(theirs, on="member_id", how="inner", suffix="__raw")
+    differs = {}
+    for column in ours.columns:
+        if column == "member_id":
+            continue
+        if column not in theirs.columns:
+            differs[column] = "missing"
+            continue
+        a, b = pl.col(column), pl.col(f"{column}__raw")
+        if ours.schema[column].is_numeric():
+            a, b = a.cast(pl.Float64), b.cast(pl.Float64)
+            same = ((a - b).abs() <= 1e-9 * pl.max_horizontal(a.abs(), b.abs(), pl.lit(1.0))) | (
+                a.is_null() & b.is_null()
+            )
+        else:
+            same = a.eq_missing(b)
+        bad = joined.select((~same.fill_null(False)).sum()).item()
+        if bad:
+            differs[column] = bad
+    return {
+        "model_rows": ours.height,
+        "only_model": ours.height - joined.height,
+        "only_raw": theirs.height - joined.height,
+        "differs": differs,
+    }
 
 
 def _training_set(settings, model: str):
@@ -778,6 +941,21 @@ def render(results: list[dict]) -> str:
                 "engagement ramps up after). The volume check (0.6×–2.5× the 14-day median) refuses such "
                 "days once a table has 28 earlier partitions and only warns before; runs made before that "
                 "warm-up rule (2026-11-27) were refused from the second week.",
+            ]
+        raw = st.get("features baseline (SQL)", {})
+        if "differs" in raw:
+            agrees = not (raw["differs"] or raw["only_model"] or raw["only_raw"])
+            lines += [
+                "",
+                f"Features baseline: one hand-written query for the as-of date, {raw['columns']} columns "
+                f"(member_features' {raw['columns'] - 2} features with member_id and as_of_date); "
+                + (
+                    f"checked against the model's rows: the same {raw['model_rows']:,} members and values."
+                    if agrees
+                    else f"checked against the model's {raw['model_rows']:,} rows: {raw['only_model']} only "
+                    f"in the model, {raw['only_raw']} only in the query, members differing per column: "
+                    f"{raw['differs']}."
+                ),
             ]
         deliver = st.get("daily: deliver", {})
         if deliver:
