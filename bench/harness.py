@@ -2,14 +2,15 @@
 
 Run (one command; writes bench/results/<members>x<days>.json and re-renders bench/RESULTS.md):
 
-    .venv/bin/python bench/harness.py --members 100000 --days 365 [--workdir DIR] [--keep]
+    .venv/bin/python bench/harness.py --members 100000 --days 365 [--workdir DIR] [--resume] [--no-postgres]
 
 What it does, on data generated for --members people over --days days plus one more day:
   history: generate → extract (land every history day through the landing gate) → build (dbt, whole
            project) → quality (marts gate) → train (churn, repurchase, conversion)
   baselines on the same warehouse: identity (memberflow.identity.resolve vs scipy connected_components),
-           features (member_features' SQL vs one hand-written DuckDB query), training (memberflow's fit,
-           evaluation and registration vs a bare lightgbm.train on the same matrix), scoring (score vs a
+           features (member_features' SQL vs one hand-written DuckDB query of all its columns for the
+           day, whose rows are checked against the model's), training (memberflow's fit, evaluation and
+           registration vs a bare lightgbm.train on the same matrix), scoring (score vs a
            bare Booster.predict on the same population; reasons are timed apart, in deliver)
   the daily run of day --days + 1: extract that day → build → quality → score (three models) → deliver
            (segments, suppression, ledger, webhook / WeCom / SMS against the local sandbox APIs with a rate
