@@ -66,7 +66,7 @@ CATEGORIES = (
     "cognitive_training", "skincare", "otc_cold",
 )  # fmt: skip
 _BY_CATEGORY = ",\n".join(
-    f"""    count(distinct order_key) filter (where category = '{c}') as orders_{c},
+    f"""    count(*) filter (where category = '{c}') as orders_{c},
     coalesce(sum(line_amount_cny) filter (where category = '{c}'), 0) as spend_{c},
     $as_of - max(order_date) filter (where category = '{c}') as days_since_{c}"""
     for c in CATEGORIES
@@ -115,7 +115,11 @@ by_category as (
     select member_id,
 {_BY_CATEGORY},
     min(order_date) filter (where category = 'infant_formula') as first_infant_formula_on
-    from orders join int_order_lines using (order_key)
+    from (
+        select member_id, order_key, order_date, category, sum(line_amount_cny) as line_amount_cny
+        from orders join int_order_lines using (order_key)
+        group by member_id, order_key, order_date, category
+    )
     group by member_id
 ),
 activity as (

@@ -55,10 +55,13 @@ orders as (
 ),
 
 lines as (
+    -- One row per order and category, so each category's order count is a plain count: nine
+    -- count(distinct) aggregates cost a hash aggregate each (a fifth of the model at 1M members).
     select orders.as_of_date, orders.member_id, orders.order_key, orders.order_date, order_lines.category,
-        order_lines.line_amount_cny
+        sum(order_lines.line_amount_cny) as line_amount_cny
     from orders
     inner join order_lines on orders.order_key = order_lines.order_key
+    group by orders.as_of_date, orders.member_id, orders.order_key, orders.order_date, order_lines.category
 ),
 
 order_days as (
@@ -108,7 +111,7 @@ by_category as (
         population.member_id,
         population.as_of_date,
         {%- for category in categories %}
-        count(distinct lines.order_key) filter (where lines.category = '{{ category }}') as orders_{{ category }},
+        count(lines.order_key) filter (where lines.category = '{{ category }}') as orders_{{ category }},
         coalesce(sum(lines.line_amount_cny) filter (where lines.category = '{{ category }}'), 0)
             as spend_{{ category }},
         population.as_of_date - max(lines.order_date) filter (where lines.category = '{{ category }}')
