@@ -65,8 +65,20 @@ PROFILE_EXTRA = (
     "has_phone",
     "has_miniprogram",
     "has_wecom",
+    "in_checkin_group",
     *(f"{m}_{part}" for m in MODELS for part in ("probability", "decile")),
 )
+# Fields that are a model's score: where each one's top end is (the end "likely" and "at risk" mean).
+SCORE_TOPS = {
+    **{f"{m}_probability": 1.0 for m in MODELS},
+    **{f"{m}_decile": 10.0 for m in MODELS},
+}
+SCORE_BOTTOMS = {
+    **{f"{m}_probability": 0.0 for m in MODELS},
+    **{f"{m}_decile": 1.0 for m in MODELS},
+}
+# Programme fields: true while the member takes part in the programme a service message belongs to.
+PROGRAMME_FIELDS = ("in_checkin_group",)
 # What each message key says. WeCom mass messages and SMS carry one text per task/template.
 TEMPLATES: dict[str, dict[str, str]] = {
     "care_checkin": {
@@ -147,11 +159,29 @@ class Segment(BaseModel):
     holdout: float = Field(ge=0.0, le=0.5)
     health_based: bool = False
     rank_by: str | None = None
+    # marketing (the default) counts against the marketing caps; service is a message the member's own
+    # programme implies (a check-in reminder in a group they joined): its own caps, and only while
+    # ``programme`` (a field such as in_checkin_group) is true for the member
+    kind: Literal["marketing", "service"] = "marketing"
+    programme: str | None = None
+    # the same message to the same member at most once in this many days (default: outreach.yml)
+    cooldown_days: int | None = Field(default=None, ge=1)
+    # member: the message goes to a member once ever (a welcome); due_cycle: once per due date of the
+    # consumable due soonest (a replenishment coupon)
+    once_per: Literal["member", "due_cycle"] | None = None
+    # high (the default): rules and rank_by on a model's score look at its top end, where "at risk" and
+    # "likely to buy" are; low: the segment means to reach the bottom end, and says so
+    direction: Literal["high", "low"] = "high"
     when: dict[str, Condition]
 
     @property
     def uses_health_data(self) -> bool:
         return self.health_based or any(is_health_field(f) for f in self.when)
+
+    @property
+    def score_fields(self) -> list[str]:
+        """The model score fields the rules select on."""
+        return [f for f in self.when if f in SCORE_TOPS]
 
 
 class SegmentLibrary(BaseModel):
@@ -209,6 +239,23 @@ def _check_segment(path: Path, seg: Segment) -> None:
                     )
         if (cond.min is not None or cond.max is not None) and vocab:
             raise SegmentConfigError(f"{where}: field '{name}' is a tag: min / max do not apply")
+    for name, cond in seg.when.items():
+        if name in SCORE_TOPS:
+            _check_score_end(where, name, cond, seg.direction)
+    if seg.kind == "service":
+        if seg.programme not in PROGRAMME_FIELDS:
+            raise SegmentConfigError(
+                f"{where}: a service segment names the programme that implies its message "
+                f"(programme: one of {', '.join(PROGRAMME_FIELDS)}); otherwise it is marketing"
+            )
+        if seg.once_per == "due_cycle":
+            raise SegmentConfigError(f"{where}: once_per: due_cycle is for marketing coupons")
+    elif seg.programme is not None:
+        raise SegmentConfigError(f"{where}: programme applies to kind: service only")
+    if seg.once_per == "due_cycle" and "days_until_next_due" not in seg.when:
+        raise SegmentConfigError(
+            f"{where}: once_per: due_cycle needs a rule on days_until_next_due (the cycle is its due date)"
+        )
     if seg.message not in TEMPLATES:
         raise SegmentConfigError(
             f"{where}: unknown message '{seg.message}'{_suggest(seg.message, TEMPLATES)}; "
@@ -217,6 +264,41 @@ def _check_segment(path: Path, seg: Segment) -> None:
     if seg.rank_by is not None and seg.rank_by not in fields:
         raise SegmentConfigError(
             f"{where}: unknown rank_by field '{seg.rank_by}'{_suggest(seg.rank_by, fields)}"
+        )
+
+
+def _admitted(cond: Condition, bottom: float, top: float) -> tuple[float, float] | None:
+    """The lowest and highest score a condition admits (None: it names values, checked one by one)."""
+    if cond.equals is not None or cond.in_ is not None:
+        values = [cond.equals] if cond.equals is not None else list(cond.in_ or [])
+        numbers = [float(v) for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+        return (min(numbers), max(numbers)) if numbers else None
+    if cond.min is None and cond.max is None:
+        return None
+    return (bottom if cond.min is None else cond.min, top if cond.max is None else cond.max)
+
+
+def _check_score_end(where: str, name: str, cond: Condition, direction: str) -> None:
+    """A rule on a model's score must reach the end the segment says it wants (the top unless
+    ``direction: low``): a rule that keeps the top out is a rule written backwards."""
+    bottom, top = SCORE_BOTTOMS[name], SCORE_TOPS[name]
+    if cond.not_in is not None:
+        raise SegmentConfigError(f"{where}: field '{name}' is a score: use min / max, not not_in")
+    span = _admitted(cond, bottom, top)
+    if span is None:
+        return
+    low, high = span
+    scale = "decile 10 is the highest tenth, 1 the lowest" if name.endswith("_decile") else "1 is certain"
+    if direction == "high" and high < top:
+        raise SegmentConfigError(
+            f"{where}: field '{name}' selects {low:g}-{high:g}, which keeps out the top of the score "
+            f"({scale}); select the top (e.g. {name}: {{min: {'9' if top == 10 else '0.5'}}}), or say "
+            f"'direction: low' if the segment means to reach the least likely members"
+        )
+    if direction == "low" and low > bottom:
+        raise SegmentConfigError(
+            f"{where}: field '{name}' selects {low:g}-{high:g}, but the segment says 'direction: low' "
+            f"({scale}); select the bottom (max only)"
         )
 
 
@@ -295,6 +377,20 @@ wecom as (
         and contacts.staff_userid = dim_member.staff_owner and not contacts.is_removed
     group by ids.member_id
 ),
+groups as (
+    -- members whose latest event in some group chat before the day is not a leave: still in the group
+    select ids.member_id, true as in_checkin_group
+    from (
+        select external_userid, chat_id, arg_max(event_type, event_time) as last_event
+        from stg_wecom__group_events
+        where event_date < $as_of
+        group by external_userid, chat_id
+    ) as chats
+    inner join member_identifiers as ids
+        on ids.id_type = 'external_userid' and ids.id_value = chats.external_userid
+    where chats.last_event != 'leave'
+    group by ids.member_id
+),
 addresses as (
     select member_id,
         min(id_value) filter (where id_type = 'phone_token') as phone_token,
@@ -313,6 +409,7 @@ select
     addresses.phone_token is not null as has_phone,
     coalesce(addresses.miniprogram_ids, 0) > 0 as has_miniprogram,
     wecom.external_userid is not null as has_wecom,
+    coalesce(groups.in_checkin_group, false) as in_checkin_group,
     wecom.external_userid,
     addresses.phone_token,
     addresses.unionid,
@@ -325,6 +422,7 @@ left join interests using (member_id)
 left join due using (member_id)
 left join addresses using (member_id)
 left join wecom using (member_id)
+left join groups using (member_id)
 left join scores using (member_id)
 order by member_id
 """
@@ -404,10 +502,52 @@ class Assignment:
     matched: dict[str, int] = field(default_factory=dict)
 
 
+def _ranks_low(segment: Segment) -> bool:
+    return segment.direction == "low" and segment.rank_by in SCORE_TOPS
+
+
+def _programme_flags(frame: pl.DataFrame, segs: list[Segment]) -> pl.Series:
+    """Marketing: true. Service: the member's programme field that day (missing or null: false)."""
+    flags = {n: frame[n].fill_null(False).to_list() for n in PROGRAMME_FIELDS if n in frame.columns}
+    values = [
+        True if seg.programme is None else bool(flags.get(seg.programme) and flags[seg.programme][i])
+        for i, seg in enumerate(segs)
+    ]
+    return pl.Series(values, dtype=pl.Boolean)
+
+
+def _due_cycles(frame: pl.DataFrame, segs: list[Segment]) -> pl.Series:
+    """For once-per-due-cycle segments: '<category>:<due date>' of the consumable due soonest (the due date
+    stays the same day after day until the member buys again)."""
+    if not any(s.once_per == "due_cycle" for s in segs):
+        return pl.Series([None] * len(segs), dtype=pl.Utf8)
+    cycles = (
+        frame.select(
+            pl.format(
+                "{}:{}",
+                pl.col("next_due_category"),
+                (pl.col("as_of_date") + pl.duration(days=pl.col("days_until_next_due"))).cast(pl.Utf8),
+            )
+        )
+        .to_series()
+        .to_list()
+    )
+    return pl.Series(
+        [c if s.once_per == "due_cycle" else None for c, s in zip(cycles, segs, strict=True)], dtype=pl.Utf8
+    )
+
+
 def assign(profiles: pl.DataFrame, segments: list[Segment]) -> Assignment:
     """The highest-priority matching segment per member; members matching none are left out."""
     if profiles.is_empty() or not segments:
-        return Assignment(profiles.head(0).with_columns(segment=pl.lit(None, pl.Utf8)), {})
+        empty = profiles.head(0).with_columns(
+            segment=pl.lit(None, pl.Utf8),
+            message=pl.lit(None, pl.Utf8),
+            kind=pl.lit(None, pl.Utf8),
+            in_programme=pl.lit(None, pl.Boolean),
+            cycle=pl.lit(None, pl.Utf8),
+        )
+        return Assignment(empty, {})
     ordered = sorted(segments, key=lambda s: s.priority)
     flags = profiles.select([rule_expr(s).alias(s.name) for s in ordered])
     matched = {s.name: int(flags[s.name].sum()) for s in ordered}
@@ -416,8 +556,14 @@ def assign(profiles: pl.DataFrame, segments: list[Segment]) -> Assignment:
     frame = profiles.with_columns(segment=picked).filter(pl.col("segment").is_not_null())
     by_name = {s.name: s for s in ordered}
     members, names = frame["member_id"].to_list(), frame["segment"].to_list()
+    seg_of = [by_name[n] for n in names]
     frame = frame.with_columns(
-        channel=pl.Series([by_name[n].channel for n in names], dtype=pl.Utf8),
+        channel=pl.Series([s.channel for s in seg_of], dtype=pl.Utf8),
+        message=pl.Series([s.message for s in seg_of], dtype=pl.Utf8),
+        kind=pl.Series([s.kind for s in seg_of], dtype=pl.Utf8),
+        # the member takes part in the programme a service message belongs to (marketing: always true)
+        in_programme=_programme_flags(frame, seg_of),
+        cycle=_due_cycles(frame, seg_of),
         priority=pl.Series([by_name[n].priority for n in names], dtype=pl.Int64),
         health_based=pl.Series([by_name[n].uses_health_data for n in names], dtype=pl.Boolean),
         holdout=pl.Series(
@@ -428,9 +574,12 @@ def assign(profiles: pl.DataFrame, segments: list[Segment]) -> Assignment:
             [unit_hash(m, n, "rank") for m, n in zip(members, names, strict=True)], dtype=pl.Float64
         ),
     )
-    # rank within the segment for the daily cap: rank_by descending (nulls last), ties by a stable hash
+    # rank within the segment for the daily cap: rank_by descending (nulls last), ties by a stable hash;
+    # a segment with direction: low ranks a model's score from the bottom
     ranked = [
-        pl.when(pl.col("segment") == s.name).then(pl.col(s.rank_by).cast(pl.Float64))
+        pl.when(pl.col("segment") == s.name).then(
+            pl.col(s.rank_by).cast(pl.Float64) * (-1.0 if _ranks_low(s) else 1.0)
+        )
         for s in ordered
         if s.rank_by is not None
     ]

@@ -36,11 +36,12 @@ SCORE_SCHEMA = pa.schema(
 
 
 def deciles(raw: np.ndarray, member_ids: np.ndarray) -> np.ndarray:
-    """1 = the tenth with the highest scores; ties broken by member_id so sizes stay balanced."""
+    """10 = the tenth with the highest scores, 1 = the lowest (the way ops staff and BI tools read a
+    decile); ties broken by member_id so sizes stay balanced."""
     order = np.lexsort((member_ids, -raw))
     ranks = np.empty(len(raw), dtype=np.int64)
     ranks[order] = np.arange(len(raw))
-    return (ranks * 10 // max(len(raw), 1) + 1).astype(np.int32)
+    return (10 - ranks * 10 // max(len(raw), 1)).astype(np.int32)
 
 
 def reasons_of(booster, features: list[str], frame, threads: int = 1) -> list[list[str]]:

@@ -24,6 +24,38 @@ create table if not exists member_scores (
 """
 
 
+# The meaning of member_scores.decile, kept on the column itself. Workspaces scored before it was written
+# down numbered the other way (1 = highest); ``ensure_scores_table`` renumbers their rows once.
+DECILE_COMMENT = "decile 10 = the highest-scoring tenth of the model population that day, 1 = the lowest"
+
+
+def ensure_scores_table(settings: Settings) -> bool:
+    """Create member_scores if needed and make sure every stored decile means 10 = top; returns whether
+    old rows were renumbered."""
+    from memberflow.transform import open_warehouse
+
+    with open_warehouse(settings, read_only=False) as con:
+        existed = bool(
+            con.execute(
+                "select count(*) from information_schema.tables where table_name = 'member_scores'"
+            ).fetchall()[0][0]
+        )
+        con.execute(SCORES_DDL)
+        comment = con.execute(
+            "select comment from duckdb_columns() where table_name = 'member_scores' "
+            "and column_name = 'decile'"
+        ).fetchall()
+        if comment and comment[0][0] == DECILE_COMMENT:
+            return False
+        con.execute("begin")
+        renumbered = existed
+        if existed:
+            con.execute("update member_scores set decile = 11 - decile")
+        con.execute(f"comment on column member_scores.decile is '{DECILE_COMMENT}'")
+        con.execute("commit")
+        return renumbered
+
+
 @contextlib.contextmanager
 def read_warehouse(settings: Settings) -> Iterator:
     """A read-only DuckDB connection, taken under the single-writer lock so no build is mid-write."""
@@ -39,6 +71,7 @@ def write_scores(settings: Settings, model: str, as_of: date, scores: pa.Table) 
     """Replace the model's scores for the date in one transaction; returns the rows written."""
     from memberflow.transform import replace_rows
 
+    ensure_scores_table(settings)
     columns = [
         "member_id",
         "model",

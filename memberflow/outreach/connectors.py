@@ -126,7 +126,13 @@ class OutreachConfig:
                 start,
                 end,
                 None if age is None else int(age),
+                int(caps_raw["member_per_week"]),
+                int(caps_raw["cooldown_days"]),
+                int(caps_raw["service_per_day"]),
+                int(caps_raw["service_per_week"]),
             )
+            if caps.cooldown_days < 1 or min(caps.member_per_week, caps.service_per_week) < 0:
+                raise ValueError("caps.cooldown_days must be at least 1 and weekly caps at least 0")
             urls = {
                 "webhook": env.get("MEMBERFLOW_WEBHOOK_URL"),
                 "wecom": env.get("MEMBERFLOW_WECOM_URL") or "https://qyapi.weixin.qq.com",

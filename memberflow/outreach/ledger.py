@@ -1,6 +1,8 @@
 """The delivery ledger: every send decided, every attempt, every outcome (SQLite in the workspace).
 
-One row per idempotency key (segment, member, date) in ``deliveries``; its status moves
+One row per idempotency key (segment, member, date) in ``deliveries``, with the message it carries, its
+kind (marketing or service), the due cycle it covers (coupons) and the China-local day it went out
+(``sent_day``), which the frequency rules count by; its status moves
 pending → sending → sent | failed (| cancelled when a later run suppresses it, e.g. a fresh opt-out).
 ``sending`` is written and committed before a request leaves, so a process killed mid-batch leaves those
 rows unsettled and the next run resends them with the same keys (receivers drop a key they already have).
@@ -18,11 +20,11 @@ import json
 import sqlite3
 import uuid
 from collections.abc import Iterable, Iterator
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 from memberflow.config import Settings
-from memberflow.outreach.suppression import CHINA, History
+from memberflow.outreach.suppression import CHINA, WEEK_DAYS, History
 
 SCHEMA = """
 create table if not exists deliveries (
@@ -44,6 +46,7 @@ create table if not exists deliveries (
     sent_at text
 );
 create index if not exists deliveries_day on deliveries (decided_day);
+create index if not exists deliveries_member on deliveries (member_id);
 create index if not exists deliveries_as_of on deliveries (as_of, status);
 create table if not exists attempts (
     run_id text not null,
@@ -70,6 +73,19 @@ GIVE_UP_AFTER = 3
 GIVEN_UP = f"(status = 'failed' and error_class = 'fatal' and attempts >= {GIVE_UP_AFTER})"
 
 
+# Columns added after the first ledgers were written (added to an older ledger when it is opened).
+ADDED_COLUMNS = {
+    "message": "text",
+    "kind": "text not null default 'marketing'",
+    "cycle": "text",
+    "sent_day": "text",
+}
+# The day a row counts on: the day it went out, or (not sent yet) the day it was last decided to go.
+DAY = "(case when status = 'sent' then coalesce(sent_day, decided_day) else decided_day end)"
+# Rows that count against caps and cooldowns: everything but cancelled rows and undeliverable ones.
+COUNTED = f"status != 'cancelled' and not {GIVEN_UP}"
+
+
 def ledger_path(settings: Settings) -> Path:
     return settings.home / "outreach" / "ledger.sqlite"
 
@@ -82,6 +98,10 @@ class Ledger:
         self._con.execute("pragma journal_mode=wal")
         self._con.execute("pragma synchronous=full")
         self._con.executescript(SCHEMA)
+        have = {r[1] for r in self._con.execute("pragma table_info(deliveries)").fetchall()}
+        for name, kind in ADDED_COLUMNS.items():
+            if name not in have:
+                self._con.execute(f"alter table deliveries add column {name} {kind}")
 
     @classmethod
     def open(cls, settings: Settings) -> Ledger:
@@ -102,51 +122,76 @@ class Ledger:
 
     # ----------------------------------------------------------------------------------------- reading
 
-    def history(self, as_of: date, now: datetime) -> History:
+    def history(self, as_of: date, now: datetime, messages: dict[str, str] | None = None) -> History:
+        """The contact history a plan of ``as_of`` decides against, ``now`` giving today (China time).
+
+        ``messages``: segment -> message, for rows written before the ledger kept the message."""
         today = now.astimezone(CHINA).date()
+        week_start = (today - timedelta(days=WEEK_DAYS - 1)).isoformat()
         month = today.isoformat()[:7]
         h = History()
         q = self._con.execute
-        for key, status, given_up in q(
-            f"select idempotency_key, status, {GIVEN_UP} from deliveries where as_of = ?", [as_of.isoformat()]
+        for segment, message in (messages or {}).items():
+            q("update deliveries set message = ? where message is null and segment = ?", [message, segment])
+        for key, status, given_up, decided in q(
+            f"select idempotency_key, status, {GIVEN_UP}, decided_day from deliveries where as_of = ?",
+            [as_of.isoformat()],
         ).fetchall():
             if status == "sent":
                 h.sent_keys.add(key)
             elif given_up:
                 h.given_up_keys.add(key)
             elif status in UNSETTLED:
-                h.unsettled_keys.add(key)
-        live = "status != 'cancelled'"
+                h.unsettled_keys[key] = date.fromisoformat(decided)
         h.segment_of_day = dict(
             q(
-                f"select member_id, min(segment) from deliveries where as_of = ? and {live} group by 1",
+                f"select member_id, min(segment) from deliveries where as_of = ? and {COUNTED} group by 1",
                 [as_of.isoformat()],
             ).fetchall()
         )
-        for member, channel, n in q(
-            f"select member_id, channel, count(*) from deliveries where decided_day = ? and {live} "
-            "group by 1, 2",
-            [today.isoformat()],
+        for member, channel, kind, day, n in q(
+            f"select member_id, channel, kind, {DAY}, count(*) from deliveries "
+            f"where {DAY} between ? and ? and {COUNTED} group by 1, 2, 3, 4",
+            [week_start, today.isoformat()],
         ).fetchall():
-            h.today_total[member] = h.today_total.get(member, 0) + n
-            h.today_channels.setdefault(member, set()).add(channel)
+            service = kind == "service"
+            week = h.service_week if service else h.week_total
+            week[member] = week.get(member, 0) + n
+            if day == today.isoformat():
+                day_total = h.service_today if service else h.today_total
+                day_total[member] = day_total.get(member, 0) + n
+                h.today_channels.setdefault(member, set()).add(channel)
         h.sms_today = dict(
             q(
-                f"select phone_token, count(*) from deliveries where decided_day = ? and channel = 'sms' "
-                f"and {live} and phone_token is not null group by 1",
+                f"select phone_token, count(*) from deliveries where {DAY} = ? and channel = 'sms' "
+                f"and {COUNTED} and phone_token is not null group by 1",
                 [today.isoformat()],
             ).fetchall()
         )
         h.wecom_month = dict(
             q(
-                f"select member_id, count(*) from deliveries where substr(decided_day, 1, 7) = ? "
-                f"and channel = 'wecom' and {live} group by 1",
+                f"select member_id, count(*) from deliveries where substr({DAY}, 1, 7) = ? "
+                f"and channel = 'wecom' and {COUNTED} group by 1",
                 [month],
             ).fetchall()
         )
         h.segment_used = dict(
             q(
-                f"select segment, count(*) from deliveries where as_of = ? and {live} group by 1",
+                f"select segment, count(*) from deliveries where as_of = ? and {COUNTED} group by 1",
+                [as_of.isoformat()],
+            ).fetchall()
+        )
+        # other dates' messages (this date's own keys are sent, retried or moved above)
+        for member, message, day in q(
+            f"select member_id, coalesce(message, segment), max({DAY}) from deliveries "
+            f"where as_of != ? and {COUNTED} group by 1, 2",
+            [as_of.isoformat()],
+        ).fetchall():
+            h.last_message_day[(member, message)] = date.fromisoformat(day)
+        h.cycles_sent = set(
+            q(
+                f"select member_id, coalesce(message, segment), cycle from deliveries "
+                f"where as_of != ? and cycle is not null and {COUNTED}",
                 [as_of.isoformat()],
             ).fetchall()
         )
@@ -192,17 +237,22 @@ class Ledger:
             )
 
     def decide(self, run_id: str, now: datetime, rows: Iterable[dict]) -> None:
-        """Record new sends as pending (keys already in the ledger keep their state, unless cancelled)."""
+        """Record new sends as pending. Keys already in the ledger keep their state, except a cancelled one
+        (pending again) and an unsettled one decided on an earlier day: it now goes out, and counts, today."""
         today = now.astimezone(CHINA).date().isoformat()
         with self._tx() as con:
             con.executemany(
                 "insert into deliveries (idempotency_key, as_of, segment, member_id, channel, phone_token, "
-                "status, decided_day, decided_run, updated_at) values (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?) "
+                "message, kind, cycle, status, decided_day, decided_run, updated_at) "
+                "values (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?) "
                 # a send cancelled earlier (quiet hours, a plan that changed) and wanted again comes back
-                "on conflict (idempotency_key) do update set status = 'pending', "
+                "on conflict (idempotency_key) do update set "
+                "status = case when deliveries.status = 'cancelled' then 'pending' "
+                "else deliveries.status end, "
                 "decided_day = excluded.decided_day, decided_run = excluded.decided_run, "
                 "updated_at = excluded.updated_at "
-                "where deliveries.status = 'cancelled'",
+                "where deliveries.status = 'cancelled' or (deliveries.status in "
+                "('pending', 'sending', 'failed') and deliveries.decided_day < excluded.decided_day)",
                 [
                     (
                         r["idempotency_key"],
@@ -211,6 +261,9 @@ class Ledger:
                         r["member_id"],
                         r["channel"],
                         r.get("phone_token"),
+                        r.get("message") or r["segment"],
+                        r.get("kind") or "marketing",
+                        r.get("cycle"),
                         today,
                         run_id,
                         now.isoformat(),
@@ -273,7 +326,8 @@ class Ledger:
         with self._tx() as con:
             con.executemany(
                 "update deliveries set status = ?, error_class = ?, last_error = ?, external_id = ?, "
-                "sent_at = case when ? = 'sent' then ? else sent_at end, last_run = ?, updated_at = ? "
+                "sent_at = case when ? = 'sent' then ? else sent_at end, "
+                "sent_day = case when ? = 'sent' then ? else sent_day end, last_run = ?, updated_at = ? "
                 "where idempotency_key = ?",
                 [
                     (
@@ -283,6 +337,8 @@ class Ledger:
                         o.external_id,
                         "sent" if o.ok else "failed",
                         now.isoformat(),
+                        "sent" if o.ok else "failed",
+                        now.astimezone(CHINA).date().isoformat(),
                         run_id,
                         now.isoformat(),
                         o.key,

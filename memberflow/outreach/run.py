@@ -31,7 +31,7 @@ from memberflow.outreach.connectors import (
     make_connector,
 )
 from memberflow.outreach.ledger import Ledger
-from memberflow.outreach.suppression import CHINA, decide
+from memberflow.outreach.suppression import CHINA, Caps, Frequency, decide
 from memberflow.segments import MODELS, Segment, assign, load_segments, member_profiles
 
 MEMBERSHIPS_DDL = """
@@ -136,7 +136,7 @@ def plan(
     assignment = assign(profiles, segments)
     ledger = Ledger.open(settings)
     try:
-        history = ledger.history(as_of, now)
+        history = ledger.history(as_of, now, {s.name: s.message for s in segments})
     finally:
         ledger.close()
     frame = decide(
@@ -147,9 +147,22 @@ def plan(
         now,
         fresh_opt_outs=opted_out,
         caps=config.caps,
+        frequency={s.name: frequency_of(s, config.caps) for s in segments},
     )
     frame = with_reasons(settings, as_of, frame, segments)
     return Plan(as_of, now, segments, frame, assignment.matched, profiles.height)
+
+
+# What the ledger keeps of each send it records.
+LEDGER_COLUMNS = [
+    *("idempotency_key", "segment", "member_id", "channel", "phone_token"),
+    *("message", "kind", "cycle"),
+]
+
+
+def frequency_of(segment: Segment, caps: Caps) -> Frequency:
+    """A segment's cooldown (its own, or outreach.yml's) and once-per rule."""
+    return Frequency(segment.cooldown_days or caps.cooldown_days, segment.once_per)
 
 
 # The statuses whose members get reasons while planning (with_reasons).
@@ -351,9 +364,7 @@ def _deliver(settings, as_of, dry_run, now, config, segments, sleep) -> Delivery
             ledger.decide(
                 run_id,
                 clock(),
-                to_send.select("idempotency_key", "segment", "member_id", "channel", "phone_token")
-                .with_columns(as_of=pl.lit(as_of.isoformat()))
-                .to_dicts(),
+                to_send.select(LEDGER_COLUMNS).with_columns(as_of=pl.lit(as_of.isoformat())).to_dicts(),
             )
             messages = messages_for(planned, wanted, ledger.in_doubt(as_of))
             by_channel: dict[str, list[Message]] = {}

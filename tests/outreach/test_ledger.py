@@ -29,7 +29,7 @@ def test_key_states_and_history(settings):
 
     h = ledger.history(DAY, NOON)
     assert h.sent_keys == {"s/a/2026-03-02"}
-    assert h.unsettled_keys == {"s/b/2026-03-02", "s/c/2026-03-02"}
+    assert h.unsettled_keys == {"s/b/2026-03-02": DAY, "s/c/2026-03-02": DAY}
     assert h.today_total == {"a": 1, "b": 1, "c": 1}
     assert h.sms_today == {"t-b": 1} and h.wecom_month == {"c": 1} and h.segment_used == {"s": 3}
     # tomorrow the day's counters start again; the month's WeCom count does not
@@ -60,7 +60,7 @@ def test_a_key_rejected_as_undeliverable_three_times_is_given_up(settings):
         if attempt < 2:
             assert "s/a/2026-03-02" in ledger.unsettled(DAY)
     h = ledger.history(DAY, NOON)
-    assert h.given_up_keys == {"s/a/2026-03-02"} and h.unsettled_keys == {"s/b/2026-03-02"}
+    assert h.given_up_keys == {"s/a/2026-03-02"} and h.unsettled_keys == {"s/b/2026-03-02": DAY}
     assert ledger.unsettled(DAY) == {"s/b/2026-03-02": "failed"}  # a retryable failure is tried again
     frame = pl.DataFrame(
         {
@@ -74,3 +74,57 @@ def test_a_key_rejected_as_undeliverable_three_times_is_given_up(settings):
     out = decide(frame, {"s": 10}, h, DAY, NOON)
     assert out["status"].to_list() == ["suppressed", "send"]
     assert out["reason"].to_list() == ["undeliverable", None]
+
+
+def test_a_send_counts_on_the_day_it_goes_out(settings):
+    """Failed on 2 March and retried on the 3rd: the retry is re-decided on the 3rd, counts against the
+    3rd's caps (and the week's), and leaves the 2nd; the message's cooldown runs from the 3rd."""
+    ledger = Ledger.open(settings)
+    run = ledger.start_run(DAY, NOON, False)
+    coupon = {**row("a", "sms"), "message": "replenishment_coupon", "cycle": "calcium:2026-03-05"}
+    ledger.decide(run, NOON, [coupon])
+    ledger.settle(run, NOON, [Outcome(coupon["idempotency_key"], False, "retryable", "HTTP 503")])
+    assert ledger.history(DAY, NOON).today_total == {"a": 1}  # reserved for the day it was decided
+
+    tomorrow = NOON + timedelta(days=1)
+    assert ledger.history(DAY, tomorrow).unsettled_keys == {coupon["idempotency_key"]: DAY}
+    retry = ledger.start_run(DAY, tomorrow, False)
+    ledger.decide(retry, tomorrow, [coupon])
+    ledger.settle(retry, tomorrow, [Outcome(coupon["idempotency_key"], True, external_id="b1")])
+    assert ledger.history(DAY, NOON).today_total == {}
+    on_the_day = ledger.history(DAY + timedelta(days=1), tomorrow)
+    assert on_the_day.today_total == {"a": 1} and on_the_day.sms_today == {"t-a": 1}
+    assert on_the_day.week_total == {"a": 1} and on_the_day.today_channels == {"a": {"sms"}}
+    # a later date's plan sees the message and its due cycle; service counters stay untouched
+    later = ledger.history(DAY + timedelta(days=3), NOON + timedelta(days=3))
+    assert later.last_message_day == {("a", "replenishment_coupon"): DAY + timedelta(days=1)}
+    assert later.cycles_sent == {("a", "replenishment_coupon", "calcium:2026-03-05")}
+    assert later.week_total == {"a": 1} and later.service_week == {} and later.today_total == {}
+    # eight days on, the week has passed
+    assert ledger.history(DAY + timedelta(days=8), NOON + timedelta(days=8)).week_total == {}
+
+
+def test_an_older_ledger_gains_the_frequency_columns(settings):
+    import sqlite3
+
+    from memberflow.outreach.ledger import ledger_path
+
+    path = ledger_path(settings)
+    path.parent.mkdir(parents=True)
+    with sqlite3.connect(path) as con:
+        con.execute(
+            "create table deliveries (idempotency_key text primary key, as_of text not null, segment text "
+            "not null, member_id text not null, channel text not null, phone_token text, status text not "
+            "null, attempts integer not null default 0, error_class text, last_error text, external_id "
+            "text, decided_day text not null, decided_run text not null, last_run text, updated_at text "
+            "not null, sent_at text)"
+        )
+        con.execute(
+            "insert into deliveries (idempotency_key, as_of, segment, member_id, channel, status, "
+            "decided_day, decided_run, updated_at, sent_at) values ('welcome/a/2026-03-01', '2026-03-01', "
+            "'welcome', 'a', 'wecom', 'sent', '2026-03-01', 'r', '2026-03-01', '2026-03-01T10:00:00+08:00')"
+        )
+    ledger = Ledger.open(settings)
+    h = ledger.history(DAY, NOON, {"welcome": "welcome_care_plan"})
+    assert h.last_message_day == {("a", "welcome_care_plan"): date(2026, 3, 1)}
+    assert h.week_total == {"a": 1}  # an old row is marketing, counted on the day it was decided

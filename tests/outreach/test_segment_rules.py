@@ -70,6 +70,30 @@ def test_every_field_of_the_starter_library_is_known():
         (("message: first_order_offer", "message: free_money"), "segment 'a': unknown message 'free_money'"),
         (("    priority: 2\n", "    priority: 2\n    colour: red\n"), "segment 'a': field 'colour'"),
         (("version: 1", "version: 2"), "version"),
+        # a rule on a score that keeps its top out is written backwards (decile 10 is the top tenth)
+        (
+            ("funnel_stage: prospect", "conversion_decile: {max: 3}"),
+            "field 'conversion_decile' selects 1-3, which keeps out the top of the score",
+        ),
+        (
+            ("funnel_stage: prospect", "churn_probability: {min: 0.05, max: 0.15}"),
+            "field 'churn_probability' selects 0.05-0.15, which keeps out the top",
+        ),
+        (("funnel_stage: prospect", "churn_decile: [1, 2]"), "field 'churn_decile' selects 1-2"),
+        (("funnel_stage: prospect", "churn_decile: {not_in: [10]}"), "is a score: use min / max"),
+        (
+            ("funnel_stage: prospect", "churn_decile: {min: 8}\n    direction: low"),
+            "field 'churn_decile' selects 8-10, but the segment says 'direction: low'",
+        ),
+        (
+            ("    priority: 2\n", "    priority: 2\n    kind: service\n"),
+            "a service segment names the programme that implies its message",
+        ),
+        (
+            ("    priority: 2\n", "    priority: 2\n    once_per: due_cycle\n"),
+            "once_per: due_cycle needs a rule on days_until_next_due",
+        ),
+        (("    priority: 2\n", "    priority: 2\n    cooldown_days: 0\n"), "field 'cooldown_days'"),
     ],
 )
 def test_a_broken_rule_names_file_segment_and_field(tmp_path, change, message):
@@ -78,6 +102,28 @@ def test_a_broken_rule_names_file_segment_and_field(tmp_path, change, message):
         load_segments(path)
     assert str(path) in str(info.value)
     assert message in str(info.value)
+
+
+def test_every_score_rule_of_the_starter_library_reaches_the_top_of_its_score():
+    """The rules read deciles as 10 = top tenth: the at-risk, likely-to-buy and likely-to-convert segments
+    take the upper deciles of their model (the starter library once took the bottom ones)."""
+    scored = {s.name: s for s in load_segments() if s.score_fields}
+    assert set(scored) == {
+        "care_high_value_at_risk",
+        "replenishment_coupon_miniprogram",
+        "replenishment_coupon_sms",
+        "prospect_first_order",
+    }
+    for segment in scored.values():
+        assert segment.direction == "high"
+        for name in segment.score_fields:
+            assert segment.when[name].min >= 7 and segment.when[name].max is None, segment.name
+
+
+def test_a_low_end_segment_says_so(tmp_path):
+    text = VALID.replace("funnel_stage: prospect", "churn_decile: {max: 2}\n    direction: low")
+    (segment,) = load_segments(write(tmp_path, text))
+    assert segment.direction == "low" and segment.score_fields == ["churn_decile"]
 
 
 def test_priorities_must_be_unique(tmp_path):

@@ -8,7 +8,9 @@ import polars as pl
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from memberflow.outreach.suppression import CHINA, Caps, History, decide, idempotency_key
+from memberflow.outreach.connectors import Outcome
+from memberflow.outreach.ledger import Ledger
+from memberflow.outreach.suppression import CHINA, Caps, Frequency, History, decide, idempotency_key
 from memberflow.segments import Condition, Segment, assign, rule_expr
 
 AS_OF = date(2026, 3, 2)
@@ -160,8 +162,8 @@ def test_quiet_hours_are_china_time():
     assert caps.wecom_per_month(date(2026, 2, 10)) == 28
 
 
-def test_a_retry_of_an_earlier_decision_skips_the_contact_caps_but_not_the_opt_out():
-    frame = pl.DataFrame(
+def _two_retries() -> pl.DataFrame:
+    return pl.DataFrame(
         {
             "member_id": ["a", "b"], "segment": ["s", "s"], "channel": ["webhook", "webhook"],
             "health_based": [False, False], "holdout": [False, False], "rank_value": [1.0, 1.0],
@@ -169,12 +171,144 @@ def test_a_retry_of_an_earlier_decision_skips_the_contact_caps_but_not_the_opt_o
             "phone_token": ["t1", "t2"], "health_consent": [True, True], "opt_out_on_record": [False, False],
         }
     )  # fmt: skip
+
+
+def test_a_retry_within_its_day_skips_the_caps_it_counted_against_but_not_the_opt_out():
     history = History(
-        unsettled_keys={idempotency_key("s", m, AS_OF) for m in ("a", "b")},
+        unsettled_keys={idempotency_key("s", m, AS_OF): AS_OF for m in ("a", "b")},
         today_total={"a": 1, "b": 1},
         today_channels={"a": {"webhook"}, "b": {"webhook"}},
     )
     now = datetime(2026, 3, 2, 10, tzinfo=CHINA) + timedelta(minutes=5)
-    out = decide(frame, {"s": 1}, history, AS_OF, now, fresh_opt_outs={"b"})
+    out = decide(_two_retries(), {"s": 1}, history, AS_OF, now, fresh_opt_outs={"b"})
     assert out["status"].to_list() == ["send", "suppressed"]
     assert out["reason"].to_list() == [None, "opted_out"]
+
+
+def test_a_retry_on_a_later_day_is_held_to_that_days_caps():
+    # decided on 2 March, still unsettled on the 3rd, when the member already had two messages and the
+    # other a webhook message: the retry would be their third, or their second webhook message, that day
+    history = History(
+        unsettled_keys={idempotency_key("s", m, AS_OF): AS_OF for m in ("a", "b")},
+        today_total={"a": 2, "b": 1},
+        today_channels={"a": {"sms", "wecom"}, "b": {"webhook"}},
+    )
+    now = datetime(2026, 3, 3, 10, tzinfo=CHINA)
+    out = decide(_two_retries(), {"s": 5}, history, AS_OF, now)
+    assert out["status"].to_list() == ["suppressed", "suppressed"]
+    assert out["reason"].to_list() == ["member_daily_cap", "already_contacted_today"]
+
+
+# --- frequency across days, through the real ledger ------------------------------------------------------
+
+MESSAGES = ["care_checkin", "replenishment_coupon", "welcome_care_plan", "checkin_reminder"]
+
+
+@st.composite
+def libraries(draw):
+    """Two to five segments; some share a message (a coupon by webhook and by SMS), some are service."""
+    out = {}
+    for i in range(draw(st.integers(2, 5))):
+        message = draw(st.sampled_from(MESSAGES))
+        once = {"welcome_care_plan": "member", "replenishment_coupon": "due_cycle"}.get(message)
+        out[f"s{i}"] = {
+            "channel": draw(st.sampled_from(CHANNELS)),
+            "message": message,
+            "kind": "service" if message == "checkin_reminder" else "marketing",
+            "frequency": Frequency(draw(st.sampled_from([1, 3, 7, 14])), once),
+        }
+    return out
+
+
+def _deliver_day(ledger, library, frame, as_of, now, caps, fail):
+    """What run.deliver does with the ledger, minus the warehouse: plan, cancel, record, send, settle."""
+    messages = {name: seg["message"] for name, seg in library.items()}
+    history = ledger.history(as_of, now, messages)
+    out = decide(
+        frame, dict.fromkeys(library, 6), history, as_of, now, caps=caps,
+        frequency={name: seg["frequency"] for name, seg in library.items()},
+    )  # fmt: skip
+    run = ledger.start_run(as_of, now, False)
+    wanted = out.filter(pl.col("status") == "send")
+    keys = set(wanted["idempotency_key"].to_list())
+    reason = dict(zip(out["idempotency_key"].to_list(), out["reason"].to_list(), strict=True))
+    ledger.cancel(run, now, {k: reason.get(k) or "gone" for k in ledger.unsettled(as_of) if k not in keys})
+    ledger.decide(
+        run, now,
+        wanted.select("idempotency_key", "segment", "member_id", "channel", "phone_token", "message", "kind",
+                      "cycle").with_columns(as_of=pl.lit(as_of.isoformat())).to_dicts(),
+    )  # fmt: skip
+    ledger.settle(
+        run, now, [Outcome(k, k not in fail, None if k not in fail else "retryable", None) for k in keys]
+    )
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), library=libraries(), days=st.integers(5, 12))
+def test_frequency_holds_across_days_and_retries(data, library, days):
+    """Daily plans over one to two weeks, each with a retry run of the day before, sends failing at random:
+    whatever arrived keeps every cooldown, once-per rule, daily and weekly cap, counted by the day it went."""
+    import tempfile
+    from pathlib import Path
+
+    caps = Caps()
+    ids = [f"m{i}" for i in range(12)]
+    names = list(library)
+    with tempfile.TemporaryDirectory() as folder:
+        ledger = Ledger(Path(folder) / "ledger.sqlite")
+        frames = {}
+        for d in range(days):
+            as_of = AS_OF + timedelta(days=d)
+            picked = [data.draw(st.sampled_from([None, *names])) for _ in ids]
+            rows = [(m, s) for m, s in zip(ids, picked, strict=True) if s is not None]
+            frames[as_of] = pl.DataFrame(
+                {
+                    "member_id": [m for m, _ in rows], "segment": [s for _, s in rows],
+                    "channel": [library[s]["channel"] for _, s in rows],
+                    "message": [library[s]["message"] for _, s in rows],
+                    "kind": [library[s]["kind"] for _, s in rows],
+                    "in_programme": [data.draw(st.booleans()) or library[s]["kind"] != "service"
+                                     for _, s in rows],
+                    # the due date moves on only sometimes (the member bought again)
+                    "cycle": [f"calcium:{data.draw(st.sampled_from(['03-05', '03-20']))}" for _ in rows],
+                    "health_based": [False] * len(rows), "holdout": [False] * len(rows),
+                    "rank_value": [1.0] * len(rows), "tie": [0.5] * len(rows),
+                    "has_wecom": [True] * len(rows), "has_phone": [True] * len(rows),
+                    "phone_token": [f"t-{m}" for m, _ in rows], "health_consent": [True] * len(rows),
+                    "opt_out_on_record": [False] * len(rows),
+                },
+                schema_overrides={"segment": pl.Utf8, "member_id": pl.Utf8},
+            )  # fmt: skip
+            now = datetime.combine(as_of, time(data.draw(st.integers(8, 20))), CHINA)
+            fail = {f"{s}/{m}/{as_of.isoformat()}" for m, s in rows if data.draw(st.integers(0, 4)) == 0}
+            _deliver_day(ledger, library, frames[as_of], as_of, now, caps, fail)
+            yesterday = as_of - timedelta(days=1)
+            if yesterday in frames:  # the morning run retries what failed the day before
+                _deliver_day(
+                    ledger, library, frames[yesterday], yesterday, now + timedelta(hours=1), caps, set()
+                )
+        sent = pl.DataFrame(ledger.rows()).filter(pl.col("status") == "sent") if ledger.rows() else None
+        ledger.close()
+    if sent is None or sent.is_empty():
+        return
+    sent = sent.with_columns(day=pl.col("sent_day").str.to_date())
+    # one message per channel and day; the marketing and service caps per day
+    assert sent.group_by("member_id", "day", "channel").len()["len"].max() == 1
+    per_day = sent.group_by("member_id", "day", "kind").len()
+    assert (per_day.filter(pl.col("kind") == "marketing")["len"].max() or 0) <= caps.member_per_day
+    for (member, kind), rows in sent.group_by("member_id", "kind"):
+        days_sent = sorted(rows["day"].to_list())
+        weekly = caps.member_per_week if kind == "marketing" else caps.service_per_week
+        daily = caps.member_per_day if kind == "marketing" else caps.service_per_day
+        for day in set(days_sent):
+            assert sum(1 for x in days_sent if x == day) <= daily, (member, kind, day)
+            window = [x for x in days_sent if 0 <= (day - x).days < 7]
+            assert len(window) <= weekly, (member, kind, day, days_sent)
+    for (member, message), rows in sent.sort("day").group_by("member_id", "message", maintain_order=True):
+        rows = rows.sort("day")
+        for earlier, later in zip(rows.iter_rows(named=True), rows[1:].iter_rows(named=True), strict=False):
+            rules = library[later["segment"]]["frequency"]
+            assert (later["day"] - earlier["day"]).days >= rules.cooldown_days, (member, message, rows)
+            assert rules.once_per != "member", (member, message)
+        if library[rows["segment"][0]]["frequency"].once_per == "due_cycle":
+            assert rows["cycle"].n_unique() == rows.height
