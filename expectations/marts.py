@@ -446,6 +446,112 @@ def segment_memberships_suite(ctx: SuiteContext):
     return suite, frame
 
 
+@warehouse_suite("segments", "segment_outcomes")
+def segment_outcomes_suite(ctx: SuiteContext):
+    """Whether the day's segments hold the members their rules mean, one row per segment (and model):
+
+    - ``score_end``: a segment whose rule selects on a model's score holds members whose mean probability
+      is above the mean of everyone that model scored that day (below, for ``direction: low``); a rule
+      written backwards, or deciles numbered the other way, fails here whatever the mechanics say;
+    - ``segment_size_band``: the segment's size (members assigned, all statuses) within a band around its
+      median over the recent days with a plan, so a rule that suddenly picks ten times as many members, or
+      none, stops the delivery."""
+    import pandas as pd
+
+    from memberflow.segments import load_segments
+
+    e = _expectations()
+    suite = ctx.suite(
+        "segment_outcomes",
+        ("segment", "model", "members", "segment_mean", "population_mean", "size", "recent_median"),
+    )
+    tables = {r[0] for r in ctx.con.sql("select table_name from information_schema.tables").fetchall()}
+    if "segment_memberships" not in tables:
+        suite.note(f"no segment plan for {ctx.day} (run `memberflow deliver` or the deliver_segments DAG)")
+        return suite, pd.DataFrame()
+    band = suite.settings("segment_size_band")
+    window, min_days = int(band["window_days"]), int(band["min_days"])
+    sizes = ctx.con.execute(
+        "select segment, as_of, count(*) as size from segment_memberships "
+        "where as_of between ? and ? group by all",
+        [ctx.day - timedelta(days=window), ctx.day],
+    ).df()
+    today = sizes[sizes["as_of"] == pd.Timestamp(ctx.day)].set_index("segment")["size"]
+    recent = sizes[sizes["as_of"] < pd.Timestamp(ctx.day)]
+    days = recent["as_of"].unique()
+    plan_days = len(days)
+    rows = []
+    for seg in load_segments():
+        history = recent[recent["segment"] == seg.name].set_index("as_of")["size"]
+        # a day with a plan but none of this segment's members counts as 0
+        median = float(history.reindex(days, fill_value=0).median()) if plan_days else None
+        size = int(today.get(seg.name, 0))
+        row = {"segment": seg.name, "size": size, "recent_median": median, "size_deviation": None}
+        if plan_days >= min_days:
+            slack = 3 * max(median, 1.0) ** 0.5
+            low = median * float(band["low"]) - slack
+            high = max(median * float(band["high"]), float(band["min_size"])) + slack
+            row |= {"size_low": low, "size_high": high, "size_deviation": max(low - size, size - high)}
+        models = dict.fromkeys(f.rsplit("_", 1)[0] for f in seg.score_fields)
+        if not models:
+            rows.append(row | {"model": None})
+        for model in models:
+            means = ctx.con.execute(
+                """
+                with population as (
+                    select member_id, probability from member_scores where model = $model and as_of = $day
+                )
+                select
+                    (select count(*) from segment_memberships
+                     where as_of = $day and segment = $segment) as members,
+                    (select avg(population.probability) from segment_memberships as plan
+                     inner join population using (member_id)
+                     where plan.as_of = $day and plan.segment = $segment) as segment_mean,
+                    (select avg(probability) from population) as population_mean
+                """,
+                {"model": model, "day": ctx.day, "segment": seg.name},
+            ).fetchall()[0]
+            members, seg_mean, pop_mean = means
+            sign = -1.0 if seg.direction == "low" else 1.0
+            gap = None if seg_mean is None or pop_mean is None else sign * (seg_mean - pop_mean)
+            rows.append(
+                row
+                | {
+                    "model": model,
+                    "direction": seg.direction,
+                    "members": members,
+                    "segment_mean": seg_mean,
+                    "population_mean": pop_mean,
+                    "score_gap": gap,
+                }
+            )
+    frame = pd.DataFrame(rows)
+    for column in ("score_gap", "size_deviation", "members", "segment_mean", "population_mean"):
+        if column not in frame.columns:
+            frame[column] = None
+    frame["score_gap"] = frame["score_gap"].astype("float64")
+    frame["size_deviation"] = frame["size_deviation"].astype("float64")
+    suite.add(
+        "score_end",
+        "each segment that selects on a model's score holds members above that model's scored population "
+        "on average (below, for direction: low)",
+        lambda s: e.ExpectColumnValuesToBeBetween(column="score_gap", min_value=0, strict_min=True),
+    )
+    if plan_days >= min_days:
+        suite.add(
+            "segment_size_band",
+            f"each segment's size within {float(band['low']):g}x-{float(band['high']):g}x its median over "
+            f"the last {plan_days} days with a plan (± 3 standard errors)",
+            lambda s: e.ExpectColumnValuesToBeBetween(column="size_deviation", max_value=0),
+        )
+    else:
+        suite.note(
+            f"segment sizes: {plan_days} earlier days with a plan in the last {window}; the band needs "
+            f"{min_days}"
+        )
+    return suite, frame
+
+
 # --- running a warehouse gate ----------------------------------------------------------------------------
 
 

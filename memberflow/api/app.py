@@ -129,6 +129,20 @@ class TrendPoint(BaseModel):
     sent: int
 
 
+class ScoreRange(BaseModel):
+    """A model's scores among the segment's members on the day, beside everyone the model scored.
+    Deciles: 10 = the top tenth of the model's scored population that day, 1 = the bottom tenth."""
+
+    model: str
+    members: int
+    min_probability: float
+    median_probability: float
+    max_probability: float
+    min_decile: int
+    max_decile: int
+    population_mean: float
+
+
 class SegmentSummary(BaseModel):
     name: str
     description: str = ""
@@ -147,6 +161,9 @@ class SegmentSummary(BaseModel):
     suppressed: dict[str, int] = Field(default_factory=dict)
     delivery: dict[str, int] = Field(default_factory=dict)
     trend: list[TrendPoint] = Field(default_factory=list)
+    direction: str = "high"
+    # the score ranges of the models the segment's rules or ranking use (segment page only)
+    scores: list[ScoreRange] = Field(default_factory=list)
 
 
 class SegmentList(BaseModel):
@@ -355,9 +372,12 @@ def create_app(settings: Settings, busy_wait: float = BUSY_WAIT_SECONDS) -> Fast
             day = reader.resolve_date(con, as_of)
             counts = reader.segment_counts(con, day) if day else {}
             trends = reader.trend(con, day, segment) if day else {}
+            ranges = reader.score_ranges(con, day, segment, score_models(defs.get(segment))) if day else []
         if segment not in defs and segment not in counts:
             raise NotFound(f"no segment {segment}")
-        return _summary(segment, defs.get(segment), counts.get(segment), trends.get(segment, []))
+        summary = _summary(segment, defs.get(segment), counts.get(segment), trends.get(segment, []))
+        summary.scores = [ScoreRange(**r) for r in ranges]
+        return summary
 
     @app.get(
         "/api/segments/{segment}/members",
@@ -517,6 +537,17 @@ def create_app(settings: Settings, busy_wait: float = BUSY_WAIT_SECONDS) -> Fast
     return app
 
 
+def score_models(definition) -> list[str]:
+    """The models whose scores a segment's rules or ranking use (every model for one that uses none)."""
+    from memberflow.segments import MODELS
+
+    if definition is None:
+        return list(MODELS)
+    names = [*definition.when, definition.rank_by or ""]
+    used = [m for m in MODELS if any(n.startswith(f"{m}_") for n in names)]
+    return used or list(MODELS)
+
+
 def _summary(name: str, definition, counts: dict | None, trend: list[dict]) -> SegmentSummary:
     fields: dict[str, Any] = {"name": name, "channel": (counts or {}).get("channel", "")}
     if definition is not None:
@@ -528,6 +559,7 @@ def _summary(name: str, definition, counts: dict | None, trend: list[dict]) -> S
             "holdout_share": definition.holdout,
             "health_based": definition.uses_health_data,
             "rank_by": definition.rank_by,
+            "direction": definition.direction,
             "rules": {
                 k: v.model_dump(exclude_none=True, by_alias=True) if hasattr(v, "model_dump") else v
                 for k, v in definition.when.items()

@@ -155,6 +155,30 @@ class Reader:
                 entry["delivery"][status] = n
         return out
 
+    def score_ranges(self, con, as_of: date, segment: str, models: list[str]) -> list[dict]:
+        """Per model: the probability and decile range of the segment's members on the date, and the mean
+        probability of everyone the model scored that day (what "above the population" is measured by)."""
+        if not {"segment_memberships", "member_scores"} <= self._tables(con):
+            return []
+        out = []
+        for model in models:
+            row = con.execute(
+                """
+                with scores as (select member_id, probability, decile from member_scores
+                                where model = $model and as_of = $as_of)
+                select count(*), min(probability), median(probability), max(probability),
+                    min(decile), max(decile), (select avg(probability) from scores)
+                from segment_memberships inner join scores using (member_id)
+                where segment_memberships.as_of = $as_of and segment = $segment
+                """,
+                {"model": model, "as_of": as_of, "segment": segment},
+            ).fetchall()[0]
+            if row[0]:
+                keys = ("members", "min_probability", "median_probability", "max_probability", "min_decile",
+                        "max_decile", "population_mean")  # fmt: skip
+                out.append({"model": model, **dict(zip(keys, row, strict=True))})
+        return out
+
     def trend(self, con, as_of: date, segment: str | None = None) -> dict[str, list[dict]]:
         """Per segment, one point per day of the 30 days up to ``as_of``: members assigned and sent."""
         tables = self._tables(con)
