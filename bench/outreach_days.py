@@ -2,7 +2,8 @@
 
 For each day from --last minus --days + 1 to --last: score every champion, run the scores gate, the 09:30
 retry run of the day before, the day's plan and segments gate, and the delivery, against local sandbox
-receivers (memberflow.outreach.replay). Then counts from what the receivers applied: receipts per segment,
+receivers (memberflow.outreach.replay), starting from an empty delivery ledger. Then counts from what the
+receivers applied: receipts per segment,
 segment-days at the wrong end of their score, messages repeated within their cooldown, once-per messages
 sent twice, member-days over the daily and weekly caps, and the same message within 7 days. Works on a copy:
 the workspace given is never changed.
@@ -60,6 +61,10 @@ def main() -> None:
         parser.error("--last is needed to replay")
     target = args.keep or Path(tempfile.mkdtemp(prefix="outreach-days-")) / "ws"
     shutil.copytree(args.home, target)
+    # the replay starts from no contact history: sends the workspace made on later days would otherwise
+    # sit in the replayed days' future
+    (target / "outreach" / "ledger.sqlite").unlink(missing_ok=True)
+    shutil.rmtree(target / "exports" / "segments", ignore_errors=True)
     settings = Settings.from_env({"MEMBERFLOW_HOME": str(target)})
     began = time.perf_counter()
     days = days_between(args.last - timedelta(days=args.days - 1), args.last)

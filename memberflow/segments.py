@@ -488,6 +488,14 @@ def rule_expr(segment: Segment) -> pl.Expr:
     return pl.all_horizontal([_condition(n, c) for n, c in segment.when.items()])
 
 
+def score_pool_expr(segment: Segment) -> pl.Expr:
+    """The members a segment's score conditions choose from: everything else in its rule holds. Members of
+    this pool whom the rule turns away were turned away by the score; the segments gate and the outcome
+    audit hold the chosen ones above them."""
+    rest = [_condition(n, c) for n, c in segment.when.items() if n not in SCORE_TOPS]
+    return pl.all_horizontal(rest) if rest else pl.lit(True)
+
+
 def unit_hash(*parts: str) -> float:
     """A stable number in [0, 1) from the parts (same input, same number, on every machine)."""
     digest = hashlib.blake2b("|".join(parts).encode("utf-8"), digest_size=8).digest()

@@ -5,8 +5,9 @@ passes the scores gate, and delivers the day at 10:00 China time (and, with ``re
 once more at 09:30, as the deliver_segments DAG's morning run does), against local sandbox receivers;
 ``audit`` then reads what the receivers applied, day by day, and counts:
 
-- segment-days whose received members sit at the wrong end of the score their rule selects on (their mean
-  probability not above the day's scored population; below, for ``direction: low``);
+- segment-days whose received members sit at the wrong end of the score their rule selects on: their mean
+  probability not above that of the members the rule's score conditions turned away (members who met its
+  other conditions); not below, for ``direction: low`` (the segments gate's ``score_end``, on receipts);
 - members who received the same message twice within its cooldown (the segment's ``cooldown_days``, or
   outreach.yml's), or a once-per-member message twice;
 - members over the marketing caps (per day, per any 7 days) and the service caps.
@@ -27,7 +28,7 @@ from memberflow.config import Settings
 from memberflow.outreach.suppression import CHINA, Caps
 from memberflow.segments import MODELS, TEMPLATES, Segment
 
-SCORE_FIELD_SUFFIXES = ("_probability", "_decile")
+WRONG_END_FIELDS = ("segment", "model", "members", "segment_mean", "turned_away", "turned_away_mean")
 WEEK_DAYS = 7  # a weekly cap counts the day and the six before
 
 
@@ -192,7 +193,7 @@ class Audit:
     days: int
     receipts: int
     by_segment: dict[str, int]
-    segment_days_checked: int  # (segment, model, day) with received members and a score to compare
+    segment_days_checked: int  # (segment, model, day) with received members and members turned away
     wrong_end: list[dict]  # the ones whose members sat at the wrong end
     repeats_within_cooldown: int  # receipts that came within their message's cooldown of the one before
     repeated_members: int
@@ -214,38 +215,22 @@ def audit(
     caps = caps or Caps()
     by_name = {s.name: s for s in segments}
     kind_of = {s.message: getattr(s, "kind", "marketing") for s in segments}
-    # segment-days against their score's population
+    # segment-days: the members who received a score segment's message against those its score turned away
+    from expectations.marts import score_end_rows
+
     wrong, checked = [], 0
+    received: dict[date, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+    for r in receipts:
+        received[r.day][r.segment].append(r.member_id)
     with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
-        groups: dict[tuple[str, date], list[str]] = defaultdict(list)
-        for r in receipts:
-            groups[(r.segment, r.day)].append(r.member_id)
-        for (name, day), members in sorted(groups.items()):
-            seg = by_name[name]
-            models = dict.fromkeys(
-                f.removesuffix(suffix)
-                for f in seg.when
-                for suffix in SCORE_FIELD_SUFFIXES
-                if f.endswith(suffix) and f.removesuffix(suffix) in MODELS
-            )
-            for model in models:
-                con.execute("create or replace temp table got (member_id varchar)")
-                con.executemany("insert into got values (?)", [[m] for m in members])
-                seg_mean, pop_mean = con.execute(
-                    "select (select avg(s.probability) from member_scores s join got using (member_id) "
-                    "where s.model = $m and s.as_of = $d), "
-                    "(select avg(probability) from member_scores where model = $m and as_of = $d)",
-                    {"m": model, "d": day},
-                ).fetchall()[0]
-                if seg_mean is None or pop_mean is None:
+        for day, by_segment in sorted(received.items()):
+            got = [s for s in segments if by_segment.get(s.name)]
+            for row in score_end_rows(con, day, got, lambda name, b=by_segment: b.get(name, [])):
+                if row["score_gap"] is None:
                     continue
                 checked += 1
-                low = getattr(seg, "direction", "high") == "low"
-                if (seg_mean <= pop_mean) if not low else (seg_mean >= pop_mean):
-                    wrong.append(
-                        {"segment": name, "model": model, "day": day.isoformat(), "members": len(members),
-                         "segment_mean": round(seg_mean, 4), "population_mean": round(pop_mean, 4)}
-                    )  # fmt: skip
+                if row["score_gap"] <= 0:
+                    wrong.append({"day": day.isoformat(), **{k: row[k] for k in WRONG_END_FIELDS}})
     # repeats and caps
     by_member: dict[str, list[Receipt]] = defaultdict(list)
     for r in receipts:

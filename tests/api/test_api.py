@@ -169,6 +169,36 @@ def test_segments_sizes_reasons_and_trend_match_the_warehouse(client, ops_ws, to
     assert sum(s["size"] for s in older["segments"]) < sum(s["size"] for s in by_name.values())
 
 
+def test_a_score_segment_shows_its_members_at_the_top_of_the_score(client, ops_ws, tokens):
+    """What an ops person reads on a segment's page: its members' score range beside the population,
+    deciles read as 10 = top tenth: the coupon and first-order lists hold deciles 7-10 of their model."""
+    sizes = dict(
+        _sql(
+            ops_ws,
+            "select segment, count(*) from segment_memberships where as_of = ? group by 1",
+            [SCORE_DAY],
+        )
+    )
+    # segment -> (model, the lowest decile or probability its rule admits)
+    floors = {
+        "care_high_value_at_risk": ("churn", "min_probability", 0.3),
+        "replenishment_coupon_miniprogram": ("repurchase", "min_decile", 7),
+        "replenishment_coupon_sms": ("repurchase", "min_decile", 7),
+        "prospect_first_order": ("conversion", "min_decile", 7),
+    }
+    shown = [name for name in floors if sizes.get(name)]
+    assert shown
+    for name in shown:
+        body = client.get(f"/api/segments/{name}", headers=auth(tokens.ops)).json()
+        assert body["direction"] == "high"
+        (scores,) = body["scores"]
+        model, field, floor = floors[name]
+        assert scores["model"] == model and scores["members"] == sizes[name]
+        assert scores[field] >= floor and scores["max_decile"] <= 10
+        assert scores["min_probability"] <= scores["median_probability"] <= scores["max_probability"]
+        assert 0 < scores["population_mean"] < 1
+
+
 def test_members_pages_cover_the_segment_once_with_reasons_and_masked_phones(client, ops_ws, tokens):
     segment = _a_segment(ops_ws)
     seen: list[str] = []

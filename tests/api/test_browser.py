@@ -104,6 +104,9 @@ def test_sign_in_open_a_segment_download_its_csv_and_open_a_member(page, ops_ws,
     assert page.inner_text("[data-testid=segment-title]") == segment
     assert f"{size:,} members" in page.inner_text("[data-testid=pager]")
     page.wait_for_selector("[data-testid=trend-chart]")
+    # the members' score range beside everyone scored, and how to read a decile
+    ranges = page.inner_text("[data-testid=score-ranges]")
+    assert "everyone scored" in ranges and "D10 = the top 10 %" in ranges
     assert page.locator("[data-testid=unmasked]").count() == 0  # no unmasked export for ops
     _shot(page, "04-segment")
 
