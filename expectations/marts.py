@@ -465,7 +465,7 @@ def score_end_rows(con, day: date, segments, members_of) -> list[dict]:
         judged = set(members_of(seg.name))
         pool = profiles.filter(score_pool_expr(seg))
         turned_away = pool.filter(~rule_expr(seg))
-        for model in dict.fromkeys(f.rsplit("_", 1)[0] for f in seg.score_fields):
+        for model in seg.score_models:
             column = f"{model}_probability"
             chosen = pool.filter(pl.col("member_id").is_in(list(judged)))[column].drop_nulls()
             away = turned_away[column].drop_nulls()

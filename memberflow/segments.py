@@ -183,6 +183,17 @@ class Segment(BaseModel):
         """The model score fields the rules select on."""
         return [f for f in self.when if f in SCORE_TOPS]
 
+    @property
+    def score_models(self) -> list[str]:
+        """The models whose scores the rules select on."""
+        return list(dict.fromkeys(f.rsplit("_", 1)[0] for f in self.score_fields))
+
+    @property
+    def models(self) -> list[str]:
+        """The models the segment's ranking and rules name, rank_by's first."""
+        names = [self.rank_by or "", *self.when]
+        return list(dict.fromkeys(m for name in names for m in MODELS if name.startswith(f"{m}_")))
+
 
 class SegmentLibrary(BaseModel):
     model_config = ConfigDict(extra="forbid")

@@ -543,9 +543,7 @@ def score_models(definition) -> list[str]:
 
     if definition is None:
         return list(MODELS)
-    names = [*definition.when, definition.rank_by or ""]
-    used = [m for m in MODELS if any(n.startswith(f"{m}_") for n in names)]
-    return used or list(MODELS)
+    return [m for m in MODELS if m in definition.models] or list(MODELS)
 
 
 def _summary(name: str, definition, counts: dict | None, trend: list[dict]) -> SegmentSummary:

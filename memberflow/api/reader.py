@@ -157,7 +157,7 @@ class Reader:
 
     def score_ranges(self, con, as_of: date, segment: str, models: list[str]) -> list[dict]:
         """Per model: the probability and decile range of the segment's members on the date, and the mean
-        probability of everyone the model scored that day (what "above the population" is measured by)."""
+        probability of everyone the model scored that day."""
         if not {"segment_memberships", "member_scores"} <= self._tables(con):
             return []
         out = []

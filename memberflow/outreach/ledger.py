@@ -46,7 +46,6 @@ create table if not exists deliveries (
     sent_at text
 );
 create index if not exists deliveries_day on deliveries (decided_day);
-create index if not exists deliveries_member on deliveries (member_id);
 create index if not exists deliveries_as_of on deliveries (as_of, status);
 create table if not exists attempts (
     run_id text not null,
@@ -73,7 +72,9 @@ GIVE_UP_AFTER = 3
 GIVEN_UP = f"(status = 'failed' and error_class = 'fatal' and attempts >= {GIVE_UP_AFTER})"
 
 
-# Columns added after the first ledgers were written (added to an older ledger when it is opened).
+# Columns added after the first ledgers were written (added to an older ledger when it is opened). Rows
+# written before had no message: the first plan fills it in from its segment library, once
+# (``pragma user_version`` 1 says it is done).
 ADDED_COLUMNS = {
     "message": "text",
     "kind": "text not null default 'marketing'",
@@ -102,6 +103,10 @@ class Ledger:
         for name, kind in ADDED_COLUMNS.items():
             if name not in have:
                 self._con.execute(f"alter table deliveries add column {name} {kind}")
+        if "message" not in have and not self._con.execute("select 1 from deliveries limit 1").fetchall():
+            self._con.execute("pragma user_version = 1")  # a new ledger: nothing to fill in
+        # the frequency rules count by this day (see DAY)
+        self._con.execute(f"create index if not exists deliveries_count_day on deliveries {DAY}")
 
     @classmethod
     def open(cls, settings: Settings) -> Ledger:
@@ -128,11 +133,16 @@ class Ledger:
         ``messages``: segment -> message, for rows written before the ledger kept the message."""
         today = now.astimezone(CHINA).date()
         week_start = (today - timedelta(days=WEEK_DAYS - 1)).isoformat()
-        month = today.isoformat()[:7]
+        month = today.isoformat()[:7]  # its days: '<month>-01' to '<month>-31' as text
         h = History()
         q = self._con.execute
-        for segment, message in (messages or {}).items():
-            q("update deliveries set message = ? where message is null and segment = ?", [message, segment])
+        if messages and not q("pragma user_version").fetchall()[0][0]:
+            with self._tx() as con:
+                con.executemany(
+                    "update deliveries set message = ? where message is null and segment = ?",
+                    [(message, segment) for segment, message in messages.items()],
+                )
+                con.execute("pragma user_version = 1")
         for key, status, given_up, decided in q(
             f"select idempotency_key, status, {GIVEN_UP}, decided_day from deliveries where as_of = ?",
             [as_of.isoformat()],
@@ -170,9 +180,9 @@ class Ledger:
         )
         h.wecom_month = dict(
             q(
-                f"select member_id, count(*) from deliveries where substr({DAY}, 1, 7) = ? "
+                f"select member_id, count(*) from deliveries where {DAY} between ? and ? "
                 f"and channel = 'wecom' and {COUNTED} group by 1",
-                [month],
+                [f"{month}-01", f"{month}-31"],
             ).fetchall()
         )
         h.segment_used = dict(

@@ -25,11 +25,10 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 
 from memberflow.config import Settings
-from memberflow.outreach.suppression import CHINA, Caps
+from memberflow.outreach.suppression import CHINA, WEEK_DAYS, Caps
 from memberflow.segments import MODELS, TEMPLATES, Segment
 
 WRONG_END_FIELDS = ("segment", "model", "members", "segment_mean", "turned_away", "turned_away_mean")
-WEEK_DAYS = 7  # a weekly cap counts the day and the six before
 
 
 @dataclass
@@ -98,8 +97,6 @@ def receipts_of(settings: Settings, records: list[dict], segments: list[Segment]
         if r["api"] == "webhook":
             seg, member = by_name[r["segment"]], r["member_id"]
         elif r["api"] == "sms":
-            if not r.get("biz_id"):
-                continue  # a duplicate the gateway dropped
             name, member, _ = r["key"].split("/")
             seg = by_name[name]
         else:
@@ -212,12 +209,13 @@ def audit(
     """Count, from the receipts alone, what a member would notice (see the module docstring)."""
     import duckdb
 
+    from expectations.marts import score_end_rows
+    from memberflow.outreach.run import frequency_of
+
     caps = caps or Caps()
     by_name = {s.name: s for s in segments}
-    kind_of = {s.message: getattr(s, "kind", "marketing") for s in segments}
+    kind_of = {s.message: s.kind for s in segments}
     # segment-days: the members who received a score segment's message against those its score turned away
-    from expectations.marts import score_end_rows
-
     wrong, checked = [], 0
     received: dict[date, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
     for r in receipts:
@@ -241,22 +239,21 @@ def audit(
         got.sort(key=lambda r: r.day)
         last: dict[str, date] = {}
         for r in got:
-            seg = by_name[r.segment]
-            cooldown = getattr(seg, "cooldown_days", None) or getattr(caps, "cooldown_days", 7)
+            rules = frequency_of(by_name[r.segment], caps)
             before = last.get(r.message)
             if before is not None:
-                if (r.day - before).days < cooldown:
+                if (r.day - before).days < rules.cooldown_days:
                     repeats += 1
                     repeated_members.add(member)
                 if (r.day - before).days < WEEK_DAYS:
                     within7 += 1
-                if getattr(seg, "once_per", None) == "member":
+                if rules.once_per == "member":
                     once += 1
             last[r.message] = r.day
         for kind in ("marketing", "service"):
             days = Counter(r.day for r in got if kind_of.get(r.message, "marketing") == kind)
-            day_cap = caps.member_per_day if kind == "marketing" else getattr(caps, "service_per_day", 1)
-            week_cap = getattr(caps, "member_per_week" if kind == "marketing" else "service_per_week", 3)
+            day_cap = caps.member_per_day if kind == "marketing" else caps.service_per_day
+            week_cap = caps.member_per_week if kind == "marketing" else caps.service_per_week
             daily += sum(1 for n in days.values() if n > day_cap)
             for day in days:
                 window = sum(n for d, n in days.items() if 0 <= (day - d).days < WEEK_DAYS)

@@ -227,11 +227,7 @@ def write_memberships(settings: Settings, planned: Plan) -> int:
 
 def reasons_model(segment: Segment) -> str | None:
     """The model whose reasons explain a segment: the first one its ranking or rules use."""
-    for name in [segment.rank_by or "", *segment.when]:
-        for m in MODELS:
-            if name.startswith(f"{m}_"):
-                return m
-    return None
+    return segment.models[0] if segment.models else None
 
 
 def pick_reasons(by_model: dict[str, list[str] | None], model: str | None) -> list[str]:

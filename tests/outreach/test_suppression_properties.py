@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from memberflow.outreach.connectors import Outcome
 from memberflow.outreach.ledger import Ledger
+from memberflow.outreach.run import LEDGER_COLUMNS
 from memberflow.outreach.suppression import CHINA, Caps, Frequency, History, decide, idempotency_key
 from memberflow.segments import Condition, Segment, assign, rule_expr
 
@@ -235,8 +236,7 @@ def _deliver_day(ledger, library, frame, as_of, now, caps, fail):
     ledger.cancel(run, now, {k: reason.get(k) or "gone" for k in ledger.unsettled(as_of) if k not in keys})
     ledger.decide(
         run, now,
-        wanted.select("idempotency_key", "segment", "member_id", "channel", "phone_token", "message", "kind",
-                      "cycle").with_columns(as_of=pl.lit(as_of.isoformat())).to_dicts(),
+        wanted.select(LEDGER_COLUMNS).with_columns(as_of=pl.lit(as_of.isoformat())).to_dicts(),
     )  # fmt: skip
     ledger.settle(
         run, now, [Outcome(k, k not in fail, None if k not in fail else "retryable", None) for k in keys]
