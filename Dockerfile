@@ -21,6 +21,7 @@ RUN pip install --no-cache-dir "uv>=0.5,<1" \
 COPY --chown=airflow:0 memberflow ./memberflow
 COPY --chown=airflow:0 ml ./ml
 COPY --chown=airflow:0 expectations ./expectations
+COPY --chown=airflow:0 devkit ./devkit
 COPY --chown=airflow:0 dbt_project ./dbt_project
 COPY --chown=airflow:0 dags ./dags
 # editable: the DAGs, dbt project and suites are read from /opt/memberflow, where the code sits

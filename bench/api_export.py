@@ -27,9 +27,9 @@ SETUP = textwrap.dedent(
     import sys
     from pathlib import Path
     import duckdb, pyarrow as pa, pyarrow.parquet as pq
-    from memberflow.config import Settings
-    from memberflow.phones import phone_token
-    from memberflow.vault import ContactVault
+    from memberflow.core.settings import Settings
+    from memberflow.core.phones import phone_token
+    from memberflow.core.vault import ContactVault
 
     home, n = Path(sys.argv[1]), int(sys.argv[2])
     s = Settings.from_env({"MEMBERFLOW_HOME": str(home)})
@@ -91,10 +91,10 @@ def main() -> None:
 
     import httpx
 
+    from devkit.background import BackgroundServer
     from memberflow.api.access import AccessStore
     from memberflow.api.app import create_app
-    from memberflow.background import BackgroundServer
-    from memberflow.config import Settings
+    from memberflow.core.settings import Settings
 
     with tempfile.TemporaryDirectory(prefix="memberflow-bench-api-") as tmp:
         home = Path(tmp) / "ws"

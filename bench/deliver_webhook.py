@@ -20,10 +20,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from memberflow.config import Settings
+from devkit.sandbox import SandboxConfig, SandboxServer
+from memberflow.core.settings import Settings
 from memberflow.outreach.connectors import ChannelConfig, Message, WebhookConnector, dispatch
 from memberflow.outreach.ledger import Ledger
-from memberflow.outreach.sandbox import SandboxConfig, SandboxServer
 from memberflow.outreach.suppression import CHINA
 
 

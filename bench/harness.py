@@ -41,11 +41,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from memberflow.core.vocab import CONSUMABLES  # noqa: E402  (after the path above)
+
 KEY = "bench-harness-key"
 START = date(2025, 1, 1)
 RESULTS_DIR = REPO / "bench" / "results"
 RESULTS_MD = REPO / "bench" / "RESULTS.md"
-MODELS = ("churn", "repurchase", "conversion")
+MODELS = ("churn", "repurchase", "conversion")  # the order the stages run them
 # The local APIs' rate limit during the delivery stage: requests per second for each of webhook, WeCom, SMS.
 SANDBOX_RPS = 50
 
@@ -61,10 +63,7 @@ GOALS = {
 # analyst would query the warehouse for today only: orders in their current version (fct_orders: every
 # version landed before the day after the newest landing), one pass per source table, aggregated by member.
 # The harness checks that it returns the model's rows and values before it reports the ratio.
-CATEGORIES = (
-    "calcium", "stomach_care", "glucose_strips", "bp_medication", "maternal_nutrition", "infant_formula",
-    "cognitive_training", "skincare", "otc_cold",
-)  # fmt: skip
+CATEGORIES = CONSUMABLES
 _BY_CATEGORY = ",\n".join(
     f"""    count(*) filter (where category = '{c}') as orders_{c},
     coalesce(sum(line_amount_cny) filter (where category = '{c}'), 0) as spend_{c},
@@ -235,7 +234,7 @@ left join consent using (member_id)
 
 
 def _settings(workdir: Path):
-    from memberflow.config import Settings, apply_privacy_defaults
+    from memberflow.core.settings import Settings, apply_privacy_defaults
 
     apply_privacy_defaults()
     return Settings.from_env(
@@ -257,7 +256,7 @@ def _new_day(args) -> date:
 
 
 def stage_generate(args, settings) -> dict:
-    from memberflow.generate import GenerateConfig, generate
+    from devkit.generate import GenerateConfig, generate
 
     summary = generate(
         GenerateConfig(args.members, START, args.days + 1, 1, settings.data_dir), settings.id_key()
@@ -603,9 +602,9 @@ def stage_scores_gate(args, settings) -> dict:
 
 
 def stage_score_bare(args, settings) -> dict:
+    from memberflow.warehouse import read_warehouse
     from ml.datasets import population_frame
     from ml.registry import CHAMPION, load
-    from ml.warehouse import read_warehouse
 
     day = _next_day(settings)
     loaded = load(settings, args.model, CHAMPION)
@@ -624,9 +623,9 @@ def stage_extract_day(args, settings) -> dict:
 def stage_deliver(args, settings) -> dict:
     """Segments (plan, memberships, segments gate) and delivery of day --days + 1 through every connector,
     against the local sandbox APIs limited to SANDBOX_RPS requests per second each."""
+    from devkit.sandbox import SandboxConfig, SandboxServer
     from expectations.marts import gate_warehouse
     from memberflow.outreach.run import deliver, plan, write_memberships
-    from memberflow.outreach.sandbox import SandboxConfig, SandboxServer
     from memberflow.outreach.suppression import CHINA
     from ml import score as score_module
 

@@ -2,7 +2,7 @@
 
 For each day from --last minus --days + 1 to --last: score every champion, run the scores gate, the 09:30
 retry run of the day before, the day's plan and segments gate, and the delivery, against local sandbox
-receivers (memberflow.outreach.replay), starting from an empty delivery ledger. Then counts from what the
+receivers (devkit.replay), starting from an empty delivery ledger. Then counts from what the
 receivers applied: receipts per segment,
 segment-days at the wrong end of their score, messages repeated within their cooldown, once-per messages
 sent twice, member-days over the daily and weekly caps, and the same message within 7 days. Works on a copy:
@@ -27,9 +27,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from memberflow.config import Settings, apply_privacy_defaults
+from devkit.replay import Receipt, audit, days_between, replay
+from memberflow.core.settings import Settings, apply_privacy_defaults
 from memberflow.outreach.connectors import OutreachConfig
-from memberflow.outreach.replay import Receipt, audit, days_between, replay
 from memberflow.segments import load_segments
 
 

@@ -30,7 +30,7 @@ KEY = "bench-quality-key"
 
 
 def _settings(home: Path):
-    from memberflow.config import Settings
+    from memberflow.core.settings import Settings
 
     return Settings.from_env({"MEMBERFLOW_HOME": str(home), "MEMBERFLOW_ID_KEY": KEY})
 
@@ -38,7 +38,7 @@ def _settings(home: Path):
 def prepare(root: Path, members: int) -> tuple[Path, date]:
     import duckdb
 
-    from memberflow.generate import GenerateConfig, generate
+    from devkit.generate import GenerateConfig, generate
     from memberflow.land import land_pending
     from memberflow.transform import build_warehouse, latest_landed_day
 

@@ -38,14 +38,14 @@ def peak_mib() -> float:
 
 
 def built_workspace(workdir: Path):
-    from memberflow.config import Settings, apply_privacy_defaults
+    from memberflow.core.settings import Settings, apply_privacy_defaults
 
     apply_privacy_defaults()
     settings = Settings.from_env({"MEMBERFLOW_HOME": str(workdir / "ws"), "MEMBERFLOW_ID_KEY": KEY})
     if (settings.quality_dir / "published" / "marts.json").exists():
         return settings
+    from devkit.generate import GenerateConfig, generate
     from expectations.marts import gate_warehouse
-    from memberflow.generate import GenerateConfig, generate
     from memberflow.land import land_pending
     from memberflow.transform import build_warehouse, latest_landed_day
 

@@ -24,7 +24,7 @@ from datetime import timedelta
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag, task
 
 from memberflow.assets import MEMBER_SCORES, SEGMENT_DELIVERIES
-from memberflow.config import schedule_start
+from memberflow.core.settings import schedule_start
 
 CHINA = "Asia/Shanghai"
 
@@ -34,8 +34,8 @@ def delivery_date() -> str:
     """The date the published scores are for."""
     from airflow.sdk.exceptions import AirflowFailException
 
-    from expectations.marts import NotPublishedError, require_published
-    from memberflow.config import get_settings
+    from memberflow.core.settings import get_settings
+    from memberflow.warehouse import NotPublishedError, require_published
 
     try:
         return require_published(get_settings(), "scores")["date"]
@@ -47,7 +47,7 @@ def delivery_date() -> str:
 def build_segments(as_of: str) -> dict:
     from datetime import date
 
-    from memberflow.config import apply_privacy_defaults, get_settings
+    from memberflow.core.settings import apply_privacy_defaults, get_settings
     from memberflow.outreach.run import plan, write_memberships
 
     apply_privacy_defaults()
@@ -65,7 +65,7 @@ def quality_gate(built: dict) -> str:
 
     from expectations.marts import gate_warehouse
     from expectations.runner import QualityGateError
-    from memberflow.config import apply_privacy_defaults, get_settings
+    from memberflow.core.settings import apply_privacy_defaults, get_settings
 
     apply_privacy_defaults()
     try:
@@ -79,7 +79,7 @@ def quality_gate(built: dict) -> str:
 def deliver(as_of: str, **context) -> dict:
     from datetime import date
 
-    from memberflow.config import apply_privacy_defaults, get_settings
+    from memberflow.core.settings import apply_privacy_defaults, get_settings
     from memberflow.outreach.run import deliver as deliver_segments
 
     apply_privacy_defaults()

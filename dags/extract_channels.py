@@ -30,8 +30,8 @@ import pendulum
 from airflow.sdk import CronDataIntervalTimetable, dag, task
 
 from memberflow.assets import landed_asset
-from memberflow.config import schedule_start
-from memberflow.contracts import CONTRACTS
+from memberflow.core.contracts import CONTRACTS
+from memberflow.core.settings import schedule_start
 
 CHINA = "Asia/Shanghai"
 
@@ -48,8 +48,8 @@ def extract_table(channel: str, table: str, **context) -> dict:
     """Extract one table's partition for the run's local date into the audit area; row counts for XCom."""
     from airflow.sdk.exceptions import AirflowFailException
 
-    from memberflow.config import apply_privacy_defaults, get_settings
-    from memberflow.contracts import get_contract
+    from memberflow.core.contracts import get_contract
+    from memberflow.core.settings import apply_privacy_defaults, get_settings
     from memberflow.extract import QuarantineThresholdError
     from memberflow.extract import extract_table as stage
 
@@ -77,8 +77,8 @@ def gate_table(channel: str, table: str, **context) -> dict:
 
     from expectations.landing import audit_partition
     from expectations.runner import QualityGateError
-    from memberflow.config import apply_privacy_defaults, get_settings
-    from memberflow.contracts import get_contract
+    from memberflow.core.contracts import get_contract
+    from memberflow.core.settings import apply_privacy_defaults, get_settings
 
     apply_privacy_defaults()
     _, day = _run_day(context)
@@ -93,8 +93,8 @@ def gate_table(channel: str, table: str, **context) -> dict:
 @task
 def publish_table(channel: str, table: str, gate: dict, **context) -> str:
     """Swap the audited partition into landing and announce it on the table's Asset."""
-    from memberflow.config import get_settings
-    from memberflow.contracts import get_contract
+    from memberflow.core.contracts import get_contract
+    from memberflow.core.settings import get_settings
     from memberflow.extract import publish_partition
 
     contract = get_contract(channel, table)
@@ -111,7 +111,7 @@ def publish_table(channel: str, table: str, gate: dict, **context) -> str:
 def quality_docs(**context) -> str:
     """Render the Data Docs of the day's landing validations (passed or failed)."""
     from expectations.runner import build_data_docs
-    from memberflow.config import get_settings
+    from memberflow.core.settings import get_settings
 
     _, day = _run_day(context)
     return str(build_data_docs(get_settings(), "landing", [day]))

@@ -19,10 +19,10 @@ from datetime import timedelta
 from airflow.sdk import dag, task
 
 from memberflow.assets import MEMBER_SCORES, WAREHOUSE_MEMBERS
-from memberflow.config import schedule_start
+from memberflow.core.settings import schedule_start
+from memberflow.core.vocab import MODELS
 
 CHINA = "Asia/Shanghai"
-MODELS = ("repurchase", "churn", "conversion")
 
 
 @task
@@ -32,8 +32,8 @@ def score_date() -> str:
 
     from airflow.sdk.exceptions import AirflowFailException
 
-    from expectations.marts import NotPublishedError, require_published
-    from memberflow.config import get_settings
+    from memberflow.core.settings import get_settings
+    from memberflow.warehouse import NotPublishedError, require_published
 
     try:
         published = require_published(get_settings(), "marts")
@@ -47,7 +47,7 @@ def score(model: str, as_of: str) -> dict:
     """Score the model's population with its champion; no champion yet means nothing to score."""
     from datetime import date
 
-    from memberflow.config import apply_privacy_defaults, get_settings
+    from memberflow.core.settings import apply_privacy_defaults, get_settings
     from ml.registry import NoChampionError
     from ml.score import score as score_members
 
@@ -68,7 +68,7 @@ def quality_gate(as_of: str, scored: list[dict]) -> dict:
 
     from expectations.marts import gate_warehouse
     from expectations.runner import QualityGateError
-    from memberflow.config import apply_privacy_defaults, get_settings
+    from memberflow.core.settings import apply_privacy_defaults, get_settings
 
     apply_privacy_defaults()
     if not any(s["rows"] for s in scored):

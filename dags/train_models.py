@@ -18,10 +18,10 @@ from datetime import timedelta
 
 from airflow.sdk import dag, task
 
-from memberflow.config import schedule_start
+from memberflow.core.settings import schedule_start
+from memberflow.core.vocab import MODELS
 
 CHINA = "Asia/Shanghai"
-MODELS = ("repurchase", "churn", "conversion")
 
 
 @task
@@ -29,8 +29,8 @@ def train(model: str) -> dict:
     """Train, log to MLflow, register as challenger, apply the promotion gate."""
     from airflow.sdk.exceptions import AirflowFailException
 
-    from expectations.marts import NotPublishedError
-    from memberflow.config import apply_privacy_defaults, get_settings
+    from memberflow.core.settings import apply_privacy_defaults, get_settings
+    from memberflow.warehouse import NotPublishedError
     from ml.datasets import DatasetError
     from ml.train import train as train_model
 

@@ -29,7 +29,7 @@ from cosmos import DbtTaskGroup, ExecutionConfig, ProfileConfig, ProjectConfig, 
 from cosmos.constants import LoadMode, TestBehavior
 
 from memberflow.assets import LANDED_ASSETS, WAREHOUSE_MEMBERS
-from memberflow.config import get_settings, schedule_start
+from memberflow.core.settings import get_settings, schedule_start
 from memberflow.dbt_env import DBT_EXECUTABLE, DBT_PROJECT_DIR, dbt_environment, ensure_manifest
 
 CHINA = "Asia/Shanghai"
@@ -41,9 +41,9 @@ MANIFEST = ensure_manifest(SETTINGS)
 @task
 def write_build_inputs() -> str:
     """Schema files of landed tables and blocked identifiers (as tokens) for dbt to read."""
-    from expectations.marts import clear_published
-    from memberflow.config import apply_privacy_defaults
+    from memberflow.core.settings import apply_privacy_defaults
     from memberflow.transform import write_build_inputs as write
+    from memberflow.warehouse import clear_published
 
     apply_privacy_defaults()
     clear_published(get_settings(), "marts")  # the build is about to change them
@@ -59,7 +59,7 @@ def quality_gate() -> dict:
 
     from expectations.marts import gate_warehouse
     from expectations.runner import QualityGateError
-    from memberflow.config import apply_privacy_defaults
+    from memberflow.core.settings import apply_privacy_defaults
     from memberflow.transform import latest_landed_day, record_incremental_build
 
     apply_privacy_defaults()

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from memberflow.config import ConfigError
+from memberflow.core.settings import ConfigError
 
 DEFAULTS_FILE = Path(__file__).with_name("quality.yml")
 SEVERITIES = ("critical", "warning", "off")

@@ -13,10 +13,13 @@ import statistics
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
+import duckdb
+import pyarrow.parquet as pq
+
 from expectations.config import QualityConfig
 from expectations.runner import GateResult, QualityGateError, Suite, gate_result, validate
-from memberflow.config import Settings
-from memberflow.contracts import LOCAL_TZ, Kind, TableContract
+from memberflow.core.contracts import LOCAL_TZ, Kind, TableContract
+from memberflow.core.settings import Settings
 from memberflow.extract import (
     landed_schema,
     partition_days,
@@ -164,7 +167,6 @@ def _add_volume(suite: Suite, day: date, history: dict[date, int]) -> None:
 
 def partition_frame(settings: Settings, contract: TableContract, day: date, path: Path, lookback: int):
     """The partition as pandas, amounts as doubles, with ``_key_landed_before`` from the published ones."""
-    import duckdb
 
     others = [
         str(p)
@@ -199,7 +201,6 @@ def gate_partition(
     settings: Settings, contract: TableContract, day: date, path: Path, config: QualityConfig | None = None
 ) -> GateResult:
     """Validate the extracted partition at ``path`` (a folder or file) for ``day``."""
-    import pyarrow.parquet as pq
 
     config = config or QualityConfig.load()
     part = path / "part-0.parquet" if path.is_dir() else path

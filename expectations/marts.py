@@ -16,8 +16,10 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
-from pathlib import Path
+from datetime import date, datetime, time, timedelta
+
+import pandas as pd
+import polars as pl
 
 from expectations.config import QualityConfig
 from expectations.runner import (
@@ -29,16 +31,12 @@ from expectations.runner import (
     results_dir,
     validate,
 )
-from memberflow.config import Settings
-
-ACQUISITION_CHANNELS = ("wecom", "miniprogram", "livestream", "store_pos", "ecommerce", "insurance")
-ID_TYPES = ("unionid", "openid", "external_userid", "card_no", "buyer_id", "phone_token", "policy_id")
-# Tag groups with a fixed vocabulary (interest comes from category_catalog, acquisition_channel from above).
-TAG_VALUES = {
-    "lifecycle": ("new", "active", "at_risk", "silent", "lost"),
-    "funnel_stage": ("prospect", "first_order", "repeat", "loyal"),
-    "value_tier": ("under_80", "80_120", "120_280", "over_280"),
-}
+from memberflow.core.settings import Settings
+from memberflow.core.vocab import ACQUISITION_CHANNELS, ID_TYPES, MODELS, TAG_VALUES
+from memberflow.outreach.suppression import BEFORE_HOLDOUT, REASONS, STATUSES
+from memberflow.segments import load_segments, member_profiles, rule_expr, score_pool_expr
+from memberflow.warehouse import clear_published, open_warehouse, publish
+from ml.datasets import POPULATIONS
 
 
 @dataclass
@@ -292,9 +290,6 @@ def member_features_suite(ctx: SuiteContext):
 
 def _scores_suite(model: str) -> SuiteBuilder:
     def build(ctx: SuiteContext):
-        import pandas as pd
-
-        from ml.datasets import POPULATIONS
 
         e = _expectations()
         suite = ctx.suite(f"member_scores.{model}", ("member_id",))
@@ -359,7 +354,7 @@ def _scores_suite(model: str) -> SuiteBuilder:
     return build
 
 
-for _model in ("repurchase", "churn", "conversion"):
+for _model in MODELS:
     warehouse_suite("scores", f"member_scores.{_model}")(_scores_suite(_model))
 
 
@@ -370,10 +365,6 @@ for _model in ("repurchase", "churn", "conversion"):
 def segment_memberships_suite(ctx: SuiteContext):
     """The day's segment plan: one segment per member, caps kept, holdouts near their share, nobody who
     opted out is sent, and the segments together do not reach an implausible share of the members."""
-    import pandas as pd
-
-    from memberflow.outreach.suppression import BEFORE_HOLDOUT, REASONS, STATUSES
-    from memberflow.segments import load_segments
 
     e = _expectations()
     suite = ctx.suite("segment_memberships", ("member_id",))
@@ -452,9 +443,6 @@ def score_end_rows(con, day: date, segments, members_of) -> list[dict]:
     everyone the model scored. ``members_of(segment name)``: the member ids to judge (the day's plan, or
     what receivers applied). A score condition keeps the top of a score (or, for ``direction: low``, the
     bottom), so its members sit above (below) the ones turned away, whatever the population looks like."""
-    import polars as pl
-
-    from memberflow.segments import member_profiles, rule_expr, score_pool_expr
 
     scored = [s for s in segments if s.score_fields]
     if not scored:
@@ -495,9 +483,6 @@ def segment_outcomes_suite(ctx: SuiteContext):
     - ``segment_size_band``: the segment's size (members assigned, all statuses) within a band around its
       median over the recent days with a plan, so a rule that suddenly picks ten times as many members, or
       none, stops the delivery."""
-    import pandas as pd
-
-    from memberflow.segments import load_segments
 
     e = _expectations()
     suite = ctx.suite(
@@ -567,30 +552,6 @@ def segment_outcomes_suite(ctx: SuiteContext):
 # --- running a warehouse gate ----------------------------------------------------------------------------
 
 
-def published_marker(settings: Settings, gate: str) -> Path:
-    return settings.quality_dir / "published" / f"{gate}.json"
-
-
-def clear_published(settings: Settings, gate: str = "marts") -> None:
-    """A build is about to change the warehouse: its gate is unpublished until it passes again."""
-    published_marker(settings, gate).unlink(missing_ok=True)
-
-
-class NotPublishedError(RuntimeError):
-    """The warehouse tables a step needs did not pass their quality gate."""
-
-
-def require_published(settings: Settings, gate: str = "marts") -> dict:
-    """The published gate's record; raises when the last build's gate failed or never ran."""
-    marker = published_marker(settings, gate)
-    if not marker.exists():
-        raise NotPublishedError(
-            f"the {gate} quality gate has not passed since the last build: run `memberflow build` "
-            f"(or the transform DAG) and fix what `memberflow quality report` shows"
-        )
-    return json.loads(marker.read_text())
-
-
 def last_passing(settings: Settings, gate: str, before: date, within_days: int) -> tuple[str, int] | None:
     """(date, dim_member rows) of the latest passing gate in [before - within_days, before], the day itself
     included: a rebuild of the same day is compared with its last passing run."""
@@ -609,8 +570,6 @@ def gate_warehouse(
 ) -> GateResult:
     """Run every suite of ``gate`` on the warehouse for ``day``; publish the gate or raise
     QualityGateError."""
-    from memberflow.transform import open_warehouse
-
     config = config or QualityConfig.load()
     clear_published(settings, gate)
     results = []
@@ -624,17 +583,5 @@ def gate_warehouse(
     build_data_docs(settings, gate, [day])
     if not result.ok:
         raise QualityGateError(result)
-    marker = published_marker(settings, gate)
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.write_text(
-        json.dumps(
-            {
-                "gate": gate,
-                "date": day.isoformat(),
-                "status": result.status,
-                "published_at": datetime.now(UTC).isoformat(),
-            }
-        )
-        + "\n"
-    )
+    publish(settings, gate, day.isoformat(), result.status)
     return result

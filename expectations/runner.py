@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from expectations.config import QualityConfig
-from memberflow.config import Settings
-from memberflow.phones import redact_phones
+from memberflow.core.phones import redact_phones
+from memberflow.core.settings import Settings
+from memberflow.extract import partition_days
 
 log = logging.getLogger(__name__)
 
@@ -421,6 +422,5 @@ def load_results(settings: Settings, gate: str, day: date) -> list[SuiteResult]:
 
 
 def latest_result_day(settings: Settings, gate: str) -> date | None:
-    from memberflow.extract import partition_days
 
     return max(partition_days(settings.quality_dir / "results" / gate), default=None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from airflow.sdk import Asset
 
-from memberflow.contracts import CONTRACTS, TableContract
+from memberflow.core.contracts import CONTRACTS, TableContract
 
 
 def landed_asset(contract: TableContract) -> Asset:

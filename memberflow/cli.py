@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from memberflow.config import ConfigError, Settings, apply_privacy_defaults, get_settings
+from memberflow.core.settings import ConfigError, Settings, apply_privacy_defaults, get_settings
 
 app = typer.Typer(
     help=(
@@ -87,8 +87,8 @@ def _generate(
 ):
     from rich.progress import Progress
 
-    from memberflow.generate import GenerateConfig
-    from memberflow.generate import generate as run
+    from devkit.generate import GenerateConfig
+    from devkit.generate import generate as run
 
     config = GenerateConfig(members, start, days, seed, Path(out).resolve(), dirt_rate)
     began = time.perf_counter()
@@ -118,7 +118,7 @@ def extract(
     than its limit or fails a critical quality check (the date's published data is then left as it was),
     2 when a partition is missing.
     """
-    from memberflow.contracts import CONTRACTS, get_contract
+    from memberflow.core.contracts import CONTRACTS, get_contract
     from memberflow.land import land_days
 
     settings = _settings()
@@ -447,7 +447,7 @@ def demo(
     console.print(f"workspace: {settings.home}")
     _generate(settings, members, first, days, seed, settings.data_dir, 0.02)
 
-    from memberflow.orchestrate import prepare_airflow
+    from devkit.orchestrate import prepare_airflow
 
     began = time.perf_counter()
     prepare_airflow(settings)
@@ -526,9 +526,9 @@ def _demo_delivery(settings: Settings, last: list[date], log_path: Path):
     """Run deliver_segments against the local sandbox APIs (webhook, WeCom, SMS) and return its report."""
     import json
 
-    from expectations.marts import require_published
+    from devkit.sandbox import SandboxServer
     from memberflow.outreach.run import DeliveryReport
-    from memberflow.outreach.sandbox import SandboxServer
+    from memberflow.warehouse import require_published
 
     # The sample's dates are in the past: replay the delivery on the scored day's morning (China time), or
     # every segment would be too old to send (and SMS would depend on the hour the demo runs).
@@ -551,9 +551,9 @@ def _demo_delivery(settings: Settings, last: list[date], log_path: Path):
 
 def _print_models(settings: Settings) -> None:
     """Champion metrics per model and what was scored."""
-    from ml.config import MODELS
+    from memberflow.core.vocab import MODELS
+    from memberflow.warehouse import read_warehouse
     from ml.registry import CHALLENGER, CHAMPION, alias_version, connect, registered_name
-    from ml.warehouse import read_warehouse
 
     client = connect(settings)
     notes: list[str] = []
@@ -600,7 +600,7 @@ def _run_days(settings: Settings, dag_id: str, days: list[date], log_path: Path)
     """Run the DAG once per day; Airflow's own output goes to the log file, a progress bar to the terminal."""
     from rich.progress import Progress
 
-    from memberflow.orchestrate import run_dag
+    from devkit.orchestrate import run_dag
 
     results = []
     with (
@@ -681,7 +681,7 @@ ModelName = Annotated[str, typer.Option("--model", help="Which model: repurchase
 
 
 def _model_name(value: str) -> str:
-    from ml.config import MODELS
+    from memberflow.core.vocab import MODELS
 
     if value not in MODELS:
         raise typer.BadParameter(f"{value!r} is not a model; choose one of {', '.join(MODELS)}")
@@ -697,7 +697,7 @@ def _cutoff_list(value: str | None) -> list[date] | None:
 def _ml_errors(action):
     """Run an ml action; unusable inputs (no warehouse, failed gate, bad cutoffs, no champion) exit 1,
     an unusable models config exits 2."""
-    from expectations.marts import NotPublishedError
+    from memberflow.warehouse import NotPublishedError
     from ml.datasets import DatasetError
     from ml.registry import NoChampionError
 
@@ -818,7 +818,7 @@ app.add_typer(models_app, name="models")
 def models_status() -> None:
     """Each model's versions with their decision, and which holds champion and challenger."""
     settings = _settings()
-    from ml.config import MODELS
+    from memberflow.core.vocab import MODELS
     from ml.registry import CHALLENGER, CHAMPION, alias_version, connect, registered_name
 
     client = connect(settings)
@@ -879,7 +879,7 @@ def _outreach_errors(action):
 def _delivery_date(settings: Settings, as_of: str | None) -> date:
     if as_of:
         return _parse_date(as_of)
-    from expectations.marts import NotPublishedError, require_published
+    from memberflow.warehouse import NotPublishedError, require_published
 
     try:
         return date.fromisoformat(require_published(settings, "scores")["date"])
@@ -1027,7 +1027,7 @@ def sandbox(
     limit_per_minute: Annotated[int | None, typer.Option(help="Requests per minute per API.")] = None,
 ) -> None:
     """Serve local stand-ins of the webhook, WeCom and SMS APIs (for trying deliveries by hand)."""
-    from memberflow.outreach.sandbox import SandboxConfig, SandboxServer
+    from devkit.sandbox import SandboxConfig, SandboxServer
 
     limits = {"webhook": limit_per_minute, "wecom": limit_per_minute, "sms": limit_per_minute}
     server = SandboxServer(SandboxConfig(limits=limits, failure_rate=failure_rate), port=port).start()
@@ -1139,7 +1139,7 @@ def audit(limit: Annotated[int, typer.Option(min=1, help="Newest rows to show.")
 def where() -> None:
     """Print where the workspace keeps each thing."""
     settings = _settings()
-    from memberflow.orchestrate import DAGS_FOLDER
+    from devkit.orchestrate import DAGS_FOLDER
 
     for label, path in (
         ("workspace (MEMBERFLOW_HOME)", settings.home),

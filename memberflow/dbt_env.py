@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-from memberflow.config import PRIVACY_DEFAULTS, REPO_ROOT, Settings
+from memberflow.core.settings import PRIVACY_DEFAULTS, REPO_ROOT, Settings
 
 DBT_PROJECT_DIR = Path(os.environ.get("MEMBERFLOW_DBT_PROJECT") or REPO_ROOT / "dbt_project")
 # The dbt of this environment, whatever PATH says (Airflow workers, tests and the CLI share the venv).
@@ -42,7 +43,6 @@ def dbt_environment(settings: Settings) -> dict[str, str]:
 
 def project_fingerprint() -> str:
     """A hash of the dbt project's source files: a manifest parsed from other files is stale."""
-    import hashlib
 
     digest = hashlib.sha256()
     for path in sorted(DBT_PROJECT_DIR.rglob("*")):
@@ -90,19 +90,3 @@ def run_dbt_process(
 
 def output_tail(completed: subprocess.CompletedProcess[str], lines: int = 15) -> str:
     return "\n".join((completed.stdout + completed.stderr).strip().splitlines()[-lines:])
-
-
-def release_dbt_connections() -> None:
-    """Close the DuckDB handle that in-process dbt (Cosmos's dbt runner) keeps between invocations.
-
-    A scheduler runs each task in its own process, so this matters only when several tasks share one
-    (``dag.test()``): whoever opens the warehouse next must be able to.
-    """
-    if "dbt.adapters.duckdb.connections" not in sys.modules:
-        return
-    import gc
-
-    from dbt.adapters.duckdb.connections import DuckDBConnectionManager
-
-    DuckDBConnectionManager.close_all_connections()
-    gc.collect()

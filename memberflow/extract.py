@@ -33,8 +33,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from memberflow.config import Settings
-from memberflow.contracts import (
+from memberflow.core.contracts import (
     CONTRACTS,
     LOCAL_TZ,
     BadValue,
@@ -44,8 +43,9 @@ from memberflow.contracts import (
     coerce_value,
     get_contract,
 )
-from memberflow.phones import mask_phone, normalize_phone, phone_token, redact_phones
-from memberflow.vault import ContactVault
+from memberflow.core.phones import mask_phone, normalize_phone, phone_token, redact_phones
+from memberflow.core.settings import Settings
+from memberflow.core.vault import ContactVault
 
 log = logging.getLogger(__name__)
 

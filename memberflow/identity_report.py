@@ -12,7 +12,7 @@ import polars as pl
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from memberflow.config import Settings
+from memberflow.core.settings import Settings
 
 OVERSIZE = 20  # identifiers in one member worth a look
 

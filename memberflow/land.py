@@ -11,8 +11,10 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
-from memberflow.config import Settings
-from memberflow.contracts import CONTRACTS, TableContract
+from expectations.landing import audit_and_publish
+from expectations.runner import QualityGateError, build_data_docs
+from memberflow.core.contracts import CONTRACTS, TableContract
+from memberflow.core.settings import Settings
 from memberflow.extract import (
     ExtractReport,
     MissingPartitionError,
@@ -54,8 +56,6 @@ def land_partition(
     run: LandingRun | None = None,
 ) -> LandingRun:
     """Extract, gate and publish one table's partition; problems are recorded in ``run``, not raised."""
-    from expectations.landing import audit_and_publish
-    from expectations.runner import QualityGateError
 
     run = run if run is not None else LandingRun()
     name = f"{contract.name} {day.isoformat()}"
@@ -99,6 +99,4 @@ def land_pending(settings: Settings, data_dir: Path, until: date | None = None) 
 
 def _docs(settings: Settings, run: LandingRun) -> None:
     if run.days:
-        from expectations.runner import build_data_docs
-
         run.docs_path = str(build_data_docs(settings, "landing", run.days))

@@ -22,13 +22,16 @@ import os
 import re
 from dataclasses import dataclass
 
+import polars as pl
+import psycopg2
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from memberflow.config import Settings
-from memberflow.contracts import CONTRACTS
+from memberflow.core.contracts import CONTRACTS
+from memberflow.core.settings import Settings
 from memberflow.extract import file_fingerprint, landed_schema, partition_days
+from memberflow.identity import resolution_records
 
 PHASE_ONE = ("+int_identity_nodes", "+int_identity_edges_checked")
 
@@ -85,7 +88,6 @@ class PgSettings:
         return f"{self.schema}_raw"
 
     def connect(self, database: str | None = None):
-        import psycopg2
 
         return psycopg2.connect(
             host=self.host,
@@ -246,7 +248,6 @@ def replace_table(pg: PgSettings, name: str, table: pa.Table) -> None:
 
 def read_relation(pg: PgSettings, sql: str, schema: dict | None = None):
     """A query's result as a polars frame; ``schema`` (column -> polars type) types it, even when empty."""
-    import polars as pl
 
     con = pg.connect()
     try:
@@ -263,9 +264,6 @@ def read_relation(pg: PgSettings, sql: str, schema: dict | None = None):
 
 def replay_identity(settings: Settings, as_of_date: str | None, pg: PgSettings | None = None) -> int:
     """Replay the identity graph dbt built in Postgres and write ``<schema>_raw.identity_replay``."""
-    import polars as pl
-
-    from memberflow.identity import resolution_records
 
     pg = pg or PgSettings.from_env()
     nodes = read_relation(

@@ -21,31 +21,20 @@ import polars as pl
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from expectations.marts import ACQUISITION_CHANNELS, TAG_VALUES
-from memberflow.config import REPO_ROOT, ConfigError
+from memberflow.core.settings import REPO_ROOT, ConfigError
+from memberflow.core.vocab import (
+    ACQUISITION_CHANNELS,
+    CATEGORIES,
+    CONSUMABLES,
+    INTERESTS,
+    MODELS,
+    OUTREACH_CHANNELS,
+    TAG_VALUES,
+)
 
 DEFAULT_SEGMENTS = Path(__file__).with_name("segments.yml")
-MODELS = ("repurchase", "churn", "conversion")
-CHANNELS = ("wecom", "webhook", "sms", "file")
+CHANNELS = OUTREACH_CHANNELS
 FEATURES_YML = REPO_ROOT / "dbt_project" / "models" / "marts" / "member" / "_member_features.yml"
-
-# category_catalog: category -> (interest, health related); consumables have a replenishment cycle.
-CATEGORIES = {
-    "calcium": ("calcium", True),
-    "stomach_care": ("stomach_care", True),
-    "glucose_strips": ("blood_glucose", True),
-    "glucometer": ("blood_glucose", True),
-    "bp_medication": ("blood_pressure", True),
-    "bp_monitor": ("blood_pressure", True),
-    "maternal_nutrition": ("maternal_infant", True),
-    "infant_formula": ("maternal_infant", True),
-    "cognitive_training": ("cognitive_health", True),
-    "skincare": ("skincare", False),
-    "otc_cold": ("cold_flu", True),
-}
-INTERESTS = tuple(sorted({interest for interest, _ in CATEGORIES.values()}))
-HEALTH_INTERESTS = tuple(sorted({i for i, health in CATEGORIES.values() if health}))
-CONSUMABLES = tuple(c for c in CATEGORIES if c not in ("glucometer", "bp_monitor"))
 
 # Tag vocabularies: the ones the marts quality gate holds the warehouse to.
 VOCABULARY: dict[str, tuple[str, ...]] = {
@@ -127,7 +116,7 @@ def is_health_field(name: str) -> bool:
     """Fields that reveal a health condition (purchases by category, replenishment, baby age, interests)."""
     if name in ("interests", "next_due_category", "days_until_next_due", "baby_age_months"):
         return True
-    return any(name.endswith(f"_{c}") and CATEGORIES[c][1] for c in CATEGORIES)
+    return any(name.endswith(f"_{c}") and CATEGORIES[c].health_related for c in CATEGORIES)
 
 
 class SegmentConfigError(ConfigError):

@@ -6,8 +6,10 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 
-from memberflow.config import Settings
-from memberflow.contracts import CONTRACTS
+import duckdb
+
+from memberflow.core.contracts import CONTRACTS
+from memberflow.core.settings import Settings
 
 
 @dataclass
@@ -75,7 +77,6 @@ WAREHOUSE_TABLES = (
 
 def warehouse_counts(settings: Settings) -> dict[str, int]:
     """Row counts of the published marts (read-only connection)."""
-    import duckdb
 
     counts = {}
     with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:

@@ -10,23 +10,31 @@ With ``MEMBERFLOW_DBT_TARGET=postgres`` the same build runs on PostgreSQL (``mem
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
+import hashlib
 import json
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
+import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from memberflow.config import Settings
-from memberflow.contracts import CONTRACTS
-from memberflow.dbt_env import dbt_environment, output_tail, release_dbt_connections, run_dbt_process
+from memberflow.core.contracts import CONTRACTS
+from memberflow.core.phones import phone_token
+from memberflow.core.settings import Settings
+from memberflow.dbt_env import DBT_PROJECT_DIR, dbt_environment, output_tail, run_dbt_process
 from memberflow.extract import file_fingerprint, landed_schema, partition_days
-from memberflow.phones import phone_token
+from memberflow.postgres import (
+    PHASE_ONE,
+    PgSettings,
+    load_landing,
+    postgres_target,
+    read_relation,
+    replay_identity,
+)
+from memberflow.warehouse import clear_published, open_warehouse, warehouse_lock
 
 
 def blocked_phones(extra: Sequence[str] = ()) -> list[str]:
@@ -57,9 +65,6 @@ PENDING_MANIFEST = "incremental_pending.{target}.json"
 
 def _project_hash() -> str:
     """A hash of the SQL the incremental models depend on (INCREMENTAL_SQL). A change rebuilds them."""
-    import hashlib
-
-    from memberflow.dbt_env import DBT_PROJECT_DIR
 
     digest = hashlib.sha256()
     for name in INCREMENTAL_SQL:
@@ -71,7 +76,6 @@ def _project_hash() -> str:
 
 
 def _manifest_path(settings: Settings, name: str) -> Path:
-    from memberflow.postgres import postgres_target
 
     return settings.home / "dbt" / name.format(target="postgres" if postgres_target() else "duckdb")
 
@@ -153,62 +157,6 @@ def write_build_inputs(settings: Settings) -> None:
     plan_incremental_build(settings)
 
 
-class WarehouseBusy(TimeoutError):
-    """The warehouse is being written (a build, scoring or a delivery) and the caller would not wait."""
-
-
-@contextlib.contextmanager
-def warehouse_lock(settings: Settings, shared: bool = False, timeout: float | None = None) -> Iterator[None]:
-    """Hold the workspace's single-writer lock on the DuckDB warehouse.
-
-    ``shared``: many readers at once (the ops API), none while a writer holds it. ``timeout``: seconds to
-    wait before raising WarehouseBusy; None waits as long as it takes (pipeline steps queue up)."""
-    settings.home.mkdir(parents=True, exist_ok=True)
-    mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
-    with open(settings.home / ".warehouse.lock", "a") as handle:
-        if timeout is None:
-            fcntl.flock(handle, mode)
-        else:
-            deadline = time.monotonic() + timeout
-            while True:
-                try:
-                    fcntl.flock(handle, mode | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        raise WarehouseBusy("the warehouse is being written; try again shortly") from None
-                    time.sleep(0.05)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-@contextlib.contextmanager
-def open_warehouse(settings: Settings, read_only: bool = True) -> Iterator:
-    """A DuckDB connection to the warehouse, taken under the single-writer lock (so no build is mid-write)
-    and after this process's dbt connections are released."""
-    import duckdb
-
-    release_dbt_connections()
-    with warehouse_lock(settings), duckdb.connect(str(settings.warehouse_path), read_only=read_only) as con:
-        yield con
-
-
-def replace_rows(settings: Settings, ddl: str, table: str, where: str, params: list, rows) -> int:
-    """Create ``table`` if needed and replace its rows matching ``where`` with ``rows`` (an Arrow table,
-    columns by name), in one transaction under the single-writer lock. For the tables Python code owns."""
-    with open_warehouse(settings, read_only=False) as con:
-        con.execute(ddl)
-        con.execute("begin")
-        con.execute(f"delete from {table} where {where}", params)
-        con.register("incoming", rows)
-        columns = ", ".join(rows.column_names)
-        con.execute(f"insert into {table} ({columns}) select {columns} from incoming")
-        con.execute("commit")
-    return rows.num_rows
-
-
 class DbtError(RuntimeError):
     """dbt reported failures; the message lists the failing nodes."""
 
@@ -270,8 +218,6 @@ def build_warehouse(
     ``snapshot``: keep the identity snapshot of a full build right away; callers that gate the marts first
     pass False and call ``save_identity_snapshot`` once the gate passed.
     """
-    from expectations.marts import clear_published
-    from memberflow.postgres import postgres_target
 
     clear_published(settings, "marts")  # until the marts gate passes on what this build writes
     write_build_inputs(settings)
@@ -291,7 +237,6 @@ def build_warehouse(
 def _build_postgres(settings: Settings, as_of: date | None, feature_dates: Sequence[date]) -> DbtResult:
     """The same build on PostgreSQL: load the landing zone, build what the identity replay reads, replay
     it in Python, build the rest (memberflow.postgres)."""
-    from memberflow.postgres import PHASE_ONE, load_landing, replay_identity
 
     with warehouse_lock(settings):
         load_landing(settings)
@@ -316,9 +261,6 @@ def save_identity_snapshot(settings: Settings) -> Path:
     """Keep the published assignment and the splits so far: the next full build detects splits against it.
 
     Reads the marts of the configured target (the DuckDB warehouse, or PostgreSQL)."""
-    import polars as pl
-
-    from memberflow.postgres import PgSettings, postgres_target, read_relation
 
     # what a snapshot keeps: queries over the marts ({prefix}: the schema on PostgreSQL) and their types
     snapshot_queries = {

@@ -13,9 +13,9 @@ from typing import Any
 
 import yaml
 
-from memberflow.config import ConfigError
+from memberflow.core.settings import ConfigError
+from memberflow.core.vocab import MODELS
 
-MODELS = ("repurchase", "churn", "conversion")
 CONFIG_PATH = Path(__file__).with_name("models.yml")
 # Settings for about two months of history (the demo's sample): 14-day horizons, shorter warm-up.
 SHORT_HISTORY = Path(__file__).with_name("short_history.yml")

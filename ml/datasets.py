@@ -21,7 +21,9 @@ from datetime import date, timedelta
 
 import pandas as pd
 
-from memberflow.config import Settings
+from memberflow.core.settings import Settings
+from memberflow.transform import DbtError, run_dbt
+from memberflow.warehouse import read_warehouse
 from ml.config import ModelSpec
 
 CATEGORICAL = ("acquisition_channel",)
@@ -153,8 +155,6 @@ def feature_dates(con) -> set[date]:
 
 def ensure_features(settings: Settings, dates: Sequence[date]) -> list[date]:
     """Compute member_features for the dates it does not hold yet (a dbt run of that model only)."""
-    from memberflow.transform import DbtError, run_dbt
-    from ml.warehouse import read_warehouse
 
     with read_warehouse(settings) as con:
         missing = sorted(set(dates) - feature_dates(con))
@@ -242,7 +242,6 @@ def build_training_set(
     horizon: int | None = None,
 ) -> TrainingSet:
     """Stack the model's population at each cutoff with its label; the newest cutoff is the holdout."""
-    from ml.warehouse import read_warehouse
 
     horizon = horizon or spec.horizon_days
     with read_warehouse(settings) as con:

@@ -13,17 +13,9 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-CATEGORY_LABELS = {
-    "calcium": "calcium",
-    "stomach_care": "stomach care",
-    "glucose_strips": "test strips",
-    "bp_medication": "blood-pressure medication",
-    "maternal_nutrition": "maternal nutrition",
-    "infant_formula": "infant formula",
-    "cognitive_training": "cognitive training",
-    "skincare": "skincare",
-    "otc_cold": "cold remedies",
-}
+from memberflow.core.vocab import CATEGORIES, CONSUMABLES
+
+CATEGORY_LABELS = {name: CATEGORIES[name].label for name in CONSUMABLES}
 
 
 def _n(v: float) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from memberflow.config import Settings, apply_privacy_defaults
+from memberflow.core.settings import Settings, apply_privacy_defaults
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 

@@ -15,11 +15,17 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from memberflow.config import Settings
+from memberflow.core.settings import Settings
+from memberflow.warehouse import read_warehouse, require_published
+from ml.datasets import ensure_features, population_frame
 from ml.evaluate import Calibration
+from ml.reasons import top_reasons
+from ml.registry import CHAMPION, load, load_version
+from ml.warehouse import write_reasons, write_scores
 
 SCORE_SCHEMA = pa.schema(
     [
@@ -46,7 +52,6 @@ def deciles(raw: np.ndarray, member_ids: np.ndarray) -> np.ndarray:
 
 def reasons_of(booster, features: list[str], frame, threads: int = 1) -> list[list[str]]:
     """The reason sentences of each row of ``frame`` (one ``pred_contrib`` pass)."""
-    from ml.reasons import top_reasons
 
     if len(frame) == 0:
         return []
@@ -103,10 +108,6 @@ def score(
 
     ``reasons``: explain every member now (slow); otherwise ``explain`` does it for the members who need it.
     """
-    from expectations.marts import require_published
-    from ml.datasets import ensure_features, population_frame
-    from ml.registry import CHAMPION, load
-    from ml.warehouse import read_warehouse, write_scores
 
     require_published(settings, "marts")
     loaded = load(settings, model, CHAMPION)
@@ -145,11 +146,6 @@ def explain(settings: Settings, as_of: date, wanted: dict[str, Iterable[str]]) -
     ``wanted``: model -> member ids. Each model's reasons come from the version that scored it (recorded in
     member_scores), whatever the champion is now. Returns how many members were explained per model.
     """
-    import polars as pl
-
-    from ml.datasets import population_frame
-    from ml.registry import load_version
-    from ml.warehouse import read_warehouse, write_reasons
 
     explained: dict[str, int] = {}
     for model, members in wanted.items():

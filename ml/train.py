@@ -18,10 +18,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from memberflow.config import Settings
+from memberflow.core.settings import Settings
+from memberflow.warehouse import require_published
+from ml.baselines import bgnbd_baseline, recency_baseline
 from ml.config import ModelSpec, model_spec
 from ml.datasets import TrainingSet, build_training_set
 from ml.evaluate import Calibration, fit_calibration, metrics, plot_all
+from ml.registry import (
+    CHALLENGER,
+    CHAMPION,
+    alias_version,
+    connect,
+    experiment_id,
+    load,
+    registered_name,
+    set_alias,
+)
 
 
 def split_holdout(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -111,7 +123,6 @@ class Evaluation:
 
 def evaluate(training_set: TrainingSet, fitted: FittedModel, test: pd.DataFrame) -> Evaluation:
     """The model and its baselines on the test half of the held-out cutoff."""
-    from ml.baselines import bgnbd_baseline, recency_baseline
 
     tune, _ = split_holdout(training_set.holdout_frame)
     label = test["label"].to_numpy()
@@ -181,7 +192,6 @@ def _champion_metrics(
     settings: Settings, model: str, test: pd.DataFrame
 ) -> tuple[dict | None, str | None, str]:
     """The current champion's metrics on the same test rows, or why it could not be scored."""
-    from ml.registry import CHAMPION, alias_version, load
 
     if alias_version(settings, model, CHAMPION) is None:
         return None, None, "no champion yet"
@@ -203,8 +213,6 @@ def _log_run(
 ) -> str:
     """One MLflow run with parameters and metrics in batches and the plots and manifest as artifacts."""
     import mlflow
-
-    from ml.registry import experiment_id
 
     ts = evaluation.training_set
     fitted = evaluation.fitted
@@ -283,8 +291,6 @@ def fit_and_evaluate(
     """``params``: LightGBM parameters over the configured ones (experiments, tests)."""
     import dataclasses
 
-    from expectations.marts import require_published
-
     require_published(settings, "marts")
     spec = model_spec(model)
     if params:
@@ -319,8 +325,6 @@ def register(settings: Settings, evaluation: Evaluation) -> TrainResult:
     import mlflow
     import mlflow.lightgbm
     from mlflow.models import infer_signature
-
-    from ml.registry import CHALLENGER, CHAMPION, connect, registered_name, set_alias
 
     model = evaluation.model
     spec = model_spec(model)

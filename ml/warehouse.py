@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from datetime import date
 
 import pyarrow as pa
 
-from memberflow.config import Settings
+from memberflow.core.settings import Settings
+from memberflow.warehouse import open_warehouse, replace_rows
 
 SCORES_DDL = """
 create table if not exists member_scores (
@@ -32,7 +31,6 @@ DECILE_COMMENT = "decile 10 = the highest-scoring tenth of the model population 
 def ensure_scores_table(settings: Settings) -> bool:
     """Create member_scores if needed and make sure every stored decile means 10 = top; returns whether
     old rows were renumbered."""
-    from memberflow.transform import open_warehouse
 
     with open_warehouse(settings, read_only=False) as con:
         existed = bool(
@@ -56,20 +54,8 @@ def ensure_scores_table(settings: Settings) -> bool:
         return renumbered
 
 
-@contextlib.contextmanager
-def read_warehouse(settings: Settings) -> Iterator:
-    """A read-only DuckDB connection, taken under the single-writer lock so no build is mid-write."""
-    from memberflow.transform import open_warehouse
-
-    if not settings.warehouse_path.exists():
-        raise FileNotFoundError(f"no warehouse at {settings.warehouse_path}: run `memberflow build` first")
-    with open_warehouse(settings) as con:
-        yield con
-
-
 def write_scores(settings: Settings, model: str, as_of: date, scores: pa.Table) -> int:
     """Replace the model's scores for the date in one transaction; returns the rows written."""
-    from memberflow.transform import replace_rows
 
     ensure_scores_table(settings)
     columns = [
@@ -94,7 +80,6 @@ def write_scores(settings: Settings, model: str, as_of: date, scores: pa.Table) 
 
 def write_reasons(settings: Settings, model: str, as_of: date, reasons: pa.Table) -> int:
     """Set the reasons (``member_id``, ``reasons``) of the model's scores on the date, in one transaction."""
-    from memberflow.transform import open_warehouse
 
     with open_warehouse(settings, read_only=False) as con:
         con.register("incoming", reasons)

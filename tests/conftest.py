@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from memberflow.config import Settings, apply_privacy_defaults
-from memberflow.orchestrate import apply_airflow_environment
+from devkit.orchestrate import apply_airflow_environment
+from memberflow.core.settings import Settings, apply_privacy_defaults
 
 TEST_ID_KEY = "memberflow-test-id-key"
 _SESSION_HOME = Path(tempfile.mkdtemp(prefix="memberflow-tests-"))
@@ -39,7 +39,7 @@ def settings(tmp_path: Path) -> Settings:
 @pytest.fixture(scope="session")
 def sample_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small generated sample shared by the tests that only read it."""
-    from memberflow.generate import GenerateConfig, generate
+    from devkit.generate import GenerateConfig, generate
 
     out = tmp_path_factory.mktemp("sample")
     generate(GenerateConfig(600, SAMPLE_START, SAMPLE_DAYS, 11, out), TEST_ID_KEY.encode())
@@ -49,7 +49,7 @@ def sample_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def airflow_db() -> Settings:
     """The session's Airflow metadata database (SQLite), migrated once."""
-    from memberflow.orchestrate import prepare_airflow
+    from devkit.orchestrate import prepare_airflow
 
     prepare_airflow(SESSION_SETTINGS)
     return SESSION_SETTINGS
@@ -75,7 +75,7 @@ def pytest_sessionfinish(session, exitstatus) -> None:
 @pytest.fixture(scope="session")
 def business_sample(tmp_path_factory) -> Path:
     """2,500 people over 60 days: enough for identity and model behaviour to show."""
-    from memberflow.generate import GenerateConfig, generate
+    from devkit.generate import GenerateConfig, generate
     from tests.dbt.conftest import DAYS, START
 
     out = tmp_path_factory.mktemp("business")

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from memberflow.config import ConfigError, Settings
+from memberflow.core.settings import ConfigError, Settings
 
 ROLES = ("ops", "admin")
 TOKEN_PREFIX = "mf_"

@@ -18,16 +18,21 @@ from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
 from memberflow.api.access import AccessStore, Principal
+from memberflow.api.export import stream_csv
 from memberflow.api.models import ModelCatalog
 from memberflow.api.reader import BUSY_WAIT_SECONDS, STATUS_ORDER, NotFound, NoWarehouse, Reader
-from memberflow.config import ConfigError, Settings
-from memberflow.transform import WarehouseBusy
+from memberflow.core.settings import ConfigError, Settings
+from memberflow.core.vocab import MODELS
+from memberflow.outreach.run import pick_reasons, reasons_model
+from memberflow.segments import load_segments
+from memberflow.warehouse import WarehouseBusy
 
 log = logging.getLogger("memberflow.api")
 WEB_DIR = pathlib.Path(__file__).parent / "web"
@@ -243,7 +248,6 @@ def clean(value: Any) -> Any:
 # --- the app -----------------------------------------------------------------------------------------------
 def create_app(settings: Settings, busy_wait: float = BUSY_WAIT_SECONDS) -> FastAPI:
     """The app over one workspace. ``busy_wait``: seconds a request waits for a warehouse writer."""
-    from memberflow.segments import load_segments
 
     store = AccessStore.open(settings)
     reader = Reader(settings, busy_wait)
@@ -326,8 +330,6 @@ def create_app(settings: Settings, busy_wait: float = BUSY_WAIT_SECONDS) -> Fast
 
     origins = [o.strip() for o in os.environ.get("MEMBERFLOW_API_CORS_ORIGINS", "").split(",") if o.strip()]
     if origins:
-        from fastapi.middleware.cors import CORSMiddleware
-
         app.add_middleware(
             CORSMiddleware,
             allow_origins=origins,
@@ -394,7 +396,6 @@ def create_app(settings: Settings, busy_wait: float = BUSY_WAIT_SECONDS) -> Fast
     ) -> MemberPage:
         """A page of the segment's members for the day: tags, scores, reason sentences, delivery status.
         Order: members to send first, then by the segment's model score."""
-        from memberflow.outreach.run import pick_reasons, reasons_model
 
         defs = definitions()
         model = reasons_model(defs[segment]) if segment in defs else None
@@ -435,8 +436,6 @@ def create_app(settings: Settings, busy_wait: float = BUSY_WAIT_SECONDS) -> Fast
     ):
         """The segment's members as CSV, streamed. ``unmasked=true`` (admin only) carries plain phones and
         raw ids; every export leaves an audit row, an unmasked one before its first byte."""
-        from memberflow.api.export import stream_csv
-        from memberflow.outreach.run import reasons_model
 
         if unmasked and not who.is_admin:
             raise HTTPException(403, "an unmasked export needs the admin role")
@@ -539,7 +538,6 @@ def create_app(settings: Settings, busy_wait: float = BUSY_WAIT_SECONDS) -> Fast
 
 def score_models(definition) -> list[str]:
     """The models whose scores a segment's rules or ranking use (every model for one that uses none)."""
-    from memberflow.segments import MODELS
 
     if definition is None:
         return list(MODELS)

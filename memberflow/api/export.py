@@ -13,8 +13,12 @@ import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from memberflow.config import Settings
-from memberflow.segments import MODELS
+import pyarrow.parquet as pq
+
+from memberflow.core.settings import Settings
+from memberflow.core.vault import ContactVault, VaultError
+from memberflow.core.vocab import MODELS
+from memberflow.outreach.run import pick_reasons
 
 BASE_COLUMNS = [
     "member_id", "as_of", "segment", "channel", "status", "reason", "phone",
@@ -45,12 +49,9 @@ def stream_csv(
     """Yield the CSV (UTF-8 with a BOM, so spreadsheet apps read Chinese text right) and remove the spool.
 
     ``on_done(rows, completed)`` runs once at the end, also when the client went away mid-download."""
-    import pyarrow.parquet as pq
 
     vault = None
     if unmasked:
-        from memberflow.vault import ContactVault
-
         vault = ContactVault(settings.vault_key())
     header = columns(unmasked)
     rows = 0
@@ -80,8 +81,6 @@ def _take(buffer: io.StringIO) -> str:
 
 
 def _row(record: dict, unmasked: bool, vault, reasons_model: str | None) -> list:
-    from memberflow.outreach.run import pick_reasons
-    from memberflow.vault import VaultError
 
     scores = {}
     for m in MODELS:

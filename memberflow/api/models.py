@@ -12,9 +12,10 @@ import threading
 import time
 from pathlib import Path
 
-from memberflow.config import Settings
+from memberflow.core.settings import Settings
+from ml.registry import CHALLENGER, CHAMPION, alias_version, connect, registered_name
 
-DISPLAY_ORDER = ("churn", "repurchase", "conversion")  # the page's order; the same set as segments.MODELS
+DISPLAY_ORDER = ("churn", "repurchase", "conversion")  # the page's order; the same set as vocab.MODELS
 PLOT_NAME = re.compile(r"[a-z0-9_]{1,40}\.png")
 CACHE_SECONDS = 60.0
 
@@ -34,7 +35,6 @@ class ModelCatalog:
             return out
 
     def _summary(self, model: str) -> dict:
-        from ml.registry import CHALLENGER, CHAMPION, alias_version, connect, registered_name
 
         entry: dict = {"model": model, "champion": None, "challenger": None}
         if not self._store_exists():
@@ -82,8 +82,6 @@ class ModelCatalog:
         if not self._store_exists():
             return None
         from mlflow.exceptions import MlflowException
-
-        from ml.registry import connect, registered_name
 
         client = connect(self.settings)
         try:

@@ -13,15 +13,21 @@ import contextlib
 import json
 import re
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 
-from memberflow.config import Settings
-from memberflow.phones import normalize_phone, normalize_token, phone_token
-from memberflow.segments import MODELS
-from memberflow.vault import partition_files
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from memberflow.core.phones import normalize_phone, normalize_token, phone_token
+from memberflow.core.settings import Settings
+from memberflow.core.vault import partition_files
+from memberflow.core.vocab import MODELS
+from memberflow.warehouse import WarehouseBusy, warehouse_lock
 
 TREND_DAYS = 30
 BUSY_WAIT_SECONDS = 5.0
@@ -70,9 +76,6 @@ class Reader:
 
     @contextlib.contextmanager
     def connect(self) -> Iterator:
-        import duckdb
-
-        from memberflow.transform import warehouse_lock
 
         if not self.settings.warehouse_path.exists():
             raise NoWarehouse("nothing is built in this workspace yet: run the pipeline first")
@@ -90,9 +93,6 @@ class Reader:
     def _open(self, duckdb):
         """A read-only connection. dbt run by Cosmos tasks writes without memberflow's lock file, so DuckDB's
         own file lock can still refuse us: retry until ``busy_wait`` runs out, then report busy."""
-        import time
-
-        from memberflow.transform import WarehouseBusy
 
         deadline = time.monotonic() + self.busy_wait
         while True:
@@ -327,8 +327,6 @@ class Reader:
         score_model: str | None,
         unmasked: bool,
     ) -> tuple[int, date]:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
 
         with self.connect() as con:
             as_of = self.resolve_date(con, as_of)

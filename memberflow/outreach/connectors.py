@@ -27,13 +27,19 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 import yaml
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
-from memberflow.config import ConfigError, Settings
+from memberflow.core.settings import ConfigError, Settings
+from memberflow.core.vault import ContactVault, VaultError, partition_files
 from memberflow.outreach.suppression import Caps
 from memberflow.segments import TEMPLATES
 
@@ -188,7 +194,6 @@ class Connector(ABC):
 class HttpConnector(Connector):
     def __init__(self, config: ChannelConfig, settings: Settings, clock) -> None:
         super().__init__(config, settings, clock)
-        import httpx
 
         if not config.url:
             raise FatalError(
@@ -201,7 +206,6 @@ class HttpConnector(Connector):
 
     def request(self, method: str, url: str, **kwargs):
         """One HTTP call; transport problems, 429 and 5xx become RetryableError, other 4xx FatalError."""
-        import httpx
 
         try:
             response = self.client.request(method, url, **kwargs)
@@ -234,8 +238,6 @@ def _retry_after(value: str | None) -> float | None:
     try:
         return max(float(value), 0.0)
     except ValueError:
-        from email.utils import parsedate_to_datetime
-
         try:
             when = parsedate_to_datetime(value)
         except (TypeError, ValueError):
@@ -259,9 +261,6 @@ class FileConnector(Connector):
         yield from by_segment.values()
 
     def send_batch(self, batch: list[Message]) -> list[Outcome]:
-        import pyarrow as pa
-        import pyarrow.csv as pacsv
-        import pyarrow.parquet as pq
 
         folder = self.settings.home / "exports" / "segments" / batch[0].as_of
         folder.mkdir(parents=True, exist_ok=True)
@@ -497,10 +496,6 @@ class SmsConnector(HttpConnector):
     def _sealed_phones(self) -> dict[str, str]:
         """phone_token -> sealed phone, from every landed vault partition (newest wins)."""
         if self._sealed is None:
-            import pyarrow.parquet as pq
-
-            from memberflow.vault import partition_files
-
             sealed: dict[str, str] = {}
             for path in partition_files(self.settings.vault_dir):
                 t = pq.read_table(path, columns=["phone_token", "phone_sealed"])
@@ -509,7 +504,6 @@ class SmsConnector(HttpConnector):
         return self._sealed
 
     def send_batch(self, batch: list[Message]) -> list[Outcome]:
-        from memberflow.vault import ContactVault, VaultError
 
         if self.caps.quiet(self.clock()):
             raise DeferredError("sms: quiet hours (21:00-08:00 China time), left for the next run")

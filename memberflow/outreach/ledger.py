@@ -23,7 +23,7 @@ from collections.abc import Iterable, Iterator
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
-from memberflow.config import Settings
+from memberflow.core.settings import Settings
 from memberflow.outreach.suppression import CHINA, WEEK_DAYS, History
 
 SCHEMA = """

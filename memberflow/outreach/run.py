@@ -13,6 +13,7 @@ import contextlib
 import fcntl
 import json
 import os
+import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -20,8 +21,10 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 import polars as pl
+import pyarrow as pa
 
-from memberflow.config import Settings
+from memberflow.core.settings import Settings
+from memberflow.core.vocab import MODELS
 from memberflow.outreach.connectors import (
     FatalError,
     Message,
@@ -32,7 +35,9 @@ from memberflow.outreach.connectors import (
 )
 from memberflow.outreach.ledger import Ledger
 from memberflow.outreach.suppression import CHINA, Caps, Frequency, decide
-from memberflow.segments import MODELS, Segment, assign, load_segments, member_profiles
+from memberflow.segments import Segment, assign, load_segments, member_profiles
+from memberflow.warehouse import read_warehouse, replace_rows
+from ml.score import explain
 
 MEMBERSHIPS_DDL = """
 create table if not exists segment_memberships (
@@ -125,7 +130,6 @@ def plan(
     segments: list[Segment] | None = None,
     config: OutreachConfig | None = None,
 ) -> Plan:
-    from ml.warehouse import read_warehouse
 
     now = now or now_china()
     segments = segments if segments is not None else load_segments()
@@ -181,8 +185,6 @@ def with_reasons(
     milliseconds per member and model at 800 trees. A member who is sent on a later day is explained then;
     ``memberflow score --reasons`` explains everyone. Each segment needs its own model's reasons; a
     segment without one (win-back) shows the first model's that has any, so it needs them all."""
-    from ml.score import explain
-    from ml.warehouse import read_warehouse
 
     if frame.is_empty():
         return frame
@@ -214,7 +216,6 @@ def with_reasons(
 
 def write_memberships(settings: Settings, planned: Plan) -> int:
     """Replace the date's rows of ``segment_memberships`` with the plan."""
-    from memberflow.transform import replace_rows
 
     cols = ["member_id", "segment", "channel", "priority", "status", "reason", "holdout", "health_based"]
     table = (
@@ -327,7 +328,6 @@ def delivery_lock(settings: Settings) -> Iterator[None]:
 
 
 def _deliver(settings, as_of, dry_run, now, config, segments, sleep) -> DeliveryReport:
-    import time
 
     config = config or OutreachConfig.load()
     clock = (lambda: now) if now else now_china
@@ -403,9 +403,6 @@ def _write_report(settings: Settings, report: DeliveryReport) -> Path:
 
 def mirror_ledger(settings: Settings, ledger: Ledger) -> int:
     """Copy the ledger's deliveries into the warehouse table ``delivery_ledger`` (for readers)."""
-    import pyarrow as pa
-
-    from memberflow.transform import replace_rows
 
     rows = ledger.rows()
     for r in rows:

@@ -9,8 +9,8 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from memberflow.background import BackgroundServer
-from memberflow.config import Settings
+from devkit.background import BackgroundServer
+from memberflow.core.settings import Settings
 from tests.conftest import make_settings
 from tests.model.conftest import SCORE_DAY
 
@@ -31,8 +31,8 @@ def ops_ws(tmp_path_factory, scored) -> Settings:
     """The scored workspace after a real delivery of the scored day through the sandbox APIs (starter
     segments), with two earlier days of memberships for the trend (the scored day's plan on a sample of
     members: the sample has scores for one day only)."""
+    from devkit.sandbox import SandboxServer
     from memberflow.outreach.run import deliver, plan, write_memberships
-    from memberflow.outreach.sandbox import SandboxServer
 
     home = tmp_path_factory.mktemp("ops") / "ws"
     shutil.copytree(scored.home, home)

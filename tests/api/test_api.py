@@ -14,7 +14,7 @@ import duckdb
 import pytest
 
 from memberflow.api.access import AccessStore
-from memberflow.transform import warehouse_lock
+from memberflow.warehouse import warehouse_lock
 from tests.api.conftest import HISTORY_DAYS, SCORE_DAY, auth
 from tests.outreach.conftest import vault_phones
 from tests.outreach.test_connectors import fake_phone
@@ -247,8 +247,9 @@ def test_members_pages_cover_the_segment_once_with_reasons_and_masked_phones(cli
 def test_member_pages_show_the_reasons_the_message_carried(client, ops_ws, tokens):
     """The segment's model's reasons, or for a segment without a model the first model's in MODELS order
     with any: the same choice the delivered messages made (memberflow.outreach.run.pick_reasons)."""
+    from memberflow.core.vocab import MODELS
     from memberflow.outreach.run import reasons_model
-    from memberflow.segments import MODELS, load_segments
+    from memberflow.segments import load_segments
 
     defs = {s.name: s for s in load_segments()}
     for segment in (_a_segment(ops_ws), *(n for n, d in defs.items() if reasons_model(d))):
@@ -351,7 +352,7 @@ def test_unmasked_export_is_admin_only_and_always_audited(client, ops_ws, tokens
         "completed",
     )
     # the plain phones are the vault's numbers of exactly these members
-    from memberflow.phones import phone_token
+    from memberflow.core.phones import phone_token
 
     key = ops_ws.id_key()
     tokens_of = {}
@@ -388,7 +389,7 @@ def test_an_export_cut_off_mid_stream_is_audited_as_aborted(ops_ws, tokens, tmp_
 
 # --- members -----------------------------------------------------------------------------------------------
 def test_lookup_by_phone_token_ids_and_member_id(client, ops_ws, tokens, caplog):
-    from memberflow.phones import phone_token
+    from memberflow.core.phones import phone_token
 
     phones = sorted(vault_phones(ops_ws))
     key = ops_ws.id_key()

@@ -62,7 +62,7 @@ def _shot(page, name: str) -> None:
 
 
 def test_sign_in_open_a_segment_download_its_csv_and_open_a_member(page, ops_ws, tokens, tmp_path):
-    from memberflow.phones import phone_token
+    from memberflow.core.phones import phone_token
 
     with duckdb.connect(str(ops_ws.warehouse_path), read_only=True) as con:
         segment, size = con.execute(

@@ -46,14 +46,14 @@ def test_tokens_are_shown_once_listed_without_secret_and_revoked(env):
     assert runner.invoke(app, ["tokens", "revoke", token_id]).exit_code == 0
     assert runner.invoke(app, ["tokens", "revoke", token_id]).exit_code == 1  # already revoked
     from memberflow.api.access import AccessStore
-    from memberflow.config import get_settings
+    from memberflow.core.settings import get_settings
 
     assert AccessStore.open(get_settings()).verify(token) is None
 
 
 def test_audit_lists_exports_and_lookups(env):
     from memberflow.api.access import AccessStore, Principal
-    from memberflow.config import get_settings
+    from memberflow.core.settings import get_settings
 
     store = AccessStore.open(get_settings())
     who = Principal("abcd1234", "adam", "admin")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from memberflow.orchestrate import DAGS_FOLDER
+from devkit.orchestrate import DAGS_FOLDER
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,7 @@ def test_every_dag_is_operable(dagbag):
 
 
 def test_extract_updates_one_asset_per_landed_table(dagbag):
-    from memberflow.contracts import CONTRACTS
+    from memberflow.core.contracts import CONTRACTS
 
     dag = dagbag.dags["extract_channels"]
     outlets = {asset.name for task in dag.tasks for asset in task.outlets}

@@ -13,10 +13,10 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
-from memberflow.contracts import CONTRACTS, Kind
+from devkit.orchestrate import run_dag
+from memberflow.core.contracts import CONTRACTS, Kind
+from memberflow.core.phones import normalize_phone
 from memberflow.extract import partition_dir, read_landed
-from memberflow.orchestrate import run_dag
-from memberflow.phones import normalize_phone
 from tests.conftest import SAMPLE_START
 
 DAY = SAMPLE_START + timedelta(days=10)

@@ -6,7 +6,7 @@ from datetime import date
 
 import pytest
 
-from memberflow.orchestrate import run_dag
+from devkit.orchestrate import run_dag
 from ml.config import SHORT_HISTORY
 from tests.conftest import TEST_ID_KEY
 from tests.model.conftest import published_copy
@@ -24,8 +24,8 @@ def model_env(tmp_path, monkeypatch, built, airflow_db):
 
 
 def test_training_then_scoring_through_airflow(model_env):
+    from memberflow.warehouse import read_warehouse
     from ml.registry import CHAMPION, alias_version
-    from ml.warehouse import read_warehouse
 
     # nothing to score before any model was trained: the gate task says so and the Asset is not updated
     empty = run_dag("score_members", date(2026, 3, 2))
@@ -52,7 +52,7 @@ def test_training_then_scoring_through_airflow(model_env):
 
 
 def test_scoring_refuses_marts_that_did_not_pass_their_gate(model_env):
-    from expectations.marts import clear_published
+    from memberflow.warehouse import clear_published
 
     clear_published(model_env, "marts")
     result = run_dag("score_members", date(2026, 3, 2))

@@ -10,9 +10,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from memberflow.contracts import get_contract
+from devkit.orchestrate import run_dag
+from memberflow.core.contracts import get_contract
 from memberflow.extract import landed_schema, partition_dir
-from memberflow.orchestrate import run_dag
 from tests.conftest import TEST_ID_KEY, make_settings
 from tests.dbt.conftest import query
 
@@ -78,8 +78,9 @@ def test_a_failing_dbt_test_fails_the_run_and_skips_everything_downstream(transf
 
 
 def test_a_failing_marts_gate_skips_publish_and_leaves_the_marts_unpublished(transform_env):
-    from expectations.marts import gate_warehouse, published_marker
+    from expectations.marts import gate_warehouse
     from memberflow.transform import build_warehouse
+    from memberflow.warehouse import published_marker
 
     # The marts of the last landed day passed their gate ...
     build_warehouse(transform_env)

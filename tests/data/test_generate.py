@@ -10,9 +10,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from memberflow.contracts import CONTRACTS
-from memberflow.generate import TEST_NUMBERS, GenerateConfig, generate
-from memberflow.phones import normalize_phone, phone_token
+from devkit.generate import TEST_NUMBERS, GenerateConfig, generate
+from memberflow.core.contracts import CONTRACTS
+from memberflow.core.phones import normalize_phone, phone_token
 from tests.conftest import TEST_ID_KEY
 
 START = date(2026, 1, 1)

@@ -10,7 +10,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from memberflow.contracts import CONTRACTS
+from memberflow.core.contracts import CONTRACTS
 from memberflow.extract import partition_days
 from memberflow.land import land_pending
 from memberflow.transform import build_warehouse

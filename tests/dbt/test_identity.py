@@ -7,10 +7,10 @@ from datetime import timedelta
 
 import polars as pl
 
-from memberflow.contracts import get_contract
+from memberflow.core.contracts import get_contract
+from memberflow.core.phones import normalize_phone, phone_token
 from memberflow.extract import partition_dir
 from memberflow.identity_report import identity_report
-from memberflow.phones import normalize_phone, phone_token
 from memberflow.transform import blocked_phones
 from tests.conftest import TEST_ID_KEY, make_settings
 from tests.dbt.conftest import DAYS, START, land_and_build, query

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from polars.testing import assert_frame_equal
 
-from memberflow.contracts import CONTRACTS
+from memberflow.core.contracts import CONTRACTS
 from memberflow.extract import partition_days
 from memberflow.postgres import PgSettings, drop_database, load_landing, read_relation
 from memberflow.transform import build_warehouse

@@ -13,8 +13,8 @@ from datetime import date, datetime, timedelta
 
 import pytest
 
-from memberflow.config import PRIVACY_DEFAULTS
-from memberflow.contracts import LOCAL_TZ
+from memberflow.core.contracts import LOCAL_TZ
+from memberflow.core.settings import PRIVACY_DEFAULTS
 from tests.conftest import TEST_ID_KEY, make_settings
 from tests.integration.airflow_api import AirflowAPI
 from tests.integration.stack import PG_DSN, Stack
@@ -44,8 +44,8 @@ def _postgres_reachable() -> None:
 def history(tmp_path_factory):
     """Sample data through the last test day; the days before the first test day landed, built and gated
     (what `memberflow build --as-of` does for a first load)."""
+    from devkit.generate import GenerateConfig, generate
     from expectations.marts import gate_warehouse
-    from memberflow.generate import GenerateConfig, generate
     from tests.dbt.conftest import land_and_build
 
     root = tmp_path_factory.mktemp("production")
@@ -61,7 +61,7 @@ def history(tmp_path_factory):
 @pytest.fixture(scope="module")
 def production(history):
     """Everything running; stopped (by pid) and its databases dropped when the module ends."""
-    from memberflow.outreach.sandbox import SandboxServer
+    from devkit.sandbox import SandboxServer
     from ml.config import SHORT_HISTORY
 
     _postgres_reachable()

@@ -11,7 +11,7 @@ from datetime import date
 
 import pytest
 
-from memberflow.config import Settings
+from memberflow.core.settings import Settings
 from tests.conftest import make_settings
 
 CUTOFFS = [date(2026, 1, 18), date(2026, 1, 25), date(2026, 2, 1), date(2026, 2, 15)]

@@ -72,7 +72,7 @@ def test_populations_follow_the_design(ml_workspace):
 
 
 def test_repurchase_labels_are_orders_strictly_inside_the_horizon(ml_workspace):
-    from ml.warehouse import read_warehouse
+    from memberflow.warehouse import read_warehouse
 
     ts = build_training_set(ml_workspace, model_spec("repurchase"), CUTOFFS, HORIZON)
     with read_warehouse(ml_workspace) as con:

@@ -25,8 +25,8 @@ import pytest
 
 from memberflow.extract import partition_days
 from memberflow.transform import build_warehouse
+from memberflow.warehouse import read_warehouse
 from ml.datasets import ensure_features, feature_columns
-from ml.warehouse import read_warehouse
 from tests.conftest import make_settings
 from tests.model.conftest import published_copy
 

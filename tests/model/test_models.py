@@ -89,9 +89,9 @@ def test_runs_are_tracked_with_metrics_plots_and_manifest(trained, ml_workspace)
 
 def test_scoring_writes_every_member_of_the_population(trained, ml_workspace, tmp_path):
     from expectations.marts import gate_warehouse
+    from memberflow.warehouse import read_warehouse
     from ml.datasets import population_frame
     from ml.score import score
-    from ml.warehouse import read_warehouse
 
     out = tmp_path / "scores.parquet"
     result = score(ml_workspace, "repurchase", SCORE_DAY, out)
@@ -129,10 +129,10 @@ def test_scoring_writes_every_member_of_the_population(trained, ml_workspace, tm
 def test_explain_stores_the_reasons_of_the_wanted_members_only_once(trained, ml_workspace):
     """Reasons for some members: the champion's top contributions as sentences, the others untouched;
     asking again computes nothing; ``reasons=True`` explains everyone at scoring time."""
+    from memberflow.warehouse import read_warehouse
     from ml.datasets import population_frame
     from ml.registry import CHAMPION, load
     from ml.score import explain, reasons_of, score
-    from ml.warehouse import read_warehouse
 
     score(ml_workspace, "repurchase", SCORE_DAY)
     with read_warehouse(ml_workspace) as con:

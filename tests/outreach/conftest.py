@@ -7,8 +7,8 @@ import textwrap
 
 import pytest
 
-from memberflow.config import Settings
-from memberflow.outreach.sandbox import SandboxConfig, SandboxServer
+from devkit.sandbox import SandboxConfig, SandboxServer
+from memberflow.core.settings import Settings
 from tests.conftest import make_settings
 from tests.model.conftest import SCORE_DAY
 
@@ -82,7 +82,7 @@ def vault_phones(settings: Settings) -> set[str]:
     """Every plain number the workspace's contact vault can give."""
     import pyarrow.parquet as pq
 
-    from memberflow.vault import ContactVault, partition_files
+    from memberflow.core.vault import ContactVault, partition_files
 
     vault = ContactVault(settings.vault_key())
     phones: set[str] = set()

@@ -10,6 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from devkit.sandbox import SandboxConfig, SandboxServer
+from memberflow.core.vault import ContactVault
 from memberflow.outreach.connectors import (
     ChannelConfig,
     FatalError,
@@ -24,9 +26,7 @@ from memberflow.outreach.connectors import (
     dispatch,
 )
 from memberflow.outreach.ledger import Ledger
-from memberflow.outreach.sandbox import SandboxConfig, SandboxServer
 from memberflow.outreach.suppression import CHINA, Caps
-from memberflow.vault import ContactVault
 
 NOON = datetime(2026, 3, 2, 12, 0, tzinfo=CHINA)
 
@@ -234,7 +234,7 @@ def test_file_drop_is_masked_and_merges_reruns(settings):
 
 
 def test_outreach_config_merges_overrides_and_names_bad_settings(tmp_path):
-    from memberflow.config import ConfigError
+    from memberflow.core.settings import ConfigError
 
     override = tmp_path / "outreach.yml"
     override.write_text('caps: {quiet_hours: ["22:00", "07:30"]}\nchannels:\n  webhook: {batch_size: 50}\n')

@@ -7,7 +7,7 @@ from datetime import date
 import duckdb
 import pytest
 
-from memberflow.orchestrate import run_dag
+from devkit.orchestrate import run_dag
 from tests.conftest import TEST_ID_KEY
 from tests.outreach.conftest import SCORE_DAY, vault_phones
 

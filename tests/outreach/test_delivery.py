@@ -14,10 +14,10 @@ from datetime import datetime, timedelta
 
 import duckdb
 
-from memberflow.contracts import CONTRACTS
+from devkit.sandbox import SandboxConfig
+from memberflow.core.contracts import CONTRACTS
 from memberflow.outreach.ledger import Ledger
 from memberflow.outreach.run import deliver, plan
-from memberflow.outreach.sandbox import SandboxConfig
 from memberflow.outreach.suppression import CHINA
 from tests.conftest import make_settings
 from tests.outreach.conftest import SCORE_DAY, vault_phones
@@ -108,7 +108,7 @@ def test_everything_arrives_once_through_injected_failures(
 KILL_SCRIPT = """
 import sys
 from datetime import date, datetime
-from memberflow.config import get_settings
+from memberflow.core.settings import get_settings
 from memberflow.outreach.run import deliver
 deliver(get_settings(), date.fromisoformat(sys.argv[1]), now=datetime.fromisoformat(sys.argv[2]))
 """

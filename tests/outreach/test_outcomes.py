@@ -13,9 +13,9 @@ from datetime import date
 import duckdb
 import pytest
 
+from devkit.replay import audit, days_between, replay
 from expectations.marts import QualityGateError, gate_warehouse
 from memberflow.outreach.connectors import OutreachConfig
-from memberflow.outreach.replay import audit, days_between, replay
 from memberflow.outreach.run import plan, write_memberships
 from memberflow.segments import load_segments
 from tests.outreach.conftest import SCORE_DAY

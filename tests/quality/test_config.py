@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from expectations.config import QualityConfig
-from memberflow.config import ConfigError
+from memberflow.core.settings import ConfigError
 
 
 def test_defaults_give_every_check_a_severity():

@@ -16,7 +16,7 @@ import pytest
 from expectations.config import QualityConfig
 from expectations.landing import audit_and_publish
 from expectations.runner import QualityGateError, load_results
-from memberflow.contracts import get_contract
+from memberflow.core.contracts import get_contract
 from memberflow.extract import extract_table, partition_dir, read_report
 from tests.dbt.conftest import DAYS, START
 

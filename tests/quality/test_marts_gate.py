@@ -7,14 +7,9 @@ from datetime import timedelta
 import duckdb
 import pytest
 
-from expectations.marts import (
-    SUITES,
-    NotPublishedError,
-    gate_warehouse,
-    published_marker,
-    require_published,
-)
+from expectations.marts import SUITES, gate_warehouse
 from expectations.runner import QualityGateError
+from memberflow.warehouse import NotPublishedError, published_marker, require_published
 from tests.dbt.conftest import DAYS, START
 
 DAY = START + timedelta(days=DAYS - 1)

@@ -12,7 +12,7 @@ import tomllib
 import pytest
 import yaml
 
-from memberflow.config import REPO_ROOT
+from memberflow.core.settings import REPO_ROOT
 
 AIRFLOW_SERVICES = {
     "airflow-init",

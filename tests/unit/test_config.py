@@ -3,7 +3,7 @@ import stat
 
 import pytest
 
-from memberflow.config import PRIVACY_DEFAULTS, ConfigError, Settings, apply_privacy_defaults
+from memberflow.core.settings import PRIVACY_DEFAULTS, ConfigError, Settings, apply_privacy_defaults
 
 
 def test_defaults_live_under_the_workspace(tmp_path):
@@ -82,7 +82,7 @@ def test_privacy_defaults_do_not_override_an_explicit_choice():
 
 
 def test_the_schedules_start_on_the_go_live_day_in_china_time():
-    from memberflow.config import schedule_start
+    from memberflow.core.settings import schedule_start
 
     assert schedule_start({}).isoformat() == "2026-01-01T00:00:00+08:00"
     assert schedule_start({"MEMBERFLOW_START_DATE": "2026-12-01"}).isoformat() == "2026-12-01T00:00:00+08:00"

@@ -3,7 +3,7 @@ from decimal import Decimal
 
 import pytest
 
-from memberflow.contracts import (
+from memberflow.core.contracts import (
     CONTRACTS,
     BadValue,
     Column,

@@ -12,7 +12,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from memberflow.contracts import get_contract
+from memberflow.core.contracts import get_contract
+from memberflow.core.phones import phone_token
+from memberflow.core.vault import ContactVault
 from memberflow.extract import (
     MissingPartitionError,
     QuarantineThresholdError,
@@ -20,8 +22,6 @@ from memberflow.extract import (
     partition_dir,
     report_path,
 )
-from memberflow.phones import phone_token
-from memberflow.vault import ContactVault
 from tests.conftest import TEST_ID_KEY, make_settings
 
 DAY = date(2026, 3, 2)

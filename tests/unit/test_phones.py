@@ -3,7 +3,7 @@ import hmac
 
 import pytest
 
-from memberflow.phones import mask_phone, normalize_phone, normalize_token, phone_token, redact_phones
+from memberflow.core.phones import mask_phone, normalize_phone, normalize_token, phone_token, redact_phones
 
 # Numbers are assembled at test time from parts so no real-looking number sits in the repository.
 BASE = "139" + "0012" + "3456"

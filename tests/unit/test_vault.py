@@ -1,6 +1,6 @@
 import pytest
 
-from memberflow.vault import ContactVault, VaultError
+from memberflow.core.vault import ContactVault, VaultError
 
 PHONE = "137" + "5550" + "0001"
 

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from datetime import date, datetime, time
 from pathlib import Path
 
-from memberflow.config import PRIVACY_DEFAULTS, REPO_ROOT, Settings
-from memberflow.contracts import LOCAL_TZ
-from memberflow.dbt_env import release_dbt_connections
+from memberflow.core.contracts import LOCAL_TZ
+from memberflow.core.settings import PRIVACY_DEFAULTS, REPO_ROOT, Settings
+from memberflow.warehouse import release_dbt_connections
 
 DAGS_FOLDER = Path(os.environ.get("MEMBERFLOW_DAGS_FOLDER") or REPO_ROOT / "dags")
 

@@ -24,9 +24,19 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 
-from memberflow.config import Settings
+import duckdb
+import pyarrow.parquet as pq
+
+from devkit.sandbox import SandboxConfig, SandboxServer
+from expectations.marts import QualityGateError, gate_warehouse, score_end_rows
+from memberflow.core.settings import Settings
+from memberflow.core.vocab import MODELS
+from memberflow.outreach.run import deliver, frequency_of, plan, write_memberships
 from memberflow.outreach.suppression import CHINA, WEEK_DAYS, Caps
-from memberflow.segments import MODELS, TEMPLATES, Segment
+from memberflow.segments import TEMPLATES, Segment, load_segments
+from ml.datasets import ensure_features
+from ml.registry import CHAMPION, NoChampionError, load
+from ml.score import score
 
 WRONG_END_FIELDS = ("segment", "model", "members", "segment_mean", "turned_away", "turned_away_mean")
 
@@ -55,7 +65,6 @@ class DayResult:
 @contextmanager
 def sandbox_env(failure_rate: float = 0.0, seed: int = 0) -> Iterator:
     """A sandbox server with the connectors pointed at it for the duration (environment restored after)."""
-    from memberflow.outreach.sandbox import SandboxConfig, SandboxServer
 
     # the sandbox cannot tell days apart (the sender's clock is pinned): no per-number SMS day limit there,
     # the sender's caps are what is being measured
@@ -77,7 +86,6 @@ def sandbox_env(failure_rate: float = 0.0, seed: int = 0) -> Iterator:
 
 
 def _wecom_members(settings: Settings) -> dict[str, str]:
-    import duckdb
 
     with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
         rows = con.execute(
@@ -108,7 +116,6 @@ def receipts_of(settings: Settings, records: list[dict], segments: list[Segment]
 
 def file_receipts(settings: Settings, segments: list[Segment], day: date, seen: set[str]) -> list[Receipt]:
     """Rows the file connector wrote since the last look (``seen``: keys already counted)."""
-    import pyarrow.parquet as pq
 
     by_name = {s.name: s for s in segments}
     out = []
@@ -131,12 +138,6 @@ def replay(
 ) -> list[DayResult]:
     """Score, gate and deliver each day in turn (see the module docstring); what each day's runs made
     the receivers apply. ``on_day(result)`` is called after each day (progress)."""
-    from expectations.marts import QualityGateError, gate_warehouse
-    from memberflow.outreach.run import deliver, plan, write_memberships
-    from memberflow.segments import load_segments
-    from ml.datasets import ensure_features
-    from ml.registry import CHAMPION, NoChampionError, load
-    from ml.score import score
 
     segments = load_segments()
     ensure_features(settings, days)
@@ -207,10 +208,6 @@ def audit(
     settings: Settings, receipts: list[Receipt], segments: list[Segment], caps: Caps | None = None
 ) -> Audit:
     """Count, from the receipts alone, what a member would notice (see the module docstring)."""
-    import duckdb
-
-    from expectations.marts import score_end_rows
-    from memberflow.outreach.run import frequency_of
 
     caps = caps or Caps()
     by_name = {s.name: s for s in segments}

@@ -31,8 +31,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from memberflow.background import BackgroundServer
-from memberflow.phones import mask_phone
+from devkit.background import BackgroundServer
+from memberflow.core.phones import mask_phone
 
 
 @dataclass

@@ -14,8 +14,8 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from enum import StrEnum
 from zoneinfo import ZoneInfo
 
-from memberflow.config import CHINA_TZ
-from memberflow.phones import normalize_token
+from memberflow.core.phones import normalize_token
+from memberflow.core.settings import CHINA_TZ
 
 LOCAL_TZ = ZoneInfo(CHINA_TZ)
 

@@ -14,7 +14,7 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 CHINA_TZ = "Asia/Shanghai"
 
 # A pipeline holding health data must not phone home: usage telemetry of dbt, Cosmos, GX and MLflow is off

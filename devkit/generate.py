@@ -31,8 +31,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from memberflow.contracts import BY_NAME
-from memberflow.phones import phone_token
+from memberflow.core.contracts import BY_NAME
+from memberflow.core.phones import phone_token
 
 # category: (replenishment cycle in days, unit price CNY, weight as a person's main interest)
 CATEGORIES: dict[str, tuple[int, float, float]] = {
