@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 
 from memberflow.core.contracts import CONTRACTS
 from memberflow.core.settings import Settings
-from memberflow.extract import file_fingerprint, landed_schema, partition_days
+from memberflow.extract import QUARANTINE_SCHEMA, file_fingerprint, landed_schema, partition_days
 from memberflow.identity import resolution_records
 
 PHASE_ONE = ("+int_identity_nodes", "+int_identity_edges_checked")
@@ -226,9 +226,18 @@ def load_landing(settings: Settings, pg: PgSettings | None = None) -> LoadReport
                     cur.execute(f"analyze {relation}")
         for path in sorted((settings.home / "reference").glob("*.parquet")):
             replace_table(pg, f"reference__{path.stem}", pq.read_table(path))
+        replace_table(pg, "quarantine", quarantined_rows(settings))
     finally:
         con.close()
     return report
+
+
+def quarantined_rows(settings: Settings) -> pa.Table:
+    """Every quarantined landing row of the workspace (small: only the rows that broke a contract)."""
+    parts = sorted(settings.quarantine_dir.glob("*/*/dt=*/part-0.parquet"))
+    if not parts:
+        return QUARANTINE_SCHEMA.empty_table()
+    return pa.concat_tables(pq.read_table(part, schema=QUARANTINE_SCHEMA) for part in parts)
 
 
 def replace_table(pg: PgSettings, name: str, table: pa.Table) -> None:

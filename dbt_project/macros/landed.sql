@@ -126,3 +126,35 @@
 {% macro clear_for_rebuild(channel, table) -%}
   {{ clear_for_rebuild_any([channel ~ '.' ~ table]) }}
 {%- endmacro %}
+
+{#
+  Every quarantined landing row (extract writes them per channel table and day). On DuckDB the Parquet
+  under $MEMBERFLOW_HOME/quarantine, or an empty relation with the same columns before anything was landed;
+  elsewhere the raw table memberflow.postgres loads before the build.
+#}
+{% macro quarantined_rows() -%}
+  {{ return(adapter.dispatch('quarantined_rows', 'memberflow')()) }}
+{%- endmacro %}
+
+{% macro default__quarantined_rows() -%}
+  {{ raw_relation('quarantine') }}
+{%- endmacro %}
+
+{% macro duckdb__quarantined_rows() -%}
+  {%- set pattern = env_var('MEMBERFLOW_HOME') ~ '/quarantine/*/*/dt=*/part-0.parquet' -%}
+  {%- set found = 0 -%}
+  {%- if execute -%}
+    {%- set found = run_query("select count(*) from glob('" ~ pattern ~ "')").columns[0].values()[0] -%}
+  {%- endif -%}
+  {%- if found > 0 -%}
+    read_parquet('{{ pattern }}')
+  {%- else -%}
+    (
+      select
+        null::varchar as channel, null::varchar as "table", null::date as dt, null::varchar as source_file,
+        null::bigint as row_number, null::varchar as reason, null::varchar as detail, null::varchar as raw,
+        null::timestamptz as _loaded_at
+      where false
+    ) as nothing_quarantined
+  {%- endif -%}
+{%- endmacro %}
