@@ -335,7 +335,8 @@ def stage_build_pg(args, settings) -> dict:
     one loads only the day's partitions into it."""
     os.environ["MEMBERFLOW_DBT_TARGET"] = "postgres"
     os.environ["MEMBERFLOW_PG_DATABASE"] = PG_DATABASE
-    from memberflow.postgres import PgSettings, drop_database, load_landing
+    from memberflow.core.settings import PgSettings
+    from memberflow.postgres import drop_database, load_landing
     from memberflow.transform import build_warehouse
 
     pg = PgSettings.from_env()

@@ -13,13 +13,10 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from datetime import date, datetime, time
-from pathlib import Path
 
 from memberflow.core.contracts import LOCAL_TZ
-from memberflow.core.settings import PRIVACY_DEFAULTS, REPO_ROOT, Settings
+from memberflow.core.settings import DAGS_FOLDER, PRIVACY_DEFAULTS, Settings
 from memberflow.warehouse import release_dbt_connections
-
-DAGS_FOLDER = Path(os.environ.get("MEMBERFLOW_DAGS_FOLDER") or REPO_ROOT / "dags")
 
 
 def airflow_environment(settings: Settings) -> dict[str, str]:

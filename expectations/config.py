@@ -5,7 +5,6 @@ file named in ``MEMBERFLOW_QUALITY_CONFIG`` (merged key by key). A check is look
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from memberflow.core.settings import ConfigError
+from memberflow.core.settings import ConfigError, get_settings
 
 DEFAULTS_FILE = Path(__file__).with_name("quality.yml")
 SEVERITIES = ("critical", "warning", "off")
@@ -41,7 +40,7 @@ class QualityConfig:
         """The defaults, merged with the override file (argument, else MEMBERFLOW_QUALITY_CONFIG)."""
         data = yaml.safe_load(DEFAULTS_FILE.read_text())
         sources = [str(DEFAULTS_FILE)]
-        path = override or os.environ.get("MEMBERFLOW_QUALITY_CONFIG") or None
+        path = override or get_settings().quality_config or None
         if path:
             path = Path(path).expanduser()
             if not path.is_file():

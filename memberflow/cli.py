@@ -218,8 +218,8 @@ def build(
         os.environ["MEMBERFLOW_DBT_TARGET"] = target.value
     from expectations.marts import gate_warehouse
     from expectations.runner import QualityGateError
+    from memberflow.core.settings import PgSettings, PgSettingsError, postgres_target
     from memberflow.land import land_pending
-    from memberflow.postgres import PgSettings, PgSettingsError, postgres_target
     from memberflow.transform import DbtError, build_warehouse, latest_landed_day, save_identity_snapshot
 
     if postgres_target():
@@ -276,7 +276,8 @@ def build(
 
 
 def _print_postgres_marts() -> None:
-    from memberflow.postgres import PgSettings, read_relation
+    from memberflow.core.settings import PgSettings
+    from memberflow.postgres import read_relation
 
     pg = PgSettings.from_env()
     table = Table(title=f"PostgreSQL marts ({pg.database}.{pg.schema})")
@@ -477,7 +478,7 @@ def demo(
         )
     elif not failed:
         # Weekly training and daily scoring, once each on the last day (scoring follows the marts Asset).
-        if days < 90 and not os.environ.get("MEMBERFLOW_MODELS_CONFIG"):
+        if days < 90 and settings.models_config is None:
             from ml.config import SHORT_HISTORY
 
             os.environ["MEMBERFLOW_MODELS_CONFIG"] = str(SHORT_HISTORY)

@@ -8,9 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from memberflow.core.settings import PRIVACY_DEFAULTS, REPO_ROOT, Settings
+from memberflow.core.settings import DBT_PROJECT_DIR, PRIVACY_DEFAULTS, Settings
 
-DBT_PROJECT_DIR = Path(os.environ.get("MEMBERFLOW_DBT_PROJECT") or REPO_ROOT / "dbt_project")
 # The dbt of this environment, whatever PATH says (Airflow workers, tests and the CLI share the venv).
 DBT_EXECUTABLE = Path(sys.executable).with_name("dbt")
 

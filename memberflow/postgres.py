@@ -18,89 +18,19 @@ Connection settings come from the environment (the dbt profile reads the same va
 from __future__ import annotations
 
 import io
-import os
-import re
 from dataclasses import dataclass
 
 import polars as pl
-import psycopg2
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from memberflow.core.contracts import CONTRACTS
-from memberflow.core.settings import Settings
+from memberflow.core.settings import PgSettings, Settings
 from memberflow.extract import QUARANTINE_SCHEMA, file_fingerprint, landed_schema, partition_days
 from memberflow.identity import resolution_records
 
 PHASE_ONE = ("+int_identity_nodes", "+int_identity_edges_checked")
-
-
-IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*")
-
-
-class PgSettingsError(ValueError):
-    """A MEMBERFLOW_PG_* setting that cannot be used."""
-
-
-@dataclass(frozen=True)
-class PgSettings:
-    """Where the postgres target builds. The database and schema names go into SQL (and dbt's profile) as
-    identifiers, so they are limited to lower-case letters, digits and underscores (PgSettingsError)."""
-
-    host: str
-    port: int
-    user: str
-    password: str
-    database: str
-    schema: str
-
-    @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> PgSettings:
-        env = os.environ if environ is None else environ
-        port = env.get("MEMBERFLOW_PG_PORT", "5432")
-        if not port.isdigit():
-            raise PgSettingsError(f"MEMBERFLOW_PG_PORT must be a port number, not {port!r}")
-        names = {}
-        for var, default in (
-            ("MEMBERFLOW_PG_DATABASE", "memberflow"),
-            ("MEMBERFLOW_PG_SCHEMA", "memberflow"),
-        ):
-            value = env.get(var, default)
-            # the schema gets a "_raw" twin: it must leave room for the suffix within PostgreSQL's 63 bytes
-            if not IDENTIFIER.fullmatch(value) or len(value) > 59:
-                raise PgSettingsError(
-                    f"{var} must be 1-59 lower-case letters, digits or underscores, starting with a letter "
-                    f"or underscore; got {value!r}"
-                )
-            names[var] = value
-        return cls(
-            host=env.get("MEMBERFLOW_PG_HOST", "127.0.0.1"),
-            port=int(port),
-            user=env.get("MEMBERFLOW_PG_USER", "postgres"),
-            password=env.get("MEMBERFLOW_PG_PASSWORD", ""),
-            database=names["MEMBERFLOW_PG_DATABASE"],
-            schema=names["MEMBERFLOW_PG_SCHEMA"],
-        )
-
-    @property
-    def raw_schema(self) -> str:
-        return f"{self.schema}_raw"
-
-    def connect(self, database: str | None = None):
-
-        return psycopg2.connect(
-            host=self.host,
-            port=self.port,
-            user=self.user,
-            password=self.password,
-            dbname=database or self.database,
-        )
-
-
-def postgres_target(environ: dict[str, str] | None = None) -> bool:
-    env = os.environ if environ is None else environ
-    return env.get("MEMBERFLOW_DBT_TARGET", "duckdb") == "postgres"
 
 
 def ensure_database(pg: PgSettings) -> None:

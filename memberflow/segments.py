@@ -11,7 +11,6 @@ from __future__ import annotations
 import difflib
 import functools
 import hashlib
-import os
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -21,7 +20,7 @@ import polars as pl
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from memberflow.core.settings import REPO_ROOT, ConfigError
+from memberflow.core.settings import REPO_ROOT, ConfigError, get_settings
 from memberflow.core.vocab import (
     ACQUISITION_CHANNELS,
     CATEGORIES,
@@ -304,7 +303,7 @@ def _check_score_end(where: str, name: str, cond: Condition, direction: str) -> 
 
 def load_segments(path: Path | None = None) -> list[Segment]:
     """The validated segment library, highest priority (smallest number) first."""
-    path = Path(path or os.environ.get("MEMBERFLOW_SEGMENTS") or DEFAULT_SEGMENTS)
+    path = Path(path or get_settings().segments_file or DEFAULT_SEGMENTS)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:

@@ -23,17 +23,10 @@ import pyarrow.parquet as pq
 
 from memberflow.core.contracts import CONTRACTS
 from memberflow.core.phones import phone_token
-from memberflow.core.settings import Settings
+from memberflow.core.settings import PgSettings, Settings, postgres_target
 from memberflow.dbt_env import DBT_PROJECT_DIR, dbt_environment, output_tail, run_dbt_process
 from memberflow.extract import file_fingerprint, landed_schema, partition_days
-from memberflow.postgres import (
-    PHASE_ONE,
-    PgSettings,
-    load_landing,
-    postgres_target,
-    read_relation,
-    replay_identity,
-)
+from memberflow.postgres import PHASE_ONE, load_landing, read_relation, replay_identity
 from memberflow.warehouse import clear_published, open_warehouse, warehouse_lock
 
 

@@ -6,14 +6,13 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from memberflow.core.settings import ConfigError
+from memberflow.core.settings import ConfigError, get_settings
 from memberflow.core.vocab import MODELS
 
 CONFIG_PATH = Path(__file__).with_name("models.yml")
@@ -73,7 +72,7 @@ def model_spec(name: str, override: str | Path | None = None) -> ModelSpec:
     if name not in MODELS:
         raise ModelConfigError(f"unknown model {name!r}: choose one of {', '.join(MODELS)}")
     raw = _load(CONFIG_PATH)
-    path = override or os.environ.get("MEMBERFLOW_MODELS_CONFIG") or None
+    path = override or get_settings().models_config or None
     sources = [str(CONFIG_PATH)]
     if path:
         raw = _merge(raw, _load(Path(path).expanduser()))

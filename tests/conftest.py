@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import os
 import tempfile
-from datetime import date
 from pathlib import Path
 
 import pytest
 
 from devkit.orchestrate import apply_airflow_environment
 from memberflow.core.settings import Settings, apply_privacy_defaults
+from tests.support import SAMPLE_DAYS, SAMPLE_START, TEST_ID_KEY, make_settings
 
-TEST_ID_KEY = "memberflow-test-id-key"
 _SESSION_HOME = Path(tempfile.mkdtemp(prefix="memberflow-tests-"))
 SESSION_SETTINGS = Settings.from_env(
     {"MEMBERFLOW_HOME": str(_SESSION_HOME), "MEMBERFLOW_ID_KEY": TEST_ID_KEY}
@@ -20,15 +19,36 @@ SESSION_SETTINGS = Settings.from_env(
 apply_privacy_defaults()
 apply_airflow_environment(SESSION_SETTINGS)
 
-SAMPLE_START = date(2026, 3, 1)
-SAMPLE_DAYS = 21
+
+# The fast tier (`./dev test --fast`, i.e. `-m "not slow"`) is every test that builds no warehouse, trains
+# no model, runs no DAG and starts no service stack: what a test needs decides its tier. A test that is
+# slow for another reason carries @pytest.mark.slow itself.
+SLOW_FIXTURES = frozenset(
+    {
+        "business_sample",
+        "built",
+        "scored",
+        "workspace_copy",
+        "ml_workspace",
+        "trained",
+        "delivery_ws",
+        "ops_ws",
+        "tokens",
+        "api_app",
+        "client",
+        "airflow_db",
+        "workspace_env",
+        "history",
+        "production",
+    }
+)
 
 
-def make_settings(home: Path, data_dir: Path | None = None, **extra: str) -> Settings:
-    env = {"MEMBERFLOW_HOME": str(home), "MEMBERFLOW_ID_KEY": TEST_ID_KEY, **extra}
-    if data_dir is not None:
-        env["MEMBERFLOW_DATA_DIR"] = str(data_dir)
-    return Settings.from_env(env)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        slow = SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+        if slow or item.get_closest_marker("integration") or item.get_closest_marker("browser"):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture
@@ -76,7 +96,7 @@ def pytest_sessionfinish(session, exitstatus) -> None:
 def business_sample(tmp_path_factory) -> Path:
     """2,500 people over 60 days: enough for identity and model behaviour to show."""
     from devkit.generate import GenerateConfig, generate
-    from tests.dbt.conftest import DAYS, START
+    from tests.support import DAYS, START
 
     out = tmp_path_factory.mktemp("business")
     generate(GenerateConfig(2500, START, DAYS, 21, out), TEST_ID_KEY.encode())
@@ -86,7 +106,7 @@ def business_sample(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def built(tmp_path_factory, business_sample) -> Settings:
     """A workspace whose warehouse dbt built from the whole business sample."""
-    from tests.dbt.conftest import land_and_build
+    from tests.support import land_and_build
 
     settings = make_settings(tmp_path_factory.mktemp("built") / "ws", business_sample)
     land_and_build(settings, business_sample)
@@ -100,7 +120,7 @@ def scored(tmp_path_factory, built) -> Settings:
     from expectations.marts import gate_warehouse
     from ml.score import score
     from ml.train import train
-    from tests.model.conftest import CUTOFFS, HORIZON, SCORE_DAY, published_copy
+    from tests.support import CUTOFFS, HORIZON, SCORE_DAY, published_copy
 
     settings = published_copy(built, tmp_path_factory.mktemp("scored"))
     for model in ("repurchase", "churn", "conversion"):

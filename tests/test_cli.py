@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from memberflow.cli import app
-from tests.conftest import SAMPLE_START, TEST_ID_KEY
+from tests.support import SAMPLE_START, TEST_ID_KEY
 
 runner = CliRunner()
 
@@ -91,6 +91,7 @@ def test_where_prints_the_workspace(env):
     assert str(env / "ws" / "landing") in result.output
 
 
+@pytest.mark.slow  # builds the warehouse with dbt
 def test_demo_runs_airflow_end_to_end(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "MEMBERFLOW"))}
     env.update(MEMBERFLOW_HOME=str(tmp_path / "ws"), COLUMNS="160")
@@ -114,6 +115,7 @@ def test_demo_runs_airflow_end_to_end(tmp_path):
     ).exists()
 
 
+@pytest.mark.slow  # builds the warehouse with dbt
 def test_build_then_identity_report(env):
     data = env / "data"
     assert (
@@ -133,10 +135,12 @@ def test_build_then_identity_report(env):
     assert "identifiers per" in report.output and "dropped edges" in report.output
 
 
+@pytest.mark.slow  # builds the warehouse with dbt
 def test_build_on_the_postgres_target_lands_loads_and_builds_there(env, monkeypatch):
     import uuid
 
-    from memberflow.postgres import PgSettings, drop_database, read_relation
+    from memberflow.core.settings import PgSettings
+    from memberflow.postgres import drop_database, read_relation
 
     data = env / "data"
     assert (
@@ -195,6 +199,7 @@ def test_identity_report_without_a_warehouse_says_so(env):
     assert "run `memberflow build` first" in result.output
 
 
+@pytest.mark.slow  # builds the warehouse with dbt
 def test_build_stops_on_a_failed_landing_gate_and_the_quality_report_shows_it(env):
     data = env / "data"
     assert (
@@ -239,6 +244,7 @@ def test_quality_report_without_results_exits_2(env):
     assert "no landing gate results" in result.output
 
 
+@pytest.mark.slow  # builds the warehouse with dbt
 def test_build_exits_1_when_the_marts_gate_fails_and_keeps_them_unpublished(env, monkeypatch, tmp_path):
     data = env / "data"
     assert (
@@ -280,7 +286,7 @@ def test_model_commands_explain_unusable_inputs(tmp_path, monkeypatch):
 
 
 def test_backtest_prints_the_table_and_writes_the_report(tmp_path, monkeypatch, built):
-    from tests.model.conftest import published_copy
+    from tests.support import published_copy
 
     settings = published_copy(built, tmp_path)
     monkeypatch.setenv("MEMBERFLOW_HOME", str(settings.home))

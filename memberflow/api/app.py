@@ -9,7 +9,6 @@ values, a query string or a body, so no identifier reaches the log. CORS is clos
 
 import logging
 import math
-import os
 import pathlib
 import time
 from datetime import date
@@ -328,7 +327,7 @@ def create_app(settings: Settings, busy_wait: float = BUSY_WAIT_SECONDS) -> Fast
     async def no_warehouse(request: Request, exc: NoWarehouse):
         return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "300"})
 
-    origins = [o.strip() for o in os.environ.get("MEMBERFLOW_API_CORS_ORIGINS", "").split(",") if o.strip()]
+    origins = list(settings.api_cors_origins)
     if origins:
         app.add_middleware(
             CORSMiddleware,

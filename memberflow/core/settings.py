@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
+DAGS_FOLDER = REPO_ROOT / "dags"
 CHINA_TZ = "Asia/Shanghai"
 
 # A pipeline holding health data must not phone home: usage telemetry of dbt, Cosmos, GX and MLflow is off
@@ -94,6 +97,84 @@ def _read_limits(env: dict[str, str], name: str) -> dict[str, float]:
     return limits
 
 
+def _read_path(env: dict[str, str], name: str) -> Path | None:
+    raw = env.get(name)
+    return Path(raw).expanduser() if raw else None
+
+
+DBT_TARGETS = ("duckdb", "postgres")
+
+
+def _read_target(env: dict[str, str]) -> str:
+    target = env.get("MEMBERFLOW_DBT_TARGET") or "duckdb"
+    if target not in DBT_TARGETS:
+        raise ConfigError(f"MEMBERFLOW_DBT_TARGET={target!r}: choose one of {', '.join(DBT_TARGETS)}")
+    return target
+
+
+IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*")
+
+
+class PgSettingsError(ValueError):
+    """A MEMBERFLOW_PG_* setting that cannot be used."""
+
+
+@dataclass(frozen=True)
+class PgSettings:
+    """Where the postgres target builds. The database and schema names go into SQL (and dbt's profile) as
+    identifiers, so they are limited to lower-case letters, digits and underscores (PgSettingsError)."""
+
+    host: str
+    port: int
+    user: str
+    password: str
+    database: str
+    schema: str
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> PgSettings:
+        env = dict(os.environ if environ is None else environ)
+        port = env.get("MEMBERFLOW_PG_PORT", "5432")
+        if not port.isdigit():
+            raise PgSettingsError(f"MEMBERFLOW_PG_PORT must be a port number, not {port!r}")
+        names = {}
+        for var, default in (
+            ("MEMBERFLOW_PG_DATABASE", "memberflow"),
+            ("MEMBERFLOW_PG_SCHEMA", "memberflow"),
+        ):
+            value = env.get(var, default)
+            # the schema gets a "_raw" twin: it must leave room for the suffix within PostgreSQL's 63 bytes
+            if not IDENTIFIER.fullmatch(value) or len(value) > 59:
+                raise PgSettingsError(
+                    f"{var} must be 1-59 lower-case letters, digits or underscores, starting with a letter "
+                    f"or underscore; got {value!r}"
+                )
+            names[var] = value
+        return cls(
+            host=env.get("MEMBERFLOW_PG_HOST", "127.0.0.1"),
+            port=int(port),
+            user=env.get("MEMBERFLOW_PG_USER", "postgres"),
+            password=env.get("MEMBERFLOW_PG_PASSWORD", ""),
+            database=names["MEMBERFLOW_PG_DATABASE"],
+            schema=names["MEMBERFLOW_PG_SCHEMA"],
+        )
+
+    @property
+    def raw_schema(self) -> str:
+        return f"{self.schema}_raw"
+
+    def connect(self, database: str | None = None):
+        import psycopg2  # only the postgres target needs the driver
+
+        return psycopg2.connect(
+            host=self.host,
+            port=self.port,
+            user=self.user,
+            password=self.password,
+            dbname=database or self.database,
+        )
+
+
 @dataclass(frozen=True)
 class Settings:
     home: Path
@@ -110,6 +191,26 @@ class Settings:
     mlflow_uri_env: str | None = None
     # LightGBM threads; one by default: on a busy 2-core machine two threads can be far slower than one.
     ml_threads: int = 1
+    # Files that change the packaged defaults (each optional): segment rules, model settings, quality
+    # severities and thresholds, outreach caps and channels.
+    segments_file: Path | None = None
+    models_config: Path | None = None
+    quality_config: Path | None = None
+    outreach_config: Path | None = None
+    # The delivery clock pinned to a moment (ISO 8601 with offset): replays, tests and the demo's past dates.
+    clock: str | None = None
+    # Where dbt builds: "duckdb" (the workspace's warehouse) or "postgres" (MEMBERFLOW_PG_*).
+    dbt_target: str = "duckdb"
+    # Browser origins the ops API answers cross-origin requests from (none by default).
+    api_cors_origins: tuple[str, ...] = ()
+    # Credentials of the outreach systems, never printed.
+    webhook_url: str | None = None
+    wecom_url: str = "https://qyapi.weixin.qq.com"
+    sms_url: str | None = None
+    webhook_secret: str | None = field(default=None, repr=False)
+    wecom_corpid: str | None = field(default=None, repr=False)
+    wecom_secret: str | None = field(default=None, repr=False)
+    sms_key: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -129,7 +230,27 @@ class Settings:
             vault_key_env=env.get("MEMBERFLOW_VAULT_KEY") or None,
             mlflow_uri_env=env.get("MEMBERFLOW_MLFLOW_URI") or None,
             ml_threads=max(1, _read_count(env, "MEMBERFLOW_ML_THREADS", 1)),
+            segments_file=_read_path(env, "MEMBERFLOW_SEGMENTS"),
+            models_config=_read_path(env, "MEMBERFLOW_MODELS_CONFIG"),
+            quality_config=_read_path(env, "MEMBERFLOW_QUALITY_CONFIG"),
+            outreach_config=_read_path(env, "MEMBERFLOW_OUTREACH_CONFIG"),
+            clock=env.get("MEMBERFLOW_CLOCK") or None,
+            dbt_target=_read_target(env),
+            api_cors_origins=tuple(
+                o.strip() for o in env.get("MEMBERFLOW_API_CORS_ORIGINS", "").split(",") if o.strip()
+            ),
+            webhook_url=env.get("MEMBERFLOW_WEBHOOK_URL") or None,
+            wecom_url=env.get("MEMBERFLOW_WECOM_URL") or "https://qyapi.weixin.qq.com",
+            sms_url=env.get("MEMBERFLOW_SMS_URL") or None,
+            webhook_secret=env.get("MEMBERFLOW_WEBHOOK_SECRET") or None,
+            wecom_corpid=env.get("MEMBERFLOW_WECOM_CORPID") or None,
+            wecom_secret=env.get("MEMBERFLOW_WECOM_SECRET") or None,
+            sms_key=env.get("MEMBERFLOW_SMS_KEY") or None,
         )
+
+    @property
+    def postgres_target(self) -> bool:
+        return self.dbt_target == "postgres"
 
     # --- workspace layout -------------------------------------------------------------------------------
     @property
@@ -228,3 +349,8 @@ class Settings:
 
 def get_settings() -> Settings:
     return Settings.from_env()
+
+
+def postgres_target() -> bool:
+    """Whether this process builds on PostgreSQL (MEMBERFLOW_DBT_TARGET=postgres)."""
+    return get_settings().postgres_target

@@ -21,7 +21,6 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
@@ -38,7 +37,7 @@ import pyarrow.parquet as pq
 import yaml
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
-from memberflow.core.settings import ConfigError, Settings
+from memberflow.core.settings import ConfigError, Settings, get_settings
 from memberflow.core.vault import ContactVault, VaultError, partition_files
 from memberflow.outreach.suppression import Caps
 from memberflow.segments import TEMPLATES
@@ -97,6 +96,8 @@ class ChannelConfig:
     backoff_seconds: float = 0.5
     backoff_max_seconds: float = 60.0
     url: str | None = None
+    # the system's credentials (webhook signing secret; WeCom corp id and secret; SMS API key), never printed
+    credentials: dict[str, str | None] = field(default_factory=dict, repr=False)
 
 
 @dataclass
@@ -105,12 +106,12 @@ class OutreachConfig:
     channels: dict[str, ChannelConfig]
 
     @classmethod
-    def load(
-        cls, override: str | Path | None = None, environ: dict[str, str] | None = None
-    ) -> OutreachConfig:
-        env = os.environ if environ is None else environ
+    def load(cls, override: str | Path | None = None, settings: Settings | None = None) -> OutreachConfig:
+        """The packaged defaults, merged with the override file (argument, else MEMBERFLOW_OUTREACH_CONFIG);
+        the APIs' addresses come from the settings."""
+        settings = settings or get_settings()
         data = yaml.safe_load(DEFAULT_CONFIG.read_text(encoding="utf-8"))
-        path = override or env.get("MEMBERFLOW_OUTREACH_CONFIG")
+        path = override or settings.outreach_config
         if path:
             try:
                 extra = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
@@ -139,13 +140,16 @@ class OutreachConfig:
             )
             if caps.cooldown_days < 1 or min(caps.member_per_week, caps.service_per_week) < 0:
                 raise ValueError("caps.cooldown_days must be at least 1 and weekly caps at least 0")
-            urls = {
-                "webhook": env.get("MEMBERFLOW_WEBHOOK_URL"),
-                "wecom": env.get("MEMBERFLOW_WECOM_URL") or "https://qyapi.weixin.qq.com",
-                "sms": env.get("MEMBERFLOW_SMS_URL"),
+            urls = {"webhook": settings.webhook_url, "wecom": settings.wecom_url, "sms": settings.sms_url}
+            credentials = {
+                "webhook": {"secret": settings.webhook_secret},
+                "wecom": {"corpid": settings.wecom_corpid, "secret": settings.wecom_secret},
+                "sms": {"key": settings.sms_key},
             }
             channels = {
-                name: ChannelConfig(name=name, url=urls.get(name), **(values or {}))
+                name: ChannelConfig(
+                    name=name, url=urls.get(name), credentials=credentials.get(name, {}), **(values or {})
+                )
                 for name, values in data["channels"].items()
             }
         except (TypeError, ValueError, KeyError) as exc:
@@ -315,7 +319,7 @@ class WebhookConnector(HttpConnector):
             ensure_ascii=False,
         ).encode("utf-8")
         headers = {"Content-Type": "application/json", "Idempotency-Key": _batch_key(batch)}
-        secret = os.environ.get("MEMBERFLOW_WEBHOOK_SECRET")
+        secret = self.config.credentials.get("secret")
         if secret:
             headers["X-Memberflow-Signature"] = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
         reply = self.request("POST", self.config.url, content=body, headers=headers)
@@ -346,8 +350,8 @@ class WecomConnector(HttpConnector):
 
     def __init__(self, config: ChannelConfig, settings: Settings, clock) -> None:
         super().__init__(config, settings, clock)
-        self.corpid = os.environ.get("MEMBERFLOW_WECOM_CORPID")
-        self.secret = os.environ.get("MEMBERFLOW_WECOM_SECRET")
+        self.corpid = config.credentials.get("corpid")
+        self.secret = config.credentials.get("secret")
         if not (self.corpid and self.secret):
             raise FatalError(
                 "channel wecom is not configured: set MEMBERFLOW_WECOM_CORPID and MEMBERFLOW_WECOM_SECRET"
@@ -488,7 +492,7 @@ class SmsConnector(HttpConnector):
     def __init__(self, config: ChannelConfig, settings: Settings, clock, caps: Caps) -> None:
         super().__init__(config, settings, clock)
         self.caps = caps
-        self.api_key = os.environ.get("MEMBERFLOW_SMS_KEY")
+        self.api_key = config.credentials.get("key")
         if not self.api_key:
             raise FatalError("channel sms is not configured: set MEMBERFLOW_SMS_KEY")
         self._sealed: dict[str, str] | None = None

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import os
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -23,7 +22,7 @@ from pathlib import Path
 import polars as pl
 import pyarrow as pa
 
-from memberflow.core.settings import Settings
+from memberflow.core.settings import Settings, get_settings
 from memberflow.core.vocab import MODELS
 from memberflow.outreach.connectors import (
     FatalError,
@@ -65,7 +64,7 @@ create table if not exists delivery_ledger (
 
 def now_china() -> datetime:
     """The delivery clock: wall-clock now, unless MEMBERFLOW_CLOCK pins it (replays and tests)."""
-    pinned = os.environ.get("MEMBERFLOW_CLOCK")
+    pinned = get_settings().clock
     if pinned:
         moment = datetime.fromisoformat(pinned)
         return (moment if moment.tzinfo else moment.replace(tzinfo=CHINA)).astimezone(CHINA)

@@ -5,17 +5,11 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import sqlite3
-from datetime import datetime, timedelta
 
 import pytest
 
-from devkit.background import BackgroundServer
 from memberflow.core.settings import Settings
-from tests.conftest import make_settings
-from tests.model.conftest import SCORE_DAY
-
-MORNING = datetime.fromisoformat(f"{SCORE_DAY.isoformat()}T10:00:00+08:00")
-HISTORY_DAYS = (SCORE_DAY - timedelta(days=2), SCORE_DAY - timedelta(days=1))
+from tests.support import HISTORY_DAYS, MORNING, SCORE_DAY, make_settings
 
 
 @dataclasses.dataclass
@@ -78,12 +72,3 @@ def client(api_app):
 
     with TestClient(api_app) as c:
         yield c
-
-
-def auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-def LiveServer(app) -> BackgroundServer:
-    """The app served by uvicorn on a free port in a background thread (for the browser)."""
-    return BackgroundServer(app, name="ops API")

@@ -15,9 +15,7 @@ import pytest
 
 from memberflow.api.access import AccessStore
 from memberflow.warehouse import warehouse_lock
-from tests.api.conftest import HISTORY_DAYS, SCORE_DAY, auth
-from tests.outreach.conftest import vault_phones
-from tests.outreach.test_connectors import fake_phone
+from tests.support import HISTORY_DAYS, SCORE_DAY, auth, fake_phone, make_settings, vault_phones
 
 DAY = SCORE_DAY.isoformat()
 PHONE = re.compile(r"(?<!\d)1[3-9]\d{9}(?!\d)")
@@ -278,7 +276,7 @@ def test_before_any_delivery_segment_routes_answer_404_not_an_error(scored, tmp_
     from fastapi.testclient import TestClient
 
     from memberflow.api.app import create_app
-    from tests.conftest import make_settings
+    from tests.support import make_settings
 
     shutil.copytree(scored.home, tmp_path / "ws")
     settings = make_settings(tmp_path / "ws", scored.data_dir)
@@ -491,7 +489,7 @@ def test_delivery_reports_list_and_detail(client, ops_ws, tokens):
 
 
 # --- serving behaviour -------------------------------------------------------------------------------------
-def test_cors_is_closed_unless_origins_are_configured(ops_ws, tokens, monkeypatch):
+def test_cors_is_closed_unless_origins_are_configured(ops_ws, tokens):
     from fastapi.testclient import TestClient
 
     from memberflow.api.app import create_app
@@ -502,8 +500,10 @@ def test_cors_is_closed_unless_origins_are_configured(ops_ws, tokens, monkeypatc
         assert "access-control-allow-origin" not in res.headers
         res = closed.get("/api/me", headers={"Origin": "https://evil.example", **auth(tokens.ops)})
         assert "access-control-allow-origin" not in res.headers
-    monkeypatch.setenv("MEMBERFLOW_API_CORS_ORIGINS", "https://ops.brand.example")
-    with TestClient(create_app(ops_ws)) as open_to_one:
+    configured = make_settings(
+        ops_ws.home, ops_ws.data_dir, MEMBERFLOW_API_CORS_ORIGINS="https://ops.brand.example"
+    )
+    with TestClient(create_app(configured)) as open_to_one:
         ok = open_to_one.options(
             "/api/segments", headers={**preflight, "Origin": "https://ops.brand.example"}
         )

@@ -13,8 +13,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from tests.api.conftest import SCORE_DAY, LiveServer
-from tests.outreach.conftest import vault_phones
+from tests.support import SCORE_DAY, LiveServer, vault_phones
 
 pytestmark = pytest.mark.browser
 

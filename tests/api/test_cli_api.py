@@ -15,8 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from memberflow.cli import app
-from tests.conftest import TEST_ID_KEY
-from tests.outreach.test_connectors import fake_phone
+from tests.support import TEST_ID_KEY, fake_phone
 
 runner = CliRunner()
 

@@ -17,7 +17,7 @@ from devkit.orchestrate import run_dag
 from memberflow.core.contracts import CONTRACTS, Kind
 from memberflow.core.phones import normalize_phone
 from memberflow.extract import partition_dir, read_landed
-from tests.conftest import SAMPLE_START
+from tests.support import SAMPLE_START
 
 DAY = SAMPLE_START + timedelta(days=10)
 

@@ -8,8 +8,7 @@ import pytest
 
 from devkit.orchestrate import run_dag
 from ml.config import SHORT_HISTORY
-from tests.conftest import TEST_ID_KEY
-from tests.model.conftest import published_copy
+from tests.support import TEST_ID_KEY, published_copy
 
 
 @pytest.fixture

@@ -13,8 +13,7 @@ import pytest
 from devkit.orchestrate import run_dag
 from memberflow.core.contracts import get_contract
 from memberflow.extract import landed_schema, partition_dir
-from tests.conftest import TEST_ID_KEY, make_settings
-from tests.dbt.conftest import query
+from tests.support import TEST_ID_KEY, make_settings, query
 
 RUN_DAY = date(2026, 3, 2)
 

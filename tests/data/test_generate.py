@@ -13,7 +13,7 @@ import pytest
 from devkit.generate import TEST_NUMBERS, GenerateConfig, generate
 from memberflow.core.contracts import CONTRACTS
 from memberflow.core.phones import normalize_phone, phone_token
-from tests.conftest import TEST_ID_KEY
+from tests.support import TEST_ID_KEY
 
 START = date(2026, 1, 1)
 DAYS = 90

@@ -12,8 +12,7 @@ from memberflow.core.phones import normalize_phone, phone_token
 from memberflow.extract import partition_dir
 from memberflow.identity_report import identity_report
 from memberflow.transform import blocked_phones
-from tests.conftest import TEST_ID_KEY, make_settings
-from tests.dbt.conftest import DAYS, START, land_and_build, query
+from tests.support import DAYS, START, TEST_ID_KEY, land_and_build, make_settings, query
 
 KEY = TEST_ID_KEY.encode()
 
@@ -144,7 +143,7 @@ def test_a_new_day_linking_two_members_keeps_the_older_id(workspace_copy, tmp_pa
 
 
 def test_identity_works_with_only_some_channels(tmp_path, business_sample):
-    from tests.conftest import make_settings
+    from tests.support import make_settings
 
     data = tmp_path / "data"
     for table in ("members", "orders", "order_items"):

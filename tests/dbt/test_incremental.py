@@ -21,7 +21,7 @@ from memberflow.transform import (
     build_warehouse,
     plan_incremental_build,
 )
-from tests.dbt.conftest import DAYS, START, bring_back, hold_back, query
+from tests.support import DAYS, START, bring_back, hold_back, query
 
 EVENT_MODELS = {
     "wecom.group_events": ("stg_wecom__group_events", "event_id"),

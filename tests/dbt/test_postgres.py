@@ -13,10 +13,11 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from memberflow.core.contracts import CONTRACTS
+from memberflow.core.settings import PgSettings
 from memberflow.extract import partition_days
-from memberflow.postgres import PgSettings, drop_database, load_landing, read_relation
+from memberflow.postgres import drop_database, load_landing, read_relation
 from memberflow.transform import build_warehouse
-from tests.dbt.conftest import bring_back, hold_back
+from tests.support import bring_back, hold_back
 
 MARTS = [
     "member_identifiers",

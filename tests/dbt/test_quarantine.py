@@ -6,7 +6,7 @@ import json
 import re
 from collections import Counter
 
-from tests.dbt.conftest import query
+from tests.support import query
 
 
 def test_quarantine_table_accounts_for_every_quarantined_row(built) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from tests.dbt.conftest import DAYS, START, query
+from tests.support import DAYS, START, query
 
 
 def test_every_member_has_exactly_one_lifecycle_stage_on_every_day(built):

@@ -9,23 +9,15 @@ create databases). Without a reachable server the tier fails with that message; 
 from __future__ import annotations
 
 import os
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
 from memberflow.core.contracts import LOCAL_TZ
 from memberflow.core.settings import PRIVACY_DEFAULTS
-from tests.conftest import TEST_ID_KEY, make_settings
 from tests.integration.airflow_api import AirflowAPI
-from tests.integration.stack import PG_DSN, Stack
-
-HISTORY_START = date(2026, 1, 1)
-HISTORY_END = date(2026, 3, 1)  # loaded before go-live, without Airflow (`memberflow build --as-of`)
-DAYS = [date(2026, 3, 2), date(2026, 3, 3), date(2026, 3, 4)]  # the three days run through Airflow
-MEMBERS = 1500
-# deliveries happen "now" for the sample's dates: the morning after the last day, outside quiet hours
-CLOCK = "2026-03-05T10:00:00+08:00"
-DAG_IDS = {"extract_channels", "transform_members", "score_members", "train_models", "deliver_segments"}
+from tests.integration.stack import CLOCK, DAG_IDS, DAYS, HISTORY_END, HISTORY_START, MEMBERS, PG_DSN, Stack
+from tests.support import TEST_ID_KEY, make_settings
 
 
 def _postgres_reachable() -> None:
@@ -46,7 +38,7 @@ def history(tmp_path_factory):
     (what `memberflow build --as-of` does for a first load)."""
     from devkit.generate import GenerateConfig, generate
     from expectations.marts import gate_warehouse
-    from tests.dbt.conftest import land_and_build
+    from tests.support import land_and_build
 
     root = tmp_path_factory.mktemp("production")
     data = root / "sources"
@@ -94,7 +86,3 @@ def production(history):
     finally:
         stack.stop()
         sandbox.stop()
-
-
-def logical(day: date, hour: int = 0) -> datetime:
-    return datetime(day.year, day.month, day.day, hour, tzinfo=LOCAL_TZ)

@@ -18,12 +18,27 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from pathlib import Path
 
 import httpx
 
+from memberflow.core.contracts import LOCAL_TZ
+
 PG_DSN = os.environ.get("MEMBERFLOW_IT_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
 VENV_BIN = Path(sys.executable).parent
+
+HISTORY_START = date(2026, 1, 1)
+HISTORY_END = date(2026, 3, 1)  # loaded before go-live, without Airflow (`memberflow build --as-of`)
+DAYS = [date(2026, 3, 2), date(2026, 3, 3), date(2026, 3, 4)]  # the three days run through Airflow
+MEMBERS = 1500
+# deliveries happen "now" for the sample's dates: the morning after the last day, outside quiet hours
+CLOCK = "2026-03-05T10:00:00+08:00"
+DAG_IDS = {"extract_channels", "transform_members", "score_members", "train_models", "deliver_segments"}
+
+
+def logical(day: date, hour: int = 0) -> datetime:
+    return datetime(day.year, day.month, day.day, hour, tzinfo=LOCAL_TZ)
 
 
 def free_port() -> int:

@@ -20,8 +20,8 @@ from datetime import timedelta
 import duckdb
 import pytest
 
-from tests.integration.conftest import DAYS, logical
-from tests.outreach.conftest import vault_phones
+from tests.integration.stack import DAYS, logical
+from tests.support import vault_phones
 
 pytestmark = pytest.mark.integration
 
@@ -158,7 +158,7 @@ def test_three_days_fail_fix_and_deliver_once_on_a_real_scheduler(production):
     with pytest.MonkeyPatch.context() as mp:
         for name, value in mlflow_env.items():
             mp.setenv(name, value)
-        from tests.conftest import make_settings
+        from tests.support import make_settings
 
         remote = make_settings(settings.home, settings.data_dir, MEMBERFLOW_MLFLOW_URI=stack.mlflow_url)
         for model in ("repurchase", "churn", "conversion"):

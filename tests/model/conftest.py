@@ -6,28 +6,10 @@ cutoffs and holds out 2026-02-15 (its label window ends on the last landed day).
 
 from __future__ import annotations
 
-import shutil
-from datetime import date
-
 import pytest
 
 from memberflow.core.settings import Settings
-from tests.conftest import make_settings
-
-CUTOFFS = [date(2026, 1, 18), date(2026, 1, 25), date(2026, 2, 1), date(2026, 2, 15)]
-HORIZON = 14
-SCORE_DAY = date(2026, 3, 2)
-
-
-def published_copy(source: Settings, target) -> Settings:
-    """A private copy of a built workspace whose marts gate passed (training and scoring require it)."""
-    from expectations.marts import gate_warehouse
-    from memberflow.transform import latest_landed_day
-
-    shutil.copytree(source.home, target / "ws")
-    settings = make_settings(target / "ws", source.data_dir)
-    gate_warehouse(settings, latest_landed_day(settings))
-    return settings
+from tests.support import CUTOFFS, HORIZON, published_copy
 
 
 @pytest.fixture(scope="module")

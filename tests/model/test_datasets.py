@@ -10,7 +10,7 @@ import pytest
 
 from ml.config import model_spec
 from ml.datasets import DatasetError, build_training_set, check_cutoffs, default_cutoffs
-from tests.model.conftest import CUTOFFS, HORIZON
+from tests.support import CUTOFFS, HORIZON
 
 
 def test_default_cutoffs_hold_out_the_newest_landed_window_and_train_before_it():

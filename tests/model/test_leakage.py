@@ -27,8 +27,7 @@ from memberflow.extract import partition_days
 from memberflow.transform import build_warehouse
 from memberflow.warehouse import read_warehouse
 from ml.datasets import ensure_features, feature_columns
-from tests.conftest import make_settings
-from tests.model.conftest import published_copy
+from tests.support import make_settings, published_copy
 
 CUTOFF = date(2026, 2, 8)
 # table -> columns scrambled among the rows landed on or after the cutoff

@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from ml.datasets import CATEGORICAL
-from tests.model.conftest import SCORE_DAY
+from tests.support import SCORE_DAY
 
 
 def test_models_beat_their_baselines_on_the_fixed_sample(trained):

@@ -6,7 +6,7 @@ import pytest
 
 from ml.registry import CHALLENGER, CHAMPION, NoChampionError, alias_version, rollback, set_alias
 from ml.train import train
-from tests.model.conftest import CUTOFFS, HORIZON, published_copy
+from tests.support import CUTOFFS, HORIZON, published_copy
 
 # A model starved of splits: a handful of stumps on one feature in ten.
 WEAK = {"num_leaves": 2, "learning_rate": 0.01, "feature_fraction": 0.1, "min_data_in_leaf": 400}

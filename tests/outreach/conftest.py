@@ -9,8 +9,7 @@ import pytest
 
 from devkit.sandbox import SandboxConfig, SandboxServer
 from memberflow.core.settings import Settings
-from tests.conftest import make_settings
-from tests.model.conftest import SCORE_DAY
+from tests.support import make_settings
 
 # A webhook segment big enough to interrupt mid-delivery, beside a WeCom and an SMS one; the caps keep the
 # day's reach under the segments gate's 50 % of members.
@@ -76,19 +75,3 @@ def sandbox(monkeypatch):
     yield start
     for server in servers:
         server.stop()
-
-
-def vault_phones(settings: Settings) -> set[str]:
-    """Every plain number the workspace's contact vault can give."""
-    import pyarrow.parquet as pq
-
-    from memberflow.core.vault import ContactVault, partition_files
-
-    vault = ContactVault(settings.vault_key())
-    phones: set[str] = set()
-    for path in partition_files(settings.vault_dir):
-        phones |= {vault.open(s) for s in pq.read_table(path)["phone_sealed"].to_pylist()}
-    return phones
-
-
-__all__ = ["SCORE_DAY"]

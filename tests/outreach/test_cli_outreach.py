@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from memberflow.cli import app
-from tests.conftest import TEST_ID_KEY
+from tests.support import TEST_ID_KEY
 
 runner = CliRunner()
 

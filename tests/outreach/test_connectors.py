@@ -27,6 +27,7 @@ from memberflow.outreach.connectors import (
 )
 from memberflow.outreach.ledger import Ledger
 from memberflow.outreach.suppression import CHINA, Caps
+from tests.support import fake_phone
 
 NOON = datetime(2026, 3, 2, 12, 0, tzinfo=CHINA)
 
@@ -66,7 +67,9 @@ def ledger_with(settings, batch: list[Message]) -> tuple[Ledger, str]:
 def fast(name: str, url: str | None, **extra) -> ChannelConfig:
     values = {"batch_size": 20, "timeout_seconds": 0.3, "max_attempts": 12, "backoff_seconds": 0.01,
               "backoff_max_seconds": 0.2, **extra}  # fmt: skip
-    return ChannelConfig(name=name, url=url, **values)
+    # the credentials the environment gives now (the sandbox's, once a test started one)
+    credentials = OutreachConfig.load().channels[name].credentials
+    return ChannelConfig(name=name, url=url, credentials=credentials, **values)
 
 
 @pytest.fixture
@@ -174,11 +177,6 @@ def test_wecom_needs_credentials(settings, monkeypatch):
         WebhookConnector(fast("webhook", None), settings, clock)
 
 
-def fake_phone(i: int) -> str:
-    """An obviously made-up mainland mobile number, built at test time."""
-    return "139" + f"{i:08d}"
-
-
 def _vault(settings, phones: dict[str, str]) -> None:
     vault = ContactVault(settings.vault_key())
     folder = settings.vault_dir / "store_pos" / "members" / "dt=2026-03-01"
@@ -234,11 +232,15 @@ def test_file_drop_is_masked_and_merges_reruns(settings):
 
 
 def test_outreach_config_merges_overrides_and_names_bad_settings(tmp_path):
-    from memberflow.core.settings import ConfigError
+    from memberflow.core.settings import ConfigError, Settings
 
+    hooked = Settings.from_env(
+        {"MEMBERFLOW_HOME": str(tmp_path), "MEMBERFLOW_WEBHOOK_URL": "http://hooks.local/x"}
+    )
+    bare = Settings.from_env({"MEMBERFLOW_HOME": str(tmp_path)})
     override = tmp_path / "outreach.yml"
     override.write_text('caps: {quiet_hours: ["22:00", "07:30"]}\nchannels:\n  webhook: {batch_size: 50}\n')
-    config = OutreachConfig.load(override, environ={"MEMBERFLOW_WEBHOOK_URL": "http://hooks.local/x"})
+    config = OutreachConfig.load(override, settings=hooked)
     assert config.caps.quiet(datetime(2026, 3, 2, 21, 30, tzinfo=CHINA)) is False
     assert config.caps.quiet(datetime(2026, 3, 2, 7, 0, tzinfo=CHINA)) is True
     assert config.channels["webhook"].batch_size == 50 and config.channels["webhook"].rate_per_second == 20
@@ -248,9 +250,9 @@ def test_outreach_config_merges_overrides_and_names_bad_settings(tmp_path):
     )
     override.write_text("channels:\n  webhook: {batchsize: 50}\n")
     with pytest.raises(ConfigError, match="batchsize"):
-        OutreachConfig.load(override, environ={})
+        OutreachConfig.load(override, settings=bare)
     with pytest.raises(ConfigError, match="cannot read outreach config"):
-        OutreachConfig.load(tmp_path / "missing.yml", environ={})
+        OutreachConfig.load(tmp_path / "missing.yml", settings=bare)
 
 
 def test_wecom_asks_before_recreating_a_task_whose_answer_was_lost(settings, sandbox_env):

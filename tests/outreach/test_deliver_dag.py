@@ -8,8 +8,7 @@ import duckdb
 import pytest
 
 from devkit.orchestrate import run_dag
-from tests.conftest import TEST_ID_KEY
-from tests.outreach.conftest import SCORE_DAY, vault_phones
+from tests.support import SCORE_DAY, TEST_ID_KEY, vault_phones
 
 
 @pytest.fixture

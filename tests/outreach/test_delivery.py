@@ -19,8 +19,7 @@ from memberflow.core.contracts import CONTRACTS
 from memberflow.outreach.ledger import Ledger
 from memberflow.outreach.run import deliver, plan
 from memberflow.outreach.suppression import CHINA
-from tests.conftest import make_settings
-from tests.outreach.conftest import SCORE_DAY, vault_phones
+from tests.support import SCORE_DAY, make_settings, vault_phones
 
 MORNING = datetime(2026, 3, 2, 10, 0, tzinfo=CHINA)
 

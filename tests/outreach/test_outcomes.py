@@ -18,7 +18,7 @@ from expectations.marts import QualityGateError, gate_warehouse
 from memberflow.outreach.connectors import OutreachConfig
 from memberflow.outreach.run import plan, write_memberships
 from memberflow.segments import load_segments
-from tests.outreach.conftest import SCORE_DAY
+from tests.support import SCORE_DAY
 
 DAYS = days_between(date(2026, 2, 25), SCORE_DAY)  # six consecutive days
 

@@ -9,7 +9,7 @@ import pandas as pd
 import expectations.runner as runner
 from expectations.config import QualityConfig
 from expectations.runner import Suite, build_data_docs, validate
-from tests.conftest import make_settings
+from tests.support import make_settings
 
 
 def test_each_run_renders_its_own_pages_and_the_index_links_the_newest(tmp_path, monkeypatch):

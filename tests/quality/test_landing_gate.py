@@ -18,7 +18,7 @@ from expectations.landing import audit_and_publish
 from expectations.runner import QualityGateError, load_results
 from memberflow.core.contracts import get_contract
 from memberflow.extract import extract_table, partition_dir, read_report
-from tests.dbt.conftest import DAYS, START
+from tests.support import DAYS, START
 
 DAY = START + timedelta(days=DAYS - 1)
 

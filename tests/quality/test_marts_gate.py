@@ -10,7 +10,7 @@ import pytest
 from expectations.marts import SUITES, gate_warehouse
 from expectations.runner import QualityGateError
 from memberflow.warehouse import NotPublishedError, published_marker, require_published
-from tests.dbt.conftest import DAYS, START
+from tests.support import DAYS, START
 
 DAY = START + timedelta(days=DAYS - 1)
 

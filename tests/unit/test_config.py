@@ -88,3 +88,13 @@ def test_the_schedules_start_on_the_go_live_day_in_china_time():
     assert schedule_start({"MEMBERFLOW_START_DATE": "2026-12-01"}).isoformat() == "2026-12-01T00:00:00+08:00"
     with pytest.raises(ConfigError, match="MEMBERFLOW_START_DATE"):
         schedule_start({"MEMBERFLOW_START_DATE": "next monday"})
+
+
+def test_an_unknown_dbt_target_stops_with_the_choices(tmp_path):
+    with pytest.raises(ConfigError, match="MEMBERFLOW_DBT_TARGET='duckbd': choose one of duckdb, postgres"):
+        Settings.from_env({"MEMBERFLOW_HOME": str(tmp_path), "MEMBERFLOW_DBT_TARGET": "duckbd"})
+
+
+def test_outreach_credentials_stay_out_of_the_settings_repr(tmp_path):
+    settings = Settings.from_env({"MEMBERFLOW_HOME": str(tmp_path), "MEMBERFLOW_SMS_KEY": "sms-secret-value"})
+    assert settings.sms_key == "sms-secret-value" and "sms-secret-value" not in repr(settings)

@@ -22,7 +22,7 @@ from memberflow.extract import (
     partition_dir,
     report_path,
 )
-from tests.conftest import TEST_ID_KEY, make_settings
+from tests.support import TEST_ID_KEY, make_settings
 
 DAY = date(2026, 3, 2)
 PHONE = "135" + "0000" + "4321"

@@ -3,6 +3,7 @@ upward import planted in a copy of the code breaks it."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -40,7 +41,9 @@ def copy_code(to: Path) -> Path:
 def test_an_upward_import_breaks_the_check(tmp_path: Path) -> None:
     root = copy_code(tmp_path)
     vocab = root / "memberflow" / "core" / "vocab.py"
-    vocab.write_text(vocab.read_text() + "\n\ndef late():\n    from memberflow.segments import load_segments\n")
+    vocab.write_text(
+        vocab.read_text() + "\n\ndef late():\n    from memberflow.segments import load_segments\n"
+    )
     found = lint(root)
     assert found.returncode != 0
     assert "memberflow.core.vocab -> memberflow.segments" in found.stdout
@@ -54,3 +57,21 @@ def test_an_import_cycle_breaks_the_check(tmp_path: Path) -> None:
     assert found.returncode != 0
     assert "No cycles are allowed in ml." in found.stdout
     assert ".evaluate -> .train" in found.stdout
+
+
+def test_only_the_settings_module_reads_the_environment() -> None:
+    """Settings come from one reader (memberflow/core/settings.py). The CLI may set variables for the DAG
+    runs it starts, dbt's child process inherits the environment, and devkit points Airflow at a workspace:
+    none of those read a setting."""
+    allowed = {"memberflow/core/settings.py", "memberflow/dbt_env.py", "memberflow/cli.py"}
+    readers = []
+    for package in ("memberflow", "ml", "expectations"):
+        for path in sorted((REPO / package).rglob("*.py")):
+            name = path.relative_to(REPO).as_posix()
+            text = path.read_text(encoding="utf-8")
+            reads = re.findall(r"os\.environ\.get\(|os\.getenv\(|os\.environ\[[^]]+\](?!\s*=)", text)
+            if reads and name not in allowed:
+                readers.append(name)
+    assert readers == []
+    cli = (REPO / "memberflow" / "cli.py").read_text(encoding="utf-8")
+    assert not re.search(r"os\.environ\.get\(|os\.getenv\(", cli)
