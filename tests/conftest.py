@@ -10,6 +10,7 @@ import pytest
 
 from devkit.orchestrate import apply_airflow_environment
 from memberflow.core.settings import Settings, apply_privacy_defaults
+from memberflow.core.vocab import MODELS
 from tests.support import SAMPLE_DAYS, SAMPLE_START, TEST_ID_KEY, make_settings
 
 _SESSION_HOME = Path(tempfile.mkdtemp(prefix="memberflow-tests-"))
@@ -28,6 +29,7 @@ SLOW_FIXTURES = frozenset(
         "business_sample",
         "built",
         "scored",
+        "trained_ws",
         "workspace_copy",
         "ml_workspace",
         "trained",
@@ -114,17 +116,26 @@ def built(tmp_path_factory, business_sample) -> Settings:
 
 
 @pytest.fixture(scope="session")
-def scored(tmp_path_factory, built) -> Settings:
-    """The business sample built, gated, with repurchase, churn and conversion trained and scored
-    (shared by the outreach and ops API tiers)."""
+def trained_ws(tmp_path_factory, built) -> tuple[Settings, dict]:
+    """The business sample built and gated, with repurchase, churn and conversion trained once (each the
+    first of its name, so each becomes champion); the training results by model."""
+    from ml.train import train
+    from tests.support import CUTOFFS, HORIZON, published_copy
+
+    settings = published_copy(built, tmp_path_factory.mktemp("trained"))
+    return settings, {model: train(settings, model, CUTOFFS, HORIZON) for model in MODELS}
+
+
+@pytest.fixture(scope="session")
+def scored(tmp_path_factory, trained_ws) -> Settings:
+    """A copy of the trained workspace with every model's population scored for SCORE_DAY and the scores
+    gate passed (shared by the outreach and ops API tiers)."""
     from expectations.marts import gate_warehouse
     from ml.score import score
-    from ml.train import train
-    from tests.support import CUTOFFS, HORIZON, SCORE_DAY, published_copy
+    from tests.support import SCORE_DAY, copy_workspace
 
-    settings = published_copy(built, tmp_path_factory.mktemp("scored"))
-    for model in ("repurchase", "churn", "conversion"):
-        train(settings, model, CUTOFFS, HORIZON)
+    settings = copy_workspace(trained_ws[0], tmp_path_factory.mktemp("scored"))
+    for model in MODELS:
         score(settings, model, SCORE_DAY)
     gate_warehouse(settings, SCORE_DAY, gate="scores")
     return settings

@@ -60,6 +60,12 @@ def query(settings, sql: str) -> pl.DataFrame:
         return con.sql(sql).pl()
 
 
+def copy_workspace(source: Settings, target: Path) -> Settings:
+    """A private copy of a workspace (warehouse, MLflow store, ledger...) over the same source data."""
+    shutil.copytree(source.home, target / "ws")
+    return make_settings(target / "ws", source.data_dir)
+
+
 def published_copy(source: Settings, target) -> Settings:
     """A private copy of a built workspace whose marts gate passed (training and scoring require it)."""
     shutil.copytree(source.home, target / "ws")

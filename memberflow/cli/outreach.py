@@ -1,0 +1,195 @@
+"""Outreach commands: preview segments, deliver them, and serve the sandbox receivers."""
+
+from __future__ import annotations
+
+import time
+from datetime import date
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from memberflow.cli.base import _parse_date, _settings, app, console, err
+from memberflow.core.settings import ConfigError, Settings
+
+
+def _outreach_errors(action):
+    """Run a segments/delivery action; unusable inputs exit 1, a bad segments or outreach config exits 2."""
+    from memberflow.segments import ProfilesError
+
+    try:
+        return action()
+    except ConfigError as exc:
+        err.print(f"[red]configuration error:[/red] {escape(str(exc))}")
+        raise typer.Exit(2) from None
+    except (ProfilesError, FileNotFoundError) as exc:
+        err.print(f"[red]cannot plan segments:[/red] {escape(str(exc))}")
+        raise typer.Exit(1) from None
+
+
+def _delivery_date(settings: Settings, as_of: str | None) -> date:
+    if as_of:
+        return _parse_date(as_of)
+    from memberflow.warehouse import NotPublishedError, require_published
+
+    try:
+        return date.fromisoformat(require_published(settings, "scores")["date"])
+    except NotPublishedError:
+        err.print(
+            "[red]no published scores:[/red] pass --as-of or run `memberflow score` and its quality gate"
+        )
+        raise typer.Exit(1) from None
+
+
+def _segments_table(title: str, summary: dict) -> Table:
+    table = Table(title=title)
+    for column in (
+        "segment",
+        "channel",
+        "matched",
+        "assigned",
+        "send",
+        "holdout",
+        "already sent",
+        "suppressed",
+    ):
+        table.add_column(
+            column, justify="left" if column in ("segment", "channel", "suppressed") else "right"
+        )
+    for name, s in summary.items():
+        table.add_row(
+            name,
+            s["channel"],
+            f"{s['matched']:,}",
+            f"{s['assigned']:,}",
+            f"{s['send']:,}",
+            f"{s['holdout']:,}",
+            f"{s['already_sent']:,}",
+            ", ".join(f"{r} {n:,}" for r, n in sorted(s["suppressed"].items())) or "-",
+        )
+    return table
+
+
+segments_app = typer.Typer(
+    help="Segments: rules over tags and scores, and who is in them.", no_args_is_help=True
+)
+
+app.add_typer(segments_app, name="segments")
+
+
+@segments_app.command("preview")
+def segments_preview(
+    as_of: Annotated[
+        str | None, typer.Option(help="Delivery date YYYY-MM-DD (default: the scored date).")
+    ] = None,
+    samples: Annotated[int, typer.Option(min=0, help="Sample members shown per segment (masked).")] = 3,
+) -> None:
+    """Dry run of the day's segments: sizes, suppressed by reason, a few masked members. Sends nothing."""
+    settings = _settings()
+    day = _delivery_date(settings, as_of)
+    import polars as pl
+
+    from memberflow.outreach.run import member_reasons, plan
+
+    planned = _outreach_errors(lambda: plan(settings, day))
+    console.print(_segments_table(f"segments on {day} ({planned.members:,} members)", planned.summary()))
+    if samples:
+        table = Table(title="sample members (masked)")
+        for column in ("segment", "member", "phone", "status", "why"):
+            table.add_column(column)
+        for seg in planned.segments:
+            rows = planned.frame.filter(pl.col("segment") == seg.name).sort("tie").head(samples)
+            for r in rows.iter_rows(named=True):
+                why = "; ".join(member_reasons(r, seg)[:2])
+                table.add_row(
+                    seg.name,
+                    r["member_id"],
+                    r.get("phone_masked") or "-",
+                    r["status"] + (f" ({r['reason']})" if r["reason"] else ""),
+                    escape(why),
+                )
+        console.print(table)
+
+
+def _print_delivery(report) -> None:
+    if report.dry_run:
+        verb, count = "would send", sum(s["send"] for s in report.segments.values())
+    else:
+        verb, count = "sent", report.sent
+    by_channel = ", ".join(f"{c} {n:,}" for c, n in sorted(report.sent_by_channel.items())) or "none"
+    console.print(
+        _segments_table(f"segments on {report.as_of} ({report.members:,} members)", report.segments)
+    )
+    console.print(
+        f"run {report.run_id}: {verb} {count:,} ({by_channel}); "
+        f"retried from earlier runs {report.retried:,}; "
+        f"requests retried {report.retried_requests:,}; "
+        f"holdout {report.holdout:,}; "
+        f"already sent {report.already_sent:,}"
+    )
+    if report.suppressed:
+        console.print("suppressed: " + ", ".join(f"{r} {n:,}" for r, n in report.suppressed.items()))
+    if report.failed:
+        err.print(
+            "[yellow]failed (retried on the next run):[/yellow] "
+            + escape("; ".join(f"{e} ({n:,})" for e, n in report.failed.items()))
+        )
+    console.print(f"report: {report.report_path}")
+
+
+@app.command()
+def deliver(
+    as_of: Annotated[
+        str | None, typer.Option(help="Delivery date YYYY-MM-DD (default: the scored date).")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Plan and report only; send nothing.")] = False,
+) -> None:
+    """Build the day's segments, suppress, and send what is new through the connectors (ledger + report).
+
+    The plan passes the segments quality gate before anything is sent. Endpoints come from the environment
+    (MEMBERFLOW_WEBHOOK_URL, MEMBERFLOW_WECOM_URL, MEMBERFLOW_SMS_URL and their secrets); a channel
+    without one fails its rows, which are retried on the next run.
+    """
+    settings = _settings()
+    day = _delivery_date(settings, as_of)
+    from memberflow.outreach.run import deliver as run_delivery
+    from memberflow.outreach.run import plan, write_memberships
+
+    if not dry_run:
+        from expectations.marts import gate_warehouse
+        from expectations.runner import QualityGateError
+
+        _outreach_errors(lambda: write_memberships(settings, plan(settings, day)))
+        try:
+            gate_warehouse(settings, day, gate="segments")
+        except QualityGateError as exc:
+            err.print(f"[red]segments quality gate failed; nothing sent:[/red] {escape(str(exc))}")
+            raise typer.Exit(1) from None
+    report = _outreach_errors(lambda: run_delivery(settings, day, dry_run=dry_run))
+    _print_delivery(report)
+    raise typer.Exit(1 if report.failed else 0)
+
+
+@app.command()
+def sandbox(
+    port: Annotated[int, typer.Option(help="Local port.")] = 8791,
+    failure_rate: Annotated[
+        float, typer.Option(min=0, max=1, help="Share of requests answered with a fault.")
+    ] = 0.0,
+    limit_per_minute: Annotated[int | None, typer.Option(help="Requests per minute per API.")] = None,
+) -> None:
+    """Serve local stand-ins of the webhook, WeCom and SMS APIs (for trying deliveries by hand)."""
+    from devkit.sandbox import SandboxConfig, SandboxServer
+
+    limits = {"webhook": limit_per_minute, "wecom": limit_per_minute, "sms": limit_per_minute}
+    server = SandboxServer(SandboxConfig(limits=limits, failure_rate=failure_rate), port=port).start()
+    console.print(f"outreach sandbox on {server.url}; point memberflow at it with:")
+    for key, value in server.env().items():
+        console.print(f"  export {key}={value}")
+    console.print(f"received so far: {server.url}/_sandbox/received   (Ctrl-C stops)")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        server.stop()
