@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from memberflow.core.contracts import CONTRACTS
 from memberflow.core.phones import phone_token
 from memberflow.core.settings import PgSettings, Settings, postgres_target
-from memberflow.dbt_env import DBT_PROJECT_DIR, dbt_environment, output_tail, run_dbt_process
+from memberflow.dbt_env import DBT_PROJECT_DIR, dbt_environment, dbt_home, output_tail, run_dbt_process
 from memberflow.extract import file_fingerprint, landed_schema, partition_days
 from memberflow.postgres import PHASE_ONE, load_landing, read_relation, replay_identity
 from memberflow.warehouse import clear_published, open_warehouse, warehouse_lock
@@ -129,15 +129,20 @@ def record_incremental_build(settings: Settings) -> None:
         pending.replace(_manifest_path(settings, BUILT_MANIFEST))
 
 
+def write_landing_schemas(settings: Settings) -> None:
+    """An empty file with each landed table's columns, which the dbt source reads beside the partitions:
+    a table never delivered is an empty relation (dbt_project/models/staging/_landing__sources.yml)."""
+    for contract in CONTRACTS:
+        target = settings.landing_dir / contract.channel / contract.table / "_schema" / "part-0.parquet"
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            pq.write_table(landed_schema(contract).empty_table(), target)
+
+
 def write_build_inputs(settings: Settings) -> None:
     """Schema files of every landed table, the blocked-identifier reference and the incremental build's
     decisions (plan_incremental_build), under the workspace."""
-    schemas = settings.landing_dir / "_schemas"
-    schemas.mkdir(parents=True, exist_ok=True)
-    for contract in CONTRACTS:
-        target = schemas / f"{contract.channel}.{contract.table}.parquet"
-        if not target.exists():
-            pq.write_table(landed_schema(contract).empty_table(), target)
+    write_landing_schemas(settings)
     key = settings.id_key()
     rows = [
         {"id_type": "phone_token", "id_value": phone_token(p, key), "reason": "blocked_phone"}
@@ -197,6 +202,39 @@ def run_dbt(
     if completed.returncode != 0 and not failures:
         failures.append(f"dbt exited {completed.returncode} (see {env['DBT_LOG_PATH']}/dbt.log)")
     return DbtResult(succeeded, failures)
+
+
+@dataclass
+class SourceFreshness:
+    table: str  # <channel>__<table>
+    status: str  # pass, warn, error (dbt's verdict), or runtime error
+    newest_load: str | None  # _loaded_at of the newest landed row (ISO 8601)
+    age_hours: float | None
+
+
+def source_freshness(settings: Settings) -> list[SourceFreshness]:
+    """How old each landed channel table is: ``dbt source freshness`` on the landing source, whose
+    thresholds (hours since the newest row's load time) are in _landing__sources.yml."""
+    write_landing_schemas(settings)
+    target = dbt_home(settings) / "freshness"
+    (target / "sources.json").unlink(missing_ok=True)
+    completed = run_dbt_process(settings, ["source", "freshness", "--select", "source:landing"], target)
+    if not (target / "sources.json").exists():
+        raise DbtError(
+            f"dbt source freshness could not run (exit {completed.returncode}):\n{output_tail(completed)}"
+        )
+    found = []
+    for node in json.loads((target / "sources.json").read_text())["results"]:
+        age = node.get("max_loaded_at_time_ago_in_s")
+        found.append(
+            SourceFreshness(
+                node["unique_id"].rsplit(".", 1)[-1],
+                node["status"],
+                node.get("max_loaded_at"),
+                None if age is None else round(age / 3600, 1),
+            )
+        )
+    return sorted(found, key=lambda f: f.table)
 
 
 def build_warehouse(

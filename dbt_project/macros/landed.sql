@@ -1,37 +1,28 @@
 {#
-  The landed rows of one channel table, as a relation. On DuckDB, the Parquet itself: every dated partition
-  plus the table's empty schema file, so a channel that has never delivered is an empty relation with the
-  right columns, not an error. Elsewhere, the raw table memberflow.postgres loads before the build.
-#}
-{#
-  `after`: only the partitions dated after that day (an incremental model's watermark), read without
-  touching the older ones.
+  The landed rows of one channel table: the `landing` source (models/staging/_landing__sources.yml).
+  `after`: only the partitions dated after that day (an incremental model's watermark). On DuckDB the
+  filter is on the partition file's name, so the older partitions are not even opened.
 #}
 {% macro landed(channel, table, after=none) -%}
-  {{ return(adapter.dispatch('landed', 'memberflow')(channel, table, after)) }}
-{%- endmacro %}
-
-{% macro default__landed(channel, table, after=none) -%}
+  {%- set relation = source('landing', channel ~ '__' ~ table) -%}
   {%- if after -%}
-    (select * from {{ raw_relation(channel ~ '__' ~ table) }} where "_partition_dt" > cast('{{ after }}' as date)) as newer_partitions
+    (select * from {{ relation }} where {{ newer_partitions(channel, table, after) }}) as newer_partitions
   {%- else -%}
-    {{ raw_relation(channel ~ '__' ~ table) }}
+    {{ relation }}
   {%- endif -%}
 {%- endmacro %}
 
-{% macro duckdb__landed(channel, table, after=none) -%}
-  {%- set home = env_var('MEMBERFLOW_HOME') -%}
-  {%- set pattern = home ~ '/landing/' ~ channel ~ '/' ~ table ~ '/dt=*/part-0.parquet' -%}
-  {%- set schema_file = home ~ '/landing/_schemas/' ~ channel ~ '.' ~ table ~ '.parquet' -%}
-  {%- set files = [] -%}
-  {%- if execute and after -%}
-    {%- set found = run_query("select file from glob('" ~ pattern ~ "') where regexp_extract(file, '/dt=([0-9-]+)/', 1) > '" ~ after ~ "' order by file") -%}
-    {%- set files = found.columns[0].values() | list -%}
-  {%- elif execute -%}
-    {%- set found = run_query("select count(*) from glob('" ~ pattern ~ "')").columns[0].values()[0] -%}
-    {%- set files = [pattern] if found > 0 else [] -%}
-  {%- endif -%}
-  read_parquet(['{{ schema_file }}'{% for f in files %}, '{{ f }}'{% endfor %}], union_by_name = true)
+{% macro newer_partitions(channel, table, after) -%}
+  {{ return(adapter.dispatch('newer_partitions', 'memberflow')(channel, table, after)) }}
+{%- endmacro %}
+
+{% macro default__newer_partitions(channel, table, after) -%}
+  "_partition_dt" > cast('{{ after }}' as date)
+{%- endmacro %}
+
+{% macro duckdb__newer_partitions(channel, table, after) -%}
+  {#- partition folders are dt=YYYY-MM-DD: every file of a later day sorts after "dt=<after>/~" -#}
+  _landed_file > '{{ env_var("MEMBERFLOW_HOME") }}/landing/{{ channel }}/{{ table }}/dt={{ after }}/~'
 {%- endmacro %}
 
 {#

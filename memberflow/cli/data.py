@@ -429,10 +429,40 @@ def _print_summary(settings: Settings) -> None:
 
 
 @app.command()
+def freshness() -> None:
+    """How old each landed channel table is: dbt source freshness on the time its newest rows were loaded.
+
+    A table that lands every day is 24-48 hours old; it warns after a missed day and is an error after
+    three. Exits 1 when any table is an error, 0 otherwise.
+    """
+    from memberflow.transform import DbtError, source_freshness
+
+    settings = _settings()
+    try:
+        found = source_freshness(settings)
+    except DbtError as exc:
+        err.print(f"[red]{escape(str(exc))}[/red]", soft_wrap=True)
+        raise typer.Exit(1) from None
+    table = Table(title=f"landed tables, as of now ({settings.landing_dir})")
+    for column in ("table", "status", "newest load (UTC)", "hours old"):
+        table.add_column(column, justify="right" if column == "hours old" else "left")
+    colours = {"pass": "green", "warn": "yellow"}
+    for f in found:
+        colour = colours.get(f.status, "red")
+        age = "" if f.age_hours is None else f"{f.age_hours:,.1f}"
+        table.add_row(f.table, f"[{colour}]{f.status}[/{colour}]", f.newest_load or "never", age)
+    console.print(table)
+    stale = [f.table for f in found if f.status not in ("pass", "warn")]
+    if stale:
+        err.print(f"[red]stale or unreadable: {', '.join(stale)}[/red]")
+        raise typer.Exit(1)
+
+
+@app.command()
 def where() -> None:
     """Print where the workspace keeps each thing."""
     settings = _settings()
-    from devkit.orchestrate import DAGS_FOLDER
+    from memberflow.core.settings import DAGS_FOLDER
 
     for label, path in (
         ("workspace (MEMBERFLOW_HOME)", settings.home),

@@ -6,7 +6,8 @@
 with
 
 final as (
-    select * from (values
+    select * from (
+        values
         {%- for row in var('category_catalog') %}
         (
             '{{ row[0] }}',
@@ -17,7 +18,7 @@ final as (
             '{{ row[5] }}'
         ){{ ',' if not loop.last }}
         {%- endfor %}
-    ) as catalog (category, interest, replenishment_days, is_device, health_related, label)
+    ) as catalog (category, interest, replenishment_days, is_device, health_related, label)  -- noqa: AL05
 )
 
 select * from final

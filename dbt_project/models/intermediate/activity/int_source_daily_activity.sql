@@ -33,8 +33,8 @@ events as (
         external_userid as id_value,
         event_date as activity_date,
         loaded_on,
-        (event_type = 'checkin')::int as checkins,
-        (event_type = 'message')::int as group_messages,
+        cast((event_type = 'checkin') as int) as checkins,
+        cast((event_type = 'message') as int) as group_messages,
         0 as watch_seconds,
         0 as livestream_sessions,
         0 as mp_visits,
@@ -45,7 +45,8 @@ events as (
     union all
     select
         'miniprogram.events', 'openid', openid_key, event_date, loaded_on, 0, 0, 0, 0,
-        (event_type = 'visit')::int, 1, (event_type = 'article_view')::int, (event_type = 'assessment')::int
+        cast((event_type = 'visit') as int), 1,
+        cast((event_type = 'article_view') as int), cast((event_type = 'assessment') as int)
     from mp_events
     union all
     select
@@ -62,14 +63,14 @@ final as (
         id_value,
         activity_date,
         loaded_on,
-        sum(checkins)::bigint as checkins,
-        sum(group_messages)::bigint as group_messages,
-        sum(watch_seconds)::bigint as watch_seconds,
-        sum(livestream_sessions)::bigint as livestream_sessions,
-        sum(mp_visits)::bigint as mp_visits,
-        sum(mp_events)::bigint as mp_events,
-        sum(article_views)::bigint as article_views,
-        sum(assessments)::bigint as assessments
+        cast(sum(checkins) as bigint) as checkins,
+        cast(sum(group_messages) as bigint) as group_messages,
+        cast(sum(watch_seconds) as bigint) as watch_seconds,
+        cast(sum(livestream_sessions) as bigint) as livestream_sessions,
+        cast(sum(mp_visits) as bigint) as mp_visits,
+        cast(sum(mp_events) as bigint) as mp_events,
+        cast(sum(article_views) as bigint) as article_views,
+        cast(sum(assessments) as bigint) as assessments
     from events
     group by source, id_type, id_value, activity_date, loaded_on
 )

@@ -3,7 +3,10 @@
 {% set caps = var('identity_caps') %}
 with
 
-evidence as (select * from {{ ref('int_identity_evidence') }} where strength = 'strong'),
+evidence as (
+    select * from {{ ref('int_identity_evidence') }}
+    where strength = 'strong'
+),
 blocked as (select * from {{ ref('int_identity_blocked_values') }}),
 
 links_per_key as (
@@ -23,9 +26,10 @@ fan_out as (
         end as cap
     from evidence
     inner join links_per_key
-        on evidence.id_type_a = links_per_key.id_type_a
-        and evidence.id_value_a = links_per_key.id_value_a
-        and evidence.id_type_b = links_per_key.id_type_b
+        on
+            evidence.id_type_a = links_per_key.id_type_a
+            and evidence.id_value_a = links_per_key.id_value_a
+            and evidence.id_type_b = links_per_key.id_type_b
 ),
 
 final as (

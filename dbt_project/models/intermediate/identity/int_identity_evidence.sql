@@ -14,29 +14,43 @@ policies as (select * from {{ ref('stg_insurance__policies') }}),
 phone_masks as (select * from {{ ref('int_identity_phone_masks') }}),
 
 strong_links as (
-    select 'unionid' as id_type_a, unionid as id_value_a, 'openid' as id_type_b, openid_key as id_value_b,
+    select
+        'unionid' as id_type_a, unionid as id_value_a, 'openid' as id_type_b, openid_key as id_value_b,
         'mp_unionid' as rule, unionid_first_seen_on as first_seen_on
-    from mp_users where unionid is not null
+    from mp_users
+    where unionid is not null
     union all
     select 'unionid', unionid, 'external_userid', external_userid, 'wecom_unionid', unionid_first_seen_on
-    from wecom_contacts where unionid is not null
+    from wecom_contacts
+    where unionid is not null
     union all
     select 'unionid', viewer_unionid, 'openid', viewer_key, 'live_unionid', loaded_on
-    from live_views where viewer_unionid is not null
+    from live_views
+    where viewer_unionid is not null
     union all
     select 'phone_token', phone_token, 'openid', openid_key, 'mp_phone', phone_first_seen_on
-    from mp_users where phone_token is not null
+    from mp_users
+    where phone_token is not null
     union all
-    select 'phone_token', remark_phone_token, 'external_userid', external_userid, 'wecom_remark_phone', remark_phone_first_seen_on
-    from wecom_contacts where remark_phone_token is not null
+    select
+        'phone_token', remark_phone_token, 'external_userid', external_userid, 'wecom_remark_phone',
+        remark_phone_first_seen_on
+    from wecom_contacts
+    where remark_phone_token is not null
     union all
     select 'phone_token', phone_token, 'card_no', card_no, 'store_card_phone', phone_first_seen_on
-    from store_members where phone_token is not null
+    from store_members
+    where phone_token is not null
     union all
-    select 'phone_token', member_phone_token, 'buyer_id', buyer_key, 'ecommerce_member_phone', member_phone_first_seen_on
-    from ecom_orders where member_phone_token is not null
+    select
+        'phone_token', member_phone_token, 'buyer_id', buyer_key, 'ecommerce_member_phone',
+        member_phone_first_seen_on
+    from ecom_orders
+    where member_phone_token is not null
     union all
-    select 'phone_token', holder_phone_token, 'policy_id', policy_key, 'insurance_holder_phone', holder_phone_first_seen_on
+    select
+        'phone_token', holder_phone_token, 'policy_id', policy_key, 'insurance_holder_phone',
+        holder_phone_first_seen_on
     from policies
 ),
 

@@ -11,40 +11,47 @@ store_members as (select * from {{ ref('stg_store_pos__members') }}),
 store_orders as (select * from {{ ref('stg_store_pos__orders') }}),
 ecom_orders as (select * from {{ ref('stg_ecommerce__orders') }}),
 policies as (select * from {{ ref('stg_insurance__policies') }}),
-consent as (select * from {{ ref('stg_consent__events') }}),
 blocked as (select * from {{ ref('int_identity_blocked_values') }}),
 
 sightings as (
     select 'external_userid' as id_type, external_userid as id_value, first_seen_on, 'wecom' as channel
     from wecom_contacts
     union all
-    select 'unionid', unionid, unionid_first_seen_on, 'wecom' from wecom_contacts where unionid is not null
+    select 'unionid', unionid, unionid_first_seen_on, 'wecom' from wecom_contacts
+    where unionid is not null
     union all
     select 'phone_token', remark_phone_token, remark_phone_first_seen_on, 'wecom'
-    from wecom_contacts where remark_phone_token is not null
+    from wecom_contacts
+    where remark_phone_token is not null
     union all
     select 'openid', openid_key, first_seen_on, 'miniprogram' from mp_users
     union all
-    select 'unionid', unionid, unionid_first_seen_on, 'miniprogram' from mp_users where unionid is not null
+    select 'unionid', unionid, unionid_first_seen_on, 'miniprogram' from mp_users
+    where unionid is not null
     union all
     select 'phone_token', phone_token, phone_first_seen_on, 'miniprogram'
-    from mp_users where phone_token is not null
+    from mp_users
+    where phone_token is not null
     union all
     select 'openid', viewer_key, loaded_on, 'livestream' from live_views
     union all
-    select 'unionid', viewer_unionid, loaded_on, 'livestream' from live_views where viewer_unionid is not null
+    select 'unionid', viewer_unionid, loaded_on, 'livestream' from live_views
+    where viewer_unionid is not null
     union all
     select 'card_no', card_no, first_seen_on, 'store_pos' from store_members
     union all
     select 'phone_token', phone_token, phone_first_seen_on, 'store_pos'
-    from store_members where phone_token is not null
+    from store_members
+    where phone_token is not null
     union all
-    select 'card_no', card_no, first_seen_on, 'store_pos' from store_orders where card_no is not null
+    select 'card_no', card_no, first_seen_on, 'store_pos' from store_orders
+    where card_no is not null
     union all
     select 'buyer_id', buyer_key, first_seen_on, 'ecommerce' from ecom_orders
     union all
     select 'phone_token', member_phone_token, member_phone_first_seen_on, 'ecommerce'
-    from ecom_orders where member_phone_token is not null
+    from ecom_orders
+    where member_phone_token is not null
     union all
     select 'policy_id', policy_key, first_seen_on, 'insurance' from policies
     union all

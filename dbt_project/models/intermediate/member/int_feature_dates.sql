@@ -4,7 +4,7 @@ with
 
 {% if var('feature_dates') %}
 final as (
-    select unnest([
+    select distinct unnest([
         {%- for day in var('feature_dates') %}cast('{{ day }}' as date){% if not loop.last %}, {% endif %}{% endfor -%}
     ]) as as_of_date
 )

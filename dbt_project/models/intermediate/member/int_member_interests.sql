@@ -1,7 +1,10 @@
 -- Interests a member has shown, from the day first shown: categories bought, articles read, assessments.
 with
 
-orders as (select * from {{ ref('fct_orders') }} where member_id is not null and is_purchase),
+orders as (
+    select * from {{ ref('fct_orders') }}
+    where member_id is not null and is_purchase
+),
 mp_events as (select * from {{ ref('stg_miniprogram__events') }}),
 identifiers as (select * from {{ ref('member_identifiers') }}),
 catalog as (select * from {{ ref('category_catalog') }}),
@@ -17,7 +20,8 @@ signals as (
 ),
 
 final as (
-    select signals.member_id, catalog.interest, bool_or(catalog.health_related) as health_related,
+    select
+        signals.member_id, catalog.interest, bool_or(catalog.health_related) as health_related,
         min(signals.shown_on) as valid_from
     from signals
     inner join catalog on signals.category = catalog.category

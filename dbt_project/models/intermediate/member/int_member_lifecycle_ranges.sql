@@ -15,11 +15,14 @@ spans as (
 ),
 
 raw_ranges as (
-    select member_id, 'active' as stage, activity_date as valid_from,
+    select
+        member_id, 'active' as stage, activity_date as valid_from,
         least(coalesce(next_activity, activity_date + 15), activity_date + 15) as valid_to
     from spans
     union all
-    select member_id, 'at_risk', activity_date + 15, least(coalesce(next_activity, activity_date + 30), activity_date + 30)
+    select
+        member_id, 'at_risk', activity_date + 15,
+        least(coalesce(next_activity, activity_date + 30), activity_date + 30)
     from spans
     where next_activity is null or next_activity > activity_date + 15
     union all
@@ -42,15 +45,18 @@ with_new_and_lost as (
     from raw_ranges
     inner join milestones on raw_ranges.member_id = milestones.member_id
     union all
-    select member_id, 'new', first_seen_on,
+    select
+        member_id, 'new', first_seen_on,
         case when lost_on is not null then least(first_seen_on + 8, lost_on) else first_seen_on + 8 end
     from milestones
     union all
-    select member_id, 'lost', lost_on, null from milestones where lost_on is not null
+    select member_id, 'lost', lost_on, null from milestones
+    where lost_on is not null
 ),
 
 non_empty as (
-    select * from with_new_and_lost where valid_to is null or valid_to > valid_from
+    select * from with_new_and_lost
+    where valid_to is null or valid_to > valid_from
 ),
 
 islands as (
@@ -62,9 +68,11 @@ islands as (
         select
             *,
             case
-                when lag(stage) over (partition by member_id order by valid_from, stage) = stage
+                when
+                    lag(stage) over (partition by member_id order by valid_from, stage) = stage
                     and lag(valid_to) over (partition by member_id order by valid_from, stage) = valid_from
-                then 0 else 1
+                    then 0
+                else 1
             end as starts_island
         from non_empty
     ) as ranges

@@ -24,29 +24,33 @@ running as (
         lead(order_date) over (partition by member_id order by order_date) as valid_to,
         sum(orders) over (partition by member_id order by order_date) as orders_so_far,
         sum(spend) over (partition by member_id order by order_date)
-            / sum(orders) over (partition by member_id order by order_date) as aov_so_far
+        / sum(orders) over (partition by member_id order by order_date) as aov_so_far
     from purchase_days
 ),
 
 first_purchases as (
-    select member_id, min(order_date) as first_order_on from purchase_days group by member_id
+    select member_id, min(order_date) as first_order_on from purchase_days
+    group by member_id
 ),
 
 funnel as (
     -- a join, not a correlated subquery: PostgreSQL would run that once per member
-    select milestones.member_id, 'prospect' as tag_value, milestones.first_seen_on as valid_from,
+    select
+        milestones.member_id, 'prospect' as tag_value, milestones.first_seen_on as valid_from,
         first_purchases.first_order_on as valid_to
     from milestones
     left join first_purchases on milestones.member_id = first_purchases.member_id
     union all
-    select member_id,
+    select
+        member_id,
         case when orders_so_far >= 4 then 'loyal' when orders_so_far >= 2 then 'repeat' else 'first_order' end,
         valid_from, valid_to
     from running
 ),
 
 value_tier as (
-    select member_id,
+    select
+        member_id,
         case
             when aov_so_far < 80 then 'under_80'
             when aov_so_far < 120 then '80_120'

@@ -69,6 +69,11 @@ consent_by_member as (
     group by member_id, scope
 ),
 
+masked_phones as (
+    select phone_token, min(phone_masked) as phone_masked from phones
+    group by phone_token
+),
+
 final as (
     select
         by_member.member_id,
@@ -92,9 +97,11 @@ final as (
     from by_member
     inner join member_channels on by_member.member_id = member_channels.member_id
     left join wecom on by_member.member_id = wecom.member_id
-    left join consent_by_member as marketing on by_member.member_id = marketing.member_id and marketing.scope = 'marketing'
-    left join consent_by_member as health on by_member.member_id = health.member_id and health.scope = 'health_data'
-    left join (select phone_token, min(phone_masked) as phone_masked from phones group by phone_token) as phones
+    left join consent_by_member as marketing
+        on by_member.member_id = marketing.member_id and marketing.scope = 'marketing'
+    left join consent_by_member as health
+        on by_member.member_id = health.member_id and health.scope = 'health_data'
+    left join masked_phones as phones
         on by_member.phone_token = phones.phone_token
 )
 

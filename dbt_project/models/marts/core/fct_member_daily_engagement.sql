@@ -21,7 +21,10 @@
 with
 
 source_activity as (select * from {{ ref('int_source_daily_activity') }}),
-orders as (select * from {{ ref('fct_orders') }} where member_id is not null),
+orders as (
+    select * from {{ ref('fct_orders') }}
+    where member_id is not null
+),
 identifiers as (select * from {{ ref('member_identifiers') }}),
 {%- if only_affected %}
 affected as (select member_id from {{ engagement_state('affected') }}),
@@ -43,12 +46,12 @@ activity as (
         0.0 as spend_cny
     from source_activity
     inner join identifiers
-        on identifiers.id_type = source_activity.id_type and identifiers.id_value = source_activity.id_value
+        on source_activity.id_type = identifiers.id_type and source_activity.id_value = identifiers.id_value
     {%- if only_affected %}
     where identifiers.member_id in (select member_id from affected)
     {%- endif %}
     union all
-    select member_id, order_date, 0, 0, 0, 0, 0, 0, 0, 0, is_purchase::int, net_amount_cny
+    select member_id, order_date, 0, 0, 0, 0, 0, 0, 0, 0, cast(is_purchase as int), net_amount_cny
     from orders
     {%- if only_affected %}
     where member_id in (select member_id from affected)
@@ -59,16 +62,16 @@ final as (
     select
         member_id,
         activity_date,
-        sum(checkins)::bigint as checkins,
-        sum(group_messages)::bigint as group_messages,
+        cast(sum(checkins) as bigint) as checkins,
+        cast(sum(group_messages) as bigint) as group_messages,
         {{ round_double('sum(watch_seconds) / 60.0', 1) }} as livestream_minutes,
-        sum(livestream_sessions)::bigint as livestream_sessions,
-        sum(mp_visits)::bigint as mp_visits,
-        sum(mp_events)::bigint as mp_events,
-        sum(article_views)::bigint as article_views,
-        sum(assessments)::bigint as assessments,
-        sum(orders)::bigint as orders,
-        sum(spend_cny)::decimal(14, 2) as spend_cny
+        cast(sum(livestream_sessions) as bigint) as livestream_sessions,
+        cast(sum(mp_visits) as bigint) as mp_visits,
+        cast(sum(mp_events) as bigint) as mp_events,
+        cast(sum(article_views) as bigint) as article_views,
+        cast(sum(assessments) as bigint) as assessments,
+        cast(sum(orders) as bigint) as orders,
+        cast(sum(spend_cny) as decimal(14, 2)) as spend_cny
     from activity
     group by member_id, activity_date
 )

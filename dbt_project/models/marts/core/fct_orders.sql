@@ -14,7 +14,7 @@ items as (
     select
         order_key,
         count(*) as line_count,
-        sum(qty)::bigint as units,
+        cast(sum(qty) as bigint) as units,
         {{ sorted_set('category') }} as categories
     from (
         select 'ecommerce:' || order_key as order_key, qty, category from ecom_items
@@ -50,7 +50,8 @@ unified as (
         'completed',
         amount_cny,
         first_seen_on,
-        first_seen_on
+        -- a receipt lands once: first seen is last changed
+        first_seen_on  -- noqa: AL08
     from store_orders
 ),
 

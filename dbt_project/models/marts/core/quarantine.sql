@@ -9,7 +9,8 @@ quarantined as (
 final as (
     select
         channel,
-        "table",
+        -- quoted: a reserved word on PostgreSQL
+        "table",  -- noqa: RF06
         dt as partition_date,
         source_file,
         row_number,

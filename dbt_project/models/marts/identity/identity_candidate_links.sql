@@ -2,12 +2,15 @@
 -- never merged.
 with
 
-evidence as (select * from {{ ref('int_identity_evidence') }} where strength = 'weak'),
+evidence as (
+    select * from {{ ref('int_identity_evidence') }}
+    where strength = 'weak'
+),
 identifiers as (select * from {{ ref('member_identifiers') }}),
 
 final as (
     select
-        member_a.member_id as member_id,
+        member_a.member_id,
         member_b.member_id as candidate_member_id,
         evidence.rule,
         evidence.id_type_a,

@@ -1,7 +1,13 @@
 with
 
-merges as (select * from {{ ref('int_identity_resolution') }} where record = 'merge'),
-splits as (select * from {{ ref('int_identity_resolution') }} where record = 'split'),
+merged_members as (
+    select * from {{ ref('int_identity_resolution') }}
+    where record = 'merge'
+),
+split_members as (
+    select * from {{ ref('int_identity_resolution') }}
+    where record = 'split'
+),
 
 final as (
     select
@@ -11,7 +17,7 @@ final as (
         cast(null as varchar) as split_from_member_id,
         'merge' as change_type,
         merged_on as changed_on
-    from merges
+    from merged_members
     union all
     select
         cast(null as varchar),
@@ -20,7 +26,7 @@ final as (
         split_from_member_id,
         'split',
         split_on
-    from splits
+    from split_members
 )
 
 select * from final

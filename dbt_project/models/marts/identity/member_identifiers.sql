@@ -1,6 +1,9 @@
 with
 
-resolution as (select * from {{ ref('int_identity_resolution') }} where record = 'assignment'),
+resolution as (
+    select * from {{ ref('int_identity_resolution') }}
+    where record = 'assignment'
+),
 nodes as (select * from {{ ref('int_identity_nodes') }}),
 
 final as (

@@ -25,7 +25,6 @@ order_lines as (select * from {{ ref('int_order_lines') }}),
 engagement as (select * from {{ ref('fct_member_daily_engagement') }}),
 identifiers as (select * from {{ ref('member_identifiers') }}),
 tags as (select * from {{ ref('member_tags') }}),
-milestones as (select * from {{ ref('int_member_milestones') }}),
 catalog as (select * from {{ ref('category_catalog') }}),
 consent as (select * from {{ ref('stg_consent__events') }}),
 
@@ -49,7 +48,7 @@ orders as (
                 order by order_versions.updated_at desc, order_versions.loaded_on desc
             ) as version_rank
         from dates
-        inner join order_versions on order_versions.loaded_on < dates.as_of_date
+        inner join order_versions on dates.as_of_date > order_versions.loaded_on
     ) as known_versions
     where version_rank = 1 and is_purchase and order_date < as_of_date
 ),
@@ -57,7 +56,8 @@ orders as (
 lines as (
     -- One row per order and category, so each category's order count is a plain count: nine
     -- count(distinct) aggregates cost a hash aggregate each (a fifth of the model at 1M members).
-    select orders.as_of_date, orders.member_id, orders.order_key, orders.order_date, order_lines.category,
+    select
+        orders.as_of_date, orders.member_id, orders.order_key, orders.order_date, order_lines.category,
         sum(order_lines.line_amount_cny) as line_amount_cny
     from orders
     inner join order_lines on orders.order_key = order_lines.order_key
@@ -98,7 +98,8 @@ gaps as (
         stddev_samp(gap) as purchase_gap_std,
         {{ first_by('gap', 'order_date desc') }} as purchase_gap_last
     from (
-        select member_id, as_of_date, order_date,
+        select
+            member_id, as_of_date, order_date,
             order_date - lag(order_date) over (partition by member_id, as_of_date order by order_date) as gap
         from (select member_id, as_of_date, unnest(order_dates) as order_date from orders_before) as order_dates
     ) as purchase_gaps
@@ -129,28 +130,36 @@ activity as (
         population.as_of_date,
         count(*) filter (where engagement.checkins > 0 and engagement.activity_date >= population.as_of_date - 7)
             as checkin_days_7d,
-        count(*) filter (where engagement.checkins > 0 and engagement.activity_date < population.as_of_date - 7
-            and engagement.activity_date >= population.as_of_date - 28) as checkin_days_prev_21d,
+        count(
+            *) filter (
+            where engagement.checkins > 0 and engagement.activity_date < population.as_of_date - 7
+            and engagement.activity_date >= population.as_of_date - 28
+        ) as checkin_days_prev_21d,
         coalesce(sum(engagement.livestream_minutes) filter (
-            where engagement.activity_date >= population.as_of_date - 30), 0) as live_minutes_30d,
+            where engagement.activity_date >= population.as_of_date - 30
+        ), 0) as live_minutes_30d,
         coalesce(sum(engagement.livestream_minutes) filter (
             where engagement.activity_date < population.as_of_date - 30
-            and engagement.activity_date >= population.as_of_date - 60), 0) as live_minutes_prev_30d,
+            and engagement.activity_date >= population.as_of_date - 60
+        ), 0) as live_minutes_prev_30d,
         coalesce(sum(engagement.livestream_sessions) filter (
-            where engagement.activity_date >= population.as_of_date - 30), 0) as live_sessions_30d,
+            where engagement.activity_date >= population.as_of_date - 30
+        ), 0) as live_sessions_30d,
         coalesce(sum(engagement.mp_visits) filter (where engagement.activity_date >= population.as_of_date - 30), 0)
             as mp_visits_30d,
         coalesce(sum(engagement.mp_events) filter (where engagement.activity_date >= population.as_of_date - 30), 0)
             as mp_events_30d,
         coalesce(sum(engagement.article_views) filter (
-            where engagement.activity_date >= population.as_of_date - 30), 0) as article_views_30d,
+            where engagement.activity_date >= population.as_of_date - 30
+        ), 0) as article_views_30d,
         coalesce(sum(engagement.group_messages) filter (
-            where engagement.activity_date >= population.as_of_date - 30), 0) as group_messages_30d,
+            where engagement.activity_date >= population.as_of_date - 30
+        ), 0) as group_messages_30d,
         population.as_of_date - greatest(max(engagement.activity_date), population.first_seen_on)
             as days_since_last_activity
     from population
     left join engagement
-        on population.member_id = engagement.member_id and engagement.activity_date < population.as_of_date
+        on population.member_id = engagement.member_id and population.as_of_date > engagement.activity_date
     group by population.member_id, population.as_of_date, population.first_seen_on
 ),
 
@@ -158,7 +167,8 @@ checkin_islands as (
     -- Runs of consecutive check-in days.
     select member_id, min(activity_date) as run_start, max(activity_date) as run_end
     from (
-        select member_id, activity_date,
+        select
+            member_id, activity_date,
             activity_date - cast(row_number() over (partition by member_id order by activity_date) as integer) as run
         from engagement
         where checkins > 0
@@ -167,44 +177,53 @@ checkin_islands as (
 ),
 
 streaks as (
-    select population.member_id, population.as_of_date,
+    select
+        population.member_id, population.as_of_date,
         max(population.as_of_date - checkin_islands.run_start) as checkin_streak
     from population
     inner join checkin_islands
-        on population.member_id = checkin_islands.member_id
-        and checkin_islands.run_start <= population.as_of_date - 1
-        and checkin_islands.run_end >= population.as_of_date - 1
+        on
+            population.member_id = checkin_islands.member_id
+            and checkin_islands.run_start <= population.as_of_date - 1
+            and checkin_islands.run_end >= population.as_of_date - 1
     group by population.member_id, population.as_of_date
 ),
 
+identifier_channels as (
+    select member_id, first_seen_on, unnest(channels) as channel from identifiers
+),
+
 channels as (
-    select population.member_id, population.as_of_date,
+    select
+        population.member_id, population.as_of_date,
         count(distinct identifier_channels.channel) as channels_used
     from population
-    inner join (
-        select member_id, first_seen_on, unnest(channels) as channel from identifiers
-    ) as identifier_channels
-        on population.member_id = identifier_channels.member_id
-        and identifier_channels.first_seen_on < population.as_of_date
+    inner join identifier_channels
+        on
+            population.member_id = identifier_channels.member_id
+            and population.as_of_date > identifier_channels.first_seen_on
     group by population.member_id, population.as_of_date
 ),
 
 tags_then as (
-    select population.member_id, population.as_of_date,
+    select
+        population.member_id, population.as_of_date,
         max(tags.tag_value) filter (where tags.tag_group = 'lifecycle') as lifecycle_stage,
         max(tags.tag_value) filter (where tags.tag_group = 'funnel_stage') as funnel_stage,
         max(tags.tag_value) filter (where tags.tag_group = 'value_tier') as value_tier
     from population
     inner join tags
-        on population.member_id = tags.member_id
-        and tags.valid_from <= population.as_of_date - 1
-        and (tags.valid_to is null or tags.valid_to > population.as_of_date - 1)
+        on
+            population.member_id = tags.member_id
+            and tags.valid_from <= population.as_of_date - 1
+            and (tags.valid_to is null or tags.valid_to > population.as_of_date - 1)
     where tags.tag_group in ('lifecycle', 'funnel_stage', 'value_tier')
     group by population.member_id, population.as_of_date
 ),
 
 consent_then as (
-    select population.member_id, population.as_of_date,
+    select
+        population.member_id, population.as_of_date,
         bool_or(not consent.granted) filter (where consent.scope = 'marketing') as marketing_opt_out,
         -- the latest health-data answer; ties go to the refusal
         {{ first_by('consent.granted', 'consent.event_time desc, consent.granted', "consent.scope = 'health_data'") }}
@@ -212,8 +231,9 @@ consent_then as (
     from population
     inner join identifiers on population.member_id = identifiers.member_id
     inner join consent
-        on consent.id_type = identifiers.id_type and consent.id_value = identifiers.id_value
-        and consent.event_date < population.as_of_date
+        on
+            identifiers.id_type = consent.id_type and identifiers.id_value = consent.id_value
+            and population.as_of_date > consent.event_date
     group by population.member_id, population.as_of_date
 ),
 
@@ -225,19 +245,23 @@ final as (
         cast(population.as_of_date - population.first_seen_on as bigint) as tenure_days,
         population.acquisition_channel,
         coalesce(channels.channels_used, 0) as channels_used,
-        orders_before.orders_total::bigint as orders_total,
-        orders_before.orders_90d::bigint as orders_90d,
-        orders_before.spend_total::decimal(14, 2) as spend_total,
-        orders_before.spend_90d::decimal(14, 2) as spend_90d,
+        cast(orders_before.orders_total as bigint) as orders_total,
+        cast(orders_before.orders_90d as bigint) as orders_90d,
+        cast(orders_before.spend_total as decimal(14, 2)) as spend_total,
+        cast(orders_before.spend_90d as decimal(14, 2)) as spend_90d,
         cast(orders_before.days_since_last_order as bigint) as days_since_last_order,
         cast(orders_before.days_since_first_order as bigint) as days_since_first_order,
-        orders_before.purchase_days::bigint as purchase_days,
+        cast(orders_before.purchase_days as bigint) as purchase_days,
         -- How far past the member's own rhythm the next purchase is: 1.0 = due now, 2.0 = one cycle late.
-        cast(case when gaps.purchase_gap_mean > 0
-            then orders_before.days_since_last_order / gaps.purchase_gap_mean end as double precision)
+        cast(case
+            when gaps.purchase_gap_mean > 0
+                then orders_before.days_since_last_order / gaps.purchase_gap_mean
+        end as double precision)
             as purchase_overdue_ratio,
-        cast(case when orders_before.orders_total > 0 then orders_before.spend_total / orders_before.orders_total end
-            as double precision) as avg_order_value,
+        cast(
+            case when orders_before.orders_total > 0 then orders_before.spend_total / orders_before.orders_total end
+            as double precision
+        ) as avg_order_value,
         cast(gaps.purchase_gap_mean as double precision) as purchase_gap_mean,
         cast(gaps.purchase_gap_std as double precision) as purchase_gap_std,
         cast(gaps.purchase_gap_last as bigint) as purchase_gap_last,
@@ -248,10 +272,16 @@ final as (
         {%- endfor %}
         {%- for category in categories %}
         -- Days until the next expected purchase of the category (negative: overdue).
-        cast((select replenishment_days from catalog where category = '{{ category }}')
-            - by_category.days_since_{{ category }} as bigint) as days_until_due_{{ category }},
+        cast(
+            (
+                select catalog.replenishment_days from catalog
+                where catalog.category = '{{ category }}'
+            )
+            - by_category.days_since_{{ category }} as bigint
+        ) as days_until_due_{{ category }},
         {%- endfor %}
-        floor((population.as_of_date - by_category.first_infant_formula_on) / 30.44)::integer as baby_age_months,
+        cast(floor((population.as_of_date - by_category.first_infant_formula_on) / 30.44) as integer)
+            as baby_age_months,
         activity.checkin_days_7d,
         activity.checkin_days_prev_21d,
         cast(activity.checkin_days_7d / 7.0 as double precision) as checkin_rate_7d,
@@ -262,11 +292,11 @@ final as (
         activity.live_minutes_30d,
         activity.live_minutes_prev_30d,
         activity.live_minutes_30d - activity.live_minutes_prev_30d as live_minutes_trend,
-        activity.live_sessions_30d::bigint as live_sessions_30d,
-        activity.mp_visits_30d::bigint as mp_visits_30d,
-        activity.mp_events_30d::bigint as mp_events_30d,
-        activity.article_views_30d::bigint as article_views_30d,
-        activity.group_messages_30d::bigint as group_messages_30d,
+        cast(activity.live_sessions_30d as bigint) as live_sessions_30d,
+        cast(activity.mp_visits_30d as bigint) as mp_visits_30d,
+        cast(activity.mp_events_30d as bigint) as mp_events_30d,
+        cast(activity.article_views_30d as bigint) as article_views_30d,
+        cast(activity.group_messages_30d as bigint) as group_messages_30d,
         cast(activity.days_since_last_activity as bigint) as days_since_last_activity,
         tags_then.lifecycle_stage,
         tags_then.funnel_stage,

@@ -14,9 +14,11 @@ as_of as (
 
 deduplicated as (
     select * from (
-        select *, row_number() over (
-            partition by session_id, platform, viewer_openid, join_time order by _loaded_at, _source_file, _row_number
-        ) as arrival_rank
+        select
+            *, row_number() over (
+                partition by session_id, platform, viewer_openid, join_time
+                order by _loaded_at, _source_file, _row_number
+            ) as arrival_rank
         from as_of
         {%- if after %}
         where not exists (

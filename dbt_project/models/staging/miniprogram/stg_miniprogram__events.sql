@@ -13,7 +13,9 @@ as_of as (
 
 deduplicated as (
     select * from (
-        select *, row_number() over (partition by event_id order by _loaded_at, _source_file, _row_number) as arrival_rank
+        select
+            *,
+            row_number() over (partition by event_id order by _loaded_at, _source_file, _row_number) as arrival_rank
         from as_of
         {%- if after %}
         where not exists (select 1 from {{ this }} as seen where seen.event_id = as_of.event_id)

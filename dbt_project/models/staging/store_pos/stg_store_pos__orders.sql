@@ -6,7 +6,11 @@ as_of as (
 
 deduplicated as (
     select * from (
-        select *, row_number() over (partition by store_id, receipt_no order by _loaded_at, _source_file, _row_number) as arrival_rank
+        select
+            *,
+            row_number() over (
+                partition by store_id, receipt_no order by _loaded_at, _source_file, _row_number
+            ) as arrival_rank
         from as_of
     ) as ranked
     where arrival_rank = 1
