@@ -19,6 +19,8 @@ SESSION_SETTINGS = Settings.from_env(
 )
 apply_privacy_defaults()
 apply_airflow_environment(SESSION_SETTINGS)
+# The CLI's tables and paths print at this width whether or not a terminal (or an xdist worker) runs them.
+os.environ["COLUMNS"] = "200"
 
 
 # The fast tier (`./dev test --fast`, i.e. `-m "not slow"`) is every test that builds no warehouse, trains
@@ -46,10 +48,40 @@ SLOW_FIXTURES = frozenset(
 )
 
 
+# With pytest-xdist (`./dev test` runs two workers, --dist loadgroup) the tests that share an expensive
+# session fixture run on one worker, which builds it once: the scored sample (trained and scored models,
+# the outreach, ops API and model tiers), the built sample (dbt, quality gates, CLI), and the integration
+# stack. Every other test goes wherever a worker is free.
+SCORED_FIXTURES = frozenset(
+    {
+        "trained_ws",
+        "scored",
+        "ml_workspace",
+        "trained",
+        "delivery_ws",
+        "ops_ws",
+        "tokens",
+        "api_app",
+        "client",
+    }
+)
+BUILT_FIXTURES = frozenset({"business_sample", "built", "workspace_copy"})
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        slow = SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ()))
-        if slow or item.get_closest_marker("integration") or item.get_closest_marker("browser"):
+        needs = set(getattr(item, "fixturenames", ()))
+        if item.get_closest_marker("integration"):
+            group = "stack"
+        elif needs & SCORED_FIXTURES or item.get_closest_marker("browser"):
+            group = "scored"
+        elif needs & BUILT_FIXTURES:
+            group = "built"
+        else:
+            group = None
+        if group is not None and not item.get_closest_marker("xdist_group"):
+            item.add_marker(pytest.mark.xdist_group(group))
+        if needs & SLOW_FIXTURES or group is not None or item.get_closest_marker("slow"):
             item.add_marker(pytest.mark.slow)
 
 
