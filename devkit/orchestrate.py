@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, time
 
@@ -81,6 +82,10 @@ class DagRunResult:
         return self.state == "success"
 
 
+def task_count(dag_id: str) -> int:
+    return len(load_dag(dag_id).tasks)
+
+
 def load_dag(dag_id: str):
     """Parse the DAG's own file (named after the DAG, as every file in dags/ is)."""
     from airflow.dag_processing.dagbag import DagBag
@@ -91,16 +96,23 @@ def load_dag(dag_id: str):
     return bag.get_dag(dag_id)
 
 
-def run_dag(dag_id: str, day: date, retries: int | None = 0) -> DagRunResult:
+def run_dag(
+    dag_id: str, day: date, retries: int | None = 0, on_task: Callable[[str], None] | None = None
+) -> DagRunResult:
     """Execute one daily run of ``dag_id`` for ``day`` with ``dag.test()`` (tasks run for real).
 
     ``dag.test()`` waits out each retry delay in-process; interactive runs fail fast (``retries=0``) and
-    leave retrying to the scheduler. Pass ``retries=None`` to keep the DAG's own setting.
+    leave retrying to the scheduler. Pass ``retries=None`` to keep the DAG's own setting. ``on_task`` is
+    called with each task's id as the task starts (the demo's progress display).
     """
     dag = load_dag(dag_id)
-    if retries is not None:
-        for task in dag.tasks:
+    for task in dag.tasks:
+        if retries is not None:
             task.retries = retries
+        if on_task is not None:
+            existing = task.on_execute_callback or []
+            existing = existing if isinstance(existing, list) else [existing]
+            task.on_execute_callback = [lambda context, tid=task.task_id: on_task(tid), *existing]
     run = dag.test(logical_date=logical_date_for(day))
     release_dbt_connections()
     states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}

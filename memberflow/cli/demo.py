@@ -44,7 +44,8 @@ def demo(
     from devkit.orchestrate import prepare_airflow
 
     began = time.perf_counter()
-    prepare_airflow(settings)
+    with console.status("preparing Airflow's metadata database (once per workspace)"):
+        prepare_airflow(settings)
     log_path = settings.airflow_home / "demo-runs.log"
     results = _run_days(settings, "extract_channels", [first + timedelta(d) for d in range(days)], log_path)
     elapsed = time.perf_counter() - began
@@ -132,20 +133,45 @@ def _demo_delivery(settings: Settings, last: list[date], log_path: Path):
 
 
 def _run_days(settings: Settings, dag_id: str, days: list[date], log_path: Path):
-    """Run the DAG once per day; Airflow's own output goes to the log file, a progress bar to the terminal."""
-    from rich.progress import Progress
+    """Run the DAG once per day. Airflow's own output goes to the log file; the terminal shows which task
+    is running, how many of its tasks have started and the time taken so far."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
-    from devkit.orchestrate import run_dag
+    from devkit.orchestrate import run_dag, task_count
 
     results = []
-    with (
-        open(log_path, "a") as log,
-        _terminal() as terminal,
-        Progress(console=terminal, transient=True) as progress,
-    ):
-        task = progress.add_task(f"Airflow: {dag_id}", total=len(days))
-        for day in days:
-            with _redirect_output(log):
-                results.append(run_dag(dag_id, day))
-            progress.advance(task)
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+    with open(log_path, "a") as log:
+        with _redirect_output(log):  # parsing the DAG logs too
+            tasks = task_count(dag_id)
+        # stdout stays where _redirect_output points it: Airflow's loggers keep the stream they first see
+        with (
+            _terminal() as terminal,
+            Progress(
+                *columns,
+                TimeElapsedColumn(),
+                console=terminal,
+                transient=True,
+                redirect_stdout=False,
+                redirect_stderr=False,
+            ) as progress,
+        ):
+            bar = progress.add_task(f"Airflow {dag_id}", total=len(days) * tasks)
+            for day in days:
+                label = f"Airflow {dag_id} {day}" if len(days) > 1 else f"Airflow {dag_id}"
+                progress.update(bar, description=f"{label}: starting")
+
+                def started(task_id: str, label: str = label) -> None:
+                    progress.update(bar, advance=1, description=f"{label}: {task_id}")
+
+                with _redirect_output(log):
+                    results.append(run_dag(dag_id, day, on_task=started))
+                progress.update(bar, completed=len(results) * tasks)
     return results
