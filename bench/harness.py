@@ -265,7 +265,7 @@ def stage_generate(args, settings) -> dict:
 
 
 def _land(settings, days) -> dict:
-    from memberflow.land import land_days
+    from memberflow.pipeline import land_days
 
     run = land_days(settings, days)
     # A partition over its quarantine limit is refused, as in production (small samples can trip the 5 %

@@ -39,7 +39,7 @@ def prepare(root: Path, members: int) -> tuple[Path, date]:
     import duckdb
 
     from devkit.generate import GenerateConfig, generate
-    from memberflow.land import land_pending
+    from memberflow.pipeline import land_pending
     from memberflow.transform import build_warehouse, latest_landed_day
 
     small = _settings(root / "small")

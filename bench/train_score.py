@@ -46,7 +46,7 @@ def built_workspace(workdir: Path):
         return settings
     from devkit.generate import GenerateConfig, generate
     from expectations.marts import gate_warehouse
-    from memberflow.land import land_pending
+    from memberflow.pipeline import land_pending
     from memberflow.transform import build_warehouse, latest_landed_day
 
     data = workdir / "data"

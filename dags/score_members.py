@@ -48,14 +48,12 @@ def score(model: str, as_of: str) -> dict:
     from datetime import date
 
     from memberflow.core.settings import apply_privacy_defaults, get_settings
-    from ml.registry import NoChampionError
-    from ml.score import score as score_members
+    from memberflow.pipeline import score_model
 
     apply_privacy_defaults()
-    try:
-        result = score_members(get_settings(), model, date.fromisoformat(as_of))
-    except NoChampionError as exc:
-        return {"model": model, "rows": 0, "skipped": str(exc)}
+    result = score_model(get_settings(), model, date.fromisoformat(as_of))
+    if result is None:
+        return {"model": model, "rows": 0, "skipped": f"{model} has no champion yet (run train_models)"}
     return {"model": model, "rows": result.rows, "version": result.version}
 
 
@@ -66,15 +64,15 @@ def quality_gate(as_of: str, scored: list[dict]) -> dict:
 
     from airflow.sdk.exceptions import AirflowFailException
 
-    from expectations.marts import gate_warehouse
     from expectations.runner import QualityGateError
     from memberflow.core.settings import apply_privacy_defaults, get_settings
+    from memberflow.pipeline import gate_scores
 
     apply_privacy_defaults()
     if not any(s["rows"] for s in scored):
         raise AirflowFailException("no model has a champion: nothing was scored (run train_models)")
     try:
-        result = gate_warehouse(get_settings(), date.fromisoformat(as_of), gate="scores")
+        result = gate_scores(get_settings(), date.fromisoformat(as_of))
     except QualityGateError as exc:
         raise AirflowFailException(str(exc)) from exc
     return {"date": as_of, "status": result.status, "scored": scored}

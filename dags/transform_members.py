@@ -53,26 +53,19 @@ def write_build_inputs() -> str:
 
 @task
 def quality_gate() -> dict:
-    """Validate the marts dbt built, as of the newest landed day; a critical failure fails the task.
-    Every dbt task succeeded, so first the landing they built becomes the next incremental build's base."""
+    """Validate the marts dbt built, as of the newest landed day; a critical failure fails the task."""
     from airflow.sdk.exceptions import AirflowFailException
 
-    from expectations.marts import gate_warehouse
     from expectations.runner import QualityGateError
     from memberflow.core.settings import apply_privacy_defaults
-    from memberflow.transform import latest_landed_day, record_incremental_build
+    from memberflow.pipeline import NothingLandedError, gate_marts
 
     apply_privacy_defaults()
-    settings = get_settings()
-    record_incremental_build(settings)
-    day = latest_landed_day(settings)
-    if day is None:
-        raise AirflowFailException("nothing has been landed: no marts to validate")
     try:
-        result = gate_warehouse(settings, day)
-    except QualityGateError as exc:
+        result = gate_marts(get_settings())
+    except (QualityGateError, NothingLandedError) as exc:
         raise AirflowFailException(str(exc)) from exc
-    return {"date": day.isoformat(), "status": result.status, "warnings": result.messages("warning")}
+    return {"date": result.date, "status": result.status, "warnings": result.messages("warning")}
 
 
 @task(outlets=[WAREHOUSE_MEMBERS])

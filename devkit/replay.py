@@ -33,10 +33,10 @@ from memberflow.core.settings import Settings
 from memberflow.core.vocab import MODELS
 from memberflow.outreach.run import deliver, frequency_of, plan, write_memberships
 from memberflow.outreach.suppression import CHINA, WEEK_DAYS, Caps
+from memberflow.pipeline import gate_scores, score_model
 from memberflow.segments import TEMPLATES, Segment, load_segments
 from ml.datasets import ensure_features
 from ml.registry import CHAMPION, NoChampionError, load
-from ml.score import score
 
 WRONG_END_FIELDS = ("segment", "model", "members", "segment_mean", "turned_away", "turned_away_mean")
 
@@ -154,8 +154,8 @@ def replay(
     with sandbox_env(failure_rate) as server:
         for day in days:
             for model in champions:
-                score(settings, model, day)
-            gate_warehouse(settings, day, gate="scores")
+                score_model(settings, model, day)
+            gate_scores(settings, day)
             start = len(server.state.snapshot()["received"])
             morning = datetime.combine(day, time(10, 0), CHINA)
             runs = []

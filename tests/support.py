@@ -18,7 +18,7 @@ from memberflow.core.contracts import CONTRACTS
 from memberflow.core.settings import Settings
 from memberflow.core.vault import ContactVault, partition_files
 from memberflow.extract import partition_days
-from memberflow.land import land_pending
+from memberflow.pipeline import land_pending
 from memberflow.transform import build_warehouse, latest_landed_day
 
 TEST_ID_KEY = "memberflow-test-id-key"

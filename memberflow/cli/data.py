@@ -86,7 +86,7 @@ def extract(
     2 when a partition is missing.
     """
     from memberflow.core.contracts import CONTRACTS, get_contract
-    from memberflow.land import land_days
+    from memberflow.pipeline import land_days
 
     settings = _settings()
     first = _parse_date(date_)
@@ -183,11 +183,11 @@ def build(
     """
     if target:
         os.environ["MEMBERFLOW_DBT_TARGET"] = target.value
-    from expectations.marts import gate_warehouse
     from expectations.runner import QualityGateError
     from memberflow.core.settings import PgSettings, PgSettingsError, postgres_target
-    from memberflow.land import land_pending
-    from memberflow.transform import DbtError, build_warehouse, latest_landed_day, save_identity_snapshot
+    from memberflow.pipeline import NothingLandedError, land_pending
+    from memberflow.pipeline import build as build_and_gate
+    from memberflow.transform import DbtError
 
     if postgres_target():
         try:
@@ -207,38 +207,29 @@ def build(
         raise typer.Exit(1)
     began = time.perf_counter()
     try:
-        result = build_warehouse(
-            settings, cutoff, [_parse_date(d) for d in feature_date or []], snapshot=False
-        )
-    except DbtError as exc:
+        dates = [_parse_date(d) for d in feature_date or []]
+        outcome = _with_quality_config(lambda: build_and_gate(settings, cutoff, dates))
+    except (DbtError, NothingLandedError) as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from None
-    console.print(
-        f"dbt build: {result.succeeded} models and tests passed in {time.perf_counter() - began:.1f} s"
-    )
-    if postgres_target():
-        if cutoff is None:
-            save_identity_snapshot(settings)
-        _print_postgres_marts()
-        return
-    gate_day = cutoff or latest_landed_day(settings)
-    if gate_day is None:
-        err.print("[red]nothing has been landed: no marts to validate[/red]")
-        raise typer.Exit(1)
-    try:
-        gate = _with_quality_config(lambda: gate_warehouse(settings, gate_day))
     except QualityGateError as exc:
         err.print(
             f"[red]marts quality gate failed; the marts are not published:\n{escape(str(exc))}[/red]",
             soft_wrap=True,
         )
         raise typer.Exit(1) from None
-    for message in gate.messages("warning"):
+    console.print(
+        f"dbt build: {outcome.dbt.succeeded} models and tests passed; with the marts gate "
+        f"{time.perf_counter() - began:.1f} s"
+    )
+    if outcome.gate is None:
+        _print_postgres_marts()
+        return
+    for message in outcome.gate.messages("warning"):
         err.print(f"[yellow]warning: {escape(message)}[/yellow]", soft_wrap=True)
-    if cutoff is None:
-        # split detection compares the next build with published marts only
-        save_identity_snapshot(settings)
-    console.print(f"marts quality gate {gate.status} for {gate_day}; Data Docs: {gate.docs_path}")
+    console.print(
+        f"marts quality gate {outcome.gate.status} for {outcome.day}; Data Docs: {outcome.gate.docs_path}"
+    )
     _print_warehouse(settings)
 
 

@@ -16,7 +16,7 @@ from devkit.generate import GenerateConfig, generate
 from memberflow.cli import app
 from memberflow.core.contracts import LOCAL_TZ
 from memberflow.dbt_env import ensure_manifest
-from memberflow.land import land_pending
+from memberflow.pipeline import land_pending
 from memberflow.transform import source_freshness
 from tests.support import TEST_ID_KEY, make_settings
 

@@ -155,7 +155,7 @@ def test_killed_mid_batch_then_rerun_delivers_everyone_exactly_once(
 
 
 def test_an_opt_out_landed_after_scoring_is_honoured(delivery_ws, broad_segments, sandbox, tmp_path):
-    from memberflow.land import land_days
+    from memberflow.pipeline import land_days
 
     data = tmp_path / "data"
     shutil.copytree(delivery_ws.data_dir, data)

@@ -1,0 +1,175 @@
+"""The pipeline: one function per arrow of the flow, each a stage followed by the gate that publishes it.
+
+    land        channel sources → extract → landing gate → published partitions
+    gate_marts  the warehouse dbt built → marts gate → published marts (the transform DAG's last step)
+    build       land what is pending, dbt build, gate_marts (``memberflow build``)
+    score_model champion → member_scores, for one model (nothing when it has no champion yet)
+    gate_scores the day's member_scores → scores gate → published scores
+
+The DAGs run each step as its own task (one per table, dbt model or model); the CLI, the benchmark harness
+and the tests call the same functions, so a scripted run cannot skip a gate. Delivery's arrow is
+``memberflow.outreach.run.deliver``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+from expectations.landing import audit_and_publish
+from expectations.marts import gate_warehouse
+from expectations.runner import GateResult, QualityGateError, build_data_docs
+from memberflow.core.contracts import CONTRACTS, TableContract
+from memberflow.core.settings import Settings, postgres_target
+from memberflow.extract import (
+    ExtractReport,
+    MissingPartitionError,
+    QuarantineThresholdError,
+    extract_table,
+    pending_partitions,
+)
+from memberflow.transform import (
+    DbtResult,
+    build_warehouse,
+    latest_landed_day,
+    record_incremental_build,
+    save_identity_snapshot,
+)
+from ml.registry import NoChampionError
+from ml.score import ScoreResult, score
+
+
+@dataclass
+class LandingRun:
+    """What a batch of partitions came to: reports of extracted tables and errors by partition."""
+
+    reports: list[ExtractReport] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)  # "<channel>.<table> <date>" -> message
+    warnings: list[str] = field(default_factory=list)  # warning-level quality findings
+    days: set[date] = field(default_factory=set)
+    docs_path: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    @property
+    def published(self) -> int:
+        return sum(report.status == "ok" for report in self.reports)
+
+    def failed_kind(self) -> int:
+        """Exit status: 2 when only partitions are missing, else 1."""
+        missing = all("no partition" in m for m in self.errors.values())
+        return 2 if self.errors and missing else (1 if self.errors else 0)
+
+
+def land_partition(
+    settings: Settings,
+    contract: TableContract,
+    day: date,
+    data_dir: Path | None = None,
+    run: LandingRun | None = None,
+) -> LandingRun:
+    """Extract, gate and publish one table's partition; problems are recorded in ``run``, not raised."""
+
+    run = run if run is not None else LandingRun()
+    name = f"{contract.name} {day.isoformat()}"
+    run.days.add(day)
+    try:
+        report = extract_table(settings, contract, day, data_dir)
+        run.reports.append(report)
+        gate = audit_and_publish(settings, contract, day)
+        report.status, report.quality = "ok", gate.status
+        run.warnings += gate.messages("warning")
+    except (MissingPartitionError, QuarantineThresholdError, QualityGateError) as exc:
+        run.errors[name] = str(exc)
+    return run
+
+
+def land_days(
+    settings: Settings,
+    days: Sequence[date],
+    data_dir: Path | None = None,
+    tables: Sequence[TableContract] = CONTRACTS,
+) -> LandingRun:
+    """Land every table for each day; a failing partition does not stop the others.
+
+    Data Docs are rendered once, at the end."""
+    run = LandingRun()
+    for day in days:
+        for contract in tables:
+            land_partition(settings, contract, day, data_dir, run)
+    _docs(settings, run)
+    return run
+
+
+def land_pending(settings: Settings, data_dir: Path, until: date | None = None) -> LandingRun:
+    """Land every source partition not published yet (up to ``until``), oldest first."""
+    run = LandingRun()
+    for day, contract in pending_partitions(settings, data_dir, until):
+        land_partition(settings, contract, day, data_dir, run)
+    _docs(settings, run)
+    return run
+
+
+def _docs(settings: Settings, run: LandingRun) -> None:
+    if run.days:
+        run.docs_path = str(build_data_docs(settings, "landing", run.days))
+
+
+# --- transform: the warehouse and its marts gate -----------------------------------------------------------
+
+
+@dataclass
+class BuildOutcome:
+    dbt: DbtResult
+    gate: GateResult | None  # None: the postgres target, whose marts the DuckDB gates do not read yet
+    day: date | None  # the day the marts gate validated
+
+
+def gate_marts(settings: Settings, day: date | None = None) -> GateResult:
+    """The marts gate on what dbt built, as of ``day`` (default: the newest landed day); publishes the
+    marts or raises QualityGateError. Without a day (a full build, as the transform DAG runs it) every dbt
+    model succeeded, so the landing they built from becomes the next incremental build's base first."""
+    if day is None:
+        record_incremental_build(settings)
+    day = day or latest_landed_day(settings)
+    if day is None:
+        raise NothingLandedError("nothing has been landed: no marts to validate")
+    return gate_warehouse(settings, day)
+
+
+class NothingLandedError(RuntimeError):
+    """A gate was asked to validate a warehouse built from nothing."""
+
+
+def build(settings: Settings, as_of: date | None = None, feature_dates: Sequence[date] = ()) -> BuildOutcome:
+    """dbt build of the warehouse, then the marts gate (raises DbtError or QualityGateError). A full build
+    (no ``as_of``) that passes keeps its identity snapshot, which the next build's split detection reads."""
+    result = build_warehouse(settings, as_of, feature_dates, snapshot=False)
+    if postgres_target():
+        if as_of is None:
+            save_identity_snapshot(settings)
+        return BuildOutcome(result, None, None)
+    gate = gate_marts(settings, as_of)
+    if as_of is None:
+        save_identity_snapshot(settings)
+    return BuildOutcome(result, gate, as_of or latest_landed_day(settings))
+
+
+# --- scoring and its gate ----------------------------------------------------------------------------
+
+
+def score_model(settings: Settings, model: str, as_of: date) -> ScoreResult | None:
+    """Score the model's population with its champion; None when the model has no champion yet."""
+    try:
+        return score(settings, model, as_of)
+    except NoChampionError:
+        return None
+
+
+def gate_scores(settings: Settings, as_of: date) -> GateResult:
+    """The scores gate on the day's member_scores; publishes them or raises QualityGateError."""
+    return gate_warehouse(settings, as_of, gate="scores")
