@@ -68,6 +68,7 @@ SCORED_FIXTURES = frozenset(
 BUILT_FIXTURES = frozenset({"business_sample", "built", "workspace_copy"})
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         needs = set(getattr(item, "fixturenames", ()))
