@@ -84,6 +84,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.xdist_group(group))
         if needs & SLOW_FIXTURES or group is not None or item.get_closest_marker("slow"):
             item.add_marker(pytest.mark.slow)
+    # the longest groups first, so that each worker starts on one and the short tests fill in after
+    order = {"stack": 0, "scored": 1, "built": 2}
+
+    def rank(item: pytest.Item) -> int:
+        marker = item.get_closest_marker("xdist_group")
+        return order.get(marker.args[0] if marker and marker.args else None, 3)
+
+    items.sort(key=rank)
 
 
 @pytest.fixture

@@ -58,7 +58,9 @@ def test_no_server_error_and_answers_match_the_schema(case, live_api, tokens):
     assert response.status_code < 500, (case.method, case.formatted_path, response.status_code)
 
 
-@pytest.mark.slow  # it reads what the fuzzing run above collected
+# it reads what the fuzzing run above collected: same worker, after it
+@pytest.mark.slow
+@pytest.mark.xdist_group("scored")
 def test_the_fuzzing_reached_the_data():
     """Guard against a run where every request bounced (say, on authentication): each operation that needs
     no known name or id must have answered 2xx to generated requests (the others mostly meet 404s)."""
