@@ -65,7 +65,6 @@ class DayResult:
 @contextmanager
 def sandbox_env(failure_rate: float = 0.0, seed: int = 0) -> Iterator:
     """A sandbox server with the connectors pointed at it for the duration (environment restored after)."""
-
     # the sandbox cannot tell days apart (the sender's clock is pinned): no per-number SMS day limit there,
     # the sender's caps are what is being measured
     config = SandboxConfig(
@@ -86,7 +85,6 @@ def sandbox_env(failure_rate: float = 0.0, seed: int = 0) -> Iterator:
 
 
 def _wecom_members(settings: Settings) -> dict[str, str]:
-
     with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
         rows = con.execute(
             "select id_value, member_id from member_identifiers where id_type = 'external_userid'"
@@ -116,7 +114,6 @@ def receipts_of(settings: Settings, records: list[dict], segments: list[Segment]
 
 def file_receipts(settings: Settings, segments: list[Segment], day: date, seen: set[str]) -> list[Receipt]:
     """Rows the file connector wrote since the last look (``seen``: keys already counted)."""
-
     by_name = {s.name: s for s in segments}
     out = []
     for path in sorted((settings.home / "exports" / "segments").glob("*/*.parquet")):
@@ -138,7 +135,6 @@ def replay(
 ) -> list[DayResult]:
     """Score, gate and deliver each day in turn (see the module docstring); what each day's runs made
     the receivers apply. ``on_day(result)`` is called after each day (progress)."""
-
     segments = load_segments()
     ensure_features(settings, days)
     champions = []
@@ -208,7 +204,6 @@ def audit(
     settings: Settings, receipts: list[Receipt], segments: list[Segment], caps: Caps | None = None
 ) -> Audit:
     """Count, from the receipts alone, what a member would notice (see the module docstring)."""
-
     caps = caps or Caps()
     by_name = {s.name: s for s in segments}
     kind_of = {s.message: s.kind for s in segments}

@@ -167,7 +167,6 @@ def _add_volume(suite: Suite, day: date, history: dict[date, int]) -> None:
 
 def partition_frame(settings: Settings, contract: TableContract, day: date, path: Path, lookback: int):
     """The partition as pandas, amounts as doubles, with ``_key_landed_before`` from the published ones."""
-
     others = [
         str(p)
         for d, p in sorted(_published_partitions(settings, contract).items())
@@ -201,7 +200,6 @@ def gate_partition(
     settings: Settings, contract: TableContract, day: date, path: Path, config: QualityConfig | None = None
 ) -> GateResult:
     """Validate the extracted partition at ``path`` (a folder or file) for ``day``."""
-
     config = config or QualityConfig.load()
     part = path / "part-0.parquet" if path.is_dir() else path
     history = {

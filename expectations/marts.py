@@ -290,7 +290,6 @@ def member_features_suite(ctx: SuiteContext):
 
 def _scores_suite(model: str) -> SuiteBuilder:
     def build(ctx: SuiteContext):
-
         e = _expectations()
         suite = ctx.suite(f"member_scores.{model}", ("member_id",))
         tables = {r[0] for r in ctx.con.sql("select table_name from information_schema.tables").fetchall()}
@@ -365,7 +364,6 @@ for _model in MODELS:
 def segment_memberships_suite(ctx: SuiteContext):
     """The day's segment plan: one segment per member, caps kept, holdouts near their share, nobody who
     opted out is sent, and the segments together do not reach an implausible share of the members."""
-
     e = _expectations()
     suite = ctx.suite("segment_memberships", ("member_id",))
     tables = {r[0] for r in ctx.con.sql("select table_name from information_schema.tables").fetchall()}
@@ -443,7 +441,6 @@ def score_end_rows(con, day: date, segments, members_of) -> list[dict]:
     everyone the model scored. ``members_of(segment name)``: the member ids to judge (the day's plan, or
     what receivers applied). A score condition keeps the top of a score (or, for ``direction: low``, the
     bottom), so its members sit above (below) the ones turned away, whatever the population looks like."""
-
     scored = [s for s in segments if s.score_fields]
     if not scored:
         return []
@@ -483,7 +480,6 @@ def segment_outcomes_suite(ctx: SuiteContext):
     - ``segment_size_band``: the segment's size (members assigned, all statuses) within a band around its
       median over the recent days with a plan, so a rule that suddenly picks ten times as many members, or
       none, stops the delivery."""
-
     e = _expectations()
     suite = ctx.suite(
         "segment_outcomes",

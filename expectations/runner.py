@@ -422,5 +422,4 @@ def load_results(settings: Settings, gate: str, day: date) -> list[SuiteResult]:
 
 
 def latest_result_day(settings: Settings, gate: str) -> date | None:
-
     return max(partition_days(settings.quality_dir / "results" / gate), default=None)

@@ -42,7 +42,6 @@ def dbt_environment(settings: Settings) -> dict[str, str]:
 
 def project_fingerprint() -> str:
     """A hash of the dbt project's source files: a manifest parsed from other files is stale."""
-
     digest = hashlib.sha256()
     for path in sorted(DBT_PROJECT_DIR.rglob("*")):
         if (

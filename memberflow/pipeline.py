@@ -73,7 +73,6 @@ def land_partition(
     run: LandingRun | None = None,
 ) -> LandingRun:
     """Extract, gate and publish one table's partition; problems are recorded in ``run``, not raised."""
-
     run = run if run is not None else LandingRun()
     name = f"{contract.name} {day.isoformat()}"
     run.days.add(day)

@@ -187,7 +187,6 @@ def replace_table(pg: PgSettings, name: str, table: pa.Table) -> None:
 
 def read_relation(pg: PgSettings, sql: str, schema: dict | None = None):
     """A query's result as a polars frame; ``schema`` (column -> polars type) types it, even when empty."""
-
     con = pg.connect()
     try:
         with con.cursor() as cur:
@@ -203,7 +202,6 @@ def read_relation(pg: PgSettings, sql: str, schema: dict | None = None):
 
 def replay_identity(settings: Settings, as_of_date: str | None, pg: PgSettings | None = None) -> int:
     """Replay the identity graph dbt built in Postgres and write ``<schema>_raw.identity_replay``."""
-
     pg = pg or PgSettings.from_env()
     nodes = read_relation(
         pg,

@@ -77,7 +77,6 @@ WAREHOUSE_TABLES = (
 
 def warehouse_counts(settings: Settings) -> dict[str, int]:
     """Row counts of the published marts (read-only connection)."""
-
     counts = {}
     with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
         existing = {row[0] for row in con.sql("select table_name from information_schema.tables").fetchall()}

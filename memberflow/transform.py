@@ -58,7 +58,6 @@ PENDING_MANIFEST = "incremental_pending.{target}.json"
 
 def _project_hash() -> str:
     """A hash of the SQL the incremental models depend on (INCREMENTAL_SQL). A change rebuilds them."""
-
     digest = hashlib.sha256()
     for name in INCREMENTAL_SQL:
         top = DBT_PROJECT_DIR / name
@@ -69,7 +68,6 @@ def _project_hash() -> str:
 
 
 def _manifest_path(settings: Settings, name: str) -> Path:
-
     return settings.home / "dbt" / name.format(target="postgres" if postgres_target() else "duckdb")
 
 
@@ -249,7 +247,6 @@ def build_warehouse(
     ``snapshot``: keep the identity snapshot of a full build right away; callers that gate the marts first
     pass False and call ``save_identity_snapshot`` once the gate passed.
     """
-
     clear_published(settings, "marts")  # until the marts gate passes on what this build writes
     write_build_inputs(settings)
     if postgres_target():
@@ -268,7 +265,6 @@ def build_warehouse(
 def _build_postgres(settings: Settings, as_of: date | None, feature_dates: Sequence[date]) -> DbtResult:
     """The same build on PostgreSQL: load the landing zone, build what the identity replay reads, replay
     it in Python, build the rest (memberflow.postgres)."""
-
     with warehouse_lock(settings):
         load_landing(settings)
     first = run_dbt(settings, ["build", "--select", *PHASE_ONE], as_of, feature_dates)
@@ -292,7 +288,6 @@ def save_identity_snapshot(settings: Settings) -> Path:
     """Keep the published assignment and the splits so far: the next full build detects splits against it.
 
     Reads the marts of the configured target (the DuckDB warehouse, or PostgreSQL)."""
-
     # what a snapshot keeps: queries over the marts ({prefix}: the schema on PostgreSQL) and their types
     snapshot_queries = {
         "assignments": (

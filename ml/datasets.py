@@ -155,7 +155,6 @@ def feature_dates(con) -> set[date]:
 
 def ensure_features(settings: Settings, dates: Sequence[date]) -> list[date]:
     """Compute member_features for the dates it does not hold yet (a dbt run of that model only)."""
-
     with read_warehouse(settings) as con:
         missing = sorted(set(dates) - feature_dates(con))
     if missing:
@@ -242,7 +241,6 @@ def build_training_set(
     horizon: int | None = None,
 ) -> TrainingSet:
     """Stack the model's population at each cutoff with its label; the newest cutoff is the holdout."""
-
     horizon = horizon or spec.horizon_days
     with read_warehouse(settings) as con:
         first_day, last_day = data_span(con)

@@ -52,7 +52,6 @@ def deciles(raw: np.ndarray, member_ids: np.ndarray) -> np.ndarray:
 
 def reasons_of(booster, features: list[str], frame, threads: int = 1) -> list[list[str]]:
     """The reason sentences of each row of ``frame`` (one ``pred_contrib`` pass)."""
-
     if len(frame) == 0:
         return []
     contrib = booster.predict(frame[features], pred_contrib=True, num_threads=threads)
@@ -108,7 +107,6 @@ def score(
 
     ``reasons``: explain every member now (slow); otherwise ``explain`` does it for the members who need it.
     """
-
     require_published(settings, "marts")
     loaded = load(settings, model, CHAMPION)
     ensure_features(settings, [as_of])
@@ -146,7 +144,6 @@ def explain(settings: Settings, as_of: date, wanted: dict[str, Iterable[str]]) -
     ``wanted``: model -> member ids. Each model's reasons come from the version that scored it (recorded in
     member_scores), whatever the champion is now. Returns how many members were explained per model.
     """
-
     explained: dict[str, int] = {}
     for model, members in wanted.items():
         ids = sorted(set(members))

@@ -123,7 +123,6 @@ class Evaluation:
 
 def evaluate(training_set: TrainingSet, fitted: FittedModel, test: pd.DataFrame) -> Evaluation:
     """The model and its baselines on the test half of the held-out cutoff."""
-
     tune, _ = split_holdout(training_set.holdout_frame)
     label = test["label"].to_numpy()
     probs = {"model": fitted.probability(test)}
@@ -192,7 +191,6 @@ def _champion_metrics(
     settings: Settings, model: str, test: pd.DataFrame
 ) -> tuple[dict | None, str | None, str]:
     """The current champion's metrics on the same test rows, or why it could not be scored."""
-
     if alias_version(settings, model, CHAMPION) is None:
         return None, None, "no champion yet"
     loaded = load(settings, model, CHAMPION)

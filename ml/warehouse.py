@@ -31,7 +31,6 @@ DECILE_COMMENT = "decile 10 = the highest-scoring tenth of the model population 
 def ensure_scores_table(settings: Settings) -> bool:
     """Create member_scores if needed and make sure every stored decile means 10 = top; returns whether
     old rows were renumbered."""
-
     with open_warehouse(settings, read_only=False) as con:
         existed = bool(
             con.execute(
@@ -56,7 +55,6 @@ def ensure_scores_table(settings: Settings) -> bool:
 
 def write_scores(settings: Settings, model: str, as_of: date, scores: pa.Table) -> int:
     """Replace the model's scores for the date in one transaction; returns the rows written."""
-
     ensure_scores_table(settings)
     columns = [
         "member_id",
@@ -80,7 +78,6 @@ def write_scores(settings: Settings, model: str, as_of: date, scores: pa.Table) 
 
 def write_reasons(settings: Settings, model: str, as_of: date, reasons: pa.Table) -> int:
     """Set the reasons (``member_id``, ``reasons``) of the model's scores on the date, in one transaction."""
-
     with open_warehouse(settings, read_only=False) as con:
         con.register("incoming", reasons)
         con.execute(

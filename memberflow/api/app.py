@@ -247,7 +247,6 @@ def clean(value: Any) -> Any:
 # --- the app -----------------------------------------------------------------------------------------------
 def create_app(settings: Settings, busy_wait: float = BUSY_WAIT_SECONDS) -> FastAPI:
     """The app over one workspace. ``busy_wait``: seconds a request waits for a warehouse writer."""
-
     store = AccessStore.open(settings)
     reader = Reader(settings, busy_wait)
     catalog = ModelCatalog(settings)
@@ -395,7 +394,6 @@ def create_app(settings: Settings, busy_wait: float = BUSY_WAIT_SECONDS) -> Fast
     ) -> MemberPage:
         """A page of the segment's members for the day: tags, scores, reason sentences, delivery status.
         Order: members to send first, then by the segment's model score."""
-
         defs = definitions()
         model = reasons_model(defs[segment]) if segment in defs else None
         with reader.connect() as con:
@@ -435,7 +433,6 @@ def create_app(settings: Settings, busy_wait: float = BUSY_WAIT_SECONDS) -> Fast
     ):
         """The segment's members as CSV, streamed. ``unmasked=true`` (admin only) carries plain phones and
         raw ids; every export leaves an audit row, an unmasked one before its first byte."""
-
         if unmasked and not who.is_admin:
             raise HTTPException(403, "an unmasked export needs the admin role")
         defs = definitions()
@@ -537,7 +534,6 @@ def create_app(settings: Settings, busy_wait: float = BUSY_WAIT_SECONDS) -> Fast
 
 def score_models(definition) -> list[str]:
     """The models whose scores a segment's rules or ranking use (every model for one that uses none)."""
-
     if definition is None:
         return list(MODELS)
     return [m for m in MODELS if m in definition.models] or list(MODELS)

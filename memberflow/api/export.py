@@ -49,7 +49,6 @@ def stream_csv(
     """Yield the CSV (UTF-8 with a BOM, so spreadsheet apps read Chinese text right) and remove the spool.
 
     ``on_done(rows, completed)`` runs once at the end, also when the client went away mid-download."""
-
     vault = None
     if unmasked:
         vault = ContactVault(settings.vault_key())
@@ -81,7 +80,6 @@ def _take(buffer: io.StringIO) -> str:
 
 
 def _row(record: dict, unmasked: bool, vault, reasons_model: str | None) -> list:
-
     scores = {}
     for m in MODELS:
         raw = record.get(f"score_{m}")

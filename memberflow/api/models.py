@@ -35,7 +35,6 @@ class ModelCatalog:
             return out
 
     def _summary(self, model: str) -> dict:
-
         entry: dict = {"model": model, "champion": None, "challenger": None}
         if not self._store_exists():
             return entry

@@ -76,7 +76,6 @@ class Reader:
 
     @contextlib.contextmanager
     def connect(self) -> Iterator:
-
         if not self.settings.warehouse_path.exists():
             raise NoWarehouse("nothing is built in this workspace yet: run the pipeline first")
         with (
@@ -93,7 +92,6 @@ class Reader:
     def _open(self, duckdb):
         """A read-only connection. dbt run by Cosmos tasks writes without memberflow's lock file, so DuckDB's
         own file lock can still refuse us: retry until ``busy_wait`` runs out, then report busy."""
-
         deadline = time.monotonic() + self.busy_wait
         while True:
             try:
@@ -327,7 +325,6 @@ class Reader:
         score_model: str | None,
         unmasked: bool,
     ) -> tuple[int, date]:
-
         with self.connect() as con:
             as_of = self.resolve_date(con, as_of)
             if as_of is None:

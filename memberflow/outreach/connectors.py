@@ -190,7 +190,6 @@ class Connector(ABC):
 
     @abstractmethod
     def send_batch(self, batch: list[Message]) -> list[Outcome]: ...
-
     def close(self) -> None:  # noqa: B027 - optional hook
         pass
 
@@ -210,7 +209,6 @@ class HttpConnector(Connector):
 
     def request(self, method: str, url: str, **kwargs):
         """One HTTP call; transport problems, 429 and 5xx become RetryableError, other 4xx FatalError."""
-
         try:
             response = self.client.request(method, url, **kwargs)
         except (httpx.ConnectTimeout, httpx.ConnectError) as exc:  # nothing reached the server
@@ -265,7 +263,6 @@ class FileConnector(Connector):
         yield from by_segment.values()
 
     def send_batch(self, batch: list[Message]) -> list[Outcome]:
-
         folder = self.settings.home / "exports" / "segments" / batch[0].as_of
         folder.mkdir(parents=True, exist_ok=True)
         target = folder / f"{batch[0].segment}.parquet"
@@ -508,7 +505,6 @@ class SmsConnector(HttpConnector):
         return self._sealed
 
     def send_batch(self, batch: list[Message]) -> list[Outcome]:
-
         if self.caps.quiet(self.clock()):
             raise DeferredError("sms: quiet hours (21:00-08:00 China time), left for the next run")
         vault = ContactVault(self.settings.vault_key())

@@ -129,7 +129,6 @@ def plan(
     segments: list[Segment] | None = None,
     config: OutreachConfig | None = None,
 ) -> Plan:
-
     now = now or now_china()
     segments = segments if segments is not None else load_segments()
     config = config or OutreachConfig.load()
@@ -184,7 +183,6 @@ def with_reasons(
     milliseconds per member and model at 800 trees. A member who is sent on a later day is explained then;
     ``memberflow score --reasons`` explains everyone. Each segment needs its own model's reasons; a
     segment without one (win-back) shows the first model's that has any, so it needs them all."""
-
     if frame.is_empty():
         return frame
     by_segment = {s.name: reasons_model(s) for s in segments}
@@ -215,7 +213,6 @@ def with_reasons(
 
 def write_memberships(settings: Settings, planned: Plan) -> int:
     """Replace the date's rows of ``segment_memberships`` with the plan."""
-
     cols = ["member_id", "segment", "channel", "priority", "status", "reason", "holdout", "health_based"]
     table = (
         planned.frame.select(*cols, "idempotency_key")
@@ -327,7 +324,6 @@ def delivery_lock(settings: Settings) -> Iterator[None]:
 
 
 def _deliver(settings, as_of, dry_run, now, config, segments, sleep) -> DeliveryReport:
-
     config = config or OutreachConfig.load()
     clock = (lambda: now) if now else now_china
     started = clock()
@@ -402,7 +398,6 @@ def _write_report(settings: Settings, report: DeliveryReport) -> Path:
 
 def mirror_ledger(settings: Settings, ledger: Ledger) -> int:
     """Copy the ledger's deliveries into the warehouse table ``delivery_ledger`` (for readers)."""
-
     rows = ledger.rows()
     for r in rows:
         r.pop("phone_token", None)
