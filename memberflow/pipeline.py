@@ -125,7 +125,6 @@ def _docs(settings: Settings, run: LandingRun) -> None:
 class BuildOutcome:
     dbt: DbtResult
     gate: GateResult | None  # None: the postgres target, whose marts the DuckDB gates do not read yet
-    day: date | None  # the day the marts gate validated
 
 
 def gate_marts(settings: Settings, day: date | None = None) -> GateResult:
@@ -151,11 +150,11 @@ def build(settings: Settings, as_of: date | None = None, feature_dates: Sequence
     if postgres_target():
         if as_of is None:
             save_identity_snapshot(settings)
-        return BuildOutcome(result, None, None)
+        return BuildOutcome(result, None)
     gate = gate_marts(settings, as_of)
     if as_of is None:
         save_identity_snapshot(settings)
-    return BuildOutcome(result, gate, as_of or latest_landed_day(settings))
+    return BuildOutcome(result, gate)
 
 
 # --- scoring and its gate ----------------------------------------------------------------------------

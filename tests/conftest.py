@@ -25,28 +25,7 @@ os.environ["COLUMNS"] = "200"
 
 # The fast tier (`./dev test --fast`, i.e. `-m "not slow"`) is every test that builds no warehouse, trains
 # no model, runs no DAG and starts no service stack: what a test needs decides its tier. A test that is
-# slow for another reason carries @pytest.mark.slow itself.
-SLOW_FIXTURES = frozenset(
-    {
-        "business_sample",
-        "built",
-        "scored",
-        "trained_ws",
-        "workspace_copy",
-        "ml_workspace",
-        "trained",
-        "delivery_ws",
-        "ops_ws",
-        "tokens",
-        "api_app",
-        "client",
-        "airflow_db",
-        "workspace_env",
-        "history",
-        "production",
-    }
-)
-
+# slow for another reason carries @pytest.mark.slow itself (SLOW_FIXTURES, below).
 
 # With pytest-xdist (`./dev test` runs two workers, --dist loadgroup) the tests that share an expensive
 # session fixture run on one worker, which builds it once: the scored sample (trained and scored models,
@@ -66,6 +45,7 @@ SCORED_FIXTURES = frozenset(
     }
 )
 BUILT_FIXTURES = frozenset({"business_sample", "built", "workspace_copy"})
+SLOW_FIXTURES = SCORED_FIXTURES | BUILT_FIXTURES | {"airflow_db", "workspace_env", "history", "production"}
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups

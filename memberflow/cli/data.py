@@ -228,7 +228,8 @@ def build(
     for message in outcome.gate.messages("warning"):
         err.print(f"[yellow]warning: {escape(message)}[/yellow]", soft_wrap=True)
     console.print(
-        f"marts quality gate {outcome.gate.status} for {outcome.day}; Data Docs: {outcome.gate.docs_path}"
+        f"marts quality gate {outcome.gate.status} for {outcome.gate.date}; "
+        f"Data Docs: {outcome.gate.docs_path}"
     )
     _print_warehouse(settings)
 
