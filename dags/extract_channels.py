@@ -18,16 +18,23 @@ data stays as it was and nothing downstream sees the bad partition. Warnings are
 The partition date is the run's logical date in China time; a run covers [date 00:00, next day 00:00)
 China time, and rerunning or backfilling a date replaces exactly that date's partitions.
 
+**Landing history in one run.** The run parameter `days` (default 1) makes a run cover that many local days
+ending with its own date: each table's task extracts every day, its gate validates them together (one
+Great Expectations run per table and up to 31 days; the results are still kept per day) and publish swaps
+them all in. A critical finding on any day fails the table's gate and none of its days is published (the
+passing ones stay staged; fix the bad day and clear the table's tasks). Landing 60 days of history this way
+is one run of 37 tasks instead of 60 runs: `airflow dags trigger extract_channels -c '{"days": 60}'`.
+
 A table fails without retry when too many of its rows are quarantined (see `MEMBERFLOW_QUARANTINE_*`) or
 a critical quality check fails; a missing partition fails after retries, since channel drops can arrive late.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, timedelta
 
 import pendulum
-from airflow.sdk import CronDataIntervalTimetable, dag, task
+from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
 
 from memberflow.assets import landed_asset
 from memberflow.core.contracts import CONTRACTS
@@ -43,9 +50,17 @@ def _run_day(context):
     return logical, pendulum.instance(logical).in_timezone(CHINA).date()
 
 
+def _run_days(context) -> list[date]:
+    """The local days the run lands, oldest first: its own and the ``days - 1`` before it."""
+    _, day = _run_day(context)
+    return [day - timedelta(days=n) for n in range(int(context["params"]["days"]) - 1, -1, -1)]
+
+
 @task
 def extract_table(channel: str, table: str, **context) -> dict:
-    """Extract one table's partition for the run's local date into the audit area; row counts for XCom."""
+    """Extract the run's partitions of one table into the audit area; row counts for XCom."""
+    from collections import Counter
+
     from airflow.sdk.exceptions import AirflowFailException
 
     from memberflow.core.contracts import get_contract
@@ -54,67 +69,76 @@ def extract_table(channel: str, table: str, **context) -> dict:
     from memberflow.extract import extract_table as stage
 
     apply_privacy_defaults()
-    logical, day = _run_day(context)
-    try:
-        report = stage(get_settings(), get_contract(channel, table), day, loaded_at=logical)
-    except QuarantineThresholdError as exc:
-        raise AirflowFailException(str(exc)) from exc
-    return {
-        "table": report.channel + "." + report.table,
-        "dt": day.isoformat(),
-        "read": report.read,
-        "landed": report.landed,
-        "quarantined": report.quarantined,
-        "by_reason": report.by_reason,
-        "staged_path": report.landed_path,
-    }
+    logical, today = _run_day(context)
+    settings, contract = get_settings(), get_contract(channel, table)
+    summary = {"table": contract.name, "days": [], "read": 0, "landed": 0, "quarantined": 0}
+    reasons: Counter[str] = Counter()
+    failed = []
+    for day in _run_days(context):
+        try:
+            # the run's own day is loaded at its logical date; earlier days of a backfill at their own
+            report = stage(settings, contract, day, loaded_at=logical if day == today else None)
+        except QuarantineThresholdError as exc:
+            failed.append(str(exc))
+            continue
+        summary["days"].append(day.isoformat())
+        for key in ("read", "landed", "quarantined"):
+            summary[key] += getattr(report, key)
+        reasons.update(report.by_reason)
+    if failed:
+        raise AirflowFailException("\n".join(failed))
+    return {**summary, "by_reason": dict(sorted(reasons.items()))}
 
 
 @task
 def gate_table(channel: str, table: str, **context) -> dict:
-    """Validate the staged partition with the table's landing suite; a critical failure fails the task."""
+    """Validate the staged partitions with the table's landing suite; a critical failure on any of the run's
+    days fails the task (and nothing of the table is published by this run)."""
     from airflow.sdk.exceptions import AirflowFailException
 
-    from expectations.landing import audit_partition
+    from expectations.landing import audit_partitions
     from expectations.runner import QualityGateError
     from memberflow.core.contracts import get_contract
     from memberflow.core.settings import apply_privacy_defaults, get_settings
 
     apply_privacy_defaults()
-    _, day = _run_day(context)
-    try:
-        result = audit_partition(get_settings(), get_contract(channel, table), day)
-    except QualityGateError as exc:
-        raise AirflowFailException(str(exc)) from exc
-    suite = result.suites[0]
-    return {"status": result.status, "warnings": result.messages("warning"), "results": suite.result_path}
+    results = audit_partitions(get_settings(), get_contract(channel, table), _run_days(context))
+    failed = [str(QualityGateError(result)) for result in results.values() if not result.ok]
+    if failed:
+        raise AirflowFailException("\n".join(failed))
+    statuses = {result.status for result in results.values()}
+    return {
+        "status": next((s for s in ("warning", "passed") if s in statuses), "passed"),
+        "warnings": [m for result in results.values() for m in result.messages("warning")],
+        "results": [result.suites[0].result_path for result in results.values()],
+    }
 
 
 @task
-def publish_table(channel: str, table: str, gate: dict, **context) -> str:
-    """Swap the audited partition into landing and announce it on the table's Asset."""
+def publish_table(channel: str, table: str, gate: dict, **context) -> list[str]:
+    """Swap the audited partitions into landing and announce them on the table's Asset."""
     from memberflow.core.contracts import get_contract
     from memberflow.core.settings import get_settings
     from memberflow.extract import publish_partition
 
     contract = get_contract(channel, table)
-    _, day = _run_day(context)
-    target = publish_partition(get_settings(), contract, day, quality=gate["status"])
+    days = _run_days(context)
+    targets = [str(publish_partition(get_settings(), contract, day, quality=gate["status"])) for day in days]
     context["outlet_events"][landed_asset(contract)].extra = {
-        "dt": day.isoformat(),
+        "dt": days[-1].isoformat(),
+        "days": len(days),
         "quality": gate["status"],
     }
-    return str(target)
+    return targets
 
 
 @task
 def quality_docs(**context) -> str:
-    """Render the Data Docs of the day's landing validations (passed or failed)."""
+    """Render the Data Docs of the run's landing validations (passed or failed)."""
     from expectations.runner import build_data_docs
     from memberflow.core.settings import get_settings
 
-    _, day = _run_day(context)
-    return str(build_data_docs(get_settings(), "landing", [day]))
+    return str(build_data_docs(get_settings(), "landing", _run_days(context)))
 
 
 @dag(
@@ -130,6 +154,15 @@ def quality_docs(**context) -> str:
         "execution_timeout": timedelta(minutes=30),
     },
     tags=["memberflow", "extract", "quality"],
+    params={
+        "days": Param(
+            1,
+            type="integer",
+            minimum=1,
+            maximum=400,
+            description="Local days the run lands, ending with its own date (history in one run).",
+        )
+    },
     doc_md=__doc__,
 )
 def extract_channels() -> None:

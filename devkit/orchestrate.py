@@ -97,13 +97,18 @@ def load_dag(dag_id: str):
 
 
 def run_dag(
-    dag_id: str, day: date, retries: int | None = 0, on_task: Callable[[str], None] | None = None
+    dag_id: str,
+    day: date,
+    retries: int | None = 0,
+    on_task: Callable[[str], None] | None = None,
+    conf: dict | None = None,
 ) -> DagRunResult:
     """Execute one daily run of ``dag_id`` for ``day`` with ``dag.test()`` (tasks run for real).
 
     ``dag.test()`` waits out each retry delay in-process; interactive runs fail fast (``retries=0``) and
     leave retrying to the scheduler. Pass ``retries=None`` to keep the DAG's own setting. ``on_task`` is
-    called with each task's id as the task starts (the demo's progress display).
+    called with each task's id as the task starts (the demo's progress display). ``conf``: the run's
+    parameters (e.g. ``{"days": 60}`` lands 60 days of history in one extract_channels run).
     """
     dag = load_dag(dag_id)
     for task in dag.tasks:
@@ -113,7 +118,7 @@ def run_dag(
             existing = task.on_execute_callback or []
             existing = existing if isinstance(existing, list) else [existing]
             task.on_execute_callback = [lambda context, tid=task.task_id: on_task(tid), *existing]
-    run = dag.test(logical_date=logical_date_for(day))
+    run = dag.test(logical_date=logical_date_for(day), run_conf=conf)
     release_dbt_connections()
     states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
     failed = sorted(task for task, state in states.items() if state not in ("success", "skipped"))

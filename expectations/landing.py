@@ -1,23 +1,39 @@
-"""The landing gate: one suite per channel table, run on a day's extracted partition before it is published.
+"""The landing gate: one suite per channel table, run on its extracted partitions before they are published.
 
 Extract already holds every *row* to the contract (bad rows are quarantined one by one). This gate checks
-what no single row can show: that the partition as a whole looks like the channel's usual delivery —
+what no single row can show: that a partition as a whole looks like the channel's usual delivery —
 its volume against the trailing days, amounts in yuan rather than fen, no day re-sent under another date,
 times within the business period, rows not arriving implausibly late — and re-asserts the landed file's
 own invariants (required values, enums, unique keys) so a writer that bypassed extract is caught too.
+
+A table's partitions are gated in batches (a daily run is a batch of one; a backfill or a first build is
+up to ``BATCH_DAYS`` at once): one Great Expectations run over all of the batch's rows, with the results
+kept per partition (``expectations.runner.validate_partitions``). Within a batch, a partition is compared
+with the published ones and with the batch's earlier days, as if those had been published first.
 """
 
 from __future__ import annotations
 
 import statistics
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
 import duckdb
+import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from expectations.config import QualityConfig
-from expectations.runner import GateResult, QualityGateError, Suite, gate_result, validate
+from expectations.runner import (
+    PARTITION,
+    GateResult,
+    QualityGateError,
+    Suite,
+    gate_result,
+    only,
+    validate_partitions,
+)
 from memberflow.core.contracts import LOCAL_TZ, Kind, TableContract
 from memberflow.core.settings import Settings
 from memberflow.extract import (
@@ -30,6 +46,11 @@ from memberflow.extract import (
 
 GATE = "landing"
 
+# Columns a batch frame adds for checks whose bound depends on the row's partition.
+DAY_END = "_day_end"  # the end of the partition's day (China time): no event time after it
+# how many days after its local date a row arrived: the partition date - local_date
+DAYS_LATE = "_days_late"
+
 
 def _published_partitions(settings: Settings, contract: TableContract) -> dict[date, Path]:
     folders = partition_days(settings.landing_dir / contract.channel / contract.table)
@@ -41,10 +62,10 @@ def _start_of(day: date) -> datetime:
 
 
 def landing_suite(
-    config: QualityConfig, contract: TableContract, day: date, history: dict[date, int], rows: int
+    config: QualityConfig, contract: TableContract, rows: dict[date, int], history: dict[date, int]
 ) -> Suite:
-    """The checks of one table's ``rows``-row partition for ``day``; ``history``: rows of the other
-    published partitions by date."""
+    """The checks of a batch of one table's partitions: ``rows`` holds each batch partition's row count,
+    ``history`` the row counts of the published partitions outside the batch, by date."""
     import great_expectations as gx
 
     e = gx.expectations
@@ -68,37 +89,33 @@ def landing_suite(
                 f"{column.name} in {', '.join(values)}",
                 lambda s, c=column, v=values: e.ExpectColumnValuesToBeInSet(column=c.name, value_set=v),
             )
-    if len(contract.key) == 1:
-        suite.add(
-            "key_unique",
-            f"key {contract.key[0]} unique in the partition",
-            lambda s: e.ExpectColumnValuesToBeUnique(column=contract.key[0]),
-        )
-    else:
-        suite.add(
-            "key_unique",
-            f"key ({', '.join(contract.key)}) unique in the partition",
-            lambda s: e.ExpectCompoundColumnsToBeUnique(column_list=list(contract.key)),
-        )
+    key = ", ".join(contract.key)
+    suite.add(
+        "key_unique",
+        f"key ({key}) unique in the partition"
+        if len(contract.key) > 1
+        else f"key {key} unique in the partition",
+        lambda s: e.ExpectCompoundColumnsToBeUnique(column_list=[*contract.key, PARTITION]),
+    )
     for column in (c for c in contract.columns if c.kind is Kind.TIME):
         suite.add(
             "times_in_range",
-            f"{column.name} between the business start and the end of {day.isoformat()} (China time)",
-            lambda s, c=column: e.ExpectColumnValuesToBeBetween(
-                column=c.name,
-                min_value=_start_of(date.fromisoformat(str(s["business_start"]))),
-                max_value=_start_of(day + timedelta(days=1)),
-            ),
+            f"{column.name} between the business start and the end of the partition's day (China time)",
+            lambda s, c=column: [
+                e.ExpectColumnValuesToBeBetween(
+                    column=c.name, min_value=_start_of(date.fromisoformat(str(s["business_start"])))
+                ),
+                e.ExpectColumnPairValuesAToBeGreaterThanB(
+                    column_A=DAY_END, column_B=c.name, or_equal=True, ignore_row_if="either_value_is_missing"
+                ),
+            ],
         )
     if contract.date_column:
         suite.add(
             "late_rows",
-            "rows belong to the run's day or arrive only a few days late",
+            "rows belong to the partition's day or arrive only a few days late",
             lambda s: e.ExpectColumnValuesToBeBetween(
-                column="local_date",  # a datetime64 column in the frame
-                min_value=datetime.combine(day - timedelta(days=int(s["max_late_days"])), time()),
-                max_value=datetime.combine(day, time()),
-                mostly=float(s["mostly"]),
+                column=DAYS_LATE, min_value=0, max_value=int(s["max_late_days"]), mostly=float(s["mostly"])
             ),
         )
     for column in (c for c in contract.columns if c.kind is Kind.AMOUNT):
@@ -109,15 +126,15 @@ def landing_suite(
                 column=c.name, min_value=0, max_value=float(s["max"])
             ),
         )
-        if not rows:
-            continue  # an empty partition has no median; the volume check judges it
-        suite.add(
-            "amount_median",
-            f"median {column.name} within the plausible band (yuan, not fen)",
-            lambda s, c=column: e.ExpectColumnMedianToBeBetween(
-                column=c.name, min_value=float(s["min"]), max_value=float(s["max"])
-            ),
-        )
+        for day in (d for d, n in rows.items() if n):  # an empty partition has no median: volume judges it
+            suite.add(
+                "amount_median",
+                f"median {column.name} within the plausible band (yuan, not fen)",
+                lambda s, c=column, day=day: e.ExpectColumnMedianToBeBetween(
+                    column=c.name, min_value=float(s["min"]), max_value=float(s["max"]), **only(day)
+                ),
+                partition=day,
+            )
     for column in (c for c in contract.columns if c.kind in (Kind.QTY, Kind.COUNT)):
         suite.add(
             "counts_non_negative",
@@ -131,7 +148,10 @@ def landing_suite(
             column="_key_landed_before", value_set=[False], mostly=1.0 - float(s["max_share"])
         ),
     )
-    _add_volume(suite, day, history)
+    # the batch's partitions count as history for its later days, as if published one by one
+    everything = {**history, **rows}
+    for day in rows:
+        _add_volume(suite, day, {d: n for d, n in everything.items() if d != day})
     return suite
 
 
@@ -144,14 +164,16 @@ def _add_volume(suite: Suite, day: date, history: dict[date, int]) -> None:
     if len(counts) < int(settings["min_history_days"]):
         suite.note(
             f"volume not checked: {len(counts)} published partitions in the {window} days before "
-            f"(needs {settings['min_history_days']})"
+            f"(needs {settings['min_history_days']})",
+            day,
         )
         return
     median = statistics.median(counts)
     if median < float(settings["min_median_rows"]):
         suite.note(
             f"volume not checked: the trailing median of {median:g} rows is below "
-            f"{settings['min_median_rows']}"
+            f"{settings['min_median_rows']}",
+            day,
         )
         return
     # A table's first weeks are not its steady state (a go-live export carries the back catalogue, a new
@@ -160,68 +182,140 @@ def _add_volume(suite: Suite, day: date, history: dict[date, int]) -> None:
     warming_up = earlier < int(settings["warmup_days"])
     if warming_up:
         suite.note(
-            f"volume is a warning while the table warms up: {earlier} of {settings['warmup_days']} days"
+            f"volume is a warning while the table warms up: {earlier} of {settings['warmup_days']} days", day
         )
-    suite.add_row_count_band("volume", median, f"the {window}-day median of {median:g}", warming_up)
+    suite.add_row_count_band("volume", median, f"the {window}-day median of {median:g}", warming_up, day)
 
 
-def partition_frame(settings: Settings, contract: TableContract, day: date, path: Path, lookback: int):
-    """The partition as pandas, amounts as doubles, with ``_key_landed_before`` from the published ones."""
-    others = [
-        str(p)
-        for d, p in sorted(_published_partitions(settings, contract).items())
-        if d != day and abs((d - day).days) <= lookback
+def batch_frame(
+    settings: Settings,
+    contract: TableContract,
+    staged: dict[date, Path],
+    lookback: int,
+    alongside: dict[date, Path] | None = None,
+):
+    """The rows of the ``staged`` partitions (date → Parquet file) as one pandas frame, amounts as doubles,
+    with each row's ``PARTITION``, ``DAY_END``, ``DAYS_LATE`` and ``_key_landed_before``: whether its key
+    already landed within ``lookback`` days in a published partition or in an earlier partition of the run
+    (the batch's own, or ``alongside``: the run's partitions validated in other batches)."""
+    run = {**(alongside or {}), **staged}
+    files = [(str(path), day, True) for day, path in run.items()]
+    files += [
+        (str(path), day, False)
+        for day, path in _published_partitions(settings, contract).items()
+        if day not in run and min(abs((day - d).days) for d in staged) <= lookback
     ]
+    catalog = pa.table(
+        {
+            "file": [f[0] for f in files],
+            "day": pa.array([f[1] for f in files], pa.date32()),
+            "in_run": [f[2] for f in files],
+        }
+    )
     names = landed_schema(contract).names
     kinds = {c.name: c.kind for c in contract.columns}
     select = ", ".join(
         f'cast(cur."{n}" as double) as "{n}"' if kinds.get(n) is Kind.AMOUNT else f'cur."{n}"' for n in names
     )
     keys = ", ".join(f'"{k}"' for k in contract.key)
-    join = " and ".join(f'cur."{k}" = prev."{k}"' for k in contract.key)
+    same_key = " and ".join(f'cur."{k}" = prev."{k}"' for k in contract.key)
+    late = f"date_diff('day', cur.local_date, cur._day) as \"{DAYS_LATE}\", " if contract.date_column else ""
+    sql = f"""
+        with cur as (
+            select c.*, f.day as _day
+            from read_parquet(?, filename = true) c join catalog f on c.filename = f.file
+        ),
+        prev as (
+            select distinct {keys}, f.day as _day, f.in_run
+            from read_parquet(?, filename = true) p join catalog f on p.filename = f.file
+        )
+        select {select}, strftime(cur._day, '%Y-%m-%d') as "{PARTITION}", {late}
+            exists (
+                select 1 from prev
+                where {same_key} and prev._day <> cur._day
+                    and abs(date_diff('day', prev._day, cur._day)) <= {int(lookback)}
+                    and (not prev.in_run or prev._day < cur._day)
+            ) as _key_landed_before
+        from cur
+        order by cur._day, cur._source_file, cur._row_number
+    """
     with duckdb.connect() as con:
         con.execute("set threads = 1")
-        if others:
-            sql = (
-                f"select {select}, prev._hit is not null as _key_landed_before "
-                f"from read_parquet(?) cur left join (select distinct {keys}, true as _hit "
-                f"from read_parquet(?)) prev on {join} order by cur._source_file, cur._row_number"
-            )
-            frame = con.execute(sql, [str(path), others]).df()
-        else:
-            sql = (
-                f"select {select}, false as _key_landed_before from read_parquet(?) cur order by _row_number"
-            )
-            frame = con.execute(sql, [str(path)]).df()
+        con.register("catalog", catalog)
+        frame = con.execute(sql, [[str(p) for p in staged.values()], [f[0] for f in files]]).df()
+    if any(c.kind is Kind.TIME for c in contract.columns):
+        ends = pd.to_datetime(frame[PARTITION]).dt.tz_localize(LOCAL_TZ) + pd.Timedelta(days=1)
+        frame[DAY_END] = ends.dt.tz_convert("UTC")
     return frame.reset_index(drop=True)
+
+
+# At most this many partitions of a table are validated in one batch (bounds the frame in memory).
+BATCH_DAYS = 31
+
+
+def gate_partitions(
+    settings: Settings,
+    contract: TableContract,
+    staged: dict[date, Path],
+    config: QualityConfig | None = None,
+    alongside: dict[date, Path] | None = None,
+) -> dict[date, GateResult]:
+    """Validate extracted partitions (date → folder or file) of one table in one batch: each date's result.
+    ``alongside``: the run's other staged partitions (gated in other batches), which count as if published
+    before the later days."""
+
+    def file(path: Path) -> Path:
+        return path / "part-0.parquet" if path.is_dir() else path
+
+    config = config or QualityConfig.load()
+    staged = {day: file(path) for day, path in sorted(staged.items())}
+    alongside = {day: file(path) for day, path in (alongside or {}).items() if day not in staged}
+    rows = {day: pq.read_metadata(path).num_rows for day, path in staged.items()}
+    history = {
+        d: pq.read_metadata(p).num_rows
+        for d, p in {**_published_partitions(settings, contract), **alongside}.items()
+        if d not in staged
+    }
+    lookback = int(config.check(GATE, contract.name, "keys_not_landed_before")["lookback_days"])
+    frame = batch_frame(settings, contract, staged, lookback, alongside)
+    suite = landing_suite(config, contract, rows, history)
+    results = validate_partitions(settings, suite, frame, list(staged))
+    return {day: gate_result(settings, GATE, day, [result], record=False) for day, result in results.items()}
 
 
 def gate_partition(
     settings: Settings, contract: TableContract, day: date, path: Path, config: QualityConfig | None = None
 ) -> GateResult:
     """Validate the extracted partition at ``path`` (a folder or file) for ``day``."""
+    return gate_partitions(settings, contract, {day: path}, config)[day]
+
+
+def audit_partitions(
+    settings: Settings, contract: TableContract, days: Sequence[date], config: QualityConfig | None = None
+) -> dict[date, GateResult]:
+    """Gate staged partitions of one table, ``BATCH_DAYS`` at a time; each one that fails a critical check
+    is marked rejected (it stays in the audit area). Returns every date's result: check ``ok``."""
     config = config or QualityConfig.load()
-    part = path / "part-0.parquet" if path.is_dir() else path
-    history = {
-        d: pq.read_metadata(p).num_rows
-        for d, p in _published_partitions(settings, contract).items()
-        if d != day
-    }
-    lookback = int(config.check(GATE, contract.name, "keys_not_landed_before")["lookback_days"])
-    frame = partition_frame(settings, contract, day, part, lookback)
-    suite = landing_suite(config, contract, day, history, len(frame))
-    return gate_result(settings, GATE, day, [validate(settings, suite, day, frame)], record=False)
+    run = {day: staged_partition(settings, contract, day) for day in sorted(days)}
+    days = list(run)
+    results: dict[date, GateResult] = {}
+    for start in range(0, len(days), BATCH_DAYS):
+        batch = {day: run[day] for day in days[start : start + BATCH_DAYS]}
+        others = {day: path for day, path in run.items() if day not in batch}
+        results.update(gate_partitions(settings, contract, batch, config, others))
+    for day, result in results.items():
+        if not result.ok:
+            reject_partition(settings, contract, day, str(QualityGateError(result)))
+    return results
 
 
 def audit_partition(
     settings: Settings, contract: TableContract, day: date, config: QualityConfig | None = None
 ) -> GateResult:
     """Gate the staged partition; on a critical failure mark it rejected and raise ``QualityGateError``."""
-    result = gate_partition(settings, contract, day, staged_partition(settings, contract, day), config)
+    result = audit_partitions(settings, contract, [day], config)[day]
     if not result.ok:
-        error = QualityGateError(result)
-        reject_partition(settings, contract, day, str(error))
-        raise error
+        raise QualityGateError(result)
     return result
 
 

@@ -38,6 +38,7 @@ class Check:
     severity: str  # critical | warning
     expectation: Any  # a great_expectations Expectation
     about: str  # what the check guards, for people
+    partition: date | None = None  # in a batch of partitions: the one partition this check is about
 
 
 class Suite:
@@ -48,15 +49,23 @@ class Suite:
         self.sample_columns = list(sample_columns)
         self.checks: list[Check] = []
         self.notes: list[str] = []
+        self.partition_notes: dict[date, list[str]] = {}
 
     def settings(self, check: str) -> dict[str, Any]:
         return self.config.check(self.gate, self.subject, check)
 
     def add(
-        self, check: str, about: str, make: Callable[[dict[str, Any]], Any], warning_only: bool = False
+        self,
+        check: str,
+        about: str,
+        make: Callable[[dict[str, Any]], Any],
+        warning_only: bool = False,
+        partition: date | None = None,
     ) -> None:
         """Add the expectation(s) ``make(settings)`` returns for config check ``check``, unless it is off.
-        ``warning_only``: a critical check counts as a warning this time (e.g. a table still warming up)."""
+        ``warning_only``: a critical check counts as a warning this time (e.g. a table still warming up).
+        ``partition``: the expectation is about that partition of a batch only (its ``row_condition`` says
+        so); without it, an expectation is about every row and a batch's results are split per partition."""
         settings = self.settings(check)
         if settings["severity"] == "off":
             return
@@ -65,11 +74,21 @@ class Suite:
         for expectation in made if isinstance(made, list) else [made]:
             # GX returns results in its own order: the meta carries the check back to its result.
             expectation.meta = {"check": check, "severity": severity, "about": about}
+            if partition is not None:
+                expectation.meta["partition"] = partition.isoformat()
             expectation.severity = severity  # shown in Data Docs too
-            self.checks.append(Check(check, severity, expectation, about))
+            self.checks.append(Check(check, severity, expectation, about, partition))
 
-    def add_row_count_band(self, check: str, reference: float, what: str, warning_only: bool = False) -> None:
-        """Rows within [low x reference, high x reference], the band coming from the check's settings."""
+    def add_row_count_band(
+        self,
+        check: str,
+        reference: float,
+        what: str,
+        warning_only: bool = False,
+        partition: date | None = None,
+    ) -> None:
+        """Rows within [low x reference, high x reference], the band coming from the check's settings;
+        with ``partition``, the rows of that partition of a batch."""
         import great_expectations as gx
 
         settings = self.settings(check)
@@ -78,14 +97,32 @@ class Suite:
             check,
             f"rows within {low:g}x-{high:g}x {what}",
             lambda s: gx.expectations.ExpectTableRowCountToBeBetween(
-                min_value=int(reference * low), max_value=int(reference * high)
+                min_value=int(reference * low), max_value=int(reference * high), **only(partition)
             ),
             warning_only,
+            partition,
         )
 
-    def note(self, text: str) -> None:
-        """Something the suite could not check this time (e.g. too little history), shown with the results."""
-        self.notes.append(text)
+    def note(self, text: str, partition: date | None = None) -> None:
+        """Something the suite could not check this time (e.g. too little history), shown with the results
+        (of one partition of a batch, or of all)."""
+        if partition is None:
+            self.notes.append(text)
+        else:
+            self.partition_notes.setdefault(partition, []).append(text)
+
+
+# In a batch frame (many partitions of one table validated at once), the partition each row belongs to.
+PARTITION = "_partition_date"
+
+
+def only(partition: date | None) -> dict[str, Any]:
+    """Keyword arguments that restrict an expectation to one partition of a batch frame (none without)."""
+    if partition is None:
+        return {}
+    from great_expectations.expectations.row_conditions import Column
+
+    return {"row_condition": Column(PARTITION) == partition.isoformat()}
 
 
 @dataclass
@@ -308,62 +345,64 @@ def _observed(result: dict, exception: dict | None) -> str:
     return text
 
 
-def validate(settings: Settings, suite: Suite, day: date, frame) -> SuiteResult:
-    """Validate ``frame`` (pandas) against the suite's checks; keep the JSON results; return the findings."""
+def _run(settings: Settings, suite: Suite, frame, run_day: date, result_format: str, now: datetime):
+    """One GX validation of ``frame`` against the suite; stored under the run name ``<gate>-<run_day>``."""
     from great_expectations.core.run_identifier import RunIdentifier
 
-    context = _context(settings.quality_dir)
-    name = f"{suite.gate}.{suite.subject}"
-    now = datetime.now(UTC)
-    findings: list[Finding] = []
-    gx_result = None
-    if suite.checks:
-        definition = _validation_definition(context, name, suite)
-        gx_result = definition.run(
-            batch_parameters={"dataframe": frame},
-            result_format={"result_format": "SUMMARY", "partial_unexpected_count": SAMPLE_ROWS},
-            run_id=RunIdentifier(run_name=f"{suite.gate}-{day.isoformat()}", run_time=now),
-        )
-        for outcome in gx_result.results:
-            meta = outcome.expectation_config.meta or {}
-            result = outcome.result or {}
-            kwargs = outcome.expectation_config.kwargs
-            column = kwargs.get("column") or (
-                ",".join(kwargs["column_list"]) if "column_list" in kwargs else None
-            )
-            samples = []
-            if not outcome.success:
-                indices = list(result.get("partial_unexpected_index_list") or [])[:SAMPLE_ROWS]
-                wanted = [
-                    c
-                    for c in dict.fromkeys([*suite.sample_columns, *(column or "").split(",")])
-                    if c in frame
-                ]
-                if indices and wanted:
-                    rows = frame.loc[indices, wanted].to_dict("records")
-                    samples = [{k: _plain(v) for k, v in row.items()} for row in rows]
-            findings.append(
-                Finding(
-                    check=meta["check"],
-                    severity=meta["severity"],
-                    expectation=outcome.expectation_config.type,
-                    column=column,
-                    about=meta["about"],
-                    success=bool(outcome.success),
-                    observed=_observed(result, outcome.exception_info),
-                    samples=samples,
-                )
-            )
-    outcome = SuiteResult(
-        suite.gate, suite.subject, day.isoformat(), findings, list(suite.notes), len(frame), now.isoformat()
+    definition = _validation_definition(
+        _context(settings.quality_dir), f"{suite.gate}.{suite.subject}", suite
     )
-    folder = results_dir(settings, suite.gate, day)
+    return definition.run(
+        batch_parameters={"dataframe": frame},
+        result_format={"result_format": result_format, "partial_unexpected_count": SAMPLE_ROWS},
+        run_id=RunIdentifier(run_name=f"{suite.gate}-{run_day.isoformat()}", run_time=now),
+    )
+
+
+def _column(kwargs: dict) -> str | None:
+    """The column a finding is about; a batch's partition column is bookkeeping, not shown."""
+    if kwargs.get("column"):
+        return kwargs["column"]
+    if "column_list" in kwargs:
+        return ",".join(c for c in kwargs["column_list"] if c != PARTITION)
+    return kwargs.get("column_B")  # a pair check: column_A is the bound (e.g. the partition's day end)
+
+
+def _samples(suite: Suite, frame, column: str | None, indices: Sequence) -> list[dict[str, Any]]:
+    """Up to SAMPLE_ROWS offending rows: the suite's identifying columns and the checked one(s)."""
+    indices = list(indices)[:SAMPLE_ROWS]
+    wanted = [c for c in dict.fromkeys([*suite.sample_columns, *(column or "").split(",")]) if c in frame]
+    if not indices or not wanted:
+        return []
+    return [{k: _plain(v) for k, v in row.items()} for row in frame.loc[indices, wanted].to_dict("records")]
+
+
+def _finding(outcome, success: bool, observed: str, samples: list[dict[str, Any]]) -> Finding:
+    meta = outcome.expectation_config.meta or {}
+    return Finding(
+        check=meta["check"],
+        severity=meta["severity"],
+        expectation=outcome.expectation_config.type,
+        column=_column(outcome.expectation_config.kwargs),
+        about=meta["about"],
+        success=success,
+        observed=observed,
+        samples=samples,
+    )
+
+
+def _keep(
+    settings: Settings, outcome: SuiteResult, gx_result=None, gx_path: Path | None = None
+) -> SuiteResult:
+    """Write the suite's findings (and GX's full result, when given) beside the date's other results."""
+    folder = results_dir(settings, outcome.gate, date.fromisoformat(outcome.date))
     folder.mkdir(parents=True, exist_ok=True)
-    target = folder / f"{suite.subject}.json"
+    target = folder / f"{outcome.subject}.json"
     outcome.result_path = str(target)
     if gx_result is not None:
-        gx_path = folder / f"{suite.subject}.gx.json"
+        gx_path = folder / f"{outcome.subject}.gx.json"
         gx_path.write_text(json.dumps(gx_result.to_json_dict(), indent=1, default=str) + "\n")
+    if gx_path is not None:
         outcome.gx_result_path = str(gx_path)
     tmp = target.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(outcome.to_dict(), indent=2, ensure_ascii=False, default=str) + "\n")
@@ -371,6 +410,121 @@ def validate(settings: Settings, suite: Suite, day: date, frame) -> SuiteResult:
     for message in outcome.messages():
         log.warning("%s", message)
     return outcome
+
+
+def validate(settings: Settings, suite: Suite, day: date, frame) -> SuiteResult:
+    """Validate ``frame`` (pandas) against the suite's checks; keep the JSON results; return the findings."""
+    now = datetime.now(UTC)
+    findings: list[Finding] = []
+    gx_result = None
+    if suite.checks:
+        gx_result = _run(settings, suite, frame, day, "SUMMARY", now)
+        for outcome in gx_result.results:
+            result = outcome.result or {}
+            column = _column(outcome.expectation_config.kwargs)
+            indices = () if outcome.success else result.get("partial_unexpected_index_list") or ()
+            findings.append(
+                _finding(
+                    outcome,
+                    bool(outcome.success),
+                    _observed(result, outcome.exception_info),
+                    _samples(suite, frame, column, indices),
+                )
+            )
+    outcome = SuiteResult(
+        suite.gate, suite.subject, day.isoformat(), findings, list(suite.notes), len(frame), now.isoformat()
+    )
+    return _keep(settings, outcome, gx_result)
+
+
+def validate_partitions(
+    settings: Settings, suite: Suite, frame, days: Sequence[date]
+) -> dict[date, SuiteResult]:
+    """Validate a batch of one subject's partitions in one GX run; the findings are kept per partition.
+
+    ``frame`` holds the rows of every partition in ``days``, each row's partition in the ``PARTITION``
+    column (ISO date text). GX's cost is per expectation, not per row, so one run over the batch costs
+    about what one partition did. A check about every row runs once over all rows and GX's complete result
+    (every offending row's index) is split per partition: each partition gets its own count, samples and
+    success, ``mostly`` applied to its own rows. A check about one partition (a median, the row count) is
+    an expectation of its own, restricted to that partition's rows. Each partition's result is written to
+    its date's folder; GX's full result once, beside the newest partition's, under that date's run name.
+    """
+    now = datetime.now(UTC)
+    days = sorted(days)
+    findings: dict[date, list[Finding]] = {day: [] for day in days}
+    gx_result = None
+    partition_of = frame[PARTITION]
+    sizes = {day: 0 for day in days}
+    sizes.update({date.fromisoformat(k): int(v) for k, v in partition_of.value_counts().items()})
+    if suite.checks:
+        gx_result = _run(settings, suite, frame, days[-1], "COMPLETE", now)
+        for outcome in gx_result.results:
+            meta = outcome.expectation_config.meta or {}
+            result = outcome.result or {}
+            if "partition" in meta:  # about one partition: its result is that partition's finding
+                day = date.fromisoformat(meta["partition"])
+                findings[day].append(
+                    _finding(outcome, bool(outcome.success), _observed(result, outcome.exception_info), [])
+                )
+                continue
+            for day, finding in _split(suite, frame, partition_of, days, outcome).items():
+                findings[day].append(finding)
+    results = {}
+    gx_path = results_dir(settings, suite.gate, days[-1]) / f"{suite.subject}.gx.json"
+    for day in days:
+        outcome = SuiteResult(
+            suite.gate,
+            suite.subject,
+            day.isoformat(),
+            findings[day],
+            [*suite.notes, *suite.partition_notes.get(day, [])],
+            sizes[day],
+            now.isoformat(),
+        )
+        newest = day == days[-1]
+        results[day] = _keep(
+            settings,
+            outcome,
+            gx_result if newest else None,
+            gx_path if gx_result is not None and not newest else None,
+        )
+    return results
+
+
+def _split(suite: Suite, frame, partition_of, days: Sequence[date], outcome) -> dict[date, Finding]:
+    """One row-level expectation's result over a batch, as one finding per partition."""
+    result = outcome.result or {}
+    error = _error(outcome.exception_info)
+    if error or "unexpected_count" not in result:
+        # not evaluated (or not a row check after all): every partition shares the verdict
+        observed = _observed(result, outcome.exception_info)
+        return {day: _finding(outcome, bool(outcome.success), observed, []) for day in days}
+    kwargs = outcome.expectation_config.kwargs
+    mostly = float(kwargs.get("mostly") or 1.0)
+    column = _column(kwargs)
+    checked = [c for c in (kwargs.get("column"), kwargs.get("column_A"), kwargs.get("column_B")) if c]
+    present = frame[checked].notna().all(axis=1) if checked else None
+    unexpected = partition_of.loc[list(result.get("unexpected_index_list") or [])]
+    split = {}
+    for day in days:
+        iso = day.isoformat()
+        mine = partition_of == iso
+        total = int(mine.sum())
+        nonmissing = int((mine & present).sum()) if present is not None else total
+        bad = list(unexpected.index[unexpected == iso])
+        success = not nonmissing or (nonmissing - len(bad)) / nonmissing >= mostly
+        share = 100.0 * len(bad) / nonmissing if nonmissing else 0.0
+        observed = f"{len(bad):,} of {total:,} rows unexpected ({share:.2f}%)"
+        if bad and column:
+            shown = [c for c in column.split(",") if c in frame]
+            examples = [
+                _plain(row[0] if len(row) == 1 else dict(zip(shown, row, strict=True)))
+                for row in frame.loc[bad[:3], shown].itertuples(index=False, name=None)
+            ]
+            observed += ", e.g. " + ", ".join(json.dumps(e, ensure_ascii=False) for e in examples)
+        split[day] = _finding(outcome, bool(success), observed, _samples(suite, frame, column, bad))
+    return split
 
 
 def build_data_docs(settings: Settings, gate: str, days: Iterable[date]) -> Path:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
-from expectations.landing import audit_and_publish
+from expectations.landing import audit_partitions
 from expectations.marts import gate_warehouse
 from expectations.runner import GateResult, QualityGateError, build_data_docs
 from memberflow.core.contracts import CONTRACTS, TableContract
@@ -29,6 +29,7 @@ from memberflow.extract import (
     QuarantineThresholdError,
     extract_table,
     pending_partitions,
+    publish_partition,
 )
 from memberflow.transform import (
     DbtResult,
@@ -65,25 +66,37 @@ class LandingRun:
         return 2 if self.errors and missing else (1 if self.errors else 0)
 
 
-def land_partition(
+def land_partitions(
     settings: Settings,
-    contract: TableContract,
-    day: date,
+    partitions: Sequence[tuple[date, TableContract]],
     data_dir: Path | None = None,
-    run: LandingRun | None = None,
 ) -> LandingRun:
-    """Extract, gate and publish one table's partition; problems are recorded in ``run``, not raised."""
-    run = run if run is not None else LandingRun()
-    name = f"{contract.name} {day.isoformat()}"
-    run.days.add(day)
-    try:
-        report = extract_table(settings, contract, day, data_dir)
-        run.reports.append(report)
-        gate = audit_and_publish(settings, contract, day)
-        report.status, report.quality = "ok", gate.status
-        run.warnings += gate.messages("warning")
-    except (MissingPartitionError, QuarantineThresholdError, QualityGateError) as exc:
-        run.errors[name] = str(exc)
+    """Extract each partition, gate each table's staged ones together (in batches: one Great Expectations
+    run covers many days) and publish those that pass. A failing partition does not stop the others; its
+    problem is recorded in the run, not raised. Data Docs are rendered once, at the end."""
+    run = LandingRun()
+    by_table: dict[str, tuple[TableContract, list[date]]] = {}
+    for day, contract in partitions:
+        by_table.setdefault(contract.name, (contract, []))[1].append(day)
+    for contract, days in by_table.values():
+        staged: dict[date, ExtractReport] = {}
+        for day in sorted(set(days)):
+            run.days.add(day)
+            try:
+                staged[day] = extract_table(settings, contract, day, data_dir)
+            except (MissingPartitionError, QuarantineThresholdError) as exc:
+                run.errors[f"{contract.name} {day.isoformat()}"] = str(exc)
+        for day, gate in audit_partitions(settings, contract, list(staged)).items():
+            report = staged[day]
+            run.reports.append(report)
+            if not gate.ok:
+                run.errors[f"{contract.name} {day.isoformat()}"] = str(QualityGateError(gate))
+                continue
+            publish_partition(settings, contract, day, quality=gate.status)
+            report.status, report.quality = "ok", gate.status
+            run.warnings += gate.messages("warning")
+    run.reports.sort(key=lambda r: (r.date, r.channel, r.table))
+    _docs(settings, run)
     return run
 
 
@@ -93,24 +106,13 @@ def land_days(
     data_dir: Path | None = None,
     tables: Sequence[TableContract] = CONTRACTS,
 ) -> LandingRun:
-    """Land every table for each day; a failing partition does not stop the others.
-
-    Data Docs are rendered once, at the end."""
-    run = LandingRun()
-    for day in days:
-        for contract in tables:
-            land_partition(settings, contract, day, data_dir, run)
-    _docs(settings, run)
-    return run
+    """Land every table for each day (see ``land_partitions``)."""
+    return land_partitions(settings, [(day, contract) for day in days for contract in tables], data_dir)
 
 
 def land_pending(settings: Settings, data_dir: Path, until: date | None = None) -> LandingRun:
-    """Land every source partition not published yet (up to ``until``), oldest first."""
-    run = LandingRun()
-    for day, contract in pending_partitions(settings, data_dir, until):
-        land_partition(settings, contract, day, data_dir, run)
-    _docs(settings, run)
-    return run
+    """Land every source partition not published yet (up to ``until``)."""
+    return land_partitions(settings, pending_partitions(settings, data_dir, until), data_dir)
 
 
 def _docs(settings: Settings, run: LandingRun) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from devkit.orchestrate import apply_airflow_environment
+from devkit.orchestrate import airflow_environment, apply_airflow_environment
 from memberflow.core.settings import Settings, apply_privacy_defaults
 from memberflow.core.vocab import MODELS
 from tests.support import SAMPLE_DAYS, SAMPLE_START, TEST_ID_KEY, make_settings
@@ -18,6 +18,12 @@ SESSION_SETTINGS = Settings.from_env(
     {"MEMBERFLOW_HOME": str(_SESSION_HOME), "MEMBERFLOW_ID_KEY": TEST_ID_KEY}
 )
 apply_privacy_defaults()
+# Every test process has an Airflow home and metadata database of its own. pytest-xdist starts its workers
+# with the environment of the main process, which has loaded this file too: without dropping what it set,
+# both workers would run their DAGs in one SQLite database (and fail on each other's rows).
+for _key in airflow_environment(SESSION_SETTINGS):
+    if _key.startswith("AIRFLOW"):
+        os.environ.pop(_key, None)
 apply_airflow_environment(SESSION_SETTINGS)
 # The CLI's tables and paths print at this width whether or not a terminal (or an xdist worker) runs them.
 os.environ["COLUMNS"] = "200"
@@ -64,12 +70,29 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.xdist_group(group))
         if needs & SLOW_FIXTURES or group is not None or item.get_closest_marker("slow"):
             item.add_marker(pytest.mark.slow)
-    # the longest groups first, so that each worker starts on one and the short tests fill in after
-    order = {"stack": 0, "scored": 1, "built": 2}
+
+    # The order the groups are handed out (./dev passes --no-loadscope-reorder, so xdist keeps it): the
+    # integration stack to one worker and the scored group to the other, each as its first unit. xdist
+    # gives every worker a second unit at once, queued behind its first: the stack worker gets one module
+    # of quick tests (the built group there would wait out the whole stack); the built group goes to
+    # whichever worker frees up first, and the remaining modules fill in after.
+    def group_of(item: pytest.Item) -> str | None:
+        marker = item.get_closest_marker("xdist_group")
+        return marker.args[0] if marker and marker.args else None
+
+    filler = next(
+        (
+            item.nodeid.rsplit("::", 1)[0]
+            for item in items
+            if group_of(item) is None and not item.get_closest_marker("slow")
+        ),
+        None,
+    )
+    order = {"stack": 0, "scored": 1, filler: 2, "built": 3}
 
     def rank(item: pytest.Item) -> int:
-        marker = item.get_closest_marker("xdist_group")
-        return order.get(marker.args[0] if marker and marker.args else None, 3)
+        group = group_of(item)
+        return order.get(group if group is not None else item.nodeid.rsplit("::", 1)[0], 4)
 
     items.sort(key=rank)
 

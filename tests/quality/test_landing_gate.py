@@ -34,6 +34,18 @@ def source(settings, table: str, day=DAY):
     return next(partition_dir(settings.data_dir, channel, name, day).glob("part-0.*"))
 
 
+def to_fen(path) -> None:
+    """The export switched units: every amount_cny of the CSV file 100 times too large."""
+    header, *rows = path.read_text().splitlines()
+    position = header.split(",").index("amount_cny")
+    scaled = []
+    for row in rows:
+        fields = row.split(",")
+        fields[position] = f"{float(fields[position]) * 100:.2f}"
+        scaled.append(",".join(fields))
+    path.write_text("\n".join([header, *scaled]) + "\n")
+
+
 def landed_rows(settings, table: str, day=DAY) -> int:
     channel, name = table.split(".")
     return pq.read_metadata(
@@ -80,15 +92,7 @@ def test_half_a_channels_rows_dropped_fails_on_volume(workspace_copy):
 
 def test_amounts_in_fen_fail_on_the_median_and_the_range(workspace_copy):
     table = "ecommerce.orders"
-    path = source(workspace_copy, table)
-    header, *rows = path.read_text().splitlines()
-    position = header.split(",").index("amount_cny")
-    scaled = []
-    for row in rows:
-        fields = row.split(",")
-        fields[position] = f"{float(fields[position]) * 100:.2f}"
-        scaled.append(",".join(fields))
-    path.write_text("\n".join([header, *scaled]) + "\n")
+    to_fen(source(workspace_copy, table))
     with pytest.raises(QualityGateError) as info:
         reland(workspace_copy, table)
     message = str(info.value)
@@ -154,3 +158,38 @@ def test_a_volume_drop_in_a_tables_first_weeks_is_a_warning(workspace_copy, tmp_
     assert "[volume, warning]" in result.messages("warning")[0]
     assert any("warms up: 20 of 28 days" in note for note in result.suites[0].notes)
     assert landed_rows(workspace_copy, table, early) <= len(lines) // 5 + 1
+
+
+def test_a_batch_of_days_is_judged_day_by_day(workspace_copy):
+    """Five days of one table re-landed as one batch (one GX run): a day in fen and a day that re-sends the
+    day before fail on their own; the other three are published, each result counted on its own rows."""
+    from memberflow.pipeline import land_days
+
+    table, contract = "ecommerce.orders", get_contract("ecommerce", "orders")
+    days = [DAY - timedelta(days=n) for n in range(4, -1, -1)]
+    fen, resent = days[1], days[3]
+    to_fen(source(workspace_copy, table, fen))
+    shutil.copyfile(source(workspace_copy, table, days[2]), source(workspace_copy, table, resent))
+
+    run = land_days(workspace_copy, days, workspace_copy.data_dir, [contract])
+    assert set(run.errors) == {f"{table} {fen.isoformat()}", f"{table} {resent.isoformat()}"}
+    assert "[amount_median, critical]" in run.errors[f"{table} {fen.isoformat()}"]
+    assert "[keys_not_landed_before, critical]" in run.errors[f"{table} {resent.isoformat()}"]
+    statuses = {day: read_report(workspace_copy, contract, day)["status"] for day in days}
+    assert statuses == {d: "rejected" if d in (fen, resent) else "ok" for d in days}
+
+    results = {day: load_results(workspace_copy, "landing", day) for day in days}
+    for day in days:
+        (result,) = [r for r in results[day] if r.subject == table]
+        assert result.rows == read_report(workspace_copy, contract, day)["landed"]
+        findings = {f.check: f for f in result.findings}
+        spread = findings["amount_range"]
+        if day == fen:
+            unexpected = int(spread.observed.split(" of ")[0].replace(",", ""))
+            assert not spread.success and 0 < unexpected <= result.rows
+            assert f" of {result.rows:,} rows" in spread.observed
+            assert spread.samples and {"order_id", "amount_cny"} <= set(spread.samples[0])
+        else:
+            assert spread.success and spread.observed.startswith("0 of")
+        # the re-sent day's keys come from the batch's earlier day, which itself passed
+        assert findings["keys_not_landed_before"].success is (day != resent)
