@@ -2,13 +2,14 @@
 a workspace: this gives it a throwaway workspace (empty warehouse, the build inputs written) so linting
 needs no data and touches no real workspace.
 
-    .venv/bin/python -m devkit.sqllint [lint|fix] [paths...]     (default: lint dbt_project/models)
+    .venv/bin/python -m devkit.sqllint lint|fix [paths...]     (default: every model in dbt_project/models)
 
 The pre-commit hook and tests/dbt/test_project.py run it; the rules are in dbt_project/.sqlfluff.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -36,13 +37,18 @@ def run(command: str = "lint", paths: list[str] | None = None) -> subprocess.Com
 
 
 def main(argv: list[str]) -> int:
-    command = argv[0] if argv and argv[0] in ("lint", "fix") else "lint"
-    paths = [a for a in argv[1:] if a.endswith(".sql")] if argv and argv[0] in ("lint", "fix") else argv
-    # pre-commit passes changed files; only models are linted (macros are fragments, not statements)
-    paths = [p for p in paths if "/models/" in Path(p).resolve().as_posix()] if paths else None
-    if paths == []:
+    parser = argparse.ArgumentParser(
+        prog="python -m devkit.sqllint",
+        description="sqlfluff (dbt templater) over the dbt models, in a throwaway workspace.",
+    )
+    parser.add_argument("command", choices=("lint", "fix"))
+    parser.add_argument("paths", nargs="*", help="model files (default: every model)")
+    args = parser.parse_args(argv)
+    # pre-commit passes the changed files; only models are linted (macros are fragments, not statements)
+    paths = [p for p in args.paths if "/models/" in Path(p).resolve().as_posix()]
+    if args.paths and not paths:
         return 0
-    done = run(command, paths)
+    done = run(args.command, paths or None)
     sys.stdout.write(done.stdout)
     sys.stderr.write(done.stderr)
     return done.returncode
