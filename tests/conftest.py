@@ -70,29 +70,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.xdist_group(group))
         if needs & SLOW_FIXTURES or group is not None or item.get_closest_marker("slow"):
             item.add_marker(pytest.mark.slow)
-
-    # The order the groups are handed out (./dev passes --no-loadscope-reorder, so xdist keeps it): the
-    # integration stack to one worker and the scored group to the other, each as its first unit. xdist
-    # gives every worker a second unit at once, queued behind its first: the stack worker gets one module
-    # of quick tests (the built group there would wait out the whole stack); the built group goes to
-    # whichever worker frees up first, and the remaining modules fill in after.
-    def group_of(item: pytest.Item) -> str | None:
-        marker = item.get_closest_marker("xdist_group")
-        return marker.args[0] if marker and marker.args else None
-
-    filler = next(
-        (
-            item.nodeid.rsplit("::", 1)[0]
-            for item in items
-            if group_of(item) is None and not item.get_closest_marker("slow")
-        ),
-        None,
-    )
-    order = {"stack": 0, "scored": 1, filler: 2, "built": 3}
+    # the longest groups first, so that each worker starts on one and the short tests fill in after
+    order = {"stack": 0, "scored": 1, "built": 2}
 
     def rank(item: pytest.Item) -> int:
-        group = group_of(item)
-        return order.get(group if group is not None else item.nodeid.rsplit("::", 1)[0], 4)
+        marker = item.get_closest_marker("xdist_group")
+        return order.get(marker.args[0] if marker and marker.args else None, 3)
 
     items.sort(key=rank)
 
