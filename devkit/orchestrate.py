@@ -17,7 +17,6 @@ from datetime import date, datetime, time
 
 from memberflow.core.contracts import LOCAL_TZ
 from memberflow.core.settings import DAGS_FOLDER, PRIVACY_DEFAULTS, Settings
-from memberflow.warehouse import release_dbt_connections
 
 
 def airflow_environment(settings: Settings) -> dict[str, str]:
@@ -119,7 +118,6 @@ def run_dag(
             existing = existing if isinstance(existing, list) else [existing]
             task.on_execute_callback = [lambda context, tid=task.task_id: on_task(tid), *existing]
     run = dag.test(logical_date=logical_date_for(day), run_conf=conf)
-    release_dbt_connections()
     states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
     failed = sorted(task for task, state in states.items() if state not in ("success", "skipped"))
     return DagRunResult(dag_id, day, str(run.state), failed, states)

@@ -8,10 +8,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 from memberflow.core.settings import DBT_PROJECT_DIR, PRIVACY_DEFAULTS, Settings
 
 # The dbt of this environment, whatever PATH says (Airflow workers, tests and the CLI share the venv).
 DBT_EXECUTABLE = Path(sys.executable).with_name("dbt")
+# The project's layers in dependency order, each a selector of dbt_project/selectors.yml: the transform DAG
+# runs one `dbt build --selector <layer>` task per layer.
+_SELECTORS = yaml.safe_load((DBT_PROJECT_DIR / "selectors.yml").read_text())["selectors"]
+BUILD_LAYERS: tuple[str, ...] = tuple(selector["name"] for selector in _SELECTORS)
 
 
 def dbt_home(settings: Settings) -> Path:

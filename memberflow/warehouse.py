@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import gc
 import json
-import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -54,25 +52,9 @@ def warehouse_lock(settings: Settings, shared: bool = False, timeout: float | No
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def release_dbt_connections() -> None:
-    """Close the DuckDB handle that in-process dbt (Cosmos's dbt runner) keeps between invocations.
-
-    A scheduler runs each task in its own process, so this matters only when several tasks share one
-    (``dag.test()``): whoever opens the warehouse next must be able to.
-    """
-    if "dbt.adapters.duckdb.connections" not in sys.modules:
-        return
-    from dbt.adapters.duckdb.connections import DuckDBConnectionManager
-
-    DuckDBConnectionManager.close_all_connections()
-    gc.collect()
-
-
 @contextlib.contextmanager
 def open_warehouse(settings: Settings, read_only: bool = True) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A DuckDB connection to the warehouse, taken under the single-writer lock (so no build is mid-write)
-    and after this process's dbt connections are released."""
-    release_dbt_connections()
+    """A DuckDB connection to the warehouse, taken under the single-writer lock (so no build is mid-write)."""
     with warehouse_lock(settings), duckdb.connect(str(settings.warehouse_path), read_only=read_only) as con:
         yield con
 

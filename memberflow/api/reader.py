@@ -90,8 +90,8 @@ class Reader:
             yield con
 
     def _open(self, duckdb):
-        """A read-only connection. dbt run by Cosmos tasks writes without memberflow's lock file, so DuckDB's
-        own file lock can still refuse us: retry until ``busy_wait`` runs out, then report busy."""
+        """A read-only connection. A writer outside memberflow (dbt run by hand) takes no lock file, so
+        DuckDB's own file lock can still refuse us: retry until ``busy_wait`` runs out, then report busy."""
         deadline = time.monotonic() + self.busy_wait
         while True:
             try:

@@ -1,4 +1,4 @@
-"""transform_members executed by Airflow: Cosmos runs each dbt model and its tests as tasks."""
+"""transform_members executed by Airflow: Cosmos runs `dbt build` per project layer, then the marts gate."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from devkit.orchestrate import run_dag
+from devkit.orchestrate import load_dag, run_dag
 from memberflow.core.contracts import get_contract
+from memberflow.dbt_env import BUILD_LAYERS
 from memberflow.extract import landed_schema, partition_dir
 from tests.support import TEST_ID_KEY, make_settings, query
 
@@ -30,7 +31,13 @@ def transform_env(tmp_path, monkeypatch, built, airflow_db):
     return settings
 
 
-def test_every_model_runs_as_a_task_and_the_warehouse_is_published(transform_env):
+def dbt_results(settings) -> dict[str, str]:
+    """node -> status of the last dbt task's run_results.json (the workspace's dbt target folder)."""
+    results = json.loads((settings.home / "dbt" / "target" / "run_results.json").read_text())["results"]
+    return {node["unique_id"]: node["status"] for node in results}
+
+
+def test_every_layer_builds_in_order_and_the_warehouse_is_published(transform_env):
     from memberflow.transform import BUILT_MANIFEST, _manifest_path
 
     built_manifest = _manifest_path(transform_env, BUILT_MANIFEST)
@@ -39,11 +46,24 @@ def test_every_model_runs_as_a_task_and_the_warehouse_is_published(transform_env
     assert result.ok, result.failed_tasks
     assert result.task_states["publish"] == "success"
     assert result.task_states["quality_gate"] == "success"
-    # one `dbt build` task per model (the model, then its tests); tests over two models run once both exist
-    assert result.task_states["dbt.fct_orders_model_build"] == "success"
-    assert result.task_states["dbt.member_identifiers_model_build"] == "success"
-    relationship = "dbt.relationships_fct_orders_member_id__member_id__ref_dim_member__test"
-    assert result.task_states[relationship] == "success"
+    # one `dbt build` task per layer, in dependency order
+    layers = [f"dbt.{layer}" for layer in BUILD_LAYERS]
+    assert layers == ["dbt.staging", "dbt.identity", "dbt.members"]
+    assert {t for t in result.task_states if t.startswith("dbt.")} == set(layers)
+    assert {result.task_states[t] for t in layers} == {"success"}
+    dag = load_dag("transform_members")
+    assert [dag.get_task(t).upstream_task_ids for t in layers] == [
+        {"write_build_inputs"},
+        {"dbt.staging"},
+        {"dbt.identity"},
+    ]
+    # the last layer built the core marts and ran their tests, a test over two marts included
+    members = dbt_results(transform_env)
+    assert members["model.memberflow.dim_member"] == "success"
+    assert members["model.memberflow.fct_orders"] == "success"
+    relationship = "test.memberflow.relationships_fct_orders_member_id__member_id__ref_dim_member_"
+    assert [s for n, s in members.items() if n.startswith(relationship)] == ["pass"]
+    assert not any(n.startswith("model.memberflow.stg_") for n in members)  # staging was its own task
     assert (transform_env.quality_dir / "published" / "marts.json").exists()
     assert query(transform_env, "select count(*) as n from dim_member")["n"][0] > 1000
     assert built_manifest.exists()  # the next run's event staging adds to what this one built
@@ -71,8 +91,15 @@ def test_a_failing_dbt_test_fails_the_run_and_skips_everything_downstream(transf
 
     result = run_dag("transform_members", RUN_DAY)
     assert not result.ok
-    assert result.task_states["dbt.stg_consent__events_model_build"] == "failed"
-    assert result.task_states["dbt.dim_member_model_build"] == "upstream_failed"
+    assert result.task_states["dbt.staging"] == "failed"
+    assert result.task_states["dbt.identity"] == "upstream_failed"
+    assert result.task_states["dbt.members"] == "upstream_failed"
+    # dbt names what failed: the scope test of the consent staging model, nothing else
+    staged = dbt_results(transform_env)
+    failed = [n for n, s in staged.items() if s in ("fail", "error")]
+    assert len(failed) == 1 and failed[0].startswith(
+        "test.memberflow.accepted_values_stg_consent__events_scope"
+    )
     assert result.task_states["publish"] == "upstream_failed"
 
 
@@ -94,7 +121,7 @@ def test_a_failing_marts_gate_skips_publish_and_leaves_the_marts_unpublished(tra
 
     result = run_dag("transform_members", RUN_DAY)
     assert not result.ok
-    assert result.task_states["dbt.dim_member_model_build"] == "success"
+    assert result.task_states["dbt.members"] == "success"
     assert result.task_states["quality_gate"] == "failed"
     assert result.task_states["publish"] == "upstream_failed"
     assert not published_marker(transform_env, "marts").exists()

@@ -15,7 +15,7 @@ from devkit import sqllint
 from devkit.generate import GenerateConfig, generate
 from memberflow.cli import app
 from memberflow.core.contracts import LOCAL_TZ
-from memberflow.dbt_env import ensure_manifest
+from memberflow.dbt_env import BUILD_LAYERS, ensure_manifest, output_tail, run_dbt_process
 from memberflow.pipeline import land_pending
 from memberflow.transform import source_freshness
 from tests.support import TEST_ID_KEY, make_settings
@@ -25,9 +25,13 @@ KEY_TESTS = ("unique", "unique_combination")
 
 
 @pytest.fixture(scope="module")
-def manifest(tmp_path_factory) -> dict:
-    settings = make_settings(tmp_path_factory.mktemp("parse") / "ws")
-    return json.loads(ensure_manifest(settings).read_text())
+def parsed(tmp_path_factory):
+    return make_settings(tmp_path_factory.mktemp("parse") / "ws")
+
+
+@pytest.fixture(scope="module")
+def manifest(parsed) -> dict:
+    return json.loads(ensure_manifest(parsed).read_text())
 
 
 def models(manifest: dict) -> dict[str, dict]:
@@ -55,6 +59,35 @@ def test_staging_reads_only_the_landing_source_and_nothing_else_does(manifest) -
         else:
             assert not set(node["depends_on"]["nodes"]) & sources, name
     assert set().union(*read.values()) == sources
+
+
+def test_the_build_layers_run_every_model_and_test_once_after_what_they_read(parsed, manifest) -> None:
+    """The transform DAG builds the project as BUILD_LAYERS, one `dbt build --selector` task each: together
+    they must cover every model and test exactly once, and nothing may read a node of a later layer (a
+    model built before its parent, or a test over a model not built yet)."""
+    layer_of: dict[str, int] = {}
+    for number, layer in enumerate(BUILD_LAYERS):
+        listed = run_dbt_process(parsed, ["ls", "--selector", layer, "--output", "json", "--quiet"])
+        assert listed.returncode == 0, output_tail(listed)
+        for line in listed.stdout.splitlines():
+            node = json.loads(line)["unique_id"]
+            if node.startswith(("model.", "test.")):
+                assert node not in layer_of, (node, layer)
+                layer_of[node] = number
+    expected = {
+        uid
+        for uid, node in manifest["nodes"].items()
+        if node["resource_type"] in ("model", "test") and node["config"].get("enabled", True)
+    }
+    assert set(layer_of) == expected
+    assert len({uid for uid in expected if uid.startswith("model.")}) >= 40
+    late = {
+        (uid, parent)
+        for uid in expected
+        for parent in manifest["nodes"][uid]["depends_on"]["nodes"]
+        if layer_of.get(parent, -1) > layer_of[uid]
+    }
+    assert not late
 
 
 def test_every_model_states_its_grain_and_has_a_primary_key_check(manifest) -> None:
