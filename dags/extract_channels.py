@@ -97,18 +97,17 @@ def gate_table(channel: str, table: str, **context) -> dict:
     from airflow.sdk.exceptions import AirflowFailException
 
     from expectations.landing import audit_partitions
-    from expectations.runner import QualityGateError
+    from expectations.runner import worst_status
     from memberflow.core.contracts import get_contract
     from memberflow.core.settings import apply_privacy_defaults, get_settings
 
     apply_privacy_defaults()
     results = audit_partitions(get_settings(), get_contract(channel, table), _run_days(context))
-    failed = [str(QualityGateError(result)) for result in results.values() if not result.ok]
+    failed = [result.explain() for result in results.values() if not result.ok]
     if failed:
         raise AirflowFailException("\n".join(failed))
-    statuses = {result.status for result in results.values()}
     return {
-        "status": next((s for s in ("warning", "passed") if s in statuses), "passed"),
+        "status": worst_status(result.status for result in results.values()),
         "warnings": [m for result in results.values() for m in result.messages("warning")],
         "results": [result.suites[0].result_path for result in results.values()],
     }

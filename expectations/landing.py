@@ -188,21 +188,21 @@ def _add_volume(suite: Suite, day: date, history: dict[date, int]) -> None:
 
 
 def batch_frame(
-    settings: Settings,
     contract: TableContract,
     staged: dict[date, Path],
     lookback: int,
+    published: dict[date, Path],
     alongside: dict[date, Path] | None = None,
 ):
     """The rows of the ``staged`` partitions (date → Parquet file) as one pandas frame, amounts as doubles,
     with each row's ``PARTITION``, ``DAY_END``, ``DAYS_LATE`` and ``_key_landed_before``: whether its key
-    already landed within ``lookback`` days in a published partition or in an earlier partition of the run
-    (the batch's own, or ``alongside``: the run's partitions validated in other batches)."""
+    already landed within ``lookback`` days in a ``published`` partition or in an earlier partition of the
+    run (the batch's own, or ``alongside``: the run's partitions validated in other batches)."""
     run = {**(alongside or {}), **staged}
     files = [(str(path), day, True) for day, path in run.items()]
     files += [
         (str(path), day, False)
-        for day, path in _published_partitions(settings, contract).items()
+        for day, path in published.items()
         if day not in run and min(abs((day - d).days) for d in staged) <= lookback
     ]
     catalog = pa.table(
@@ -270,14 +270,13 @@ def gate_partitions(
     config = config or QualityConfig.load()
     staged = {day: file(path) for day, path in sorted(staged.items())}
     alongside = {day: file(path) for day, path in (alongside or {}).items() if day not in staged}
+    published = _published_partitions(settings, contract)
     rows = {day: pq.read_metadata(path).num_rows for day, path in staged.items()}
     history = {
-        d: pq.read_metadata(p).num_rows
-        for d, p in {**_published_partitions(settings, contract), **alongside}.items()
-        if d not in staged
+        d: pq.read_metadata(p).num_rows for d, p in {**published, **alongside}.items() if d not in staged
     }
     lookback = int(config.check(GATE, contract.name, "keys_not_landed_before")["lookback_days"])
-    frame = batch_frame(settings, contract, staged, lookback, alongside)
+    frame = batch_frame(contract, staged, lookback, published, alongside)
     suite = landing_suite(config, contract, rows, history)
     results = validate_partitions(settings, suite, frame, list(staged))
     return {day: gate_result(settings, GATE, day, [result], record=False) for day, result in results.items()}
@@ -305,7 +304,7 @@ def audit_partitions(
         results.update(gate_partitions(settings, contract, batch, config, others))
     for day, result in results.items():
         if not result.ok:
-            reject_partition(settings, contract, day, str(QualityGateError(result)))
+            reject_partition(settings, contract, day, result.explain())
     return results
 
 

@@ -38,7 +38,6 @@ class Check:
     severity: str  # critical | warning
     expectation: Any  # a great_expectations Expectation
     about: str  # what the check guards, for people
-    partition: date | None = None  # in a batch of partitions: the one partition this check is about
 
 
 class Suite:
@@ -72,12 +71,13 @@ class Suite:
         severity = "warning" if warning_only else settings["severity"]
         made = make(settings)
         for expectation in made if isinstance(made, list) else [made]:
-            # GX returns results in its own order: the meta carries the check back to its result.
+            # GX returns results in its own order: the meta carries the check (and the partition it is
+            # about, in a batch) back to its result.
             expectation.meta = {"check": check, "severity": severity, "about": about}
             if partition is not None:
                 expectation.meta["partition"] = partition.isoformat()
             expectation.severity = severity  # shown in Data Docs too
-            self.checks.append(Check(check, severity, expectation, about, partition))
+            self.checks.append(Check(check, severity, expectation, about))
 
     def add_row_count_band(
         self,
@@ -200,11 +200,23 @@ class GateResult:
 
     @property
     def status(self) -> str:
-        statuses = {s.status for s in self.suites}
-        return next((s for s in ("failed", "warning") if s in statuses), "passed")
+        return worst_status(s.status for s in self.suites)
 
     def messages(self, severity: str | None = None) -> list[str]:
         return [m for s in self.suites for m in s.messages(severity)]
+
+    def explain(self) -> str:
+        """What failed critically, where the results are and the Data Docs (a QualityGateError's message)."""
+        lines = self.messages("critical")
+        where = f"results: {self.suites[0].result_path}" if len(self.suites) == 1 else ""
+        docs = f"Data Docs: {self.docs_path}" if self.docs_path else ""
+        return "\n".join([*lines, *(x for x in (where, docs) if x)])
+
+
+def worst_status(statuses: Iterable[str]) -> str:
+    """The verdict over several results: failed over warning over passed."""
+    found = set(statuses)
+    return next((s for s in ("failed", "warning") if s in found), "passed")
 
 
 class QualityGateError(RuntimeError):
@@ -212,10 +224,7 @@ class QualityGateError(RuntimeError):
 
     def __init__(self, result: GateResult):
         self.result = result
-        lines = result.messages("critical")
-        where = f"results: {result.suites[0].result_path}" if len(result.suites) == 1 else ""
-        docs = f"Data Docs: {result.docs_path}" if result.docs_path else ""
-        super().__init__("\n".join([*lines, *(x for x in (where, docs) if x)]))
+        super().__init__(result.explain())
 
 
 # --- GX context ------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from expectations.landing import audit_partitions
 from expectations.marts import gate_warehouse
-from expectations.runner import GateResult, QualityGateError, build_data_docs
+from expectations.runner import GateResult, build_data_docs
 from memberflow.core.contracts import CONTRACTS, TableContract
 from memberflow.core.settings import Settings, postgres_target
 from memberflow.extract import (
@@ -90,7 +90,7 @@ def land_partitions(
             report = staged[day]
             run.reports.append(report)
             if not gate.ok:
-                run.errors[f"{contract.name} {day.isoformat()}"] = str(QualityGateError(gate))
+                run.errors[f"{contract.name} {day.isoformat()}"] = gate.explain()
                 continue
             publish_partition(settings, contract, day, quality=gate.status)
             report.status, report.quality = "ok", gate.status
