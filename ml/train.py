@@ -146,13 +146,15 @@ def evaluate(training_set: TrainingSet, fitted: FittedModel, test: pd.DataFrame)
 def beats(
     challenger: dict[str, float], rival: dict[str, float], margin: dict[str, float]
 ) -> tuple[bool, str]:
-    auc_ok = challenger["auc"] >= rival["auc"] + margin.get("auc", 0.0)
-    brier_ok = challenger["brier"] <= rival["brier"] - margin.get("brier", 0.0)
-    text = (
-        f"AUC {challenger['auc']:.4f} vs {rival['auc']:.4f} (need +{margin.get('auc', 0.0):g}), "
-        f"Brier {challenger['brier']:.4f} vs {rival['brier']:.4f} (need -{margin.get('brier', 0.0):g})"
-    )
-    return auc_ok and brier_ok, text
+    """Whether the challenger's AUC is higher and its Brier score lower than the rival's by the margins;
+    the text gives both metrics and, for one that falls short, the value it needed."""
+    verdicts = []
+    for metric, label, higher in (("auc", "AUC", True), ("brier", "Brier", False)):
+        need = rival[metric] + margin.get(metric, 0.0) * (1 if higher else -1)
+        ok = challenger[metric] >= need if higher else challenger[metric] <= need
+        rule = "ok" if ok else f"needs {'at least' if higher else 'at most'} {need:.4f}"
+        verdicts.append((ok, f"{label} {challenger[metric]:.4f} vs {rival[metric]:.4f}: {rule}"))
+    return all(ok for ok, _ in verdicts), "; ".join(text for _, text in verdicts)
 
 
 @dataclass

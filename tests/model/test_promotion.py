@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from ml.config import model_spec
 from ml.registry import CHALLENGER, CHAMPION, NoChampionError, alias_version, rollback, set_alias
 from ml.train import train
 from tests.support import CUTOFFS, HORIZON, published_copy
@@ -26,6 +27,9 @@ def test_promotion_gate_and_rollback(workspace):
     weak = train(workspace, "churn", CUTOFFS, HORIZON, params=WEAK)
     assert not weak.decision.promote
     assert "champion" in weak.decision.reason
+    # the reason says which metric fell short of the champion's and what it needed
+    needed = weak.evaluation.metrics["champion"]["auc"] + model_spec("churn").margins["champion"]["auc"]
+    assert f"needs at least {needed:.4f}" in weak.decision.comparisons["champion"]
     assert weak.evaluation.metrics["model"]["auc"] < weak.evaluation.metrics["champion"]["auc"]
     assert alias_version(workspace, "churn", CHAMPION).version == first.version
     assert alias_version(workspace, "churn", CHALLENGER).version == weak.version
