@@ -3,12 +3,15 @@
 Everything a run writes lives under ``MEMBERFLOW_HOME`` (default ``./.memberflow``). Secrets (the identity
 key that turns phones into tokens, the contact-vault key) come from the environment; when they are not set,
 the workspace creates random ones under ``$MEMBERFLOW_HOME/secrets/`` on first use, so the repository never
-holds a key and a second workspace never shares the first one's tokens.
+holds a key and a second workspace never shares the first one's tokens. A workspace remembers a fingerprint
+of each key it used (``keys.json``) and refuses another key, or a lost one once it holds data.
 """
 
 from __future__ import annotations
 
 import base64
+import hmac
+import json
 import os
 import re
 import secrets
@@ -16,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# Fingerprints of the keys a workspace was built with, under MEMBERFLOW_HOME (never the keys themselves).
+KEYS_FILE = "keys.json"
 DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
 DAGS_FOLDER = REPO_ROOT / "dags"
 CHINA_TZ = "Asia/Shanghai"
@@ -308,16 +313,21 @@ class Settings:
         return self.quarantine_limits.get(f"{channel}.{table}", self.quarantine_max_share)
 
     # --- secrets ----------------------------------------------------------------------------------------
+    # A workspace keeps a fingerprint of each key it was built with (KEYS_FILE, outside secrets/), so a
+    # different key or a lost one stops every command instead of silently re-keying identities.
     def id_key(self) -> bytes:
         """Key of the HMAC that turns a normalized phone into ``phone_token``."""
-        if self.id_key_env:
-            return self.id_key_env.encode("utf-8")
-        return self._workspace_secret("id_key", lambda: secrets.token_hex(32)).encode("utf-8")
+        return self._key(
+            "id_key", "MEMBERFLOW_ID_KEY", self.id_key_env, lambda: secrets.token_hex(32)
+        ).encode("utf-8")
 
     def vault_key(self) -> bytes:
         """64-byte AES-SIV key of the contact vault, given as URL-safe base64."""
-        text = self.vault_key_env or self._workspace_secret(
-            "vault_key", lambda: base64.urlsafe_b64encode(secrets.token_bytes(64)).decode("ascii")
+        text = self._key(
+            "vault_key",
+            "MEMBERFLOW_VAULT_KEY",
+            self.vault_key_env,
+            lambda: base64.urlsafe_b64encode(secrets.token_bytes(64)).decode("ascii"),
         )
         try:
             key = base64.urlsafe_b64decode(text.encode("ascii"))
@@ -326,6 +336,46 @@ class Settings:
         if len(key) != 64:
             raise ConfigError(f"MEMBERFLOW_VAULT_KEY must decode to 64 bytes, got {len(key)}")
         return key
+
+    def holds_data(self) -> bool:
+        """Whether anything was landed, built or vaulted here (a key made now would not match it)."""
+        return self.warehouse_path.exists() or any(
+            folder.is_dir() and any(folder.iterdir()) for folder in (self.landing_dir, self.vault_dir)
+        )
+
+    def _key(self, name: str, variable: str, given: str | None, make) -> str:
+        """The key from the environment, else the workspace's secret file (made on a workspace's first use
+        only); checked against the fingerprint the workspace recorded when it first used a key."""
+        path = self.secrets_dir / name
+        if given:
+            text, origin = given, variable
+        elif path.exists() or not self.holds_data():
+            text, origin = self._workspace_secret(name, make), str(path)
+        else:
+            raise ConfigError(
+                f"this workspace ({self.home}) holds data but its {name} is missing: restore {path} from a "
+                f"backup or set {variable} to the key it was built with. A new key would "
+                + (
+                    "give every phone a new token (members split)."
+                    if name == "id_key"
+                    else "not open the vault."
+                )
+            )
+        fingerprint = hmac.new(text.encode("utf-8"), b"memberflow key fingerprint", "sha256").hexdigest()[:16]
+        keys_file = self.home / KEYS_FILE
+        recorded = json.loads(keys_file.read_text()) if keys_file.exists() else {}
+        if recorded.get(name) not in (None, fingerprint):
+            raise ConfigError(
+                f"{origin} is not the {name.replace('_', ' ')} this workspace was built with (fingerprint "
+                f"{fingerprint}, the workspace's is {recorded[name]} in {keys_file}): set {variable} to the "
+                f"workspace's key, or use a new MEMBERFLOW_HOME for a new key"
+            )
+        if name not in recorded:
+            keys_file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = keys_file.with_name(f".{KEYS_FILE}.{os.getpid()}.{secrets.token_hex(4)}")
+            tmp.write_text(json.dumps({**recorded, name: fingerprint}, indent=2) + "\n")
+            tmp.replace(keys_file)
+        return text
 
     def _workspace_secret(self, name: str, make) -> str:
         path = self.secrets_dir / name

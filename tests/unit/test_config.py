@@ -1,4 +1,5 @@
 import base64
+import shutil
 import stat
 
 import pytest
@@ -98,3 +99,38 @@ def test_an_unknown_dbt_target_stops_with_the_choices(tmp_path):
 def test_outreach_credentials_stay_out_of_the_settings_repr(tmp_path):
     settings = Settings.from_env({"MEMBERFLOW_HOME": str(tmp_path), "MEMBERFLOW_SMS_KEY": "sms-secret-value"})
     assert settings.sms_key == "sms-secret-value" and "sms-secret-value" not in repr(settings)
+
+
+def _holds_data(home):
+    """What a workspace looks like once a day has landed."""
+    (home / "landing" / "wecom" / "contacts" / "dt=2026-03-01").mkdir(parents=True)
+
+
+def test_a_workspace_refuses_an_id_key_it_was_not_built_with(tmp_path):
+    # Another key would give every phone a new token: members split, opt-outs stop matching.
+    home = tmp_path / "ws"
+    assert Settings.from_env({"MEMBERFLOW_HOME": str(home), "MEMBERFLOW_ID_KEY": "key-one"}).id_key()
+    _holds_data(home)
+    other = Settings.from_env({"MEMBERFLOW_HOME": str(home), "MEMBERFLOW_ID_KEY": "key-two"})
+    with pytest.raises(ConfigError, match="MEMBERFLOW_ID_KEY is not the id key this workspace was built"):
+        other.id_key()
+    assert "key-one" not in (home / "keys.json").read_text()  # a fingerprint, never the key
+    # its own key still works
+    assert Settings.from_env({"MEMBERFLOW_HOME": str(home), "MEMBERFLOW_ID_KEY": "key-one"}).id_key()
+
+
+def test_a_lost_key_stops_a_workspace_with_data_instead_of_making_a_new_one(tmp_path):
+    home = tmp_path / "ws"
+    s = Settings.from_env({"MEMBERFLOW_HOME": str(home)})
+    s.id_key(), s.vault_key()
+    _holds_data(home)
+    shutil.rmtree(home / "secrets")
+    for key, name in ((s.id_key, "id_key"), (s.vault_key, "vault_key")):
+        with pytest.raises(ConfigError, match=f"restore .*secrets/{name}") as info:
+            key()
+        assert ("MEMBERFLOW_ID_KEY" if name == "id_key" else "MEMBERFLOW_VAULT_KEY") in str(info.value)
+    # without the fingerprint file too (a workspace from before it was kept): its data is enough to stop
+    (home / "keys.json").unlink()
+    with pytest.raises(ConfigError, match="restore"):
+        s.id_key()
+    assert not (home / "secrets").exists()
