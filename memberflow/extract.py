@@ -20,10 +20,12 @@ date, so rerunning a date gives byte-identical files.
 from __future__ import annotations
 
 import csv
+import gzip
 import json
 import logging
 import shutil
 import uuid
+import zlib
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -49,7 +51,9 @@ from memberflow.core.vault import ContactVault
 
 log = logging.getLogger(__name__)
 
-SUFFIXES = (".csv", ".jsonl", ".parquet")
+# The data files a partition may hold, by format; names are matched case-insensitively, and CSV and JSON
+# lines may come gzipped (Parquet compresses inside the file).
+FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".parquet": "parquet", ".csv.gz": "csv", ".jsonl.gz": "jsonl"}
 METADATA_COLUMNS = ("local_date", "_source_file", "_row_number", "_loaded_at")
 
 
@@ -78,7 +82,7 @@ class ExtractReport:
     date: str
     status: str = "ok"
     files: list[str] = field(default_factory=list)
-    ignored_files: list[str] = field(default_factory=list)
+    refused_files: dict[str, str] = field(default_factory=dict)  # a file not read -> why
     read: int = 0
     landed: int = 0
     quarantined: int = 0
@@ -125,25 +129,52 @@ def partition_days(folder: Path) -> dict[date, Path]:
     return dict(sorted(days.items()))
 
 
-def list_partition_files(data_dir: Path, contract: TableContract, day: date) -> tuple[list[Path], list[Path]]:
+def file_format(path: Path) -> str | None:
+    """``csv``, ``jsonl`` or ``parquet`` for a data file (any case, CSV and JSON lines optionally .gz)."""
+    name = path.name.lower()
+    return next((kind for suffix, kind in FORMATS.items() if name.endswith(suffix)), None)
+
+
+def _refusal(path: Path) -> str:
+    suffix = "".join(path.suffixes[-2:]).lower() or "no extension"
+    if suffix.endswith((".zip", ".bz2", ".xz", ".zst", ".7z", ".rar", ".tar", ".tgz")):
+        return f"compressed as {suffix}: only gzip (.csv.gz, .jsonl.gz) is read; unpack it or re-export"
+    return (
+        f"not a data file ({suffix}): a partition holds .csv, .jsonl or .parquet files (.csv.gz, .jsonl.gz)"
+    )
+
+
+def list_partition_files(
+    data_dir: Path, contract: TableContract, day: date
+) -> tuple[list[Path], dict[Path, str]]:
+    """The partition's data files, and every other file with the reason it is not read (names starting
+    with ``.`` or ``_``, such as ``_SUCCESS`` markers, are skipped)."""
     folder = partition_dir(data_dir, contract.channel, contract.table, day)
     if not folder.is_dir():
         raise MissingPartitionError(
             f"{contract.name}: no partition for {day.isoformat()} (expected folder {folder})"
         )
     files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith((".", "_")))
-    data_files = [p for p in files if p.suffix in SUFFIXES]
-    return data_files, [p for p in files if p.suffix not in SUFFIXES]
+    return [p for p in files if file_format(p)], {p: _refusal(p) for p in files if not file_format(p)}
 
 
 def read_rows(path: Path, data_dir: Path, contract: TableContract) -> Iterator[RawRow]:
     relative = path.relative_to(data_dir).as_posix()
-    if path.suffix == ".csv":
-        yield from _read_csv(path, relative, contract)
-    elif path.suffix == ".jsonl":
-        yield from _read_jsonl(path, relative)
-    else:
+    kind = file_format(path)
+    if kind == "parquet":
         yield from _read_parquet(path, relative)
+        return
+    try:
+        payload = (
+            gzip.decompress(path.read_bytes()) if path.name.lower().endswith(".gz") else path.read_bytes()
+        )
+    except (OSError, EOFError, zlib.error) as exc:
+        yield RawRow(relative, 0, "", reason=Reason.MALFORMED_ROW, detail=f"unreadable gzip file: {exc}")
+        return
+    if kind == "csv":
+        yield from _read_csv(payload, relative, contract)
+    else:
+        yield from _read_jsonl(payload, relative)
 
 
 def _undecodable(relative: str, line_number: int, line: bytes) -> RawRow:
@@ -156,9 +187,9 @@ def _undecodable(relative: str, line_number: int, line: bytes) -> RawRow:
     )
 
 
-def _read_csv(path: Path, relative: str, contract: TableContract) -> Iterator[RawRow]:
+def _read_csv(payload: bytes, relative: str, contract: TableContract) -> Iterator[RawRow]:
     """Rows of a UTF-8 CSV with a header. ``row_number`` is the physical line number (header = 1)."""
-    lines = path.read_bytes().splitlines(keepends=True)
+    lines = payload.splitlines(keepends=True)
     if not lines:
         return
     if lines[0].startswith(b"\xef\xbb\xbf"):
@@ -209,28 +240,27 @@ def _as_text(value: object) -> str | None:
     return str(value)
 
 
-def _read_jsonl(path: Path, relative: str) -> Iterator[RawRow]:
-    with path.open("rb") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                text = line.decode("utf-8")
-            except UnicodeDecodeError:
-                yield _undecodable(relative, number, line)
-                continue
-            raw = text.rstrip("\r\n")
-            try:
-                obj = json.loads(text)
-            except json.JSONDecodeError as exc:
-                yield RawRow(
-                    relative, number, raw, reason=Reason.MALFORMED_ROW, detail=f"invalid JSON: {exc.msg}"
-                )
-                continue
-            if not isinstance(obj, dict):
-                yield RawRow(relative, number, raw, reason=Reason.MALFORMED_ROW, detail="not a JSON object")
-                continue
-            yield RawRow(relative, number, raw, values={str(k): _as_text(v) for k, v in obj.items()})
+def _read_jsonl(payload: bytes, relative: str) -> Iterator[RawRow]:
+    for number, line in enumerate(payload.splitlines(keepends=True), start=1):
+        if not line.strip():
+            continue
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError:
+            yield _undecodable(relative, number, line)
+            continue
+        raw = text.rstrip("\r\n")
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as exc:
+            yield RawRow(
+                relative, number, raw, reason=Reason.MALFORMED_ROW, detail=f"invalid JSON: {exc.msg}"
+            )
+            continue
+        if not isinstance(obj, dict):
+            yield RawRow(relative, number, raw, reason=Reason.MALFORMED_ROW, detail="not a JSON object")
+            continue
+        yield RawRow(relative, number, raw, values={str(k): _as_text(v) for k, v in obj.items()})
 
 
 def _read_parquet(path: Path, relative: str) -> Iterator[RawRow]:
@@ -438,7 +468,7 @@ def extract_table(
     partition or too many bad rows. ``publish_partition`` moves it into landing once the gate passed."""
     data_dir = Path(data_dir or settings.data_dir)
     loaded_at = (loaded_at or loaded_at_for(day)).astimezone(UTC)
-    files, ignored = list_partition_files(data_dir, contract, day)
+    files, refused = list_partition_files(data_dir, contract, day)
     rows = [row for path in files for row in read_rows(path, data_dir, contract)]
     checked = check_rows(rows, contract, day, settings.id_key())
 
@@ -447,7 +477,7 @@ def extract_table(
         contract.table,
         day.isoformat(),
         files=[p.relative_to(data_dir).as_posix() for p in files],
-        ignored_files=[p.relative_to(data_dir).as_posix() for p in ignored],
+        refused_files={p.relative_to(data_dir).as_posix(): reason for p, reason in refused.items()},
         read=len(rows),
         landed=len(checked.landed),
         quarantined=len(checked.quarantined),
@@ -488,6 +518,8 @@ def extract_table(
             _replace_partition(vault_target, pa.Table.from_pylist(sealed, schema=VAULT_SCHEMA))
             report.vault_path = str(vault_target)
     _write_report(settings, report)
+    for name, reason in report.refused_files.items():
+        log.warning("%s %s: %s not read: %s", contract.name, report.date, name, reason)
     log.info(
         "%s %s: read=%d landed=%d quarantined=%d %s",
         contract.name,

@@ -86,6 +86,11 @@ def land_partitions(
                 staged[day] = extract_table(settings, contract, day, data_dir)
             except (MissingPartitionError, QuarantineThresholdError) as exc:
                 run.errors[f"{contract.name} {day.isoformat()}"] = str(exc)
+                continue
+            run.warnings += [
+                f"{contract.name} {day.isoformat()}: {name} not read: {reason}"
+                for name, reason in staged[day].refused_files.items()
+            ]
         for day, gate in audit_partitions(settings, contract, list(staged)).items():
             report = staged[day]
             run.reports.append(report)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 from datetime import UTC, date, datetime
@@ -313,4 +314,45 @@ def test_rerunning_a_date_gives_identical_files(lenient):
     for table in ("orders", "members"):
         extract_table(lenient, get_contract("store_pos", table), DAY)
     assert _digest(lenient.home) == first
-    assert len(first) == 7  # staged ×2, quarantine ×2, reports ×2, vault (members only)
+    assert len(first) == 8  # staged ×2, quarantine ×2, reports ×2, vault (members only), keys.json
+
+
+def test_every_file_of_a_partition_is_read_or_refused_with_a_reason(lenient):
+    # A channel's second export comes upper-case or gzipped; a zip, a note and a broken gzip sit beside.
+    header, first, late = (
+        STORE_ORDERS.splitlines()[0],
+        STORE_ORDERS.splitlines()[1],
+        STORE_ORDERS.splitlines()[-1],
+    )
+    write_partition(lenient.data_dir, "store_pos", "orders", "part-0.csv", f"{header}\n{first}\n")
+    write_partition(lenient.data_dir, "store_pos", "orders", "part-1.CSV", f"{header}\n{late}\n")
+    second = (
+        f"{header}\nS001,R20,C2,2026-03-02 12:00:00,20.00,false\nS001,R21,C2,2026-03-02 12:30:00,21.00,\n"
+    )
+    write_partition(lenient.data_dir, "store_pos", "orders", "part-2.csv.gz", gzip.compress(second.encode()))
+    jsonl = (
+        json.dumps(
+            {
+                "store_id": "S001",
+                "receipt_no": "R30",
+                "order_time": "2026-03-02 13:00:00",
+                "amount_cny": "30.00",
+            }
+        )
+        + "\n"
+    )
+    write_partition(lenient.data_dir, "store_pos", "orders", "part-3.JSONL.GZ", gzip.compress(jsonl.encode()))
+    write_partition(lenient.data_dir, "store_pos", "orders", "part-4.zip", b"PK\x03\x04")
+    write_partition(lenient.data_dir, "store_pos", "orders", "README.txt", "exported by the POS")
+    write_partition(lenient.data_dir, "store_pos", "orders", "part-5.csv.gz", b"\x1f\x8b not really gzip")
+
+    report = extract_table(lenient, get_contract("store_pos", "orders"), DAY)
+    receipts = sorted(row["receipt_no"] for row in landed(lenient, "store_pos", "orders"))
+    assert receipts == ["R1", "R10", "R20", "R21", "R30"]
+    assert len(report.files) == 5 and report.read == report.landed + report.quarantined == 6
+    refused = {Path(name).name: reason for name, reason in report.refused_files.items()}
+    assert set(refused) == {"part-4.zip", "README.txt"}
+    assert "gzip" in refused["part-4.zip"] and ".csv" in refused["README.txt"]
+    # the broken gzip is a quarantine row naming the file, not a traceback
+    [broken] = quarantined(lenient, "store_pos", "orders")
+    assert broken["source_file"].endswith("part-5.csv.gz") and "gzip" in broken["detail"]
