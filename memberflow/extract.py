@@ -61,6 +61,25 @@ class MissingPartitionError(FileNotFoundError):
     """The channel delivered no partition for the date."""
 
 
+class DataDirError(FileNotFoundError):
+    """The channel data folder is missing, or holds none of the channels' table folders."""
+
+
+def require_data_dir(data_dir: Path) -> Path:
+    """``data_dir`` when it is a folder holding at least one ``<channel>/<table>`` folder of the contracts."""
+    data_dir = Path(data_dir)
+    what = "does not exist" if not data_dir.is_dir() else None
+    if what is None and not any((data_dir / c.channel / c.table).is_dir() for c in CONTRACTS):
+        example = CONTRACTS[0]
+        what = f"holds none of the channels' table folders (such as {example.channel}/{example.table}/)"
+    if what:
+        raise DataDirError(
+            f"the channel data folder {data_dir} {what}: pass --data-dir or set MEMBERFLOW_DATA_DIR to the "
+            "folder the channels deliver to (<channel>/<table>/dt=YYYY-MM-DD/)"
+        )
+    return data_dir
+
+
 class QuarantineThresholdError(RuntimeError):
     """Too large a share of a partition's rows broke the contract."""
 
@@ -615,8 +634,9 @@ def pending_partitions(
 ) -> list[tuple[date, TableContract]]:
     """Source partitions (up to ``until``) not published yet (never extracted, staged, failed or rejected)."""
     pending = []
+    data_dir = require_data_dir(data_dir)
     for contract in CONTRACTS:
-        for day in partition_days(Path(data_dir) / contract.channel / contract.table):
+        for day in partition_days(data_dir / contract.channel / contract.table):
             if until is not None and day > until:
                 continue
             report = report_path(settings, contract.channel, contract.table, day)

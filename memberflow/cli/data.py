@@ -175,7 +175,8 @@ def build(
 
     Exits 1 when a partition quarantines too much or fails its quality gate (nothing is built), when a dbt
     model or test fails, or when a critical marts check fails (the marts are then not published, and
-    training, scoring and delivery refuse to use them).
+    training, scoring and delivery refuse to use them). Exits 2 when the data folder is missing or holds
+    none of the channels' table folders.
 
     With the postgres target the landing zone is loaded into the database and the dbt project (with all
     its tests) is built there; the marts gate, scoring, segments and the ops API read the DuckDB
@@ -185,6 +186,7 @@ def build(
         os.environ["MEMBERFLOW_DBT_TARGET"] = target.value
     from expectations.runner import QualityGateError
     from memberflow.core.settings import PgSettings, PgSettingsError, postgres_target
+    from memberflow.extract import DataDirError
     from memberflow.pipeline import NothingLandedError, land_pending
     from memberflow.pipeline import build as build_and_gate
     from memberflow.transform import DbtError
@@ -198,7 +200,11 @@ def build(
     settings = _settings()
     source = Path(data_dir or settings.data_dir)
     cutoff = _parse_date(as_of) if as_of else None
-    run = _with_quality_config(lambda: land_pending(settings, source, cutoff))
+    try:
+        run = _with_quality_config(lambda: land_pending(settings, source, cutoff))
+    except DataDirError as exc:
+        err.print(f"[red]{escape(str(exc))}[/red]", soft_wrap=True)
+        raise typer.Exit(2) from None
     console.print(f"landed {run.published} pending partitions from {source}")
     if run.errors or run.warnings:
         _print_landing(run)

@@ -356,3 +356,18 @@ def test_every_file_of_a_partition_is_read_or_refused_with_a_reason(lenient):
     # the broken gzip is a quarantine row naming the file, not a traceback
     [broken] = quarantined(lenient, "store_pos", "orders")
     assert broken["source_file"].endswith("part-5.csv.gz") and "gzip" in broken["detail"]
+
+
+def test_a_missing_or_wrong_data_folder_stops_build_with_what_to_set(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from memberflow.cli import app
+
+    monkeypatch.setenv("MEMBERFLOW_HOME", str(tmp_path / "ws"))
+    monkeypatch.setenv("MEMBERFLOW_ID_KEY", TEST_ID_KEY)
+    (tmp_path / "exports").mkdir()  # a folder, but not one the channels deliver to
+    for folder in (tmp_path / "nowhere", tmp_path / "exports"):
+        result = CliRunner().invoke(app, ["build", "--data-dir", str(folder)])
+        assert result.exit_code == 2, result.output
+        assert str(folder) in result.output and "MEMBERFLOW_DATA_DIR" in result.output
+    assert not (tmp_path / "ws" / "warehouse.duckdb").exists()
