@@ -13,6 +13,7 @@ and the tests call the same functions, so a scripted run cannot skip a gate. Del
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -38,6 +39,7 @@ from memberflow.transform import (
     record_incremental_build,
     save_identity_snapshot,
 )
+from memberflow.warehouse import landing_lock
 from ml.registry import NoChampionError
 from ml.score import ScoreResult, score
 
@@ -66,6 +68,11 @@ class LandingRun:
         return 2 if self.errors and missing else (1 if self.errors else 0)
 
 
+def _running() -> str:
+    """This process's command, for the landing lock's message (e.g. ``memberflow build``)."""
+    return " ".join([Path(sys.argv[0]).name, *sys.argv[1:2]])
+
+
 def land_partitions(
     settings: Settings,
     partitions: Sequence[tuple[date, TableContract]],
@@ -73,7 +80,8 @@ def land_partitions(
 ) -> LandingRun:
     """Extract each partition, gate each table's staged ones together (in batches: one Great Expectations
     run covers many days) and publish those that pass. A failing partition does not stop the others; its
-    problem is recorded in the run, not raised. Data Docs are rendered once, at the end."""
+    problem is recorded in the run, not raised. Data Docs are rendered once, at the end. Callers hold the
+    landing lock (``land_days``, ``land_pending``)."""
     run = LandingRun()
     by_table: dict[str, tuple[TableContract, list[date]]] = {}
     for day, contract in partitions:
@@ -111,13 +119,15 @@ def land_days(
     data_dir: Path | None = None,
     tables: Sequence[TableContract] = CONTRACTS,
 ) -> LandingRun:
-    """Land every table for each day (see ``land_partitions``)."""
-    return land_partitions(settings, [(day, contract) for day in days for contract in tables], data_dir)
+    """Land every table for each day (see ``land_partitions``); WorkspaceBusy while another run lands."""
+    with landing_lock(settings, _running()):
+        return land_partitions(settings, [(day, contract) for day in days for contract in tables], data_dir)
 
 
 def land_pending(settings: Settings, data_dir: Path, until: date | None = None) -> LandingRun:
     """Land every source partition not published yet (up to ``until``)."""
-    return land_partitions(settings, pending_partitions(settings, data_dir, until), data_dir)
+    with landing_lock(settings, _running()):
+        return land_partitions(settings, pending_partitions(settings, data_dir, until), data_dir)
 
 
 def _docs(settings: Settings, run: LandingRun) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import os
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -23,6 +24,35 @@ from memberflow.core.settings import Settings
 
 class WarehouseBusy(TimeoutError):
     """The warehouse is being written (a build, scoring or a delivery) and the caller would not wait."""
+
+
+class WorkspaceBusy(RuntimeError):
+    """Another run is landing data in this workspace."""
+
+
+@contextlib.contextmanager
+def landing_lock(settings: Settings, what: str) -> Iterator[None]:
+    """Hold the workspace's landing lock for a run that extracts, gates and publishes partitions (``what``
+    names it for the message a second run gets). A second run does not wait: two at once would stage the
+    same partitions over each other, so it raises WorkspaceBusy naming the first."""
+    settings.home.mkdir(parents=True, exist_ok=True)
+    with open(settings.home / ".landing.lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise WorkspaceBusy(
+                f"another run is landing data in {settings.home} ({holder}): let it finish, then run again"
+            ) from None
+        handle.truncate(0)
+        handle.write(f"{what}, pid {os.getpid()}, since {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC")
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.truncate(0)
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @contextlib.contextmanager

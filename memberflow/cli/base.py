@@ -28,6 +28,8 @@ app = typer.Typer(
 console = Console()
 
 err = Console(stderr=True)
+# Exit status when another run holds the workspace (EX_TEMPFAIL): nothing was done, try again later.
+BUSY = 75
 
 
 def _parse_date(value: str) -> date:

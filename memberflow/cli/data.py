@@ -14,7 +14,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from memberflow.cli.base import _parse_date, _settings, app, console, err
+from memberflow.cli.base import BUSY, _parse_date, _settings, app, console, err
 from memberflow.core.settings import ConfigError, Settings
 
 
@@ -83,10 +83,11 @@ def extract(
 
     Prints read/landed/quarantined and the gate's verdict per table. Exits 1 when a table quarantines more
     than its limit or fails a critical quality check (the date's published data is then left as it was),
-    2 when a partition is missing.
+    2 when a partition is missing, 75 while another run is landing in the workspace.
     """
     from memberflow.core.contracts import CONTRACTS, get_contract
     from memberflow.pipeline import land_days
+    from memberflow.warehouse import WorkspaceBusy
 
     settings = _settings()
     first = _parse_date(date_)
@@ -98,7 +99,11 @@ def extract(
     except (KeyError, TypeError) as exc:
         raise typer.BadParameter(str(exc)) from None
     days = [first + timedelta(days=d) for d in range((last - first).days + 1)]
-    run = _with_quality_config(lambda: land_days(settings, days, data_dir, contracts))
+    try:
+        run = _with_quality_config(lambda: land_days(settings, days, data_dir, contracts))
+    except WorkspaceBusy as exc:
+        err.print(f"[red]{escape(str(exc))}[/red]", soft_wrap=True)
+        raise typer.Exit(BUSY) from None
     _print_landing(run)
     raise typer.Exit(run.failed_kind())
 
@@ -190,6 +195,7 @@ def build(
     from memberflow.pipeline import NothingLandedError, land_pending
     from memberflow.pipeline import build as build_and_gate
     from memberflow.transform import DbtError
+    from memberflow.warehouse import WorkspaceBusy
 
     if postgres_target():
         try:
@@ -205,6 +211,9 @@ def build(
     except DataDirError as exc:
         err.print(f"[red]{escape(str(exc))}[/red]", soft_wrap=True)
         raise typer.Exit(2) from None
+    except WorkspaceBusy as exc:
+        err.print(f"[red]{escape(str(exc))}[/red]", soft_wrap=True)
+        raise typer.Exit(BUSY) from None
     console.print(f"landed {run.published} pending partitions from {source}")
     if run.errors or run.warnings:
         _print_landing(run)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import os
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -371,3 +372,26 @@ def test_a_missing_or_wrong_data_folder_stops_build_with_what_to_set(tmp_path, m
         assert result.exit_code == 2, result.output
         assert str(folder) in result.output and "MEMBERFLOW_DATA_DIR" in result.output
     assert not (tmp_path / "ws" / "warehouse.duckdb").exists()
+
+
+def test_a_second_landing_run_in_one_workspace_stops_with_a_lock_message(tmp_path, monkeypatch):
+    # Two builds at once extracted the same partitions and one failed with "nothing staged".
+    from typer.testing import CliRunner
+
+    from memberflow.cli import app
+    from memberflow.warehouse import landing_lock
+
+    settings = make_settings(tmp_path / "ws", tmp_path / "data")
+    write_partition(settings.data_dir, "store_pos", "orders", "part-0.csv", STORE_ORDERS)
+    monkeypatch.setenv("MEMBERFLOW_HOME", str(settings.home))
+    monkeypatch.setenv("MEMBERFLOW_ID_KEY", TEST_ID_KEY)
+    commands = (
+        ["build", "--data-dir", str(settings.data_dir)],
+        ["extract", "--date", DAY.isoformat(), "--data-dir", str(settings.data_dir)],
+    )
+    with landing_lock(settings, "memberflow build"):  # the first build, still landing
+        for command in commands:
+            result = CliRunner().invoke(app, command)
+            assert result.exit_code == 75, result.output
+            assert "memberflow build" in result.output and f"pid {os.getpid()}" in result.output
+    assert not (settings.audit_dir / "store_pos").exists()  # the second run touched nothing
