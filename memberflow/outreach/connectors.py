@@ -95,6 +95,8 @@ class ChannelConfig:
     max_attempts: int = 6
     backoff_seconds: float = 0.5
     backoff_max_seconds: float = 60.0
+    # a server's Retry-After is waited in full up to this; past it the batch is left for the next run
+    retry_after_max_seconds: float = 120.0
     url: str | None = None
     # the system's credentials (webhook signing secret; WeCom corp id and secret; SMS API key), never printed
     credentials: dict[str, str | None] = field(default_factory=dict, repr=False)
@@ -559,18 +561,29 @@ def make_connector(channel: str, config: OutreachConfig, settings: Settings, clo
     raise ConfigError(f"unknown channel {channel!r}")
 
 
-def _worth_retrying(exc: BaseException) -> bool:
-    return isinstance(exc, RetryableError) and not isinstance(exc, DeferredError)
+def _too_long(exc: BaseException, cfg: ChannelConfig) -> bool:
+    """The server asked for a longer wait than this run gives it (``retry_after_max_seconds``)."""
+    retry_after = getattr(exc, "retry_after", None)
+    return retry_after is not None and retry_after > cfg.retry_after_max_seconds
+
+
+def _worth_retrying(cfg: ChannelConfig) -> Callable[[BaseException], bool]:
+    def worth(exc: BaseException) -> bool:
+        return (
+            isinstance(exc, RetryableError) and not isinstance(exc, DeferredError) and not _too_long(exc, cfg)
+        )
+
+    return worth
 
 
 class _WaitRetryAfter:
-    """Exponential backoff with jitter, but never less than the server's Retry-After."""
+    """Exponential backoff with jitter (capped at ``backoff_max_seconds``), but never less than the
+    server's Retry-After (a longer one than ``retry_after_max_seconds`` is not retried in this run)."""
 
     def __init__(self, cfg: ChannelConfig) -> None:
         self.backoff = wait_exponential_jitter(
             multiplier=cfg.backoff_seconds, max=cfg.backoff_max_seconds, jitter=cfg.backoff_seconds
         )
-        self.cap = cfg.backoff_max_seconds
 
     def __call__(self, state) -> float:
         wait = self.backoff(state)
@@ -578,7 +591,7 @@ class _WaitRetryAfter:
         if isinstance(exc, RetryableError) and exc.retry_after is not None:
             if exc.retry_after == 0:  # e.g. a refreshed token: go again now
                 return 0.0
-            wait = max(wait, min(exc.retry_after, self.cap))
+            wait = max(wait, exc.retry_after)
         return wait
 
 
@@ -611,7 +624,7 @@ def dispatch(
             for attempt in Retrying(
                 stop=stop_after_attempt(cfg.max_attempts),
                 wait=_WaitRetryAfter(cfg),
-                retry=retry_if_exception(_worth_retrying),
+                retry=retry_if_exception(_worth_retrying(cfg)),
                 reraise=True,
                 sleep=sleep,
             ):
@@ -630,7 +643,14 @@ def dispatch(
         except RetryableError as exc:
             # in_doubt: the last attempt may have been applied; the next run checks before sending again
             kind = "in_doubt" if exc.in_doubt else "retryable"
-            outcomes = [Outcome(k, False, kind, str(exc)) for k in keys]
+            message = str(exc)
+            if _too_long(exc, cfg):
+                message += (
+                    f": the server asked to wait {exc.retry_after:.0f} s (Retry-After), longer than a run "
+                    f"waits (retry_after_max_seconds {cfg.retry_after_max_seconds:g} s); left for the next "
+                    "run"
+                )
+            outcomes = [Outcome(k, False, kind, message) for k in keys]
         except FatalError as exc:
             outcomes = [Outcome(k, False, "fatal", str(exc)) for k in keys]
         else:

@@ -276,3 +276,41 @@ def test_wecom_asks_before_recreating_a_task_whose_answer_was_lost(settings, san
     outcomes = WecomConnector(fast("wecom", server.url, batch_size=5), settings, clock).send_batch(again)
     assert all(o.ok and o.external_id for o in outcomes)
     assert len(server.state.tasks) == tasks
+
+
+def test_a_retry_after_past_the_ceiling_defers_the_batch_to_the_next_run(settings, sandbox_env):
+    # One request per 300 s: the second batch is told to come back in about five minutes.
+    server = sandbox_env(SandboxConfig(limits={"webhook": 1}, window_seconds=300.0))
+    batch = messages(40, "webhook")
+    ledger, run_id = ledger_with(settings, batch)
+    config = fast("webhook", server.env()["MEMBERFLOW_WEBHOOK_URL"], retry_after_max_seconds=120)
+    slept: list[float] = []
+    stats = dispatch(
+        WebhookConnector(config, settings, clock), batch, ledger, run_id, clock, sleep=slept.append
+    )
+    # the first batch went; the second waited neither five minutes nor the backoff cap over and over
+    assert stats.sent == 20 and stats.requests == 2 and not [s for s in slept if s > 1]
+    assert len(server.state.snapshot()["received"]) == 20
+    deferred = [row for row in ledger.rows() if row["status"] != "sent"]
+    # left for the next run (which retries a retryable failure), saying why
+    assert len(deferred) == 20 and {(r["status"], r["error_class"]) for r in deferred} == {
+        ("failed", "retryable")
+    }
+    [error] = {row["last_error"] for row in deferred}
+    assert "Retry-After" in error and "retry_after_max_seconds" in error and "120" in error
+
+
+def test_a_retry_after_within_the_ceiling_is_waited_in_full():
+    class State:
+        attempt_number = 1
+
+        class outcome:
+            @staticmethod
+            def exception():
+                return RetryableError("429", retry_after=90)
+
+    # the backoff cap (30 s) paces our own retries; the server's 90 s is honoured up to the ceiling
+    config = ChannelConfig(
+        "webhook", backoff_seconds=0.01, backoff_max_seconds=30, retry_after_max_seconds=120
+    )
+    assert _WaitRetryAfter(config)(State()) == 90
