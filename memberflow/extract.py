@@ -37,6 +37,7 @@ import pyarrow.parquet as pq
 
 from memberflow.core.contracts import (
     CONTRACTS,
+    ID_FORMS,
     LOCAL_TZ,
     BadValue,
     Kind,
@@ -357,6 +358,16 @@ def check_rows(rows: Sequence[RawRow], contract: TableContract, day: date, id_ke
                 token = phone_token(phone, id_key)
                 record[type_col], record[value_col] = "phone_token", token
                 vault[token] = phone
+        if contract.id_of_type is not None:
+            value_col, type_col = contract.id_of_type
+            form = ID_FORMS.get(str(record[type_col]))
+            if form is not None and not form[0].fullmatch(str(record[value_col])):
+                row.reason, row.detail = (
+                    Reason.BAD_ID,
+                    f"{value_col}: a {record[type_col]} is written {form[1]}",
+                )
+                quarantined.append(row)
+                continue
         record["local_date"] = (
             record[contract.date_column].astimezone(LOCAL_TZ).date() if contract.date_column else day
         )

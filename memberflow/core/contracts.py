@@ -49,6 +49,7 @@ class Reason(StrEnum):
     BAD_ENUM = "bad_enum"
     BAD_TOKEN = "bad_token"
     BAD_PHONE = "bad_phone"
+    BAD_ID = "bad_id"
     DUPLICATE_ROW = "duplicate_row"
     DUPLICATE_KEY_CONFLICT = "duplicate_key_conflict"
 
@@ -71,6 +72,9 @@ class TableContract:
     # (value column, type column, type value): a column that holds a plain phone only on rows of that type,
     # e.g. consent events given by SMS reply carry id_type=mobile and the number in id_value.
     phone_when: tuple[str, str, str] | None = None
+    # (value column, type column): a column holding an identifier of the type the other column names; its
+    # value must be written as One ID keys that type (ID_FORMS), or the row could never match a member.
+    id_of_type: tuple[str, str] | None = None
 
     @property
     def name(self) -> str:
@@ -94,6 +98,15 @@ class TableContract:
 def _c(name: str, kind: Kind = Kind.TEXT, required: bool = False, values: tuple[str, ...] = ()) -> Column:
     return Column(name, kind, required, values)
 
+
+# How an identifier named by its type is written: the form One ID keys it by (types not listed: any text).
+# An openid is only unique within its mini-program, so One ID keys it as platform:app_id:openid.
+ID_FORMS: dict[str, tuple[re.Pattern[str], str]] = {
+    "openid": (
+        re.compile(r"(wechat|alipay|douyin):[^:\s]+:\S+"),
+        "platform:app_id:openid (wechat:wx8a1b:o6_bm...)",
+    ),
+}
 
 R = True  # readability: _c("x", Kind.TEXT, R) marks a required column
 
@@ -224,6 +237,7 @@ CONTRACTS: tuple[TableContract, ...] = (
         key=("event_id",),
         date_column="event_time",
         phone_when=("id_value", "id_type", "mobile"),
+        id_of_type=("id_value", "id_type"),
     ),
 )
 # fmt: on

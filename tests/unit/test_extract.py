@@ -210,12 +210,17 @@ def test_phones_become_tokens_and_go_only_to_the_vault(lenient):
                 assert PHONE.encode() not in path.read_bytes() and OTHER.encode() not in path.read_bytes()
 
 
-def test_consent_by_sms_is_keyed_by_token_and_an_invalid_number_is_quarantined(lenient):
+def test_consent_ids_land_in_the_form_one_id_keys_them_by_or_are_quarantined(lenient):
     base = {"scope": "marketing", "granted": "false", "event_time": "2026-03-02 12:00:00", "source": "sms"}
     lines = [
         json.dumps(base | {"event_id": "c1", "id_type": "mobile", "id_value": f"0086{PHONE}"}),
         json.dumps(base | {"event_id": "c2", "id_type": "mobile", "id_value": "4000-123-456"}),
         json.dumps(base | {"event_id": "c3", "id_type": "card_no", "id_value": "C1"}),
+        # an opt-out by openid must name the mini-program it came from, as One ID keys openids
+        json.dumps(
+            base | {"event_id": "c4", "id_type": "openid", "id_value": "o6_bmjrPTlm6_2sgVt7hMZOPfL2M"}
+        ),
+        json.dumps(base | {"event_id": "c5", "id_type": "openid", "id_value": "wechat:wx8a1b:o6_bmjrPTlm6"}),
     ]
     write_partition(lenient.data_dir, "consent", "events", "part-0.jsonl", "\n".join(lines) + "\n")
     extract_table(lenient, get_contract("consent", "events"), DAY)
@@ -223,8 +228,11 @@ def test_consent_by_sms_is_keyed_by_token_and_an_invalid_number_is_quarantined(l
     assert [(r["id_type"], r["id_value"]) for r in rows] == [
         ("phone_token", phone_token(PHONE, TEST_ID_KEY.encode())),
         ("card_no", "C1"),
+        ("openid", "wechat:wx8a1b:o6_bmjrPTlm6"),
     ]
-    assert [r["reason"] for r in quarantined(lenient, "consent", "events")] == ["bad_phone"]
+    bad = quarantined(lenient, "consent", "events")
+    assert [r["reason"] for r in bad] == ["bad_phone", "bad_id"]
+    assert "platform:app_id:openid" in bad[1]["detail"]
 
 
 def test_parquet_partner_file(lenient):
