@@ -523,7 +523,17 @@ def extract_table(
 
     staged_target = partition_dir(settings.audit_dir, contract.channel, contract.table, day)
     vault_target = partition_dir(settings.vault_dir, contract.channel, contract.table, day)
-    if report.quarantined_share > report.limit and report.quarantined >= settings.quarantine_min_rows:
+    over_limit = (
+        report.quarantined_share > report.limit and report.quarantined >= settings.quarantine_min_rows
+    )
+    if over_limit and not contract.all_or_nothing:
+        report.message = (
+            f"{contract.name} {day.isoformat()}: {report.quarantined} of {report.read} rows quarantined "
+            f"({report.quarantined_share:.1%}, over the limit of {report.limit:.1%}); the valid rows land "
+            f"all the same (this table is never held back). Inspect {quarantine_target}"
+        )
+        log.warning(report.message)
+    if over_limit and contract.all_or_nothing:
         _remove_partition(staged_target)
         report.status = "failed"
         top = ", ".join(f"{reason} {count}" for reason, count in Counter(report.by_reason).most_common(3))

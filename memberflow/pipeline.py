@@ -98,7 +98,7 @@ def land_partitions(
             run.warnings += [
                 f"{contract.name} {day.isoformat()}: {name} not read: {reason}"
                 for name, reason in staged[day].refused_files.items()
-            ]
+            ] + ([staged[day].message] if staged[day].message else [])
         for day, gate in audit_partitions(settings, contract, list(staged)).items():
             report = staged[day]
             run.reports.append(report)

@@ -75,6 +75,9 @@ class TableContract:
     # (value column, type column): a column holding an identifier of the type the other column names; its
     # value must be written as One ID keys that type (ID_FORMS), or the row could never match a member.
     id_of_type: tuple[str, str] | None = None
+    # False: the valid rows land whatever share of the partition is bad (the bad ones are quarantined and
+    # reported). Consent: an opt-out is never held back by other rows' faults.
+    all_or_nothing: bool = True
 
     @property
     def name(self) -> str:
@@ -238,6 +241,7 @@ CONTRACTS: tuple[TableContract, ...] = (
         date_column="event_time",
         phone_when=("id_value", "id_type", "mobile"),
         id_of_type=("id_value", "id_type"),
+        all_or_nothing=False,
     ),
 )
 # fmt: on

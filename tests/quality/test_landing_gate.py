@@ -193,3 +193,29 @@ def test_a_batch_of_days_is_judged_day_by_day(workspace_copy):
             assert spread.success and spread.observed.startswith("0 of")
         # the re-sent day's keys come from the batch's earlier day, which itself passed
         assert findings["keys_not_landed_before"].success is (day != resent)
+
+
+def test_a_wave_of_opt_outs_beside_bad_rows_and_resent_events_lands(workspace_copy, tmp_path):
+    """Consent is never held back as a whole: a day with three times the usual opt-outs, a third of its rows
+    broken and yesterday's events sent again lands every valid row (the volume and re-sent-keys findings
+    are warnings for this table, and its quarantine share has no limit)."""
+    path = source(workspace_copy, "consent.events")
+    events = [json.loads(line) for line in path.read_text().splitlines()]
+    wave = [e | {"event_id": f"{e['event_id']}-wave{n}", "granted": False} for n in (1, 2) for e in events]
+    resent = [
+        json.loads(line) for line in source(workspace_copy, "consent.events", DAY - timedelta(1)).open()
+    ]
+    broken = [
+        e | {"event_id": f"broken-{i}", "scope": "marketing_calls"} for i, e in enumerate(events + wave)
+    ]
+    rows = events + wave + resent + broken[: len(events + wave + resent) // 2]
+    path.write_text("".join(json.dumps(e) + "\n" for e in rows))
+    override = tmp_path / "quality.yml"  # the sample's consent days are small: check their volume anyway
+    override.write_text("landing:\n  checks:\n    volume: {min_median_rows: 5, warmup_days: 0}\n")
+    result = reland(workspace_copy, "consent.events", config=QualityConfig.load(override))
+    assert result.ok, result.messages()
+    warned = {f.check for f in result.suites[0].failures}
+    assert {"volume", "keys_not_landed_before"} <= warned
+    report = read_report(workspace_copy, get_contract("consent", "events"), DAY)
+    assert report["status"] == "ok" and report["quarantined"] >= len(rows) // 4
+    assert landed_rows(workspace_copy, "consent.events") == report["landed"] >= len(events + wave)
