@@ -103,6 +103,8 @@ class ExtractReport:
     status: str = "ok"
     files: list[str] = field(default_factory=list)
     refused_files: dict[str, str] = field(default_factory=dict)  # a file not read -> why
+    # every file of the source partition -> file_fingerprint: a file added or changed later re-lands the day
+    source_files: dict[str, str] = field(default_factory=dict)
     read: int = 0
     landed: int = 0
     quarantined: int = 0
@@ -136,6 +138,10 @@ def file_fingerprint(path: Path) -> str:
     """Size and modification time: what tells a re-landed partition file from the one seen before."""
     stat = path.stat()
     return f"{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def _source_files(data_dir: Path, files: Sequence[Path]) -> dict[str, str]:
+    return {p.relative_to(data_dir).as_posix(): file_fingerprint(p) for p in sorted(files)}
 
 
 def partition_days(folder: Path) -> dict[date, Path]:
@@ -508,6 +514,7 @@ def extract_table(
         day.isoformat(),
         files=[p.relative_to(data_dir).as_posix() for p in files],
         refused_files={p.relative_to(data_dir).as_posix(): reason for p, reason in refused.items()},
+        source_files=_source_files(data_dir, [*files, *refused]),
         read=len(rows),
         landed=len(checked.landed),
         quarantined=len(checked.quarantined),
@@ -650,17 +657,28 @@ def read_landed(settings: Settings, channel: str, table: str) -> pa.Table:
     return pa.concat_tables([pq.read_table(p) for p in parts])
 
 
+def _changed_since(report: dict, data_dir: Path, contract: TableContract, day: date) -> bool:
+    """Whether the partition's files differ from those its report landed (reports from before the files
+    were recorded count as unchanged)."""
+    if "source_files" not in report:
+        return False
+    files, refused = list_partition_files(data_dir, contract, day)
+    return _source_files(data_dir, [*files, *refused]) != report["source_files"]
+
+
 def pending_partitions(
     settings: Settings, data_dir: Path, until: date | None = None
 ) -> list[tuple[date, TableContract]]:
-    """Source partitions (up to ``until``) not published yet (never extracted, staged, failed or rejected)."""
+    """Source partitions (up to ``until``) not published yet (never extracted, staged, failed or rejected),
+    or published from other files than the partition holds now (a file added late, or changed)."""
     pending = []
     data_dir = require_data_dir(data_dir)
     for contract in CONTRACTS:
         for day in partition_days(data_dir / contract.channel / contract.table):
             if until is not None and day > until:
                 continue
-            report = report_path(settings, contract.channel, contract.table, day)
-            if not report.exists() or json.loads(report.read_text())["status"] != "ok":
+            path = report_path(settings, contract.channel, contract.table, day)
+            report = json.loads(path.read_text()) if path.exists() else {}
+            if report.get("status") != "ok" or _changed_since(report, data_dir, contract, day):
                 pending.append((day, contract))
     return sorted(pending, key=lambda item: (item[0], item[1].name))

@@ -175,8 +175,9 @@ def build(
         ),
     ] = None,
 ) -> None:
-    """Land every source partition not published yet (each through the landing quality gate), build the
-    warehouse with dbt (models and tests), then run the marts quality gate.
+    """Land every source partition not published yet, or whose files changed since (a file added late),
+    each through the landing quality gate; build the warehouse with dbt (models and tests), then run the
+    marts quality gate.
 
     Exits 1 when a partition quarantines too much or fails its quality gate (nothing is built), when a dbt
     model or test fails, or when a critical marts check fails (the marts are then not published, and

@@ -403,3 +403,26 @@ def test_a_second_landing_run_in_one_workspace_stops_with_a_lock_message(tmp_pat
             assert result.exit_code == 75, result.output
             assert "memberflow build" in result.output and f"pid {os.getpid()}" in result.output
     assert not (settings.audit_dir / "store_pos").exists()  # the second run touched nothing
+
+
+def test_a_file_added_to_a_landed_day_is_picked_up_by_the_next_build(tmp_path):
+    # An opt-out arrives in a second file after its day was landed: build must land it, not skip the day.
+    from memberflow.extract import pending_partitions
+    from memberflow.pipeline import land_pending
+
+    settings = make_settings(tmp_path / "ws", tmp_path / "data")
+    base = {"scope": "marketing", "event_time": "2026-03-02 12:00:00", "source": "app"}
+    first = json.dumps(base | {"event_id": "c1", "id_type": "card_no", "id_value": "C1", "granted": "true"})
+    write_partition(settings.data_dir, "consent", "events", "part-0.jsonl", first + "\n")
+    assert land_pending(settings, settings.data_dir).published == 1
+    assert pending_partitions(settings, settings.data_dir) == []  # nothing new: nothing to do
+
+    late = json.dumps(base | {"event_id": "c2", "id_type": "card_no", "id_value": "C1", "granted": "false"})
+    write_partition(settings.data_dir, "consent", "events", "part-1.jsonl", late + "\n")
+    assert [(d, c.name) for d, c in pending_partitions(settings, settings.data_dir)] == [
+        (DAY, "consent.events")
+    ]
+    assert land_pending(settings, settings.data_dir).published == 1
+    published = pq.read_table(partition_dir(settings.landing_dir, "consent", "events", DAY)).to_pylist()
+    assert sorted((r["event_id"], r["granted"]) for r in published) == [("c1", True), ("c2", False)]
+    assert pending_partitions(settings, settings.data_dir) == []
