@@ -53,9 +53,11 @@ def normalize_token(raw: object) -> str | None:
     return text if _HEX_TOKEN.fullmatch(text) else None
 
 
-# Anything that could be a mainland mobile written by a person: digits possibly split by separators,
-# optionally behind a country prefix. Used to redact free text (quarantined raw rows, log lines).
-_PHONE_LIKE = re.compile(r"(?<!\d)(?:(?:\+?86|0086)[\s\-]*)?1[\s\-]*[3-9](?:[\s\-]*\d){9}(?!\d)")
+# Anything that could be a mainland mobile written by a person: digits possibly split by any separator
+# normalize_phone accepts (_SEPARATORS), optionally behind a country prefix. Used to redact free text
+# (quarantined raw rows, log lines): whatever extract would accept as a phone is masked.
+_SEP = r"[\s\-().·]*"
+_PHONE_LIKE = re.compile(rf"(?<!\d)(?:(?:\+?86|0086){_SEP})?{_SEP}1{_SEP}[3-9](?:{_SEP}\d){{9}}(?!\d)")
 
 
 def redact_phones(text: str) -> str:

@@ -1,7 +1,10 @@
 import hashlib
 import hmac
+import re
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from memberflow.core.phones import mask_phone, normalize_phone, normalize_token, phone_token, redact_phones
 
@@ -76,3 +79,20 @@ def test_redact_masks_every_format_in_free_text_and_leaves_other_numbers():
     assert out.count("139****3456") == 2
     assert "2026" + BASE + "99" in out  # a longer digit run is not a phone
     assert "1234.50" in out
+
+
+@given(
+    prefix=st.sampled_from(["", "+86", "0086", "86", "+86 ", "＋８６"]),
+    separators=st.lists(st.sampled_from(["", "", " ", "-", ".", "·", "(", ")"]), min_size=11, max_size=11),
+    full_width=st.booleans(),
+)
+def test_every_format_the_normalizer_accepts_is_redacted_in_free_text(prefix, separators, full_width):
+    """What extract would accept as this phone must not survive in a quarantined raw row or a log line."""
+    written = prefix + "".join(sep + digit for sep, digit in zip(separators, BASE, strict=True))
+    if full_width:
+        written = written.translate(str.maketrans("0123456789", "０１２３４５６７８９"))
+    if normalize_phone(written) != BASE:
+        return  # not a form extract accepts either
+    out = redact_phones(f"source: {written}, by sms")
+    assert BASE not in re.sub(r"\D", "", out), (written, out)
+    assert "139****3456" in out
