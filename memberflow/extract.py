@@ -46,7 +46,7 @@ from memberflow.core.contracts import (
     coerce_value,
     get_contract,
 )
-from memberflow.core.phones import mask_phone, normalize_phone, phone_token, redact_phones
+from memberflow.core.phones import mask_phone, normalize_phone, phone_token, redact_phones, replace_phones
 from memberflow.core.settings import Settings
 from memberflow.core.vault import ContactVault
 
@@ -110,6 +110,7 @@ class ExtractReport:
     quarantined: int = 0
     by_reason: dict[str, int] = field(default_factory=dict)
     invalid_phones: int = 0
+    phones_hidden: int = 0  # phones found outside the phone column: tokenized (codes) or masked (notes)
     limit: float = 0.0
     landed_path: str | None = None
     quarantine_path: str = ""
@@ -309,6 +310,26 @@ class _Checked:
     quarantined: list[RawRow]
     vault: dict[str, str]  # phone_token -> plain phone
     invalid_phones: int
+    phones_hidden: int = 0
+
+
+def _hide_phones(record: dict, contract: TableContract, id_key: bytes) -> int:
+    """Phones written outside the phone column: a code or identifier (TEXT) that is a phone becomes the
+    phone's token, so it stays distinct and joinable; in free text (NOTE) every phone is masked. A code
+    that only contains a phone-like run of digits (a buyer id such as tmall_13912345678) is left alone.
+    Returns how many were hidden."""
+    hidden = 0
+    for column in contract.columns:
+        value = record.get(column.name)
+        if not isinstance(value, str):
+            continue
+        if column.kind is Kind.NOTE:
+            record[column.name], found = replace_phones(value, mask_phone)
+            hidden += found
+        elif column.kind is Kind.TEXT and (phone := normalize_phone(value)) is not None:
+            record[column.name] = phone_token(phone, id_key)
+            hidden += 1
+    return hidden
 
 
 def _phone_column(contract: TableContract) -> str | None:
@@ -325,7 +346,7 @@ def check_rows(rows: Sequence[RawRow], contract: TableContract, day: date, id_ke
     origin: list[RawRow] = []
     quarantined: list[RawRow] = []
     vault: dict[str, str] = {}
-    invalid_phones = 0
+    invalid_phones = hidden = 0
     for row in rows:
         if row.reason is not None:
             quarantined.append(row)
@@ -364,6 +385,7 @@ def check_rows(rows: Sequence[RawRow], contract: TableContract, day: date, id_ke
                 token = phone_token(phone, id_key)
                 record[type_col], record[value_col] = "phone_token", token
                 vault[token] = phone
+        hidden += _hide_phones(record, contract, id_key)
         if contract.id_of_type is not None:
             value_col, type_col = contract.id_of_type
             form = ID_FORMS.get(str(record[type_col]))
@@ -381,7 +403,8 @@ def check_rows(rows: Sequence[RawRow], contract: TableContract, day: date, id_ke
         landed.append(record)
         origin.append(row)
     keep = _drop_duplicates(landed, origin, contract, quarantined)
-    return _Checked([r for r, k in zip(landed, keep, strict=True) if k], quarantined, vault, invalid_phones)
+    kept = [r for r, k in zip(landed, keep, strict=True) if k]
+    return _Checked(kept, quarantined, vault, invalid_phones, hidden)
 
 
 def _drop_duplicates(
@@ -417,6 +440,7 @@ def _drop_duplicates(
 
 _ARROW_TYPES = {
     Kind.TEXT: pa.string(),
+    Kind.NOTE: pa.string(),
     Kind.ENUM: pa.string(),
     Kind.TOKEN: pa.string(),
     Kind.TIME: pa.timestamp("us", tz="UTC"),
@@ -520,6 +544,7 @@ def extract_table(
         quarantined=len(checked.quarantined),
         by_reason=dict(sorted(Counter(str(r.reason) for r in checked.quarantined).items())),
         invalid_phones=checked.invalid_phones,
+        phones_hidden=checked.phones_hidden,
         limit=settings.quarantine_limit(contract.channel, contract.table),
     )
     assert report.read == report.landed + report.quarantined, "every row is landed or quarantined"

@@ -21,7 +21,8 @@ LOCAL_TZ = ZoneInfo(CHINA_TZ)
 
 
 class Kind(StrEnum):
-    TEXT = "text"
+    TEXT = "text"  # a code or identifier: a phone written in it is replaced by its token at extract
+    NOTE = "note"  # free text: a phone written in it is masked (138****1234) at extract
     TIME = "time"  # local China time unless the value carries an offset
     DATE = "date"
     AMOUNT = "amount"  # CNY, >= 0, two decimals
@@ -119,7 +120,8 @@ CONTRACTS: tuple[TableContract, ...] = (
         "wecom", "contacts",
         (
             _c("external_userid", required=R), _c("unionid"), _c("staff_userid", required=R),
-            _c("add_time", Kind.TIME, R), _c("add_way"), _c("state"), _c("remark_mobile", Kind.PHONE),
+            _c("add_time", Kind.TIME, R), _c("add_way", Kind.NOTE), _c("state", Kind.NOTE),
+            _c("remark_mobile", Kind.PHONE),
             _c("deleted_time", Kind.TIME), _c("updated_at", Kind.TIME, R),
         ),
         key=("external_userid", "staff_userid", "updated_at"),
@@ -129,7 +131,8 @@ CONTRACTS: tuple[TableContract, ...] = (
         "wecom", "group_events",
         (
             _c("event_id", required=R), _c("external_userid", required=R), _c("chat_id", required=R),
-            _c("event_type", Kind.ENUM, R, ("join", "leave", "checkin", "message")), _c("checkin_topic"),
+            _c("event_type", Kind.ENUM, R, ("join", "leave", "checkin", "message")),
+            _c("checkin_topic", Kind.NOTE),
             _c("event_time", Kind.TIME, R),
         ),
         key=("event_id",),
@@ -152,7 +155,7 @@ CONTRACTS: tuple[TableContract, ...] = (
             _c("app_id", required=R), _c("openid", required=R),
             _c("event_type", Kind.ENUM, R,
                ("visit", "login", "article_view", "assessment", "coupon_claim", "add_cart", "share")),
-            _c("topic"), _c("event_time", Kind.TIME, R),
+            _c("topic", Kind.NOTE), _c("event_time", Kind.TIME, R),
         ),
         key=("event_id",),
         date_column="event_time",
@@ -161,7 +164,7 @@ CONTRACTS: tuple[TableContract, ...] = (
         "ecommerce", "orders",
         (
             _c("platform", Kind.ENUM, R, ("tmall", "jd", "meituan", "eleme", "pdd")),
-            _c("order_id", required=R), _c("buyer_id", required=R), _c("mobile_masked"),
+            _c("order_id", required=R), _c("buyer_id", required=R), _c("mobile_masked", Kind.NOTE),
             _c("member_mobile", Kind.PHONE), _c("order_time", Kind.TIME, R),
             _c("status", Kind.ENUM, R, ("paid", "shipped", "completed", "refunded", "cancelled")),
             _c("amount_cny", Kind.AMOUNT, R), _c("updated_at", Kind.TIME, R),
@@ -235,7 +238,7 @@ CONTRACTS: tuple[TableContract, ...] = (
             _c("id_type", Kind.ENUM, R, ("mobile", "unionid", "external_userid", "card_no", "openid")),
             _c("id_value", required=R),
             _c("scope", Kind.ENUM, R, ("marketing", "personalization", "health_data")),
-            _c("granted", Kind.BOOL, R), _c("event_time", Kind.TIME, R), _c("source"),
+            _c("granted", Kind.BOOL, R), _c("event_time", Kind.TIME, R), _c("source", Kind.NOTE),
         ),
         key=("event_id",),
         date_column="event_time",
@@ -296,7 +299,7 @@ def coerce_value(column: Column, raw: str | None, latest_utc: datetime) -> objec
             raise BadValue(Reason.MISSING_REQUIRED, column.name)
         return None
     kind = column.kind
-    if kind in (Kind.TEXT, Kind.PHONE):
+    if kind in (Kind.TEXT, Kind.NOTE, Kind.PHONE):
         return text
     if kind is Kind.ENUM:
         if text not in column.values:

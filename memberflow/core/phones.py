@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import re
 import unicodedata
+from collections.abc import Callable
 
 _MOBILE = re.compile(r"1[3-9]\d{9}")
 _SEPARATORS = re.compile(r"[\s\-().·]")
@@ -57,15 +58,29 @@ def normalize_token(raw: object) -> str | None:
 # normalize_phone accepts (_SEPARATORS), optionally behind a country prefix. Used to redact free text
 # (quarantined raw rows, log lines): whatever extract would accept as a phone is masked.
 _SEP = r"[\s\-().·]*"
-_PHONE_LIKE = re.compile(rf"(?<!\d)(?:(?:\+?86|0086){_SEP})?{_SEP}1{_SEP}[3-9](?:{_SEP}\d){{9}}(?!\d)")
+_PHONE_LIKE = re.compile(rf"(?<!\d)(?:(?:\+?86|0086){_SEP})?\(?1{_SEP}[3-9](?:{_SEP}\d){{9}}(?!\d)")
+
+
+def replace_phones(text: str, replace: Callable[[str], str]) -> tuple[str, int]:
+    """``text`` with every mobile-looking number (full-width digits included) replaced by ``replace`` of
+    the normalized number, and how many were replaced. Text without one comes back unchanged."""
+    if sum(c.isdigit() for c in text) < 11:  # the common case, cheaply
+        return text, 0
+    folded = unicodedata.normalize("NFKC", text)
+    found = 0
+
+    def _replace(match: re.Match[str]) -> str:
+        nonlocal found
+        phone = normalize_phone(match.group(0))
+        if phone is None:
+            return match.group(0)
+        found += 1
+        return replace(phone)
+
+    replaced = _PHONE_LIKE.sub(_replace, folded)
+    return (replaced, found) if found else (text, 0)
 
 
 def redact_phones(text: str) -> str:
     """Mask every mobile-looking number in free text (full-width digits included)."""
-    folded = unicodedata.normalize("NFKC", text)
-
-    def _mask(match: re.Match[str]) -> str:
-        phone = normalize_phone(match.group(0))
-        return mask_phone(phone) if phone else match.group(0)
-
-    return _PHONE_LIKE.sub(_mask, folded)
+    return replace_phones(text, mask_phone)[0]

@@ -426,3 +426,30 @@ def test_a_file_added_to_a_landed_day_is_picked_up_by_the_next_build(tmp_path):
     published = pq.read_table(partition_dir(settings.landing_dir, "consent", "events", DAY)).to_pylist()
     assert sorted((r["event_id"], r["granted"]) for r in published) == [("c1", True), ("c2", False)]
     assert pending_partitions(settings, settings.data_dir) == []
+
+
+def test_a_phone_in_any_other_column_is_tokenized_or_masked_and_counted(lenient):
+    # A store typing the member's phone as the card number, an agent noting the caller's number in free text.
+    dotted = f"{OTHER[:3]}.{OTHER[3:7]}.{OTHER[7:]}"
+    lines = [MEMBERS_HEADER, f"{dotted},{PHONE},S1,2026-03-02 09:00:00,,2026-03-02 09:00:00"]
+    write_partition(lenient.data_dir, "store_pos", "members", "part-0.csv", "\n".join(lines) + "\n")
+    members = extract_table(lenient, get_contract("store_pos", "members"), DAY)
+    base = {"event_time": "2026-03-02 12:00:00", "scope": "marketing", "granted": "false"}
+    event = base | {
+        "event_id": "c1",
+        "id_type": "card_no",
+        "id_value": "C7",
+        "source": f"客服来电 ({PHONE[:3]}){PHONE[3:]}",
+    }
+    write_partition(lenient.data_dir, "consent", "events", "part-0.jsonl", json.dumps(event) + "\n")
+    consent = extract_table(lenient, get_contract("consent", "events"), DAY)
+
+    key = TEST_ID_KEY.encode()
+    # an identifier that is a phone is keyed by the phone's token (the same person's card stays one card)
+    assert [r["card_no"] for r in landed(lenient, "store_pos", "members")] == [phone_token(OTHER, key)]
+    # free text keeps its words, the number masked as ops may see it
+    assert [r["source"] for r in landed(lenient, "consent", "events")] == ["客服来电 135****4321"]
+    assert (members.phones_hidden, consent.phones_hidden) == (1, 1)
+    for path in lenient.home.rglob("*"):
+        if path.is_file() and "secrets" not in path.parts:
+            assert PHONE.encode() not in path.read_bytes() and OTHER.encode() not in path.read_bytes(), path
