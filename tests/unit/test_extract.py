@@ -453,3 +453,27 @@ def test_a_phone_in_any_other_column_is_tokenized_or_masked_and_counted(lenient)
     for path in lenient.home.rglob("*"):
         if path.is_file() and "secrets" not in path.parts:
             assert PHONE.encode() not in path.read_bytes() and OTHER.encode() not in path.read_bytes(), path
+
+
+@pytest.mark.parametrize(
+    ("rows", "bad", "fails"),
+    [
+        (164, 10, False),  # 6 % of a small day: what a 5 % error rate gives by chance (generate's defaults)
+        (164, 40, True),  # a quarter of it broken: not chance
+        (4000, 280, True),  # 7 % of a big day is a real excess, however it is counted
+    ],
+)
+def test_the_quarantine_limit_allows_for_chance_on_small_partitions(tmp_path, rows, bad, fails):
+    settings = make_settings(tmp_path / "ws", tmp_path / "data")  # 5 % share, at least 10 rows
+    header = STORE_ORDERS.splitlines()[0]
+    lines = [f"S001,R{i},C1,2026-03-02 10:00:00,{'12.3.4' if i < bad else '89.00'},true" for i in range(rows)]
+    write_partition(
+        settings.data_dir, "store_pos", "orders", "part-0.csv", "\n".join([header, *lines]) + "\n"
+    )
+    if not fails:
+        assert extract_table(settings, get_contract("store_pos", "orders"), DAY).status == "staged"
+        return
+    with pytest.raises(QuarantineThresholdError) as info:
+        extract_table(settings, get_contract("store_pos", "orders"), DAY)
+    assert f"{bad} of {rows} rows quarantined" in str(info.value)
+    assert "MEMBERFLOW_QUARANTINE_LIMITS" in str(info.value)  # the setting to change, if it is expected
