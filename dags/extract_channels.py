@@ -65,7 +65,7 @@ def extract_table(channel: str, table: str, **context) -> dict:
 
     from memberflow.core.contracts import get_contract
     from memberflow.core.settings import apply_privacy_defaults, get_settings
-    from memberflow.extract import QuarantineThresholdError
+    from memberflow.extract import PartitionRefusedError
     from memberflow.extract import extract_table as stage
 
     apply_privacy_defaults()
@@ -78,7 +78,7 @@ def extract_table(channel: str, table: str, **context) -> dict:
         try:
             # the run's own day is loaded at its logical date; earlier days of a backfill at their own
             report = stage(settings, contract, day, loaded_at=logical if day == today else None)
-        except QuarantineThresholdError as exc:
+        except PartitionRefusedError as exc:
             failed.append(str(exc))
             continue
         summary["days"].append(day.isoformat())

@@ -27,7 +27,7 @@ import shutil
 import uuid
 import zlib
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -55,6 +55,9 @@ log = logging.getLogger(__name__)
 # The data files a partition may hold, by format; names are matched case-insensitively, and CSV and JSON
 # lines may come gzipped (Parquet compresses inside the file).
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".parquet": "parquet", ".csv.gz": "csv", ".jsonl.gz": "jsonl"}
+# A physical line longer than this is quarantined unread (a runaway export); its raw text is cut to 1,000.
+MAX_ROW_BYTES = 65_536
+csv.field_size_limit(16 * MAX_ROW_BYTES)  # a quoted field may span lines; the check above bounds each line
 METADATA_COLUMNS = ("local_date", "_source_file", "_row_number", "_loaded_at")
 
 
@@ -81,8 +84,20 @@ def require_data_dir(data_dir: Path) -> Path:
     return data_dir
 
 
-class QuarantineThresholdError(RuntimeError):
+class PartitionRefusedError(RuntimeError):
+    """The partition cannot land as delivered; the message says why and what to do."""
+
+
+class QuarantineThresholdError(PartitionRefusedError):
     """Too large a share of a partition's rows broke the contract."""
+
+
+class SchemaDriftError(PartitionRefusedError):
+    """A file's columns no longer match the contract: a renamed column would land as nulls."""
+
+
+class UnreadableFileError(PartitionRefusedError):
+    """A data file of the partition could not be read at all: its rows are unknown."""
 
 
 @dataclass
@@ -231,28 +246,58 @@ def _read_csv(payload: bytes, relative: str, contract: TableContract) -> Iterato
     header = [h.strip() for h in header]
     decoded: list[tuple[int, str]] = []
     for number, line in enumerate(lines[1:], start=2):
+        if len(line) > MAX_ROW_BYTES:
+            yield _oversize(relative, number, line)
+            continue
         try:
             decoded.append((number, line.decode("utf-8")))
         except UnicodeDecodeError:
             yield _undecodable(relative, number, line)
-    reader = csv.reader(text for _, text in decoded)
+    position = 0
+    while position < len(decoded):
+        position = yield from _csv_records(decoded, position, header, relative)
+
+
+def _csv_records(
+    decoded: list[tuple[int, str]], start_at: int, header: list[str], relative: str
+) -> Generator[RawRow, None, int]:
+    """Rows of the CSV lines ``decoded[start_at:]`` to the end (returns ``len(decoded)``), or up to a record
+    that swallowed the lines after an unclosed quote: its first line is quarantined and the index of the
+    line after it returned, to read again from there."""
+    reader = csv.reader(text for _, text in decoded[start_at:])
     consumed = 0
-    for fields in reader:
+    while True:
+        error = None
+        try:
+            fields: list[str] | None = next(reader)
+        except StopIteration:
+            return len(decoded)
+        except csv.Error as exc:
+            fields, error = None, str(exc)
         start, consumed = consumed, reader.line_num
-        raw = "".join(text for _, text in decoded[start:consumed]).rstrip("\r\n")
-        number = decoded[start][0]
-        if not fields or (len(fields) == 1 and not fields[0].strip()):
+        first = start_at + start
+        number, text = decoded[first]
+        span = max(consumed - start, 1)
+        if fields is not None and len(fields) == len(header):
+            raw = "".join(t for _, t in decoded[first : first + span]).rstrip("\r\n")
+            yield RawRow(relative, number, raw, values=dict(zip(header, fields, strict=True)))
+        elif fields is not None and (not fields or (len(fields) == 1 and not fields[0].strip())):
             continue  # a blank line is not a row
-        if len(fields) != len(header):
-            yield RawRow(
-                relative,
-                number,
-                raw,
-                reason=Reason.MALFORMED_ROW,
-                detail=f"{len(fields)} fields where the header has {len(header)}",
+        elif fields is not None and span == 1:
+            detail = f"{len(fields)} fields where the header has {len(header)}"
+            yield RawRow(relative, number, text.rstrip("\r\n"), reason=Reason.MALFORMED_ROW, detail=detail)
+        else:
+            detail = "a quoted field opened on this line is not closed " + (
+                f"({error})" if error else f"({span} lines read as one row)"
             )
-            continue
-        yield RawRow(relative, number, raw, values=dict(zip(header, fields, strict=True)))
+            yield RawRow(relative, number, text.rstrip("\r\n"), reason=Reason.MALFORMED_ROW, detail=detail)
+            return first + 1
+
+
+def _oversize(relative: str, number: int, line: bytes) -> RawRow:
+    text = line[:1000].decode("utf-8", "replace").rstrip("\r\n")
+    detail = f"a row of {len(line):,} bytes, over the {MAX_ROW_BYTES:,} a row may have"
+    return RawRow(relative, number, text, reason=Reason.MALFORMED_ROW, detail=detail)
 
 
 def _as_text(value: object) -> str | None:
@@ -571,26 +616,30 @@ def extract_table(
 
     staged_target = partition_dir(settings.audit_dir, contract.channel, contract.table, day)
     vault_target = partition_dir(settings.vault_dir, contract.channel, contract.table, day)
+    where = f"{contract.name} {day.isoformat()}"
+    refusal = _unreadable(rows, where) or _schema_drift(rows, contract, where)
     allowed = allowed_bad_rows(report.read, report.limit)
-    over_limit = report.quarantined > allowed and report.quarantined >= settings.quarantine_min_rows
-    if over_limit and not contract.all_or_nothing:
-        report.message = (
-            f"{contract.name} {day.isoformat()}: {report.quarantined} of {report.read} rows quarantined "
-            f"({report.quarantined_share:.1%}, over the limit of {report.limit:.1%}); the valid rows land "
-            f"all the same (this table is never held back). Inspect {quarantine_target}"
+    if (
+        refusal is None
+        and report.quarantined > allowed
+        and report.quarantined >= settings.quarantine_min_rows
+    ):
+        top = ", ".join(f"{reason} {count}" for reason, count in Counter(report.by_reason).most_common(3))
+        refusal = QuarantineThresholdError(
+            f"{where}: {report.quarantined} of {report.read} rows quarantined "
+            f"({report.quarantined_share:.1%}) exceeds the limit of {report.limit:.1%} (at that rate, more "
+            f"than {allowed} happens by chance once in {int(1 / CHANCE)}; {top}); inspect "
+            f"{quarantine_target}; if this share is expected for the table, raise its limit "
+            f"(MEMBERFLOW_QUARANTINE_LIMITS={contract.name}=0.1)"
         )
+    if refusal is not None and not contract.all_or_nothing:
+        report.message = f"{refusal}; the valid rows land all the same (this table is never held back)"
         log.warning(report.message)
-    if over_limit and contract.all_or_nothing:
+        refusal = None
+    if refusal is not None:
         _remove_partition(staged_target)
         report.status = "failed"
-        top = ", ".join(f"{reason} {count}" for reason, count in Counter(report.by_reason).most_common(3))
-        report.message = (
-            f"{contract.name} {day.isoformat()}: {report.quarantined} of {report.read} rows quarantined "
-            f"({report.quarantined_share:.1%}) exceeds the limit of {report.limit:.1%} (at that rate, more "
-            f"than {allowed} happens by chance once in {int(1 / CHANCE)}; "
-            f"{top}); nothing new was landed for this date. Inspect {quarantine_target}; if this share is "
-            f"expected for the table, raise its limit (MEMBERFLOW_QUARANTINE_LIMITS={contract.name}=0.1)"
-        )
+        report.message = f"{refusal}; nothing new was landed for this date"
     else:
         for record in checked.landed:
             record["_loaded_at"] = loaded_at
@@ -618,9 +667,45 @@ def extract_table(
         report.quarantined,
         report.by_reason,
     )
-    if report.status == "failed":
-        raise QuarantineThresholdError(report.message)
+    if refusal is not None:
+        raise type(refusal)(report.message)
     return report
+
+
+def _unreadable(rows: Sequence[RawRow], where: str) -> UnreadableFileError | None:
+    """A file that could not be read at all (quarantined as its row 0): its rows are unknown."""
+    files = [f"{r.source_file} ({r.detail})" for r in rows if r.row_number == 0 and r.reason is not None]
+    if not files:
+        return None
+    return UnreadableFileError(
+        f"{where}: unreadable file(s) {'; '.join(files)}: its rows are unknown; re-export or remove it"
+    )
+
+
+def _schema_drift(rows: Sequence[RawRow], contract: TableContract, where: str) -> SchemaDriftError | None:
+    """A CSV or Parquet file (a header for every row) missing contract columns while carrying columns the
+    contract does not know: most likely a renamed column, whose values would land as nulls. (JSON lines
+    may leave out null fields, so only their unknown keys are ignored, not judged.)"""
+    headers: dict[str, set[str]] = {}
+    for row in rows:
+        if (
+            row.values is not None
+            and row.source_file not in headers
+            and file_format(Path(row.source_file)) != "jsonl"
+        ):
+            headers[row.source_file] = set(row.values)
+    expected = set(contract.column_names)
+    drifted = [
+        f"{name}: no {', '.join(sorted(expected - cols))} but {', '.join(sorted(cols - expected))}"
+        for name, cols in headers.items()
+        if expected - cols and cols - expected
+    ]
+    if not drifted:
+        return None
+    return SchemaDriftError(
+        f"{where}: columns changed ({'; '.join(drifted)}): a renamed column would land as nulls; rename it "
+        "back in the export, or change the contract (memberflow/core/contracts.py)"
+    )
 
 
 def _quarantine_table(

@@ -27,7 +27,7 @@ from memberflow.core.settings import Settings, postgres_target
 from memberflow.extract import (
     ExtractReport,
     MissingPartitionError,
-    QuarantineThresholdError,
+    PartitionRefusedError,
     extract_table,
     pending_partitions,
     publish_partition,
@@ -92,7 +92,7 @@ def land_partitions(
             run.days.add(day)
             try:
                 staged[day] = extract_table(settings, contract, day, data_dir)
-            except (MissingPartitionError, QuarantineThresholdError) as exc:
+            except (MissingPartitionError, PartitionRefusedError) as exc:
                 run.errors[f"{contract.name} {day.isoformat()}"] = str(exc)
                 continue
             run.warnings += [

@@ -20,6 +20,8 @@ from memberflow.core.vault import ContactVault
 from memberflow.extract import (
     MissingPartitionError,
     QuarantineThresholdError,
+    SchemaDriftError,
+    UnreadableFileError,
     extract_table,
     partition_dir,
     report_path,
@@ -327,7 +329,7 @@ def test_rerunning_a_date_gives_identical_files(lenient):
 
 
 def test_every_file_of_a_partition_is_read_or_refused_with_a_reason(lenient):
-    # A channel's second export comes upper-case or gzipped; a zip, a note and a broken gzip sit beside.
+    # A channel's second export comes upper-case or gzipped; a zip and a note sit beside.
     header, first, late = (
         STORE_ORDERS.splitlines()[0],
         STORE_ORDERS.splitlines()[1],
@@ -353,18 +355,14 @@ def test_every_file_of_a_partition_is_read_or_refused_with_a_reason(lenient):
     write_partition(lenient.data_dir, "store_pos", "orders", "part-3.JSONL.GZ", gzip.compress(jsonl.encode()))
     write_partition(lenient.data_dir, "store_pos", "orders", "part-4.zip", b"PK\x03\x04")
     write_partition(lenient.data_dir, "store_pos", "orders", "README.txt", "exported by the POS")
-    write_partition(lenient.data_dir, "store_pos", "orders", "part-5.csv.gz", b"\x1f\x8b not really gzip")
 
     report = extract_table(lenient, get_contract("store_pos", "orders"), DAY)
     receipts = sorted(row["receipt_no"] for row in landed(lenient, "store_pos", "orders"))
     assert receipts == ["R1", "R10", "R20", "R21", "R30"]
-    assert len(report.files) == 5 and report.read == report.landed + report.quarantined == 6
+    assert len(report.files) == 4 and report.read == report.landed == 5
     refused = {Path(name).name: reason for name, reason in report.refused_files.items()}
     assert set(refused) == {"part-4.zip", "README.txt"}
     assert "gzip" in refused["part-4.zip"] and ".csv" in refused["README.txt"]
-    # the broken gzip is a quarantine row naming the file, not a traceback
-    [broken] = quarantined(lenient, "store_pos", "orders")
-    assert broken["source_file"].endswith("part-5.csv.gz") and "gzip" in broken["detail"]
 
 
 def test_a_missing_or_wrong_data_folder_stops_build_with_what_to_set(tmp_path, monkeypatch):
@@ -477,3 +475,42 @@ def test_the_quarantine_limit_allows_for_chance_on_small_partitions(tmp_path, ro
         extract_table(settings, get_contract("store_pos", "orders"), DAY)
     assert f"{bad} of {rows} rows quarantined" in str(info.value)
     assert "MEMBERFLOW_QUARANTINE_LIMITS" in str(info.value)  # the setting to change, if it is expected
+
+
+def test_an_oversize_field_and_an_unbalanced_quote_quarantine_only_their_own_lines(lenient):
+    header = STORE_ORDERS.splitlines()[0]
+    good = [f"S001,R{i},C1,2026-03-02 10:00:00,{i}.00,true" for i in range(100, 126)]
+    oversize = "S001,R900,C1,2026-03-02 10:00:00,1.00," + "x" * 1_000_000
+    stray_quote = 'S001,R901,"C1,2026-03-02 10:00:00,1.00,true'  # a quote opened and never closed
+    rows = [header, good[0], oversize, good[1], stray_quote, *good[2:]]
+    write_partition(lenient.data_dir, "store_pos", "orders", "part-0.csv", "\n".join(rows) + "\n")
+    report = extract_table(lenient, get_contract("store_pos", "orders"), DAY)
+    assert sorted(r["receipt_no"] for r in landed(lenient, "store_pos", "orders")) == sorted(
+        f"R{i}" for i in range(100, 126)
+    )
+    bad = {r["row_number"]: r for r in quarantined(lenient, "store_pos", "orders")}
+    assert set(bad) == {3, 5} and report.read == report.landed + report.quarantined == 28
+    assert "bytes" in bad[3]["detail"] and len(bad[3]["raw"]) < 2000  # the raw row is cut, not stored whole
+    assert "quote" in bad[5]["detail"]
+
+
+def test_a_corrupt_file_or_a_renamed_column_fails_the_table_naming_it(lenient):
+    write_partition(lenient.data_dir, "store_pos", "orders", "part-0.parquet", b"PAR1 not really parquet")
+    write_partition(lenient.data_dir, "store_pos", "orders", "part-1.csv.gz", b"\x1f\x8b not really gzip")
+    with pytest.raises(UnreadableFileError, match="unreadable Parquet") as info:
+        extract_table(lenient, get_contract("store_pos", "orders"), DAY)
+    assert "part-1.csv.gz (unreadable gzip" in str(info.value)  # every unreadable file named
+    assert not partition_dir(lenient.audit_dir, "store_pos", "orders", DAY).exists()  # nothing to publish
+    # the files are kept in the quarantine as rows 0, for whoever inspects it
+    assert {r["row_number"] for r in quarantined(lenient, "store_pos", "orders")} == {0}
+
+    # the channel renamed an optional column: its values would silently land as nulls
+    lines = [
+        "external_userid,unionid,staff_userid,add_time,remark_phone,updated_at",
+        f"wm1,,S1,2026-03-02 09:00:00,{PHONE},2026-03-02 09:00:00",
+    ]
+    write_partition(lenient.data_dir, "wecom", "contacts", "part-0.csv", "\n".join(lines) + "\n")
+    with pytest.raises(SchemaDriftError) as info:
+        extract_table(lenient, get_contract("wecom", "contacts"), DAY)
+    assert "remark_phone" in str(info.value) and "remark_mobile" in str(info.value)
+    assert PHONE not in str(info.value)
