@@ -152,8 +152,12 @@ def beats(
     for metric, label, higher in (("auc", "AUC", True), ("brier", "Brier", False)):
         need = rival[metric] + margin.get(metric, 0.0) * (1 if higher else -1)
         ok = challenger[metric] >= need if higher else challenger[metric] <= need
-        rule = "ok" if ok else f"needs {'at least' if higher else 'at most'} {need:.4f}"
-        verdicts.append((ok, f"{label} {challenger[metric]:.4f} vs {rival[metric]:.4f}: {rule}"))
+        # enough digits that two different values never print alike (a Brier of 0.08894 against 0.08891)
+        digits = next((d for d in range(4, 9) if f"{challenger[metric]:.{d}f}" != f"{need:.{d}f}"), 8)
+        rule = "ok" if ok else f"needs {'at least' if higher else 'at most'} {need:.{digits}f}"
+        verdicts.append(
+            (ok, f"{label} {challenger[metric]:.{digits}f} vs {rival[metric]:.{digits}f}: {rule}")
+        )
     return all(ok for ok, _ in verdicts), "; ".join(text for _, text in verdicts)
 
 
