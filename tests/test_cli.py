@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from datetime import timedelta
@@ -11,7 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 from memberflow.cli import app
-from tests.support import SAMPLE_START, TEST_ID_KEY
+from memberflow.core.settings import Settings
+from tests.support import SAMPLE_START, TEST_ID_KEY, vault_phones
 
 runner = CliRunner()
 
@@ -113,6 +115,15 @@ def test_demo_runs_airflow_end_to_end(tmp_path):
     assert (
         tmp_path / "ws" / "landing" / "wecom" / "group_events" / "dt=2026-01-03" / "part-0.parquet"
     ).exists()
+    # no plain phone anywhere the demo wrote (warehouse, landing, quarantine, reports, Airflow's logs and
+    # database, quality results): only in the channels' own sample files, and sealed in the vault
+    workspace = Settings.from_env({"MEMBERFLOW_HOME": str(tmp_path / "ws")})
+    phones = vault_phones(workspace)
+    assert len(phones) > 100
+    for path in workspace.home.rglob("*"):
+        if path.is_file() and path.relative_to(workspace.home).parts[0] not in ("sample", "secrets"):
+            found = set(re.findall(r"(?<!\d)1[3-9]\d{9}(?!\d)", path.read_bytes().decode("latin-1")))
+            assert not found & phones, path
 
 
 @pytest.mark.slow  # builds the warehouse with dbt
