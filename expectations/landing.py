@@ -97,10 +97,12 @@ def landing_suite(
         else f"key {key} unique in the partition",
         lambda s: e.ExpectCompoundColumnsToBeUnique(column_list=[*contract.key, PARTITION]),
     )
+    start = config.check(GATE, contract.name, "times_in_range").get("business_start")
     for column in (c for c in contract.columns if c.kind is Kind.TIME):
         suite.add(
             "times_in_range",
-            f"{column.name} between the business start and the end of the partition's day (China time)",
+            f"{column.name} between the business start ({start}, the quality config's "
+            "times_in_range.business_start) and the end of the partition's day (China time)",
             lambda s, c=column: [
                 e.ExpectColumnValuesToBeBetween(
                     column=c.name, min_value=_start_of(date.fromisoformat(str(s["business_start"])))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from datetime import timedelta
+from datetime import date, timedelta
 
 import pyarrow.parquet as pq
 import pytest
@@ -18,7 +18,7 @@ from expectations.landing import audit_and_publish
 from expectations.runner import QualityGateError, load_results
 from memberflow.core.contracts import get_contract
 from memberflow.extract import extract_table, partition_dir, read_report
-from tests.support import DAYS, START
+from tests.support import DAYS, START, make_settings
 
 DAY = START + timedelta(days=DAYS - 1)
 
@@ -219,3 +219,27 @@ def test_a_wave_of_opt_outs_beside_bad_rows_and_resent_events_lands(workspace_co
     report = read_report(workspace_copy, get_contract("consent", "events"), DAY)
     assert report["status"] == "ok" and report["quarantined"] >= len(rows) // 4
     assert landed_rows(workspace_copy, "consent.events") == report["landed"] >= len(events + wave)
+
+
+def test_history_before_the_business_start_fails_naming_the_setting(tmp_path):
+    # Real exports from 1997: the times are fine for extract, but before the configured business start.
+    settings = make_settings(tmp_path / "ws", tmp_path / "data")
+    day = date(1997, 6, 1)
+    folder = partition_dir(settings.data_dir, "consent", "events", day)
+    folder.mkdir(parents=True)
+    event = {
+        "event_id": "c1",
+        "id_type": "card_no",
+        "id_value": "C1",
+        "scope": "marketing",
+        "granted": "true",
+    }
+    (folder / "part-0.jsonl").write_text(json.dumps(event | {"event_time": "1997-06-01 10:00:00"}) + "\n")
+    contract = get_contract("consent", "events")
+    extract_table(settings, contract, day)
+    with pytest.raises(QualityGateError) as info:
+        audit_and_publish(settings, contract, day)
+    assert "[times_in_range, critical]" in str(info.value)
+    assert "business start (2015-01-01, the quality config's times_in_range.business_start)" in str(
+        info.value
+    )
