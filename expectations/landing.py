@@ -14,6 +14,7 @@ with the published ones and with the batch's earlier days, as if those had been 
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, time, timedelta
@@ -157,24 +158,70 @@ def landing_suite(
     return suite
 
 
+def _trailing_median(history: dict[date, int], day: date, window: int, need: int) -> float | None:
+    counts = [rows for d, rows in history.items() if day - timedelta(days=window) <= d < day]
+    return statistics.median(counts) if len(counts) >= need else None
+
+
+def _weekday_median(history: dict[date, int], day: date, weeks: int) -> float | None:
+    """The median rows of the same weekday in the ``weeks`` weeks before (at least three of them)."""
+    counts = [history[d] for d in (day - timedelta(days=7 * k) for k in range(1, weeks + 1)) if d in history]
+    return statistics.median(counts) if len(counts) >= 3 else None
+
+
+def _volume_reference(history: dict[date, int], day: date, settings: dict) -> tuple[float, str] | None:
+    """What ``day``'s rows are compared with: the trailing median, or, for a table whose volume follows the
+    weekday (live sessions on set days, weekend shopping), the median of the same weekday in the last
+    weeks. The table shows which: the reference that was closer to the actual rows over the last eight
+    weeks (median absolute log ratio, at least 14 days of both) wins."""
+    window, need, weeks = (
+        int(settings["trailing_days"]),
+        int(settings["min_history_days"]),
+        int(settings["weeks"]),
+    )
+    trailing = _trailing_median(history, day, window, need)
+    if trailing is None:
+        return None
+    errors: dict[str, list[float]] = {"trailing": [], "weekday": []}
+    for back in range(1, 57):
+        past = day - timedelta(days=back)
+        if history.get(past, 0) <= 0:
+            continue
+        then = _trailing_median(history, past, window, need), _weekday_median(history, past, weeks)
+        if all(then):
+            errors["trailing"].append(abs(math.log(history[past] / then[0])))
+            errors["weekday"].append(abs(math.log(history[past] / then[1])))
+    weekday = _weekday_median(history, day, weeks)
+    if (
+        weekday
+        and len(errors["weekday"]) >= 14
+        and statistics.median(errors["weekday"]) < statistics.median(errors["trailing"])
+    ):
+        return (
+            weekday,
+            f"the median of the last {weeks} {day:%A}s, {weekday:g} (the table follows the weekday)",
+        )
+    return trailing, f"the {window}-day median of {trailing:g}"
+
+
 def _add_volume(suite: Suite, day: date, history: dict[date, int]) -> None:
     settings = suite.settings("volume")
     if settings["severity"] == "off":
         return
     window = int(settings["trailing_days"])
-    counts = [rows for d, rows in history.items() if day - timedelta(days=window) <= d < day]
-    if len(counts) < int(settings["min_history_days"]):
+    reference = _volume_reference(history, day, settings)
+    if reference is None:
+        counts = [rows for d, rows in history.items() if day - timedelta(days=window) <= d < day]
         suite.note(
             f"volume not checked: {len(counts)} published partitions in the {window} days before "
             f"(needs {settings['min_history_days']})",
             day,
         )
         return
-    median = statistics.median(counts)
+    median, what = reference
     if median < float(settings["min_median_rows"]):
         suite.note(
-            f"volume not checked: the trailing median of {median:g} rows is below "
-            f"{settings['min_median_rows']}",
+            f"volume not checked: the reference of {median:g} rows is below {settings['min_median_rows']}",
             day,
         )
         return
@@ -186,7 +233,9 @@ def _add_volume(suite: Suite, day: date, history: dict[date, int]) -> None:
         suite.note(
             f"volume is a warning while the table warms up: {earlier} of {settings['warmup_days']} days", day
         )
-    suite.add_row_count_band("volume", median, f"the {window}-day median of {median:g}", warming_up, day)
+    # The low bound allows for chance on small tables: no tighter than four Poisson standard deviations.
+    low = min(float(settings["low"]), 1 - 4 / math.sqrt(median))
+    suite.add_row_count_band("volume", median, what, warming_up, day, low=low)
 
 
 def batch_frame(

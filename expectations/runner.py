@@ -86,13 +86,14 @@ class Suite:
         what: str,
         warning_only: bool = False,
         partition: date | None = None,
+        low: float | None = None,
     ) -> None:
-        """Rows within [low x reference, high x reference], the band coming from the check's settings;
-        with ``partition``, the rows of that partition of a batch."""
+        """Rows within [low x reference, high x reference], the band from the check's settings (``low``
+        given: that lower bound instead); with ``partition``, the rows of that partition of a batch."""
         import great_expectations as gx
 
         settings = self.settings(check)
-        low, high = float(settings["low"]), float(settings["high"])
+        low, high = float(settings["low"]) if low is None else low, float(settings["high"])
         self.add(
             check,
             f"rows within {low:g}x-{high:g}x {what}",

@@ -63,3 +63,32 @@ def test_a_bad_override_names_the_file_and_the_key(tmp_path, text, message):
 def test_a_missing_override_file_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="no such file"):
         QualityConfig.load(tmp_path / "nothing.yml")
+
+
+def _volume_band(history: dict, day, rows: int) -> tuple[int, int, str]:
+    from expectations.landing import landing_suite
+    from memberflow.core.contracts import get_contract
+
+    suite = landing_suite(QualityConfig.load(), get_contract("wecom", "group_events"), {day: rows}, history)
+    [check] = [c for c in suite.checks if c.id == "volume"]
+    return check.expectation.min_value, check.expectation.max_value, check.about
+
+
+def test_the_volume_band_follows_a_weekly_pattern_and_catches_a_40_percent_loss():
+    from datetime import date, timedelta
+
+    start = date(2026, 1, 5)  # a Monday
+    days = [start + timedelta(days=i) for i in range(84)]
+    # a channel whose Saturdays bring three times the rows of other days (weekend check-in campaigns)
+    weekly = {d: (1500 if d.weekday() == 5 else 500) + (d.toordinal() * 37) % 41 for d in days}
+    saturday, monday = days[-1] + timedelta(days=6), days[-1] + timedelta(days=1)  # days[-1]: a Sunday
+    assert (saturday.weekday(), monday.weekday()) == (5, 0)
+    low, high, about = _volume_band(weekly, saturday, 1500)
+    assert low <= 1500 <= high and "Saturdays" in about  # an ordinary Saturday passes
+    low, high, about = _volume_band(weekly, monday, 500)
+    assert low <= 500 <= high  # and so does an ordinary Monday
+    # a flat channel: losing 40 % of a day's rows is caught; an ordinary day is not
+    flat = {d: 700 + (d.toordinal() * 37) % 41 for d in days}
+    low, high, about = _volume_band(flat, days[-1] + timedelta(days=1), 720)
+    assert low <= 720 <= high and "14-day median" in about
+    assert low > 0.6 * 720
