@@ -403,6 +403,8 @@ def create_app(settings: Settings, busy_wait: float = BUSY_WAIT_SECONDS) -> Fast
             total, rows = reader.members(con, segment, day, status, model, (page - 1) * page_size, page_size)
         if total == 0 and segment not in defs:
             raise NotFound(f"no segment {segment}")
+        # a read of member data: one audit row per request (who, which segment and day, how many members)
+        store.audit_finish(store.audit_start(who, "members_page", segment, str(day)), len(rows))
         items = []
         for r in rows:
             reasons = pick_reasons({m: s["reasons"] for m, s in r["scores"].items()}, model)
@@ -478,9 +480,12 @@ def create_app(settings: Settings, busy_wait: float = BUSY_WAIT_SECONDS) -> Fast
         "/api/members/{member_id}", tags=["members"], responses={**ERRORS, 404: {"description": "unknown"}}
     )
     def member(who: Who, member_id: str) -> dict[str, Any]:
-        """A member's profile: masked identifiers, tag timeline, score history, segments and deliveries."""
+        """A member's profile: masked identifiers, tag timeline, score history, segments and deliveries.
+        Every request leaves an audit row naming the member."""
         with reader.connect() as con:
-            return clean(reader.profile(con, member_id))
+            profile = clean(reader.profile(con, member_id))
+        store.audit_finish(store.audit_start(who, "profile", detail=f"member_id={member_id}"), 1)
+        return profile
 
     @app.get("/api/models", tags=["models"], responses=ERRORS)
     def models(who: Who) -> list[dict[str, Any]]:

@@ -552,3 +552,22 @@ def test_the_web_page_is_served_with_a_strict_content_policy(client):
     assert client.get("/docs").status_code == 404  # Swagger UI would load scripts from a CDN
     spec = client.get("/openapi.json").json()
     assert spec["info"]["title"] == "memberflow ops API"
+
+
+def test_every_read_of_member_data_leaves_one_audit_row_per_request(client, ops_ws, tokens):
+    store = AccessStore.open(ops_ws)
+    before = store.audit_rows(1)[0]["audit_id"] if store.audit_rows(1) else 0
+    segment = _a_segment(ops_ws)
+    page = client.get(f"/api/segments/{segment}/members", params={"page_size": 7}, headers=auth(tokens.ops))
+    items = page.json()["items"]
+    member = items[0]["member_id"]
+    assert client.get(f"/api/members/{member}", headers=auth(tokens.ops)).status_code == 200
+    client.get(f"/api/segments/{segment}", headers=auth(tokens.ops))  # counts, no member: not audited
+    rows = [r for r in store.audit_rows(100) if r["audit_id"] > before]
+    assert [(r["action"], r["token_name"], r["state"]) for r in reversed(rows)] == [
+        ("members_page", "olivia", "completed"),
+        ("profile", "olivia", "completed"),
+    ]
+    listing, profile = reversed(rows)
+    assert (listing["segment"], listing["rows"]) == (segment, len(items)) and 0 < len(items) <= 7
+    assert profile["detail"] == f"member_id={member}" and profile["rows"] == 1
