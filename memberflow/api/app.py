@@ -10,7 +10,9 @@ values, a query string or a body, so no identifier reaches the log. CORS is clos
 import logging
 import math
 import pathlib
+import threading
 import time
+from collections import defaultdict, deque
 from datetime import date
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -53,6 +55,31 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     403: {"description": "the token's role may not do this"},
     503: {"description": "the warehouse is being written or not built yet; retry"},
 }
+
+
+class TooManyRequests(Exception):
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"too many lookups for this token; retry in {math.ceil(retry_after)} s")
+        self.retry_after = retry_after
+
+
+class Throttle:
+    """At most ``per_minute`` calls per key in any sliding minute (per token, in this server process)."""
+
+    def __init__(self, per_minute: int) -> None:
+        self.per_minute = per_minute
+        self.calls: dict[str, deque[float]] = defaultdict(deque)
+        self.lock = threading.Lock()
+
+    def check(self, key: str) -> None:
+        now = time.monotonic()
+        with self.lock:
+            calls = self.calls[key]
+            while calls and calls[0] <= now - 60:
+                calls.popleft()
+            if len(calls) >= self.per_minute:
+                raise TooManyRequests(calls[0] + 60 - now)
+            calls.append(now)
 
 
 DATE_PATTERN = r"^\d{4}-\d{2}-\d{2}$"
@@ -249,6 +276,7 @@ def create_app(settings: Settings, busy_wait: float = BUSY_WAIT_SECONDS) -> Fast
     """The app over one workspace. ``busy_wait``: seconds a request waits for a warehouse writer."""
     store = AccessStore.open(settings)
     reader = Reader(settings, busy_wait)
+    lookups = Throttle(settings.api_lookups_per_minute)
     catalog = ModelCatalog(settings)
     bearer = HTTPBearer(auto_error=False)
     export_dir = settings.home / "api" / "spool"
@@ -321,6 +349,12 @@ def create_app(settings: Settings, busy_wait: float = BUSY_WAIT_SECONDS) -> Fast
     @app.exception_handler(WarehouseBusy)
     async def busy(request: Request, exc: WarehouseBusy):
         return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "30"})
+
+    @app.exception_handler(TooManyRequests)
+    async def too_many(request: Request, exc: TooManyRequests):
+        return JSONResponse(
+            {"detail": str(exc)}, status_code=429, headers={"Retry-After": str(math.ceil(exc.retry_after))}
+        )
 
     @app.exception_handler(NoWarehouse)
     async def no_warehouse(request: Request, exc: NoWarehouse):
@@ -463,11 +497,18 @@ def create_app(settings: Settings, busy_wait: float = BUSY_WAIT_SECONDS) -> Fast
     @app.post(
         "/api/members/lookup",
         tags=["members"],
-        responses={**ERRORS, 400: {"description": "the body is not JSON"}, 404: {"description": "no match"}},
+        responses={
+            **ERRORS,
+            400: {"description": "the body is not JSON"},
+            404: {"description": "no match"},
+            429: {"description": "too many lookups by this token in the last minute; see Retry-After"},
+        },
     )
     def lookup(who: Who, body: LookupRequest) -> LookupResult:
         """Find a member by any identifier. A phone is normalized and tokenized before the lookup; the
-        value is never stored or logged (the audit row records the kind of match only)."""
+        value is never stored or logged (the audit row records the kind of match only). Each token may
+        look up ``MEMBERFLOW_API_LOOKUPS_PER_MINUTE`` (30) members a minute."""
+        lookups.check(who.token_id)
         with reader.connect() as con:
             found = reader.lookup(con, body.value, body.id_type, settings.id_key())
         audit_id = store.audit_start(who, "lookup", detail=f"id_type={body.id_type or 'any'}")

@@ -208,6 +208,8 @@ class Settings:
     dbt_target: str = "duckdb"
     # Browser origins the ops API answers cross-origin requests from (none by default).
     api_cors_origins: tuple[str, ...] = ()
+    # Member lookups one API token may make per minute (testing phone numbers for membership, slowed).
+    api_lookups_per_minute: int = 30
     # Credentials of the outreach systems, never printed.
     webhook_url: str | None = None
     wecom_url: str = "https://qyapi.weixin.qq.com"
@@ -244,6 +246,7 @@ class Settings:
             api_cors_origins=tuple(
                 o.strip() for o in env.get("MEMBERFLOW_API_CORS_ORIGINS", "").split(",") if o.strip()
             ),
+            api_lookups_per_minute=max(1, _read_count(env, "MEMBERFLOW_API_LOOKUPS_PER_MINUTE", 30)),
             webhook_url=env.get("MEMBERFLOW_WEBHOOK_URL") or None,
             wecom_url=env.get("MEMBERFLOW_WECOM_URL") or "https://qyapi.weixin.qq.com",
             sms_url=env.get("MEMBERFLOW_SMS_URL") or None,

@@ -571,3 +571,24 @@ def test_every_read_of_member_data_leaves_one_audit_row_per_request(client, ops_
     listing, profile = reversed(rows)
     assert (listing["segment"], listing["rows"]) == (segment, len(items)) and 0 < len(items) <= 7
     assert profile["detail"] == f"member_id={member}" and profile["rows"] == 1
+
+
+def test_lookups_are_throttled_per_token(ops_ws, tokens):
+    # Testing phone numbers for membership one after another: a token gets a few lookups a minute, then 429.
+    import dataclasses
+
+    from fastapi.testclient import TestClient
+
+    from memberflow.api.app import create_app
+
+    app = create_app(dataclasses.replace(ops_ws, api_lookups_per_minute=3))
+    with TestClient(app) as c:
+        answers = [
+            c.post("/api/members/lookup", json={"value": fake_phone(i)}, headers=auth(tokens.ops))
+            for i in range(4)
+        ]
+        assert [a.status_code for a in answers] == [404, 404, 404, 429]
+        assert 0 < int(answers[-1].headers["Retry-After"]) <= 60
+        # another token is not held back by this one
+        other = c.post("/api/members/lookup", json={"value": fake_phone(9)}, headers=auth(tokens.admin))
+        assert other.status_code == 404
