@@ -154,52 +154,52 @@ def test_killed_mid_batch_then_rerun_delivers_everyone_exactly_once(
     assert {r["status"] for r in ledger.rows(SCORE_DAY)} == {"sent"}
 
 
-def test_an_opt_out_landed_after_scoring_is_honoured(delivery_ws, broad_segments, sandbox, tmp_path):
+def test_opt_outs_in_every_id_form_landed_late_are_honoured(delivery_ws, broad_segments, sandbox, tmp_path):
+    """Members about to be messaged say no after the scores were built, each through another channel's id
+    (an SMS reply with the phone, a store card, a unionid, a mini-program openid, a WeCom contact), some on
+    the delivery day and some in a second file added to a day that had already landed: none is sent to."""
+    from memberflow.core.phones import phone_token
     from memberflow.pipeline import land_days
 
     data = tmp_path / "data"
     shutil.copytree(delivery_ws.data_dir, data)
     settings = make_settings(delivery_ws.home, data)
     before = plan(settings, SCORE_DAY, MORNING)
-    sends = before.frame.filter(before.frame["status"] == "send")
+    sending = set(before.frame.filter(before.frame["status"] == "send")["member_id"].to_list())
+    key = settings.id_key()
+    phone_of = {phone_token(p, key): p for p in vault_phones(settings)}
     with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
-        unionids = dict(
-            con.execute(
-                "select member_id, min(id_value) from member_identifiers where id_type = 'unionid' group by 1"
-            ).fetchall()
-        )
-    targets = [m for m in sends["member_id"].to_list() if m in unionids][:5]
-    assert len(targets) == 5
-    # the member says no in a mini-program the day after the scores were built
-    day = SCORE_DAY
-    folder = data / "consent" / "events" / f"dt={day.isoformat()}"
-    folder.mkdir(parents=True)
-    folder.joinpath("part-0.jsonl").write_text(
-        "".join(
-            json.dumps(
-                {
-                    "event_id": f"late-{i}",
-                    "id_type": "unionid",
-                    "id_value": unionids[m],
-                    "scope": "marketing",
-                    "granted": "false",
-                    "event_time": f"{day} 08:30:00",
-                    "source": "miniprogram_settings",
-                }
-            )
-            + "\n"
-            for i, m in enumerate(targets)
-        )
-    )
+        ids = con.execute(
+            "select id_type, id_value, member_id from member_identifiers "
+            "where id_type in ('phone_token', 'card_no', 'unionid', 'openid', 'external_userid') "
+            "order by id_type, id_value"
+        ).fetchall()
+    targets: dict[str, tuple[str, str]] = {}  # member -> (consent id_type, id_value as the channel writes it)
+    for id_type, value, member in ids:
+        if member in sending and member not in targets and sum(t[0] == id_type for t in targets.values()) < 2:
+            if id_type == "phone_token" and value in phone_of:
+                targets[member] = ("mobile", f"+86 {phone_of[value]}")
+            elif id_type != "phone_token":
+                targets[member] = (id_type, value)
+    assert {t[0] for t in targets.values()} == {"mobile", "card_no", "unionid", "openid", "external_userid"}
+    late_day = SCORE_DAY - timedelta(days=1)  # already landed: the opt-outs come in a second file
+    for n, (id_type, value) in enumerate(targets.values()):
+        day = SCORE_DAY if n % 2 else late_day
+        folder = data / "consent" / "events" / f"dt={day.isoformat()}"
+        folder.mkdir(parents=True, exist_ok=True)
+        event = {"event_id": f"late-{n}", "id_type": id_type, "id_value": value, "scope": "marketing",
+                 "granted": "false", "event_time": f"{day} 08:30:00", "source": "settings page"}  # fmt: skip
+        with folder.joinpath("part-9.jsonl").open("a") as handle:
+            handle.write(json.dumps(event) + "\n")
     consent = [c for c in CONTRACTS if (c.channel, c.table) == ("consent", "events")]
-    run = land_days(settings, [day], data, consent)
+    run = land_days(settings, [late_day, SCORE_DAY], data, consent)
     assert run.ok, run.errors
     server = sandbox()
     report = deliver(settings, SCORE_DAY, now=MORNING)
     recipients = {r["member_id"] for r in server.state.snapshot()["received"] if r.get("member_id")}
     ledger_members = {r["member_id"] for r in Ledger.open(settings).rows(SCORE_DAY)}
     assert not set(targets) & (recipients | ledger_members)
-    assert report.suppressed["opted_out"] >= 5
+    assert report.suppressed["opted_out"] >= len(targets) >= 9
 
 
 def test_no_plain_phone_outside_the_sms_request(delivery_ws, broad_segments, sandbox, caplog):
