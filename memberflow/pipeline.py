@@ -125,7 +125,7 @@ def land_days(
 
 
 def land_pending(settings: Settings, data_dir: Path, until: date | None = None) -> LandingRun:
-    """Land every source partition not published yet (up to ``until``)."""
+    """Land every source partition not published yet, or whose files changed since (up to ``until``)."""
     with landing_lock(settings, _running()):
         return land_partitions(settings, pending_partitions(settings, data_dir, until), data_dir)
 
