@@ -87,7 +87,6 @@ def extract(
     """
     from memberflow.core.contracts import CONTRACTS, get_contract
     from memberflow.pipeline import land_days
-    from memberflow.warehouse import WorkspaceBusy
 
     settings = _settings()
     first = _parse_date(date_)
@@ -99,22 +98,26 @@ def extract(
     except (KeyError, TypeError) as exc:
         raise typer.BadParameter(str(exc)) from None
     days = [first + timedelta(days=d) for d in range((last - first).days + 1)]
-    try:
-        run = _with_quality_config(lambda: land_days(settings, days, data_dir, contracts))
-    except WorkspaceBusy as exc:
-        err.print(f"[red]{escape(str(exc))}[/red]", soft_wrap=True)
-        raise typer.Exit(BUSY) from None
+    run = _with_quality_config(lambda: land_days(settings, days, data_dir, contracts))
     _print_landing(run)
     raise typer.Exit(run.failed_kind())
 
 
 def _with_quality_config(action):
-    """Run ``action``; an unusable MEMBERFLOW_QUALITY_CONFIG is a configuration error (exit 2)."""
+    """Run ``action`` (a landing or a build). An unusable MEMBERFLOW_QUALITY_CONFIG is a configuration error
+    and a missing or wrong data folder a usage error (exit 2); another run landing in the workspace exits
+    BUSY having done nothing."""
+    from memberflow.extract import DataDirError
+    from memberflow.warehouse import WorkspaceBusy
+
     try:
         return action()
     except ConfigError as exc:
         err.print(f"[red]configuration error:[/red] {exc}")
         raise typer.Exit(2) from None
+    except (DataDirError, WorkspaceBusy) as exc:
+        err.print(f"[red]{escape(str(exc))}[/red]", soft_wrap=True)
+        raise typer.Exit(BUSY if isinstance(exc, WorkspaceBusy) else 2) from None
 
 
 def _print_landing(run) -> None:
@@ -192,11 +195,9 @@ def build(
         os.environ["MEMBERFLOW_DBT_TARGET"] = target.value
     from expectations.runner import QualityGateError
     from memberflow.core.settings import PgSettings, PgSettingsError, postgres_target
-    from memberflow.extract import DataDirError
     from memberflow.pipeline import NothingLandedError, land_pending
     from memberflow.pipeline import build as build_and_gate
     from memberflow.transform import DbtError
-    from memberflow.warehouse import WorkspaceBusy
 
     if postgres_target():
         try:
@@ -207,14 +208,7 @@ def build(
     settings = _settings()
     source = Path(data_dir or settings.data_dir)
     cutoff = _parse_date(as_of) if as_of else None
-    try:
-        run = _with_quality_config(lambda: land_pending(settings, source, cutoff))
-    except DataDirError as exc:
-        err.print(f"[red]{escape(str(exc))}[/red]", soft_wrap=True)
-        raise typer.Exit(2) from None
-    except WorkspaceBusy as exc:
-        err.print(f"[red]{escape(str(exc))}[/red]", soft_wrap=True)
-        raise typer.Exit(BUSY) from None
+    run = _with_quality_config(lambda: land_pending(settings, source, cutoff))
     console.print(f"landed {run.published} pending partitions from {source}")
     if run.errors or run.warnings:
         _print_landing(run)
