@@ -158,8 +158,14 @@ def landing_suite(
     return suite
 
 
+def _trailing_counts(history: dict[date, int], day: date, window: int) -> list[int]:
+    """The rows of the partitions in the ``window`` days before ``day`` (looked up, not scanned: the
+    volume reference asks this for eight weeks of past days)."""
+    return [history[d] for d in (day - timedelta(days=k) for k in range(1, window + 1)) if d in history]
+
+
 def _trailing_median(history: dict[date, int], day: date, window: int, need: int) -> float | None:
-    counts = [rows for d, rows in history.items() if day - timedelta(days=window) <= d < day]
+    counts = _trailing_counts(history, day, window)
     return statistics.median(counts) if len(counts) >= need else None
 
 
@@ -211,10 +217,9 @@ def _add_volume(suite: Suite, day: date, history: dict[date, int]) -> None:
     window = int(settings["trailing_days"])
     reference = _volume_reference(history, day, settings)
     if reference is None:
-        counts = [rows for d, rows in history.items() if day - timedelta(days=window) <= d < day]
         suite.note(
-            f"volume not checked: {len(counts)} published partitions in the {window} days before "
-            f"(needs {settings['min_history_days']})",
+            f"volume not checked: {len(_trailing_counts(history, day, window))} published partitions in the "
+            f"{window} days before (needs {settings['min_history_days']})",
             day,
         )
         return
