@@ -361,8 +361,8 @@ class _Checked:
 def _hide_phones(record: dict, contract: TableContract, id_key: bytes) -> int:
     """Phones written outside the phone column: a code or identifier (TEXT) that is a phone becomes the
     phone's token, so it stays distinct and joinable; in free text (NOTE) every phone is masked. A code
-    that only contains a phone-like run of digits (a buyer id such as tmall_13912345678) is left alone.
-    Returns how many were hidden."""
+    that only contains a phone-like run of digits (a buyer id of a platform prefix and 11 digits) is left
+    alone. Returns how many were hidden."""
     hidden = 0
     for column in contract.columns:
         value = record.get(column.name)
