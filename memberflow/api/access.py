@@ -181,6 +181,18 @@ class AccessStore:
             )
         return int(cur.lastrowid)
 
+    def audit(
+        self,
+        who: Principal,
+        action: str,
+        rows: int,
+        segment: str | None = None,
+        as_of: str | None = None,
+        detail: str | None = None,
+    ) -> None:
+        """A completed read in one go (a lookup, a page of members, a profile): no stream to wait for."""
+        self.audit_finish(self.audit_start(who, action, segment, as_of, detail), rows)
+
     def audit_finish(self, audit_id: int, rows: int, state: str = "completed") -> None:
         with self._connect() as con:
             con.execute(

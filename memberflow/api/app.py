@@ -438,7 +438,7 @@ def create_app(settings: Settings, busy_wait: float = BUSY_WAIT_SECONDS) -> Fast
         if total == 0 and segment not in defs:
             raise NotFound(f"no segment {segment}")
         # a read of member data: one audit row per request (who, which segment and day, how many members)
-        store.audit_finish(store.audit_start(who, "members_page", segment, str(day)), len(rows))
+        store.audit(who, "members_page", len(rows), segment, str(day))
         items = []
         for r in rows:
             reasons = pick_reasons({m: s["reasons"] for m, s in r["scores"].items()}, model)
@@ -511,8 +511,7 @@ def create_app(settings: Settings, busy_wait: float = BUSY_WAIT_SECONDS) -> Fast
         lookups.check(who.token_id)
         with reader.connect() as con:
             found = reader.lookup(con, body.value, body.id_type, settings.id_key())
-        audit_id = store.audit_start(who, "lookup", detail=f"id_type={body.id_type or 'any'}")
-        store.audit_finish(audit_id, 1 if found else 0)
+        store.audit(who, "lookup", 1 if found else 0, detail=f"id_type={body.id_type or 'any'}")
         if found is None:
             raise NotFound("no member has this identifier")
         return LookupResult(member_id=found[0], matched_by=found[1])
@@ -525,7 +524,7 @@ def create_app(settings: Settings, busy_wait: float = BUSY_WAIT_SECONDS) -> Fast
         Every request leaves an audit row naming the member."""
         with reader.connect() as con:
             profile = clean(reader.profile(con, member_id))
-        store.audit_finish(store.audit_start(who, "profile", detail=f"member_id={member_id}"), 1)
+        store.audit(who, "profile", 1, detail=f"member_id={member_id}")
         return profile
 
     @app.get("/api/models", tags=["models"], responses=ERRORS)
