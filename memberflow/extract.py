@@ -316,6 +316,9 @@ def _read_jsonl(payload: bytes, relative: str) -> Iterator[RawRow]:
     for number, line in enumerate(payload.splitlines(keepends=True), start=1):
         if not line.strip():
             continue
+        if len(line) > MAX_ROW_BYTES:
+            yield _oversize(relative, number, line)
+            continue
         try:
             text = line.decode("utf-8")
         except UnicodeDecodeError:
@@ -794,13 +797,16 @@ def _changed_since(report: dict, data_dir: Path, contract: TableContract, day: d
 
 
 def pending_partitions(
-    settings: Settings, data_dir: Path, until: date | None = None
+    settings: Settings,
+    data_dir: Path,
+    until: date | None = None,
+    contracts: Sequence[TableContract] = CONTRACTS,
 ) -> list[tuple[date, TableContract]]:
     """Source partitions (up to ``until``) not published yet (never extracted, staged, failed or rejected),
     or published from other files than the partition holds now (a file added late, or changed)."""
     pending = []
     data_dir = require_data_dir(data_dir)
-    for contract in CONTRACTS:
+    for contract in contracts:
         for day in partition_days(data_dir / contract.channel / contract.table):
             if until is not None and day > until:
                 continue

@@ -16,6 +16,7 @@ from memberflow.core.settings import ConfigError, Settings
 
 def _outreach_errors(action):
     """Run a segments/delivery action; unusable inputs exit 1, a bad segments or outreach config exits 2."""
+    from memberflow.outreach.run import ConsentNotCurrentError
     from memberflow.segments import ProfilesError
 
     try:
@@ -23,6 +24,9 @@ def _outreach_errors(action):
     except ConfigError as exc:
         err.print(f"[red]configuration error:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
+    except ConsentNotCurrentError as exc:
+        err.print(f"[red]consent is not current:[/red] {escape(str(exc))}")
+        raise typer.Exit(1) from None
     except (ProfilesError, FileNotFoundError) as exc:
         err.print(f"[red]cannot plan segments:[/red] {escape(str(exc))}")
         raise typer.Exit(1) from None
@@ -147,16 +151,19 @@ def deliver(
 ) -> None:
     """Build the day's segments, suppress, and send what is new through the connectors (ledger + report).
 
-    The plan passes the segments quality gate before anything is sent. Endpoints come from the environment
+    Nothing is sent while consent answers up to the date are not landed (a late or changed file in the
+    channel folder) or landed after the last build for identifiers it has not linked yet. The plan passes
+    the segments quality gate before anything is sent. Endpoints come from the environment
     (MEMBERFLOW_WEBHOOK_URL, MEMBERFLOW_WECOM_URL, MEMBERFLOW_SMS_URL and their secrets); a channel
     without one fails its rows, which are retried on the next run.
     """
     settings = _settings()
     day = _delivery_date(settings, as_of)
     from memberflow.outreach.run import deliver as run_delivery
-    from memberflow.outreach.run import plan, write_memberships
+    from memberflow.outreach.run import plan, require_current_consent, write_memberships
 
     if not dry_run:
+        _outreach_errors(lambda: require_current_consent(settings, day))
         from expectations.marts import gate_warehouse
         from expectations.runner import QualityGateError
 

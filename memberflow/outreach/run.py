@@ -3,8 +3,9 @@
 ``plan`` reads the warehouse (features, tags, scores of the date), the newest landed consent answers (an
 opt-out that landed after the marts were built still counts) and the ledger's contact history, and decides
 every member's status. ``write_memberships`` stores the plan as ``segment_memberships`` (what the segments
-quality gate validates). ``deliver`` plans again right before sending, cancels unsettled sends the plan no
-longer wants, sends through the connectors and writes a report under reports/delivery/<date>/.
+quality gate validates). ``deliver`` first refuses to send while consent is not current
+(``require_current_consent``), plans again right before sending, cancels unsettled sends the plan no longer
+wants, sends through the connectors and writes a report under reports/delivery/<date>/.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 import polars as pl
 import pyarrow as pa
 
+from memberflow.core.contracts import get_contract
 from memberflow.core.settings import Settings, get_settings
 from memberflow.core.vocab import MODELS
 from memberflow.outreach.connectors import (
@@ -35,7 +37,7 @@ from memberflow.outreach.connectors import (
 from memberflow.outreach.ledger import Ledger
 from memberflow.outreach.suppression import CHINA, Caps, Frequency, decide
 from memberflow.segments import Segment, assign, load_segments, member_profiles
-from memberflow.warehouse import read_warehouse, replace_rows
+from memberflow.warehouse import published_marker, read_warehouse, replace_rows
 from ml.score import explain
 
 MEMBERSHIPS_DDL = """
@@ -93,6 +95,72 @@ def fresh_opt_outs(con, settings: Settings) -> set[str]:
         {"files": [str(f) for f in files]},
     ).fetchall()
     return {r[0] for r in rows}
+
+
+class ConsentNotCurrentError(RuntimeError):
+    """Consent answers up to the delivery date are not all landed, or landed after the last build for
+    identifiers the warehouse cannot place yet: a send now could reach someone who refused."""
+
+
+def require_current_consent(settings: Settings, as_of: date) -> None:
+    """Refuse to send while consent could be newer than what the plan reads.
+
+    Two ways an opt-out can be missed: its file sits in the channel folder for a day up to ``as_of`` that is
+    not landed (a late second file, a changed file, a day never extracted or refused); or it landed after
+    the warehouse was built and names an identifier (say an openid seen for the first time) that only the
+    next build links to its member. ``fresh_opt_outs`` covers every landed answer whose identifier the
+    warehouse already knows."""
+    from memberflow.extract import pending_partitions
+
+    consent = get_contract("consent", "events")
+    late = pending_partitions(settings, settings.data_dir, until=as_of, contracts=[consent])
+    if late:
+        days = ", ".join(day.isoformat() for day, _ in late)
+        raise ConsentNotCurrentError(
+            f"consent.events holds answers up to {as_of} that are not landed yet (dt={days}: new, changed "
+            f"or refused files under {settings.data_dir / 'consent' / 'events'}); nothing was sent. Land "
+            f"them (`memberflow extract --table consent.events --date <day>`, or `memberflow build`), then "
+            "deliver again"
+        )
+    unplaced = unbuilt_opt_outs(settings)
+    if unplaced:
+        raise ConsentNotCurrentError(
+            f"{len(unplaced):,} marketing opt-out(s) landed after the last build for identifiers the "
+            f"warehouse does not know yet (in {', '.join(sorted(unplaced))}); nothing was sent. Run "
+            "`memberflow build` (or the transform DAG) so they reach their members, then deliver again"
+        )
+
+
+def unbuilt_opt_outs(settings: Settings) -> dict[str, int]:
+    """Landed consent files written after the marts were published that hold marketing refusals for
+    identifiers missing from ``member_identifiers``: partition folder -> refusals."""
+    marker = published_marker(settings, "marts")
+    if not marker.exists():
+        return {}  # nothing built and gated yet: scoring and planning stop on their own
+    built = datetime.fromisoformat(json.loads(marker.read_text())["published_at"]).timestamp()
+    newer = [
+        f for f in settings.landing_dir.glob("consent/events/dt=*/*.parquet") if f.stat().st_mtime > built
+    ]
+    if not newer:
+        return {}
+    with read_warehouse(settings) as con:
+        rows = con.execute(
+            """
+            with answers as (
+                select id_type, id_value, filename,
+                    last(granted order by event_time, granted desc) as granted
+                from read_parquet($files, union_by_name = true, filename = true)
+                where scope = 'marketing'
+                group by id_type, id_value, filename
+            )
+            select filename, count(*) from answers
+            anti join member_identifiers as ids using (id_type, id_value)
+            where not granted
+            group by filename
+            """,
+            {"files": [str(f) for f in newer]},
+        ).fetchall()
+    return {Path(name).parent.name: n for name, n in rows}
 
 
 @dataclass
@@ -324,6 +392,8 @@ def delivery_lock(settings: Settings) -> Iterator[None]:
 
 
 def _deliver(settings, as_of, dry_run, now, config, segments, sleep) -> DeliveryReport:
+    if not dry_run:
+        require_current_consent(settings, as_of)
     config = config or OutreachConfig.load()
     clock = (lambda: now) if now else now_china
     started = clock()

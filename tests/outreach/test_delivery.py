@@ -13,11 +13,13 @@ from collections import Counter
 from datetime import datetime, timedelta
 
 import duckdb
+import pytest
 
+from devkit.generate import MP_APPS
 from devkit.sandbox import SandboxConfig
 from memberflow.core.contracts import CONTRACTS
 from memberflow.outreach.ledger import Ledger
-from memberflow.outreach.run import deliver, plan
+from memberflow.outreach.run import ConsentNotCurrentError, deliver, plan
 from memberflow.outreach.suppression import CHINA
 from tests.support import SCORE_DAY, make_settings, vault_phones
 
@@ -154,12 +156,17 @@ def test_killed_mid_batch_then_rerun_delivers_everyone_exactly_once(
     assert {r["status"] for r in ledger.rows(SCORE_DAY)} == {"sent"}
 
 
-def test_opt_outs_in_every_id_form_landed_late_are_honoured(delivery_ws, broad_segments, sandbox, tmp_path):
+def test_late_opt_outs_in_every_id_form_stop_delivery_until_landed_and_built(
+    delivery_ws, broad_segments, sandbox, tmp_path
+):
     """Members about to be messaged say no after the scores were built, each through another channel's id
     (an SMS reply with the phone, a store card, a unionid, a mini-program openid, a WeCom contact), some on
-    the delivery day and some in a second file added to a day that had already landed: none is sent to."""
+    the delivery day and some in a second file added to a day that had already landed; one more registers
+    on the mini-program that morning (a new openid with their phone) and opts out there. Delivery refuses
+    while the files are only in the channel folder, and again once they landed but the new openid belongs
+    to no member yet; after the build none of them is sent to."""
     from memberflow.core.phones import phone_token
-    from memberflow.pipeline import land_days
+    from memberflow.pipeline import build, land_days
 
     data = tmp_path / "data"
     shutil.copytree(delivery_ws.data_dir, data)
@@ -176,14 +183,31 @@ def test_opt_outs_in_every_id_form_landed_late_are_honoured(delivery_ws, broad_s
         ).fetchall()
     targets: dict[str, tuple[str, str]] = {}  # member -> (consent id_type, id_value as the channel writes it)
     for id_type, value, member in ids:
-        if member in sending and member not in targets and sum(t[0] == id_type for t in targets.values()) < 2:
+        form = "mobile" if id_type == "phone_token" else id_type
+        if member in sending and member not in targets and sum(t[0] == form for t in targets.values()) < 2:
             if id_type == "phone_token" and value in phone_of:
                 targets[member] = ("mobile", f"+86 {phone_of[value]}")
             elif id_type != "phone_token":
                 targets[member] = (id_type, value)
-    assert {t[0] for t in targets.values()} == {"mobile", "card_no", "unionid", "openid", "external_userid"}
+    assert Counter(t[0] for t in targets.values()) == dict.fromkeys(
+        ("mobile", "card_no", "unionid", "openid", "external_userid"), 2
+    )
+    # the newcomer: a member being sent to whom the warehouse knows by phone, with a new openid
+    newcomer, phone = next(
+        (m, phone_of[v])
+        for t, v, m in ids
+        if t == "phone_token" and m in sending - set(targets) and v in phone_of
+    )
+    app, openid = MP_APPS["wechat"], "o-registered-on-the-day"
+    user = {"platform": "wechat", "app_id": app, "openid": openid, "unionid": None, "mobile": phone,
+            "register_time": f"{SCORE_DAY} 07:50:00", "updated_at": f"{SCORE_DAY} 07:50:00"}  # fmt: skip
+    users = data / "miniprogram" / "users" / f"dt={SCORE_DAY}"
+    users.mkdir(parents=True, exist_ok=True)
+    with (users / "part-9.jsonl").open("a") as handle:
+        handle.write(json.dumps(user) + "\n")
     late_day = SCORE_DAY - timedelta(days=1)  # already landed: the opt-outs come in a second file
-    for n, (id_type, value) in enumerate(targets.values()):
+    answers = [*targets.values(), ("openid", f"wechat:{app}:{openid}")]
+    for n, (id_type, value) in enumerate(answers):
         day = SCORE_DAY if n % 2 else late_day
         folder = data / "consent" / "events" / f"dt={day.isoformat()}"
         folder.mkdir(parents=True, exist_ok=True)
@@ -191,15 +215,25 @@ def test_opt_outs_in_every_id_form_landed_late_are_honoured(delivery_ws, broad_s
                  "granted": "false", "event_time": f"{day} 08:30:00", "source": "settings page"}  # fmt: skip
         with folder.joinpath("part-9.jsonl").open("a") as handle:
             handle.write(json.dumps(event) + "\n")
-    consent = [c for c in CONTRACTS if (c.channel, c.table) == ("consent", "events")]
-    run = land_days(settings, [late_day, SCORE_DAY], data, consent)
-    assert run.ok, run.errors
     server = sandbox()
+    with pytest.raises(ConsentNotCurrentError, match=f"dt={late_day}, {SCORE_DAY}"):
+        deliver(settings, SCORE_DAY, now=MORNING)  # the opt-outs are still only in the channel folder
+    tables = [c for c in CONTRACTS if c.name in ("consent.events", "miniprogram.users")]
+    run = land_days(settings, [late_day, SCORE_DAY], data, tables)
+    assert run.ok, run.errors
+    with pytest.raises(ConsentNotCurrentError, match="memberflow build"):
+        deliver(settings, SCORE_DAY, now=MORNING)  # the new openid is nobody's until the next build
+    assert server.state.snapshot()["received"] == []
+    build(settings)
     report = deliver(settings, SCORE_DAY, now=MORNING)
     recipients = {r["member_id"] for r in server.state.snapshot()["received"] if r.get("member_id")}
     ledger_members = {r["member_id"] for r in Ledger.open(settings).rows(SCORE_DAY)}
-    assert not set(targets) & (recipients | ledger_members)
-    assert report.suppressed["opted_out"] >= len(targets) >= 9
+    assert report.sent > 0
+    assert not {*targets, newcomer} & (recipients | ledger_members)
+    after = plan(settings, SCORE_DAY, MORNING).frame
+    theirs = after.filter(after["member_id"].is_in([*targets, newcomer]))
+    # built, an opt-out makes a member `lost` (out of most segments); where one still matches, it says why
+    assert set(zip(theirs["status"], theirs["reason"], strict=True)) == {("suppressed", "opted_out")}
 
 
 def test_no_plain_phone_outside_the_sms_request(delivery_ws, broad_segments, sandbox, caplog):
