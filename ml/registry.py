@@ -1,13 +1,15 @@
 """MLflow: one experiment per model, a registered model per model, aliases ``champion`` and ``challenger``.
 
 The default store is SQLite plus local artifacts under ``$MEMBERFLOW_HOME/mlflow``; ``MEMBERFLOW_MLFLOW_URI``
-points it at a shared server instead. Models are saved in LightGBM's text format (mlflow.lightgbm with a
-Booster), so loading works with MLflow's pickle deserialization switched off. Rolling back is moving the
-``champion`` alias to an earlier version.
+points it at a shared server instead. A version is a calibrated pyfunc written as MLflow "models from code"
+(``ml/champion_model.py``, the booster in LightGBM's text format as its artifact): loading it runs no pickle,
+and ``mlflow.pyfunc.load_model(...).predict`` gives the probabilities ``member_scores`` holds. Rolling back
+is moving the ``champion`` alias to an earlier version.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 from memberflow.core.settings import Settings, apply_privacy_defaults
@@ -35,9 +37,57 @@ def connect(settings: Settings):
 
     if not settings.mlflow_uri.startswith(("http://", "https://")):
         settings.mlflow_dir.mkdir(parents=True, exist_ok=True)
+    if settings.mlflow_uri_env is None:
+        follow_workspace(settings)
     mlflow.set_tracking_uri(settings.mlflow_uri)
     mlflow.set_registry_uri(settings.mlflow_uri)
     return MlflowClient(settings.mlflow_uri, settings.mlflow_uri)
+
+
+# The workspace's store records artifact locations as absolute file URIs (MLflow has no relative form).
+# This file says which artifacts folder they point at, so a moved or copied workspace notices.
+ARTIFACTS_ROOT_FILE = "artifacts-root"
+# Where the SQLite store keeps artifact URIs.
+ARTIFACT_COLUMNS = (
+    ("experiments", "artifact_location"),
+    ("runs", "artifact_uri"),
+    ("logged_models", "artifact_location"),
+    ("model_versions", "storage_location"),
+)
+
+
+def follow_workspace(settings: Settings) -> None:
+    """Make the workspace's MLflow store point at its own artifacts folder.
+
+    MLflow writes absolute artifact URIs into its database, so a workspace that was moved, or copied to
+    make a second one, would read and write the artifacts of the folder it came from. When the recorded
+    folder is not this workspace's, every stored URI under it is rewritten to this one (one SQLite
+    transaction), before MLflow opens the store."""
+    import sqlite3
+
+    here = (settings.mlflow_dir / "artifacts").resolve().as_uri()
+    marker = settings.mlflow_dir / ARTIFACTS_ROOT_FILE
+    db = settings.mlflow_dir / "mlflow.db"
+    recorded = marker.read_text().strip() if marker.exists() else None
+    if recorded == here:
+        return
+    if db.exists():
+        with contextlib.closing(sqlite3.connect(db)) as con, con:
+            if recorded is None:  # a store made before the marker: read the root off an experiment
+                row = con.execute(
+                    "select artifact_location from experiments where artifact_location like 'file://%/artifacts/%'"
+                ).fetchone()
+                recorded = row[0].rsplit("/artifacts/", 1)[0] + "/artifacts" if row else None
+            if recorded is not None and recorded != here:
+                tables = {r[0] for r in con.execute("select name from sqlite_master where type = 'table'")}
+                for table, column in ARTIFACT_COLUMNS:
+                    if table in tables:
+                        con.execute(
+                            f"update {table} set {column} = ? || substr({column}, ?) "
+                            f"where substr({column}, 1, ?) = ? and substr({column}, ?, 1) in ('', '/')",
+                            (here, len(recorded) + 1, len(recorded), recorded, len(recorded) + 1),
+                        )
+    marker.write_text(here + "\n")
 
 
 def experiment_id(settings: Settings, model: str) -> str:
@@ -129,11 +179,18 @@ def load_version(settings: Settings, model: str, version: str) -> LoadedModel:
 
 
 def _load(ref: ModelRef) -> LoadedModel:
+    """The version's booster and metadata. A version is the calibrated pyfunc of ``ml/champion_model.py``
+    (its booster is what scoring and TreeSHAP use); versions registered before that are plain LightGBM."""
     import mlflow.lightgbm
+    import mlflow.pyfunc
     from mlflow.models import Model
 
-    booster = mlflow.lightgbm.load_model(ref.uri)
-    meta = Model.load(ref.uri).metadata or {}
+    registered = Model.load(ref.uri)
+    if "lightgbm" in registered.flavors:
+        booster = mlflow.lightgbm.load_model(ref.uri)
+    else:
+        booster = mlflow.pyfunc.load_model(ref.uri).unwrap_python_model().booster
+    meta = registered.metadata or {}
     return LoadedModel(
         ref, booster, list(meta["features"]), dict(meta["calibration"]), int(meta["horizon_days"])
     )

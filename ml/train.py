@@ -263,6 +263,8 @@ def write_report(evaluation: Evaluation, folder: Path) -> Path:
     return folder
 
 
+# What a registered version runs when loaded (MLflow models from code): the booster plus its calibration.
+CHAMPION_MODEL_CODE = Path(__file__).with_name("champion_model.py")
 METRIC_COLUMNS = ("auc", "pr_auc", "brier", "lift_top_decile", "ece")
 
 
@@ -327,7 +329,7 @@ def register(settings: Settings, evaluation: Evaluation) -> TrainResult:
     """Log the evaluated model to MLflow, register it as challenger and apply the promotion gate."""
     import lightgbm
     import mlflow
-    import mlflow.lightgbm
+    import mlflow.pyfunc
     from mlflow.models import infer_signature
 
     model = evaluation.model
@@ -356,19 +358,29 @@ def register(settings: Settings, evaluation: Evaluation) -> TrainResult:
             if isinstance(example[column].dtype, pd.CategoricalDtype):
                 example[column] = example[column].astype("string")
         signature = infer_signature(example, fitted.probability(evaluation.test.head(200)))
-        info = mlflow.lightgbm.log_model(
-            fitted.booster,
-            name="model",
-            signature=signature,
-            pip_requirements=[f"lightgbm=={lightgbm.__version__}"],
-            registered_model_name=registered_name(model),
-            metadata={
-                "features": fitted.features,
-                "calibration": fitted.calibration.as_dict(),
-                "horizon_days": evaluation.training_set.horizon_days,
-                "holdout_cutoff": evaluation.training_set.holdout.isoformat(),
-            },
-        )
+        with tempfile.TemporaryDirectory() as tmp:
+            booster_file = Path(tmp) / "booster.txt"
+            fitted.booster.save_model(str(booster_file))
+            # The version is the calibrated model (ml/champion_model.py), the booster one of its artifacts.
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=CHAMPION_MODEL_CODE,
+                artifacts={"booster": str(booster_file)},
+                model_config={"features": fitted.features, "calibration": fitted.calibration.as_dict()},
+                signature=signature,
+                pip_requirements=[
+                    f"lightgbm=={lightgbm.__version__}",
+                    f"pandas=={pd.__version__}",
+                    f"numpy=={np.__version__}",
+                ],
+                registered_model_name=registered_name(model),
+                metadata={
+                    "features": fitted.features,
+                    "calibration": fitted.calibration.as_dict(),
+                    "horizon_days": evaluation.training_set.horizon_days,
+                    "holdout_cutoff": evaluation.training_set.holdout.isoformat(),
+                },
+            )
         version = str(info.registered_model_version)
         mlflow.set_tags(
             {

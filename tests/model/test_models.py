@@ -58,17 +58,46 @@ def test_categorical_features_are_native(trained):
     assert categorical == set(CATEGORICAL)
 
 
-def test_the_model_loads_from_lightgbm_text_with_pickle_disabled(trained, ml_workspace, monkeypatch):
-    from ml.registry import load
+def test_the_champion_loaded_from_mlflow_without_pickle_predicts_the_stored_probabilities(
+    trained, ml_workspace, monkeypatch
+):
+    """Anyone loading the registered champion with MLflow (a notebook, `mlflow models serve`) gets the
+    calibrated probabilities member_scores holds, not the booster's uncalibrated output."""
+    import mlflow.pyfunc
+
+    from memberflow.warehouse import read_warehouse
+    from ml.datasets import population_frame
+    from ml.registry import connect, load, registered_name
+    from ml.score import score
 
     monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
     loaded = load(ml_workspace, "churn")
     model_dir = ml_workspace.mlflow_dir / "artifacts"
-    stored = list(model_dir.rglob("model.lgb"))
+    stored = list(model_dir.rglob("booster.txt"))
     assert stored and not list(model_dir.rglob("*.pkl"))
     assert stored[0].read_text().startswith("tree")
     assert loaded.features == trained["churn"].evaluation.fitted.features
     assert loaded.calibration["method"] == "platt"
+    score(ml_workspace, "churn", SCORE_DAY)
+    with read_warehouse(ml_workspace) as con:
+        frame = population_frame(con, "churn", [SCORE_DAY])
+        scores = dict(
+            con.execute(
+                "select member_id, probability from member_scores where model = 'churn' and as_of = ?",
+                [SCORE_DAY],
+            ).fetchall()
+        )
+    inputs = frame[loaded.features].copy()
+    for column in CATEGORICAL:  # as the signature says: categories travel as strings
+        inputs[column] = inputs[column].astype("string")
+    connect(ml_workspace)
+    champion = mlflow.pyfunc.load_model(f"models:/{registered_name('churn')}@champion")
+    predicted = np.asarray(champion.predict(inputs))
+    expected = np.array([scores[m] for m in frame["member_id"]])
+    assert len(expected) > 500
+    assert np.abs(predicted - expected).max() < 1e-12
+    raw = loaded.booster.predict(frame[loaded.features], num_threads=1)  # the booster alone: uncalibrated
+    assert np.abs(raw - expected).max() > 0.01
 
 
 def test_runs_are_tracked_with_metrics_plots_and_manifest(trained, ml_workspace):
@@ -198,3 +227,28 @@ def test_the_scores_gate_notes_models_without_scores(trained, ml_workspace):
     notes = {s.subject: s.notes for s in gate.suites}
     assert notes["member_scores.repurchase"] and notes["member_scores.conversion"]
     assert not notes["member_scores.churn"]
+
+
+def test_a_copied_workspace_reads_and_writes_its_own_model_store(trained_ws, tmp_path):
+    """MLflow keeps absolute artifact locations: a copy of a workspace must not go on reading, or logging
+    into, the folder it was copied from."""
+    import mlflow
+
+    from ml.registry import connect, experiment_name, load, registered_name
+    from tests.support import copy_workspace
+
+    original = trained_ws[0].mlflow_dir / "artifacts"
+    files_before = sorted(original.rglob("*"))
+    copy = copy_workspace(trained_ws[0], tmp_path)
+    here = (copy.mlflow_dir / "artifacts").resolve().as_uri()
+    loaded = load(copy, "churn")
+    client = connect(copy)
+    stored_at = client.get_model_version_download_uri(registered_name("churn"), loaded.ref.version)
+    assert stored_at.startswith(here + "/churn/")
+    experiment = client.get_experiment_by_name(experiment_name("churn"))
+    assert experiment.artifact_location == here + "/churn"
+    with mlflow.start_run(experiment_id=experiment.experiment_id) as run:
+        mlflow.log_text("a run of the copy", "note.txt")
+    assert (copy.mlflow_dir / "artifacts" / "churn" / run.info.run_id / "artifacts" / "note.txt").exists()
+    assert sorted(original.rglob("*")) == files_before
+    assert load(trained_ws[0], "churn").ref == loaded.ref  # the original still reads its own store
