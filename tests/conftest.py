@@ -25,6 +25,9 @@ for _key in airflow_environment(SESSION_SETTINGS):
     if _key.startswith("AIRFLOW"):
         os.environ.pop(_key, None)
 apply_airflow_environment(SESSION_SETTINGS)
+# Keys the tests' workspaces make go to their default place under the user's config folder: a folder of
+# the session here, never the real one.
+os.environ["XDG_CONFIG_HOME"] = str(_SESSION_HOME / "config")
 # The CLI's tables and paths print at this width whether or not a terminal (or an xdist worker) runs them.
 os.environ["COLUMNS"] = "200"
 

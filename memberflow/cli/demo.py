@@ -39,11 +39,16 @@ def demo(
 
     Uses the embedded defaults: workspace under MEMBERFLOW_HOME, Airflow on SQLite in the workspace.
     """
-    # The demo always works on its own generated sample, never on a configured real data folder.
+    # The demo always works on its own generated sample, never on a configured real data folder, and keeps
+    # its made-up keys inside its workspace (a deployment keeps them outside: README, "Keys").
+    os.environ.setdefault("MEMBERFLOW_SECRETS_DIR", str(_settings().home / "secrets"))
     settings = dataclasses.replace(_settings(), data_dir=_settings().home / "sample")
     first = _parse_date(start)
     console.rule("memberflow demo")
     console.print(f"workspace: {settings.home}")
+    console.print(
+        f"keys:      {settings.secrets_dir} (inside the demo workspace; a deployment keeps them outside)"
+    )
     _generate(settings, members, first, days, seed, settings.data_dir, 0.02)
 
     from devkit.orchestrate import prepare_airflow

@@ -2,9 +2,12 @@
 
 Everything a run writes lives under ``MEMBERFLOW_HOME`` (default ``./.memberflow``). Secrets (the identity
 key that turns phones into tokens, the contact-vault key) come from the environment; when they are not set,
-the workspace creates random ones under ``$MEMBERFLOW_HOME/secrets/`` on first use, so the repository never
-holds a key and a second workspace never shares the first one's tokens. A workspace remembers a fingerprint
-of each key it used (``keys.json``) and refuses another key, or a lost one once it holds data.
+random ones are made on a workspace's first use in its secrets folder: ``MEMBERFLOW_SECRETS_DIR``, by default
+``~/.config/memberflow/workspaces/<workspace id>/``, outside the workspace, so a copy of the workspace
+neither decrypts its vault nor can test phone numbers against its tokens (the demo keeps its keys inside its
+own workspace and says so). The repository never holds a key and a second workspace never shares the first
+one's tokens. A workspace remembers a fingerprint of each key it used (``keys.json``) and refuses another
+key, or a lost one once it holds data.
 """
 
 from __future__ import annotations
@@ -21,8 +24,14 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # Fingerprints of the keys a workspace was built with, under MEMBERFLOW_HOME (never the keys themselves).
 KEYS_FILE = "keys.json"
+# A workspace's random id (under MEMBERFLOW_HOME): names its default secrets folder, and follows the
+# workspace when it moves.
+WORKSPACE_ID_FILE = "workspace-id"
 DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
 DAGS_FOLDER = REPO_ROOT / "dags"
+# The Airflow pools of the single-writer resources (memberflow/assets.py names them); every deployment
+# imports this file.
+POOLS_FILE = REPO_ROOT / "docker" / "airflow-pools.json"
 CHINA_TZ = "Asia/Shanghai"
 
 # A pipeline holding health data must not phone home: usage telemetry of dbt, Cosmos, GX and MLflow is off
@@ -192,6 +201,10 @@ class Settings:
     id_key_env: str | None = None
     blocked_phones: tuple[str, ...] = ()
     vault_key_env: str | None = None
+    # Where keys not given in the environment are kept (MEMBERFLOW_SECRETS_DIR); default: the user's config
+    # folder, one subfolder per workspace.
+    secrets_dir_env: Path | None = None
+    config_home: Path = field(default_factory=lambda: Path.home() / ".config")
     # MLflow tracking store (MEMBERFLOW_MLFLOW_URI); default: SQLite + local artifacts in the workspace.
     mlflow_uri_env: str | None = None
     # LightGBM threads; one by default: on a busy 2-core machine two threads can be far slower than one.
@@ -235,6 +248,11 @@ class Settings:
                 p.strip() for p in env.get("MEMBERFLOW_BLOCKED_PHONES", "").split(",") if p.strip()
             ),
             vault_key_env=env.get("MEMBERFLOW_VAULT_KEY") or None,
+            secrets_dir_env=_read_path(env, "MEMBERFLOW_SECRETS_DIR"),
+            # the user's config folder belongs to the machine, not to memberflow's settings
+            config_home=Path(
+                env.get("XDG_CONFIG_HOME") or os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
+            ).expanduser(),
             mlflow_uri_env=env.get("MEMBERFLOW_MLFLOW_URI") or None,
             ml_threads=max(1, _read_count(env, "MEMBERFLOW_ML_THREADS", 1)),
             segments_file=_read_path(env, "MEMBERFLOW_SEGMENTS"),
@@ -310,7 +328,14 @@ class Settings:
 
     @property
     def secrets_dir(self) -> Path:
-        return self.home / "secrets"
+        """Where this workspace's keys are kept when the environment does not give them."""
+        if self.secrets_dir_env is not None:
+            return self.secrets_dir_env.resolve()
+        return self.config_home / "memberflow" / "workspaces" / self.workspace_id()
+
+    def workspace_id(self) -> str:
+        """The workspace's random id, made on first use."""
+        return _create_once(self.home / WORKSPACE_ID_FILE, lambda: secrets.token_hex(8), private=False)
 
     def quarantine_limit(self, channel: str, table: str) -> float:
         return self.quarantine_limits.get(f"{channel}.{table}", self.quarantine_max_share)
@@ -349,21 +374,24 @@ class Settings:
     def _key(self, name: str, variable: str, given: str | None, make) -> str:
         """The key from the environment, else the workspace's secret file (made on a workspace's first use
         only); checked against the fingerprint the workspace recorded when it first used a key."""
-        path = self.secrets_dir / name
         if given:
             text, origin = given, variable
-        elif path.exists() or not self.holds_data():
-            text, origin = self._workspace_secret(name, make), str(path)
         else:
-            raise ConfigError(
-                f"this workspace ({self.home}) holds data but its {name} is missing: restore {path} from a "
-                f"backup or set {variable} to the key it was built with. A new key would "
-                + (
-                    "give every phone a new token (members split)."
-                    if name == "id_key"
-                    else "not open the vault."
-                )
-            )
+            path = self.secrets_dir / name
+            if not path.exists():
+                self._refuse_key_inside(name)
+                if self.holds_data():
+                    raise ConfigError(
+                        f"this workspace ({self.home}) holds data but its {name} is missing: restore {path} "
+                        f"from a backup, set MEMBERFLOW_SECRETS_DIR to the folder that holds it, or set "
+                        f"{variable} to the key it was built with. A new key would "
+                        + (
+                            "give every phone a new token (members split)."
+                            if name == "id_key"
+                            else "not open the vault."
+                        )
+                    )
+            text, origin = self._workspace_secret(name, make), str(path)
         fingerprint = hmac.new(text.encode("utf-8"), b"memberflow key fingerprint", "sha256").hexdigest()[:16]
         keys_file = self.home / KEYS_FILE
         recorded = json.loads(keys_file.read_text()) if keys_file.exists() else {}
@@ -380,24 +408,42 @@ class Settings:
             tmp.replace(keys_file)
         return text
 
+    def _refuse_key_inside(self, name: str) -> None:
+        """Make no key while this workspace still keeps one inside itself (made before keys moved out of
+        workspaces): say how to move it instead."""
+        inside = self.home / "secrets" / name
+        if not inside.exists():
+            return
+        target = self.secrets_dir
+        raise ConfigError(
+            f"this workspace keeps its {name} inside itself ({inside}), where every copy of the workspace "
+            f"carries it: move it out (`mkdir -p {target} && mv {inside} {target}/`), or set "
+            f"MEMBERFLOW_SECRETS_DIR={inside.parent} to keep it there (a demo or test workspace)"
+        )
+
     def _workspace_secret(self, name: str, make) -> str:
-        path = self.secrets_dir / name
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
+        return _create_once(self.secrets_dir / name, make, private=True)
+
+
+def _create_once(path: Path, make, private: bool) -> str:
+    """The text of ``path``, written with ``make()`` when it does not exist yet. Written aside, then linked
+    into place: concurrent first uses (parallel Airflow tasks) all read the one that won, never a half-written
+    file. A private file is readable by its owner only, in a folder only its owner can list."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if private:
             path.parent.chmod(0o700)
-            # Write aside, then link into place: concurrent first uses (parallel Airflow tasks) all end up
-            # reading the one secret that won, never a half-written file.
-            tmp = path.with_name(f".{name}.{os.getpid()}.{secrets.token_hex(4)}")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as handle:
-                handle.write(make())
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                pass
-            finally:
-                tmp.unlink()
-        return path.read_text().strip()
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if private else 0o644)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(make())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    return path.read_text().strip()
 
 
 def get_settings() -> Settings:

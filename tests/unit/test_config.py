@@ -53,14 +53,48 @@ def test_keys_from_environment_win(tmp_path):
     assert not (tmp_path / "secrets").exists()
 
 
-def test_missing_keys_are_created_once_per_workspace_and_private(tmp_path):
-    s = Settings.from_env({"MEMBERFLOW_HOME": str(tmp_path / "a")})
+def test_keys_made_for_a_workspace_live_outside_it(tmp_path):
+    """A copy of a workspace (a backup, a laptop) must not carry the keys that open its vault or let its
+    tokens be tested against phone numbers."""
+    config = tmp_path / "config"
+    env = {"MEMBERFLOW_HOME": str(tmp_path / "ws"), "XDG_CONFIG_HOME": str(config)}
+    s = Settings.from_env(env)
     first = s.id_key()
     assert s.id_key() == first and len(s.vault_key()) == 64
-    mode = (tmp_path / "a" / "secrets" / "id_key").stat().st_mode
-    assert stat.S_IMODE(mode) == 0o600
-    other = Settings.from_env({"MEMBERFLOW_HOME": str(tmp_path / "b")})
+    assert s.secrets_dir.parent == config / "memberflow" / "workspaces"
+    assert stat.S_IMODE((s.secrets_dir / "id_key").stat().st_mode) == 0o600
+    assert stat.S_IMODE(s.secrets_dir.stat().st_mode) == 0o700
+    assert sorted(p.name for p in (tmp_path / "ws").rglob("*")) == ["keys.json", "workspace-id"]
+    _holds_data(tmp_path / "ws")
+    # the copy, read with another user's config folder, finds no key and stops instead of making new ones
+    shutil.copytree(tmp_path / "ws", tmp_path / "copy")
+    copy = Settings.from_env(
+        {"MEMBERFLOW_HOME": str(tmp_path / "copy"), "XDG_CONFIG_HOME": str(tmp_path / "x")}
+    )
+    with pytest.raises(ConfigError, match="holds data but its vault_key is missing"):
+        copy.vault_key()
+    # moved on its own machine, the workspace keeps its keys (its id moves with it)
+    shutil.move(tmp_path / "ws", tmp_path / "moved")
+    assert Settings.from_env({**env, "MEMBERFLOW_HOME": str(tmp_path / "moved")}).id_key() == first
+    other = Settings.from_env({**env, "MEMBERFLOW_HOME": str(tmp_path / "b")})
     assert other.id_key() != first
+
+
+def test_keys_kept_inside_an_older_workspace_stop_with_how_to_move_them(tmp_path):
+    home = tmp_path / "ws"
+    inside = Settings.from_env(
+        {"MEMBERFLOW_HOME": str(home), "MEMBERFLOW_SECRETS_DIR": str(home / "secrets")}
+    )
+    key = inside.vault_key()
+    _holds_data(home)
+    s = Settings.from_env({"MEMBERFLOW_HOME": str(home), "XDG_CONFIG_HOME": str(tmp_path / "config")})
+    with pytest.raises(
+        ConfigError, match=r"keeps its vault_key inside itself .*mv .*MEMBERFLOW_SECRETS_DIR="
+    ):
+        s.vault_key()
+    s.secrets_dir.mkdir(parents=True)
+    shutil.move(home / "secrets" / "vault_key", s.secrets_dir / "vault_key")
+    assert s.vault_key() == key
 
 
 def test_a_vault_key_of_the_wrong_size_is_refused(tmp_path):
@@ -121,16 +155,16 @@ def test_a_workspace_refuses_an_id_key_it_was_not_built_with(tmp_path):
 
 def test_a_lost_key_stops_a_workspace_with_data_instead_of_making_a_new_one(tmp_path):
     home = tmp_path / "ws"
-    s = Settings.from_env({"MEMBERFLOW_HOME": str(home)})
+    s = Settings.from_env({"MEMBERFLOW_HOME": str(home), "XDG_CONFIG_HOME": str(tmp_path / "config")})
     s.id_key(), s.vault_key()
     _holds_data(home)
-    shutil.rmtree(home / "secrets")
+    shutil.rmtree(s.secrets_dir)
     for key, name in ((s.id_key, "id_key"), (s.vault_key, "vault_key")):
-        with pytest.raises(ConfigError, match=f"restore .*secrets/{name}") as info:
+        with pytest.raises(ConfigError, match=f"restore {s.secrets_dir}/{name}") as info:
             key()
         assert ("MEMBERFLOW_ID_KEY" if name == "id_key" else "MEMBERFLOW_VAULT_KEY") in str(info.value)
     # without the fingerprint file too (a workspace from before it was kept): its data is enough to stop
     (home / "keys.json").unlink()
     with pytest.raises(ConfigError, match="restore"):
         s.id_key()
-    assert not (home / "secrets").exists()
+    assert not s.secrets_dir.exists()
