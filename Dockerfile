@@ -24,6 +24,7 @@ COPY --chown=airflow:0 expectations ./expectations
 COPY --chown=airflow:0 devkit ./devkit
 COPY --chown=airflow:0 dbt_project ./dbt_project
 COPY --chown=airflow:0 dags ./dags
+COPY --chown=airflow:0 docker/airflow-pools.json ./docker/airflow-pools.json
 # editable: the DAGs, dbt project and suites are read from /opt/memberflow, where the code sits
 RUN uv pip install --python "$(command -v python)" --no-cache --no-deps --editable . \
  && rm -rf dbt_project/target dbt_project/logs

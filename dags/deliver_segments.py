@@ -23,7 +23,7 @@ from datetime import timedelta
 
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag, task
 
-from memberflow.assets import MEMBER_SCORES, SEGMENT_DELIVERIES
+from memberflow.assets import MEMBER_SCORES, SEGMENT_DELIVERIES, WAREHOUSE_POOL
 from memberflow.core.settings import schedule_start
 
 CHINA = "Asia/Shanghai"
@@ -110,6 +110,7 @@ def deliver(as_of: str, **context) -> dict:
     max_active_runs=1,  # one delivery at a time: the ledger decides what is new
     default_args={
         "owner": "crm-operations",
+        "pool": WAREHOUSE_POOL,  # one writer at a time, across workers (memberflow/assets.py)
         "retries": 1,
         "retry_delay": timedelta(minutes=10),
         "execution_timeout": timedelta(hours=2),

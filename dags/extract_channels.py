@@ -27,10 +27,13 @@ is one run of 37 tasks instead of 60 runs: `airflow dags trigger extract_channel
 
 A table fails without retry when too many of its rows are quarantined (see `MEMBERFLOW_QUARANTINE_*`) or
 a critical quality check fails; a missing partition fails after retries, since channel drops can arrive late.
+The table tasks share the workspace's landing lock: while a command-line `memberflow extract` or `build` is
+landing, they fail with "another run is landing data" and are retried.
 """
 
 from __future__ import annotations
 
+import contextlib
 from datetime import date, timedelta
 
 import pendulum
@@ -56,6 +59,16 @@ def _run_days(context) -> list[date]:
     return [day - timedelta(days=n) for n in range(int(context["params"]["days"]) - 1, -1, -1)]
 
 
+@contextlib.contextmanager
+def _landing(settings):
+    """The landing lock, shared by this run's table tasks; a command-line run landing in the workspace
+    holds it alone, and the task then fails with WorkspaceBusy and is retried."""
+    from memberflow.warehouse import landing_lock
+
+    with landing_lock(settings, "Airflow extract_channels", shared=True):
+        yield
+
+
 @task
 def extract_table(channel: str, table: str, **context) -> dict:
     """Extract the run's partitions of one table into the audit area; row counts for XCom."""
@@ -74,17 +87,18 @@ def extract_table(channel: str, table: str, **context) -> dict:
     summary = {"table": contract.name, "days": [], "read": 0, "landed": 0, "quarantined": 0}
     reasons: Counter[str] = Counter()
     failed = []
-    for day in _run_days(context):
-        try:
-            # the run's own day is loaded at its logical date; earlier days of a backfill at their own
-            report = stage(settings, contract, day, loaded_at=logical if day == today else None)
-        except PartitionRefusedError as exc:
-            failed.append(str(exc))
-            continue
-        summary["days"].append(day.isoformat())
-        for key in ("read", "landed", "quarantined"):
-            summary[key] += getattr(report, key)
-        reasons.update(report.by_reason)
+    with _landing(settings):
+        for day in _run_days(context):
+            try:
+                # the run's own day is loaded at its logical date; earlier days of a backfill at their own
+                report = stage(settings, contract, day, loaded_at=logical if day == today else None)
+            except PartitionRefusedError as exc:
+                failed.append(str(exc))
+                continue
+            summary["days"].append(day.isoformat())
+            for key in ("read", "landed", "quarantined"):
+                summary[key] += getattr(report, key)
+            reasons.update(report.by_reason)
     if failed:
         raise AirflowFailException("\n".join(failed))
     return {**summary, "by_reason": dict(sorted(reasons.items()))}
@@ -102,7 +116,8 @@ def gate_table(channel: str, table: str, **context) -> dict:
     from memberflow.core.settings import apply_privacy_defaults, get_settings
 
     apply_privacy_defaults()
-    results = audit_partitions(get_settings(), get_contract(channel, table), _run_days(context))
+    with _landing(get_settings()):
+        results = audit_partitions(get_settings(), get_contract(channel, table), _run_days(context))
     failed = [result.explain() for result in results.values() if not result.ok]
     if failed:
         raise AirflowFailException("\n".join(failed))
@@ -122,7 +137,10 @@ def publish_table(channel: str, table: str, gate: dict, **context) -> list[str]:
 
     contract = get_contract(channel, table)
     days = _run_days(context)
-    targets = [str(publish_partition(get_settings(), contract, day, quality=gate["status"])) for day in days]
+    with _landing(get_settings()):
+        targets = [
+            str(publish_partition(get_settings(), contract, day, quality=gate["status"])) for day in days
+        ]
     context["outlet_events"][landed_asset(contract)].extra = {
         "dt": days[-1].isoformat(),
         "days": len(days),

@@ -18,7 +18,7 @@ from datetime import timedelta
 
 from airflow.sdk import dag, task
 
-from memberflow.assets import MEMBER_SCORES, WAREHOUSE_MEMBERS
+from memberflow.assets import MEMBER_SCORES, WAREHOUSE_MEMBERS, WAREHOUSE_POOL
 from memberflow.core.settings import schedule_start
 from memberflow.core.vocab import MODELS
 
@@ -96,6 +96,7 @@ def publish(gate: dict, **context) -> dict:
     max_active_tasks=1,  # scores go into the one DuckDB warehouse: one writer at a time
     default_args={
         "owner": "ml-engineering",
+        "pool": WAREHOUSE_POOL,  # one writer at a time, across workers (memberflow/assets.py)
         "retries": 1,
         "retry_delay": timedelta(minutes=5),
         "execution_timeout": timedelta(hours=1),

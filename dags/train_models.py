@@ -18,6 +18,7 @@ from datetime import timedelta
 
 from airflow.sdk import dag, task
 
+from memberflow.assets import MLFLOW_POOL
 from memberflow.core.settings import schedule_start
 from memberflow.core.vocab import MODELS
 
@@ -58,6 +59,7 @@ def train(model: str) -> dict:
     max_active_tasks=1,  # two cores: one LightGBM fit at a time, on one thread
     default_args={
         "owner": "ml-engineering",
+        "pool": MLFLOW_POOL,  # one writer at a time, across workers (memberflow/assets.py)
         "retries": 1,  # a crashed worker; bad inputs raise AirflowFailException and are not retried
         "retry_delay": timedelta(minutes=10),
         "execution_timeout": timedelta(hours=3),

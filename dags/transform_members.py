@@ -32,7 +32,7 @@ from cosmos import ProfileConfig
 from cosmos.constants import InvocationMode
 from cosmos.operators.local import DbtBuildLocalOperator
 
-from memberflow.assets import LANDED_ASSETS, WAREHOUSE_MEMBERS
+from memberflow.assets import LANDED_ASSETS, WAREHOUSE_MEMBERS, WAREHOUSE_POOL
 from memberflow.core.settings import get_settings, schedule_start
 from memberflow.dbt_env import BUILD_LAYERS, DBT_EXECUTABLE, DBT_PROJECT_DIR, dbt_environment
 
@@ -99,6 +99,7 @@ def publish(gate: dict, **context) -> str:
     max_active_tasks=1,
     default_args={
         "owner": "data-engineering",
+        "pool": WAREHOUSE_POOL,  # one writer at a time, across workers (memberflow/assets.py)
         "retries": 1,
         "retry_delay": timedelta(minutes=5),
         "execution_timeout": timedelta(hours=1),

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time
 
 from memberflow.core.contracts import LOCAL_TZ
-from memberflow.core.settings import DAGS_FOLDER, PRIVACY_DEFAULTS, Settings
+from memberflow.core.settings import DAGS_FOLDER, POOLS_FILE, PRIVACY_DEFAULTS, Settings
 
 
 def airflow_environment(settings: Settings) -> dict[str, str]:
@@ -48,7 +48,8 @@ def apply_airflow_environment(settings: Settings) -> dict[str, str]:
 
 
 def prepare_airflow(settings: Settings) -> None:
-    """Point this process at the workspace's Airflow and create its metadata database once."""
+    """Point this process at the workspace's Airflow, create its metadata database once, and its pools
+    whenever ``docker/airflow-pools.json`` changed."""
     env = apply_airflow_environment(settings)
     settings.airflow_home.mkdir(parents=True, exist_ok=True)
     marker = settings.airflow_home / ".migrated"
@@ -61,6 +62,21 @@ def prepare_airflow(settings: Settings) -> None:
             text=True,
         )
         marker.write_text("ok\n")
+    pools = settings.airflow_home / ".pools.json"
+    if not pools.exists() or pools.read_text() != POOLS_FILE.read_text():
+        import_pools([sys.executable, "-m", "airflow"], {**os.environ, **env})
+        pools.write_text(POOLS_FILE.read_text())
+
+
+def import_pools(airflow: list[str], env: dict[str, str]) -> None:
+    """Create or update the pools the DAGs' writer tasks run in (a task in a missing pool never starts)."""
+    done = subprocess.run(
+        [*airflow, "pools", "import", str(POOLS_FILE)], env=env, capture_output=True, text=True
+    )
+    if done.returncode:
+        raise RuntimeError(
+            f"airflow pools import {POOLS_FILE} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}"
+        )
 
 
 def logical_date_for(day: date) -> datetime:

@@ -29,3 +29,10 @@ MEMBER_SCORES = Asset(
 SEGMENT_DELIVERIES = Asset(
     name="outreach.segment_deliveries", uri="x-memberflow://outreach/segment_deliveries", group="outreach"
 )
+
+# Airflow pools of the resources that take one writer at a time. On one machine memberflow's file locks
+# already order the writers; pools keep them apart across Celery workers and keep waiting tasks out of the
+# worker slots. Every deployment creates them from docker/airflow-pools.json (`airflow pools import`): a task
+# in a pool that does not exist is never scheduled, without an error.
+WAREHOUSE_POOL = "memberflow_warehouse"  # the DuckDB warehouse file
+MLFLOW_POOL = "memberflow_mlflow"  # the workspace's SQLite MLflow store and registry

@@ -31,27 +31,32 @@ class WorkspaceBusy(RuntimeError):
 
 
 @contextlib.contextmanager
-def landing_lock(settings: Settings, what: str) -> Iterator[None]:
+def landing_lock(settings: Settings, what: str, shared: bool = False) -> Iterator[None]:
     """Hold the workspace's landing lock for a run that extracts, gates and publishes partitions (``what``
     names it for the message a second run gets). A second run does not wait: two at once would stage the
-    same partitions over each other, so it raises WorkspaceBusy naming the first."""
+    same partitions over each other, so it raises WorkspaceBusy naming the first.
+
+    ``shared``: the tasks of an Airflow extract run, one per table, which may run beside each other but not
+    beside a command-line run."""
     settings.home.mkdir(parents=True, exist_ok=True)
     with open(settings.home / ".landing.lock", "a+") as handle:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
-            holder = handle.read().strip() or "another process"
+            holder = handle.read().strip() or "an Airflow extract_channels run"
             raise WorkspaceBusy(
                 f"another run is landing data in {settings.home} ({holder}): let it finish, then run again"
             ) from None
-        handle.truncate(0)
-        handle.write(f"{what}, pid {os.getpid()}, since {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC")
-        handle.flush()
+        if not shared:
+            handle.truncate(0)
+            handle.write(f"{what}, pid {os.getpid()}, since {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC")
+            handle.flush()
         try:
             yield
         finally:
-            handle.truncate(0)
+            if not shared:
+                handle.truncate(0)
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 

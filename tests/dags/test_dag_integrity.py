@@ -68,3 +68,29 @@ def test_delivery_follows_the_scores_and_a_morning_schedule(dagbag):
     assert dag.get_task("quality_gate").downstream_task_ids == {"deliver"}
     assert [a.name for a in dag.get_task("deliver").outlets] == ["outreach.segment_deliveries"]
     assert dag.max_active_runs == 1
+
+
+def test_writers_of_single_writer_stores_run_in_pools_every_deployment_creates(dagbag):
+    """A task in a pool no deployment creates is never scheduled, without an error anywhere; a writer of
+    the warehouse or the MLflow store outside its one-slot pool could run beside another on a second
+    worker."""
+    import json
+
+    from memberflow.assets import MLFLOW_POOL, WAREHOUSE_POOL
+    from memberflow.core.settings import POOLS_FILE, REPO_ROOT
+
+    defined = json.loads(POOLS_FILE.read_text())
+    assert {name: pool["slots"] for name, pool in defined.items()} == {WAREHOUSE_POOL: 1, MLFLOW_POOL: 1}
+    writers = {"transform_members": WAREHOUSE_POOL, "score_members": WAREHOUSE_POOL}
+    writers |= {"deliver_segments": WAREHOUSE_POOL, "train_models": MLFLOW_POOL}
+    for dag_id, dag in dagbag.dags.items():
+        for task in dag.tasks:
+            expected = writers.get(dag_id, "default_pool")
+            assert task.pool == expected, f"{dag_id}.{task.task_id} runs in {task.pool}, not {expected}"
+    # every way of running the DAGs creates the pools from that file
+    assert (
+        "pools import /opt/memberflow/docker/airflow-pools.json"
+        in (REPO_ROOT / "docker-compose.yml").read_text()
+    )
+    assert "docker/airflow-pools.json ./docker/airflow-pools.json" in (REPO_ROOT / "Dockerfile").read_text()
+    assert "airflow pools import docker/airflow-pools.json" in (REPO_ROOT / "dev").read_text()

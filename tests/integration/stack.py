@@ -23,6 +23,7 @@ from pathlib import Path
 
 import httpx
 
+from devkit.orchestrate import import_pools
 from memberflow.core.contracts import LOCAL_TZ
 
 PG_DSN = os.environ.get("MEMBERFLOW_IT_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
@@ -252,6 +253,7 @@ class Stack:
             output = f"{migrate.stdout[-3000:]}\n{migrate.stderr[-3000:]}"
             raise RuntimeError(f"airflow db migrate failed:\n{output}")
         airflow = str(VENV_BIN / "airflow")
+        import_pools([airflow], env)
         api = self._spawn("api-server", [airflow, "api-server", "--port", str(api_port)], env)
         for component in ("scheduler", "dag-processor", "triggerer"):
             self._spawn(component, [airflow, component], env)

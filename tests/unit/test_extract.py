@@ -329,7 +329,9 @@ def test_rerunning_a_date_gives_identical_files(lenient):
     for table in ("orders", "members"):
         extract_table(lenient, get_contract("store_pos", table), DAY)
     assert _digest(lenient.home) == first
-    assert len(first) == 8  # staged ×2, quarantine ×2, reports ×2, vault (members only), keys.json
+    assert (
+        len(first) == 9
+    )  # staged ×2, quarantine ×2, reports ×2, vault (members only), keys.json, workspace-id
 
 
 def test_every_file_of_a_partition_is_read_or_refused_with_a_reason(lenient):
@@ -405,6 +407,18 @@ def test_a_second_landing_run_in_one_workspace_stops_with_a_lock_message(tmp_pat
             assert result.exit_code == 75, result.output
             assert "memberflow build" in result.output and f"pid {os.getpid()}" in result.output
     assert not (settings.audit_dir / "store_pos").exists()  # the second run touched nothing
+    # an Airflow extract run's table tasks share the lock with each other, not with a command-line run
+    from memberflow.warehouse import WorkspaceBusy
+
+    with landing_lock(settings, "task", shared=True), landing_lock(settings, "task", shared=True):
+        result = CliRunner().invoke(app, commands[1])
+        assert result.exit_code == 75 and "Airflow extract_channels" in result.output, result.output
+    with (
+        landing_lock(settings, "memberflow build"),
+        pytest.raises(WorkspaceBusy, match="memberflow build"),
+        landing_lock(settings, "Airflow extract_channels", shared=True),
+    ):
+        pass
 
 
 def test_a_file_added_to_a_landed_day_is_picked_up_by_the_next_build(tmp_path):
@@ -496,6 +510,22 @@ def test_an_oversize_field_and_an_unbalanced_quote_quarantine_only_their_own_lin
     assert set(bad) == {3, 5} and report.read == report.landed + report.quarantined == 28
     assert "bytes" in bad[3]["detail"] and len(bad[3]["raw"]) < 2000  # the raw row is cut, not stored whole
     assert "quote" in bad[5]["detail"]
+    # JSON lines have the same bound per line
+    event = {
+        "scope": "marketing",
+        "granted": "false",
+        "event_time": "2026-03-02 12:00:00",
+        "id_type": "card_no",
+    }
+    lines = [
+        json.dumps(event | {"event_id": f"c{i}", "id_value": f"C{i}", "source": "app"}) for i in range(3)
+    ]
+    lines.insert(1, json.dumps(event | {"event_id": "c9", "id_value": "C9", "source": "x" * 1_000_000}))
+    write_partition(lenient.data_dir, "consent", "events", "part-0.jsonl", "\n".join(lines) + "\n")
+    report = extract_table(lenient, get_contract("consent", "events"), DAY)
+    assert sorted(r["event_id"] for r in landed(lenient, "consent", "events")) == ["c0", "c1", "c2"]
+    (bad,) = quarantined(lenient, "consent", "events")
+    assert bad["row_number"] == 2 and "bytes" in bad["detail"] and len(bad["raw"]) < 2000
 
 
 def test_a_corrupt_file_or_a_renamed_column_fails_the_table_naming_it(lenient):
