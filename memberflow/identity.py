@@ -162,6 +162,46 @@ def find_splits(
     )
 
 
+# Written by an id-key rotation (memberflow.keys): phone token under the current key -> the token the phone
+# had when it was first tokenized.
+ALIASES_FILE = "token_aliases.parquet"
+
+
+def resolve_aliased(nodes: pl.DataFrame, edges: pl.DataFrame, aliases: Path) -> Resolution:
+    """``resolve`` with phone tokens read as the tokens they had before any id-key rotation.
+
+    A member's id comes from its founding identifier, and the replay orders identifiers by value: after a
+    rotation re-tokenized every phone, replaying on the original tokens gives every member the id it had,
+    and the assignments come back with the current tokens."""
+    if not aliases.exists():
+        return resolve(nodes, edges)
+    table = pl.read_parquet(aliases)
+    founding = dict(zip(table["current"].to_list(), table["founding"].to_list(), strict=True))
+    current: dict[str, str] = {}
+
+    def as_founded(frame: pl.DataFrame, type_col: str, value_col: str) -> pl.DataFrame:
+        phones = frame.filter(pl.col(type_col) == "phone_token")[value_col].unique().to_list()
+        current.update({founding.get(v, v): v for v in phones})
+        return frame.with_columns(
+            pl.when(pl.col(type_col) == "phone_token")
+            .then(pl.col(value_col).replace(founding))
+            .otherwise(pl.col(value_col))
+            .alias(value_col)
+        )
+
+    nodes = as_founded(nodes, "id_type", "id_value")
+    for side in ("a", "b"):
+        edges = as_founded(edges, f"id_type_{side}", f"id_value_{side}")
+    resolution = resolve(nodes, edges)
+    assignments = resolution.assignments.with_columns(
+        pl.when(pl.col("id_type") == "phone_token")
+        .then(pl.col("id_value").replace(current))
+        .otherwise(pl.col("id_value"))
+        .alias("id_value")
+    )
+    return Resolution(assignments, resolution.merges)
+
+
 def resolution_records(
     nodes: pl.DataFrame, edges: pl.DataFrame, snapshot: Path, as_of_date: str | None
 ) -> pl.DataFrame:
@@ -173,7 +213,7 @@ def resolution_records(
     Both warehouse targets call this: DuckDB in a dbt Python model, PostgreSQL between its build phases.
     """
     # Staging already keeps only evidence landed on or before the as-of date, if one is set.
-    resolution = resolve(nodes, edges)
+    resolution = resolve_aliased(nodes, edges, snapshot / ALIASES_FILE)
     frames = [
         resolution.assignments.with_columns(record=pl.lit("assignment")),
         resolution.merges.with_columns(record=pl.lit("merge")),

@@ -486,5 +486,79 @@ def where() -> None:
         ("API tokens and audit trail (SQLite)", settings.home / "api" / "access.sqlite"),
         ("Airflow home", settings.airflow_home),
         ("DAGs", DAGS_FOLDER),
+        ("keys not given in the environment", settings.secrets_dir),
     ):
         console.print(f"{label:<36} {path}")
+
+
+keys_app = typer.Typer(
+    help="The id key (phone tokens) and the vault key (encrypted phones): make and rotate them.",
+    no_args_is_help=True,
+)
+
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("new")
+def keys_new(
+    kind: Annotated[str, typer.Argument(help="id or vault.")],
+) -> None:
+    """Print a new random key, for a deployment that passes its keys in the environment."""
+    from memberflow.core.settings import new_key_text
+
+    if kind not in ("id", "vault"):
+        raise typer.BadParameter(f"{kind!r}: choose id or vault")
+    print(new_key_text(f"{kind}_key"))
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    id_key: Annotated[
+        bool, typer.Option("--id-key", help="Rotate the id key: re-tokenize every phone.")
+    ] = False,
+    vault_key: Annotated[
+        bool, typer.Option("--vault-key", help="Rotate the vault key: re-seal the vault.")
+    ] = False,
+) -> None:
+    """Replace the id key and/or the vault key, re-tokenizing and re-sealing from the contact vault.
+
+    A key kept in the secrets folder is replaced by a new random one. A key passed in the environment needs
+    its successor in MEMBERFLOW_NEW_ID_KEY / MEMBERFLOW_NEW_VAULT_KEY (`memberflow keys new id`); set
+    MEMBERFLOW_ID_KEY / MEMBERFLOW_VAULT_KEY to it afterwards, since the workspace then refuses the old one.
+    Member ids stay as they are. The warehouse is rebuilt by the next `memberflow build`. Exits 2 on a key
+    setting that cannot be used, 75 while another run lands in the workspace; safe to run again if stopped.
+    """
+    from memberflow.keys import rotate_keys
+    from memberflow.warehouse import WorkspaceBusy
+
+    names = [name for name, chosen in (("id_key", id_key), ("vault_key", vault_key)) if chosen]
+    if not names:
+        raise typer.BadParameter("say which key: --id-key, --vault-key or both")
+    settings = _settings()
+    try:
+        report = rotate_keys(settings, names)
+    except ConfigError as exc:
+        err.print(f"[red]configuration error:[/red] {escape(str(exc))}")
+        raise typer.Exit(2) from None
+    except WorkspaceBusy as exc:
+        err.print(f"[yellow]{escape(str(exc))}[/yellow]")
+        raise typer.Exit(BUSY) from None
+    console.print(f"rotated {' and '.join(report.rotated)}; {report.phones:,} phones in the vault")
+    if "id_key" in report.rotated:
+        console.print(
+            f"re-tokenized {report.values_replaced:,} values in {report.files_rewritten:,} files and "
+            f"{report.ledger_rows:,} delivery-ledger rows; member ids are kept"
+        )
+        if report.unexplained_tokens:
+            err.print(
+                f"[yellow]{report.unexplained_tokens:,} landed tokens have no phone in the vault (made by "
+                "a partner with the old key): left as they were; the partner must send tokens made with the "
+                "new key from now on[/yellow]"
+            )
+    if "vault_key" in report.rotated:
+        console.print(f"re-sealed {report.vault_entries_resealed:,} vault entries")
+    for variable in report.set_variables:
+        err.print(f"[yellow]now set {variable} to the new key: the workspace refuses the old one[/yellow]")
+    console.print(
+        "next: `memberflow build` (or the transform DAG) rebuilds the warehouse with the new tokens"
+    )

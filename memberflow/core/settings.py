@@ -346,24 +346,16 @@ class Settings:
     def id_key(self) -> bytes:
         """Key of the HMAC that turns a normalized phone into ``phone_token``."""
         return self._key(
-            "id_key", "MEMBERFLOW_ID_KEY", self.id_key_env, lambda: secrets.token_hex(32)
+            "id_key", "MEMBERFLOW_ID_KEY", self.id_key_env, lambda: new_key_text("id_key")
         ).encode("utf-8")
 
     def vault_key(self) -> bytes:
         """64-byte AES-SIV key of the contact vault, given as URL-safe base64."""
-        text = self._key(
-            "vault_key",
-            "MEMBERFLOW_VAULT_KEY",
-            self.vault_key_env,
-            lambda: base64.urlsafe_b64encode(secrets.token_bytes(64)).decode("ascii"),
+        return vault_key_bytes(
+            self._key(
+                "vault_key", "MEMBERFLOW_VAULT_KEY", self.vault_key_env, lambda: new_key_text("vault_key")
+            )
         )
-        try:
-            key = base64.urlsafe_b64decode(text.encode("ascii"))
-        except (ValueError, UnicodeEncodeError) as exc:
-            raise ConfigError("MEMBERFLOW_VAULT_KEY is not URL-safe base64") from exc
-        if len(key) != 64:
-            raise ConfigError(f"MEMBERFLOW_VAULT_KEY must decode to 64 bytes, got {len(key)}")
-        return key
 
     def holds_data(self) -> bool:
         """Whether anything was landed, built or vaulted here (a key made now would not match it)."""
@@ -392,7 +384,7 @@ class Settings:
                         )
                     )
             text, origin = self._workspace_secret(name, make), str(path)
-        fingerprint = hmac.new(text.encode("utf-8"), b"memberflow key fingerprint", "sha256").hexdigest()[:16]
+        fingerprint = _fingerprint(text)
         keys_file = self.home / KEYS_FILE
         recorded = json.loads(keys_file.read_text()) if keys_file.exists() else {}
         if recorded.get(name) not in (None, fingerprint):
@@ -402,11 +394,33 @@ class Settings:
                 f"workspace's key, or use a new MEMBERFLOW_HOME for a new key"
             )
         if name not in recorded:
-            keys_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = keys_file.with_name(f".{KEYS_FILE}.{os.getpid()}.{secrets.token_hex(4)}")
-            tmp.write_text(json.dumps({**recorded, name: fingerprint}, indent=2) + "\n")
-            tmp.replace(keys_file)
+            self._record_fingerprint(name, text)
         return text
+
+    def key_in_environment(self, name: str) -> bool:
+        """Whether the key ``name`` (id_key, vault_key) comes from the environment, not the secrets folder."""
+        return bool(self.id_key_env if name == "id_key" else self.vault_key_env)
+
+    def install_key(self, name: str, text: str) -> None:
+        """Make ``text`` the workspace's ``name`` after a rotation: its fingerprint replaces the recorded one,
+        and it replaces the key file when the workspace keeps its keys in the secrets folder (a deployment
+        that passes keys in the environment sets the variable to the new key itself)."""
+        if not self.key_in_environment(name):
+            path = self.secrets_dir / name
+            tmp = path.with_name(f".{name}.{os.getpid()}.{secrets.token_hex(4)}")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(text)
+            tmp.replace(path)
+        self._record_fingerprint(name, text)
+
+    def _record_fingerprint(self, name: str, text: str) -> None:
+        keys_file = self.home / KEYS_FILE
+        recorded = json.loads(keys_file.read_text()) if keys_file.exists() else {}
+        keys_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = keys_file.with_name(f".{KEYS_FILE}.{os.getpid()}.{secrets.token_hex(4)}")
+        tmp.write_text(json.dumps({**recorded, name: _fingerprint(text)}, indent=2) + "\n")
+        tmp.replace(keys_file)
 
     def _refuse_key_inside(self, name: str) -> None:
         """Make no key while this workspace still keeps one inside itself (made before keys moved out of
@@ -423,6 +437,29 @@ class Settings:
 
     def _workspace_secret(self, name: str, make) -> str:
         return _create_once(self.secrets_dir / name, make, private=True)
+
+
+def _fingerprint(key: str) -> str:
+    """What a workspace records of a key: an HMAC of a fixed text under it, never the key."""
+    return hmac.new(key.encode("utf-8"), b"memberflow key fingerprint", "sha256").hexdigest()[:16]
+
+
+def new_key_text(name: str) -> str:
+    """A fresh random key as text: 32 random bytes in hex (id key), 64 in URL-safe base64 (vault key)."""
+    if name == "id_key":
+        return secrets.token_hex(32)
+    return base64.urlsafe_b64encode(secrets.token_bytes(64)).decode("ascii")
+
+
+def vault_key_bytes(text: str, variable: str = "MEMBERFLOW_VAULT_KEY") -> bytes:
+    """The 64-byte AES-SIV key a vault key's text stands for (ConfigError naming ``variable`` otherwise)."""
+    try:
+        key = base64.urlsafe_b64decode(text.encode("ascii"))
+    except (ValueError, UnicodeEncodeError) as exc:
+        raise ConfigError(f"{variable} is not URL-safe base64") from exc
+    if len(key) != 64:
+        raise ConfigError(f"{variable} must decode to 64 bytes, got {len(key)}")
+    return key
 
 
 def _create_once(path: Path, make, private: bool) -> str:

@@ -195,3 +195,78 @@ def test_blocking_a_linking_phone_splits_the_member_and_records_it(workspace_cop
     land_and_build(blocked, settings.data_dir)
     again = query(settings, "select * from member_id_history where change_type = 'split'")
     assert again.height == history.height
+
+
+def test_rotating_both_keys_keeps_every_member_and_leaves_nothing_under_the_old_keys(workspace_copy):
+    """`memberflow keys rotate --id-key --vault-key`, then a build: the same members under the same ids
+    with the same identifiers (phones compared as numbers), no landed value or ledger row under the old id
+    key, a vault that opens with the new key only, and the old id key refused from then on."""
+    import sqlite3
+
+    import pyarrow.parquet as pq
+    import pytest
+
+    from memberflow.core.settings import ConfigError, new_key_text
+    from memberflow.core.vault import ContactVault, VaultError, partition_files
+    from memberflow.keys import rotate_keys
+    from memberflow.outreach.ledger import Ledger, ledger_path
+    from memberflow.pipeline import build
+    from memberflow.warehouse import NotPublishedError, require_published
+    from tests.support import vault_phones
+
+    settings = workspace_copy
+    phones = vault_phones(settings)
+    old_tokens = {phone_token(p, KEY): p for p in phones}
+
+    def members(s, phone_of: dict[str, str]) -> set[tuple[str, str, str]]:
+        rows = query(s, "select member_id, id_type, id_value from member_identifiers").iter_rows()
+        return {(m, t, phone_of.get(v, v) if t == "phone_token" else v) for m, t, v in rows}
+
+    def landed_values(s) -> set[str]:
+        return {
+            value
+            for path in s.landing_dir.rglob("*.parquet")
+            for column in pq.read_table(path).itercolumns()
+            if column.type == "string"
+            for value in column.unique().to_pylist()
+        }
+
+    before = members(settings, old_tokens)
+    tokens_landed = len(landed_values(settings) & set(old_tokens))
+    assert sum(t == "phone_token" and v in phones for _, t, v in before) > 1000
+    Ledger.open(settings).close()  # an SMS counted against a number: the per-number caps read its token
+    counted = next(iter(old_tokens))
+    with sqlite3.connect(ledger_path(settings)) as con:
+        con.execute(
+            "insert into deliveries (idempotency_key, as_of, segment, member_id, channel, phone_token, "
+            "status, decided_day, decided_run, updated_at) values ('k1', '2026-03-01', 's', 'm1', 'sms', ?, "
+            "'sent', '2026-03-01', 'r1', '2026-03-01T10:00:00')",
+            [counted],
+        )
+    old_vault = settings.vault_key()
+    new_id = new_key_text("id_key")
+
+    report = rotate_keys(settings, ["id_key", "vault_key"], {"MEMBERFLOW_NEW_ID_KEY": new_id})
+
+    assert report.phones == len(phones) and report.ledger_rows == 1
+    assert report.set_variables == ["MEMBERFLOW_ID_KEY"]  # the tests pass the id key in the environment
+    with pytest.raises(ConfigError, match="not the id key this workspace was built with"):
+        settings.id_key()
+    with pytest.raises(NotPublishedError):
+        require_published(settings, "marts")  # nothing scores or delivers on the old tokens
+    rotated = make_settings(settings.home, settings.data_dir, MEMBERFLOW_ID_KEY=new_id)
+    build(rotated)
+    new_tokens = {phone_token(p, new_id.encode()): p for p in phones}
+    assert members(rotated, new_tokens) == before
+    landed = landed_values(rotated)
+    assert not landed & set(old_tokens) and len(landed & set(new_tokens)) == tokens_landed
+    assert vault_phones(rotated) == phones
+    sealed = next(
+        v for f in partition_files(rotated.vault_dir) for v in pq.read_table(f)["phone_sealed"].to_pylist()
+    )
+    with pytest.raises(VaultError):
+        ContactVault(old_vault).open(sealed)
+    with sqlite3.connect(ledger_path(rotated)) as con:
+        assert con.execute("select phone_token from deliveries").fetchall() == [
+            (phone_token(old_tokens[counted], new_id.encode()),)
+        ]

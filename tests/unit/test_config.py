@@ -168,3 +168,28 @@ def test_a_lost_key_stops_a_workspace_with_data_instead_of_making_a_new_one(tmp_
     with pytest.raises(ConfigError, match="restore"):
         s.id_key()
     assert not s.secrets_dir.exists()
+
+
+def test_keys_rotate_says_what_it_needs_and_replaces_a_kept_key(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from memberflow.cli import app
+
+    monkeypatch.setenv("MEMBERFLOW_HOME", str(tmp_path / "ws"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    for name in ("MEMBERFLOW_ID_KEY", "MEMBERFLOW_VAULT_KEY", "MEMBERFLOW_SECRETS_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    result = CliRunner().invoke(app, ["keys", "rotate"])
+    assert result.exit_code == 2 and "--id-key" in result.output
+    with monkeypatch.context() as env:
+        env.setenv("MEMBERFLOW_HOME", str(tmp_path / "deployed"))
+        env.setenv("MEMBERFLOW_ID_KEY", "key-in-the-environment")
+        result = CliRunner().invoke(app, ["keys", "rotate", "--id-key"])
+        assert result.exit_code == 2 and "set MEMBERFLOW_NEW_ID_KEY" in result.output, result.output
+    old = Settings.from_env().vault_key()
+    result = CliRunner().invoke(app, ["keys", "rotate", "--vault-key"])
+    assert result.exit_code == 0, result.output
+    settings = Settings.from_env()
+    assert settings.vault_key() != old and not (settings.secrets_dir / "vault_key.next").exists()
+    new = CliRunner().invoke(app, ["keys", "new", "id"]).output.strip()
+    assert len(new) == 64 and int(new, 16) >= 0
