@@ -40,15 +40,20 @@ def demo(
     Uses the embedded defaults: workspace under MEMBERFLOW_HOME, Airflow on SQLite in the workspace.
     """
     # The demo always works on its own generated sample, never on a configured real data folder, and keeps
-    # its made-up keys inside its workspace (a deployment keeps them outside: README, "Keys").
-    os.environ.setdefault("MEMBERFLOW_SECRETS_DIR", str(_settings().home / "secrets"))
+    # its made-up keys inside its workspace unless told where (a deployment keeps them outside).
     settings = dataclasses.replace(_settings(), data_dir=_settings().home / "sample")
+    if settings.secrets_dir_env is None and (
+        not settings.holds_data() or (settings.home / "secrets").is_dir()
+    ):
+        settings.keep_keys_inside()  # a new demo workspace, or one made before keys moved out
     first = _parse_date(start)
     console.rule("memberflow demo")
     console.print(f"workspace: {settings.home}")
-    console.print(
-        f"keys:      {settings.secrets_dir} (inside the demo workspace; a deployment keeps them outside)"
-    )
+    if settings.secrets_dir.is_relative_to(settings.home):
+        console.print(
+            f"keys:      {settings.secrets_dir} (made-up keys, kept inside the demo workspace; a deployment "
+            "keeps its keys outside: docs/operations.md, Keys)"
+        )
     _generate(settings, members, first, days, seed, settings.data_dir, 0.02)
 
     from devkit.orchestrate import prepare_airflow

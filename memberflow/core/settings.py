@@ -27,6 +27,8 @@ KEYS_FILE = "keys.json"
 # A workspace's random id (under MEMBERFLOW_HOME): names its default secrets folder, and follows the
 # workspace when it moves.
 WORKSPACE_ID_FILE = "workspace-id"
+# In $MEMBERFLOW_HOME/secrets/ of a demo workspace: its keys are kept there on purpose.
+DEMO_KEYS_MARKER = "DEMO-KEYS-KEPT-HERE"
 DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
 DAGS_FOLDER = REPO_ROOT / "dags"
 # The Airflow pools of the single-writer resources (memberflow/assets.py names them); every deployment
@@ -331,7 +333,23 @@ class Settings:
         """Where this workspace's keys are kept when the environment does not give them."""
         if self.secrets_dir_env is not None:
             return self.secrets_dir_env.resolve()
+        if (self.home / "secrets" / DEMO_KEYS_MARKER).exists():
+            return self.home / "secrets"
         return self.config_home / "memberflow" / "workspaces" / self.workspace_id()
+
+    def keep_keys_inside(self) -> Path:
+        """Mark this workspace as a demo's: its made-up keys are kept inside it, where every command finds
+        them (a copy of the workspace carries them, which is harmless for made-up data)."""
+        folder = self.home / "secrets"
+        folder.mkdir(parents=True, exist_ok=True)
+        folder.chmod(0o700)
+        marker = folder / DEMO_KEYS_MARKER
+        if not marker.exists():
+            marker.write_text(
+                "A demo workspace: `memberflow demo` keeps its made-up keys in this folder on purpose.\n"
+                "A real workspace keeps them outside (MEMBERFLOW_SECRETS_DIR, or the environment).\n"
+            )
+        return folder
 
     def workspace_id(self) -> str:
         """The workspace's random id, made on first use."""
