@@ -6,12 +6,17 @@ again every morning at 09:30 China time, so SMS held back by quiet hours (21:00â
 failed go out the same day.
 
 1. `delivery_date`: the date of the published scores.
-2. `build_segments`: every member into at most one segment (rules in `memberflow/segments.yml`, highest
+2. `land_consent`: lands the consent partitions up to that date that are new or changed in the channel
+   folder (the day's own, as far as it has arrived), so an opt-out given this morning, or added late to a
+   landed day, counts.
+3. `build_segments`: every member into at most one segment (rules in `memberflow/segments.yml`, highest
    priority wins), holdouts, and suppression with a reason (opt-out, health consent, contact caps, quiet
    hours, segment caps); the plan is written to `segment_memberships`.
-3. `quality_gate`: Great Expectations on the plan (gate `segments`): one segment per member, caps kept,
+4. `quality_gate`: Great Expectations on the plan (gate `segments`): one segment per member, caps kept,
    holdout shares plausible, nobody who opted out is sent, no segment explosion.
-4. `deliver`: plans again right before sending (an opt-out that landed since still wins), sends only what
+5. `deliver`: refuses while consent is not current (a consent file still unlanded, or an opt-out landed
+   since the last build for an identifier only the next build links), plans again right before sending
+   (an opt-out that landed since still wins), sends only what
    is new or still unsettled in the delivery ledger, through the file, webhook, WeCom and SMS connectors,
    and writes the run's report. Each message carries the idempotency key (segment, member, date): reruns and
    retries never deliver twice.
@@ -41,6 +46,22 @@ def delivery_date() -> str:
         return require_published(get_settings(), "scores")["date"]
     except NotPublishedError as exc:
         raise AirflowFailException(str(exc)) from exc
+
+
+@task
+def land_consent(as_of: str) -> str:
+    """Land the consent answers up to the delivery date that are new or changed in the channel folder."""
+    import logging
+    from datetime import date
+
+    from memberflow.core.settings import apply_privacy_defaults, get_settings
+    from memberflow.pipeline import land_fresh_consent
+
+    apply_privacy_defaults()
+    run = land_fresh_consent(get_settings(), date.fromisoformat(as_of))
+    for problem in run.errors.values():  # deliver then refuses, naming the days
+        logging.getLogger(__name__).warning("consent not landed: %s", problem)
+    return as_of
 
 
 @task
@@ -119,7 +140,7 @@ def deliver(as_of: str, **context) -> dict:
     doc_md=__doc__,
 )
 def deliver_segments() -> None:
-    deliver(quality_gate(build_segments(delivery_date())))
+    deliver(quality_gate(build_segments(land_consent(delivery_date()))))
 
 
 deliver_segments()

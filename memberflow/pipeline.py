@@ -22,7 +22,7 @@ from pathlib import Path
 from expectations.landing import audit_partitions
 from expectations.marts import gate_warehouse
 from expectations.runner import GateResult, build_data_docs
-from memberflow.core.contracts import CONTRACTS, TableContract
+from memberflow.core.contracts import CONTRACTS, TableContract, get_contract
 from memberflow.core.settings import Settings, postgres_target
 from memberflow.extract import (
     ExtractReport,
@@ -128,6 +128,16 @@ def land_pending(settings: Settings, data_dir: Path, until: date | None = None) 
     """Land every source partition not published yet, or whose files changed since (up to ``until``)."""
     with landing_lock(settings, _running()):
         return land_partitions(settings, pending_partitions(settings, data_dir, until), data_dir)
+
+
+def land_fresh_consent(settings: Settings, as_of: date) -> LandingRun:
+    """Right before a delivery: land the consent partitions up to its date that are new or changed in the
+    channel folder (the delivery day's own, as far as it has arrived), so an opt-out given this morning or
+    added late to a landed day counts. Consent rows land even when others in their partition are bad."""
+    consent = [get_contract("consent", "events")]
+    with landing_lock(settings, _running()):
+        pending = pending_partitions(settings, settings.data_dir, as_of, consent)
+        return land_partitions(settings, pending, settings.data_dir)
 
 
 def _docs(settings: Settings, run: LandingRun) -> None:

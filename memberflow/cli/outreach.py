@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from memberflow.cli.base import _parse_date, _settings, app, console, err
+from memberflow.cli.base import BUSY, _parse_date, _settings, app, console, err
 from memberflow.core.settings import ConfigError, Settings
 
 
@@ -151,9 +151,10 @@ def deliver(
 ) -> None:
     """Build the day's segments, suppress, and send what is new through the connectors (ledger + report).
 
-    Nothing is sent while consent answers up to the date are not landed (a late or changed file in the
-    channel folder) or landed after the last build for identifiers it has not linked yet. The plan passes
-    the segments quality gate before anything is sent. Endpoints come from the environment
+    Consent answers up to the date that are new or changed in the channel folder (the day's own too) are
+    landed first; nothing is sent while some cannot be, or while an opt-out landed since the last build
+    names an identifier only the next build links to its member. The plan passes the segments quality gate
+    before anything is sent. Endpoints come from the environment
     (MEMBERFLOW_WEBHOOK_URL, MEMBERFLOW_WECOM_URL, MEMBERFLOW_SMS_URL and their secrets); a channel
     without one fails its rows, which are retried on the next run.
     """
@@ -163,6 +164,17 @@ def deliver(
     from memberflow.outreach.run import plan, require_current_consent, write_memberships
 
     if not dry_run:
+        from memberflow.pipeline import land_fresh_consent
+        from memberflow.warehouse import WorkspaceBusy
+
+        try:
+            landed = _outreach_errors(lambda: land_fresh_consent(settings, day))
+        except WorkspaceBusy as exc:
+            err.print(f"[yellow]{escape(str(exc))}[/yellow]")
+            raise typer.Exit(BUSY) from None
+        if landed.reports:
+            days = sorted({r.date for r in landed.reports})
+            console.print(f"landed consent answers of {', '.join(days)} before planning")
         _outreach_errors(lambda: require_current_consent(settings, day))
         from expectations.marts import gate_warehouse
         from expectations.runner import QualityGateError

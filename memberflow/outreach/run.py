@@ -106,9 +106,10 @@ def require_current_consent(settings: Settings, as_of: date) -> None:
     """Refuse to send while consent could be newer than what the plan reads.
 
     Two ways an opt-out can be missed: its file sits in the channel folder for a day up to ``as_of`` that is
-    not landed (a late second file, a changed file, a day never extracted or refused); or it landed after
-    the warehouse was built and names an identifier (say an openid seen for the first time) that only the
-    next build links to its member. ``fresh_opt_outs`` covers every landed answer whose identifier the
+    not landed (a late second file, a changed file, a day never extracted or refused:
+    ``pipeline.land_fresh_consent`` lands them right before a delivery); or it landed after the warehouse
+    was built and names an identifier (say an openid seen for the first time) that data landed since will
+    link to a member at the next build. ``fresh_opt_outs`` covers every landed answer whose identifier the
     warehouse already knows."""
     from memberflow.extract import pending_partitions
 
@@ -125,26 +126,29 @@ def require_current_consent(settings: Settings, as_of: date) -> None:
     unplaced = unbuilt_opt_outs(settings)
     if unplaced:
         raise ConsentNotCurrentError(
-            f"{len(unplaced):,} marketing opt-out(s) landed after the last build for identifiers the "
-            f"warehouse does not know yet (in {', '.join(sorted(unplaced))}); nothing was sent. Run "
-            "`memberflow build` (or the transform DAG) so they reach their members, then deliver again"
+            f"{sum(unplaced.values()):,} marketing opt-out(s) landed after the last build for identifiers "
+            f"that data landed since links to members (in {', '.join(sorted(unplaced))}); nothing was sent. "
+            "Run `memberflow build` (or the transform DAG) so they reach their members, then deliver again"
         )
 
 
 def unbuilt_opt_outs(settings: Settings) -> dict[str, int]:
-    """Landed consent files written after the marts were published that hold marketing refusals for
-    identifiers missing from ``member_identifiers``: partition folder -> refusals."""
+    """Marketing refusals landed after the marts were published, for identifiers ``member_identifiers``
+    does not hold but that other partitions landed since mention (the next build links them): consent
+    partition folder -> refusals. A refusal from an identifier nothing else mentions (an SMS reply from a
+    number no channel has sent) reaches nobody, built or not, and does not stop a delivery."""
     marker = published_marker(settings, "marts")
     if not marker.exists():
         return {}  # nothing built and gated yet: scoring and planning stop on their own
     built = datetime.fromisoformat(json.loads(marker.read_text())["published_at"]).timestamp()
-    newer = [
-        f for f in settings.landing_dir.glob("consent/events/dt=*/*.parquet") if f.stat().st_mtime > built
+    newer = [f for f in settings.landing_dir.glob("*/*/dt=*/*.parquet") if f.stat().st_mtime > built]
+    consent = [
+        f for f in newer if f.parent.parent.relative_to(settings.landing_dir).as_posix() == "consent/events"
     ]
-    if not newer:
+    if not consent:
         return {}
     with read_warehouse(settings) as con:
-        rows = con.execute(
+        unknown = con.execute(
             """
             with answers as (
                 select id_type, id_value, filename,
@@ -153,14 +157,34 @@ def unbuilt_opt_outs(settings: Settings) -> dict[str, int]:
                 where scope = 'marketing'
                 group by id_type, id_value, filename
             )
-            select filename, count(*) from answers
+            select id_value, filename from answers
             anti join member_identifiers as ids using (id_type, id_value)
             where not granted
-            group by filename
             """,
-            {"files": [str(f) for f in newer]},
+            {"files": [str(f) for f in consent]},
         ).fetchall()
-    return {Path(name).parent.name: n for name, n in rows}
+    if not unknown:
+        return {}
+    mentioned = _values_in([f for f in newer if f not in consent])
+    linked = Counter(Path(name).parent.name for value, name in unknown if value in mentioned)
+    return dict(linked)
+
+
+def _values_in(files: list[Path]) -> set[str]:
+    """Every string value of the files, and each mini-program row's openid in the consent form
+    ``platform:app_id:openid``."""
+    import pyarrow.parquet as pq
+
+    values: set[str] = set()
+    for path in files:
+        table = pq.read_table(path)
+        for column in table.itercolumns():
+            if pa.types.is_string(column.type):
+                values.update(v for v in column.unique().to_pylist() if v)
+        if {"platform", "app_id", "openid"} <= set(table.column_names):
+            rows = zip(*(table[c].to_pylist() for c in ("platform", "app_id", "openid")), strict=True)
+            values.update(f"{p}:{a}:{o}" for p, a, o in rows)
+    return values
 
 
 @dataclass

@@ -25,7 +25,13 @@ def test_the_dag_plans_gates_and_delivers_once(dag_env, capfd):
     settings, server, _ = dag_env
     first = run_dag("deliver_segments", date(2026, 3, 2))
     assert first.ok, first.failed_tasks
-    assert set(first.task_states) == {"delivery_date", "build_segments", "quality_gate", "deliver"}
+    assert set(first.task_states) == {
+        "delivery_date",
+        "land_consent",
+        "build_segments",
+        "quality_gate",
+        "deliver",
+    }
     applied = len(server.state.snapshot()["received"])
     with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
         sends = con.execute(
@@ -52,3 +58,39 @@ def test_a_failing_segments_gate_stops_delivery(dag_env, tmp_path, monkeypatch):
     assert result.task_states["quality_gate"] == "failed"
     assert result.task_states["deliver"] == "upstream_failed"
     assert server.state.snapshot()["requests"] == {"webhook": 0, "wecom": 0, "sms": 0}
+
+
+def test_an_opt_out_given_on_the_delivery_morning_is_landed_first_and_honoured(
+    dag_env, tmp_path, monkeypatch
+):
+    """A member about to be messaged replies "TD" with their store card at 08:00 on the delivery day: the
+    file is in the day's consent partition, which no extract has landed yet. The DAG lands it before
+    planning, and the member is not sent to."""
+    import json
+    import shutil
+
+    from memberflow.outreach.run import plan
+    from tests.support import MORNING, make_settings
+
+    settings, server, _ = dag_env
+    data = tmp_path / "data"
+    shutil.copytree(settings.data_dir, data)
+    monkeypatch.setenv("MEMBERFLOW_DATA_DIR", str(data))
+    ws = make_settings(settings.home, data)
+    planned = plan(ws, SCORE_DAY, MORNING).frame
+    sending = set(planned.filter(planned["status"] == "send")["member_id"].to_list())
+    with duckdb.connect(str(ws.warehouse_path), read_only=True) as con:
+        cards = con.execute(
+            "select member_id, id_value from member_identifiers where id_type = 'card_no' order by all"
+        ).fetchall()
+    member, card = next((m, c) for m, c in cards if m in sending)
+    folder = data / "consent" / "events" / f"dt={SCORE_DAY}"
+    folder.mkdir(parents=True)
+    event = {"event_id": "td-1", "id_type": "card_no", "id_value": card, "scope": "marketing",
+             "granted": "false", "event_time": f"{SCORE_DAY} 08:00:00", "source": "sms_reply_TD"}  # fmt: skip
+    (folder / "part-0.jsonl").write_text(json.dumps(event) + "\n")
+    result = run_dag("deliver_segments", SCORE_DAY)
+    assert result.ok, result.failed_tasks
+    received = {r.get("member_id") for r in server.state.snapshot()["received"]}
+    assert len(received) > 100 and member not in received
+    assert (ws.landing_dir / "consent" / "events" / f"dt={SCORE_DAY}" / "part-0.parquet").exists()
