@@ -4,7 +4,8 @@ Every plain phone the workspace ever landed is in the vault, so the vault gives,
 under the old id key and under the new one. ``rotate_keys`` replaces old tokens by new ones wherever
 memberflow keeps them outside the warehouse: landed, staged and quarantined partitions, the vault itself,
 the identity snapshot and the delivery ledger (its per-number SMS caps). The warehouse is derived: its
-marts gate is unpublished, and the next build (``memberflow build``, or the transform DAG) rebuilds it.
+marts gate is unpublished (scoring and delivery wait), and the next build (``memberflow build``, or the
+transform DAG) rebuilds it. Scores are kept: they are by member id, which does not change.
 
 Member ids do not change. A member's id comes from its founding identifier, often a phone token; the
 rotation records each phone's founding token (``identity/token_aliases.parquet``) and the identity replay
@@ -75,6 +76,7 @@ def rotate_keys(
     ):
         old_id, old_vault = settings.id_key(), settings.vault_key()  # both must match the workspace
         new = {name: _next_key(settings, name, env) for name in names}
+        settings.own_secrets_folder()  # a copy of this workspace keeps the keys it has
         new_vault = (
             vault_key_bytes(new["vault_key"], NEW_KEY_VARIABLES["vault_key"]) if "vault_key" in new else None
         )
@@ -93,7 +95,8 @@ def rotate_keys(
             if settings.key_in_environment(name):
                 report.set_variables.append(KEY_VARIABLES[name])
             (settings.secrets_dir / f"{name}.next").unlink(missing_ok=True)
-        clear_published(settings, "marts")  # the warehouse still holds the old tokens until rebuilt
+        # the warehouse still holds the old tokens until rebuilt: nothing scores or delivers on them
+        clear_published(settings, "marts")
     return report
 
 

@@ -18,6 +18,7 @@ def _outreach_errors(action):
     """Run a segments/delivery action; unusable inputs exit 1, a bad segments or outreach config exits 2."""
     from memberflow.outreach.run import ConsentNotCurrentError
     from memberflow.segments import ProfilesError
+    from memberflow.warehouse import NotPublishedError
 
     try:
         return action()
@@ -26,6 +27,9 @@ def _outreach_errors(action):
         raise typer.Exit(2) from None
     except ConsentNotCurrentError as exc:
         err.print(f"[red]consent is not current:[/red] {escape(str(exc))}")
+        raise typer.Exit(1) from None
+    except NotPublishedError as exc:
+        err.print(f"[red]nothing sent:[/red] {escape(str(exc))}")
         raise typer.Exit(1) from None
     except (ProfilesError, FileNotFoundError) as exc:
         err.print(f"[red]cannot plan segments:[/red] {escape(str(exc))}")

@@ -18,6 +18,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -336,6 +337,24 @@ class Settings:
         if (self.home / "secrets" / DEMO_KEYS_MARKER).exists():
             return self.home / "secrets"
         return self.config_home / "memberflow" / "workspaces" / self.workspace_id()
+
+    def own_secrets_folder(self) -> None:
+        """Give the workspace a new id and copy its key files to that id's folder. Copies of a workspace on
+        one machine share the default folder; a key rotation must replace this workspace's keys only. A
+        folder the settings name (MEMBERFLOW_SECRETS_DIR, a demo's) is left as it is."""
+        if self.secrets_dir_env is not None or (self.home / "secrets" / DEMO_KEYS_MARKER).exists():
+            return
+        shared = self.secrets_dir
+        fresh = secrets.token_hex(8)
+        own = self.config_home / "memberflow" / "workspaces" / fresh
+        own.mkdir(parents=True, exist_ok=True)
+        own.chmod(0o700)
+        for path in shared.iterdir() if shared.is_dir() else ():
+            if path.is_file() and not path.name.startswith("."):
+                shutil.copy2(path, own / path.name)
+        tmp = self.home / f".{WORKSPACE_ID_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
+        tmp.write_text(fresh)
+        tmp.replace(self.home / WORKSPACE_ID_FILE)
 
     def keep_keys_inside(self) -> Path:
         """Mark this workspace as a demo's: its made-up keys are kept inside it, where every command finds

@@ -37,7 +37,7 @@ from memberflow.outreach.connectors import (
 from memberflow.outreach.ledger import Ledger
 from memberflow.outreach.suppression import CHINA, Caps, Frequency, decide
 from memberflow.segments import Segment, assign, load_segments, member_profiles
-from memberflow.warehouse import published_marker, read_warehouse, replace_rows
+from memberflow.warehouse import published_marker, read_warehouse, replace_rows, require_published
 from ml.score import explain
 
 MEMBERSHIPS_DDL = """
@@ -417,6 +417,7 @@ def delivery_lock(settings: Settings) -> Iterator[None]:
 
 def _deliver(settings, as_of, dry_run, now, config, segments, sleep) -> DeliveryReport:
     if not dry_run:
+        require_published(settings, "marts")  # not mid-build, nor after a key rotation until rebuilt
         require_current_consent(settings, as_of)
     config = config or OutreachConfig.load()
     clock = (lambda: now) if now else now_china

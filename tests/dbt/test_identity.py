@@ -197,7 +197,7 @@ def test_blocking_a_linking_phone_splits_the_member_and_records_it(workspace_cop
     assert again.height == history.height
 
 
-def test_rotating_both_keys_keeps_every_member_and_leaves_nothing_under_the_old_keys(workspace_copy):
+def test_rotating_both_keys_keeps_every_member_and_leaves_nothing_under_the_old_keys(workspace_copy, built):
     """`memberflow keys rotate --id-key --vault-key`, then a build: the same members under the same ids
     with the same identifiers (phones compared as numbers), no landed value or ledger row under the old id
     key, a vault that opens with the new key only, and the old id key refused from then on."""
@@ -270,3 +270,5 @@ def test_rotating_both_keys_keeps_every_member_and_leaves_nothing_under_the_old_
         assert con.execute("select phone_token from deliveries").fetchall() == [
             (phone_token(old_tokens[counted], new_id.encode()),)
         ]
+    # the workspace it was copied from shared its secrets folder on this machine: it keeps its own keys
+    assert built.vault_key() == old_vault and vault_phones(built) == phones
