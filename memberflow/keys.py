@@ -55,9 +55,8 @@ class RotationReport:
     values_replaced: int = 0
     ledger_rows: int = 0
     vault_entries_resealed: int = 0
-    unexplained_tokens: int = (
-        0  # landed tokens no vault phone explains (made by a partner), left as they were
-    )
+    # landed tokens no vault phone explains (made by a partner with the old key): left as they were
+    unexplained_tokens: int = 0
     set_variables: list[str] = field(default_factory=list)  # keys the deployment passes: set these now
 
 
