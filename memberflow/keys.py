@@ -35,7 +35,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from memberflow.core.phones import phone_token
-from memberflow.core.settings import ConfigError, Settings, new_key_text, vault_key_bytes
+from memberflow.core.settings import ConfigError, Settings, create_once, new_key_text, vault_key_bytes
 from memberflow.core.vault import ContactVault, VaultError, partition_files
 from memberflow.identity import ALIASES_FILE
 from memberflow.outreach.ledger import ledger_path
@@ -108,14 +108,8 @@ def _next_key(settings: Settings, name: str, env) -> str:
             f"{KEY_VARIABLES[name]} comes from the environment: set {NEW_KEY_VARIABLES[name]} to the new key "
             f"(generate one with `memberflow keys new`), rotate, then set {KEY_VARIABLES[name]} to it"
         )
-    pending = settings.secrets_dir / f"{name}.next"
     if given is None:
-        pending.parent.mkdir(parents=True, exist_ok=True)
-        if not pending.exists():
-            fd = os.open(pending, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as handle:
-                handle.write(new_key_text(name))
-        given = pending.read_text().strip()
+        given = create_once(settings.secrets_dir / f"{name}.next", lambda: new_key_text(name), private=True)
     if name == "vault_key":
         vault_key_bytes(given, NEW_KEY_VARIABLES[name])
     return given

@@ -332,29 +332,33 @@ class Settings:
     @property
     def secrets_dir(self) -> Path:
         """Where this workspace's keys are kept when the environment does not give them."""
+        return self._named_secrets_dir() or self._default_secrets_dir(self.workspace_id())
+
+    def _named_secrets_dir(self) -> Path | None:
+        """The folder the settings name: MEMBERFLOW_SECRETS_DIR, or a demo workspace's own (marked)."""
         if self.secrets_dir_env is not None:
             return self.secrets_dir_env.resolve()
-        if (self.home / "secrets" / DEMO_KEYS_MARKER).exists():
-            return self.home / "secrets"
-        return self.config_home / "memberflow" / "workspaces" / self.workspace_id()
+        inside = self.home / "secrets"
+        return inside if (inside / DEMO_KEYS_MARKER).exists() else None
+
+    def _default_secrets_dir(self, workspace_id: str) -> Path:
+        return self.config_home / "memberflow" / "workspaces" / workspace_id
 
     def own_secrets_folder(self) -> None:
         """Give the workspace a new id and copy its key files to that id's folder. Copies of a workspace on
         one machine share the default folder; a key rotation must replace this workspace's keys only. A
         folder the settings name (MEMBERFLOW_SECRETS_DIR, a demo's) is left as it is."""
-        if self.secrets_dir_env is not None or (self.home / "secrets" / DEMO_KEYS_MARKER).exists():
+        if self._named_secrets_dir() is not None:
             return
         shared = self.secrets_dir
         fresh = secrets.token_hex(8)
-        own = self.config_home / "memberflow" / "workspaces" / fresh
+        own = self._default_secrets_dir(fresh)
         own.mkdir(parents=True, exist_ok=True)
         own.chmod(0o700)
         for path in shared.iterdir() if shared.is_dir() else ():
             if path.is_file() and not path.name.startswith("."):
                 shutil.copy2(path, own / path.name)
-        tmp = self.home / f".{WORKSPACE_ID_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
-        tmp.write_text(fresh)
-        tmp.replace(self.home / WORKSPACE_ID_FILE)
+        _replace_text(self.home / WORKSPACE_ID_FILE, fresh)
 
     def keep_keys_inside(self) -> Path:
         """Mark this workspace as a demo's: its made-up keys are kept inside it, where every command finds
@@ -372,7 +376,7 @@ class Settings:
 
     def workspace_id(self) -> str:
         """The workspace's random id, made on first use."""
-        return _create_once(self.home / WORKSPACE_ID_FILE, lambda: secrets.token_hex(8), private=False)
+        return create_once(self.home / WORKSPACE_ID_FILE, lambda: secrets.token_hex(8), private=False)
 
     def quarantine_limit(self, channel: str, table: str) -> float:
         return self.quarantine_limits.get(f"{channel}.{table}", self.quarantine_max_share)
@@ -443,21 +447,14 @@ class Settings:
         and it replaces the key file when the workspace keeps its keys in the secrets folder (a deployment
         that passes keys in the environment sets the variable to the new key itself)."""
         if not self.key_in_environment(name):
-            path = self.secrets_dir / name
-            tmp = path.with_name(f".{name}.{os.getpid()}.{secrets.token_hex(4)}")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as handle:
-                handle.write(text)
-            tmp.replace(path)
+            _replace_text(self.secrets_dir / name, text, private=True)
         self._record_fingerprint(name, text)
 
     def _record_fingerprint(self, name: str, text: str) -> None:
         keys_file = self.home / KEYS_FILE
         recorded = json.loads(keys_file.read_text()) if keys_file.exists() else {}
         keys_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = keys_file.with_name(f".{KEYS_FILE}.{os.getpid()}.{secrets.token_hex(4)}")
-        tmp.write_text(json.dumps({**recorded, name: _fingerprint(text)}, indent=2) + "\n")
-        tmp.replace(keys_file)
+        _replace_text(keys_file, json.dumps({**recorded, name: _fingerprint(text)}, indent=2) + "\n")
 
     def _refuse_key_inside(self, name: str) -> None:
         """Make no key while this workspace still keeps one inside itself (made before keys moved out of
@@ -473,7 +470,7 @@ class Settings:
         )
 
     def _workspace_secret(self, name: str, make) -> str:
-        return _create_once(self.secrets_dir / name, make, private=True)
+        return create_once(self.secrets_dir / name, make, private=True)
 
 
 def _fingerprint(key: str) -> str:
@@ -499,7 +496,21 @@ def vault_key_bytes(text: str, variable: str = "MEMBERFLOW_VAULT_KEY") -> bytes:
     return key
 
 
-def _create_once(path: Path, make, private: bool) -> str:
+def _write_aside(path: Path, text: str, private: bool) -> Path:
+    """``text`` in a new file beside ``path`` (readable by its owner only when ``private``); its path."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if private else 0o644)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    return tmp
+
+
+def _replace_text(path: Path, text: str, private: bool = False) -> None:
+    """Replace ``path`` with ``text`` at once: readers see the old file or the new one, never half of it."""
+    _write_aside(path, text, private).replace(path)
+
+
+def create_once(path: Path, make, private: bool) -> str:
     """The text of ``path``, written with ``make()`` when it does not exist yet. Written aside, then linked
     into place: concurrent first uses (parallel Airflow tasks) all read the one that won, never a half-written
     file. A private file is readable by its owner only, in a folder only its owner can list."""
@@ -507,10 +518,7 @@ def _create_once(path: Path, make, private: bool) -> str:
         path.parent.mkdir(parents=True, exist_ok=True)
         if private:
             path.parent.chmod(0o700)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if private else 0o644)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(make())
+        tmp = _write_aside(path, make(), private)
         try:
             os.link(tmp, path)
         except FileExistsError:
