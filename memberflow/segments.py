@@ -160,6 +160,10 @@ class Segment(BaseModel):
     # high (the default): rules and rank_by on a model's score look at its top end, where "at risk" and
     # "likely to buy" are; low: the segment means to reach the bottom end, and says so
     direction: Literal["high", "low"] = "high"
+    # what a decision of the segment is judged by, over how many days from the delivery date: an order
+    # (any completed purchase) or a check-in; the uplift report compares members sent with those held out
+    outcome: Literal["order", "checkin"] = "order"
+    outcome_days: int = Field(default=14, ge=1, le=60)
     when: dict[str, Condition]
 
     @property
@@ -551,6 +555,8 @@ def assign(profiles: pl.DataFrame, segments: list[Segment]) -> Assignment:
             segment=pl.lit(None, pl.Utf8),
             message=pl.lit(None, pl.Utf8),
             kind=pl.lit(None, pl.Utf8),
+            outcome=pl.lit(None, pl.Utf8),
+            outcome_days=pl.lit(None, pl.Int32),
             in_programme=pl.lit(None, pl.Boolean),
             cycle=pl.lit(None, pl.Utf8),
         )
@@ -568,6 +574,8 @@ def assign(profiles: pl.DataFrame, segments: list[Segment]) -> Assignment:
         channel=pl.Series([s.channel for s in seg_of], dtype=pl.Utf8),
         message=pl.Series([s.message for s in seg_of], dtype=pl.Utf8),
         kind=pl.Series([s.kind for s in seg_of], dtype=pl.Utf8),
+        outcome=pl.Series([s.outcome for s in seg_of], dtype=pl.Utf8),
+        outcome_days=pl.Series([s.outcome_days for s in seg_of], dtype=pl.Int32),
         # the member takes part in the programme a service message belongs to (marketing: always true)
         in_programme=_programme_flags(frame, seg_of),
         cycle=_due_cycles(frame, seg_of),

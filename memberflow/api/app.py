@@ -31,8 +31,10 @@ from memberflow.api.models import ModelCatalog
 from memberflow.api.reader import BUSY_WAIT_SECONDS, STATUS_ORDER, NotFound, NoWarehouse, Reader
 from memberflow.core.settings import ConfigError, Settings
 from memberflow.core.vocab import MODELS
+from memberflow.outreach.outcomes import NoOutcomesError, UpliftRow, report
 from memberflow.outreach.run import pick_reasons, reasons_model
 from memberflow.segments import load_segments
+from memberflow.transform import latest_landed_day
 from memberflow.warehouse import WarehouseBusy
 
 log = logging.getLogger("memberflow.api")
@@ -561,6 +563,20 @@ def create_app(settings: Settings, busy_wait: float = BUSY_WAIT_SECONDS) -> Fast
     ) -> dict[str, Any]:
         """One delivery run's report: sent per channel, suppressed by reason, failures, retries."""
         return clean(reader.delivery_report(_day(as_of, "path"), run_id))
+
+    @app.get("/api/outcomes", tags=["outcomes"], responses={**ERRORS, 404: {"description": "not built"}})
+    def outcomes(who: Who, as_of: Day) -> list[UpliftRow]:
+        """Uplift against the holdout per segment, channel and week: each arm's response rate, the uplift
+        with its 95 % interval, incremental orders and revenue per 1,000 sends, the smallest uplift the arms
+        detect. Counts outcome windows landed by ``as_of`` (default: the last landed day)."""
+        day = as_of or latest_landed_day(settings)
+        if day is None:
+            raise NotFound("nothing is landed yet")
+        with reader.connect() as con:
+            try:
+                return report(con, day)
+            except NoOutcomesError as exc:
+                raise NotFound(str(exc)) from None
 
     @app.get("/api/audit", tags=["admin"], responses=ERRORS)
     def audit(who: Admin, limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> list[AuditRow]:

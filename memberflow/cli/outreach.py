@@ -216,3 +216,90 @@ def sandbox(
             time.sleep(3600)
     except KeyboardInterrupt:
         server.stop()
+
+
+outcomes_app = typer.Typer(
+    help="What happened after the sends: uplift against the holdouts.", no_args_is_help=True
+)
+app.add_typer(outcomes_app, name="outcomes")
+
+
+@outcomes_app.command("report")
+def outcomes_report(
+    as_of: Annotated[
+        str | None,
+        typer.Option(help="Count outcome windows landed by this date (default: the last landed day)."),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON object per segment, channel and week.")
+    ] = False,
+    mlflow: Annotated[
+        bool,
+        typer.Option(
+            "--mlflow", help="Also record the report as a run of the memberflow-outcomes experiment."
+        ),
+    ] = False,
+) -> None:
+    """Per segment, channel and week: treated vs holdout response, uplift with a 95 % interval, incremental
+    orders and revenue per 1,000 sends, and a power note (the smallest uplift the arms detect)."""
+    import json
+
+    from memberflow.outreach.outcomes import NoOutcomesError, outcomes_report
+    from memberflow.transform import latest_landed_day
+
+    settings = _settings()
+    day = _parse_date(as_of) if as_of else latest_landed_day(settings)
+    if day is None:
+        err.print("[red]nothing landed yet:[/red] run `memberflow build` first")
+        raise typer.Exit(1)
+    try:
+        rows = outcomes_report(settings, day)
+    except NoOutcomesError as exc:
+        err.print(f"[red]no outcomes:[/red] {escape(str(exc))}")
+        raise typer.Exit(1) from None
+    if mlflow:
+        from memberflow.outreach.outcomes import log_to_mlflow
+
+        run_id = log_to_mlflow(settings, day, rows)
+        err.print(f"recorded in MLflow: experiment memberflow-outcomes, run {run_id}")
+    if as_json:
+        print(json.dumps([r.to_dict() for r in rows], ensure_ascii=False, indent=2))
+        return
+    if not rows:
+        console.print(
+            f"no segment-week has a complete outcome window by {day}: deliveries since then mature "
+            "after their segments' outcome_days"
+        )
+        return
+    table = Table(title=f"uplift against the holdout, outcome windows landed by {day}")
+    for column in ("segment", "channel", "week", "outcome", "treated", "holdout", "treated %", "holdout %"):
+        table.add_column(
+            column, justify="left" if column in ("segment", "channel", "week", "outcome") else "right"
+        )
+    for column in ("uplift (95 % interval)", "orders /1k sends", "CNY /1k sends", "note"):
+        table.add_column(column, justify="left" if column == "note" else "right")
+
+    def pct(value: float | None) -> str:
+        return "-" if value is None else f"{100 * value:.1f}"
+
+    for r in rows:
+        interval = (
+            "-"
+            if r.uplift is None
+            else f"{100 * r.uplift:+.1f} pt ({100 * r.ci_low:+.1f} … {100 * r.ci_high:+.1f})"
+        )
+        table.add_row(
+            r.segment,
+            r.channel,
+            r.week,
+            f"{r.outcome} {r.outcome_days} d",
+            f"{r.treated:,}",
+            f"{r.holdout:,}",
+            pct(r.treated_rate),
+            pct(r.holdout_rate),
+            interval,
+            "-" if r.incremental_orders_per_1000 is None else f"{r.incremental_orders_per_1000:+.0f}",
+            "-" if r.incremental_revenue_per_1000 is None else f"{r.incremental_revenue_per_1000:+,.0f}",
+            escape(r.note),
+        )
+    console.print(table)

@@ -53,7 +53,12 @@ create table if not exists segment_memberships (
     health_based boolean not null,
     idempotency_key varchar not null,
     planned_at timestamp not null
-)
+);
+-- added later: what the decision is judged by (the segment's outcome over its window); older warehouses
+-- get the columns on their next plan, with nulls in the rows before
+alter table segment_memberships add column if not exists message varchar;
+alter table segment_memberships add column if not exists outcome varchar;
+alter table segment_memberships add column if not exists outcome_days integer;
 """
 LEDGER_DDL = """
 create table if not exists delivery_ledger (
@@ -195,6 +200,8 @@ class Plan:
     frame: pl.DataFrame  # one row per member in a segment, with status and reason
     matched: dict[str, int]
     members: int
+    # segments left out today because a model they use is critical in live monitoring: segment -> why
+    paused: dict[str, str] = field(default_factory=dict)
 
     def summary(self) -> dict:
         by = self.frame.group_by("segment", "status", "reason").len().rows() if self.frame.height else []
@@ -211,6 +218,8 @@ class Plan:
                 "holdout": sum(r[3] for r in rows if r[1] == "holdout"),
                 "suppressed": {r[2]: r[3] for r in rows if r[1] == "suppressed"},
             }
+            if seg.name in self.paused:
+                out[seg.name]["paused"] = self.paused[seg.name]
         return out
 
 
@@ -224,10 +233,11 @@ def plan(
     now = now or now_china()
     segments = segments if segments is not None else load_segments()
     config = config or OutreachConfig.load()
+    paused = paused_segments(settings, as_of, segments)
     with read_warehouse(settings) as con:
         profiles = member_profiles(con, as_of)
         opted_out = fresh_opt_outs(con, settings)
-    assignment = assign(profiles, segments)
+    assignment = assign(profiles, [s for s in segments if s.name not in paused])
     ledger = Ledger.open(settings)
     try:
         history = ledger.history(as_of, now, {s.name: s.message for s in segments})
@@ -244,7 +254,18 @@ def plan(
         frequency={s.name: frequency_of(s, config.caps) for s in segments},
     )
     frame = with_reasons(settings, as_of, frame, segments)
-    return Plan(as_of, now, segments, frame, assignment.matched, profiles.height)
+    return Plan(as_of, now, segments, frame, assignment.matched, profiles.height, paused)
+
+
+def paused_segments(settings: Settings, as_of: date, segments: list[Segment]) -> dict[str, str]:
+    """Segments whose rules or ranking use a model that live monitoring found critical (``ml.monitor``):
+    segment -> why. They are left out of the day's plan until the model is retrained."""
+    from ml.monitor import paused_models
+
+    models = paused_models(settings, as_of)
+    return {
+        s.name: f"{m} paused by monitoring: {models[m]}" for s in segments for m in s.models if m in models
+    }
 
 
 # What the ledger keeps of each send it records.
@@ -305,7 +326,10 @@ def with_reasons(
 
 def write_memberships(settings: Settings, planned: Plan) -> int:
     """Replace the date's rows of ``segment_memberships`` with the plan."""
-    cols = ["member_id", "segment", "channel", "priority", "status", "reason", "holdout", "health_based"]
+    cols = [
+        "member_id", "segment", "channel", "priority", "status", "reason", "holdout", "health_based",
+        "message", "outcome", "outcome_days",
+    ]  # fmt: skip
     table = (
         planned.frame.select(*cols, "idempotency_key")
         .with_columns(as_of=pl.lit(planned.as_of), planned_at=pl.lit(planned.planned_at.replace(tzinfo=None)))

@@ -70,6 +70,7 @@ def _routes(settings) -> dict[tuple[str, str], dict]:
         },
         ("get", "/api/deliveries"): {"url": "/api/deliveries", "needs": "ops"},
         ("get", "/api/deliveries/{as_of}/{run_id}"): {"url": f"/api/deliveries/{DAY}/{run}", "needs": "ops"},
+        ("get", "/api/outcomes"): {"url": "/api/outcomes", "needs": "ops"},
         ("get", "/api/audit"): {"url": "/api/audit", "needs": "admin"},
     }
 

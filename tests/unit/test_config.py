@@ -193,3 +193,15 @@ def test_keys_rotate_says_what_it_needs_and_replaces_a_kept_key(tmp_path, monkey
     assert settings.vault_key() != old and not (settings.secrets_dir / "vault_key.next").exists()
     new = CliRunner().invoke(app, ["keys", "new", "id"]).output.strip()
     assert len(new) == 64 and int(new, 16) >= 0
+
+
+def test_the_outcomes_mart_and_suppression_agree_on_who_is_in_neither_arm():
+    """segment_outcomes (dbt) puts members suppressed before the holdout in neither arm; the reasons are the
+    ones ``decide`` checks before drawing the holdout."""
+    import yaml
+
+    from memberflow.core.vocab import DBT_PROJECT_FILE
+    from memberflow.outreach.suppression import BEFORE_HOLDOUT
+
+    project = yaml.safe_load(DBT_PROJECT_FILE.read_text())
+    assert project["vars"]["suppressed_before_holdout"] == list(BEFORE_HOLDOUT)

@@ -1,0 +1,205 @@
+-- One row per segment membership decision (segment_memberships: members sent, held out, or suppressed),
+-- with what the member did in the decision's outcome window: orders, spend, check-ins and a marketing
+-- opt-out from the delivery date on, for the segment's outcome_days. The attribution rule: an order
+-- counts for a decision when it is placed (China-local order date) within
+-- [as_of, as_of + outcome_days) by the member the decision named, followed through later merges to
+-- today's member id (or, for a member whose identifiers all left it in a split, to the member they went
+-- to); cancelled and refunded orders do not count. Every decision whose window covers the
+-- order gets it (last touch is the uplift report's business: it compares sent with held out).
+-- `arm`: holdout (kept out on purpose), ineligible (suppressed before the holdout was drawn: opted out, no
+-- consent or address; in neither arm), treated (everyone else: intent to treat, sent or held back by a
+-- cap); `sent`: the delivery ledger recorded the message as sent.
+-- segment_memberships and delivery_ledger are written by memberflow's deliveries; before the first one
+-- this model is empty.
+{%- set memberships = adapter.get_relation(
+    database=target.database, schema=target.schema, identifier='segment_memberships') %}
+{%- set columns = adapter.get_columns_in_relation(memberships) | map(attribute='name') | list
+    if memberships else [] %}
+{%- set ledger = adapter.get_relation(
+    database=target.database, schema=target.schema, identifier='delivery_ledger') %}
+{%- set as_of_cap = "cast('" ~ var('as_of_date') ~ "' as date)" if var('as_of_date') else "cast(null as date)" %}
+{%- set before_holdout = "'" ~ var('suppressed_before_holdout') | join("', '") ~ "'" %}
+with
+
+{% if memberships is none %}
+decisions as (
+    select
+        cast(null as date) as as_of,
+        cast(null as varchar) as member_id,
+        cast(null as varchar) as segment,
+        cast(null as varchar) as channel,
+        cast(null as varchar) as status,
+        cast(null as varchar) as reason,
+        cast(null as boolean) as holdout,
+        cast(null as varchar) as idempotency_key,
+        cast(null as varchar) as message,
+        cast(null as varchar) as outcome,
+        cast(null as integer) as outcome_days
+    where false
+),
+{% else %}
+decisions as (
+    select
+        as_of,
+        member_id,
+        segment,
+        channel,
+        status,
+        reason,
+        holdout,
+        idempotency_key,
+        {%- if 'outcome_days' in columns %}
+        message,
+        coalesce(outcome, 'order') as outcome,
+        coalesce(outcome_days, 14) as outcome_days
+        {%- else %}
+        cast(null as varchar) as message,
+        'order' as outcome,
+        14 as outcome_days
+        {%- endif %}
+    from {{ memberships }}
+),
+{% endif %}
+
+history as (
+    select retired_member_id, member_id from {{ ref('member_id_history') }}
+    where change_type = 'merge'
+),
+-- a member whose identifiers all left it in a split: the outcomes follow them (the first of its successors)
+split_successors as (
+    select split_from_member_id, min(member_id) as member_id from {{ ref('member_id_history') }}
+    where change_type = 'split'
+    group by 1
+),
+members as (select member_id from {{ ref('dim_member') }}),
+orders as (
+    select * from {{ ref('fct_orders') }}
+    where member_id is not null and status not in ('cancelled', 'refunded')
+),
+engagement as (select * from {{ ref('fct_member_daily_engagement') }}),
+consent as (select * from {{ ref('stg_consent__events') }}),
+identifiers as (select * from {{ ref('member_identifiers') }}),
+activity as (select * from {{ ref('int_member_activity_days') }}),
+{%- if ledger %}
+delivered as (
+    select idempotency_key, sent_at from {{ ledger }}
+    where status = 'sent'
+),
+{%- else %}
+delivered as (
+    select
+        cast(null as varchar) as idempotency_key,
+        cast(null as timestamptz) as sent_at
+    where false
+),
+{%- endif %}
+
+-- the last day with data (capped by the as_of_date var: least ignores a null)
+observed as (
+    select least(max(activity_date), {{ as_of_cap }}) as observed_through
+    from activity
+),
+
+resolved as (
+    select
+        decisions.*,
+        coalesce(history.member_id, members.member_id, split_successors.member_id, decisions.member_id)
+            as outcome_member_id,
+        decisions.as_of + decisions.outcome_days as window_end
+    from decisions
+    left join history on decisions.member_id = history.retired_member_id
+    left join members on decisions.member_id = members.member_id
+    left join split_successors on decisions.member_id = split_successors.split_from_member_id
+),
+
+order_outcomes as (
+    select
+        resolved.segment,
+        resolved.as_of,
+        resolved.member_id,
+        count(*) as orders,
+        sum(orders.net_amount_cny) as spend_cny
+    from resolved
+    inner join orders
+        on
+            resolved.outcome_member_id = orders.member_id
+            and resolved.as_of <= orders.order_date
+            and resolved.window_end > orders.order_date
+    group by 1, 2, 3
+),
+
+checkin_outcomes as (
+    select
+        resolved.segment,
+        resolved.as_of,
+        resolved.member_id,
+        cast(sum(engagement.checkins) as bigint) as checkins
+    from resolved
+    inner join engagement
+        on
+            resolved.outcome_member_id = engagement.member_id
+            and resolved.as_of <= engagement.activity_date
+            and resolved.window_end > engagement.activity_date
+    where engagement.checkins > 0
+    group by 1, 2, 3
+),
+
+opt_outs as (
+    select
+        resolved.segment,
+        resolved.as_of,
+        resolved.member_id,
+        min(consent.event_date) as opted_out_on
+    from resolved
+    inner join identifiers on resolved.outcome_member_id = identifiers.member_id
+    inner join consent
+        on
+            identifiers.id_type = consent.id_type
+            and identifiers.id_value = consent.id_value
+            and consent.scope = 'marketing'
+            and not consent.granted
+            and resolved.as_of <= consent.event_date
+            and resolved.window_end > consent.event_date
+    group by 1, 2, 3
+),
+
+final as (
+    select
+        resolved.as_of,
+        resolved.segment,
+        resolved.member_id as decided_member_id,
+        resolved.outcome_member_id as member_id,
+        resolved.channel,
+        resolved.message,
+        resolved.status,
+        resolved.reason,
+        resolved.holdout,
+        -- the holdout flag is drawn for every member; those suppressed before it count in neither arm
+        case
+            when resolved.status = 'suppressed' and resolved.reason in ({{ before_holdout }}) then 'ineligible'
+            when resolved.holdout then 'holdout'
+            else 'treated'
+        end as arm,
+        delivered.sent_at is not null as sent,
+        delivered.sent_at,
+        resolved.outcome,
+        resolved.outcome_days,
+        resolved.window_end,
+        resolved.window_end - 1 <= observed.observed_through as window_complete,
+        coalesce(order_outcomes.orders, 0) as orders,
+        coalesce(order_outcomes.spend_cny, 0) as spend_cny,
+        coalesce(checkin_outcomes.checkins, 0) as checkins,
+        opt_outs.opted_out_on is not null as opted_out,
+        case
+            when resolved.outcome = 'checkin' then coalesce(checkin_outcomes.checkins, 0) > 0
+            else coalesce(order_outcomes.orders, 0) > 0
+        end as responded
+    from resolved
+    cross join observed
+    left join order_outcomes using (segment, as_of, member_id)
+    left join checkin_outcomes using (segment, as_of, member_id)
+    left join opt_outs using (segment, as_of, member_id)
+    left join delivered on resolved.idempotency_key = delivered.idempotency_key
+)
+
+select * from final
