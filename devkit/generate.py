@@ -1012,10 +1012,14 @@ def _write_truth(
         },
         orient="row",
     ).write_parquet(folder / "orders.parquet", statistics=False)
+    config = {"members": cfg.members, "start": cfg.start.isoformat(), "days": cfg.days, "seed": cfg.seed}
+    (folder / "config.json").write_text(json.dumps({**config, "dirt_rate": cfg.dirt_rate}, indent=2) + "\n")
     (folder / "dirt.json").write_text(json.dumps(dict(sorted(dirt.items())), indent=2) + "\n")
     (folder / "README.md").write_text(
         "Ground truth of the generated sample (never read by the pipeline):\n"
         "persons.parquet: one row per person, their acquisition, engagement, churn and first order;\n"
         "identifiers.parquet: the person behind every identifier (member_identifiers encoding);\n"
-        "orders.parquet: each person's real orders; dirt.json: defects planted per table.\n"
+        "orders.parquet: each person's real orders; dirt.json: defects planted per table;\n"
+        "config.json: how the sample was generated (devkit.world reads it to react to outreach);\n"
+        "outreach.parquet (once devkit.world has reacted): each decision's hidden response.\n"
     )

@@ -3,8 +3,10 @@ per session) and in each tier's conftest.py (that tier's own); no tier imports a
 
 from __future__ import annotations
 
+import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
@@ -114,3 +116,53 @@ def auth(token: str) -> dict[str, str]:
 def LiveServer(app) -> BackgroundServer:
     """The app served by uvicorn on a free port in a background thread (for the browser)."""
     return BackgroundServer(app, name="ops API")
+
+
+# Screenshots of the browser tests go here (kept as test artifacts).
+BROWSER_OUTPUT = (
+    Path(os.environ.get("MEMBERFLOW_TEST_OUTPUT") or Path(__file__).parents[1] / "test-output") / "browser"
+)
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+
+
+def chromium() -> str:
+    import pytest
+
+    found = (
+        os.environ.get("MEMBERFLOW_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    )
+    if not found:
+        pytest.fail(
+            "no Chromium found: install Debian's `chromium` package (./dev test does when it can), set "
+            "MEMBERFLOW_CHROMIUM, or deselect this test with -m 'not browser'"
+        )
+    return found
+
+
+@contextmanager
+def browser_page(app, locale: str = "zh-CN") -> Iterator:
+    """A headless Chromium page (Playwright, the system's Chromium) with ``page.base_url`` set to ``app``
+    served on a free port."""
+    from playwright.sync_api import sync_playwright
+
+    BROWSER_OUTPUT.mkdir(parents=True, exist_ok=True)
+    with LiveServer(app) as server, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium(), args=CHROMIUM_FLAGS)
+        context = browser.new_context(
+            viewport={"width": 1366, "height": 850}, accept_downloads=True, locale=locale
+        )
+        page = context.new_page()
+        page.set_default_timeout(20_000)
+        page.base_url = server.url
+        try:
+            yield page
+        finally:
+            context.close()
+            browser.close()
+
+
+def screenshot(page, name: str) -> None:
+    page.screenshot(path=str(BROWSER_OUTPUT / f"{name}.png"), full_page=True)

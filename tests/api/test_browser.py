@@ -5,59 +5,21 @@ step go to ``$MEMBERFLOW_TEST_OUTPUT/browser`` (default ``test-output/browser`` 
 from __future__ import annotations
 
 import csv
-import os
 import re
-import shutil
-from pathlib import Path
 
 import duckdb
 import pytest
 
-from tests.support import SCORE_DAY, LiveServer, vault_phones
+from tests.support import SCORE_DAY, browser_page, vault_phones
+from tests.support import screenshot as _shot
 
 pytestmark = pytest.mark.browser
-
-OUTPUT = (
-    Path(os.environ.get("MEMBERFLOW_TEST_OUTPUT") or Path(__file__).parents[2] / "test-output") / "browser"
-)
-CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
-
-
-def _chromium() -> str:
-    found = (
-        os.environ.get("MEMBERFLOW_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-    )
-    if not found:
-        pytest.fail(
-            "no Chromium found: install Debian's `chromium` package (./dev test does when it can), set "
-            "MEMBERFLOW_CHROMIUM, or deselect this test with -m 'not browser'"
-        )
-    return found
 
 
 @pytest.fixture
 def page(api_app):
-    from playwright.sync_api import sync_playwright
-
-    OUTPUT.mkdir(parents=True, exist_ok=True)
-    with LiveServer(api_app) as server, sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=_chromium(), args=CHROMIUM_FLAGS)
-        context = browser.new_context(
-            viewport={"width": 1366, "height": 850}, accept_downloads=True, locale="zh-CN"
-        )
-        page = context.new_page()
-        page.set_default_timeout(20_000)
-        page.base_url = server.url
+    with browser_page(api_app) as page:
         yield page
-        context.close()
-        browser.close()
-
-
-def _shot(page, name: str) -> None:
-    page.screenshot(path=str(OUTPUT / f"{name}.png"), full_page=True)
 
 
 def test_sign_in_open_a_segment_download_its_csv_and_open_a_member(page, ops_ws, tokens, tmp_path):
