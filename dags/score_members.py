@@ -9,7 +9,9 @@ decile and the top three reasons in words. A model without a champion yet is ski
 
 `quality_gate` then validates the day's scores (Great Expectations, gate `scores`): probabilities in [0, 1],
 balanced deciles, every member of each population scored and nobody else. Only then is the
-`warehouse.member_scores` Asset updated, which is what segment delivery waits for.
+`warehouse.member_scores` Asset updated, which is what segment delivery waits for. Before that, `monitor`
+checks each champion live (realized AUC, Brier and calibration once labels land; feature and score drift):
+a critical model's segments are left out of the plans until it is retrained.
 """
 
 from __future__ import annotations
@@ -78,11 +80,36 @@ def quality_gate(as_of: str, scored: list[dict]) -> dict:
     return {"date": as_of, "status": result.status, "scored": scored}
 
 
+@task
+def monitor(as_of: str, gate: dict) -> dict:
+    """Live monitoring of each champion that scored (ml.monitor): realized AUC, Brier and calibration where
+    labels have landed, feature and score drift against the population it was evaluated on. The scores stay
+    valid whatever it finds; a critical model's segments are left out of the next plans until it is
+    retrained, and its warnings are in this task's log."""
+    import logging
+    from datetime import date
+
+    from memberflow.core.settings import apply_privacy_defaults, get_settings
+    from ml.monitor import monitor as check
+
+    apply_privacy_defaults()
+    statuses = {}
+    for scored in gate["scored"]:
+        if not scored["rows"]:
+            continue
+        report = check(get_settings(), scored["model"], date.fromisoformat(as_of))
+        statuses[scored["model"]] = report.status
+        for reason in report.reasons:
+            logging.getLogger(__name__).warning("%s %s: %s", scored["model"], report.status, reason)
+    return {**gate, "monitoring": statuses}
+
+
 @task(outlets=[MEMBER_SCORES])
 def publish(gate: dict, **context) -> dict:
     context["outlet_events"][MEMBER_SCORES].extra = {
         "as_of": gate["date"],
         "models": {s["model"]: s.get("version") for s in gate["scored"] if s["rows"]},
+        "monitoring": gate.get("monitoring", {}),
     }
     return gate
 
@@ -107,7 +134,7 @@ def publish(gate: dict, **context) -> dict:
 def score_members() -> None:
     as_of = score_date()
     scored = [score.override(task_id=f"score_{m}")(m, as_of) for m in MODELS]
-    publish(quality_gate(as_of, scored))
+    publish(monitor(as_of, quality_gate(as_of, scored)))
 
 
 score_members()

@@ -33,6 +33,7 @@ from expectations.runner import (
 )
 from memberflow.core.settings import Settings
 from memberflow.core.vocab import ACQUISITION_CHANNELS, ID_TYPES, MODELS, TAG_VALUES
+from memberflow.outreach.run import paused_segments
 from memberflow.outreach.suppression import BEFORE_HOLDOUT, REASONS, STATUSES
 from memberflow.segments import load_segments, member_profiles, rule_expr, score_pool_expr
 from memberflow.warehouse import clear_published, open_warehouse, publish
@@ -490,6 +491,10 @@ def segment_outcomes_suite(ctx: SuiteContext):
         suite.note(f"no segment plan for {ctx.day} (run `memberflow deliver` or the deliver_segments DAG)")
         return suite, pd.DataFrame()
     segments = load_segments()
+    paused = paused_segments(ctx.settings, ctx.day, segments)
+    for name, why in paused.items():
+        suite.note(f"{name} is not planned today: {why}")
+    segments = [s for s in segments if s.name not in paused]
     band = suite.settings("segment_size_band")
     window, min_days = int(band["window_days"]), int(band["min_days"])
     sizes = ctx.con.execute(

@@ -35,7 +35,10 @@ class ModelCatalog:
             return out
 
     def _summary(self, model: str) -> dict:
+        from ml.monitor import latest_report
+
         entry: dict = {"model": model, "champion": None, "challenger": None}
+        entry["monitoring"] = latest_report(self.settings, model)
         if not self._store_exists():
             return entry
         client = connect(self.settings)

@@ -14,6 +14,14 @@ from memberflow.cli.base import _parse_date, _settings, app, console, err
 from memberflow.core.settings import ConfigError, Settings
 
 
+def _monitoring_cell(report: dict | None) -> str:
+    """The newest live check in a few words: its status and day, and the largest score drift."""
+    if report is None:
+        return "not checked"
+    drift = [c["value"] for c in report["checks"] if c["kind"] == "score_drift" and c["value"] is not None]
+    return f"{report['status']} on {report['as_of']}" + (f" (score PSI {max(drift):.3f})" if drift else "")
+
+
 def _print_models(settings: Settings) -> None:
     """Champion metrics per model and what was scored."""
     from memberflow.core.vocab import MODELS
@@ -29,13 +37,15 @@ def _print_models(settings: Settings) -> None:
                 "where as_of = (select max(as_of) from member_scores) group by 1"
             ).fetchall()
         )
-    table = Table(title="models (held-out test half) and today's scores")
-    for column in ("model", "champion", "AUC", "recency AUC", "Brier", "ECE", "scored members"):
+    from ml.monitor import latest_report
+
+    table = Table(title="models (held-out test half), today's scores and live monitoring")
+    for column in ("model", "champion", "AUC", "recency AUC", "Brier", "ECE", "scored members", "monitoring"):
         table.add_column(column, justify="left" if column == "model" else "right")
     for name in MODELS:
         ref = alias_version(settings, name, CHAMPION)
         if ref is None:
-            table.add_row(name, "none", "", "", "", "", "0")
+            table.add_row(name, "none", "", "", "", "", "0", "")
             challenger = alias_version(settings, name, CHALLENGER)
             if challenger is not None:
                 reason = client.get_model_version(registered_name(name), challenger.version).tags.get(
@@ -52,6 +62,7 @@ def _print_models(settings: Settings) -> None:
             f"{m['model.brier']:.4f}",
             f"{m['model.ece']:.3f}",
             f"{scored.get(name, 0):,}",
+            _monitoring_cell(latest_report(settings, name)),
         )
     console.print(table)
     for note in notes:
@@ -242,3 +253,61 @@ def models_rollback(
 
     ref = _ml_errors(lambda: rollback(settings, name, to_version))
     console.print(f"{name}: champion is now version {ref.version}")
+
+
+@models_app.command("monitor")
+def models_monitor(
+    as_of: Annotated[str, typer.Option(help="The scoring day to check (YYYY-MM-DD).")],
+    model: Annotated[
+        str | None, typer.Option("--model", help="One model (default: every model with a champion).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="The checks as JSON.")] = False,
+) -> None:
+    """Live monitoring of the champions: realized AUC, Brier and calibration of every scoring date whose
+    labels have landed, beside the version's evaluation; feature and score drift (PSI) of the day's
+    population against the one the version was evaluated on. Exit 1 when a model is critical (its segments
+    pause)."""
+    import json
+
+    from memberflow.core.vocab import MODELS
+    from ml.monitor import monitor
+    from ml.registry import NoChampionError
+
+    settings = _settings()
+    day = _parse_date(as_of)
+    names = [_model_name(model)] if model else list(MODELS)
+    reports = []
+    for name in names:
+        try:
+            reports.append(_ml_errors(lambda name=name: monitor(settings, name, day)))
+        except typer.Exit:
+            if model:
+                raise
+        except NoChampionError:
+            continue
+    if as_json:
+        print(json.dumps([r.to_dict() for r in reports], ensure_ascii=False, indent=1, default=str))
+    else:
+        for report in reports:
+            table = Table(title=f"{report.model} v{report.version} on {report.as_of}: {report.status}")
+            for column in ("check", "name", "value", "reference", "rows", "level"):
+                table.add_column(
+                    column, justify="right" if column in ("value", "reference", "rows") else "left"
+                )
+            shown = [c for c in report.checks if c.kind != "feature_drift" or c.level != "ok"]
+            drift = sorted(
+                (c for c in report.checks if c.kind == "feature_drift"), key=lambda c: -(c.value or 0)
+            )
+            for c in [*shown, *[d for d in drift[:5] if d.level == "ok"]]:
+                table.add_row(
+                    c.kind,
+                    c.name,
+                    "-" if c.value is None else f"{c.value:.4f}",
+                    "-" if c.reference is None else f"{c.reference:.4f}",
+                    f"{c.rows:,}",
+                    c.level,
+                )
+            console.print(table)
+            for reason in report.reasons:
+                console.print(f"  {escape(reason)}")
+    raise typer.Exit(1 if any(r.status == "critical" for r in reports) else 0)

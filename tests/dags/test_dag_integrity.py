@@ -51,7 +51,8 @@ def test_scoring_follows_the_published_marts_and_announces_scores(dagbag):
     assert [a.name for a in dag.schedule] == ["warehouse.members"]
     publish = dag.get_task("publish")
     assert [a.name for a in publish.outlets] == ["warehouse.member_scores"]
-    assert dag.get_task("quality_gate").downstream_task_ids == {"publish"}
+    assert dag.get_task("quality_gate").downstream_task_ids == {"monitor"}
+    assert dag.get_task("monitor").downstream_task_ids == {"publish"}
     for model in ("repurchase", "churn", "conversion"):
         assert dag.get_task(f"score_{model}").downstream_task_ids == {"quality_gate"}
     train = dagbag.dags["train_models"]

@@ -7,6 +7,7 @@ from datetime import date
 import pytest
 
 from devkit.orchestrate import run_dag
+from memberflow.core.vocab import MODELS
 from ml.config import SHORT_HISTORY
 from tests.support import TEST_ID_KEY, published_copy
 
@@ -39,7 +40,8 @@ def test_training_then_scoring_through_airflow(model_env):
 
     scored = run_dag("score_members", date(2026, 3, 2))
     assert scored.ok, scored.failed_tasks
-    assert scored.task_states["publish"] == "success"
+    assert scored.task_states["monitor"] == "success" and scored.task_states["publish"] == "success"
+    assert all((model_env.quality_dir / "monitoring" / m / "2026-03-02.json").exists() for m in MODELS)
     with read_warehouse(model_env) as con:
         counts = dict(
             con.sql(

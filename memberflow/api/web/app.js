@@ -27,6 +27,19 @@ const T = {
     "deliveries.title": "触达记录", "audit.title": "审计日志", "busy": "数据正在更新,请稍后再试。",
     "download.done": "已下载 {n} 行", "status.send": "待发送", "status.already_sent": "已发送",
     "status.holdout": "对照组", "status.suppressed": "已屏蔽", "empty": "暂无数据",
+    "nav.outcomes": "效果", "outcomes.title": "触达效果(与对照组比较)", "outcomes.day": "结果截至",
+    "outcomes.help": "每周每个人群:发送组与对照组在结果窗口内的响应率之差(百分点),竖线为 95% 置信区间;区间跨过 0 表示尚不能确定有效果。",
+    "outcomes.none": "还没有结果窗口已结束的触达。", "outcomes.axis": "提升(百分点)", "col.week": "周",
+    "col.treated": "发送组", "col.rate_t": "发送组响应率", "col.rate_h": "对照组响应率", "col.uplift": "提升(95% 区间)",
+    "col.orders1k": "每千次发送增量订单", "col.revenue1k": "每千次发送增量收入(元)", "col.note": "说明",
+    "outcome.order": "下单", "outcome.checkin": "打卡", "outcomes.window": "{outcome},{days} 天内",
+    "monitor.none": "尚未监控", "monitor.title": "线上监控 {day}(v{v})", "monitor.auc": "{day} 实际 AUC {v}(训练评估 {ref})",
+    "monitor.no_labels": "还没有标签已成熟的评分日", "monitor.drift": "漂移(PSI):",
+    "level.ok": "正常", "level.warning": "警告", "level.critical": "严重:相关人群已暂停",
+    "verdict.positive": "有提升(区间高于 0)", "verdict.negative": "有负面影响(区间低于 0)",
+    "verdict.unclear": "尚不能确定(区间跨过 0)", "verdict.too_few": "人数太少,无法比较(每组至少 20 人)",
+    "power.detect": "当前人数可识别 {d} 个百分点以上的提升", "power.needed": "对照组需 {n} 人才能识别 {u} 个百分点",
+    "power.never": "发送组人数太少,无法识别 {u} 个百分点",
   },
   en: {
     "nav.segments": "Segments", "nav.models": "Models", "nav.deliveries": "Deliveries", "nav.audit": "Audit",
@@ -56,6 +69,19 @@ const T = {
     "busy": "The data is being updated; try again in a moment.", "download.done": "Downloaded {n} rows",
     "status.send": "to send", "status.already_sent": "already sent", "status.holdout": "holdout",
     "status.suppressed": "suppressed", "empty": "Nothing yet",
+    "nav.outcomes": "Outcomes", "outcomes.title": "Outcomes against the holdout", "outcomes.day": "Outcomes landed by",
+    "outcomes.help": "Per segment and week: the response rate of members sent minus that of the holdout, in percentage points; the bar is the 95 % interval. An interval across 0 means no effect can be told yet.",
+    "outcomes.none": "No delivery has a complete outcome window yet.", "outcomes.axis": "Uplift (points)", "col.week": "Week",
+    "col.treated": "Treated", "col.rate_t": "Treated rate", "col.rate_h": "Holdout rate", "col.uplift": "Uplift (95 % interval)",
+    "col.orders1k": "Incremental orders / 1k sends", "col.revenue1k": "Incremental CNY / 1k sends", "col.note": "Note",
+    "outcome.order": "order", "outcome.checkin": "check-in", "outcomes.window": "{outcome} within {days} days",
+    "monitor.none": "not monitored yet", "monitor.title": "Live monitoring {day} (v{v})", "monitor.auc": "{day}: realized AUC {v} (evaluation {ref})",
+    "monitor.no_labels": "no scoring day has matured labels yet", "monitor.drift": "Drift (PSI):",
+    "level.ok": "ok", "level.warning": "warning", "level.critical": "critical: its segments are paused",
+    "verdict.positive": "uplift (interval above 0)", "verdict.negative": "harm (interval below 0)",
+    "verdict.unclear": "not clear yet (interval across 0)", "verdict.too_few": "too few to compare (at least 20 in each arm)",
+    "power.detect": "these arms detect {d} points or more", "power.needed": "a holdout of {n} would detect {u} points",
+    "power.never": "too few treated to detect {u} points",
   },
 };
 
@@ -169,6 +195,40 @@ function scoreChart(scores, width = 640, height = 160) {
   });
   return svg("svg", { viewBox: `0 0 ${width} ${height + 18}`, class: "lines" }, ...parts,
     ...dateLabels(days.map((d) => ({ as_of: d })), width, height + 14));
+}
+
+// uplift per week with its 95 % interval: y axis in percentage points with ticks and a zero line; one band per
+// week on the x axis, the point in its middle
+function upliftChart(rows, width = 640, height = 180) {
+  const left = 48, bottom = 22, top = 24, right = 8, plotW = width - left - right, plotH = height - top - bottom;
+  const values = rows.flatMap((r) => [r.ci_low, r.ci_high, 0]).filter((v) => v !== null);
+  let lo = Math.min(...values), hi = Math.max(...values);
+  if (hi - lo < 0.02) { hi += 0.01; lo -= 0.01; }
+  const y = (v) => top + (hi - v) / (hi - lo) * plotH;
+  const band = plotW / Math.max(rows.length, 1);
+  const x = (i) => left + band * (i + 0.5);
+  const step = niceStep((hi - lo) / 4);
+  const ticks = [];
+  for (let v = Math.ceil(lo / step) * step; v <= hi + 1e-12; v += step) ticks.push(Math.abs(v) < 1e-12 ? 0 : v);
+  const digits = step * 100 < 1 ? 1 : 0;
+  const axis = [svg("line", { x1: left, x2: left, y1: top, y2: top + plotH, class: "axis" }),
+    ...ticks.flatMap((v) => [svg("line", { x1: left - 4, x2: left + plotW, y1: y(v), y2: y(v), class: v === 0 ? "zero" : "grid" }),
+      Object.assign(svg("text", { x: left - 6, y: y(v) + 4, "text-anchor": "end" }), { textContent: (v * 100).toFixed(digits) })]),
+    Object.assign(svg("text", { x: 0, y: 12, class: "axis-title" }), { textContent: t("outcomes.axis") })];
+  const marks = rows.flatMap((r, i) => [
+    Object.assign(svg("text", { x: x(i), y: height - 6, "text-anchor": "middle" }), { textContent: r.week }),
+    ...(r.uplift === null ? [] : [
+      svg("line", { x1: x(i), x2: x(i), y1: y(r.ci_low), y2: y(r.ci_high), class: "ci" }),
+      svg("line", { x1: x(i) - 6, x2: x(i) + 6, y1: y(r.ci_low), y2: y(r.ci_low), class: "ci" }),
+      svg("line", { x1: x(i) - 6, x2: x(i) + 6, y1: y(r.ci_high), y2: y(r.ci_high), class: "ci" }),
+      svg("circle", { cx: x(i), cy: y(r.uplift), r: 4, class: r.verdict === "positive" ? "pos" : r.verdict === "negative" ? "neg" : "flat",
+        title: `${r.week}: ${(r.uplift * 100).toFixed(1)} (${(r.ci_low * 100).toFixed(1)} … ${(r.ci_high * 100).toFixed(1)})` })])]);
+  return svg("svg", { viewBox: `0 0 ${width} ${height}`, class: "uplift", "data-testid": "uplift-chart" }, ...axis, ...marks);
+}
+
+function niceStep(raw) {
+  const p = 10 ** Math.floor(Math.log10(Math.max(raw, 1e-6)));
+  return [1, 2, 5, 10].map((m) => m * p).find((s) => s >= raw) || 10 * p;
 }
 
 function table(headers, rows, attrs = {}) {
@@ -323,6 +383,22 @@ async function showMember(id) {
           el("td", {}, d.as_of), el("td", {}, d.segment), el("td", {}, d.channel), el("td", {}, d.status), el("td", { class: "n" }, d.attempts))))))));
 }
 
+// live monitoring of the champion: its status, why, realized metrics beside the evaluation, the largest drifts
+function monitoringBlock(mon) {
+  if (!mon) return el("p", { class: "muted small" }, t("monitor.none"));
+  const realized = mon.checks.filter((c) => c.kind === "realized" && c.name.startsWith("auc@"));
+  const drift = mon.checks.filter((c) => c.kind !== "realized").sort((a, b) => (b.value || 0) - (a.value || 0)).slice(0, 4);
+  const fmt = (v) => (v === null || v === undefined ? "–" : Number(v).toFixed(3));
+  return el("div", { class: "monitor", "data-testid": "monitoring" },
+    el("div", { class: "row" }, el("h3", {}, t("monitor.title", { day: mon.as_of, v: mon.version })),
+      el("span", { class: `chip lvl-${mon.status}` }, t(`level.${mon.status}`))),
+    mon.reasons.length ? el("ul", { class: "reasons small" }, mon.reasons.map((r) => el("li", {}, r))) : null,
+    el("div", { class: "small muted" },
+      realized.length ? realized.map((c) => el("div", {}, t("monitor.auc", { day: c.name.slice(4), v: fmt(c.value), ref: fmt(c.reference) })))
+        : t("monitor.no_labels"),
+      el("div", {}, t("monitor.drift"), " ", drift.map((c) => `${c.name} ${fmt(c.value)}`).join(" · "))));
+}
+
 async function showModels() {
   const models = await api("/api/models");
   const cards = [];
@@ -343,9 +419,39 @@ async function showModels() {
           .catch(() => {});
       }
     }
-    cards.push(el("div", { class: "card" }, el("h2", {}, m.model), parts));
+    cards.push(el("div", { class: "card", "data-model": m.model }, el("h2", {}, m.model), monitoringBlock(m.monitoring), parts));
   }
   render(el("div", {}, el("h1", {}, t("models.title")), cards));
+}
+
+function outcomeNote(r) {
+  const pts = (v) => `${v >= 0 ? "+" : ""}${(v * 100).toFixed(1)}`;
+  const parts = [t(`verdict.${r.verdict}`)];
+  if (r.detectable_uplift !== null) parts.push(t("power.detect", { d: (r.detectable_uplift * 100).toFixed(1) }));
+  if (r.verdict === "unclear" && r.uplift) {
+    parts.push(r.holdout_needed ? t("power.needed", { n: num(r.holdout_needed), u: pts(r.uplift) }) : t("power.never", { u: pts(r.uplift) }));
+  }
+  return parts.join(";");
+}
+
+async function showOutcomes() {
+  const rows = await api("/api/outcomes");
+  const bySegment = {};
+  rows.forEach((r) => { (bySegment[r.segment] = bySegment[r.segment] || []).push(r); });
+  const signed = (v, d = 1) => (v === null || v === undefined ? "–" : `${v >= 0 ? "+" : ""}${d ? v.toFixed(d) : num(Math.round(v))}`);
+  const cards = Object.entries(bySegment).map(([name, weeks]) => el("div", { class: "card", "data-segment": name },
+    el("div", { class: "row" }, el("h2", {}, name), el("span", { class: "chip" }, weeks[0].channel),
+      el("span", { class: "muted small" }, t("outcomes.window", { outcome: t(`outcome.${weeks[0].outcome}`), days: weeks[0].outcome_days }))),
+    upliftChart(weeks),
+    table([t("col.week"), t("col.treated"), t("col.holdout"), t("col.rate_t"), t("col.rate_h"), t("col.uplift"),
+      t("col.orders1k"), t("col.revenue1k"), t("col.note")], weeks.map((r) => el("tr", { "data-week": r.week },
+      el("td", {}, r.week), el("td", { class: "n" }, num(r.treated)), el("td", { class: "n" }, num(r.holdout)),
+      el("td", { class: "n" }, pct(r.treated_rate)), el("td", { class: "n" }, pct(r.holdout_rate)),
+      el("td", { class: "n nowrap" }, r.uplift === null ? "–" : `${signed(r.uplift * 100)} (${signed(r.ci_low * 100)} … ${signed(r.ci_high * 100)})`),
+      el("td", { class: "n" }, signed(r.incremental_orders_per_1000, 0)), el("td", { class: "n" }, signed(r.incremental_revenue_per_1000, 0)),
+      el("td", { class: "small" }, outcomeNote(r)))), { "data-testid": "outcomes" })));
+  render(el("div", {}, el("h1", {}, t("outcomes.title")), el("p", { class: "muted" }, t("outcomes.help")),
+    cards.length ? cards : el("div", { class: "card" }, el("p", { class: "muted" }, t("outcomes.none")))));
 }
 
 async function showDeliveries() {
@@ -381,6 +487,7 @@ async function route() {
     else if (parts[0] === "members" && parts[1]) await showMember(parts[1]);
     else if (parts[0] === "models") await showModels();
     else if (parts[0] === "deliveries") await showDeliveries();
+    else if (parts[0] === "outcomes") await showOutcomes();
     else if (parts[0] === "audit") await showAudit();
     else await showSegments();
   } catch (err) {
