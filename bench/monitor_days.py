@@ -24,8 +24,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import duckdb
 
+from expectations.marts import gate_warehouse
 from memberflow.core.settings import Settings, apply_privacy_defaults
 from memberflow.core.vocab import MODELS
+from memberflow.transform import latest_landed_day
+from memberflow.warehouse import published_marker
 from ml.monitor import CALENDAR_FEATURES, monitor
 from ml.registry import NoChampionError
 from ml.score import score
@@ -63,6 +66,8 @@ def main() -> None:
     print(f"{len(days)} days: {dict(levels)}")
     if args.plant:
         day = days[-1]
+        if not published_marker(settings, "marts").exists():  # scoring needs gated marts
+            gate_warehouse(settings, latest_landed_day(settings))
         with duckdb.connect(str(settings.warehouse_path)) as con:
             con.execute(
                 f"update member_features set {args.plant} = {args.plant} * 100 where as_of_date = ?", [day]

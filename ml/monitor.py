@@ -5,11 +5,14 @@ For one model and one day:
 * **realized performance** of every scoring date whose label window has landed (``as_of + horizon`` on or
   before the last landed day): the scores ``member_scores`` holds for that date against the labels the
   training set would give it (``ml.datasets``), as AUC, Brier score and calibration error, beside the
-  version's own evaluation on its held-out cutoff;
+  version's own evaluation on its held-out cutoff. Members a message reached in the label window (or as
+  many days before it) are left out: a model predicts what members do on their own, and a campaign that
+  moves its targets would otherwise read as the model going wrong;
 * **drift** of the scoring population on the day against the population the version was evaluated on (its
   held-out cutoff): the population stability index (PSI) of every feature the version uses and of its
   calibrated score, over ten quantile bins of the reference (missing values a bin of their own, categories
-  one bin each).
+  one bin each). Training keeps that reference with the version (``reference.json``: bin edges and
+  shares, not rows); for a version trained before, monitoring computes it once and caches it.
 
 Levels: the score's PSI from 0.1 is a warning and from 0.25 critical (the usual reading: a moderate and a
 major shift); a feature's from 0.25 is a warning and from 1.0 critical (a unit changed, a channel's events
@@ -25,6 +28,7 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -87,29 +91,50 @@ class MonitorReport:
         return out
 
 
-def psi(reference: pd.Series, current: pd.Series, bins: int = 10) -> float:
-    """Population stability index of ``current`` against ``reference``: sum over bins of
-    (cur% − ref%) · ln(cur% / ref%), with bins at the reference's deciles (categories: one bin each; missing
-    values: a bin of their own). Empty bins count as 0.01 % so the log stays finite."""
-    if isinstance(reference.dtype, pd.CategoricalDtype) or reference.dtype == object:
-        ref = reference.astype("object").fillna("<missing>").value_counts(normalize=True)
-        cur = current.astype("object").fillna("<missing>").value_counts(normalize=True)
+def profile_of(values: pd.Series, bins: int = 10) -> dict:
+    """A distribution kept for later comparison: for numbers, the reference's decile edges and the share of
+    rows in each bin (missing values a bin of their own); for categories, the share of each."""
+    if isinstance(values.dtype, pd.CategoricalDtype) or values.dtype == object:
+        return {"shares": _shares(values, None)}
+    x = pd.to_numeric(values, errors="coerce").to_numpy(dtype="float64")
+    finite = x[np.isfinite(x)]
+    edges = np.unique(np.quantile(finite, np.linspace(0, 1, bins + 1)[1:-1])).tolist() if len(finite) else []
+    return {"edges": edges, "shares": _shares(values, edges)}
+
+
+def _shares(values: pd.Series, edges: list[float] | None) -> dict[str, float]:
+    if edges is None:
+        labels = values.astype("object").fillna("<missing>").astype(str)
     else:
-        r = pd.to_numeric(reference, errors="coerce").to_numpy(dtype="float64")
-        c = pd.to_numeric(current, errors="coerce").to_numpy(dtype="float64")
-        edges = (
-            np.unique(np.nanquantile(r, np.linspace(0, 1, bins + 1)[1:-1])) if np.isfinite(r).any() else []
-        )
+        x = pd.to_numeric(values, errors="coerce").to_numpy(dtype="float64")
+        labels = pd.Series(np.where(np.isnan(x), -1, np.searchsorted(edges, x, side="right"))).astype(str)
+    return {str(k): float(v) for k, v in labels.value_counts(normalize=True).items()}
 
-        def shares(x: np.ndarray) -> pd.Series:
-            labels = np.where(np.isnan(x), -1, np.searchsorted(edges, x, side="right"))
-            return pd.Series(labels).value_counts(normalize=True)
 
-        ref, cur = shares(r), shares(c)
-    keys = ref.index.union(cur.index)
-    p = ref.reindex(keys, fill_value=0).to_numpy().clip(1e-4)
-    q = cur.reindex(keys, fill_value=0).to_numpy().clip(1e-4)
+def psi_against(profile: dict, current: pd.Series) -> float:
+    """Population stability index of ``current`` against a kept ``profile``: the sum over bins of
+    (cur% − ref%) · ln(cur% / ref%). Empty bins count as 0.01 % so the log stays finite."""
+    ref = profile["shares"]
+    cur = _shares(current, profile.get("edges"))
+    keys = sorted(set(ref) | set(cur))
+    p = np.array([ref.get(k, 0.0) for k in keys]).clip(1e-4)
+    q = np.array([cur.get(k, 0.0) for k in keys]).clip(1e-4)
     return float(np.sum((q - p) * np.log(q / p)))
+
+
+def psi(reference: pd.Series, current: pd.Series, bins: int = 10) -> float:
+    """PSI of ``current`` against ``reference`` over ten quantile bins of the reference."""
+    return psi_against(profile_of(reference, bins), current)
+
+
+def reference_profile(frame: pd.DataFrame, features: list[str], probabilities: np.ndarray) -> dict:
+    """What monitoring compares later days with, kept by training beside the model (``reference.json``): the
+    held-out cutoff's population, each feature and the calibrated score."""
+    return {
+        "rows": len(frame),
+        "features": {f: profile_of(frame[f]) for f in features},
+        "score": profile_of(pd.Series(np.asarray(probabilities, dtype="float64"))),
+    }
 
 
 def _psi_level(value: float, rows: int, warning: float, critical: float) -> str:
@@ -135,10 +160,21 @@ def realized(con, model: str, horizon: int, last_day: date, since: date | None =
         [model, horizon, last_day, since, since],
     ).fetchall()
     out = []
+    tables = {r[0] for r in con.execute("select table_name from information_schema.tables").fetchall()}
     for day, version in dates:
         labelled = population_frame(con, model, [day], horizon)[["member_id", "label"]]
+        # members a message reached in the label window, or in as many days before it, are left out: the
+        # outreach, not the model's population, decided what they did (the uplift report measures that)
+        reached = (
+            "and member_id not in (select member_id from delivery_ledger where status = 'sent' "
+            "and as_of between $day - $h and $day + $h)"
+            if "delivery_ledger" in tables
+            else ""
+        )
         scores = con.execute(
-            "select member_id, probability from member_scores where model = ? and as_of = ?", [model, day]
+            "select member_id, probability from member_scores "
+            f"where model = $model and as_of = $day {reached}",
+            {"model": model, "day": day, **({"h": horizon} if reached else {})},
         ).df()
         both = labelled.merge(scores, on="member_id", how="inner")
         if both.empty or both["label"].nunique() < 2:
@@ -153,11 +189,16 @@ def monitor(settings: Settings, model: str, as_of: date, since: date | None = No
     warehouse table ``model_monitoring`` (one row per check), replacing the model's rows of that day."""
     loaded = load(settings, model, CHAMPION)
     holdout, evaluation = _run_params(settings, loaded)
-    ensure_features(settings, [holdout, as_of])
+    profile = _kept_profile(settings, loaded)
+    ensure_features(settings, [as_of] if profile else [holdout, as_of])
     checks: list[Check] = []
     with read_warehouse(settings) as con:
         ((last_day,),) = con.execute("select max(activity_date) from fct_member_daily_engagement").fetchall()
-        reference = population_frame(con, model, [holdout])
+        if profile is None:  # a version trained before profiles were kept: its held-out population now
+            reference = population_frame(con, model, [holdout])
+            if len(reference):
+                profile = reference_profile(reference, loaded.features, _score(loaded, reference))
+                _cache_path(settings, loaded).write_text(json.dumps(profile))
         current = population_frame(con, model, [as_of])
         scored = con.execute(
             "select probability from member_scores where model = ? and as_of = ?", [model, as_of]
@@ -185,9 +226,11 @@ def monitor(settings: Settings, model: str, as_of: date, since: date | None = No
                 )
             )
     # drift of the day's population against the version's held-out population
-    if len(current):
+    if profile is None:
+        checks.append(Check("feature_drift", "no reference population", None, None, 0, "warning"))
+    elif len(current):
         for feature in loaded.features:
-            value = psi(reference[feature], current[feature])
+            value = psi_against(profile["features"][feature], current[feature])
             level = (
                 "ok"
                 if feature in CALENDAR_FEATURES
@@ -195,18 +238,9 @@ def monitor(settings: Settings, model: str, as_of: date, since: date | None = No
             )
             checks.append(Check("feature_drift", feature, value, 0.0, len(current), level))
         if len(scored):
-            ref_scores = pd.Series(_score(loaded, reference))
-            value = psi(ref_scores, scored["probability"])
-            checks.append(
-                Check(
-                    "score_drift",
-                    "probability",
-                    value,
-                    0.0,
-                    len(scored),
-                    _psi_level(value, len(scored), SCORE_PSI_WARNING, SCORE_PSI_CRITICAL),
-                )
-            )
+            value = psi_against(profile["score"], scored["probability"])
+            level = _psi_level(value, len(scored), SCORE_PSI_WARNING, SCORE_PSI_CRITICAL)
+            checks.append(Check("score_drift", "probability", value, 0.0, len(scored), level))
     status = max((c.level for c in checks), key=LEVELS.index, default="ok")
     reasons = [
         f"{c.kind} {c.name}: {c.value:.3f}"
@@ -219,6 +253,33 @@ def monitor(settings: Settings, model: str, as_of: date, since: date | None = No
     report = MonitorReport(model, as_of, loaded.ref.version, status, checks, reasons)
     _write(settings, report)
     return report
+
+
+PROFILE_ARTIFACT = "reference.json"
+DAY_FILES = "[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9].json"  # one result per checked day
+
+
+def _kept_profile(settings: Settings, loaded: LoadedModel) -> dict | None:
+    """The reference profile training kept with the version, or the one monitoring computed for a version
+    trained before profiles were kept (member_features drops old dates: it is computed once and cached)."""
+    import tempfile
+
+    cached = _cache_path(settings, loaded)
+    if cached.exists():
+        return json.loads(cached.read_text())
+    client = connect(settings)
+    if PROFILE_ARTIFACT not in {a.path for a in client.list_artifacts(loaded.ref.run_id)}:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        return json.loads(
+            Path(client.download_artifacts(loaded.ref.run_id, PROFILE_ARTIFACT, tmp)).read_text()
+        )
+
+
+def _cache_path(settings: Settings, loaded: LoadedModel) -> Path:
+    folder = settings.quality_dir / "monitoring" / loaded.ref.model
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"reference-v{loaded.ref.version}.json"
 
 
 def _evaluation_of(settings: Settings, model: str, row: dict) -> dict[str, float]:
@@ -296,7 +357,7 @@ def paused_models(settings: Settings, as_of: date, lookback_days: int = 7) -> di
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
         recent = sorted(
             f
-            for f in folder.glob("*.json")
+            for f in folder.glob(DAY_FILES)
             if as_of - timedelta(days=lookback_days) <= date.fromisoformat(f.stem) <= as_of
         )
         if not recent:
@@ -316,5 +377,5 @@ def paused_models(settings: Settings, as_of: date, lookback_days: int = 7) -> di
 def latest_report(settings: Settings, model: str) -> dict | None:
     """The newest monitoring result of ``model`` as written by ``monitor`` (None: never monitored)."""
     folder = settings.quality_dir / "monitoring" / model
-    found = sorted(folder.glob("*.json")) if folder.exists() else []
+    found = sorted(folder.glob(DAY_FILES)) if folder.exists() else []
     return json.loads(found[-1].read_text()) if found else None

@@ -24,6 +24,7 @@ from ml.baselines import bgnbd_baseline, recency_baseline
 from ml.config import ModelSpec, model_spec
 from ml.datasets import TrainingSet, build_training_set
 from ml.evaluate import Calibration, fit_calibration, metrics, plot_all
+from ml.monitor import PROFILE_ARTIFACT, reference_profile
 from ml.registry import (
     CHALLENGER,
     CHAMPION,
@@ -351,6 +352,10 @@ def register(settings: Settings, evaluation: Evaluation) -> TrainResult:
             "comparisons": decision.comparisons,
         }
         (folder / "promotion.json").write_text(json.dumps(promotion, indent=2))
+        # what live monitoring compares later scoring days with (ml.monitor): the held-out population
+        holdout = evaluation.training_set.holdout_frame
+        profile = reference_profile(holdout, fitted.features, fitted.probability(holdout))
+        (folder / PROFILE_ARTIFACT).write_text(json.dumps(profile))
         run_id = _log_run(settings, evaluation, "train", folder)
     try:
         example = evaluation.test[fitted.features].head(200).copy()
