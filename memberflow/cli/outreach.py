@@ -74,7 +74,9 @@ def _segments_table(title: str, summary: dict) -> Table:
             f"{s['send']:,}",
             f"{s['holdout']:,}",
             f"{s['already_sent']:,}",
-            ", ".join(f"{r} {n:,}" for r, n in sorted(s["suppressed"].items())) or "-",
+            f"paused: {escape(s['paused'])}"
+            if "paused" in s
+            else ", ".join(f"{r} {n:,}" for r, n in sorted(s["suppressed"].items())) or "-",
         )
     return table
 
