@@ -37,7 +37,7 @@ from memberflow.core.settings import Settings
 from memberflow.warehouse import read_warehouse, replace_rows
 from ml.datasets import ensure_features, population_frame
 from ml.evaluate import Calibration, metrics
-from ml.registry import CHAMPION, LoadedModel, connect, load, load_version
+from ml.registry import CHAMPION, LoadedModel, alias_version, connect, load, registered_name
 
 # The score: 0.1 a moderate, 0.25 a major shift (the usual reading of a PSI). A feature moves more than the
 # score it feeds (a growing business changes its channel mix): a major shift is a warning, and a PSI of 1
@@ -146,9 +146,15 @@ def _psi_level(value: float, rows: int, warning: float, critical: float) -> str:
 def _run_params(settings: Settings, loaded: LoadedModel) -> tuple[date, dict[str, float]]:
     """The version's held-out cutoff and its evaluation metrics (``model.*`` of its training run)."""
     run = connect(settings).get_run(loaded.ref.run_id)
-    holdout = date.fromisoformat(run.data.params["holdout_cutoff"])
-    evaluation = {k.split(".", 1)[1]: v for k, v in run.data.metrics.items() if k.startswith("model.")}
-    return holdout, evaluation
+    return date.fromisoformat(run.data.params["holdout_cutoff"]), _metrics_of(run)
+
+
+def _evaluation(settings: Settings, run_id: str) -> dict[str, float]:
+    return _metrics_of(connect(settings).get_run(run_id))
+
+
+def _metrics_of(run) -> dict[str, float]:
+    return {k.split(".", 1)[1]: v for k, v in run.data.metrics.items() if k.startswith("model.")}
 
 
 def realized(con, model: str, horizon: int, last_day: date, since: date | None = None) -> list[dict]:
@@ -242,17 +248,23 @@ def monitor(settings: Settings, model: str, as_of: date, since: date | None = No
             level = _psi_level(value, len(scored), SCORE_PSI_WARNING, SCORE_PSI_CRITICAL)
             checks.append(Check("score_drift", "probability", value, 0.0, len(scored), level))
     status = max((c.level for c in checks), key=LEVELS.index, default="ok")
-    reasons = [
-        f"{c.kind} {c.name}: {c.value:.3f}"
-        + (f" (evaluation {c.reference:.3f})" if c.kind == "realized" else "")
-        for c in sorted(checks, key=lambda c: -LEVELS.index(c.level))
-        if c.level != "ok"
-    ]
+    reasons = [_reason(c) for c in sorted(checks, key=lambda c: -LEVELS.index(c.level)) if c.level != "ok"]
     if status == "critical":
         reasons.append(f"retrain: `memberflow train --model {model}`; its segments are paused until then")
     report = MonitorReport(model, as_of, loaded.ref.version, status, checks, reasons)
     _write(settings, report)
     return report
+
+
+def _reason(check: Check) -> str:
+    """One line on a check that raised a level (a check without a value, such as a missing reference, by
+    its name alone)."""
+    text = f"{check.kind} {check.name}"
+    if check.value is not None:
+        text += f": {check.value:.3f}"
+    if check.kind == "realized" and check.reference is not None:
+        text += f" (evaluation {check.reference:.3f})"
+    return text
 
 
 PROFILE_ARTIFACT = "reference.json"
@@ -283,12 +295,15 @@ def _cache_path(settings: Settings, loaded: LoadedModel) -> Path:
 
 
 def _evaluation_of(settings: Settings, model: str, row: dict) -> dict[str, float]:
-    """The evaluation of the version that scored a past date (when it is not today's champion)."""
+    """The evaluation of the version that scored a past date (when it is not today's champion); empty when
+    that version is gone from the registry (no reference, so no level)."""
+    from mlflow.exceptions import MlflowException
+
     try:
-        _, evaluation = _run_params(settings, load_version(settings, model, row["version"]))
-        return evaluation
-    except Exception:  # a version deleted from the registry: no reference, no level
+        run_id = connect(settings).get_model_version(registered_name(model), row["version"]).run_id
+    except MlflowException:
         return {}
+    return _evaluation(settings, run_id)
 
 
 def _score(loaded: LoadedModel, frame: pd.DataFrame) -> np.ndarray:
@@ -365,11 +380,8 @@ def paused_models(settings: Settings, as_of: date, lookback_days: int = 7) -> di
         latest = json.loads(recent[-1].read_text())
         if latest["status"] != "critical":
             continue
-        try:
-            champion = load(settings, folder.name, CHAMPION).ref.version
-        except Exception:
-            continue
-        if champion == latest["version"]:
+        champion = alias_version(settings, folder.name, CHAMPION)
+        if champion is not None and champion.version == latest["version"]:
             out[folder.name] = "; ".join(latest["reasons"][:3])
     return out
 

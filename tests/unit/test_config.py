@@ -205,3 +205,15 @@ def test_the_outcomes_mart_and_suppression_agree_on_who_is_in_neither_arm():
 
     project = yaml.safe_load(DBT_PROJECT_FILE.read_text())
     assert project["vars"]["suppressed_before_holdout"] == list(BEFORE_HOLDOUT)
+
+
+def test_a_monitoring_check_without_a_value_still_gives_a_reason():
+    """A version whose reference population is gone raises a warning with no PSI to print."""
+    from ml.monitor import Check, _reason
+
+    assert _reason(Check("feature_drift", "no reference population", None, None, 0, "warning")) == (
+        "feature_drift no reference population"
+    )
+    assert _reason(Check("realized", "auc@2026-02-15", 0.7, 0.8, 500, "critical")) == (
+        "realized auc@2026-02-15: 0.700 (evaluation 0.800)"
+    )
