@@ -271,20 +271,17 @@ def models_monitor(
 
     from memberflow.core.vocab import MODELS
     from ml.monitor import monitor
-    from ml.registry import NoChampionError
+    from ml.registry import CHAMPION, alias_version
 
     settings = _settings()
     day = _parse_date(as_of)
-    names = [_model_name(model)] if model else list(MODELS)
-    reports = []
-    for name in names:
-        try:
-            reports.append(_ml_errors(lambda name=name: monitor(settings, name, day)))
-        except typer.Exit:
-            if model:
-                raise
-        except NoChampionError:
-            continue
+    # every model: those with a champion; a model named: that one, or the error saying it has none
+    names = (
+        [_model_name(model)]
+        if model
+        else [m for m in MODELS if _ml_errors(lambda m=m: alias_version(settings, m, CHAMPION))]
+    )
+    reports = [_ml_errors(lambda name=name: monitor(settings, name, day)) for name in names]
     if as_json:
         print(json.dumps([r.to_dict() for r in reports], ensure_ascii=False, indent=1, default=str))
     else:
