@@ -421,7 +421,7 @@ class World:
 
     # --- the truth of an uplift report's units -------------------------------------------------------------
     def true_outcomes(self, settings: Settings, units: pl.DataFrame) -> pl.DataFrame:
-        """Both potential outcomes of each unit (member_id, segment, start, window_days, outcome).
+        """Both potential outcomes of each unit (member_id, segment, as_of, outcome_days, outcome).
 
         ``y0``: the outcome in [start, start + window) had the segment's message never reached the member
         (the generated history, plus reactions to other messages); ``y1``: had it been sent (``y0``, or a
@@ -440,7 +440,7 @@ class World:
         checkin_days = self._checkin_days(truth)
         y0, y1 = [], []
         for member, segment, start, window, outcome in units.select(
-            "member_id", "segment", "start", "window_days", "outcome"
+            "member_id", "segment", "as_of", "outcome_days", "outcome"
         ).iter_rows():
             person = persons.get(member)
             end = start + timedelta(days=window)

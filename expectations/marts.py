@@ -36,7 +36,7 @@ from memberflow.core.vocab import ACQUISITION_CHANNELS, ID_TYPES, MODELS, TAG_VA
 from memberflow.outreach.run import paused_segments
 from memberflow.outreach.suppression import BEFORE_HOLDOUT, REASONS, STATUSES
 from memberflow.segments import load_segments, member_profiles, rule_expr, score_pool_expr
-from memberflow.warehouse import clear_published, open_warehouse, publish
+from memberflow.warehouse import clear_published, open_warehouse, publish, table_names
 from ml.datasets import POPULATIONS
 
 
@@ -293,7 +293,7 @@ def _scores_suite(model: str) -> SuiteBuilder:
     def build(ctx: SuiteContext):
         e = _expectations()
         suite = ctx.suite(f"member_scores.{model}", ("member_id",))
-        tables = {r[0] for r in ctx.con.sql("select table_name from information_schema.tables").fetchall()}
+        tables = table_names(ctx.con)
         scored = 0
         if "member_scores" in tables:
             scored = ctx.con.execute(
@@ -367,7 +367,7 @@ def segment_memberships_suite(ctx: SuiteContext):
     opted out is sent, and the segments together do not reach an implausible share of the members."""
     e = _expectations()
     suite = ctx.suite("segment_memberships", ("member_id",))
-    tables = {r[0] for r in ctx.con.sql("select table_name from information_schema.tables").fetchall()}
+    tables = table_names(ctx.con)
     if "segment_memberships" not in tables:
         suite.note(f"no segment plan for {ctx.day} (run `memberflow deliver` or the deliver_segments DAG)")
         return suite, pd.DataFrame()
@@ -486,7 +486,7 @@ def segment_outcomes_suite(ctx: SuiteContext):
         "segment_outcomes",
         ("segment", "model", "members", "segment_mean", "turned_away_mean", "size", "recent_median"),
     )
-    tables = {r[0] for r in ctx.con.sql("select table_name from information_schema.tables").fetchall()}
+    tables = table_names(ctx.con)
     if "segment_memberships" not in tables:
         suite.note(f"no segment plan for {ctx.day} (run `memberflow deliver` or the deliver_segments DAG)")
         return suite, pd.DataFrame()

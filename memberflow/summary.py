@@ -10,6 +10,7 @@ import duckdb
 
 from memberflow.core.contracts import CONTRACTS
 from memberflow.core.settings import Settings
+from memberflow.warehouse import table_names
 
 
 @dataclass
@@ -79,7 +80,7 @@ def warehouse_counts(settings: Settings) -> dict[str, int]:
     """Row counts of the published marts (read-only connection)."""
     counts = {}
     with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
-        existing = {row[0] for row in con.sql("select table_name from information_schema.tables").fetchall()}
+        existing = table_names(con)
         for name in WAREHOUSE_TABLES:
             if name in existing:
                 counts[name] = con.table(name).aggregate("count(*)").fetchall()[0][0]

@@ -87,6 +87,11 @@ def warehouse_lock(settings: Settings, shared: bool = False, timeout: float | No
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def table_names(con) -> set[str]:
+    """The tables and views of a warehouse connection."""
+    return {row[0] for row in con.execute("select table_name from information_schema.tables").fetchall()}
+
+
 @contextlib.contextmanager
 def open_warehouse(settings: Settings, read_only: bool = True) -> Iterator[duckdb.DuckDBPyConnection]:
     """A DuckDB connection to the warehouse, taken under the single-writer lock (so no build is mid-write)."""

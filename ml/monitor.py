@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from memberflow.core.settings import Settings
-from memberflow.warehouse import read_warehouse, replace_rows
+from memberflow.warehouse import read_warehouse, replace_rows, table_names
 from ml.datasets import ensure_features, population_frame
 from ml.evaluate import Calibration, metrics
 from ml.registry import CHAMPION, LoadedModel, alias_version, connect, load, registered_name
@@ -166,7 +166,7 @@ def realized(con, model: str, horizon: int, last_day: date, since: date | None =
         [model, horizon, last_day, since, since],
     ).fetchall()
     out = []
-    tables = {r[0] for r in con.execute("select table_name from information_schema.tables").fetchall()}
+    tables = table_names(con)
     for day, version in dates:
         labelled = population_frame(con, model, [day], horizon)[["member_id", "label"]]
         # members a message reached in the label window, or in as many days before it, are left out: the

@@ -27,7 +27,7 @@ from memberflow.core.phones import normalize_phone, normalize_token, phone_token
 from memberflow.core.settings import Settings
 from memberflow.core.vault import partition_files
 from memberflow.core.vocab import MODELS
-from memberflow.warehouse import WarehouseBusy, warehouse_lock
+from memberflow.warehouse import WarehouseBusy, table_names, warehouse_lock
 
 TREND_DAYS = 30
 BUSY_WAIT_SECONDS = 5.0
@@ -106,7 +106,7 @@ class Reader:
     # --- helpers -----------------------------------------------------------------------------------------
     @staticmethod
     def _tables(con) -> set[str]:
-        return {r[0] for r in con.execute("select table_name from information_schema.tables").fetchall()}
+        return table_names(con)
 
     def dates(self, con) -> list[date]:
         """Dates that have segment memberships, newest first."""

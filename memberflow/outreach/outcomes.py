@@ -6,7 +6,8 @@ to Sunday, China dates): members decided again on later days of the week are cou
 first day. Only units whose window has fully landed by the report's date count. The treated arm is every
 eligible member not held out (intent to treat: members held back by a cap or cooldown stay in it, so the
 comparison is as random as the holdout hash); members suppressed before the holdout was drawn (opted out,
-no consent, no address) are in neither arm.
+no consent, no address) are in neither arm, nor are decided members whose identifiers have all gone since
+(``member_current`` false: no one's outcomes can be counted for them).
 
 Per segment, channel and week: response rate of each arm, absolute uplift (treated minus holdout) with a
 95 % interval (Newcombe's hybrid score interval, good for small arms and rates near 0), incremental orders
@@ -25,10 +26,17 @@ import polars as pl
 from statsmodels.stats.proportion import confint_proportions_2indep
 
 from memberflow.core.settings import Settings
-from memberflow.warehouse import read_warehouse
+from memberflow.warehouse import read_warehouse, table_names
 
 MIN_ARM = 20  # fewer members in an arm: no interval (Newcombe's loses its level with a handful)
 ALPHA, POWER = 0.05, 0.8  # the power note: a two-sided 5 % test that finds a true uplift 4 times in 5
+
+
+# What the report and the uplift learner read of each compared unit.
+UNIT_COLUMNS = (
+    *("as_of", "segment", "channel", "decided_member_id", "member_id", "arm", "sent", "outcome"),
+    *("outcome_days", "orders", "spend_cny", "checkins", "opted_out", "responded"),
+)
 
 
 class NoOutcomesError(RuntimeError):
@@ -74,28 +82,28 @@ def outcomes_report(settings: Settings, as_of: date) -> list[UpliftRow]:
 def units(con, as_of: date) -> pl.DataFrame:
     """The compared units: each member's first eligible decision per segment and week whose outcome
     window has landed by ``as_of``."""
-    tables = {r[0] for r in con.execute("select table_name from information_schema.tables").fetchall()}
+    tables = table_names(con)
     if "segment_outcomes" not in tables:
         raise NoOutcomesError(
             "the warehouse has no segment_outcomes: run `memberflow build` (outcomes are built from the "
             "deliveries' segment memberships)"
         )
-    frame = con.sql(
-        """
-        select * from segment_outcomes
-        where arm in ('treated', 'holdout') and window_complete and window_end <= ? + 1
+    columns = ", ".join(UNIT_COLUMNS)
+    # the first decision of each member in a segment and week; in SQL, so that a year of decisions at a
+    # million members (hundreds of millions of rows) is never held in memory, only its units
+    return con.sql(
+        f"""
+        select {columns}, cast(date_trunc('week', as_of) as date) as week
+        from segment_outcomes
+        where arm in ('treated', 'holdout') and window_complete and window_end <= $as_of + 1
+            and member_current
+        qualify row_number() over (
+            partition by segment, date_trunc('week', as_of), member_id order by as_of, decided_member_id
+        ) = 1
+        order by segment, week, as_of, member_id
         """,
-        params=[as_of],
+        params={"as_of": as_of},
     ).pl()
-    if frame.is_empty():
-        return frame.with_columns(week=pl.lit(None, pl.Date), start=pl.lit(None, pl.Date))
-    frame = frame.with_columns(week=pl.col("as_of") - pl.duration(days=pl.col("as_of").dt.weekday() - 1))
-    return (
-        frame.sort("as_of")
-        .unique(["segment", "week", "member_id"], keep="first", maintain_order=True)
-        .with_columns(start=pl.col("as_of"), window_days=pl.col("outcome_days"))
-        .sort("segment", "week", "as_of", "member_id")
-    )
 
 
 def report(con, as_of: date) -> list[UpliftRow]:

@@ -4,8 +4,10 @@
 -- counts for a decision when it is placed (China-local order date) within
 -- [as_of, as_of + outcome_days) by the member the decision named, followed through later merges to
 -- today's member id (or, for a member whose identifiers all left it in a split, to the member they went
--- to); cancelled and refunded orders do not count. Every decision whose window covers the
--- order gets it (last touch is the uplift report's business: it compares sent with held out).
+-- to); cancelled and refunded orders do not count. Every decision whose window covers the order gets it
+-- (last touch is the uplift report's business: it compares sent with held out). A decided member whose
+-- identifiers have all gone since (the record that evidenced them was corrected, with no merge or split
+-- to follow) keeps its decided id, with member_current false: nobody's outcomes can be counted for it.
 -- `arm`: holdout (kept out on purpose), ineligible (suppressed before the holdout was drawn: opted out, no
 -- consent or address; in neither arm), treated (everyone else: intent to treat, sent or held back by a
 -- cap); `sent`: the delivery ledger recorded the message as sent.
@@ -169,6 +171,7 @@ final as (
         resolved.segment,
         resolved.member_id as decided_member_id,
         resolved.outcome_member_id as member_id,
+        current_members.current_member_id is not null as member_current,
         resolved.channel,
         resolved.message,
         resolved.status,
@@ -196,6 +199,8 @@ final as (
         end as responded
     from resolved
     cross join observed
+    left join (select member_id as current_member_id from members) as current_members
+        on resolved.outcome_member_id = current_members.current_member_id
     left join order_outcomes using (segment, as_of, member_id)
     left join checkin_outcomes using (segment, as_of, member_id)
     left join opt_outs using (segment, as_of, member_id)
