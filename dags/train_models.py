@@ -10,6 +10,10 @@ Every run is tracked in MLflow (parameters, metrics, ROC / PR / calibration / ga
 manifest) and registered as `challenger`; it becomes `champion` only if it beats the baselines and the
 champion by the margins in `ml/models.yml`. Not being promoted is a normal outcome, not a failure. A model
 that cannot be trained (too little history, an empty population) fails its own task only.
+
+Then each segment that says `rank_by_uplift: true` gets its uplift model trained on its holdout history and
+backtested against its own `rank_by` (`memberflow models uplift`); a segment without enough history yet is
+reported, not failed.
 """
 
 from __future__ import annotations
@@ -50,6 +54,43 @@ def train(model: str) -> dict:
     }
 
 
+@task(trigger_rule="all_done")  # a model that could not be trained does not hold it up
+def train_uplift() -> dict:
+    """The uplift models of the segments that rank by uplift, on the outcomes matured by the last landed
+    day: segment -> version and whether it was promoted, or what history it still needs."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from memberflow.core.settings import apply_privacy_defaults, get_settings
+    from memberflow.outreach.outcomes import NoOutcomesError
+    from memberflow.outreach.uplift import UpliftError
+    from memberflow.outreach.uplift import train_uplift as train_segment
+    from memberflow.segments import load_segments
+    from memberflow.transform import latest_landed_day
+    from memberflow.warehouse import NotPublishedError
+
+    apply_privacy_defaults()
+    settings = get_settings()
+    day = latest_landed_day(settings)
+    if day is None:
+        raise AirflowFailException("nothing has landed yet: run extract_channels and transform_members first")
+    out: dict[str, dict] = {}
+    for segment in load_segments():
+        if not segment.rank_by_uplift:
+            continue
+        try:
+            result = train_segment(settings, segment, day)
+            out[segment.name] = {
+                "version": result.version,
+                "promoted": result.champion,
+                "reason": result.backtest.reason,
+            }
+        except (UpliftError, NoOutcomesError) as exc:
+            out[segment.name] = {"version": None, "promoted": False, "reason": str(exc)}
+        except NotPublishedError as exc:
+            raise AirflowFailException(str(exc)) from exc
+    return out
+
+
 @dag(
     dag_id="train_models",
     schedule="0 4 * * 1",  # Mondays 04:00 China time, after the night's transform
@@ -68,8 +109,9 @@ def train(model: str) -> dict:
     doc_md=__doc__,
 )
 def train_models() -> None:
-    for model in MODELS:
-        train.override(task_id=f"train_{model}")(model)
+    models = [train.override(task_id=f"train_{model}")(model) for model in MODELS]
+    # the uplift backtest compares with rankings by the models' scores of past days, not with the new models
+    models[-1] >> train_uplift()
 
 
 train_models()

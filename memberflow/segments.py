@@ -30,6 +30,7 @@ from memberflow.core.vocab import (
     OUTREACH_CHANNELS,
     TAG_VALUES,
 )
+from memberflow.warehouse import table_names
 
 DEFAULT_SEGMENTS = Path(__file__).with_name("segments.yml")
 CHANNELS = OUTREACH_CHANNELS
@@ -147,6 +148,9 @@ class Segment(BaseModel):
     holdout: float = Field(ge=0.0, le=0.5)
     health_based: bool = False
     rank_by: str | None = None
+    # rank by the segment's uplift model (memberflow.outreach.uplift) once one beat rank_by in a backtest
+    # on the segment's holdout history and was promoted; rank_by until then
+    rank_by_uplift: bool = False
     # marketing (the default) counts against the marketing caps; service is a message the member's own
     # programme implies (a check-in reminder in a group they joined): its own caps, and only while
     # ``programme`` (a field such as in_checkin_group) is true for the member
@@ -448,7 +452,7 @@ class ProfilesError(RuntimeError):
 
 def member_profiles(con, as_of: date) -> pl.DataFrame:
     """One row per member on ``as_of``: features, tags, scores, consent on record and addresses."""
-    has = {r[0] for r in con.execute("select table_name from information_schema.tables").fetchall()}
+    has = table_names(con)
     if "member_scores" not in has:
         raise ProfilesError("no member_scores in the warehouse: run `memberflow score` first")
     n = con.execute("select count(*) from member_features where as_of_date = ?", [as_of]).fetchall()[0][0]

@@ -185,6 +185,7 @@ class SegmentSummary(BaseModel):
     holdout_share: float | None = None
     health_based: bool = False
     rank_by: str | None = None
+    rank_by_uplift: bool = False  # the cap ranks by the segment's uplift model once one is promoted
     rules: dict[str, Any] = Field(default_factory=dict)
     size: int = 0
     send: int = 0
@@ -611,6 +612,7 @@ def _summary(name: str, definition, counts: dict | None, trend: list[dict]) -> S
             "holdout_share": definition.holdout,
             "health_based": definition.uses_health_data,
             "rank_by": definition.rank_by,
+            "rank_by_uplift": definition.rank_by_uplift,
             "direction": definition.direction,
             "rules": {
                 k: v.model_dump(exclude_none=True, by_alias=True) if hasattr(v, "model_dump") else v

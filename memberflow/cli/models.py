@@ -308,3 +308,54 @@ def models_monitor(
             for reason in report.reasons:
                 console.print(f"  {escape(reason)}")
     raise typer.Exit(1 if any(r.status == "critical" for r in reports) else 0)
+
+
+@models_app.command("uplift")
+def models_uplift(
+    as_of: Annotated[str, typer.Option(help="Outcomes matured by this day are used (YYYY-MM-DD).")],
+    segment: Annotated[
+        str | None,
+        typer.Option(help="One segment (default: every segment that says rank_by_uplift: true)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="The backtests as JSON.")] = False,
+) -> None:
+    """Train each segment's uplift model on its holdout history and backtest it against the segment's own
+    rank_by on the newest two weeks; promote it (the segment then ranks by predicted uplift under its daily
+    cap) only when it wins in at least 90 % of bootstrap resamples. A segment without enough history is
+    reported with what it needs. Exit 1 when a segment named with --segment cannot be trained."""
+    import json
+
+    from memberflow.outreach.outcomes import NoOutcomesError
+    from memberflow.outreach.uplift import UpliftError, train_uplift
+    from memberflow.segments import SegmentConfigError, load_segments
+
+    settings = _settings()
+    day = _parse_date(as_of)
+    try:
+        library = load_segments()
+    except SegmentConfigError as exc:
+        err.print(f"[red]{escape(str(exc))}[/red]", soft_wrap=True)
+        raise typer.Exit(2) from exc
+    by_name = {s.name: s for s in library}
+    if segment is not None and segment not in by_name:
+        err.print(f"[red]unknown segment '{segment}'; known: {', '.join(by_name)}[/red]")
+        raise typer.Exit(2)
+    chosen = [by_name[segment]] if segment else [s for s in library if s.rank_by_uplift]
+    if not chosen:
+        err.print("[red]no segment says rank_by_uplift: true; name one with --segment[/red]")
+        raise typer.Exit(2)
+    results, refused = [], {}
+    for seg in chosen:
+        try:
+            results.append(_ml_errors(lambda seg=seg: train_uplift(settings, seg, day)).to_dict())
+        except (UpliftError, NoOutcomesError) as exc:
+            refused[seg.name] = str(exc)
+    if as_json:
+        print(json.dumps({"trained": results, "not_enough_history": refused}, ensure_ascii=False, indent=1))
+    else:
+        for r in results:
+            verdict = "promoted to champion" if r["champion"] else "not promoted"
+            console.print(f"{r['segment']}: uplift model v{r['version']} {verdict}: {escape(r['reason'])}")
+        for name, why in refused.items():
+            console.print(f"{name}: no uplift model: {escape(why)}")
+    raise typer.Exit(1 if segment is not None and refused else 0)

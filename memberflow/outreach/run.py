@@ -36,6 +36,7 @@ from memberflow.outreach.connectors import (
 )
 from memberflow.outreach.ledger import Ledger
 from memberflow.outreach.suppression import CHINA, Caps, Frequency, decide
+from memberflow.outreach.uplift import rank_frame
 from memberflow.segments import Segment, assign, load_segments, member_profiles
 from memberflow.warehouse import published_marker, read_warehouse, replace_rows, require_published
 from ml.score import explain
@@ -202,6 +203,8 @@ class Plan:
     members: int
     # segments left out today because a model they use is critical in live monitoring: segment -> why
     paused: dict[str, str] = field(default_factory=dict)
+    # segments ranked under their cap by a promoted uplift model instead of rank_by: segment -> model
+    ranked_by: dict[str, str] = field(default_factory=dict)
 
     def summary(self) -> dict:
         by = self.frame.group_by("segment", "status", "reason").len().rows() if self.frame.height else []
@@ -218,6 +221,8 @@ class Plan:
                 "holdout": sum(r[3] for r in rows if r[1] == "holdout"),
                 "suppressed": {r[2]: r[3] for r in rows if r[1] == "suppressed"},
             }
+            if seg.name in self.ranked_by:
+                out[seg.name]["ranked_by"] = self.ranked_by[seg.name]
             if seg.name in self.paused:
                 out[seg.name]["paused"] = self.paused[seg.name]
         return out
@@ -238,13 +243,14 @@ def plan(
         profiles = member_profiles(con, as_of)
         opted_out = fresh_opt_outs(con, settings)
     assignment = assign(profiles, [s for s in segments if s.name not in paused])
+    ranked, ranked_by = rank_frame(settings, assignment.frame, segments)
     ledger = Ledger.open(settings)
     try:
         history = ledger.history(as_of, now, {s.name: s.message for s in segments})
     finally:
         ledger.close()
     frame = decide(
-        assignment.frame,
+        ranked,
         {s.name: s.daily_cap for s in segments},
         history,
         as_of,
@@ -254,7 +260,7 @@ def plan(
         frequency={s.name: frequency_of(s, config.caps) for s in segments},
     )
     frame = with_reasons(settings, as_of, frame, segments)
-    return Plan(as_of, now, segments, frame, assignment.matched, profiles.height, paused)
+    return Plan(as_of, now, segments, frame, assignment.matched, profiles.height, paused, ranked_by)
 
 
 def paused_segments(settings: Settings, as_of: date, segments: list[Segment]) -> dict[str, str]:

@@ -56,7 +56,12 @@ def test_scoring_follows_the_published_marts_and_announces_scores(dagbag):
     for model in ("repurchase", "churn", "conversion"):
         assert dag.get_task(f"score_{model}").downstream_task_ids == {"quality_gate"}
     train = dagbag.dags["train_models"]
-    assert {t.task_id for t in train.tasks} == {"train_repurchase", "train_churn", "train_conversion"}
+    assert {t.task_id for t in train.tasks} == {
+        *("train_repurchase", "train_churn", "train_conversion"),
+        "train_uplift",
+    }
+    # the segments' uplift models train after the last model, whether or not every model could be trained
+    assert train.get_task("train_uplift").trigger_rule == "all_done"
 
 
 def test_delivery_follows_the_scores_and_a_morning_schedule(dagbag):

@@ -37,6 +37,8 @@ def test_training_then_scoring_through_airflow(model_env):
     for model in ("repurchase", "churn", "conversion"):
         assert trained.task_states[f"train_{model}"] == "success"
         assert alias_version(model_env, model, CHAMPION) is not None
+    # nothing was delivered yet: segments that rank by uplift have no history to learn from, which is normal
+    assert trained.task_states["train_uplift"] == "success"
 
     scored = run_dag("score_members", date(2026, 3, 2))
     assert scored.ok, scored.failed_tasks

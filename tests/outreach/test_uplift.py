@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 import shutil
 import textwrap
-from datetime import date
+from datetime import date, datetime
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -25,7 +26,9 @@ from memberflow.api.access import AccessStore
 from memberflow.api.app import create_app
 from memberflow.cli import app
 from memberflow.outreach.outcomes import outcomes_report, units
+from memberflow.outreach.suppression import CHINA
 from memberflow.warehouse import read_warehouse
+from ml.datasets import prepare_frame
 from tests.support import TEST_ID_KEY, browser_page, land_and_build, make_settings, query, screenshot
 
 DAYS = days_between(date(2026, 2, 2), date(2026, 2, 15))  # two weeks, Monday to Sunday
@@ -154,10 +157,22 @@ def test_uplift_intervals_hold_the_worlds_true_uplift(reacted, monkeypatch):
     # the same report as an ops user pulls it: the command's JSON and the API
     monkeypatch.setenv("MEMBERFLOW_HOME", str(settings.home))
     monkeypatch.setenv("MEMBERFLOW_ID_KEY", TEST_ID_KEY)
-    result = CliRunner().invoke(app, ["outcomes", "report", "--as-of", REPORT_DAY.isoformat(), "--json"])
+    command = ["outcomes", "report", "--as-of", REPORT_DAY.isoformat(), "--json", "--mlflow"]
+    result = CliRunner().invoke(app, command)
     assert result.exit_code == 0, result.output
     printed = json.loads(result.stdout)
     assert [r.to_dict() for r in rows] == printed
+    # and the run an ML engineer finds in MLflow: the same rows, the newest week's figures as metrics
+    import mlflow
+
+    from ml.registry import connect, experiment_id
+
+    (run,) = connect(settings).search_runs([experiment_id(settings, "outcomes")])
+    artifact = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="uplift_report.json")
+    assert json.loads(Path(artifact).read_text()) == printed
+    newest = by_key[("welcome_plan", "2026-02-09")]
+    assert run.data.metrics["welcome_plan.uplift"] == pytest.approx(newest.uplift)
+    assert run.data.metrics["welcome_plan.holdout"] == newest.holdout
     keys = (
         "segment",
         "week",
@@ -174,6 +189,83 @@ def test_uplift_intervals_hold_the_worlds_true_uplift(reacted, monkeypatch):
     with TestClient(create_app(settings)) as client:
         answer = client.get(f"/api/outcomes?as_of={REPORT_DAY}", headers={"Authorization": f"Bearer {token}"})
     assert answer.status_code == 200 and answer.json() == printed
+
+
+def test_a_promoted_uplift_model_ranks_the_segment_under_its_cap(reacted, monkeypatch):
+    """Two weeks are too little history for the rule; with one week to train and one to backtest, the
+    segment's model is trained, logged and registered, and once it is champion the daily cap keeps the
+    members it predicts the message moves most."""
+    import lightgbm
+    import mlflow
+
+    from memberflow.outreach import uplift
+    from memberflow.outreach.run import plan
+    from memberflow.outreach.suppression import History, decide
+    from memberflow.segments import assign, load_segments, member_profiles
+    from ml.registry import connect, registered_name
+
+    settings, _ = reacted
+    monkeypatch.setenv("MEMBERFLOW_HOME", str(settings.home))
+    monkeypatch.setenv("MEMBERFLOW_ID_KEY", TEST_ID_KEY)
+    args = ["models", "uplift", "--as-of", REPORT_DAY.isoformat(), "--segment", "welcome_plan"]
+    refused = CliRunner().invoke(app, args)
+    assert refused.exit_code == 1 and isinstance(refused.exception, SystemExit), refused.exception
+    assert "2 week(s) of matured outcomes" in refused.output and "keep delivering" in refused.output
+
+    for name, value in {
+        "VALIDATION_WEEKS": 1,
+        "MIN_HOLDOUT": 50,
+        "MIN_RESPONDERS": 5,
+        "MIN_VALIDATION_HOLDOUT": 50,
+    }.items():
+        monkeypatch.setattr(uplift, name, value)
+    trained = CliRunner().invoke(app, [*args, "--json"])
+    assert trained.exit_code == 0, trained.output
+    (result,) = json.loads(trained.stdout)["trained"]
+    assert result["train_weeks"] == ["2026-02-02"] and result["validation_weeks"] == ["2026-02-09"]
+    assert result["baseline"] == "random order"  # the segment has no rank_by of its own
+    rule = (
+        result["qini_uplift"] > result["qini_baseline"]
+        and min(result["wins"], result["beats_random"]) >= uplift.CONFIDENCE
+    )
+    assert result["champion"] == result["promote"] == rule
+    assert (uplift.champion_version(settings, "welcome_plan") == result["version"]) == rule
+    # whatever this sample's backtest said, an ML engineer can make the version champion (as a rollback
+    # does); the segment then ranks by it
+    client = connect(settings)
+    name = registered_name(uplift.model_key("welcome_plan"))
+    client.set_registered_model_alias(name, "champion", result["version"])
+
+    day = date(2026, 2, 15)
+    segment = next(s for s in load_segments() if s.name == "welcome_plan").model_copy(
+        update={"daily_cap": 25, "holdout": 0.0, "rank_by_uplift": True, "once_per": None}
+    )
+    with read_warehouse(settings) as con:
+        profiles = member_profiles(con, day)
+    assigned = assign(profiles, [segment]).frame
+    ranked, by = uplift.rank_frame(settings, assigned, [segment])
+    assert by == {"welcome_plan": f"uplift model v{result['version']}"}
+    decided = decide(ranked, {"welcome_plan": 25}, History(), day, datetime(2026, 2, 15, 10, tzinfo=CHINA))
+    in_race = decided.filter(pl.col("status").eq("send") | pl.col("reason").eq("segment_daily_cap"))
+    assert in_race.height > 25
+    # the uplift of each member in the race, predicted independently from the registered artifacts
+    folder = Path(
+        mlflow.artifacts.download_artifacts(client.get_model_version(name, result["version"]).source)
+    )
+    features = json.loads((folder / "uplift.json").read_text())["features"]
+    x = prepare_frame(in_race.select("member_id", "as_of_date", *features).to_pandas())
+    predicted = lightgbm.Booster(model_file=str(folder / "treated.txt")).predict(
+        x[features]
+    ) - lightgbm.Booster(model_file=str(folder / "holdout.txt")).predict(x[features])
+    raced = in_race.with_columns(predicted=pl.Series(predicted))
+    sent = raced.filter(pl.col("status") == "send")
+    capped = raced.filter(pl.col("status") != "send")
+    assert sent.height == 25 and capped.height > 0
+    assert sent["predicted"].min() >= capped["predicted"].max(), (sent["predicted"], capped["predicted"])
+    assert raced["predicted"].n_unique() > 25  # the model tells the members apart: the order is its own
+    # the day's plan says what ranked the segment
+    summary = plan(settings, day, segments=[segment]).summary()
+    assert summary["welcome_plan"]["ranked_by"] == f"uplift model v{result['version']}"
 
 
 @pytest.mark.browser
