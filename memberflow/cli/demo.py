@@ -15,7 +15,7 @@ from memberflow.cli.base import _parse_date, _redirect_output, _settings, _termi
 from memberflow.cli.data import _generate, _print_identity, _print_quality, _print_summary, _print_warehouse
 from memberflow.cli.models import _print_models
 from memberflow.cli.ops import _print_ops_access, _serve
-from memberflow.cli.outreach import _print_delivery
+from memberflow.cli.outreach import _print_delivery, _print_outcomes
 from memberflow.core.settings import Settings
 
 
@@ -35,7 +35,9 @@ def demo(
     """Generate sample data and run every pipeline through Airflow, then summarize.
 
     The history is landed by one extract_channels run covering every day of the sample (its ``days``
-    parameter); transform, train, score and deliver then run once, on the last day.
+    parameter); transform, train, score and deliver then run once, on the last day. The sample's world then
+    reacts to the sends (devkit.world), the days after the delivery land until every outcome window has
+    closed, and the uplift report compares the members sent with the holdout.
 
     Uses the embedded defaults: workspace under MEMBERFLOW_HOME, Airflow on SQLite in the workspace.
     """
@@ -54,7 +56,9 @@ def demo(
             f"keys:      {settings.secrets_dir} (made-up keys, kept inside the demo workspace; a deployment "
             "keeps its keys outside: docs/operations.md, Keys)"
         )
-    _generate(settings, members, first, days, seed, settings.data_dir, 0.02)
+    # with a delivery (45 days or more), the sample goes on for the longest outcome window after it
+    after = outcome_wait() if days >= 45 else 0
+    _generate(settings, members, first, days + after, seed, settings.data_dir, 0.02)
 
     from devkit.orchestrate import prepare_airflow
 
@@ -97,9 +101,11 @@ def demo(
         ]
         failed = [r for r in failed if not r.ok]
         console.print(f"Airflow ran train_models and score_members in {time.perf_counter() - began:.0f} s")
-    delivered = None
+    delivered = outcomes = None
     if not failed and days >= 45:
         delivered, failed = _demo_delivery(settings, last, log_path)
+    if not failed and delivered:
+        outcomes, failed = _demo_outcomes(settings, last[0], after, log_path)
     for r in failed:
         err.print(f"[red]{r.dag_id} {r.day}: failed tasks {', '.join(r.failed_tasks)}[/red]")
     if not failed:
@@ -110,6 +116,7 @@ def demo(
             _print_models(settings)
         if delivered:
             _print_delivery(delivered)
+            _print_outcomes(outcomes, last[0] + timedelta(days=after))
             _print_ops_access(settings, port, serve_after)
     if serve_after and not failed and delivered:
         _serve(settings, "127.0.0.1", port)
@@ -141,6 +148,36 @@ def _demo_delivery(settings: Settings, last: list[date], log_path: Path):
     if failed or not reports:
         return None, failed
     return DeliveryReport(**json.loads(reports[-1].read_text())), failed
+
+
+def outcome_wait() -> int:
+    """Days after a delivery until every outcome window of the segment library has closed."""
+    from memberflow.segments import load_segments
+
+    return max(s.outcome_days for s in load_segments())
+
+
+def _demo_outcomes(settings: Settings, delivered_on: date, after: int, log_path: Path):
+    """The sample's world reacts to what was sent; Airflow lands the days after the delivery (and the
+    delivery day again: a coupon can be redeemed the day it arrives) and builds; the uplift report."""
+    from devkit.world import World
+    from memberflow.outreach.outcomes import outcomes_report
+
+    began = time.perf_counter()
+    reacted = World(settings.data_dir).react(settings)
+    end = [delivered_on + timedelta(days=after)]
+    failed = [
+        r
+        for r in _run_days(settings, "extract_channels", end, log_path, conf={"days": after + 1})
+        + _run_days(settings, "transform_members", end, log_path)
+        if not r.ok
+    ]
+    console.print(
+        f"the sample's world reacted to the sends ({reacted.orders} orders, {reacted.checkins} check-ins, "
+        f"{reacted.opt_outs} opt-outs); Airflow landed and built the {after} days after the delivery in "
+        f"{time.perf_counter() - began:.0f} s"
+    )
+    return (None if failed else outcomes_report(settings, end[0])), failed
 
 
 def _run_days(settings: Settings, dag_id: str, days: list[date], log_path: Path, conf: dict | None = None):

@@ -267,6 +267,11 @@ def outcomes_report(
     if as_json:
         print(json.dumps([r.to_dict() for r in rows], ensure_ascii=False, indent=2))
         return
+    _print_outcomes(rows, day)
+
+
+def _print_outcomes(rows: list, day: date) -> None:
+    """The uplift report as a table (or why it is empty)."""
     if not rows:
         console.print(
             f"no segment-week has a complete outcome window by {day}: deliveries since then mature "
