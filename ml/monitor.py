@@ -3,11 +3,11 @@
 For one model and one day:
 
 * **realized performance** of every scoring date whose label window has landed (``as_of + horizon`` on or
-  before the last landed day): the scores ``member_scores`` holds for that date against the labels the
-  training set would give it (``ml.datasets``), as AUC, Brier score and calibration error, beside the
-  version's own evaluation on its held-out cutoff. Members a message reached in the label window (or as
-  many days before it) are left out: a model predicts what members do on their own, and a campaign that
-  moves its targets would otherwise read as the model going wrong;
+  before the last landed day; those of the last ``REALIZED_DAYS``): the scores ``member_scores`` holds for
+  that date against the labels the training set would give it (``ml.datasets``), as AUC, Brier score and
+  calibration error, beside the version's own evaluation on its held-out cutoff. Members a message reached
+  in the label window (or as many days before it) are left out: a model predicts what members do on their
+  own, and a campaign that moves its targets would otherwise read as the model going wrong;
 * **drift** of the scoring population on the day against the population the version was evaluated on (its
   held-out cutoff): the population stability index (PSI) of every feature the version uses and of its
   calibrated score, over ten quantile bins of the reference (missing values a bin of their own, categories
@@ -49,6 +49,9 @@ LEVELS = ("ok", "warning", "critical")
 # Grow with the calendar in any population that ages: their drift says nothing about the model.
 CALENDAR_FEATURES = ("tenure_days", "days_since_first_order")
 MIN_ROWS = 200  # realized metrics and PSI on fewer rows are reported without a level
+# realized metrics of the scoring dates whose label window closed in this many days before the check: a date
+# found bad stays in view four weeks, and a daily check does not recompute a whole year of dates
+REALIZED_DAYS = 28
 
 MONITORING_DDL = """
 create table if not exists model_monitoring (
@@ -192,7 +195,9 @@ def realized(con, model: str, horizon: int, last_day: date, since: date | None =
 
 def monitor(settings: Settings, model: str, as_of: date, since: date | None = None) -> MonitorReport:
     """Check ``model``'s champion on ``as_of`` (see the module docstring); the result is also written to the
-    warehouse table ``model_monitoring`` (one row per check), replacing the model's rows of that day."""
+    warehouse table ``model_monitoring`` (one row per check), replacing the model's rows of that day.
+    Realized metrics cover the scoring dates from ``since`` (default: those whose label window closed in the
+    last ``REALIZED_DAYS`` days)."""
     loaded = load(settings, model, CHAMPION)
     holdout, evaluation = _run_params(settings, loaded)
     profile = _kept_profile(settings, loaded)
@@ -209,7 +214,10 @@ def monitor(settings: Settings, model: str, as_of: date, since: date | None = No
         scored = con.execute(
             "select probability from member_scores where model = ? and as_of = ?", [model, as_of]
         ).df()
-        done = realized(con, model, loaded.horizon_days, min(last_day, as_of), since)
+        through = min(last_day, as_of)
+        if since is None:
+            since = through - timedelta(days=loaded.horizon_days + REALIZED_DAYS - 1)
+        done = realized(con, model, loaded.horizon_days, through, since)
     # realized performance, each matured scoring date beside the version's evaluation
     for row in done:
         versioned = (
