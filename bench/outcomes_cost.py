@@ -8,9 +8,12 @@ two thirds of the members every day, in the library's segments, 10 % held out), 
 days at 1M members would take hours, and attribution's cost depends on how many decisions there are and
 on the members' orders and activity, not on who the rules chose.
 
-Then two daily runs, each landing one new day and building:
+Then three daily runs, each landing one new day and building:
 - A: with the decisions set aside (segment_outcomes builds empty);
-- B: with them (segment_outcomes attributes every decision).
+- first attribution: with them, segment_outcomes attributing every decision (once, when deliveries begin
+  or after a full refresh);
+- B: the next day, in steady state: segment_outcomes attributes again only the decision dates whose windows
+  have not settled (closed outcome_late_days before the last day), and follows merges in the rest.
 Reported: both builds' wall time, segment_outcomes' own dbt time (the model and its tests, from
 run_results.json), and the uplift report over every matured week (wall, peak RSS of its process).
 
@@ -196,8 +199,9 @@ def main() -> None:
 
     history = [START + timedelta(days=i) for i in range(args.days)]
     t = time.perf_counter()
-    if not (settings.data_dir / "_truth" / "config.json").exists():
-        generate(GenerateConfig(args.members, START, args.days + 2, 1, settings.data_dir), ID_KEY.encode())
+    config = settings.data_dir / "_truth" / "config.json"
+    if not config.exists() or json.loads(config.read_text()).get("days") != args.days + 3:
+        generate(GenerateConfig(args.members, START, args.days + 3, 1, settings.data_dir), ID_KEY.encode())
     stage("generate", t)
     t = time.perf_counter()
     if not settings.warehouse_path.exists():
@@ -216,12 +220,14 @@ def main() -> None:
     figures["daily_without"] = daily(settings, history[-1] + timedelta(days=1))
     print(figures["daily_without"], flush=True)
     _set_aside(settings, False)
-    figures["daily_with"] = daily(settings, history[-1] + timedelta(days=2))
+    figures["first_attribution"] = daily(settings, history[-1] + timedelta(days=2))
+    print(figures["first_attribution"], flush=True)
+    figures["daily_with"] = daily(settings, history[-1] + timedelta(days=3))
     print(figures["daily_with"], flush=True)
 
     queue = multiprocessing.get_context("spawn").Queue()
     child = multiprocessing.get_context("spawn").Process(
-        target=_report, args=(args.out, history[-1] + timedelta(days=2), queue)
+        target=_report, args=(args.out, history[-1] + timedelta(days=3), queue)
     )
     child.start()
     figures["report"] = queue.get()

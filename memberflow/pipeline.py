@@ -170,10 +170,15 @@ class NothingLandedError(RuntimeError):
     """A gate was asked to validate a warehouse built from nothing."""
 
 
-def build(settings: Settings, as_of: date | None = None, feature_dates: Sequence[date] = ()) -> BuildOutcome:
+def build(
+    settings: Settings,
+    as_of: date | None = None,
+    feature_dates: Sequence[date] = (),
+    full_refresh: bool = False,
+) -> BuildOutcome:
     """dbt build of the warehouse, then the marts gate (raises DbtError or QualityGateError). A full build
     (no ``as_of``) that passes keeps its identity snapshot, which the next build's split detection reads."""
-    result = build_warehouse(settings, as_of, feature_dates, snapshot=False)
+    result = build_warehouse(settings, as_of, feature_dates, snapshot=False, full_refresh=full_refresh)
     if postgres_target():
         if as_of is None:
             save_identity_snapshot(settings)

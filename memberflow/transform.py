@@ -240,8 +240,12 @@ def build_warehouse(
     as_of: date | None = None,
     feature_dates: Sequence[date] = (),
     snapshot: bool = True,
+    full_refresh: bool = False,
 ) -> DbtResult:
     """Write the build inputs and run ``dbt build`` (models, unit tests and data tests).
+
+    ``full_refresh``: rebuild every incremental model from scratch (``dbt build --full-refresh``), e.g.
+    segment_outcomes' settled rows after the attribution rule changed.
 
     ``feature_dates``: the as-of dates member_features is computed for (default: the day after the data).
     ``snapshot``: keep the identity snapshot of a full build right away; callers that gate the marts first
@@ -249,10 +253,11 @@ def build_warehouse(
     """
     clear_published(settings, "marts")  # until the marts gate passes on what this build writes
     write_build_inputs(settings)
+    refresh = ["--full-refresh"] if full_refresh else []
     if postgres_target():
-        result = _build_postgres(settings, as_of, feature_dates)
+        result = _build_postgres(settings, as_of, feature_dates, refresh)
     else:
-        result = run_dbt(settings, ["build"], as_of, feature_dates)
+        result = run_dbt(settings, ["build", *refresh], as_of, feature_dates)
         if result.failures:
             raise DbtError("dbt build failed:\n  " + "\n  ".join(result.failures))
     if as_of is None:
@@ -262,17 +267,19 @@ def build_warehouse(
     return result
 
 
-def _build_postgres(settings: Settings, as_of: date | None, feature_dates: Sequence[date]) -> DbtResult:
+def _build_postgres(
+    settings: Settings, as_of: date | None, feature_dates: Sequence[date], refresh: Sequence[str] = ()
+) -> DbtResult:
     """The same build on PostgreSQL: load the landing zone, build what the identity replay reads, replay
     it in Python, build the rest (memberflow.postgres)."""
     with warehouse_lock(settings):
         load_landing(settings)
-    first = run_dbt(settings, ["build", "--select", *PHASE_ONE], as_of, feature_dates)
+    first = run_dbt(settings, ["build", *refresh, "--select", *PHASE_ONE], as_of, feature_dates)
     if first.failures:
         raise DbtError("dbt build (identity inputs) failed:\n  " + "\n  ".join(first.failures))
     with warehouse_lock(settings):
         replay_identity(settings, as_of.isoformat() if as_of else None)
-    rest = run_dbt(settings, ["build", "--exclude", *PHASE_ONE], as_of, feature_dates)
+    rest = run_dbt(settings, ["build", *refresh, "--exclude", *PHASE_ONE], as_of, feature_dates)
     if rest.failures:
         raise DbtError("dbt build failed:\n  " + "\n  ".join(rest.failures))
     return DbtResult(first.succeeded + rest.succeeded, [])

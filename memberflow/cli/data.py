@@ -177,6 +177,14 @@ def build(
             "default MEMBERFLOW_DBT_TARGET, else duckdb.",
         ),
     ] = None,
+    full_refresh: Annotated[
+        bool,
+        typer.Option(
+            "--full-refresh",
+            help="Rebuild the incremental models from scratch, e.g. to count every decision's outcomes "
+            "again after the attribution rule changed.",
+        ),
+    ] = False,
 ) -> None:
     """Land every source partition not published yet, or whose files changed since (a file added late),
     each through the landing quality gate; build the warehouse with dbt (models and tests), then run the
@@ -218,7 +226,7 @@ def build(
     began = time.perf_counter()
     try:
         dates = [_parse_date(d) for d in feature_date or []]
-        outcome = _with_quality_config(lambda: build_and_gate(settings, cutoff, dates))
+        outcome = _with_quality_config(lambda: build_and_gate(settings, cutoff, dates, full_refresh))
     except (DbtError, NothingLandedError) as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from None

@@ -79,52 +79,64 @@ def outcomes_report(settings: Settings, as_of: date) -> list[UpliftRow]:
         return report(con, as_of)
 
 
-def units(con, as_of: date) -> pl.DataFrame:
+def units(con, as_of: date, segment: str | None = None) -> pl.DataFrame:
     """The compared units: each member's first eligible decision per segment and week whose outcome
-    window has landed by ``as_of``."""
-    tables = table_names(con)
-    if "segment_outcomes" not in tables:
+    window has landed by ``as_of`` (of one segment when given)."""
+    if "segment_outcomes" not in table_names(con):
         raise NoOutcomesError(
             "the warehouse has no segment_outcomes: run `memberflow build` (outcomes are built from the "
             "deliveries' segment memberships)"
         )
-    columns = ", ".join(UNIT_COLUMNS)
-    # the first decision of each member in a segment and week; in SQL, so that a year of decisions at a
-    # million members (hundreds of millions of rows) is never held in memory, only its units
     return con.sql(
-        f"""
-        select {columns}, cast(date_trunc('week', as_of) as date) as week
-        from segment_outcomes
-        where arm in ('treated', 'holdout') and window_complete and window_end <= $as_of + 1
-            and member_current
-        qualify row_number() over (
-            partition by segment, date_trunc('week', as_of), member_id order by as_of, decided_member_id
-        ) = 1
-        order by segment, week, as_of, member_id
-        """,
-        params={"as_of": as_of},
+        f"select * from ({UNITS_SQL}) order by segment, week, as_of, member_id",
+        params={"as_of": as_of, "segment": segment},
     ).pl()
 
 
-def report(con, as_of: date) -> list[UpliftRow]:
-    """One row per segment, channel and week with matured outcomes (see the module docstring)."""
-    frame = units(con, as_of)
-    if frame.is_empty():
-        return []
-    groups = frame.group_by("segment", "channel", "week", maintain_order=True).agg(
-        pl.col("outcome").first(),
-        pl.col("outcome_days").max(),
-        (pl.col("arm") == "treated").sum().alias("treated"),
-        (pl.col("arm") == "holdout").sum().alias("holdout"),
-        (pl.col("responded") & (pl.col("arm") == "treated")).sum().alias("treated_responded"),
-        (pl.col("responded") & (pl.col("arm") == "holdout")).sum().alias("holdout_responded"),
-        pl.col("orders").filter(pl.col("arm") == "treated").sum().alias("treated_orders"),
-        pl.col("orders").filter(pl.col("arm") == "holdout").sum().alias("holdout_orders"),
-        pl.col("spend_cny").filter(pl.col("arm") == "treated").sum().alias("treated_spend"),
-        pl.col("spend_cny").filter(pl.col("arm") == "holdout").sum().alias("holdout_spend"),
-        (pl.col("sent") & (pl.col("arm") == "treated")).sum().alias("sent"),
+# Each member's first decision per segment and week among the matured, eligible ones: an aggregate (arg_min)
+# in DuckDB, so that a year of decisions at a million members (hundreds of millions of rows) is never
+# sorted by a window or held in memory, only its units.
+_FIRST = ", ".join(f"{c} := {c}" for c in UNIT_COLUMNS if c not in ("segment", "member_id"))
+UNITS_SQL = f"""
+    select segment, week, member_id, unnest(first)
+    from (
+        select segment, cast(date_trunc('week', as_of) as date) as week, member_id,
+            arg_min(
+                struct_pack({_FIRST}),
+                (as_of, decided_member_id)
+            ) as first
+        from segment_outcomes
+        where arm in ('treated', 'holdout') and window_complete and window_end <= $as_of + 1
+            and member_current and ($segment is null or segment = $segment)
+        group by all
     )
-    return [_row(g) for g in groups.sort("segment", "channel", "week").iter_rows(named=True)]
+"""
+
+
+def report(con, as_of: date) -> list[UpliftRow]:
+    """One row per segment, channel and week with matured outcomes (see the module docstring); counted in
+    DuckDB, so only the counts reach Python."""
+    if "segment_outcomes" not in table_names(con):
+        units(con, as_of)  # raises NoOutcomesError with what to do
+    groups = con.sql(
+        f"""
+        select segment, channel, week, any_value(outcome) as outcome, max(outcome_days) as outcome_days,
+            count(*) filter (arm = 'treated') as treated,
+            count(*) filter (arm = 'holdout') as holdout,
+            count(*) filter (responded and arm = 'treated') as treated_responded,
+            count(*) filter (responded and arm = 'holdout') as holdout_responded,
+            cast(coalesce(sum(orders) filter (arm = 'treated'), 0) as bigint) as treated_orders,
+            cast(coalesce(sum(orders) filter (arm = 'holdout'), 0) as bigint) as holdout_orders,
+            coalesce(sum(spend_cny) filter (arm = 'treated'), 0) as treated_spend,
+            coalesce(sum(spend_cny) filter (arm = 'holdout'), 0) as holdout_spend,
+            count(*) filter (sent and arm = 'treated') as sent
+        from ({UNITS_SQL})
+        group by all
+        order by segment, channel, week
+        """,
+        params={"as_of": as_of, "segment": None},
+    ).pl()
+    return [_row(g) for g in groups.iter_rows(named=True)]
 
 
 def _row(g: dict) -> UpliftRow:

@@ -90,8 +90,7 @@ def uplift_frame(con, segment: Segment, as_of: date) -> tuple[pd.DataFrame, list
     """The segment's compared units (``outcomes.units``: a member's first decision in a week, treated or
     held out, outcome window landed by ``as_of``) with the member's features on the decision day, the
     response, and ``baseline`` (the segment's own ranking value then). Returns the frame and the features."""
-    compared = units(con, as_of)
-    compared = compared.filter(pl.col("segment") == segment.name).select(
+    compared = units(con, as_of, segment.name).select(
         "member_id", "decided_member_id", "as_of", "week", "arm", "responded"
     )
     features = feature_columns(con)

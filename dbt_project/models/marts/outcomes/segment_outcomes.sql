@@ -13,6 +13,31 @@
 -- cap); `sent`: the delivery ledger recorded the message as sent.
 -- segment_memberships and delivery_ledger are written by memberflow's deliveries; before the first one
 -- this model is empty.
+-- Incremental by decision date: a build recomputes the dates not attributed yet, those planned again since,
+-- and those with a row not settled yet (settled: its window closed outcome_late_days before the last
+-- observed day, so rows landing a few days late still count). Settled rows keep what they counted; a later
+-- merge or a vanished member is followed by the post-hooks (member_id and member_current), without
+-- recounting. At a million members a year of decisions is hundreds of millions of rows: recounting them
+-- every day would double the daily build.
+{{ config(
+    materialized='incremental',
+    incremental_strategy='delete+insert',
+    unique_key='as_of',
+    on_schema_change='sync_all_columns',
+    post_hook=[
+        "update {{ this }} as o set member_id = h.member_id
+            from {{ ref('member_id_history') }} as h
+            where h.change_type = 'merge' and o.member_id = h.retired_member_id
+                and h.member_id in (select member_id from {{ ref('dim_member') }})",
+        "update {{ this }} as o set member_id = s.member_id
+            from (select split_from_member_id, min(member_id) as member_id from {{ ref('member_id_history') }}
+                  where change_type = 'split' group by 1) as s
+            where o.member_id = s.split_from_member_id
+                and o.member_id not in (select member_id from {{ ref('dim_member') }})",
+        "update {{ this }} set member_current = (member_id in (select member_id from {{ ref('dim_member') }}))
+            where member_current <> (member_id in (select member_id from {{ ref('dim_member') }}))",
+    ],
+) }}
 {%- set memberships = adapter.get_relation(
     database=target.database, schema=target.schema, identifier='segment_memberships') %}
 {%- set columns = adapter.get_columns_in_relation(memberships) | map(attribute='name') | list
@@ -21,6 +46,7 @@
     database=target.database, schema=target.schema, identifier='delivery_ledger') %}
 {%- set as_of_cap = "cast('" ~ var('as_of_date') ~ "' as date)" if var('as_of_date') else "cast(null as date)" %}
 {%- set before_holdout = "'" ~ var('suppressed_before_holdout') | join("', '") ~ "'" %}
+{%- set late_days = var('outcome_late_days') %}
 with
 
 {% if memberships is none %}
@@ -36,7 +62,8 @@ decisions as (
         cast(null as varchar) as idempotency_key,
         cast(null as varchar) as message,
         cast(null as varchar) as outcome,
-        cast(null as integer) as outcome_days
+        cast(null as integer) as outcome_days,
+        cast(null as timestamp) as planned_at
     where false
 ),
 {% else %}
@@ -58,7 +85,8 @@ decisions as (
         cast(null as varchar) as message,
         'order' as outcome,
         14 as outcome_days
-        {%- endif %}
+        {%- endif %},
+        planned_at
     from {{ memberships }}
 ),
 {% endif %}
@@ -102,6 +130,35 @@ observed as (
     from activity
 ),
 
+-- the decision dates this build attributes: every date when the table is new (or older than its settled
+-- column), else those not attributed yet, planned again since, or with a row not settled
+{%- set stored = adapter.get_columns_in_relation(this) | map(attribute='name') | list
+    if is_incremental() else [] %}
+{%- set only_open = 'settled' in stored %}
+decision_dates as (
+    select as_of, max(planned_at) as planned_at
+    from decisions
+    group by 1
+),
+{%- if only_open %}
+attributed as (
+    select as_of, max(planned_at) as planned_at, bool_and(settled) as settled
+    from {{ this }}
+    group by 1
+),
+{%- endif %}
+todo as (
+    select decision_dates.as_of
+    from decision_dates
+    {%- if only_open %}
+    left join attributed on decision_dates.as_of = attributed.as_of
+    where
+        attributed.as_of is null
+        or not attributed.settled
+        or decision_dates.planned_at > attributed.planned_at
+    {%- endif %}
+),
+
 resolved as (
     select
         decisions.*,
@@ -112,6 +169,39 @@ resolved as (
     left join history on decisions.member_id = history.retired_member_id
     left join members on decisions.member_id = members.member_id
     left join split_successors on decisions.member_id = split_successors.split_from_member_id
+    where decisions.as_of in (select as_of from todo)
+),
+
+-- the days the windows of this build's decisions cover: the facts outside them cannot count (years of
+-- orders and activity would otherwise be joined to every decision of their member, then filtered out)
+span as (
+    select min(as_of) as first_day, max(window_end) as end_day from resolved
+),
+window_orders as (
+    select orders.member_id, orders.order_date, orders.net_amount_cny
+    from orders
+    cross join span
+    where orders.order_date >= span.first_day and orders.order_date < span.end_day
+),
+window_checkins as (
+    select engagement.member_id, engagement.activity_date, engagement.checkins
+    from engagement
+    cross join span
+    where
+        engagement.checkins > 0
+        and engagement.activity_date >= span.first_day and engagement.activity_date < span.end_day
+),
+-- marketing opt-outs in any of the member's id forms, found once per member rather than per decision
+window_opt_outs as (
+    select identifiers.member_id, consent.event_date
+    from consent
+    cross join span
+    inner join identifiers
+        on identifiers.id_type = consent.id_type and identifiers.id_value = consent.id_value
+    where
+        consent.scope = 'marketing'
+        and not consent.granted
+        and consent.event_date >= span.first_day and consent.event_date < span.end_day
 ),
 
 order_outcomes as (
@@ -120,13 +210,13 @@ order_outcomes as (
         resolved.as_of,
         resolved.member_id,
         count(*) as orders,
-        sum(orders.net_amount_cny) as spend_cny
+        sum(window_orders.net_amount_cny) as spend_cny
     from resolved
-    inner join orders
+    inner join window_orders
         on
-            resolved.outcome_member_id = orders.member_id
-            and resolved.as_of <= orders.order_date
-            and resolved.window_end > orders.order_date
+            resolved.outcome_member_id = window_orders.member_id
+            and resolved.as_of <= window_orders.order_date
+            and resolved.window_end > window_orders.order_date
     group by 1, 2, 3
 ),
 
@@ -135,14 +225,13 @@ checkin_outcomes as (
         resolved.segment,
         resolved.as_of,
         resolved.member_id,
-        cast(sum(engagement.checkins) as bigint) as checkins
+        cast(sum(window_checkins.checkins) as bigint) as checkins
     from resolved
-    inner join engagement
+    inner join window_checkins
         on
-            resolved.outcome_member_id = engagement.member_id
-            and resolved.as_of <= engagement.activity_date
-            and resolved.window_end > engagement.activity_date
-    where engagement.checkins > 0
+            resolved.outcome_member_id = window_checkins.member_id
+            and resolved.as_of <= window_checkins.activity_date
+            and resolved.window_end > window_checkins.activity_date
     group by 1, 2, 3
 ),
 
@@ -151,17 +240,13 @@ opt_outs as (
         resolved.segment,
         resolved.as_of,
         resolved.member_id,
-        min(consent.event_date) as opted_out_on
+        min(window_opt_outs.event_date) as opted_out_on
     from resolved
-    inner join identifiers on resolved.outcome_member_id = identifiers.member_id
-    inner join consent
+    inner join window_opt_outs
         on
-            identifiers.id_type = consent.id_type
-            and identifiers.id_value = consent.id_value
-            and consent.scope = 'marketing'
-            and not consent.granted
-            and resolved.as_of <= consent.event_date
-            and resolved.window_end > consent.event_date
+            resolved.outcome_member_id = window_opt_outs.member_id
+            and resolved.as_of <= window_opt_outs.event_date
+            and resolved.window_end > window_opt_outs.event_date
     group by 1, 2, 3
 ),
 
@@ -189,6 +274,8 @@ final as (
         resolved.outcome_days,
         resolved.window_end,
         resolved.window_end - 1 <= observed.observed_through as window_complete,
+        resolved.window_end - 1 + {{ late_days }} <= observed.observed_through as settled,
+        resolved.planned_at,
         coalesce(order_outcomes.orders, 0) as orders,
         coalesce(order_outcomes.spend_cny, 0) as spend_cny,
         coalesce(checkin_outcomes.checkins, 0) as checkins,
