@@ -25,6 +25,7 @@
     unique_key='as_of',
     on_schema_change='sync_all_columns',
     post_hook=[
+        "{{ outcomes_drop_orphans() }}",
         "update {{ this }} as o set member_id = h.member_id
             from {{ ref('member_id_history') }} as h
             where h.change_type = 'merge' and o.member_id = h.retired_member_id
