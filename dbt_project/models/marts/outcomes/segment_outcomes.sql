@@ -103,6 +103,7 @@ split_successors as (
     group by 1
 ),
 members as (select member_id from {{ ref('dim_member') }}),
+current_members as (select member_id as current_member_id from members),
 orders as (
     select * from {{ ref('fct_orders') }}
     where member_id is not null and status not in ('cancelled', 'refunded')
@@ -170,7 +171,7 @@ resolved as (
     left join history on decisions.member_id = history.retired_member_id
     left join members on decisions.member_id = members.member_id
     left join split_successors on decisions.member_id = split_successors.split_from_member_id
-    where decisions.as_of in (select as_of from todo)
+    where decisions.as_of in (select todo.as_of from todo)
 ),
 
 -- the days the windows of this build's decisions cover: the facts outside them cannot count (years of
@@ -198,7 +199,7 @@ window_opt_outs as (
     from consent
     cross join span
     inner join identifiers
-        on identifiers.id_type = consent.id_type and identifiers.id_value = consent.id_value
+        on consent.id_type = identifiers.id_type and consent.id_value = identifiers.id_value
     where
         consent.scope = 'marketing'
         and not consent.granted
@@ -287,8 +288,7 @@ final as (
         end as responded
     from resolved
     cross join observed
-    left join (select member_id as current_member_id from members) as current_members
-        on resolved.outcome_member_id = current_members.current_member_id
+    left join current_members on resolved.outcome_member_id = current_members.current_member_id
     left join order_outcomes using (segment, as_of, member_id)
     left join checkin_outcomes using (segment, as_of, member_id)
     left join opt_outs using (segment, as_of, member_id)
