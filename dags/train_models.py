@@ -61,9 +61,7 @@ def train_uplift() -> dict:
     from airflow.sdk.exceptions import AirflowFailException
 
     from memberflow.core.settings import apply_privacy_defaults, get_settings
-    from memberflow.outreach.outcomes import NoOutcomesError
-    from memberflow.outreach.uplift import UpliftError
-    from memberflow.outreach.uplift import train_uplift as train_segment
+    from memberflow.outreach.uplift import train_segments
     from memberflow.segments import load_segments
     from memberflow.transform import latest_landed_day
     from memberflow.warehouse import NotPublishedError
@@ -73,21 +71,16 @@ def train_uplift() -> dict:
     day = latest_landed_day(settings)
     if day is None:
         raise AirflowFailException("nothing has landed yet: run extract_channels and transform_members first")
-    out: dict[str, dict] = {}
-    for segment in load_segments():
-        if not segment.rank_by_uplift:
-            continue
-        try:
-            result = train_segment(settings, segment, day)
-            out[segment.name] = {
-                "version": result.version,
-                "promoted": result.champion,
-                "reason": result.backtest.reason,
-            }
-        except (UpliftError, NoOutcomesError) as exc:
-            out[segment.name] = {"version": None, "promoted": False, "reason": str(exc)}
-        except NotPublishedError as exc:
-            raise AirflowFailException(str(exc)) from exc
+    segments = [s for s in load_segments() if s.rank_by_uplift]
+    try:
+        trained, refused = train_segments(settings, segments, day)
+    except NotPublishedError as exc:
+        raise AirflowFailException(str(exc)) from exc
+    out = {
+        r.backtest.segment: {"version": r.version, "promoted": r.champion, "reason": r.backtest.reason}
+        for r in trained
+    }
+    out |= {name: {"version": None, "promoted": False, "reason": why} for name, why in refused.items()}
     return out
 
 

@@ -325,8 +325,7 @@ def models_uplift(
     reported with what it needs. Exit 1 when a segment named with --segment cannot be trained."""
     import json
 
-    from memberflow.outreach.outcomes import NoOutcomesError
-    from memberflow.outreach.uplift import UpliftError, train_uplift
+    from memberflow.outreach.uplift import train_segments
     from memberflow.segments import SegmentConfigError, load_segments
 
     settings = _settings()
@@ -344,12 +343,8 @@ def models_uplift(
     if not chosen:
         err.print("[red]no segment says rank_by_uplift: true; name one with --segment[/red]")
         raise typer.Exit(2)
-    results, refused = [], {}
-    for seg in chosen:
-        try:
-            results.append(_ml_errors(lambda seg=seg: train_uplift(settings, seg, day)).to_dict())
-        except (UpliftError, NoOutcomesError) as exc:
-            refused[seg.name] = str(exc)
+    trained, refused = _ml_errors(lambda: train_segments(settings, chosen, day))
+    results = [r.to_dict() for r in trained]
     if as_json:
         print(json.dumps({"trained": results, "not_enough_history": refused}, ensure_ascii=False, indent=1))
     else:

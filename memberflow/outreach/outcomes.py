@@ -79,14 +79,18 @@ def outcomes_report(settings: Settings, as_of: date) -> list[UpliftRow]:
         return report(con, as_of)
 
 
-def units(con, as_of: date, segment: str | None = None) -> pl.DataFrame:
-    """The compared units: each member's first eligible decision per segment and week whose outcome
-    window has landed by ``as_of`` (of one segment when given)."""
+def _require_outcomes(con) -> None:
     if "segment_outcomes" not in table_names(con):
         raise NoOutcomesError(
             "the warehouse has no segment_outcomes: run `memberflow build` (outcomes are built from the "
             "deliveries' segment memberships)"
         )
+
+
+def units(con, as_of: date, segment: str | None = None) -> pl.DataFrame:
+    """The compared units: each member's first eligible decision per segment and week whose outcome
+    window has landed by ``as_of`` (of one segment when given)."""
+    _require_outcomes(con)
     return con.sql(
         f"select * from ({UNITS_SQL}) order by segment, week, as_of, member_id",
         params={"as_of": as_of, "segment": segment},
@@ -116,8 +120,7 @@ UNITS_SQL = f"""
 def report(con, as_of: date) -> list[UpliftRow]:
     """One row per segment, channel and week with matured outcomes (see the module docstring); counted in
     DuckDB, so only the counts reach Python."""
-    if "segment_outcomes" not in table_names(con):
-        units(con, as_of)  # raises NoOutcomesError with what to do
+    _require_outcomes(con)
     groups = con.sql(
         f"""
         select segment, channel, week, any_value(outcome) as outcome, max(outcome_days) as outcome_days,

@@ -35,11 +35,11 @@ import polars as pl
 
 from memberflow.core.settings import Settings
 from memberflow.core.vocab import MODELS
-from memberflow.outreach.outcomes import units
+from memberflow.outreach.outcomes import NoOutcomesError, units
 from memberflow.segments import Segment, unit_hash
 from memberflow.warehouse import read_warehouse
 from ml.datasets import feature_columns, prepare_frame
-from ml.registry import CHAMPION, connect, experiment_id, registered_name
+from ml.registry import CHAMPION, alias_version, connect, experiment_id, registered_name
 
 # Enough holdout history: held-out units and responders the learner's control model needs (training weeks),
 # and held-out units the backtest needs to tell rankings apart (validation weeks).
@@ -354,15 +354,10 @@ def train_uplift(
 
 
 def champion_version(settings: Settings, segment: str) -> str | None:
-    from mlflow.exceptions import MlflowException
-
     if settings.mlflow_uri_env is None and not (settings.mlflow_dir / "mlflow.db").exists():
         return None  # no model was ever trained here (and opening the store would create it)
-    try:
-        mv = connect(settings).get_model_version_by_alias(registered_name(model_key(segment)), CHAMPION)
-    except MlflowException:
-        return None
-    return str(mv.version)
+    ref = alias_version(settings, model_key(segment), CHAMPION)
+    return ref.version if ref else None
 
 
 def load_champion(settings: Settings, segment: str) -> tuple[TwoModel, str] | None:
@@ -374,14 +369,30 @@ def load_champion(settings: Settings, segment: str) -> tuple[TwoModel, str] | No
     if version is None:
         return None
     mv = connect(settings).get_model_version(registered_name(model_key(segment)), version)
-    folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=mv.source))
-    meta = json.loads((folder / "uplift.json").read_text())
-    model = TwoModel(
-        lightgbm.Booster(model_file=str(folder / "treated.txt")),
-        lightgbm.Booster(model_file=str(folder / "holdout.txt")),
-        list(meta["features"]),
-    )
+    # a folder of its own, removed after loading: a plan loads the champions every day
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=mv.source, dst_path=tmp))
+        meta = json.loads((folder / "uplift.json").read_text())
+        model = TwoModel(
+            lightgbm.Booster(model_file=str(folder / "treated.txt")),
+            lightgbm.Booster(model_file=str(folder / "holdout.txt")),
+            list(meta["features"]),
+        )
     return model, version
+
+
+def train_segments(
+    settings: Settings, segments: list[Segment], as_of: date
+) -> tuple[list[UpliftResult], dict[str, str]]:
+    """``train_uplift`` for each segment; those without the history it needs are returned with why (the
+    normal state of a new or small segment), the rest with their result."""
+    results, refused = [], {}
+    for segment in segments:
+        try:
+            results.append(train_uplift(settings, segment, as_of))
+        except (UpliftError, NoOutcomesError) as exc:
+            refused[segment.name] = str(exc)
+    return results, refused
 
 
 def rank_frame(
