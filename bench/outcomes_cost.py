@@ -12,8 +12,10 @@ Then three daily runs, each landing one new day and building:
 - A: with the decisions set aside (segment_outcomes builds empty);
 - first attribution: with them, segment_outcomes attributing every decision (once, when deliveries begin
   or after a full refresh);
-- B: the next day, in steady state: segment_outcomes attributes again only the decision dates whose windows
-  have not settled (closed outcome_late_days before the last day), and follows merges in the rest.
+- B: the next day, in steady state, after that day's plan added one more date of decisions: segment_outcomes
+  attributes the new date and recounts, of the rows whose windows have not settled (closed
+  outcome_late_days before the last day), those of members with something new since the last build
+  (dbt_project/macros/outcomes.sql); the rest only follow merges.
 Reported: both builds' wall time, segment_outcomes' own dbt time (the model and its tests, from
 run_results.json), and the uplift report over every matured week (wall, peak RSS of its process).
 
@@ -67,8 +69,9 @@ def _dbt_seconds(settings: Settings, name: str) -> dict[str, float]:
     return {"model": round(model, 2), "tests": round(tests, 2), "all_nodes": round(total, 2)}
 
 
-def write_decisions(settings: Settings, first: date, days: int) -> dict:
-    """segment_memberships and delivery_ledger rows for ``days`` delivery days from ``first``."""
+def write_decisions(settings: Settings, first: date, days: int, replace: bool = True) -> dict:
+    """segment_memberships and delivery_ledger rows for ``days`` delivery days from ``first`` (replacing
+    every earlier decision, or only those of these days)."""
     from memberflow.outreach.run import LEDGER_DDL, MEMBERSHIPS_DDL
     from memberflow.segments import load_segments
     from memberflow.warehouse import open_warehouse
@@ -89,8 +92,10 @@ def write_decisions(settings: Settings, first: date, days: int) -> dict:
     with open_warehouse(settings, read_only=False) as con:
         con.execute(MEMBERSHIPS_DDL)
         con.execute(LEDGER_DDL)
-        con.execute("delete from segment_memberships")
-        con.execute("delete from delivery_ledger")
+        last = first + timedelta(days=days - 1)
+        within = "true" if replace else f"as_of between date '{first}' and date '{last}'"
+        con.execute(f"delete from segment_memberships where {within}")
+        con.execute(f"delete from delivery_ledger where {within}")
         con.execute(
             f"""
             insert into segment_memberships (as_of, member_id, segment, channel, priority, status, reason,
@@ -124,12 +129,12 @@ def write_decisions(settings: Settings, first: date, days: int) -> dict:
             """
         )
         con.execute(
-            """
+            f"""
             insert into delivery_ledger (idempotency_key, as_of, segment, member_id, channel, status,
                 attempts, decided_day, updated_at, sent_at)
             select idempotency_key, as_of, segment, member_id, channel, 'sent', 1, as_of,
                 planned_at + interval 1 minute, planned_at + interval 1 minute
-            from segment_memberships where status = 'send'
+            from segment_memberships where status = 'send' and {within}
             """
         )
         counts = dict(con.execute("select status, count(*) from segment_memberships group by 1").fetchall())
@@ -222,6 +227,9 @@ def main() -> None:
     _set_aside(settings, False)
     figures["first_attribution"] = daily(settings, history[-1] + timedelta(days=2))
     print(figures["first_attribution"], flush=True)
+    # the next day's plan, as every delivery day writes one, then its build
+    figures["next_decisions"] = write_decisions(settings, history[-1] + timedelta(days=1), 1, replace=False)
+    print(figures["next_decisions"], flush=True)
     figures["daily_with"] = daily(settings, history[-1] + timedelta(days=3))
     print(figures["daily_with"], flush=True)
 

@@ -41,9 +41,15 @@ def blocked_phones(extra: Sequence[str] = ()) -> list[str]:
 # Landed tables whose staging models are incremental: each build reads only partitions newer than the
 # newest one it already holds and adds the events it has not seen. See plan_incremental_build.
 INCREMENTAL_TABLES = (("wecom", "group_events"), ("miniprogram", "events"), ("livestream", "views"))
-# Landed tables the incremental fct_member_daily_engagement also follows (it reads their orders through
-# fct_orders): a change to an old partition of these rebuilds it (dbt_project/macros/engagement.sql).
-PLANNED_TABLES = (*INCREMENTAL_TABLES, ("ecommerce", "orders"), ("store_pos", "orders"))
+# Landed tables the incremental fct_member_daily_engagement and segment_outcomes also follow (orders through
+# fct_orders; consent events for opt-outs): a change to an old partition of these rebuilds the first and
+# makes the second recount every unsettled row (dbt_project/macros/engagement.sql, outcomes.sql).
+PLANNED_TABLES = (
+    *INCREMENTAL_TABLES,
+    ("ecommerce", "orders"),
+    ("store_pos", "orders"),
+    ("consent", "events"),
+)
 # The SQL the incremental models depend on: a change to any of it rebuilds them.
 INCREMENTAL_SQL = (
     "models/staging",

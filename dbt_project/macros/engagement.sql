@@ -8,8 +8,8 @@
   - with activity landed after the last build (per source) or an order that changed after it;
   - on either side of an identifier whose member changed since the last build (merges, splits, links,
     blocked identifiers), compared with the identifiers that build saw.
-  The last build's identifiers and watermarks are kept beside the table (<table>__identifiers,
-  <table>__watermarks) by its post-hooks; <table>__affected lives only while a build runs.
+  The last build's identifiers and watermarks are kept beside the table by its post-hooks
+  (macros/changes.sql); <table>__affected lives only while a build runs.
   Both rebuild from scratch whenever an event staging table or the landed orders were rebuilt or changed
   (memberflow.transform.plan_incremental_build), on an as-of build, and when the kept state is missing.
 #}
@@ -46,66 +46,18 @@
   {%- endif -%}
 {%- endmacro %}
 
-{% macro engagement_state(kind) -%}
-  {{ return(this.incorporate(path={"identifier": this.identifier ~ "__" ~ kind})) }}
-{%- endmacro %}
-
 {% macro engagement_rebuild() -%}
   {%- if not execute or not is_incremental() or var('as_of_date') -%}{{ return(true) }}{%- endif -%}
-  {%- for kind in ('identifiers', 'watermarks') -%}
-    {%- if adapter.get_relation(database=this.database, schema=this.schema,
-                                identifier=this.identifier ~ '__' ~ kind) is none -%}
-      {{ return(true) }}
-    {%- endif -%}
-  {%- endfor -%}
+  {%- if not has_state(['identifiers', 'watermarks']) -%}{{ return(true) }}{%- endif -%}
   {{ return(any_rebuild(engagement_sources() + engagement_order_sources())) }}
-{%- endmacro %}
-
-{% macro engagement_drop(kind) -%}
-  drop table if exists {{ engagement_state(kind) }}
 {%- endmacro %}
 
 {# pre-hooks: find the affected members and delete their rows #}
 
 {% macro engagement_find_affected() -%}
   {%- if is_incremental() and not engagement_rebuild() -%}
-    create table {{ engagement_state('affected') }} as
-    with
-    previous as (select id_type, id_value, member_id from {{ engagement_state('identifiers') }}),
-    current_ids as (
-        select id_type, id_value, member_id from {{ ref('member_identifiers') }}
-        where id_type in {{ engagement_id_types() }}
-    ),
-    watermarks as (select source, loaded_on from {{ engagement_state('watermarks') }}),
-    moved as (
-        select previous.member_id as before_id, current_ids.member_id as after_id
-        from previous
-        full outer join current_ids
-            on previous.id_type = current_ids.id_type and previous.id_value = current_ids.id_value
-        where previous.member_id is distinct from current_ids.member_id
-    ),
-    new_activity as (
-        select current_ids.member_id
-        from {{ ref('int_source_daily_activity') }} as activity
-        inner join current_ids
-            on current_ids.id_type = activity.id_type and current_ids.id_value = activity.id_value
-        left join watermarks on watermarks.source = activity.source
-        where activity.loaded_on > coalesce(watermarks.loaded_on, cast('1900-01-01' as date))
-    ),
-    changed_orders as (
-        select orders.member_id
-        from {{ ref('fct_orders') }} as orders
-        left join watermarks on watermarks.source = orders.source || '.orders'
-        where orders.member_id is not null
-            and orders.last_changed_on > coalesce(watermarks.loaded_on, cast('1900-01-01' as date))
-    )
-    select before_id as member_id from moved where before_id is not null
-    union
-    select after_id from moved where after_id is not null
-    union
-    select member_id from new_activity
-    union
-    select member_id from changed_orders
+    create table {{ state_relation('affected') }} as
+    {{ members_with_news(id_types=engagement_id_types()) }}
   {%- endif -%}
 {%- endmacro %}
 
@@ -113,20 +65,6 @@
   {%- if is_incremental() and engagement_rebuild() -%}
     delete from {{ this }}
   {%- elif is_incremental() -%}
-    delete from {{ this }} where member_id in (select member_id from {{ engagement_state('affected') }})
-  {%- endif -%}
-{%- endmacro %}
-
-{# post-hooks: what the next build compares with #}
-{% macro engagement_remember(step) -%}
-  {%- if step == 'identifiers' -%}
-    create table {{ engagement_state('identifiers') }} as
-    select id_type, id_value, member_id from {{ ref('member_identifiers') }}
-    where id_type in {{ engagement_id_types() }}
-  {%- elif step == 'watermarks' -%}
-    create table {{ engagement_state('watermarks') }} as
-    select source, max(loaded_on) as loaded_on from {{ ref('int_source_daily_activity') }} group by source
-    union all
-    select source || '.orders', max(last_changed_on) from {{ ref('fct_orders') }} group by source
+    delete from {{ this }} where member_id in (select member_id from {{ state_relation('affected') }})
   {%- endif -%}
 {%- endmacro %}

@@ -1,9 +1,161 @@
+{#
+  Incremental attribution (segment_outcomes).
+
+  A decision's counts can only change while its window has not settled, and then only when something about
+  its member changed. So a build recounts, in one of three modes (outcomes_mode):
+  - all: the table is new, rebuilt (--full-refresh) or older than its settled column: every decision;
+  - affected (a daily build): the decision dates not attributed yet or planned again since, and of the
+    rows not settled, those of members with something new since the last build: an order changed, a
+    check-in or a marketing opt-out landed, an identifier moved (merge, split, link, block; the same
+    comparison fct_member_daily_engagement makes), or the delivery ledger changed their decision;
+  - unsettled: when the last build's state is missing, on an as-of build, or when a landed table it
+    follows was re-landed or landed late (the watermarks cannot say what is new): every date with a row
+    not settled, besides the new and replanned ones.
+  The last build's identifiers and watermarks are kept beside the table (macros/changes.sql);
+  <table>__dates and <table>__decisions (what this build recounts) live only while
+  it runs. window_complete and settled move with the last observed day: a post-hook sets them on every
+  row, so rows that are not recounted stay true to today.
+#}
+
+{% macro outcomes_sources() -%}
+  {{ return(engagement_sources() + engagement_order_sources() + ['consent.events']) }}
+{%- endmacro %}
+
+{% macro outcomes_relation(name) -%}
+  {{ return(adapter.get_relation(database=this.database, schema=this.schema, identifier=name)) }}
+{%- endmacro %}
+
+{% macro outcomes_mode() -%}
+  {%- if not execute or not is_incremental() -%}{{ return('all') }}{%- endif -%}
+  {%- set stored = adapter.get_columns_in_relation(this) | map(attribute='name') | list -%}
+  {%- if 'settled' not in stored -%}{{ return('all') }}{%- endif -%}
+  {%- if not has_state(['identifiers', 'watermarks']) -%}{{ return('unsettled') }}{%- endif -%}
+  {%- if any_rebuild(outcomes_sources()) -%}{{ return('unsettled') }}{%- endif -%}
+  {{ return('affected') }}
+{%- endmacro %}
+
+{# A member whose identifiers all left it in a split: its outcomes follow them (the first of its
+   successors). One definition for the model and its post-hook. #}
+{% macro outcomes_split_successors() -%}
+  select split_from_member_id, min(member_id) as member_id from {{ ref('member_id_history') }}
+  where change_type = 'split'
+  group by 1
+{%- endmacro %}
+
+{# The last day with data, capped by the as_of_date var (least ignores a null). #}
+{% macro outcomes_observed_through() -%}
+  {%- set cap = "cast('" ~ var('as_of_date') ~ "' as date)" if var('as_of_date') else "cast(null as date)" -%}
+  (select least(max(activity_date), {{ cap }}) from {{ ref('int_member_activity_days') }})
+{%- endmacro %}
+
+{# pre-hooks: what this build recounts, as whole dates (__dates) and single decisions (__decisions) #}
+{% macro outcomes_find_dates() -%}
+  {%- set mode = outcomes_mode() -%}
+  {%- set memberships = outcomes_relation('segment_memberships') -%}
+  {%- if mode == 'all' or memberships is none -%}
+    select 1
+  {%- else -%}
+    create table {{ state_relation('dates') }} as
+    with
+    decision_dates as (select as_of, max(planned_at) as planned_at from {{ memberships }} group by 1),
+    attributed as (
+        select as_of, max(planned_at) as planned_at, bool_and(settled) as settled
+        from {{ this }} group by 1
+    )
+    select decision_dates.as_of
+    from decision_dates
+    left join attributed on decision_dates.as_of = attributed.as_of
+    where
+        attributed.as_of is null
+        or decision_dates.planned_at > attributed.planned_at
+        {%- if mode == 'unsettled' %}
+        or not attributed.settled
+        {%- endif %}
+  {%- endif -%}
+{%- endmacro %}
+
+{% macro outcomes_find_decisions() -%}
+  {%- set mode = outcomes_mode() -%}
+  {%- set ledger = outcomes_relation('delivery_ledger') -%}
+  {%- if mode == 'all' or outcomes_relation('segment_memberships') is none -%}
+    select 1
+  {%- elif mode == 'unsettled' -%}
+    create table {{ state_relation('decisions') }} as
+    select
+        cast(null as date) as as_of, cast(null as varchar) as segment,
+        cast(null as varchar) as decided_member_id
+    where false
+  {%- else -%}
+    create table {{ state_relation('decisions') }} as
+    with
+    watermarks as (select source, loaded_on from {{ state_relation('watermarks') }}),
+    affected as ({{ members_with_news(checkins_only=true, opt_outs=true) }}),
+    stale as (
+        select as_of, segment, decided_member_id
+        from {{ this }}
+        where not settled and member_id in (select member_id from affected)
+        union
+        select as_of, segment, decided_member_id
+        from {{ this }}
+        where not settled and decided_member_id in (select member_id from affected)
+        {%- if ledger %}
+        union
+        -- a send retried or settled on a later day changes the decision's `sent` (the watermark is a day,
+        -- so that day's ledger rows are read again: recounting a decision twice changes nothing)
+        select ledger.as_of, ledger.segment, ledger.member_id
+        from {{ ledger }} as ledger
+        left join watermarks on watermarks.source = 'delivery_ledger'
+        where cast(ledger.updated_at as date) >= coalesce(watermarks.loaded_on, cast('1900-01-01' as date))
+        {%- endif %}
+    )
+    select * from stale
+    where as_of not in (select as_of from {{ state_relation('dates') }})
+  {%- endif -%}
+{%- endmacro %}
+
+{# pre-hooks: delete what this build recounts (everything, when it recounts all) #}
+{% macro outcomes_clear(kind) -%}
+  {%- set mode = outcomes_mode() -%}
+  {%- if not is_incremental() -%}
+    select 1
+  {%- elif mode == 'all' or outcomes_relation('segment_memberships') is none -%}
+    {%- if kind == 'dates' -%}delete from {{ this }}{%- else -%}select 1{%- endif -%}
+  {%- elif kind == 'dates' -%}
+    delete from {{ this }} where as_of in (select as_of from {{ state_relation('dates') }})
+  {%- else -%}
+    delete from {{ this }} as o using {{ state_relation('decisions') }} as d
+    where o.as_of = d.as_of and o.segment = d.segment and o.decided_member_id = d.decided_member_id
+  {%- endif -%}
+{%- endmacro %}
+
+{# post-hook: the windows' state on today's last observed day, on every row #}
+{% macro outcomes_refresh_windows() -%}
+  update {{ this }} set
+    window_complete = window_end - 1 <= {{ outcomes_observed_through() }},
+    settled = window_end - 1 + {{ var('outcome_late_days') }} <= {{ outcomes_observed_through() }}
+  where
+    window_complete is distinct from (window_end - 1 <= {{ outcomes_observed_through() }})
+    or settled is distinct from (window_end - 1 + {{ var('outcome_late_days') }} <= {{ outcomes_observed_through() }})
+{%- endmacro %}
+
+{# post-hook: the watermarks, with the consent events' and the delivery ledger's #}
+{% macro outcomes_remember_watermarks() -%}
+  {%- set ledger = outcomes_relation('delivery_ledger') -%}
+  {%- set extra -%}
+    select 'consent.events', max(loaded_on) from {{ ref('stg_consent__events') }}
+    {%- if ledger %}
+    union all
+    select 'delivery_ledger', max(cast(updated_at as date)) from {{ ledger }}
+    {%- endif %}
+  {%- endset -%}
+  {{ remember_watermarks(extra) }}
+{%- endmacro %}
+
 {# segment_outcomes' post-hook: decisions no longer in segment_memberships (a date whose plan was removed, or
    every date once the table is gone) leave the mart. A hook, because an incremental run only replaces the
-   dates it recounts. #}
+   rows it recounts. #}
 {% macro outcomes_drop_orphans() -%}
-  {%- set memberships = adapter.get_relation(
-      database=this.database, schema=this.schema, identifier='segment_memberships') -%}
+  {%- set memberships = outcomes_relation('segment_memberships') -%}
   {%- if memberships is none -%}
     delete from {{ this }}
   {%- else -%}

@@ -4,22 +4,27 @@ A vanished member was found by the 1M attribution benchmark: a buyer id that onl
 carried founded a member, the member was decided in a segment, and it vanished when the order's next version
 named the real buyer; the relationships test then failed every daily build from that day on. The model is
 incremental by decision date: a build after settled windows keeps them, a plan written again for a date is
-attributed again, and what it holds equals a build from scratch."""
+attributed again, and what it holds equals a build from scratch. A daily build recounts only the open rows of
+members with something new since the last one (an order, a check-in, a moved identifier), and brings
+every row's window state up to date."""
 
 from __future__ import annotations
 
 import shutil
 from datetime import date, datetime
 
+import polars as pl
 import pyarrow as pa
 
 from memberflow.outreach.outcomes import units
 from memberflow.outreach.run import MEMBERSHIPS_DDL
-from memberflow.transform import run_dbt
+from memberflow.transform import plan_incremental_build, run_dbt
 from memberflow.warehouse import open_warehouse, read_warehouse, replace_rows
 from tests.support import make_settings, query
 
 DAY = date(2026, 2, 2)
+OPEN_DAY = date(2026, 2, 24)  # a 14-day window from here is still open on the last landed day, 03-01
+SEEN = date(2026, 2, 26)  # the day the test's "last build" saw landings up to
 GONE = "m0123456789abcdef"  # a member id no identifier founds any more
 
 
@@ -30,10 +35,10 @@ def test_a_vanished_member_keeps_its_row_and_a_rebuild_attributes_only_what_chan
         kept = con.execute("select member_id from dim_member order by member_id limit 40").fetchall()
     members = [m for (m,) in kept] + [GONE]
 
-    def plan(planned_at: datetime, sent_to_first: bool = True) -> pa.Table:
+    def plan(planned_at: datetime, sent_to_first: bool = True, day: date = DAY, members=members) -> pa.Table:
         return pa.table(
             {
-                "as_of": [DAY] * len(members),
+                "as_of": [day] * len(members),
                 "member_id": members,
                 "segment": ["care"] * len(members),
                 "channel": ["wecom"] * len(members),
@@ -45,11 +50,11 @@ def test_a_vanished_member_keeps_its_row_and_a_rebuild_attributes_only_what_chan
                 "reason": [None if i or sent_to_first else "segment_daily_cap" for i in range(len(members))],
                 "holdout": [bool(i % 2) for i in range(len(members))],
                 "health_based": [False] * len(members),
-                "idempotency_key": [f"care:{m}:{DAY}" for m in members],
+                "idempotency_key": [f"care:{m}:{day}" for m in members],
                 "planned_at": [planned_at] * len(members),
                 "message": ["care_checkin"] * len(members),
                 "outcome": ["order"] * len(members),
-                "outcome_days": [7] * len(members),
+                "outcome_days": [7 if day == DAY else 14] * len(members),
             }
         )
 
@@ -80,3 +85,67 @@ def test_a_vanished_member_keeps_its_row_and_a_rebuild_attributes_only_what_chan
     assert first["status"] == "suppressed" and first["reason"] == "segment_daily_cap" and not first["sent"]
     assert not run_dbt(settings, ["build", "--select", "segment_outcomes", "--full-refresh"]).failures
     assert query(settings, "select * from segment_outcomes order by decided_member_id").equals(again)
+
+    # A daily build. Every member decided on OPEN_DAY, a window still open; then the test winds the kept
+    # state back as if the last build had seen landings up to SEEN, zeroes every stored count and marks
+    # 02-02's windows incomplete. The build must recount exactly the open rows of the members with an order
+    # changed or a check-in landed after SEEN, or an identifier that moved (one is moved in the kept
+    # state), and set every window state right.
+    with read_warehouse(settings) as con:
+        everyone = [m for (m,) in con.execute("select member_id from dim_member order by 1").fetchall()]
+    replace_rows(
+        settings, MEMBERSHIPS_DDL, "segment_memberships", "as_of = ?", [OPEN_DAY],
+        plan(datetime(2026, 2, 24, 9), day=OPEN_DAY, members=everyone),
+    )  # fmt: skip
+    assert not run_dbt(settings, ["build", "--select", "segment_outcomes"]).failures
+    with open_warehouse(settings, read_only=False) as con:
+        moved = con.execute(
+            "select member_id, id_type, id_value from segment_outcomes__identifiers "
+            "where member_id not in "
+            "(select member_id from fct_orders where last_changed_on > ? and member_id is not null) "
+            "order by member_id limit 1",
+            [SEEN],
+        ).fetchone()
+        con.execute(
+            "update segment_outcomes__identifiers set member_id = 'm-before' "
+            "where id_type = ? and id_value = ?",
+            [moved[1], moved[2]],
+        )
+        con.execute("update segment_outcomes__watermarks set loaded_on = ? where loaded_on > ?", [SEEN, SEEN])
+        con.execute("update segment_outcomes set orders = 0, spend_cny = 0, checkins = 0, responded = false")
+        con.execute("update segment_outcomes set window_complete = false where as_of = ?", [DAY])
+        new_facts = {
+            m
+            for (m,) in con.execute(
+                """
+                select member_id from fct_orders where last_changed_on > $seen and member_id is not null
+                union
+                select i.member_id from int_source_daily_activity as a
+                inner join member_identifiers as i using (id_type, id_value)
+                where a.checkins > 0 and a.loaded_on > $seen
+                """,
+                {"seen": SEEN},
+            ).fetchall()
+        } | {moved[0]}
+    plan_incremental_build(settings)  # nothing was landed again: the models may add (a daily build)
+    assert not run_dbt(settings, ["build", "--select", "segment_outcomes"]).failures
+    daily = query(settings, "select * from segment_outcomes order by as_of, decided_member_id")
+    assert not run_dbt(settings, ["build", "--select", "segment_outcomes", "--full-refresh"]).failures
+    fresh = query(settings, "select * from segment_outcomes order by as_of, decided_member_id")
+    counts = ["orders", "spend_cny", "checkins", "responded"]
+    recounted = daily.filter(pl.col("as_of") == OPEN_DAY, pl.col("decided_member_id").is_in(list(new_facts)))
+    expected = fresh.filter(pl.col("as_of") == OPEN_DAY, pl.col("decided_member_id").is_in(list(new_facts)))
+    assert recounted.height == expected.height > 100 and recounted.equals(expected)
+    assert expected["responded"].sum() > 10  # the members with news did respond: the recount is seen
+    # the rest kept what was stored (zero: the test's tampering), and settled rows were not recounted
+    others = ~(pl.col("as_of") == OPEN_DAY) | ~pl.col("decided_member_id").is_in(list(new_facts))
+    assert (
+        daily.filter(others).select(pl.sum_horizontal(pl.col(counts).cast(pl.Float64))).to_series().sum() == 0
+    )
+    assert fresh.filter(others, pl.col("as_of") == OPEN_DAY)["orders"].sum() > 0  # they had counts to lose
+    # every window's state is today's, recounted or not
+    assert daily.select("as_of", "decided_member_id", "window_complete", "settled").equals(
+        fresh.select("as_of", "decided_member_id", "window_complete", "settled")
+    )
+    assert daily.filter(pl.col("as_of") == DAY)["window_complete"].all()
+    assert not daily.filter(pl.col("as_of") == OPEN_DAY)["window_complete"].any()

@@ -5,16 +5,16 @@
     materialized='incremental',
     incremental_strategy='append',
     pre_hook=[
-        "{{ engagement_drop('affected') }}",
+        "{{ drop_state('affected') }}",
         "{{ engagement_find_affected() }}",
         "{{ engagement_clear() }}",
     ],
     post_hook=[
-        "{{ engagement_drop('identifiers') }}",
-        "{{ engagement_remember('identifiers') }}",
-        "{{ engagement_drop('watermarks') }}",
-        "{{ engagement_remember('watermarks') }}",
-        "{{ engagement_drop('affected') }}",
+        "{{ drop_state('identifiers') }}",
+        "{{ remember_identifiers(engagement_id_types()) }}",
+        "{{ drop_state('watermarks') }}",
+        "{{ remember_watermarks() }}",
+        "{{ drop_state('affected') }}",
     ],
 ) }}
 {%- set only_affected = not engagement_rebuild() %}
@@ -27,7 +27,7 @@ orders as (
 ),
 identifiers as (select * from {{ ref('member_identifiers') }}),
 {%- if only_affected %}
-affected as (select member_id from {{ engagement_state('affected') }}),
+affected as (select member_id from {{ state_relation('affected') }}),
 {%- endif %}
 
 activity as (

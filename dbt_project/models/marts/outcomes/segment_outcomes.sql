@@ -13,17 +13,25 @@
 -- cap); `sent`: the delivery ledger recorded the message as sent.
 -- segment_memberships and delivery_ledger are written by memberflow's deliveries; before the first one
 -- this model is empty.
--- Incremental by decision date: a build recomputes the dates not attributed yet, those planned again since,
--- and those with a row not settled yet (settled: its window closed outcome_late_days before the last
--- observed day, so rows landing a few days late still count). Settled rows keep what they counted; a later
--- merge or a vanished member is followed by the post-hooks (member_id and member_current), without
--- recounting. At a million members a year of decisions is hundreds of millions of rows: recounting them
--- every day would double the daily build.
+-- Incremental (macros/outcomes.sql says how): a daily build attributes the new decision dates and recounts
+-- the rows not settled yet (settled: the window closed outcome_late_days before the last observed day, so
+-- rows landing a few days late still count) of the members with something new since the last build. Settled
+-- rows keep what they counted; a later merge or a vanished member is followed by the post-hooks (member_id
+-- and member_current), without recounting. At a million members a year of decisions is hundreds of millions
+-- of rows, and even the unsettled weeks are tens of millions: recounting them every day would nearly double
+-- the daily build.
 {{ config(
     materialized='incremental',
-    incremental_strategy='delete+insert',
-    unique_key='as_of',
+    incremental_strategy='append',
     on_schema_change='sync_all_columns',
+    pre_hook=[
+        "{{ drop_state('dates') }}",
+        "{{ drop_state('decisions') }}",
+        "{{ outcomes_find_dates() }}",
+        "{{ outcomes_find_decisions() }}",
+        "{{ outcomes_clear('dates') }}",
+        "{{ outcomes_clear('decisions') }}",
+    ],
     post_hook=[
         "{{ outcomes_drop_orphans() }}",
         "update {{ this }} as o set member_id = h.member_id
@@ -31,12 +39,18 @@
             where h.change_type = 'merge' and o.member_id = h.retired_member_id
                 and h.member_id in (select member_id from {{ ref('dim_member') }})",
         "update {{ this }} as o set member_id = s.member_id
-            from (select split_from_member_id, min(member_id) as member_id from {{ ref('member_id_history') }}
-                  where change_type = 'split' group by 1) as s
+            from ({{ outcomes_split_successors() }}) as s
             where o.member_id = s.split_from_member_id
                 and o.member_id not in (select member_id from {{ ref('dim_member') }})",
         "update {{ this }} set member_current = (member_id in (select member_id from {{ ref('dim_member') }}))
             where member_current <> (member_id in (select member_id from {{ ref('dim_member') }}))",
+        "{{ outcomes_refresh_windows() }}",
+        "{{ drop_state('identifiers') }}",
+        "{{ remember_identifiers() }}",
+        "{{ drop_state('watermarks') }}",
+        "{{ outcomes_remember_watermarks() }}",
+        "{{ drop_state('dates') }}",
+        "{{ drop_state('decisions') }}",
     ],
 ) }}
 {%- set memberships = adapter.get_relation(
@@ -45,7 +59,6 @@
     if memberships else [] %}
 {%- set ledger = adapter.get_relation(
     database=target.database, schema=target.schema, identifier='delivery_ledger') %}
-{%- set as_of_cap = "cast('" ~ var('as_of_date') ~ "' as date)" if var('as_of_date') else "cast(null as date)" %}
 {%- set before_holdout = "'" ~ var('suppressed_before_holdout') | join("', '") ~ "'" %}
 {%- set late_days = var('outcome_late_days') %}
 with
@@ -98,9 +111,7 @@ history as (
 ),
 -- a member whose identifiers all left it in a split: the outcomes follow them (the first of its successors)
 split_successors as (
-    select split_from_member_id, min(member_id) as member_id from {{ ref('member_id_history') }}
-    where change_type = 'split'
-    group by 1
+    {{ outcomes_split_successors() }}
 ),
 members as (select member_id from {{ ref('dim_member') }}),
 current_members as (select member_id as current_member_id from members),
@@ -111,7 +122,6 @@ orders as (
 engagement as (select * from {{ ref('fct_member_daily_engagement') }}),
 consent as (select * from {{ ref('stg_consent__events') }}),
 identifiers as (select * from {{ ref('member_identifiers') }}),
-activity as (select * from {{ ref('int_member_activity_days') }}),
 {%- if ledger %}
 delivered as (
     select idempotency_key, sent_at from {{ ledger }}
@@ -126,40 +136,26 @@ delivered as (
 ),
 {%- endif %}
 
--- the last day with data (capped by the as_of_date var: least ignores a null)
-observed as (
-    select least(max(activity_date), {{ as_of_cap }}) as observed_through
-    from activity
-),
+observed as (select {{ outcomes_observed_through() }} as observed_through),
 
--- the decision dates this build attributes: every date when the table is new (or older than its settled
--- column), else those not attributed yet, planned again since, or with a row not settled
-{%- set stored = adapter.get_columns_in_relation(this) | map(attribute='name') | list
-    if is_incremental() else [] %}
-{%- set only_open = 'settled' in stored %}
-decision_dates as (
-    select as_of, max(planned_at) as planned_at
+-- the decisions this build attributes: all of them, or the dates and single decisions its pre-hooks chose
+{%- set mode = outcomes_mode() %}
+{%- if mode == 'all' or memberships is none %}
+todo as (select * from decisions),
+{%- else %}
+todo as (
+    select * from decisions
+    where as_of in (select as_of from {{ state_relation('dates') }})
+    union all
+    select decisions.*
     from decisions
-    group by 1
-),
-{%- if only_open %}
-attributed as (
-    select as_of, max(planned_at) as planned_at, bool_and(settled) as settled
-    from {{ this }}
-    group by 1
+    inner join {{ state_relation('decisions') }} as recount
+        on
+            decisions.as_of = recount.as_of
+            and decisions.segment = recount.segment
+            and decisions.member_id = recount.decided_member_id
 ),
 {%- endif %}
-todo as (
-    select decision_dates.as_of
-    from decision_dates
-    {%- if only_open %}
-    left join attributed on decision_dates.as_of = attributed.as_of
-    where
-        attributed.as_of is null
-        or not attributed.settled
-        or decision_dates.planned_at > attributed.planned_at
-    {%- endif %}
-),
 
 resolved as (
     select
@@ -167,11 +163,10 @@ resolved as (
         coalesce(history.member_id, members.member_id, split_successors.member_id, decisions.member_id)
             as outcome_member_id,
         decisions.as_of + decisions.outcome_days as window_end
-    from decisions
+    from todo as decisions
     left join history on decisions.member_id = history.retired_member_id
     left join members on decisions.member_id = members.member_id
     left join split_successors on decisions.member_id = split_successors.split_from_member_id
-    where decisions.as_of in (select todo.as_of from todo)
 ),
 
 -- the days the windows of this build's decisions cover: the facts outside them cannot count (years of
