@@ -6,7 +6,8 @@ day: 6,400 sent, 66,649 held out, the rest over a segment's cap or otherwise sup
 ``segment_memberships``, with the sent ones in ``delivery_ledger``. Decisions are drawn by hash (the same
 two thirds of the members every day, in the library's segments, 10 % held out), not planned: planning 60
 days at 1M members would take hours, and attribution's cost depends on how many decisions there are and
-on the members' orders and activity, not on who the rules chose.
+on the members' orders and activity, not on who the rules chose. They are stored in date order, as the
+daily plans append them.
 
 Then three daily runs, each landing one new day and building:
 - A: with the decisions set aside (segment_outcomes builds empty);
@@ -126,6 +127,7 @@ def write_decisions(settings: Settings, first: date, days: int, replace: bool = 
                 (date '{first}' + d::int)::timestamp + interval 9 hour,
                 s[3], s[4], s[5]::int
             from picked cross join days
+            order by as_of, s[1]
             """
         )
         con.execute(

@@ -12,8 +12,8 @@
     follows was re-landed or landed late (the watermarks cannot say what is new): every date with a row
     not settled, besides the new and replanned ones.
   The last build's identifiers and watermarks are kept beside the table (macros/changes.sql);
-  <table>__dates and <table>__decisions (what this build recounts) live only while
-  it runs. window_complete and settled move with the last observed day: a post-hook sets them on every
+  <table>__dates, <table>__decisions and <table>__todo (what this build recounts) live only
+  while it runs. window_complete and settled move with the last observed day: a post-hook sets them on every
   row, so rows that are not recounted stay true to today.
 #}
 
@@ -110,6 +110,38 @@
     )
     select * from stale
     where as_of not in (select as_of from {{ state_relation('dates') }})
+  {%- endif -%}
+{%- endmacro %}
+
+{# pre-hook: the memberships rows this build recounts (__todo). Their dates are bounded by literals: the
+   table is in date order, and a bound the scan can prune on reads a few weeks of it instead of all. #}
+{% macro outcomes_collect() -%}
+  {%- set memberships = outcomes_relation('segment_memberships') -%}
+  {%- if outcomes_mode() == 'all' or memberships is none -%}
+    select 1
+  {%- else -%}
+    {%- set dates = run_query("select distinct as_of from " ~ state_relation('dates') ~ " order by 1")
+        .columns[0].values() | list -%}
+    {%- set first = run_query("select min(as_of) from " ~ state_relation('decisions'))
+        .columns[0].values()[0] -%}
+    create table {{ state_relation('todo') }} as
+    select * from {{ memberships }}
+    {%- if dates %}
+    where as_of in ({% for d in dates %}cast('{{ d }}' as date){{ ", " if not loop.last }}{% endfor %})
+    {%- else %}
+    where false
+    {%- endif %}
+    {%- if first %}
+    union all
+    select memberships.*
+    from {{ memberships }} as memberships
+    inner join {{ state_relation('decisions') }} as recount
+        on
+            memberships.as_of = recount.as_of
+            and memberships.segment = recount.segment
+            and memberships.member_id = recount.decided_member_id
+    where memberships.as_of >= cast('{{ first }}' as date)
+    {%- endif %}
   {%- endif -%}
 {%- endmacro %}
 

@@ -27,8 +27,10 @@
     pre_hook=[
         "{{ drop_state('dates') }}",
         "{{ drop_state('decisions') }}",
+        "{{ drop_state('todo') }}",
         "{{ outcomes_find_dates() }}",
         "{{ outcomes_find_decisions() }}",
+        "{{ outcomes_collect() }}",
         "{{ outcomes_clear('dates') }}",
         "{{ outcomes_clear('decisions') }}",
     ],
@@ -51,6 +53,7 @@
         "{{ outcomes_remember_watermarks() }}",
         "{{ drop_state('dates') }}",
         "{{ drop_state('decisions') }}",
+        "{{ drop_state('todo') }}",
     ],
 ) }}
 {%- set memberships = adapter.get_relation(
@@ -61,6 +64,8 @@
     database=target.database, schema=target.schema, identifier='delivery_ledger') %}
 {%- set before_holdout = "'" ~ var('suppressed_before_holdout') | join("', '") ~ "'" %}
 {%- set late_days = var('outcome_late_days') %}
+{#- the decisions this build attributes: every one, or those its pre-hooks chose (macros/outcomes.sql) #}
+{%- set todo = memberships if outcomes_mode() == 'all' else state_relation('todo') %}
 with
 
 {% if memberships is none %}
@@ -101,7 +106,7 @@ decisions as (
         14 as outcome_days
         {%- endif %},
         planned_at
-    from {{ memberships }}
+    from {{ todo }}
 ),
 {% endif %}
 
@@ -138,32 +143,13 @@ delivered as (
 
 observed as (select {{ outcomes_observed_through() }} as observed_through),
 
--- the decisions this build attributes: all of them, or the dates and single decisions its pre-hooks chose
-{%- set mode = outcomes_mode() %}
-{%- if mode == 'all' or memberships is none %}
-todo as (select * from decisions),
-{%- else %}
-todo as (
-    select * from decisions
-    where as_of in (select as_of from {{ state_relation('dates') }})
-    union all
-    select decisions.*
-    from decisions
-    inner join {{ state_relation('decisions') }} as recount
-        on
-            decisions.as_of = recount.as_of
-            and decisions.segment = recount.segment
-            and decisions.member_id = recount.decided_member_id
-),
-{%- endif %}
-
 resolved as (
     select
         decisions.*,
         coalesce(history.member_id, members.member_id, split_successors.member_id, decisions.member_id)
             as outcome_member_id,
         decisions.as_of + decisions.outcome_days as window_end
-    from todo as decisions
+    from decisions
     left join history on decisions.member_id = history.retired_member_id
     left join members on decisions.member_id = members.member_id
     left join split_successors on decisions.member_id = split_successors.split_from_member_id
@@ -273,6 +259,7 @@ final as (
         resolved.window_end - 1 <= observed.observed_through as window_complete,
         resolved.window_end - 1 + {{ late_days }} <= observed.observed_through as settled,
         resolved.planned_at,
+        current_timestamp as counted_at,
         coalesce(order_outcomes.orders, 0) as orders,
         coalesce(order_outcomes.spend_cny, 0) as spend_cny,
         coalesce(checkin_outcomes.checkins, 0) as checkins,
