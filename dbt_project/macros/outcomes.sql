@@ -11,10 +11,10 @@
   - unsettled: when the last build's state is missing, on an as-of build, or when a landed table it
     follows was re-landed or landed late (the watermarks cannot say what is new): every date with a row
     not settled, besides the new and replanned ones.
-  The last build's identifiers and watermarks are kept beside the table (macros/changes.sql);
-  <table>__dates, <table>__decisions and <table>__todo (what this build recounts) live only
-  while it runs. window_complete and settled move with the last observed day: a post-hook sets them on every
-  row, so rows that are not recounted stay true to today.
+  The last build's identifiers and watermarks are kept beside the table (macros/changes.sql). What this
+  build recounts lives in temporary tables while it runs (outcomes_work: <table>__affected, __dates,
+  __decisions, __todo), so none of it is written to the database file. window_complete and settled move
+  with the last observed day: a post-hook sets them on every row, so rows not recounted stay true to today.
 #}
 
 {% macro outcomes_sources() -%}
@@ -23,6 +23,15 @@
 
 {% macro outcomes_relation(name) -%}
   {{ return(adapter.get_relation(database=this.database, schema=this.schema, identifier=name)) }}
+{%- endmacro %}
+
+{# A work table of this build: temporary, found first by its bare name. #}
+{% macro outcomes_work(kind) -%}
+  {{ return(this.identifier ~ "__" ~ kind) }}
+{%- endmacro %}
+
+{% macro outcomes_drop_work(kind) -%}
+  drop table if exists {{ outcomes_work(kind) }}
 {%- endmacro %}
 
 {% macro outcomes_mode() -%}
@@ -55,7 +64,7 @@
   {%- if mode == 'all' or memberships is none -%}
     select 1
   {%- else -%}
-    create table {{ state_relation('dates') }} as
+    create temporary table {{ outcomes_work('dates') }} as
     with
     decision_dates as (select as_of, max(planned_at) as planned_at from {{ memberships }} group by 1),
     attributed as (
@@ -74,30 +83,39 @@
   {%- endif -%}
 {%- endmacro %}
 
+{% macro outcomes_find_affected() -%}
+  {%- if outcomes_mode() == 'affected' and outcomes_relation('segment_memberships') -%}
+    create temporary table {{ outcomes_work('affected') }} as
+    {{ members_with_news(checkins_only=true, opt_outs=true) }}
+  {%- else -%}
+    select 1
+  {%- endif -%}
+{%- endmacro %}
+
 {% macro outcomes_find_decisions() -%}
   {%- set mode = outcomes_mode() -%}
   {%- set ledger = outcomes_relation('delivery_ledger') -%}
   {%- if mode == 'all' or outcomes_relation('segment_memberships') is none -%}
     select 1
   {%- elif mode == 'unsettled' -%}
-    create table {{ state_relation('decisions') }} as
+    create temporary table {{ outcomes_work('decisions') }} as
     select
         cast(null as date) as as_of, cast(null as varchar) as segment,
         cast(null as varchar) as decided_member_id
     where false
   {%- else -%}
-    create table {{ state_relation('decisions') }} as
+    create temporary table {{ outcomes_work('decisions') }} as
     with
     watermarks as (select source, loaded_on from {{ state_relation('watermarks') }}),
-    affected as ({{ members_with_news(checkins_only=true, opt_outs=true) }}),
     stale as (
         select as_of, segment, decided_member_id
         from {{ this }}
-        where not settled and member_id in (select member_id from affected)
-        union
-        select as_of, segment, decided_member_id
-        from {{ this }}
-        where not settled and decided_member_id in (select member_id from affected)
+        where
+            not settled
+            and (
+                member_id in (select member_id from {{ outcomes_work('affected') }})
+                or decided_member_id in (select member_id from {{ outcomes_work('affected') }})
+            )
         {%- if ledger %}
         union
         -- a send retried or settled on a later day changes the decision's `sent` (the watermark is a day,
@@ -109,7 +127,7 @@
         {%- endif %}
     )
     select * from stale
-    where as_of not in (select as_of from {{ state_relation('dates') }})
+    where as_of not in (select as_of from {{ outcomes_work('dates') }})
   {%- endif -%}
 {%- endmacro %}
 
@@ -120,11 +138,11 @@
   {%- if outcomes_mode() == 'all' or memberships is none -%}
     select 1
   {%- else -%}
-    {%- set dates = run_query("select distinct as_of from " ~ state_relation('dates') ~ " order by 1")
+    {%- set dates = run_query("select distinct as_of from " ~ outcomes_work('dates') ~ " order by 1")
         .columns[0].values() | list -%}
-    {%- set first = run_query("select min(as_of) from " ~ state_relation('decisions'))
+    {%- set first = run_query("select min(as_of) from " ~ outcomes_work('decisions'))
         .columns[0].values()[0] -%}
-    create table {{ state_relation('todo') }} as
+    create temporary table {{ outcomes_work('todo') }} as
     select * from {{ memberships }}
     {%- if dates %}
     where as_of in ({% for d in dates %}cast('{{ d }}' as date){{ ", " if not loop.last }}{% endfor %})
@@ -135,7 +153,7 @@
     union all
     select memberships.*
     from {{ memberships }} as memberships
-    inner join {{ state_relation('decisions') }} as recount
+    inner join {{ outcomes_work('decisions') }} as recount
         on
             memberships.as_of = recount.as_of
             and memberships.segment = recount.segment
@@ -153,11 +171,41 @@
   {%- elif mode == 'all' or outcomes_relation('segment_memberships') is none -%}
     {%- if kind == 'dates' -%}delete from {{ this }}{%- else -%}select 1{%- endif -%}
   {%- elif kind == 'dates' -%}
-    delete from {{ this }} where as_of in (select as_of from {{ state_relation('dates') }})
+    delete from {{ this }} where as_of in (select as_of from {{ outcomes_work('dates') }})
   {%- else -%}
-    delete from {{ this }} as o using {{ state_relation('decisions') }} as d
+    delete from {{ this }} as o using {{ outcomes_work('decisions') }} as d
     where o.as_of = d.as_of and o.segment = d.segment and o.decided_member_id = d.decided_member_id
   {%- endif -%}
+{%- endmacro %}
+
+{# post-hooks: decisions follow their member through merges and splits, and member_current says whether
+   it still exists. On a daily build only members whose identifiers moved can have changed. #}
+{% macro outcomes_only_moved() -%}
+  {%- if outcomes_mode() == 'affected' and outcomes_relation('segment_memberships') -%}
+    and o.member_id in (select member_id from {{ outcomes_work('affected') }})
+  {%- endif -%}
+{%- endmacro %}
+
+{% macro outcomes_follow_members() -%}
+  update {{ this }} as o set member_id = h.member_id
+  from {{ ref('member_id_history') }} as h
+  where h.change_type = 'merge' and o.member_id = h.retired_member_id
+      and h.member_id in (select member_id from {{ ref('dim_member') }})
+      {{ outcomes_only_moved() }}
+{%- endmacro %}
+
+{% macro outcomes_follow_splits() -%}
+  update {{ this }} as o set member_id = s.member_id
+  from ({{ outcomes_split_successors() }}) as s
+  where o.member_id = s.split_from_member_id
+      and o.member_id not in (select member_id from {{ ref('dim_member') }})
+      {{ outcomes_only_moved() }}
+{%- endmacro %}
+
+{% macro outcomes_mark_current() -%}
+  update {{ this }} as o set member_current = (o.member_id in (select member_id from {{ ref('dim_member') }}))
+  where o.member_current <> (o.member_id in (select member_id from {{ ref('dim_member') }}))
+      {{ outcomes_only_moved() }}
 {%- endmacro %}
 
 {# post-hook: the windows' state on today's last observed day, on every row #}

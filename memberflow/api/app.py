@@ -523,10 +523,11 @@ def create_app(settings: Settings, busy_wait: float = BUSY_WAIT_SECONDS) -> Fast
         "/api/members/{member_id}", tags=["members"], responses={**ERRORS, 404: {"description": "unknown"}}
     )
     def member(who: Who, member_id: str) -> dict[str, Any]:
-        """A member's profile: masked identifiers, tag timeline, score history, segments and deliveries.
-        Every request leaves an audit row naming the member."""
+        """A member's profile: masked identifiers, tag timeline (and the tags holding on the last landed
+        day, `tags_as_of`), score history, segments and deliveries. Every request leaves an audit row naming
+        the member."""
         with reader.connect() as con:
-            profile = clean(reader.profile(con, member_id))
+            profile = clean(reader.profile(con, member_id, latest_landed_day(settings)))
         store.audit(who, "profile", 1, detail=f"member_id={member_id}")
         return profile
 

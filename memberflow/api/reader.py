@@ -427,7 +427,10 @@ class Reader:
         ).fetchone()
         return (row[0], row[1]) if row else None
 
-    def profile(self, con, member_id: str) -> dict:
+    def profile(self, con, member_id: str, today: date | None) -> dict:
+        """``today``: the last landed day. Tags are validity ranges, some projected past it (an active
+        member turns dormant 15 days after the last activity unless they come back): the current tags are
+        those that hold on ``today``."""
         tables = self._tables(con)
 
         def member_rows(sql: str, table: str | None = None) -> list[dict]:
@@ -488,7 +491,8 @@ class Reader:
             "identifiers": identifiers,
             "retired_member_ids": retired,
             "tags": tags,
-            "current_tags": [t for t in tags if t["valid_to"] is None],
+            "tags_as_of": today,
+            "current_tags": [t for t in tags if _holds_on(t, today)],
             "scores": scores,
             "features": features[0] if features else {},
             "segments": segments,
@@ -529,6 +533,13 @@ class Reader:
         report = json.loads(path.read_text(encoding="utf-8"))
         report.pop("report_path", None)
         return report
+
+
+def _holds_on(tag: dict, day: date | None) -> bool:
+    """A tag's range [valid_from, valid_to) covers ``day`` (no day: the ranges still open)."""
+    if day is None:
+        return tag["valid_to"] is None
+    return tag["valid_from"] <= day and (tag["valid_to"] is None or tag["valid_to"] > day)
 
 
 def _empty_counts() -> dict:

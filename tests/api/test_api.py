@@ -9,11 +9,13 @@ import logging
 import re
 import subprocess
 import sys
+from datetime import date
 
 import duckdb
 import pytest
 
 from memberflow.api.access import AccessStore
+from memberflow.transform import latest_landed_day
 from memberflow.warehouse import warehouse_lock
 from tests.support import HISTORY_DAYS, SCORE_DAY, auth, fake_phone, make_settings, vault_phones
 
@@ -447,7 +449,29 @@ def test_member_profile_is_masked_with_tag_timeline_and_score_history(client, op
         assert value not in res.text
     assert not vault_phones(ops_ws) & set(PHONE.findall(res.text))
     assert body["tags"] and body["current_tags"]
-    assert all(t["valid_to"] is None for t in body["current_tags"])
+    day = date.fromisoformat(body["tags_as_of"])
+    assert day == latest_landed_day(ops_ws)
+    for tag in body["current_tags"]:
+        assert tag["valid_from"] <= day.isoformat() and (tag["valid_to"] or "9999") > day.isoformat(), tag
+
+    # a member whose lifecycle is projected past the last landed day (active, turning dormant 15 days
+    # after the last activity): the page shows today's stage, not the projection, and one stage only
+    projected = _sql(
+        ops_ws,
+        "select member_id, tag_value from member_tags where tag_group = 'lifecycle' and valid_from > ? "
+        "order by member_id limit 1",
+        [day],
+    )
+    assert projected, "the sample should have a lifecycle projected past its last day"
+    member, later_stage = projected[0]
+    (now_stage,) = _sql(
+        ops_ws,
+        "select tag_value from member_tags where member_id = ? and tag_group = 'lifecycle' "
+        "and valid_from <= ? and (valid_to is null or valid_to > ?)",
+        [member, day, day],
+    )[0]
+    current = client.get(f"/api/members/{member}", headers=auth(tokens.ops)).json()["current_tags"]
+    assert [t["tag_value"] for t in current if t["tag_group"] == "lifecycle"] == [now_stage] != [later_stage]
     scored = _sql(ops_ws, "select count(*) from member_scores where member_id = ?", [member])[0][0]
     assert len(body["scores"]) == scored
     assert client.get("/api/members/M-does-not-exist", headers=auth(tokens.ops)).status_code == 404

@@ -363,7 +363,7 @@ async function showMember(id) {
           el("dl", {}, facts.map(([k, v]) => [el("dt", {}, k), el("dd", {}, v === null || v === undefined ? "–" : String(v))]))),
         el("div", {}, el("h3", {}, t("member.ids")),
           el("ul", { class: "ids", "data-testid": "identifiers" }, p.identifiers.map((i) => el("li", {}, el("b", {}, i.id_type), " ", el("span", { class: "mono" }, i.value))))),
-        el("div", {}, el("h3", {}, t("member.tags")),
+        el("div", {}, el("h3", {}, t("member.tags"), p.tags_as_of ? el("span", { class: "muted small" }, ` · ${p.tags_as_of}`) : ""),
           el("div", { class: "chips" }, p.current_tags.map((tg) => el("span", { class: `chip${tg.health_related ? " warn" : ""}` }, `${tg.tag_group}:${tg.tag_value}`)))))),
     el("div", { class: "card" }, el("h2", {}, t("member.scores")),
       p.scores.length ? scoreChart(p.scores) : el("p", { class: "muted" }, t("empty")),

@@ -25,10 +25,12 @@
     incremental_strategy='append',
     on_schema_change='sync_all_columns',
     pre_hook=[
-        "{{ drop_state('dates') }}",
-        "{{ drop_state('decisions') }}",
-        "{{ drop_state('todo') }}",
+        "{{ outcomes_drop_work('affected') }}",
+        "{{ outcomes_drop_work('dates') }}",
+        "{{ outcomes_drop_work('decisions') }}",
+        "{{ outcomes_drop_work('todo') }}",
         "{{ outcomes_find_dates() }}",
+        "{{ outcomes_find_affected() }}",
         "{{ outcomes_find_decisions() }}",
         "{{ outcomes_collect() }}",
         "{{ outcomes_clear('dates') }}",
@@ -36,24 +38,18 @@
     ],
     post_hook=[
         "{{ outcomes_drop_orphans() }}",
-        "update {{ this }} as o set member_id = h.member_id
-            from {{ ref('member_id_history') }} as h
-            where h.change_type = 'merge' and o.member_id = h.retired_member_id
-                and h.member_id in (select member_id from {{ ref('dim_member') }})",
-        "update {{ this }} as o set member_id = s.member_id
-            from ({{ outcomes_split_successors() }}) as s
-            where o.member_id = s.split_from_member_id
-                and o.member_id not in (select member_id from {{ ref('dim_member') }})",
-        "update {{ this }} set member_current = (member_id in (select member_id from {{ ref('dim_member') }}))
-            where member_current <> (member_id in (select member_id from {{ ref('dim_member') }}))",
+        "{{ outcomes_follow_members() }}",
+        "{{ outcomes_follow_splits() }}",
+        "{{ outcomes_mark_current() }}",
         "{{ outcomes_refresh_windows() }}",
         "{{ drop_state('identifiers') }}",
         "{{ remember_identifiers() }}",
         "{{ drop_state('watermarks') }}",
         "{{ outcomes_remember_watermarks() }}",
-        "{{ drop_state('dates') }}",
-        "{{ drop_state('decisions') }}",
-        "{{ drop_state('todo') }}",
+        "{{ outcomes_drop_work('affected') }}",
+        "{{ outcomes_drop_work('dates') }}",
+        "{{ outcomes_drop_work('decisions') }}",
+        "{{ outcomes_drop_work('todo') }}",
     ],
 ) }}
 {%- set memberships = adapter.get_relation(
@@ -65,7 +61,7 @@
 {%- set before_holdout = "'" ~ var('suppressed_before_holdout') | join("', '") ~ "'" %}
 {%- set late_days = var('outcome_late_days') %}
 {#- the decisions this build attributes: every one, or those its pre-hooks chose (macros/outcomes.sql) #}
-{%- set todo = memberships if outcomes_mode() == 'all' else state_relation('todo') %}
+{%- set todo = memberships if outcomes_mode() == 'all' else outcomes_work('todo') %}
 with
 
 {% if memberships is none %}
