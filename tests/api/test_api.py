@@ -463,14 +463,14 @@ def test_member_profile_is_masked_with_tag_timeline_and_score_history(client, op
         [day],
     )
     assert projected, "the sample should have a lifecycle projected past its last day"
-    member, later_stage = projected[0]
+    turning, later_stage = projected[0]
     (now_stage,) = _sql(
         ops_ws,
         "select tag_value from member_tags where member_id = ? and tag_group = 'lifecycle' "
         "and valid_from <= ? and (valid_to is null or valid_to > ?)",
-        [member, day, day],
+        [turning, day, day],
     )[0]
-    current = client.get(f"/api/members/{member}", headers=auth(tokens.ops)).json()["current_tags"]
+    current = client.get(f"/api/members/{turning}", headers=auth(tokens.ops)).json()["current_tags"]
     assert [t["tag_value"] for t in current if t["tag_group"] == "lifecycle"] == [now_stage] != [later_stage]
     scored = _sql(ops_ws, "select count(*) from member_scores where member_id = ?", [member])[0][0]
     assert len(body["scores"]) == scored
