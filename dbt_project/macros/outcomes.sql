@@ -208,14 +208,25 @@
       {{ outcomes_only_moved() }}
 {%- endmacro %}
 
+{# A row's window state against the last observed day: complete once its last day has landed, settled
+   outcome_late_days after that. One definition for the model and the hook that keeps old rows current. #}
+{% macro outcomes_window_complete(window_end, observed) -%}
+  {{ window_end }} - 1 <= {{ observed }}
+{%- endmacro %}
+
+{% macro outcomes_settled(window_end, observed) -%}
+  {{ window_end }} - 1 + {{ var('outcome_late_days') }} <= {{ observed }}
+{%- endmacro %}
+
 {# post-hook: the windows' state on today's last observed day, on every row #}
 {% macro outcomes_refresh_windows() -%}
-  update {{ this }} set
-    window_complete = window_end - 1 <= {{ outcomes_observed_through() }},
-    settled = window_end - 1 + {{ var('outcome_late_days') }} <= {{ outcomes_observed_through() }}
+  update {{ this }} as o set
+    window_complete = {{ outcomes_window_complete('o.window_end', 'observed.observed_through') }},
+    settled = {{ outcomes_settled('o.window_end', 'observed.observed_through') }}
+  from (select {{ outcomes_observed_through() }} as observed_through) as observed
   where
-    window_complete is distinct from (window_end - 1 <= {{ outcomes_observed_through() }})
-    or settled is distinct from (window_end - 1 + {{ var('outcome_late_days') }} <= {{ outcomes_observed_through() }})
+    o.window_complete is distinct from ({{ outcomes_window_complete('o.window_end', 'observed.observed_through') }})
+    or o.settled is distinct from ({{ outcomes_settled('o.window_end', 'observed.observed_through') }})
 {%- endmacro %}
 
 {# post-hook: the watermarks, with the consent events' and the delivery ledger's #}

@@ -59,7 +59,6 @@
 {%- set ledger = adapter.get_relation(
     database=target.database, schema=target.schema, identifier='delivery_ledger') %}
 {%- set before_holdout = "'" ~ var('suppressed_before_holdout') | join("', '") ~ "'" %}
-{%- set late_days = var('outcome_late_days') %}
 {#- the decisions this build attributes: every one, or those its pre-hooks chose (macros/outcomes.sql) #}
 {%- set todo = memberships if outcomes_mode() == 'all' else outcomes_work('todo') %}
 with
@@ -252,8 +251,8 @@ final as (
         resolved.outcome,
         resolved.outcome_days,
         resolved.window_end,
-        resolved.window_end - 1 <= observed.observed_through as window_complete,
-        resolved.window_end - 1 + {{ late_days }} <= observed.observed_through as settled,
+        {{ outcomes_window_complete('resolved.window_end', 'observed.observed_through') }} as window_complete,
+        {{ outcomes_settled('resolved.window_end', 'observed.observed_through') }} as settled,
         resolved.planned_at,
         current_timestamp as counted_at,
         coalesce(order_outcomes.orders, 0) as orders,
