@@ -1,9 +1,9 @@
 {#
-  Incremental attribution (segment_outcomes).
+  Incremental attribution (segment_outcome_counts, the stored half of segment_outcomes).
 
   A decision's counts can only change while its window has not settled, and then only when something about
   its member changed. So a build recounts, in one of three modes (outcomes_mode):
-  - all: the table is new, rebuilt (--full-refresh) or older than its settled column: every decision;
+  - all: the table is new, rebuilt (--full-refresh) or older than its counted_at column: every decision;
   - affected (a daily build): the decision dates not attributed yet or planned again since, and of the
     rows not settled, those of members with something new since the last build: an order changed, a
     check-in or a marketing opt-out landed, an identifier moved (merge, split, link, block; the same
@@ -12,9 +12,11 @@
     follows was re-landed or landed late (the watermarks cannot say what is new): every date with a row
     not settled, besides the new and replanned ones.
   The last build's identifiers and watermarks are kept beside the table (macros/changes.sql). What this
-  build recounts lives in temporary tables while it runs (outcomes_work: <table>__affected, __dates,
-  __decisions, __todo), so none of it is written to the database file. window_complete and settled move
-  with the last observed day: a post-hook sets them on every row, so rows not recounted stay true to today.
+  build recounts lives in temporary tables while it runs (outcomes_work: <table>__moved, __affected,
+  __dates, __decisions, __todo), so none of it is written to the database file. A row's window state
+  (complete, settled) moves with the last observed day, for every open row every day: it is not stored but
+  derived by the segment_outcomes view, so a daily build writes only the rows it recounts and the few whose
+  member moved.
 #}
 
 {% macro outcomes_sources() -%}
@@ -37,7 +39,7 @@
 {% macro outcomes_mode() -%}
   {%- if not execute or not is_incremental() -%}{{ return('all') }}{%- endif -%}
   {%- set stored = adapter.get_columns_in_relation(this) | map(attribute='name') | list -%}
-  {%- if 'settled' not in stored -%}{{ return('all') }}{%- endif -%}
+  {%- if 'counted_at' not in stored -%}{{ return('all') }}{%- endif -%}
   {%- if not has_state(['identifiers', 'watermarks']) -%}{{ return('unsettled') }}{%- endif -%}
   {%- if any_rebuild(outcomes_sources()) -%}{{ return('unsettled') }}{%- endif -%}
   {{ return('affected') }}
@@ -57,6 +59,14 @@
   (select least(max(activity_date), {{ cap }}) from {{ ref('int_member_activity_days') }})
 {%- endmacro %}
 
+{# The same day as a literal, read once when the macro runs: a comparison with a literal lets the scan skip
+   row groups whose windows all lie on one side of it. #}
+{% macro outcomes_observed_day() -%}
+  {%- if not execute -%}{{ return("cast(null as date)") }}{%- endif -%}
+  {%- set day = run_query("select " ~ outcomes_observed_through()).columns[0].values()[0] -%}
+  {{ return("cast('" ~ day ~ "' as date)" if day else "cast(null as date)") }}
+{%- endmacro %}
+
 {# pre-hooks: what this build recounts, as whole dates (__dates) and single decisions (__decisions) #}
 {% macro outcomes_find_dates() -%}
   {%- set mode = outcomes_mode() -%}
@@ -68,7 +78,7 @@
     with
     decision_dates as (select as_of, max(planned_at) as planned_at from {{ memberships }} group by 1),
     attributed as (
-        select as_of, max(planned_at) as planned_at, bool_and(settled) as settled
+        select as_of, max(planned_at) as planned_at, max(window_end) as window_end
         from {{ this }} group by 1
     )
     select decision_dates.as_of
@@ -78,15 +88,25 @@
         attributed.as_of is null
         or decision_dates.planned_at > attributed.planned_at
         {%- if mode == 'unsettled' %}
-        or not attributed.settled
+        or not ({{ outcomes_settled('attributed.window_end', outcomes_observed_day()) }})
         {%- endif %}
+  {%- endif -%}
+{%- endmacro %}
+
+{# the members whose identifiers moved (__moved: the post-hooks follow them), and those with any news
+   (__affected: their open rows are recounted) #}
+{% macro outcomes_find_moved() -%}
+  {%- if outcomes_mode() == 'affected' and outcomes_relation('segment_memberships') -%}
+    create temporary table {{ outcomes_work('moved') }} as {{ moved_members() }}
+  {%- else -%}
+    select 1
   {%- endif -%}
 {%- endmacro %}
 
 {% macro outcomes_find_affected() -%}
   {%- if outcomes_mode() == 'affected' and outcomes_relation('segment_memberships') -%}
     create temporary table {{ outcomes_work('affected') }} as
-    {{ members_with_news(checkins_only=true, opt_outs=true) }}
+    {{ members_with_news(checkins_only=true, opt_outs=true, moved=outcomes_work('moved')) }}
   {%- else -%}
     select 1
   {%- endif -%}
@@ -111,7 +131,7 @@
         select as_of, segment, decided_member_id
         from {{ this }}
         where
-            not settled
+            {{ outcomes_open('window_end', outcomes_observed_day()) }}
             and (
                 member_id in (select member_id from {{ outcomes_work('affected') }})
                 or decided_member_id in (select member_id from {{ outcomes_work('affected') }})
@@ -179,37 +199,51 @@
 {%- endmacro %}
 
 {# post-hooks: decisions follow their member through merges and splits, and member_current says whether
-   it still exists. On a daily build only members whose identifiers moved can have changed. #}
-{% macro outcomes_only_moved() -%}
+   it still exists. On a daily build only members whose identifiers moved can have changed: each hook first
+   finds the few ids to change among them, then joins the table to those (a filter on the whole table would
+   test every row against dim_member). #}
+{% macro outcomes_only_moved(column) -%}
   {%- if outcomes_mode() == 'affected' and outcomes_relation('segment_memberships') -%}
-    and o.member_id in (select member_id from {{ outcomes_work('affected') }})
+    and {{ column }} in (select member_id from {{ outcomes_work('moved') }})
   {%- endif -%}
 {%- endmacro %}
 
 {% macro outcomes_follow_members() -%}
-  update {{ this }} as o set member_id = h.member_id
-  from {{ ref('member_id_history') }} as h
-  where h.change_type = 'merge' and o.member_id = h.retired_member_id
-      and h.member_id in (select member_id from {{ ref('dim_member') }})
-      {{ outcomes_only_moved() }}
+  update {{ this }} as o set member_id = merged.member_id
+  from (
+      select h.retired_member_id, h.member_id from {{ ref('member_id_history') }} as h
+      where h.change_type = 'merge'
+          and h.member_id in (select member_id from {{ ref('dim_member') }})
+          {{ outcomes_only_moved('h.retired_member_id') }}
+  ) as merged
+  where o.member_id = merged.retired_member_id
 {%- endmacro %}
 
 {% macro outcomes_follow_splits() -%}
-  update {{ this }} as o set member_id = s.member_id
-  from ({{ outcomes_split_successors() }}) as s
-  where o.member_id = s.split_from_member_id
-      and o.member_id not in (select member_id from {{ ref('dim_member') }})
-      {{ outcomes_only_moved() }}
+  update {{ this }} as o set member_id = split.member_id
+  from (
+      select s.split_from_member_id, s.member_id from ({{ outcomes_split_successors() }}) as s
+      where s.split_from_member_id not in (select member_id from {{ ref('dim_member') }})
+          {{ outcomes_only_moved('s.split_from_member_id') }}
+  ) as split
+  where o.member_id = split.split_from_member_id
 {%- endmacro %}
 
 {% macro outcomes_mark_current() -%}
-  update {{ this }} as o set member_current = (o.member_id in (select member_id from {{ ref('dim_member') }}))
-  where o.member_current <> (o.member_id in (select member_id from {{ ref('dim_member') }}))
-      {{ outcomes_only_moved() }}
+  {%- set moved_only = outcomes_mode() == 'affected' and outcomes_relation('segment_memberships') -%}
+  update {{ this }} as o set member_current = candidates.exists_now
+  from (
+      select member_id, member_id in (select member_id from {{ ref('dim_member') }}) as exists_now
+      from
+      {%- if moved_only %} {{ outcomes_work('moved') }}
+      {%- else %} (select distinct member_id from {{ this }}) as stored
+      {%- endif %}
+  ) as candidates
+  where o.member_id = candidates.member_id and o.member_current <> candidates.exists_now
 {%- endmacro %}
 
 {# A row's window state against the last observed day: complete once its last day has landed, settled
-   outcome_late_days after that. One definition for the model and the hook that keeps old rows current. #}
+   outcome_late_days after that. One definition for the model's row choice and the segment_outcomes view. #}
 {% macro outcomes_window_complete(window_end, observed) -%}
   {{ window_end }} - 1 <= {{ observed }}
 {%- endmacro %}
@@ -218,15 +252,9 @@
   {{ window_end }} - 1 + {{ var('outcome_late_days') }} <= {{ observed }}
 {%- endmacro %}
 
-{# post-hook: the windows' state on today's last observed day, on every row #}
-{% macro outcomes_refresh_windows() -%}
-  update {{ this }} as o set
-    window_complete = {{ outcomes_window_complete('o.window_end', 'observed.observed_through') }},
-    settled = {{ outcomes_settled('o.window_end', 'observed.observed_through') }}
-  from (select {{ outcomes_observed_through() }} as observed_through) as observed
-  where
-    o.window_complete is distinct from ({{ outcomes_window_complete('o.window_end', 'observed.observed_through') }})
-    or o.settled is distinct from ({{ outcomes_settled('o.window_end', 'observed.observed_through') }})
+{# not settled, with the column alone on one side (a scan can skip settled row groups) #}
+{% macro outcomes_open(window_end, observed) -%}
+  {{ window_end }} > {{ observed }} + 1 - {{ var('outcome_late_days') }}
 {%- endmacro %}
 
 {# post-hook: the watermarks, with the consent events' and the delivery ledger's #}

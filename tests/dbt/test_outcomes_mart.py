@@ -5,8 +5,8 @@ carried founded a member, the member was decided in a segment, and it vanished w
 named the real buyer; the relationships test then failed every daily build from that day on. The model is
 incremental by decision date: a build after settled windows keeps them, a plan written again for a date is
 attributed again, and what it holds equals a build from scratch. A daily build recounts only the open rows of
-members with something new since the last one (an order, a check-in, a moved identifier), and brings
-every row's window state up to date."""
+members with something new since the last one (an order, a check-in, a moved identifier), and every row's
+window state (derived by the segment_outcomes view over the stored segment_outcome_counts) is today's."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ DAY = date(2026, 2, 2)
 OPEN_DAY = date(2026, 2, 24)  # a 14-day window from here is still open on the last landed day, 03-01
 SEEN = date(2026, 2, 26)  # the day the test's "last build" saw landings up to
 GONE = "m0123456789abcdef"  # a member id no identifier founds any more
+OUTCOMES = ("segment_outcome_counts", "segment_outcomes")  # the stored rows and the view over them
 
 
 def test_a_vanished_member_keeps_its_row_and_a_rebuild_attributes_only_what_changed(built, tmp_path):
@@ -62,7 +63,7 @@ def test_a_vanished_member_keeps_its_row_and_a_rebuild_attributes_only_what_chan
         settings, MEMBERSHIPS_DDL, "segment_memberships", "true", [], plan(datetime(2026, 2, 2, 9, 30))
     )
 
-    result = run_dbt(settings, ["build", "--select", "segment_outcomes"])
+    result = run_dbt(settings, ["build", "--select", *OUTCOMES])
     assert not result.failures, result.failures  # the relationships test holds for the members that exist
 
     outcomes = query(settings, "select * from segment_outcomes order by decided_member_id")
@@ -79,42 +80,45 @@ def test_a_vanished_member_keeps_its_row_and_a_rebuild_attributes_only_what_chan
     replace_rows(
         settings, MEMBERSHIPS_DDL, "segment_memberships", "true", [], plan(datetime(2026, 2, 2, 11), False)
     )
-    assert not run_dbt(settings, ["build", "--select", "segment_outcomes"]).failures
+    assert not run_dbt(settings, ["build", "--select", *OUTCOMES]).failures
     again = query(settings, "select * from segment_outcomes order by decided_member_id")
     first = again.filter(again["decided_member_id"] == members[0]).to_dicts()[0]
     assert first["status"] == "suppressed" and first["reason"] == "segment_daily_cap" and not first["sent"]
-    assert not run_dbt(settings, ["build", "--select", "segment_outcomes", "--full-refresh"]).failures
+    assert not run_dbt(settings, ["build", "--select", *OUTCOMES, "--full-refresh"]).failures
     rebuilt = query(settings, "select * from segment_outcomes order by decided_member_id")
     assert rebuilt.drop("counted_at").equals(again.drop("counted_at"))
 
     # A daily build. Every member decided on OPEN_DAY, a window still open; then the test winds the kept
-    # state back as if the last build had seen landings up to SEEN, zeroes every stored count and marks
-    # 02-02's windows incomplete. The build must recount exactly the open rows of the members with an order
-    # changed or a check-in or opt-out landed after SEEN, or an identifier that moved (one is moved in the
-    # kept state), and set every window state right.
+    # state back as if the last build had seen landings up to SEEN and zeroes every stored count. The build
+    # must recount exactly the open rows of the members with an order changed or a check-in or opt-out
+    # landed after SEEN, or an identifier that moved (one is moved in the kept state), and every window's
+    # state must be today's.
     with read_warehouse(settings) as con:
         everyone = [m for (m,) in con.execute("select member_id from dim_member order by 1").fetchall()]
     replace_rows(
         settings, MEMBERSHIPS_DDL, "segment_memberships", "as_of = ?", [OPEN_DAY],
         plan(datetime(2026, 2, 24, 9), day=OPEN_DAY, members=everyone),
     )  # fmt: skip
-    assert not run_dbt(settings, ["build", "--select", "segment_outcomes"]).failures
+    assert not run_dbt(settings, ["build", "--select", *OUTCOMES]).failures
     with open_warehouse(settings, read_only=False) as con:
         moved = con.execute(
-            "select member_id, id_type, id_value from segment_outcomes__identifiers "
+            "select member_id, id_type, id_value from segment_outcome_counts__identifiers "
             "where member_id not in "
             "(select member_id from fct_orders where last_changed_on > ? and member_id is not null) "
             "order by member_id limit 1",
             [SEEN],
         ).fetchone()
         con.execute(
-            "update segment_outcomes__identifiers set member_id = 'm-before' "
+            "update segment_outcome_counts__identifiers set member_id = 'm-before' "
             "where id_type = ? and id_value = ?",
             [moved[1], moved[2]],
         )
-        con.execute("update segment_outcomes__watermarks set loaded_on = ? where loaded_on > ?", [SEEN, SEEN])
-        con.execute("update segment_outcomes set orders = 0, spend_cny = 0, checkins = 0, responded = false")
-        con.execute("update segment_outcomes set window_complete = false where as_of = ?", [DAY])
+        con.execute(
+            "update segment_outcome_counts__watermarks set loaded_on = ? where loaded_on > ?", [SEEN, SEEN]
+        )
+        con.execute(
+            "update segment_outcome_counts set orders = 0, spend_cny = 0, checkins = 0, responded = false"
+        )
         new_facts = {
             m
             for (m,) in con.execute(
@@ -133,9 +137,9 @@ def test_a_vanished_member_keeps_its_row_and_a_rebuild_attributes_only_what_chan
             ).fetchall()
         } | {moved[0]}
     plan_incremental_build(settings)  # nothing was landed again: the models may add (a daily build)
-    assert not run_dbt(settings, ["build", "--select", "segment_outcomes"]).failures
+    assert not run_dbt(settings, ["build", "--select", *OUTCOMES]).failures
     daily = query(settings, "select * from segment_outcomes order by as_of, decided_member_id")
-    assert not run_dbt(settings, ["build", "--select", "segment_outcomes", "--full-refresh"]).failures
+    assert not run_dbt(settings, ["build", "--select", *OUTCOMES, "--full-refresh"]).failures
     fresh = query(settings, "select * from segment_outcomes order by as_of, decided_member_id")
     counts = ["orders", "spend_cny", "checkins", "responded"]
     recounted = daily.filter(pl.col("as_of") == OPEN_DAY, pl.col("decided_member_id").is_in(list(new_facts)))
