@@ -52,21 +52,17 @@
 
 {#
   The members with something new since the last build (a select of member_id):
-  - those moved_members finds (or, given moved, the members in that relation, found already);
+  - those moved_members finds;
   - with activity landed after the watermark of its source (only check-ins with checkins_only);
   - with an order that changed after the watermark of its source;
   - with opt_outs: with a marketing opt-out landed after the consent watermark.
   id_types: the identifier types compared (none: all).
 #}
-{% macro members_with_news(id_types=none, checkins_only=false, opt_outs=false, moved=none) -%}
+{% macro members_with_news(id_types=none, checkins_only=false, opt_outs=false) -%}
     with
     current_ids as ({{ identifiers_of(id_types) }}),
     watermarks as (select source, loaded_on from {{ state_relation('watermarks') }}),
-    {%- if moved %}
-    moved as (select member_id from {{ moved }}),
-    {%- else %}
     moved as ({{ moved_members(id_types) }}),
-    {%- endif %}
     new_activity as (
         select current_ids.member_id
         from {{ ref('int_source_daily_activity') }} as activity

@@ -12,11 +12,12 @@
     follows was re-landed or landed late (the watermarks cannot say what is new): every date with a row
     not settled, besides the new and replanned ones.
   The last build's identifiers and watermarks are kept beside the table (macros/changes.sql). What this
-  build recounts lives in temporary tables while it runs (outcomes_work: <table>__moved, __affected,
-  __dates, __decisions, __todo), so none of it is written to the database file. A row's window state
-  (complete, settled) moves with the last observed day, for every open row every day: it is not stored but
-  derived by the segment_outcomes view, so a daily build writes only the rows it recounts and the few whose
-  member moved.
+  build recounts lives in temporary tables while it runs (outcomes_work: <table>__affected, __dates,
+  __decisions, __todo), so none of it is written to the database file. What moves without a recount is not
+  stored: a row's window state (complete, settled) moves with the last observed day, for every open row
+  every day, and the member a decision follows changes with merges, splits and vanished members; the
+  segment_outcomes view derives both (today's member from segment_outcome_members). So a daily build
+  writes only the rows it recounts.
 #}
 
 {% macro outcomes_sources() -%}
@@ -46,7 +47,7 @@
 {%- endmacro %}
 
 {# A member whose identifiers all left it in a split: its outcomes follow them (the first of its
-   successors). One definition for the model and its post-hook. #}
+   successors; segment_outcome_members). #}
 {% macro outcomes_split_successors() -%}
   select split_from_member_id, min(member_id) as member_id from {{ ref('member_id_history') }}
   where change_type = 'split'
@@ -62,7 +63,10 @@
 {# The same day as a literal, read once when the macro runs: a comparison with a literal lets the scan skip
    row groups whose windows all lie on one side of it. #}
 {% macro outcomes_observed_day() -%}
-  {%- if not execute -%}{{ return("cast(null as date)") }}{%- endif -%}
+  {#- (null before anything was built: when the project is only compiled, or linted) -#}
+  {%- if not execute or load_relation(ref('int_member_activity_days')) is none -%}
+    {{ return("cast(null as date)") }}
+  {%- endif -%}
   {%- set day = run_query("select " ~ outcomes_observed_through()).columns[0].values()[0] -%}
   {{ return("cast('" ~ day ~ "' as date)" if day else "cast(null as date)") }}
 {%- endmacro %}
@@ -93,20 +97,10 @@
   {%- endif -%}
 {%- endmacro %}
 
-{# the members whose identifiers moved (__moved: the post-hooks follow them), and those with any news
-   (__affected: their open rows are recounted) #}
-{% macro outcomes_find_moved() -%}
-  {%- if outcomes_mode() == 'affected' and outcomes_relation('segment_memberships') -%}
-    create temporary table {{ outcomes_work('moved') }} as {{ moved_members() }}
-  {%- else -%}
-    select 1
-  {%- endif -%}
-{%- endmacro %}
-
 {% macro outcomes_find_affected() -%}
   {%- if outcomes_mode() == 'affected' and outcomes_relation('segment_memberships') -%}
     create temporary table {{ outcomes_work('affected') }} as
-    {{ members_with_news(checkins_only=true, opt_outs=true, moved=outcomes_work('moved')) }}
+    {{ members_with_news(checkins_only=true, opt_outs=true) }}
   {%- else -%}
     select 1
   {%- endif -%}
@@ -132,9 +126,12 @@
         from {{ this }}
         where
             {{ outcomes_open('window_end', outcomes_observed_day()) }}
-            and (
-                member_id in (select member_id from {{ outcomes_work('affected') }})
-                or decided_member_id in (select member_id from {{ outcomes_work('affected') }})
+            and decided_member_id in (
+                -- the decided members with news, and those whose member today has news
+                select member_id from {{ outcomes_work('affected') }}
+                union
+                select decided_member_id from {{ ref('segment_outcome_members') }}
+                where member_id in (select member_id from {{ outcomes_work('affected') }})
             )
         {%- if ledger %}
         union
@@ -196,50 +193,6 @@
     delete from {{ this }} as o using {{ outcomes_work('decisions') }} as d
     where o.as_of = d.as_of and o.segment = d.segment and o.decided_member_id = d.decided_member_id
   {%- endif -%}
-{%- endmacro %}
-
-{# post-hooks: decisions follow their member through merges and splits, and member_current says whether
-   it still exists. On a daily build only members whose identifiers moved can have changed: each hook first
-   finds the few ids to change among them, then joins the table to those (a filter on the whole table would
-   test every row against dim_member). #}
-{% macro outcomes_only_moved(column) -%}
-  {%- if outcomes_mode() == 'affected' and outcomes_relation('segment_memberships') -%}
-    and {{ column }} in (select member_id from {{ outcomes_work('moved') }})
-  {%- endif -%}
-{%- endmacro %}
-
-{% macro outcomes_follow_members() -%}
-  update {{ this }} as o set member_id = merged.member_id
-  from (
-      select h.retired_member_id, h.member_id from {{ ref('member_id_history') }} as h
-      where h.change_type = 'merge'
-          and h.member_id in (select member_id from {{ ref('dim_member') }})
-          {{ outcomes_only_moved('h.retired_member_id') }}
-  ) as merged
-  where o.member_id = merged.retired_member_id
-{%- endmacro %}
-
-{% macro outcomes_follow_splits() -%}
-  update {{ this }} as o set member_id = split.member_id
-  from (
-      select s.split_from_member_id, s.member_id from ({{ outcomes_split_successors() }}) as s
-      where s.split_from_member_id not in (select member_id from {{ ref('dim_member') }})
-          {{ outcomes_only_moved('s.split_from_member_id') }}
-  ) as split
-  where o.member_id = split.split_from_member_id
-{%- endmacro %}
-
-{% macro outcomes_mark_current() -%}
-  {%- set moved_only = outcomes_mode() == 'affected' and outcomes_relation('segment_memberships') -%}
-  update {{ this }} as o set member_current = candidates.exists_now
-  from (
-      select member_id, member_id in (select member_id from {{ ref('dim_member') }}) as exists_now
-      from
-      {%- if moved_only %} {{ outcomes_work('moved') }}
-      {%- else %} (select distinct member_id from {{ this }}) as stored
-      {%- endif %}
-  ) as candidates
-  where o.member_id = candidates.member_id and o.member_current <> candidates.exists_now
 {%- endmacro %}
 
 {# A row's window state against the last observed day: complete once its last day has landed, settled

@@ -6,7 +6,8 @@ named the real buyer; the relationships test then failed every daily build from 
 incremental by decision date: a build after settled windows keeps them, a plan written again for a date is
 attributed again, and what it holds equals a build from scratch. A daily build recounts only the open rows of
 members with something new since the last one (an order, a check-in, a moved identifier), and every row's
-window state (derived by the segment_outcomes view over the stored segment_outcome_counts) is today's."""
+window state and member (derived by the segment_outcomes view over the stored segment_outcome_counts) are
+today's: a decision naming a member id retired by a merge shows the survivor."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ DAY = date(2026, 2, 2)
 OPEN_DAY = date(2026, 2, 24)  # a 14-day window from here is still open on the last landed day, 03-01
 SEEN = date(2026, 2, 26)  # the day the test's "last build" saw landings up to
 GONE = "m0123456789abcdef"  # a member id no identifier founds any more
-OUTCOMES = ("segment_outcome_counts", "segment_outcomes")  # the stored rows and the view over them
+OUTCOMES = ("segment_outcome_members", "segment_outcome_counts", "segment_outcomes")  # the mart and its parts
 
 
 def test_a_vanished_member_keeps_its_row_and_a_rebuild_attributes_only_what_changed(built, tmp_path):
@@ -34,7 +35,12 @@ def test_a_vanished_member_keeps_its_row_and_a_rebuild_attributes_only_what_chan
     settings = make_settings(tmp_path / "ws", built.data_dir)
     with read_warehouse(settings) as con:
         kept = con.execute("select member_id from dim_member order by member_id limit 40").fetchall()
-    members = [m for (m,) in kept] + [GONE]
+        # a member id retired by a merge: its decision follows the survivor
+        retired, survivor = con.execute(
+            "select retired_member_id, member_id from member_id_history where change_type = 'merge' "
+            "order by 1 limit 1"
+        ).fetchone()
+    members = [m for (m,) in kept] + [GONE, retired]
 
     def plan(planned_at: datetime, sent_to_first: bool = True, day: date = DAY, members=members) -> pa.Table:
         return pa.table(
@@ -70,6 +76,8 @@ def test_a_vanished_member_keeps_its_row_and_a_rebuild_attributes_only_what_chan
     gone = outcomes.filter(outcomes["decided_member_id"] == GONE).to_dicts()
     assert len(gone) == 1 and gone[0]["member_id"] == GONE and gone[0]["member_current"] is False
     assert outcomes.filter(outcomes["decided_member_id"] != GONE)["member_current"].all()
+    merged = outcomes.filter(outcomes["decided_member_id"] == retired).to_dicts()
+    assert [(m["member_id"], m["member_current"]) for m in merged] == [(survivor, True)]
     with open_warehouse(settings) as con:
         compared = units(con, date(2026, 3, 1))
     assert GONE not in set(compared["member_id"]) and compared.height == len(members) - 1

@@ -1,15 +1,13 @@
 -- depends_on: {{ ref('int_member_activity_days') }}
--- The stored half of segment_outcomes (the view adds each window's state on the last observed day): one row
--- per segment membership decision (segment_memberships: members sent, held out, or suppressed), with what
--- the member did in the decision's outcome window: orders, spend, check-ins and a marketing opt-out from the
--- delivery date on, for the segment's outcome_days. The attribution rule: an order counts for a decision
--- when it is placed (China-local order date) within [as_of, as_of + outcome_days) by the member the decision
--- named, followed through later merges to today's member id (or, for a member whose identifiers all left it
--- in a split, to the member they went to); cancelled and refunded orders do not count. Every decision whose
--- window covers the order gets it (last touch is the uplift report's business: it compares sent with held
--- out). A decided member whose identifiers have all gone since (the record that evidenced them was
--- corrected, with no merge or split to follow) keeps its decided id, with member_current false: nobody's
--- outcomes can be counted for it.
+-- The stored half of segment_outcomes (the view adds today's member and each window's state on the last
+-- observed day): one row per segment membership decision (segment_memberships: members sent, held out, or
+-- suppressed), with what the member did in the decision's outcome window: orders, spend, check-ins and a
+-- marketing opt-out from the delivery date on, for the segment's outcome_days. The attribution rule: an order
+-- counts for a decision when it is placed (China-local order date) within [as_of, as_of + outcome_days) by
+-- the member the decision named, followed through later merges to today's member id (or, for a member whose
+-- identifiers all left it in a split, to the member they went to: segment_outcome_members); cancelled and
+-- refunded orders do not count. Every decision whose window covers the order gets it (last touch is the
+-- uplift report's business: it compares sent with held out).
 -- `arm`: holdout (kept out on purpose), ineligible (suppressed before the holdout was drawn: opted out, no
 -- consent or address; in neither arm), treated (everyone else: intent to treat, sent or held back by a
 -- cap); `sent`: the delivery ledger recorded the message as sent.
@@ -18,23 +16,20 @@
 -- Incremental (macros/outcomes.sql says how): a daily build attributes the new decision dates and recounts
 -- the rows not settled yet (settled: the window closed outcome_late_days before the last observed day, so
 -- rows landing a few days late still count) of the members with something new since the last build. Settled
--- rows keep what they counted; a later merge or a vanished member is followed by the post-hooks (member_id
--- and member_current), without recounting. At a million members a year of decisions is hundreds of millions
--- of rows, and even the unsettled weeks are tens of millions: recounting them every day would nearly double
--- the daily build. For the same reason the windows' state, which moves every day for every open row, is not
--- stored: the segment_outcomes view derives it.
+-- rows keep what they counted. At a million members a year of decisions is hundreds of millions of rows, and
+-- even the unsettled weeks are tens of millions: recounting them every day would nearly double the daily
+-- build. For the same reason nothing that moves without a recount is stored: the member a decision follows
+-- (a merge, a split, a vanished member) and the window's state are the view's.
 {{ config(
     materialized='incremental',
     incremental_strategy='append',
     on_schema_change='sync_all_columns',
     pre_hook=[
-        "{{ outcomes_drop_work('moved') }}",
         "{{ outcomes_drop_work('affected') }}",
         "{{ outcomes_drop_work('dates') }}",
         "{{ outcomes_drop_work('decisions') }}",
         "{{ outcomes_drop_work('todo') }}",
         "{{ outcomes_find_dates() }}",
-        "{{ outcomes_find_moved() }}",
         "{{ outcomes_find_affected() }}",
         "{{ outcomes_find_decisions() }}",
         "{{ outcomes_collect() }}",
@@ -43,14 +38,10 @@
     ],
     post_hook=[
         "{{ outcomes_drop_orphans() }}",
-        "{{ outcomes_follow_members() }}",
-        "{{ outcomes_follow_splits() }}",
-        "{{ outcomes_mark_current() }}",
         "{{ drop_state('identifiers') }}",
         "{{ remember_identifiers() }}",
         "{{ drop_state('watermarks') }}",
         "{{ outcomes_remember_watermarks() }}",
-        "{{ outcomes_drop_work('moved') }}",
         "{{ outcomes_drop_work('affected') }}",
         "{{ outcomes_drop_work('dates') }}",
         "{{ outcomes_drop_work('decisions') }}",
@@ -110,16 +101,8 @@ decisions as (
 ),
 {% endif %}
 
-history as (
-    select retired_member_id, member_id from {{ ref('member_id_history') }}
-    where change_type = 'merge'
-),
--- a member whose identifiers all left it in a split: the outcomes follow them (the first of its successors)
-split_successors as (
-    {{ outcomes_split_successors() }}
-),
-members as (select member_id from {{ ref('dim_member') }}),
-current_members as (select member_id as current_member_id from members),
+-- today's member of each decided member (merges and splits followed)
+outcome_members as (select decided_member_id, member_id from {{ ref('segment_outcome_members') }}),
 orders as (
     select * from {{ ref('fct_orders') }}
     where member_id is not null and status not in ('cancelled', 'refunded')
@@ -144,13 +127,10 @@ delivered as (
 resolved as (
     select
         decisions.*,
-        coalesce(history.member_id, members.member_id, split_successors.member_id, decisions.member_id)
-            as outcome_member_id,
+        coalesce(outcome_members.member_id, decisions.member_id) as outcome_member_id,
         decisions.as_of + decisions.outcome_days as window_end
     from decisions
-    left join history on decisions.member_id = history.retired_member_id
-    left join members on decisions.member_id = members.member_id
-    left join split_successors on decisions.member_id = split_successors.split_from_member_id
+    left join outcome_members on decisions.member_id = outcome_members.decided_member_id
 ),
 
 -- the days the windows of this build's decisions cover: the facts outside them cannot count (years of
@@ -236,8 +216,6 @@ final as (
         resolved.as_of,
         resolved.segment,
         resolved.member_id as decided_member_id,
-        resolved.outcome_member_id as member_id,
-        current_members.current_member_id is not null as member_current,
         resolved.channel,
         resolved.message,
         resolved.status,
@@ -265,7 +243,6 @@ final as (
             else coalesce(order_outcomes.orders, 0) > 0
         end as responded
     from resolved
-    left join current_members on resolved.outcome_member_id = current_members.current_member_id
     left join order_outcomes using (segment, as_of, member_id)
     left join checkin_outcomes using (segment, as_of, member_id)
     left join opt_outs using (segment, as_of, member_id)
