@@ -31,28 +31,8 @@
 {%- endmacro %}
 
 {#
-  The members on either side of an identifier whose member changed since the last build (merges, splits,
-  links, blocked identifiers): a select of member_id. id_types: the identifier types compared (none: all).
-#}
-{% macro moved_members(id_types=none) -%}
-    with
-    previous as (select id_type, id_value, member_id from {{ state_relation('identifiers') }}),
-    current_ids as ({{ identifiers_of(id_types) }}),
-    moved as (
-        select previous.member_id as before_id, current_ids.member_id as after_id
-        from previous
-        full outer join current_ids
-            on previous.id_type = current_ids.id_type and previous.id_value = current_ids.id_value
-        where previous.member_id is distinct from current_ids.member_id
-    )
-    select before_id as member_id from moved where before_id is not null
-    union
-    select after_id from moved where after_id is not null
-{%- endmacro %}
-
-{#
   The members with something new since the last build (a select of member_id):
-  - those moved_members finds;
+  - on either side of an identifier whose member changed (merges, splits, links, blocked identifiers);
   - with activity landed after the watermark of its source (only check-ins with checkins_only);
   - with an order that changed after the watermark of its source;
   - with opt_outs: with a marketing opt-out landed after the consent watermark.
@@ -60,9 +40,16 @@
 #}
 {% macro members_with_news(id_types=none, checkins_only=false, opt_outs=false) -%}
     with
+    previous as (select id_type, id_value, member_id from {{ state_relation('identifiers') }}),
     current_ids as ({{ identifiers_of(id_types) }}),
     watermarks as (select source, loaded_on from {{ state_relation('watermarks') }}),
-    moved as ({{ moved_members(id_types) }}),
+    moved as (
+        select previous.member_id as before_id, current_ids.member_id as after_id
+        from previous
+        full outer join current_ids
+            on previous.id_type = current_ids.id_type and previous.id_value = current_ids.id_value
+        where previous.member_id is distinct from current_ids.member_id
+    ),
     new_activity as (
         select current_ids.member_id
         from {{ ref('int_source_daily_activity') }} as activity
@@ -91,7 +78,9 @@
     ),
     {%- endif %}
     news as (
-        select member_id from moved
+        select before_id as member_id from moved where before_id is not null
+        union
+        select after_id from moved where after_id is not null
         union
         select member_id from new_activity
         union
