@@ -196,18 +196,22 @@
 {%- endmacro %}
 
 {# A row's window state against the last observed day: complete once its last day has landed, settled
-   outcome_late_days after that. One definition for the model's row choice and the segment_outcomes view. #}
+   outcome_late_days after that. One definition for the model's row choice and the segment_outcomes view;
+   the column stands alone on one side, so a scan against a literal day can skip row groups. #}
 {% macro outcomes_window_complete(window_end, observed) -%}
-  {{ window_end }} - 1 <= {{ observed }}
+  {{ window_end }} <= {{ observed }} + 1
+{%- endmacro %}
+
+{% macro outcomes_settled_through(observed) -%}
+  {{ observed }} + 1 - {{ var('outcome_late_days') }}
 {%- endmacro %}
 
 {% macro outcomes_settled(window_end, observed) -%}
-  {{ window_end }} - 1 + {{ var('outcome_late_days') }} <= {{ observed }}
+  {{ window_end }} <= {{ outcomes_settled_through(observed) }}
 {%- endmacro %}
 
-{# not settled, with the column alone on one side (a scan can skip settled row groups) #}
 {% macro outcomes_open(window_end, observed) -%}
-  {{ window_end }} > {{ observed }} + 1 - {{ var('outcome_late_days') }}
+  {{ window_end }} > {{ outcomes_settled_through(observed) }}
 {%- endmacro %}
 
 {# post-hook: the watermarks, with the consent events' and the delivery ledger's #}

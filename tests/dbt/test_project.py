@@ -101,11 +101,11 @@ def test_every_model_states_its_grain_and_has_a_primary_key_check(manifest) -> N
         constraints += [c["type"] for col in node["columns"].values() for c in col.get("constraints", [])]
         enforced = node["config"].get("contract", {}).get("enforced") and "primary_key" in constraints
         # a view keeping the rows of one keyed model it reads (meta key_of) has that model's key
-        inherited = node["config"].get("meta", {}).get("key_of")
+        key_of = node["config"].get("meta", {}).get("key_of")
         inherited = (
             node["config"]["materialized"] == "view"
-            and inherited in keyed
-            and any(n.rsplit(".", 1)[-1] == inherited for n in node["depends_on"]["nodes"])
+            and key_of in keyed
+            and any(n.rsplit(".", 1)[-1] == key_of for n in node["depends_on"]["nodes"])
         )
         if name not in keyed and not enforced and not inherited:
             unguarded.append(name)
