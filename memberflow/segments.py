@@ -136,11 +136,22 @@ class Condition(BaseModel):
     none_of: list[str] | None = None
 
 
+class Texts(BaseModel):
+    """A text ops read, in both languages of the page."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    zh: str = Field(min_length=1)
+    en: str = Field(min_length=1)
+
+
 class Segment(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = ""
-    description: str
+    # what ops call it and who it reaches and why, in Chinese and English (a plain description is both)
+    label: Texts | None = None
+    description: str | Texts
     channel: Literal["wecom", "webhook", "sms", "file"]
     message: str = Field(min_length=1)
     priority: int
@@ -169,6 +180,13 @@ class Segment(BaseModel):
     outcome: Literal["order", "checkin"] = "order"
     outcome_days: int = Field(default=14, ge=1, le=60)
     when: dict[str, Condition]
+
+    def label_in(self, lang: str) -> str:
+        """The segment's name in ``lang`` (zh or en); its key when the library gives no label."""
+        return getattr(self.label, lang) if self.label else self.name
+
+    def description_in(self, lang: str) -> str:
+        return self.description if isinstance(self.description, str) else getattr(self.description, lang)
 
     @property
     def uses_health_data(self) -> bool:

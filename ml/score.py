@@ -35,6 +35,7 @@ SCORE_SCHEMA = pa.schema(
         ("probability", pa.float64()),
         ("decile", pa.int32()),
         ("reasons", pa.list_(pa.string())),
+        ("reasons_zh", pa.list_(pa.string())),
         ("model_version", pa.string()),
         ("scored_at", pa.timestamp("us")),
     ]
@@ -51,11 +52,18 @@ def deciles(raw: np.ndarray, member_ids: np.ndarray) -> np.ndarray:
 
 
 def reasons_of(booster, features: list[str], frame, threads: int = 1) -> list[list[str]]:
-    """The reason sentences of each row of ``frame`` (one ``pred_contrib`` pass)."""
+    """The reason sentences of each row of ``frame``, in English."""
+    return reasons_in_both(booster, features, frame, threads)[0]
+
+
+def reasons_in_both(
+    booster, features: list[str], frame, threads: int = 1
+) -> tuple[list[list[str]], list[list[str]]]:
+    """The reason sentences of each row of ``frame`` in English and in Chinese (one ``pred_contrib`` pass)."""
     if len(frame) == 0:
-        return []
+        return [], []
     contrib = booster.predict(frame[features], pred_contrib=True, num_threads=threads)
-    return top_reasons(contrib, frame, features)
+    return top_reasons(contrib, frame, features), top_reasons(contrib, frame, features, lang="zh")
 
 
 def score_frame(
@@ -73,7 +81,9 @@ def score_frame(
     raw = booster.predict(frame[features], raw_score=True, num_threads=threads)
     member_ids = frame["member_id"].to_numpy(dtype=object)
     n = len(frame)
-    explained = reasons_of(booster, features, frame, threads) if reasons else [None] * n
+    explained, explained_zh = (
+        reasons_in_both(booster, features, frame, threads) if reasons else ([None] * n, [None] * n)
+    )
     return pa.table(
         {
             "member_id": pa.array(member_ids, pa.string()),
@@ -82,6 +92,7 @@ def score_frame(
             "probability": pa.array(calibration.apply(raw), pa.float64()),
             "decile": pa.array(deciles(raw, member_ids.astype(str)), pa.int32()),
             "reasons": pa.array(explained, pa.list_(pa.string())),
+            "reasons_zh": pa.array(explained_zh, pa.list_(pa.string())),
             "model_version": pa.array([version] * n, pa.string()),
             "scored_at": pa.array([datetime.now(UTC).replace(tzinfo=None)] * n, pa.timestamp("us")),
         },
@@ -163,10 +174,20 @@ def explain(settings: Settings, as_of: date, wanted: dict[str, Iterable[str]]) -
         for version, group in todo.group_by("model_version"):
             loaded = load_version(settings, model, str(version[0]))
             rows = frame[frame["member_id"].isin(set(group["member_id"].to_list()))]
-            sentences = reasons_of(loaded.booster, loaded.features, rows, settings.ml_threads)
+            sentences, sentences_zh = reasons_in_both(
+                loaded.booster, loaded.features, rows, settings.ml_threads
+            )
             updates = pl.DataFrame(
-                {"member_id": rows["member_id"].astype(str).tolist(), "reasons": sentences},
-                schema={"member_id": pl.String, "reasons": pl.List(pl.String)},
+                {
+                    "member_id": rows["member_id"].astype(str).tolist(),
+                    "reasons": sentences,
+                    "reasons_zh": sentences_zh,
+                },
+                schema={
+                    "member_id": pl.String,
+                    "reasons": pl.List(pl.String),
+                    "reasons_zh": pl.List(pl.String),
+                },
             )
             write_reasons(settings, model, as_of, updates.to_arrow())
             explained[model] = explained.get(model, 0) + updates.height

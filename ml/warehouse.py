@@ -19,7 +19,9 @@ create table if not exists member_scores (
     reasons varchar[],
     model_version varchar not null,
     scored_at timestamp not null
-)
+);
+-- added later: the same reasons in Chinese (rows explained before have none; readers fall back to reasons)
+alter table member_scores add column if not exists reasons_zh varchar[];
 """
 
 
@@ -63,6 +65,7 @@ def write_scores(settings: Settings, model: str, as_of: date, scores: pa.Table) 
         "probability",
         "decile",
         "reasons",
+        "reasons_zh",
         "model_version",
         "scored_at",
     ]
@@ -77,12 +80,14 @@ def write_scores(settings: Settings, model: str, as_of: date, scores: pa.Table) 
 
 
 def write_reasons(settings: Settings, model: str, as_of: date, reasons: pa.Table) -> int:
-    """Set the reasons (``member_id``, ``reasons``) of the model's scores on the date, in one transaction."""
+    """Set the reasons (``member_id``, ``reasons``, ``reasons_zh``) of the model's scores on the date, in one
+    transaction."""
     with open_warehouse(settings, read_only=False) as con:
+        con.execute(SCORES_DDL)
         con.register("incoming", reasons)
         con.execute(
-            "update member_scores set reasons = incoming.reasons from incoming "
-            "where member_scores.member_id = incoming.member_id "
+            "update member_scores set reasons = incoming.reasons, reasons_zh = incoming.reasons_zh "
+            "from incoming where member_scores.member_id = incoming.member_id "
             "and member_scores.model = ? and member_scores.as_of = ?",
             [model, as_of],
         )

@@ -3,8 +3,13 @@
 A token is shown once, when it is created; the store keeps only its SHA-256. Tokens are 32 random bytes,
 so a fast hash is enough: there is nothing to brute-force that a slow hash would protect. Roles:
 
-- ``ops``: every read, member lookup, CSV exports with masked phones;
-- ``admin``: the same, plus unmasked exports and reading the audit trail.
+- ``staff`` (导购) and ``health_manager`` (健康管理师): a token bound to one staff member (their WeCom
+  userid): their own daily queue and marking its items done or skipped, nothing else. A health manager's
+  queue shows health details (a health product due) of the members who consented to it; a staff member's
+  never does;
+- ``ops``: every read, member lookup, CSV exports with masked phones, every staff member's queue (without
+  health details);
+- ``admin``: the same, plus unmasked exports, health details and reading the audit trail.
 
 Every export (masked or not) and every member lookup writes an audit row: who, when, what, how many rows.
 An unmasked export writes its row before the first byte leaves and completes it when the last one has.
@@ -12,18 +17,18 @@ An unmasked export writes its row before the first byte leaves and completes it 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import secrets
-import sqlite3
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from memberflow.core.settings import ConfigError, Settings
+from memberflow.core.sqlite import connect
 
-ROLES = ("ops", "admin")
+ROLES = ("staff", "health_manager", "ops", "admin")
+STAFF_ROLES = ("staff", "health_manager")  # bound to one staff member: their own queue only
+HEALTH_ROLES = ("health_manager", "admin")  # may see health details where the member consented
 TOKEN_PREFIX = "mf_"
 
 SCHEMA = """
@@ -35,7 +40,8 @@ create table if not exists tokens (
     created_at text not null,
     expires_at text,
     revoked_at text,
-    last_used_at text
+    last_used_at text,
+    staff_id text
 );
 create table if not exists audit (
     audit_id integer primary key autoincrement,
@@ -61,10 +67,19 @@ class Principal:
     token_id: str
     name: str
     role: str
+    staff_id: str | None = None  # the staff member a staff or health_manager token acts as
 
     @property
     def is_admin(self) -> bool:
         return self.role == "admin"
+
+    @property
+    def is_staff(self) -> bool:
+        return self.role in STAFF_ROLES
+
+    @property
+    def sees_health(self) -> bool:
+        return self.role in HEALTH_ROLES
 
 
 @dataclass(frozen=True)
@@ -74,6 +89,7 @@ class IssuedToken:
     name: str
     role: str
     expires_at: str | None
+    staff_id: str | None = None
 
 
 def _now() -> str:
@@ -95,26 +111,26 @@ class AccessStore:
         self.path = path
         with self._connect() as con:
             con.executescript(SCHEMA)
+            have = {r[1] for r in con.execute("pragma table_info(tokens)").fetchall()}
+            if "staff_id" not in have:  # a store from before staff tokens
+                con.execute("alter table tokens add column staff_id text")
 
     @classmethod
     def open(cls, settings: Settings) -> AccessStore:
         return cls(access_path(settings))
 
-    @contextlib.contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        # One short connection per call: the API serves from a thread pool.
-        con = sqlite3.connect(self.path, timeout=30)
-        con.row_factory = sqlite3.Row
-        try:
-            with con:
-                yield con
-        finally:
-            con.close()
+    def _connect(self):
+        return connect(self.path)  # one short connection per call: the API serves from a thread pool
 
     # --- tokens ------------------------------------------------------------------------------------------
-    def create(self, name: str, role: str, days: int | None = 90) -> IssuedToken:
+    def create(self, name: str, role: str, days: int | None = 90, staff_id: str | None = None) -> IssuedToken:
         if role not in ROLES:
             raise ConfigError(f"unknown role {role!r}: one of {', '.join(ROLES)}")
+        staff_id = (staff_id or "").strip() or None
+        if role in STAFF_ROLES and staff_id is None:
+            raise ConfigError(f"a {role} token acts as one staff member: give their WeCom userid (--staff)")
+        if role not in STAFF_ROLES and staff_id is not None:
+            raise ConfigError(f"a {role} token is not bound to a staff member: leave out --staff")
         if not name.strip():
             raise ConfigError("a token needs a name (whose it is)")
         if days is not None and days <= 0:
@@ -124,11 +140,11 @@ class AccessStore:
         expires = (datetime.now(UTC) + timedelta(days=days)).isoformat(timespec="seconds") if days else None
         with self._connect() as con:
             con.execute(
-                "insert into tokens (token_id, name, role, token_hash, created_at, expires_at) "
-                "values (?, ?, ?, ?, ?, ?)",
-                (token_id, name.strip(), role, _hash(token), _now(), expires),
+                "insert into tokens (token_id, name, role, token_hash, created_at, expires_at, staff_id) "
+                "values (?, ?, ?, ?, ?, ?, ?)",
+                (token_id, name.strip(), role, _hash(token), _now(), expires, staff_id),
             )
-        return IssuedToken(token, token_id, name.strip(), role, expires)
+        return IssuedToken(token, token_id, name.strip(), role, expires, staff_id)
 
     def verify(self, token: str) -> Principal | None:
         """The token's holder, or None when it is unknown, revoked or expired."""
@@ -136,7 +152,7 @@ class AccessStore:
             return None
         with self._connect() as con:
             row = con.execute(
-                "select token_id, name, role, expires_at from tokens "
+                "select token_id, name, role, expires_at, staff_id from tokens "
                 "where token_hash = ? and revoked_at is null",
                 (_hash(token),),
             ).fetchone()
@@ -145,7 +161,7 @@ class AccessStore:
             if row["expires_at"] and row["expires_at"] <= _now():
                 return None
             con.execute("update tokens set last_used_at = ? where token_id = ?", (_now(), row["token_id"]))
-        return Principal(row["token_id"], row["name"], row["role"])
+        return Principal(row["token_id"], row["name"], row["role"], row["staff_id"])
 
     def revoke(self, token_id: str) -> bool:
         with self._connect() as con:
@@ -158,7 +174,7 @@ class AccessStore:
     def tokens(self) -> list[dict]:
         with self._connect() as con:
             rows = con.execute(
-                "select token_id, name, role, created_at, expires_at, revoked_at, last_used_at "
+                "select token_id, name, role, staff_id, created_at, expires_at, revoked_at, last_used_at "
                 "from tokens order by created_at"
             ).fetchall()
         return [dict(r) for r in rows]

@@ -29,9 +29,11 @@ from memberflow.api.access import AccessStore, Principal
 from memberflow.api.export import stream_csv
 from memberflow.api.models import ModelCatalog
 from memberflow.api.reader import BUSY_WAIT_SECONDS, STATUS_ORDER, NotFound, NoWarehouse, Reader
+from memberflow.api.staff import staff_router
 from memberflow.core.settings import ConfigError, Settings
 from memberflow.core.vocab import MODELS
 from memberflow.outreach.outcomes import NoOutcomesError, UpliftRow, report
+from memberflow.outreach.queue import QueueLog
 from memberflow.outreach.run import pick_reasons, reasons_model
 from memberflow.segments import load_segments
 from memberflow.transform import latest_landed_day
@@ -153,6 +155,7 @@ Day = Annotated[date | None, Depends(day_query)]
 class Me(BaseModel):
     name: str
     role: str
+    staff_id: str | None = None  # staff and health_manager tokens: whose queue they read
 
 
 class TrendPoint(BaseModel):
@@ -178,7 +181,10 @@ class ScoreRange(BaseModel):
 
 class SegmentSummary(BaseModel):
     name: str
-    description: str = ""
+    description: str = ""  # in English (the library's text when it has one language)
+    # the segment's name and description for the page, per language (zh, en): segments.yml's labels
+    labels: dict[str, str] = Field(default_factory=dict)
+    descriptions: dict[str, str] = Field(default_factory=dict)
     channel: str
     priority: int | None = None
     daily_cap: int | None = None
@@ -311,7 +317,14 @@ def create_app(settings: Settings, busy_wait: float = BUSY_WAIT_SECONDS) -> Fast
             raise HTTPException(403, "this needs the admin role")
         return who
 
+    def office(who: Annotated[Principal, Depends(principal)]) -> Principal:
+        """Ops and admin: staff tokens see their own queue only."""
+        if who.is_staff:
+            raise HTTPException(403, "a staff token reads its own queue only (/api/staff/{staff_id}/queue)")
+        return who
+
     Who = Annotated[Principal, Depends(principal)]
+    Ops = Annotated[Principal, Depends(office)]
     Admin = Annotated[Principal, Depends(admin)]
 
     def definitions() -> dict:
@@ -381,10 +394,10 @@ def create_app(settings: Settings, busy_wait: float = BUSY_WAIT_SECONDS) -> Fast
 
     @app.get("/api/me", tags=["meta"], responses=ERRORS)
     def me(who: Who) -> Me:
-        return Me(name=who.name, role=who.role)
+        return Me(name=who.name, role=who.role, staff_id=who.staff_id)
 
     @app.get("/api/segments", tags=["segments"], responses=ERRORS)
-    def segments(who: Who, as_of: Day) -> SegmentList:
+    def segments(who: Ops, as_of: Day) -> SegmentList:
         """Every segment with the day's size, suppressed members by reason, sends and a 30-day trend.
         ``as_of`` defaults to the newest day with memberships."""
         defs = definitions()
@@ -403,7 +416,7 @@ def create_app(settings: Settings, busy_wait: float = BUSY_WAIT_SECONDS) -> Fast
     @app.get(
         "/api/segments/{segment}", tags=["segments"], responses={**ERRORS, 404: {"description": "unknown"}}
     )
-    def segment(who: Who, segment: str, as_of: Day) -> SegmentSummary:
+    def segment(who: Ops, segment: str, as_of: Day) -> SegmentSummary:
         defs = definitions()
         with reader.connect() as con:
             day = reader.resolve_date(con, as_of)
@@ -422,7 +435,7 @@ def create_app(settings: Settings, busy_wait: float = BUSY_WAIT_SECONDS) -> Fast
         responses={**ERRORS, 404: {"description": "unknown"}},
     )
     def members(
-        who: Who,
+        who: Ops,
         segment: str,
         as_of: Day,
         status: STATUS | None = None,
@@ -464,7 +477,7 @@ def create_app(settings: Settings, busy_wait: float = BUSY_WAIT_SECONDS) -> Fast
         },
     )
     def export(
-        who: Who,
+        who: Ops,
         segment: str,
         as_of: Day,
         status: STATUS | None = None,
@@ -507,7 +520,7 @@ def create_app(settings: Settings, busy_wait: float = BUSY_WAIT_SECONDS) -> Fast
             429: {"description": "too many lookups by this token in the last minute; see Retry-After"},
         },
     )
-    def lookup(who: Who, body: LookupRequest) -> LookupResult:
+    def lookup(who: Ops, body: LookupRequest) -> LookupResult:
         """Find a member by any identifier. A phone is normalized and tokenized before the lookup; the
         value is never stored or logged (the audit row records the kind of match only). Each token may
         look up ``MEMBERFLOW_API_LOOKUPS_PER_MINUTE`` (30) members a minute."""
@@ -522,7 +535,7 @@ def create_app(settings: Settings, busy_wait: float = BUSY_WAIT_SECONDS) -> Fast
     @app.get(
         "/api/members/{member_id}", tags=["members"], responses={**ERRORS, 404: {"description": "unknown"}}
     )
-    def member(who: Who, member_id: str) -> dict[str, Any]:
+    def member(who: Ops, member_id: str) -> dict[str, Any]:
         """A member's profile: masked identifiers, tag timeline (and the tags holding on the last landed
         day, `tags_as_of`), score history, segments and deliveries. Every request leaves an audit row naming
         the member."""
@@ -532,7 +545,7 @@ def create_app(settings: Settings, busy_wait: float = BUSY_WAIT_SECONDS) -> Fast
         return profile
 
     @app.get("/api/models", tags=["models"], responses=ERRORS)
-    def models(who: Who) -> list[dict[str, Any]]:
+    def models(who: Ops) -> list[dict[str, Any]]:
         """Champion and challenger of each model: version, promotion decision, metrics, plot names."""
         return clean(catalog.summaries())
 
@@ -542,14 +555,14 @@ def create_app(settings: Settings, busy_wait: float = BUSY_WAIT_SECONDS) -> Fast
         response_class=FileResponse,
         responses={**ERRORS, 200: {"content": {"image/png": {}}}, 404: {"description": "no such plot"}},
     )
-    def plot(who: Who, model: MODEL_NAMES, version: str, name: str):
+    def plot(who: Ops, model: MODEL_NAMES, version: str, name: str):
         path = catalog.plot(model, version, name)
         if path is None:
             raise NotFound("no such plot")
         return FileResponse(path, media_type="image/png")
 
     @app.get("/api/deliveries", tags=["deliveries"], responses=ERRORS)
-    def deliveries(who: Who, limit: Annotated[int, Query(ge=1, le=500)] = 60) -> list[dict[str, Any]]:
+    def deliveries(who: Ops, limit: Annotated[int, Query(ge=1, le=500)] = 60) -> list[dict[str, Any]]:
         """The newest delivery runs with their totals."""
         return reader.delivery_reports(limit)
 
@@ -559,7 +572,7 @@ def create_app(settings: Settings, busy_wait: float = BUSY_WAIT_SECONDS) -> Fast
         responses={**ERRORS, 404: {"description": "none"}},
     )
     def delivery(
-        who: Who,
+        who: Ops,
         as_of: Annotated[str, Path(pattern=DATE_PATTERN, json_schema_extra=DATE_SCHEMA)],
         run_id: str,
     ) -> dict[str, Any]:
@@ -567,7 +580,7 @@ def create_app(settings: Settings, busy_wait: float = BUSY_WAIT_SECONDS) -> Fast
         return clean(reader.delivery_report(_day(as_of, "path"), run_id))
 
     @app.get("/api/outcomes", tags=["outcomes"], responses={**ERRORS, 404: {"description": "not built"}})
-    def outcomes(who: Who, as_of: Day) -> list[UpliftRow]:
+    def outcomes(who: Ops, as_of: Day) -> list[UpliftRow]:
         """Uplift against the holdout per segment, channel and week: each arm's response rate, the uplift
         with its 95 % interval, incremental orders and revenue per 1,000 sends, the smallest uplift the arms
         detect. Counts outcome windows landed by ``as_of`` (default: the last landed day)."""
@@ -584,6 +597,8 @@ def create_app(settings: Settings, busy_wait: float = BUSY_WAIT_SECONDS) -> Fast
     def audit(who: Admin, limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> list[AuditRow]:
         """Exports and lookups, newest first (admin only)."""
         return [AuditRow(**r) for r in store.audit_rows(limit)]
+
+    app.include_router(staff_router(reader, store, QueueLog.open(settings), principal, office, day_query))
 
     # --- the web page -------------------------------------------------------------------------------------
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
@@ -606,7 +621,9 @@ def _summary(name: str, definition, counts: dict | None, trend: list[dict]) -> S
     fields: dict[str, Any] = {"name": name, "channel": (counts or {}).get("channel", "")}
     if definition is not None:
         fields |= {
-            "description": definition.description,
+            "description": definition.description_in("en"),
+            "labels": {lang: definition.label_in(lang) for lang in ("zh", "en")},
+            "descriptions": {lang: definition.description_in(lang) for lang in ("zh", "en")},
             "channel": definition.channel,
             "priority": definition.priority,
             "daily_cap": definition.daily_cap,

@@ -59,15 +59,24 @@ app.add_typer(tokens_app, name="tokens")
 @tokens_app.command("create")
 def tokens_create(
     name: Annotated[str, typer.Option(help="Whose token it is (shown in the audit trail).")],
-    role: Annotated[str, typer.Option(help="ops (masked data) or admin (may export unmasked).")] = "ops",
+    role: Annotated[
+        str,
+        typer.Option(
+            help="staff (导购: own queue), health_manager (健康管理师: own queue with health details), "
+            "ops (every list, masked) or admin (may export unmasked)."
+        ),
+    ] = "ops",
     days: Annotated[int | None, typer.Option(help="Days until it expires; 0 for never.")] = 90,
+    staff: Annotated[
+        str | None, typer.Option(help="For staff and health_manager tokens: the staff member's WeCom userid.")
+    ] = None,
 ) -> None:
     """Create a token and print it once; only its hash is stored."""
     from memberflow.api.access import AccessStore
 
     settings = _settings()
     try:
-        issued = AccessStore.open(settings).create(name, role, days or None)
+        issued = AccessStore.open(settings).create(name, role, days or None, staff)
     except ConfigError as exc:
         err.print(f"[red]{escape(str(exc))}[/red]")
         raise typer.Exit(2) from None
@@ -84,8 +93,8 @@ def tokens_list() -> None:
     from memberflow.api.access import AccessStore
 
     rows = AccessStore.open(_settings()).tokens()
-    table = Table("id", "name", "role", "created", "expires", "revoked", "last used")
-    keys = ("token_id", "name", "role", "created_at", "expires_at", "revoked_at", "last_used_at")
+    table = Table("id", "name", "role", "staff", "created", "expires", "revoked", "last used")
+    keys = ("token_id", "name", "role", "staff_id", "created_at", "expires_at", "revoked_at", "last_used_at")
     for r in rows:
         table.add_row(*(escape(str(r[k] or "")) for k in keys))
     console.print(table)

@@ -310,3 +310,70 @@ def _print_outcomes(rows: list, day: date) -> None:
             escape(r.note),
         )
     console.print(table)
+
+
+queue_app = typer.Typer(
+    help="Each staff member's daily 1-on-1 queue: who to serve, why, with what words.", no_args_is_help=True
+)
+app.add_typer(queue_app, name="queue")
+
+
+@queue_app.command("show")
+def queue_show(
+    staff: Annotated[str, typer.Option(help="The staff member's WeCom userid (dim_member.staff_owner).")],
+    as_of: Annotated[str | None, typer.Option(help="The day (default: the newest day with queues).")] = None,
+    lang: Annotated[str, typer.Option(help="Language of the scripts and labels: zh or en.")] = "zh",
+    health: Annotated[
+        bool,
+        typer.Option(help="Show health details (a health product due) of members who consented to it."),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="The queue as JSON, as the API serves it.")] = False,
+) -> None:
+    """A staff member's queue of the day, best expected value first: member (masked phone), the segment and
+    its reasons, what is due, the last touches, the suggested script (话术) and the item's state."""
+    import json
+
+    from memberflow.outreach.queue import NoQueue, QueueLog, read_queue
+    from memberflow.warehouse import read_warehouse
+
+    if lang not in ("zh", "en"):
+        err.print(f"[red]--lang must be zh or en, not {escape(lang)}[/red]")
+        raise typer.Exit(2)
+    settings = _settings()
+    day = _parse_date(as_of) if as_of else None
+    try:
+        with read_warehouse(settings) as con:
+            body = read_queue(con, QueueLog.open(settings), staff, day, lang, health)
+    except (NoQueue, FileNotFoundError) as exc:
+        err.print(f"[red]no queue:[/red] {escape(str(exc))}")
+        raise typer.Exit(1) from None
+    if as_json:
+        print(json.dumps(body, ensure_ascii=False, indent=2, default=str))
+        return
+    table = Table(
+        title=f"{staff} · {body['as_of']} · {body['total']} members "
+        f"({body['open']} open, {body['done']} done, {body['skipped']} skipped)"
+    )
+    for column in ("#", "member", "phone", "segment", "expected ¥", "why", "due", "script", "state"):
+        table.add_column(
+            column,
+            justify="right" if column in ("#", "expected ¥") else "left",
+            overflow="fold",  # Chinese has no spaces to wrap at: fold rather than cut the script
+        )
+    for item in body["items"]:
+        due = item["due"]
+        due_text = "" if due is None else f"{due['product'] or '(health data)'} in {due['in_days']} d"
+        table.add_row(
+            str(item["position"]),
+            item["member_id"],
+            item["phone_masked"] or "",
+            item["segment"],
+            f"{item['expected_value']:.1f}" if item["expected_value"] is not None else "",
+            escape("; ".join(item["reasons"])),
+            escape(due_text),
+            escape(item["script"] or ""),
+            item["state"] + (f" ({item['skip_reason']})" if item["skip_reason"] else ""),
+        )
+    console.print(table)
+    if not body["items"]:
+        console.print("nobody in this queue today: no member of theirs is in a 1-on-1 segment to be sent")

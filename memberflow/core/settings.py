@@ -215,6 +215,7 @@ class Settings:
     # Files that change the packaged defaults (each optional): segment rules, model settings, quality
     # severities and thresholds, outreach caps and channels.
     segments_file: Path | None = None
+    scripts_file: Path | None = None  # 话术 library of the staff queues (memberflow/scripts.yml)
     models_config: Path | None = None
     quality_config: Path | None = None
     outreach_config: Path | None = None
@@ -259,6 +260,7 @@ class Settings:
             mlflow_uri_env=env.get("MEMBERFLOW_MLFLOW_URI") or None,
             ml_threads=max(1, _read_count(env, "MEMBERFLOW_ML_THREADS", 1)),
             segments_file=_read_path(env, "MEMBERFLOW_SEGMENTS"),
+            scripts_file=_read_path(env, "MEMBERFLOW_SCRIPTS"),
             models_config=_read_path(env, "MEMBERFLOW_MODELS_CONFIG"),
             quality_config=_read_path(env, "MEMBERFLOW_QUALITY_CONFIG"),
             outreach_config=_read_path(env, "MEMBERFLOW_OUTREACH_CONFIG"),

@@ -28,6 +28,56 @@ TAG_VALUES = {
     "value_tier": ("under_80", "80_120", "120_280", "over_280"),
 }
 
+# What ops read for each of those values, in Chinese and English (the page, the reasons, WeCom corp tags).
+LABELS: dict[str, dict[str, tuple[str, str]]] = {
+    "acquisition_channel": {
+        "wecom": ("企业微信", "WeCom"),
+        "miniprogram": ("小程序", "mini-program"),
+        "livestream": ("直播", "livestream"),
+        "store_pos": ("门店", "store"),
+        "ecommerce": ("电商平台", "e-commerce"),
+        "insurance": ("保险合作方", "insurance partner"),
+    },
+    "lifecycle": {
+        "new": ("新会员", "new"),
+        "active": ("活跃", "active"),
+        "at_risk": ("有流失风险", "at risk"),
+        "silent": ("沉默", "silent"),
+        "lost": ("已流失", "lost"),
+    },
+    "funnel_stage": {
+        "prospect": ("潜客", "prospect"),
+        "first_order": ("首单", "first order"),
+        "repeat": ("复购", "repeat"),
+        "loyal": ("忠诚", "loyal"),
+    },
+    "value_tier": {
+        "under_80": ("客单价 80 元以下", "orders under ¥80"),
+        "80_120": ("客单价 80-120 元", "orders ¥80-120"),
+        "120_280": ("客单价 120-280 元", "orders ¥120-280"),
+        "over_280": ("客单价 280 元以上", "orders over ¥280"),
+    },
+    "interest": {
+        "calcium": ("补钙", "calcium"),
+        "stomach_care": ("肠胃养护", "stomach care"),
+        "blood_glucose": ("血糖管理", "blood glucose"),
+        "blood_pressure": ("血压管理", "blood pressure"),
+        "maternal_infant": ("母婴", "mother and baby"),
+        "cognitive_health": ("认知健康", "cognitive health"),
+        "skincare": ("护肤", "skincare"),
+        "cold_flu": ("感冒", "colds and flu"),
+    },
+}
+
+
+def label(group: str, value: str | None, lang: str) -> str:
+    """A vocabulary value as ops read it in ``lang`` (zh or en); an unknown value as it is."""
+    if value is None:
+        return "未知" if lang == "zh" else "unknown"
+    found = LABELS.get(group, {}).get(value)
+    return value if found is None else found[0 if lang == "zh" else 1]
+
+
 DBT_PROJECT_FILE = REPO_ROOT / "dbt_project" / "dbt_project.yml"
 
 
@@ -39,6 +89,7 @@ class Category:
     is_device: bool
     health_related: bool
     label: str
+    label_zh: str
 
 
 def _catalog(path: Path = DBT_PROJECT_FILE) -> dict[str, Category]:

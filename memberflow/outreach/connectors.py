@@ -139,9 +139,13 @@ class OutreachConfig:
                 int(caps_raw["cooldown_days"]),
                 int(caps_raw["service_per_day"]),
                 int(caps_raw["service_per_week"]),
+                int(caps_raw.get("staff_per_day", 40)),
+                {str(k): int(v) for k, v in (caps_raw.get("staff_capacity") or {}).items()},
             )
             if caps.cooldown_days < 1 or min(caps.member_per_week, caps.service_per_week) < 0:
                 raise ValueError("caps.cooldown_days must be at least 1 and weekly caps at least 0")
+            if min([caps.staff_per_day, *caps.staff_capacity.values()]) < 0:
+                raise ValueError("caps.staff_per_day and caps.staff_capacity must not be negative")
             urls = {"webhook": settings.webhook_url, "wecom": settings.wecom_url, "sms": settings.sms_url}
             credentials = {
                 "webhook": {"secret": settings.webhook_secret},

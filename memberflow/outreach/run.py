@@ -35,6 +35,7 @@ from memberflow.outreach.connectors import (
     make_connector,
 )
 from memberflow.outreach.ledger import Ledger
+from memberflow.outreach.queue import QUEUE_DDL, queue_table, with_expected_value
 from memberflow.outreach.suppression import CHINA, Caps, Frequency, decide
 from memberflow.outreach.uplift import rank_frame
 from memberflow.segments import Segment, assign, load_segments, member_profiles
@@ -244,6 +245,7 @@ def plan(
         opted_out = fresh_opt_outs(con, settings)
     assignment = assign(profiles, [s for s in segments if s.name not in paused])
     ranked, ranked_by = rank_frame(settings, assignment.frame, segments)
+    ranked = with_expected_value(ranked, segments, ranked_by)
     ledger = Ledger.open(settings)
     try:
         history = ledger.history(as_of, now, {s.name: s.message for s in segments})
@@ -315,23 +317,33 @@ def with_reasons(
     ids = frame["member_id"].unique()
     with read_warehouse(settings) as con:
         con.register("wanted", ids.to_frame().to_arrow())
+        has_zh = bool(
+            con.execute(
+                "select count(*) from duckdb_columns() where table_name = 'member_scores' "
+                "and column_name = 'reasons_zh'"
+            ).fetchall()[0][0]
+        )
+        zh = "reasons_zh" if has_zh else "null::varchar[]"  # a warehouse scored before Chinese reasons
         stored = con.sql(
-            "select member_id, model, reasons from member_scores join wanted using (member_id) "
-            "where as_of = ?",
+            f"select member_id, model, reasons, {zh} as reasons_zh "
+            "from member_scores join wanted using (member_id) where as_of = ?",
             params=[as_of],
         ).pl()
     reasons = ids.to_frame()
     for m in MODELS:
         of_model = stored.filter(pl.col("model") == m).select(
-            "member_id", pl.col("reasons").alias(f"{m}_reasons")
+            "member_id",
+            pl.col("reasons").alias(f"{m}_reasons"),
+            pl.col("reasons_zh").alias(f"{m}_reasons_zh"),
         )
         reasons = reasons.join(of_model, on="member_id", how="left")
-    columns = [f"{m}_reasons" for m in MODELS]
+    columns = [f"{m}_reasons{suffix}" for m in MODELS for suffix in ("", "_zh")]
     return frame.drop([c for c in columns if c in frame.columns]).join(reasons, on="member_id", how="left")
 
 
 def write_memberships(settings: Settings, planned: Plan) -> int:
-    """Replace the date's rows of ``segment_memberships`` with the plan."""
+    """Replace the date's rows of ``segment_memberships`` with the plan, and its staff queues
+    (``staff_queue``: the WeCom members sent or to send, per staff owner)."""
     cols = [
         "member_id", "segment", "channel", "priority", "status", "reason", "holdout", "health_based",
         "message", "outcome", "outcome_days",
@@ -341,7 +353,18 @@ def write_memberships(settings: Settings, planned: Plan) -> int:
         .with_columns(as_of=pl.lit(planned.as_of), planned_at=pl.lit(planned.planned_at.replace(tzinfo=None)))
         .to_arrow()
     )
-    return replace_rows(settings, MEMBERSHIPS_DDL, "segment_memberships", "as_of = ?", [planned.as_of], table)
+    written = replace_rows(
+        settings, MEMBERSHIPS_DDL, "segment_memberships", "as_of = ?", [planned.as_of], table
+    )
+    by_name = {s.name: s for s in planned.segments}
+    queues = queue_table(
+        planned.frame,
+        planned.as_of,
+        planned.planned_at,
+        lambda r, lang: member_reasons(r, by_name[r["segment"]], lang),
+    )
+    replace_rows(settings, QUEUE_DDL, "staff_queue", "as_of = ?", [planned.as_of], queues)
+    return written
 
 
 def reasons_model(segment: Segment) -> str | None:
@@ -359,9 +382,13 @@ def pick_reasons(by_model: dict[str, list[str] | None], model: str | None) -> li
     return []
 
 
-def member_reasons(row: dict, segment: Segment) -> list[str]:
-    """The reasons of a profile row (``<model>_reasons`` columns) for a member in ``segment``."""
-    return pick_reasons({m: row.get(f"{m}_reasons") for m in MODELS}, reasons_model(segment))
+def member_reasons(row: dict, segment: Segment, lang: str = "en") -> list[str]:
+    """The reasons of a profile row (``<model>_reasons`` columns; ``<model>_reasons_zh`` in Chinese) for a
+    member in ``segment``. Reasons stored before there were Chinese ones come in English."""
+    english = pick_reasons({m: row.get(f"{m}_reasons") for m in MODELS}, reasons_model(segment))
+    if lang != "zh":
+        return english
+    return pick_reasons({m: row.get(f"{m}_reasons_zh") for m in MODELS}, reasons_model(segment)) or english
 
 
 ADDRESS_COLUMNS = ("external_userid", "staff_owner", "phone_token", "phone_masked", "unionid")

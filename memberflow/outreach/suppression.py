@@ -11,7 +11,12 @@ so the property tests can drive it with any input. Every member of a segment end
   left), (holdout), stale (the date is too old to act on), once_per_member, once_per_due_cycle,
   message_cooldown (the same message within the segment's cooldown), already_contacted_today,
   member_daily_cap, member_weekly_cap (marketing), service_daily_cap, service_weekly_cap (service),
-  sms_daily_cap, wecom_monthly_cap, quiet_hours, segment_daily_cap.
+  sms_daily_cap, wecom_monthly_cap, quiet_hours, segment_daily_cap, staff_capacity.
+
+1-on-1 work (the ``wecom`` channel) goes through the member's staff owner, who can serve only so many members
+a day: past the segment caps, each staff member's new sends of the day are ranked by ``expected_value``
+(``memberflow.outreach.queue``) across segments and the rest wait (``staff_capacity``). What the staff member
+keeps is their queue of the day.
 
 Frequency is counted on the day a message goes out (China time): a sent row on the day it was sent, an
 unsettled one on the day it was last decided. A send retried on a later day than it was decided is checked
@@ -50,6 +55,7 @@ REASONS = (
     "wecom_monthly_cap",
     "quiet_hours",
     "segment_daily_cap",
+    "staff_capacity",
 )
 STATUSES = ("send", "already_sent", "holdout", "suppressed")
 # Members suppressed for these were never eligible for the holdout (an undeliverable key was a send, so
@@ -69,6 +75,12 @@ class Caps:
     cooldown_days: int = 7  # the same message to a member at most once in this many days (per segment too)
     service_per_day: int = 1  # service messages per member per day
     service_per_week: int = 3  # service messages per member in any 7 days
+    staff_per_day: int = 40  # 1-on-1 (WeCom) members per staff member per day: their queue
+    staff_capacity: dict[str, int] = field(default_factory=dict)  # staff_userid -> their own capacity
+
+    def capacity_of(self, staff: str | None) -> int:
+        """How many 1-on-1 members ``staff`` serves a day."""
+        return self.staff_capacity.get(staff or "", self.staff_per_day)
 
     def wecom_per_month(self, day: date) -> int:
         """WeCom lets a customer receive one mass message a day: at most the days of the month."""
@@ -132,7 +144,8 @@ def decide(
 
     Needs columns member_id, segment, channel, health_based, holdout, rank_value, tie, has_wecom,
     has_phone, phone_token, health_consent, opt_out_on_record and (optionally) marketing_opt_out, message
-    (default: the segment's name), kind (default marketing), in_programme (default true) and cycle.
+    (default: the segment's name), kind (default marketing), in_programme (default true), cycle,
+    staff_owner and expected_value (default: rank_value) for the staff capacity of WeCom rows.
     ``frequency``: segment -> its rules (default: the caps' cooldown, no once-per rule).
     """
     caps = caps or Caps()
@@ -241,8 +254,43 @@ def decide(
         idx.sort(key=lambda i: (-rank_value[i], tie[i]))
         for i in idx[room:]:
             statuses[i], reasons[i] = "suppressed", "segment_daily_cap"
+    _staff_capacity(frame, keys, statuses, reasons, history, caps)
     return frame.with_columns(
         idempotency_key=pl.Series(keys, dtype=pl.Utf8),
         status=pl.Series(statuses, dtype=pl.Utf8),
         reason=pl.Series(reasons, dtype=pl.Utf8),
     )
+
+
+def _staff_capacity(
+    frame: pl.DataFrame,
+    keys: list[str],
+    statuses: list[str],
+    reasons: list[str | None],
+    history: History,
+    caps: Caps,
+) -> None:
+    """Each staff member keeps their capacity of 1-on-1 members for the day, best expected value first.
+
+    Members already sent or in retry for the date hold their place (a rerun does not take back what a staff
+    member was given); new sends fill the room that leaves, across segments."""
+    if "staff_owner" not in frame.columns:
+        return
+    channel, staff = frame["channel"].to_list(), frame["staff_owner"].to_list()
+    value_col = "expected_value" if "expected_value" in frame.columns else "rank_value"
+    value = frame[value_col].fill_null(float("-inf")).fill_nan(float("-inf")).to_list()
+    tie = frame["tie"].to_list()
+    held: dict[str, int] = {}
+    new: dict[str, list[int]] = {}
+    for i, status in enumerate(statuses):
+        if channel[i] != "wecom":
+            continue
+        if status == "already_sent" or (status == "send" and keys[i] in history.unsettled_keys):
+            held[staff[i]] = held.get(staff[i], 0) + 1
+        elif status == "send":
+            new.setdefault(staff[i], []).append(i)
+    for owner, idx in new.items():
+        room = max(caps.capacity_of(owner) - held.get(owner, 0), 0)
+        idx.sort(key=lambda i: (-value[i], tie[i], keys[i]))
+        for i in idx[room:]:
+            statuses[i], reasons[i] = "suppressed", "staff_capacity"

@@ -18,6 +18,12 @@ class Tokens:
     admin: str
     revoked: str
     expired: str
+    staff: str  # a 导购 acting as STAFF_ID
+    health_manager: str  # a 健康管理师 acting as STAFF_ID
+    other_staff: str  # a staff token of someone else
+
+
+STAFF_ID = "staff011"  # a staff member with a queue on the scored day
 
 
 @pytest.fixture(scope="session")
@@ -56,7 +62,10 @@ def tokens(ops_ws) -> Tokens:
     with sqlite3.connect(access_path(ops_ws)) as con:
         con.execute("update tokens set expires_at = '2000-01-01T00:00:00+00:00' where token_id = ?",
                     (expired.token_id,))  # fmt: skip
-    return Tokens(ops, admin, revoked.token, expired.token)
+    staff = store.create("sally", "staff", staff_id=STAFF_ID).token
+    health = store.create("hm-li", "health_manager", staff_id=STAFF_ID).token
+    other = store.create("otto", "staff", staff_id="staff012").token
+    return Tokens(ops, admin, revoked.token, expired.token, staff, health, other)
 
 
 @pytest.fixture(scope="session")

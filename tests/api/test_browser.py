@@ -55,14 +55,17 @@ def test_sign_in_open_a_segment_download_its_csv_and_open_a_member(page, ops_ws,
     assert page.locator("#nav-audit").is_hidden()  # ops does not see the audit log
     rows = page.locator("[data-testid=segments] tbody tr")
     assert rows.count() >= 7
+    # segments by their names in the page's language (segments.yml's labels), not their keys
+    assert page.inner_text("[data-testid=segment-care_high_value_at_risk]") == "高价值流失预警关怀"
     _shot(page, "02-segments-zh")
     page.click("[data-testid=lang]")
     page.wait_for_selector("h1:has-text('Segments today')")
+    assert page.inner_text("[data-testid=segment-care_high_value_at_risk]") == "High-value members at risk"
     _shot(page, "03-segments-en")
 
     page.click(f"[data-testid=segment-{segment}]")
     page.wait_for_selector("[data-testid=members]")
-    assert page.inner_text("[data-testid=segment-title]") == segment
+    assert page.get_attribute("[data-testid=segment-title]", "data-segment") == segment
     assert f"{size:,} members" in page.inner_text("[data-testid=pager]")
     page.wait_for_selector("[data-testid=trend-chart]")
     # the members' score range beside everyone scored, and how to read a decile
@@ -116,3 +119,41 @@ def test_admin_sees_the_audit_log_and_can_export_unmasked(page, ops_ws, tokens, 
     page.click("a[href='#/models']")
     page.wait_for_selector(".plots img")
     _shot(page, "08-models")
+
+
+def test_a_health_manager_works_their_queue_in_both_languages(page, ops_ws, tokens):
+    from tests.api.conftest import STAFF_ID
+
+    with duckdb.connect(str(ops_ws.warehouse_path), read_only=True) as con:
+        queued = con.execute(
+            "select count(*) from staff_queue where as_of = ? and staff_owner = ?", [SCORE_DAY, STAFF_ID]
+        ).fetchone()[0]
+    page.goto(page.base_url + "/")
+    page.fill("#token", tokens.health_manager)
+    page.click("#signin-form button")
+    page.wait_for_selector("[data-testid=queue]")
+    # their queue and nothing else: one nav entry, no lookup, every item theirs
+    assert page.locator("#nav a:visible").all_inner_texts() == ["我的队列"]
+    assert page.locator("#lookup").is_hidden()
+    items = page.locator("[data-testid=queue-item]")
+    assert items.count() == queued > 0
+    assert f"共 {queued} 人" in page.inner_text("[data-testid=queue-counts]")
+    first = items.first
+    assert re.search(r"[\u4e00-\u9fff]", first.locator("[data-testid=script]").inner_text())
+    _shot(page, "09-queue-zh")
+
+    first.locator("[data-testid=item-details] summary").click()  # open the member
+    assert first.locator("[data-testid=item-details] ul.reasons li").count() >= 1
+    _shot(page, "10-queue-member-open")
+    first.locator("[data-testid=mark-done]").click()
+    page.wait_for_selector("[data-testid=queue-item] >> nth=0 >> [data-testid=item-state]:has-text('已完成')")
+    done = page.locator("[data-testid=item-state]:has-text('已完成')").count()
+    assert done >= 1 and f"已完成 {done}" in page.inner_text("[data-testid=queue-counts]")
+    _shot(page, "11-queue-item-done")
+
+    page.click("[data-testid=lang]")
+    page.wait_for_selector('h1:has-text("Today\'s queue")')
+    scripts = page.locator("[data-testid=script]").all_inner_texts()
+    assert scripts and all(s.isascii() for s in scripts)
+    assert page.locator("[data-testid=item-state]").first.inner_text().startswith("done")
+    _shot(page, "12-queue-en")

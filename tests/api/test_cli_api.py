@@ -91,7 +91,7 @@ def test_serve_runs_as_a_process_and_logs_route_templates_only(env):
             assert proc.poll() is None and time.monotonic() < deadline, "serve did not come up"
             time.sleep(0.3)
         assert httpx.get(f"{url}/api/me", headers={"Authorization": f"Bearer {token}"}).json() == {
-            "name": "olivia", "role": "ops",
+            "name": "olivia", "role": "ops", "staff_id": None,
         }  # fmt: skip
         # nothing built yet: a clear 503, not an error page
         res = httpx.get(f"{url}/api/segments", headers={"Authorization": f"Bearer {token}"})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import polars as pl
@@ -175,7 +177,8 @@ def test_explain_stores_the_reasons_of_the_wanted_members_only_once(trained, ml_
     expected = dict(zip(rows["member_id"], reasons_of(loaded.booster, loaded.features, rows), strict=True))
     with read_warehouse(ml_workspace) as con:
         stored = con.execute(
-            "select member_id, reasons from member_scores where model = 'repurchase' and as_of = ?",
+            "select member_id, reasons, reasons_zh from member_scores "
+            "where model = 'repurchase' and as_of = ?",
             [SCORE_DAY],
         ).df()
     explained = stored[stored["reasons"].notna()]
@@ -183,6 +186,13 @@ def test_explain_stores_the_reasons_of_the_wanted_members_only_once(trained, ml_
     assert {m: list(r) for m, r in zip(explained["member_id"], explained["reasons"], strict=True)} == expected
     assert explained["reasons"].map(len).between(1, 3).mean() > 0.95
     assert any(any(ch.isdigit() for ch in r) for rs in explained["reasons"] for r in rs)
+    # the same reasons in Chinese, one for one, with the member's own numbers
+    for english, chinese in zip(explained["reasons"], explained["reasons_zh"], strict=True):
+        assert len(chinese) == len(english)
+        assert all(re.search(r"[\u4e00-\u9fff]", r) for r in chinese), chinese
+        assert [sorted(re.findall(r"\d+", r)) for r in chinese] == [
+            sorted(re.findall(r"\d+", r)) for r in english
+        ]
 
     result = score(ml_workspace, "repurchase", SCORE_DAY, reasons=True)
     with read_warehouse(ml_workspace) as con:

@@ -65,3 +65,24 @@ def test_a_channel_without_endpoint_fails_its_rows_for_the_next_run(cli_env, mon
     assert result.exit_code == 1
     assert "channel sms is not configured" in result.output
     assert cli_env.state.snapshot()["requests"]["sms"] == 0
+
+
+def test_queue_show_prints_a_staff_members_queue_of_the_day(cli_env, delivery_ws):
+    import json
+
+    import duckdb
+
+    assert runner.invoke(app, ["deliver", "--as-of", "2026-03-02"]).exit_code == 0
+    with duckdb.connect(str(delivery_ws.warehouse_path), read_only=True) as con:
+        staff, queued = con.execute(
+            "select staff_owner, count(*) from staff_queue group by 1 order by 2 desc, 1 limit 1"
+        ).fetchone()
+    shown = runner.invoke(app, ["queue", "show", "--staff", staff, "--as-of", "2026-03-02", "--json"])
+    assert shown.exit_code == 0, shown.output
+    body = json.loads(shown.output)
+    assert body["total"] == len(body["items"]) == queued and body["open"] == queued
+    table = runner.invoke(app, ["queue", "show", "--staff", staff])
+    assert table.exit_code == 0 and f"{queued} members" in table.output and "您好" in table.output
+    assert not re.search(r"(?<!\d)1[3-9]\d{9}(?!\d)", table.output)
+    unknown = runner.invoke(app, ["queue", "show", "--staff", "staff999"])
+    assert unknown.exit_code == 1 and "no staff member 'staff999'" in unknown.output

@@ -36,6 +36,8 @@ def members(draw):
             "health_consent": col(st.booleans()),
             "opt_out_on_record": col(st.booleans()),
             "marketing_opt_out": col(st.booleans()),
+            "staff_owner": col(st.sampled_from(["staff000", "staff001", "staff002"])),
+            "expected_value": col(st.floats(0, 500)),
         },
         schema_overrides={"churn_decile": pl.Int64},
     )
@@ -107,7 +109,9 @@ def test_suppression_properties(data, frame, segments, now):
         assert picked == ([min(matching, key=lambda s: s.priority).name] if matching else [])
 
     history = data.draw(histories(frame["member_id"].to_list(), segments))
-    caps = Caps()
+    caps = Caps(
+        staff_per_day=data.draw(st.integers(0, 6)), staff_capacity={"staff002": data.draw(st.integers(0, 3))}
+    )
     decided = decide(out, {s.name: s.daily_cap for s in segments}, history, AS_OF, now, caps=caps)
     sends = decided.filter(pl.col("status") == "send")
     by_name = {s.name: s for s in segments}
@@ -134,6 +138,14 @@ def test_suppression_properties(data, frame, segments, now):
     for seg in segments:
         sent = sends.filter(pl.col("segment") == seg.name).height
         assert sent <= max(seg.daily_cap - history.segment_used.get(seg.name, 0), 0)
+    # each staff member gets at most their capacity of 1-on-1 members, the best expected value first
+    wecom = decided.filter(pl.col("channel") == "wecom")
+    for (staff,), mine in wecom.group_by("staff_owner"):
+        kept = mine.filter(pl.col("status") == "send")
+        assert kept.height <= caps.capacity_of(staff)
+        waiting = mine.filter(pl.col("reason") == "staff_capacity")
+        if kept.height and waiting.height:
+            assert kept["expected_value"].min() >= waiting["expected_value"].max()
     # every member not sent has a status, and every suppression a reason
     assert decided.filter(pl.col("status").is_null()).is_empty()
     assert decided.filter((pl.col("status") == "suppressed") & pl.col("reason").is_null()).is_empty()
@@ -312,3 +324,40 @@ def test_frequency_holds_across_days_and_retries(data, library, days):
             assert rules.once_per != "member", (member, message)
         if library[rows["segment"][0]]["frequency"].once_per == "due_cycle":
             assert rows["cycle"].n_unique() == rows.height
+
+
+def test_each_staff_member_keeps_their_capacity_best_expected_value_first_across_segments():
+    # two WeCom segments; staff000 has six members, staff001 two, staff001's capacity is 1
+    members = [f"m{i}" for i in range(8)]
+    frame = pl.DataFrame(
+        {
+            "member_id": members,
+            "segment": ["care", "welcome"] * 4,
+            "channel": ["wecom"] * 8,
+            "staff_owner": ["staff000"] * 6 + ["staff001"] * 2,
+            "expected_value": [5.0, 90.0, 40.0, 1.0, 60.0, 20.0, 3.0, 30.0],
+            "health_based": [False] * 8, "holdout": [False] * 8, "rank_value": [1.0] * 8,
+            "tie": [i / 10 for i in range(8)], "has_wecom": [True] * 8, "has_phone": [True] * 8,
+            "phone_token": members, "health_consent": [True] * 8, "opt_out_on_record": [False] * 8,
+        }
+    )  # fmt: skip
+    caps = Caps(staff_per_day=3, staff_capacity={"staff001": 1})
+    now = datetime(2026, 3, 2, 10, tzinfo=CHINA)
+    out = decide(frame, {"care": 100, "welcome": 100}, History(), AS_OF, now, caps=caps)
+    sent = out.filter(pl.col("status") == "send")["member_id"].sort().to_list()
+    assert sent == ["m1", "m2", "m4", "m7"]  # staff000: 90, 60, 40 over two segments; staff001: 30
+    assert set(out.filter(pl.col("status") != "send")["reason"]) == {"staff_capacity"}
+
+    # a rerun later in the day: m1 went out, m2's send awaits a retry; both keep their places, so
+    # staff000 has room for one new member, the best of those still waiting
+    history = History(
+        sent_keys={idempotency_key("welcome", "m1", AS_OF)},
+        unsettled_keys={idempotency_key("care", "m2", AS_OF): AS_OF},
+        today_channels={"m2": {"wecom"}},
+    )
+    frame = frame.with_columns(
+        expected_value=pl.Series([5.0, 1.0, 2.0, 1.0, 4.0, 20.0, 3.0, 30.0])  # the scores moved
+    )
+    again = decide(frame, {"care": 100, "welcome": 100}, history, AS_OF, now, caps=caps)
+    kept = again.filter(pl.col("status").is_in(["send", "already_sent"]))["member_id"].sort().to_list()
+    assert kept == ["m1", "m2", "m5", "m7"]

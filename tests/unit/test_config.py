@@ -217,3 +217,30 @@ def test_a_monitoring_check_without_a_value_still_gives_a_reason():
     assert _reason(Check("realized", "auc@2026-02-15", 0.7, 0.8, 500, "critical")) == (
         "realized auc@2026-02-15: 0.700 (evaluation 0.800)"
     )
+
+
+def test_every_vocabulary_value_ops_read_has_both_labels_and_every_script_loads():
+    from memberflow.core.vocab import ACQUISITION_CHANNELS, CATEGORIES, INTERESTS, LABELS, TAG_VALUES
+    from memberflow.outreach.scripts import LANGS, load_scripts
+    from memberflow.segments import TEMPLATES, load_segments
+
+    assert set(LABELS["acquisition_channel"]) == set(ACQUISITION_CHANNELS)
+    assert set(LABELS["interest"]) == set(INTERESTS)
+    for group, values in TAG_VALUES.items():
+        assert set(LABELS[group]) == set(values), group
+    assert all(c.label and c.label_zh for c in CATEGORIES.values())
+    segments = load_segments()
+    assert all(s.label and not isinstance(s.description, str) for s in segments)  # the starter library
+    scripts = load_scripts()
+    for message in {s.message for s in segments if s.channel == "wecom"} | set(TEMPLATES):
+        assert set(scripts.templates[message]) == set(LANGS), message
+
+
+def test_a_script_naming_an_unknown_variable_stops_the_load(tmp_path):
+    from memberflow.core.settings import ConfigError
+    from memberflow.outreach.scripts import load_scripts
+
+    path = tmp_path / "scripts.yml"
+    path.write_text("version: 1\nscripts:\n  care_checkin:\n    zh: 您好{{ due_prodcut }}\n    en: Hello\n")
+    with pytest.raises(ConfigError, match=r"scripts.yml: script 'care_checkin' \(zh\).*due_prodcut"):
+        load_scripts(path)

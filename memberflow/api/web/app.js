@@ -40,6 +40,18 @@ const T = {
     "verdict.unclear": "尚不能确定(区间跨过 0)", "verdict.too_few": "人数太少,无法比较(每组至少 20 人)",
     "power.detect": "当前人数可识别 {d} 个百分点以上的提升", "power.needed": "对照组需 {n} 人才能识别 {u} 个百分点",
     "power.never": "发送组人数太少,无法识别 {u} 个百分点",
+    "nav.queue": "我的队列", "nav.queues": "服务队列", "queue.title": "今日服务队列", "queue.of": "{staff} 的服务队列",
+    "queue.counts": "共 {total} 人:待处理 {open},已完成 {done},已跳过 {skipped}", "queue.empty": "今天没有需要您一对一服务的会员。",
+    "queue.expected": "预期价值 ¥{v}", "queue.basis": "依据:{b}", "queue.script": "建议话术", "queue.why": "推荐理由",
+    "queue.due": "待补货", "queue.due_in": "{product} {days} 天后用完", "queue.overdue": "{product} 已用完 {days} 天",
+    "queue.withheld": "涉及健康信息,未显示", "queue.touches": "最近触达", "queue.no_touches": "近期没有触达",
+    "queue.wecom": "企微任务", "queue.done": "完成", "queue.skip": "跳过", "queue.skip_reason": "跳过原因",
+    "queue.note": "备注(可选)", "queue.open_member": "查看会员", "queue.marked": "已记录", "queue.programme": "打卡群成员",
+    "state.open": "待处理", "state.done": "已完成", "state.skipped": "已跳过",
+    "skip.not_reachable": "联系不上", "skip.member_declined": "会员拒绝", "skip.not_appropriate_now": "现在不合适",
+    "skip.served_elsewhere": "已在其他渠道服务", "skip.other": "其他(请写备注)",
+    "queues.title": "服务队列完成情况", "col.staff": "员工", "col.queued": "入队", "col.done": "已完成", "col.skipped": "已跳过",
+    "col.open": "待处理", "col.completion": "完成率", "queues.by_segment": "按人群",
   },
   en: {
     "nav.segments": "Segments", "nav.models": "Models", "nav.deliveries": "Deliveries", "nav.audit": "Audit",
@@ -82,6 +94,18 @@ const T = {
     "verdict.unclear": "not clear yet (interval across 0)", "verdict.too_few": "too few to compare (at least 20 in each arm)",
     "power.detect": "these arms detect {d} points or more", "power.needed": "a holdout of {n} would detect {u} points",
     "power.never": "too few treated to detect {u} points",
+    "nav.queue": "My queue", "nav.queues": "Queues", "queue.title": "Today's queue", "queue.of": "Queue of {staff}",
+    "queue.counts": "{total} members: {open} open, {done} done, {skipped} skipped", "queue.empty": "Nobody for you to serve 1-on-1 today.",
+    "queue.expected": "expected value ¥{v}", "queue.basis": "from: {b}", "queue.script": "Suggested script", "queue.why": "Why",
+    "queue.due": "Due", "queue.due_in": "{product} runs out in {days} days", "queue.overdue": "{product} ran out {days} days ago",
+    "queue.withheld": "health data, not shown", "queue.touches": "Last touches", "queue.no_touches": "no recent touches",
+    "queue.wecom": "WeCom task", "queue.done": "Done", "queue.skip": "Skip", "queue.skip_reason": "Why skip",
+    "queue.note": "Note (optional)", "queue.open_member": "Open member", "queue.marked": "Recorded", "queue.programme": "in a check-in group",
+    "state.open": "open", "state.done": "done", "state.skipped": "skipped",
+    "skip.not_reachable": "not reachable", "skip.member_declined": "member declined", "skip.not_appropriate_now": "not the right time",
+    "skip.served_elsewhere": "served on another channel", "skip.other": "other (write a note)",
+    "queues.title": "Queue completion", "col.staff": "Staff", "col.queued": "Queued", "col.done": "Done", "col.skipped": "Skipped",
+    "col.open": "Open", "col.completion": "Completion", "queues.by_segment": "By segment",
   },
 };
 
@@ -238,6 +262,10 @@ function table(headers, rows, attrs = {}) {
     el("tbody", {}, rows)));
 }
 
+// a segment's name and description in the page's language (segments.yml's labels; the key without one)
+const segLabel = (s) => (s.labels && s.labels[state.lang]) || s.name;
+const segText = (s) => (s.descriptions && s.descriptions[state.lang]) || s.description;
+
 const statusChip = (s) => el("span", { class: `chip s-${s}` }, t(`status.${s}`));
 
 // --- views ------------------------------------------------------------------------------------------------
@@ -248,8 +276,8 @@ async function showSegments() {
   const picker = el("select", { id: "day", "data-testid": "day", onchange: (e) => { state.day = e.target.value; route(); } },
     data.dates.map((d) => el("option", { value: d, selected: d === data.as_of }, d)));
   const rows = data.segments.map((s) => el("tr", { "data-segment": s.name },
-    el("td", {}, el("a", { href: `#/segments/${encodeURIComponent(s.name)}`, "data-testid": `segment-${s.name}` }, s.name),
-      el("div", { class: "muted small" }, s.description)),
+    el("td", {}, el("a", { href: `#/segments/${encodeURIComponent(s.name)}`, "data-testid": `segment-${s.name}` }, segLabel(s)),
+      el("div", { class: "muted small" }, segText(s))),
     el("td", {}, s.channel),
     el("td", { class: "n" }, num(s.size)),
     el("td", { class: "n" }, num(s.send)),
@@ -293,10 +321,11 @@ async function showSegment(name, params) {
   render(el("div", {},
     el("p", {}, el("a", { href: "#/segments" }, t("segment.back"))),
     el("div", { class: "card" },
-      el("div", { class: "row" }, el("h1", { "data-testid": "segment-title" }, seg.name), el("span", { class: "chip" }, seg.channel),
+      el("div", { class: "row" }, el("h1", { "data-testid": "segment-title", "data-segment": seg.name }, segLabel(seg)),
+        el("span", { class: "chip" }, seg.channel),
         seg.health_based ? el("span", { class: "chip warn" }, "health") : null, el("span", { class: "spacer" }),
         el("span", { class: "muted" }, members.as_of)),
-      el("p", { class: "muted" }, seg.description),
+      el("p", { class: "muted" }, segText(seg)),
       el("div", { class: "stats" },
         [["col.size", seg.size], ["col.send", seg.send], ["col.sent", seg.delivery.sent || 0], ["col.holdout", seg.holdout],
           ["col.suppressed", seg.suppressed_total]].map(([k, v]) => el("div", { class: "stat" }, el("b", {}, num(v)), el("span", {}, t(k))))),
@@ -471,6 +500,90 @@ async function showAudit() {
         el("td", {}, r.segment || "–"), el("td", {}, r.unmasked ? "✔" : ""), el("td", { class: "n" }, num(r.rows)), el("td", {}, r.state))))));
 }
 
+// --- staff queues ----------------------------------------------------------------------------------------
+const SKIP_REASONS = ["not_reachable", "member_declined", "not_appropriate_now", "served_elsewhere", "other"];
+
+function dueText(due) {
+  if (!due) return null;
+  if (!due.product) return t("queue.withheld");
+  return due.in_days >= 0 ? t("queue.due_in", { product: due.product, days: due.in_days })
+    : t("queue.overdue", { product: due.product, days: -due.in_days });
+}
+
+function queueItem(staff, item, onMarked) {
+  const reason = el("select", { "data-testid": "skip-reason" }, SKIP_REASONS.map((r) => el("option", { value: r }, t(`skip.${r}`))));
+  const note = el("input", { "data-testid": "note", maxlength: 500 });
+  note.placeholder = t("queue.note");
+  const mark = async (action) => {
+    const body = { item_id: item.item_id, action };
+    if (action === "skipped") { body.reason = reason.value; body.note = note.value || null; }
+    try {
+      await api(`/api/staff/${encodeURIComponent(staff)}/queue/marks`, {
+        method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+      toast(t("queue.marked"));
+      onMarked();
+    } catch (err) { toast(err.message); }
+  };
+  const canMark = state.me.staff_id === staff;
+  const due = dueText(item.due);
+  const touches = item.last_touches.length
+    ? el("ul", { class: "small" }, item.last_touches.map((x) => el("li", {}, `${x.as_of} · ${x.segment} · ${x.channel} · ${x.status}`)))
+    : el("p", { class: "muted small" }, t("queue.no_touches"));
+  return el("li", { class: `qitem st-${item.state}`, "data-testid": "queue-item", "data-item": item.item_id },
+    el("div", { class: "row" },
+      el("b", { class: "pos" }, `#${item.position}`),
+      el("span", { class: "mono" }, item.phone_masked || item.member_id),
+      el("span", { class: "chip", title: item.segment_description || "" }, item.segment_label),
+      item.programme ? el("span", { class: "chip" }, t("queue.programme")) : null,
+      el("span", { class: "spacer" }),
+      el("span", { class: "muted small", title: t("queue.basis", { b: item.propensity_basis || "–" }) },
+        t("queue.expected", { v: item.expected_value === null ? "–" : item.expected_value.toFixed(0) })),
+      el("span", { class: `chip q-${item.state}`, "data-testid": "item-state" }, t(`state.${item.state}`),
+        item.skip_reason ? ` · ${t(`skip.${item.skip_reason}`)}` : "")),
+    el("p", { class: "script", "data-testid": "script" }, item.script || "–"),
+    el("details", { "data-testid": "item-details" },
+      el("summary", {}, t("queue.open_member")),
+      el("div", { class: "cols" },
+        el("div", {}, el("h3", {}, t("queue.why")), el("ul", { class: "reasons" }, item.reasons.map((r) => el("li", {}, r))),
+          due ? el("p", {}, el("b", {}, t("queue.due")), " ", due) : null),
+        el("div", {}, el("h3", {}, t("queue.touches")), touches,
+          el("p", { class: "small" }, `${t("queue.wecom")}: ${item.wecom_status || "–"}`),
+          el("p", { class: "mono small" }, item.member_id)))),
+    canMark ? el("div", { class: "row" },
+      el("button", { type: "button", "data-testid": "mark-done", onclick: () => mark("done") }, t("queue.done")),
+      el("label", { class: "small" }, t("queue.skip_reason"), " ", reason), note,
+      el("button", { type: "button", class: "link", "data-testid": "mark-skip", onclick: () => mark("skipped") }, t("queue.skip"))) : null);
+}
+
+async function showQueue(staff) {
+  staff = staff || state.me.staff_id;
+  const query = new URLSearchParams({ lang: state.lang });
+  if (state.day) query.set("as_of", state.day);
+  const data = await api(`/api/staff/${encodeURIComponent(staff)}/queue?${query}`);
+  const reload = () => route();
+  render(el("div", { class: "card" },
+    el("div", { class: "row" }, el("h1", { "data-testid": "queue-title" }, staff === state.me.staff_id ? t("queue.title") : t("queue.of", { staff })),
+      el("span", { class: "spacer" }), el("span", { class: "muted" }, data.as_of)),
+    el("p", { "data-testid": "queue-counts" }, t("queue.counts", data)),
+    data.items.length ? el("ol", { class: "queue", "data-testid": "queue" }, data.items.map((i) => queueItem(staff, i, reload)))
+      : el("p", { class: "muted" }, t("queue.empty"))));
+}
+
+async function showQueues() {
+  const query = state.day ? `?as_of=${encodeURIComponent(state.day)}` : "";
+  const data = await api(`/api/queues${query}`);
+  const rows = (list, link) => list.map((r) => el("tr", {},
+    el("td", {}, link ? el("a", { href: `#/queue/${encodeURIComponent(r.key)}` }, r.key) : r.key),
+    el("td", { class: "n" }, num(r.queued)), el("td", { class: "n" }, num(r.done)), el("td", { class: "n" }, num(r.skipped)),
+    el("td", { class: "n" }, num(r.open)), el("td", { class: "n" }, pct(r.completion))));
+  const head = (first) => [first, t("col.queued"), t("col.done"), t("col.skipped"), t("col.open"), t("col.completion")];
+  render(el("div", {},
+    el("div", { class: "card" }, el("div", { class: "row" }, el("h1", {}, t("queues.title")), el("span", { class: "spacer" }),
+      el("span", { class: "muted" }, data.as_of || "")),
+      table(head(t("col.staff")), rows(data.by_staff, true), { "data-testid": "queues" })),
+    el("div", { class: "card" }, el("h2", {}, t("queues.by_segment")), table(head(t("col.segment")), rows(data.by_segment, false)))));
+}
+
 function render(node) {
   const view = $("#view");
   view.replaceChildren(node);
@@ -483,7 +596,10 @@ async function route() {
   const params = new URLSearchParams(query || "");
   const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
   try {
-    if (parts[0] === "segments" && parts[1]) await showSegment(parts[1], params);
+    if (state.me && state.me.staff_id) await showQueue(state.me.staff_id);  // a staff token has one page
+    else if (parts[0] === "queue" && parts[1]) await showQueue(parts[1]);
+    else if (parts[0] === "queues") await showQueues();
+    else if (parts[0] === "segments" && parts[1]) await showSegment(parts[1], params);
     else if (parts[0] === "members" && parts[1]) await showMember(parts[1]);
     else if (parts[0] === "models") await showModels();
     else if (parts[0] === "deliveries") await showDeliveries();
@@ -514,7 +630,10 @@ async function signIn(token) {
   sessionStorage.setItem("mf.token", token);
   $("#signin").hidden = true;
   $("#signin-error").textContent = "";
-  ["#nav", "#lookup", "#signout"].forEach((s) => { $(s).hidden = false; });
+  const staff = Boolean(state.me.staff_id);
+  ["#nav", "#signout"].forEach((s) => { $(s).hidden = false; });
+  $("#lookup").hidden = staff;  // staff work from their queue: no lookups across members
+  document.querySelectorAll("#nav a").forEach((a) => { a.hidden = staff ? a.id !== "nav-queue" : a.id === "nav-queue"; });
   $("#nav-audit").hidden = state.me.role !== "admin";
   $("#who").textContent = `${state.me.name} · ${state.me.role}`;
   return true;
