@@ -9,6 +9,10 @@ One small FastAPI app serves three APIs the way the real ones behave where it ma
   external_userids that are not the sender's contacts come back in ``fail_list``. WeCom has no idempotency
   key: a repeated task is a second task, so a sender in doubt asks ``get_groupmsg_list_v2`` and
   ``get_groupmsg_send_result`` what exists.
+- ``POST /cgi-bin/externalcontact/get_corp_tag_list``, ``add_corp_tag`` and ``mark_tag``: WeCom's corp tags.
+  The sandbox keeps the tag library and every contact's tags, so tests compare what members should carry with
+  what WeCom holds (``GET /_sandbox/wecom/tags``); a tag id it does not know is errcode 40068, a customer who
+  is not the staff member's contact errcode 84061.
 - ``POST /sms/batch``: an SMS gateway. Per-number daily cap (``isv.BUSINESS_LIMIT_CONTROL``), 429 +
   ``Throttling.User`` over its rate limit, ``out_id`` deduplicates.
 
@@ -54,6 +58,13 @@ class SandboxConfig:
     seed: int = 0
 
 
+# WeCom's answers to an injected fault: its frequency limit, and "system busy"
+WECOM_FAULTS = {
+    "429": {"errcode": 45009, "errmsg": "api freq out of limit"},
+    "5xx": {"errcode": -1, "errmsg": "system busy"},
+}
+
+
 class SandboxState:
     def __init__(self, config: SandboxConfig) -> None:
         self.config = config
@@ -71,6 +82,9 @@ class SandboxState:
             self.duplicates: int = 0
             self.seen: dict[str, dict] = {}  # idempotency key -> first result
             self.tasks: list[dict] = []  # WeCom mass-message tasks created
+            self.tag_groups: dict[str, dict] = {}  # group_id -> {group_name, tags: {tag_id: name}}
+            self.contact_tags: dict[tuple[str, str], set[str]] = {}  # (userid, external_userid) -> tag ids
+            self.mark_tag_calls = 0
             self.sms_per_number: dict[str, int] = {}
             self.sms_phones: list[str] = []  # plain numbers, memory only
             self.request_times: dict[str, list[float]] = {"webhook": [], "wecom": [], "sms": []}
@@ -115,9 +129,24 @@ class SandboxState:
             self.received.append({"api": api, "key": key, **row})
             return True
 
+    def tags_of_contacts(self) -> dict[str, list[str]]:
+        """'userid/external_userid' -> the contact's corp tags as 'group/tag' names (contacts with any)."""
+        with self.lock:
+            names = {
+                tag_id: f"{group['group_name']}/{name}"
+                for group in self.tag_groups.values()
+                for tag_id, name in group["tags"].items()
+            }
+            return {
+                f"{userid}/{ext}": sorted(names[t] for t in tags)
+                for (userid, ext), tags in self.contact_tags.items()
+                if tags
+            }
+
     def snapshot(self) -> dict:
         with self.lock:
             return {
+                "mark_tag_calls": self.mark_tag_calls,
                 "received": list(self.received),
                 "requests": dict(self.requests),
                 "rejected": dict(self.rejected),
@@ -166,16 +195,10 @@ def create_app(state: SandboxState) -> FastAPI:
 
     @app.post("/cgi-bin/externalcontact/add_msg_template")
     async def add_msg_template(request: Request, access_token: str = ""):
-        error = _token_error(access_token)
-        if error:
-            return error
-        if state.over_limit("wecom") is not None:
-            return {"errcode": 45009, "errmsg": "api freq out of limit"}
-        fault = state.fault()
-        if fault == "429":
-            return {"errcode": 45009, "errmsg": "api freq out of limit"}
-        if fault == "5xx":
-            return {"errcode": -1, "errmsg": "system busy"}
+        refused = _refused(access_token)
+        fault = None if refused else state.fault()
+        if refused or fault in ("429", "5xx"):
+            return refused or WECOM_FAULTS[fault]
         body = await request.json()
         sender, text = body.get("sender"), (body.get("text") or {}).get("content")
         if not sender:
@@ -211,6 +234,84 @@ def create_app(state: SandboxState) -> FastAPI:
         if time.monotonic() >= expires:
             return {"errcode": 42001, "errmsg": "access_token expired"}
         return None
+
+    def _refused(access_token: str) -> dict | None:
+        """The answer to a WeCom call refused before it is applied (token, rate limit, injected 429/5xx)."""
+        error = _token_error(access_token)
+        if error:
+            return error
+        if state.over_limit("wecom") is not None:
+            return WECOM_FAULTS["429"]
+        return None
+
+    @app.post("/cgi-bin/externalcontact/get_corp_tag_list")
+    async def get_corp_tag_list(request: Request, access_token: str = ""):
+        refused = _refused(access_token)
+        if refused:
+            return refused
+        with state.lock:
+            groups = [
+                {
+                    "group_id": gid,
+                    "group_name": g["group_name"],
+                    "tag": [{"id": tid, "name": name, "deleted": False} for tid, name in g["tags"].items()],
+                }
+                for gid, g in state.tag_groups.items()
+            ]
+        return {"errcode": 0, "errmsg": "ok", "tag_group": groups}
+
+    @app.post("/cgi-bin/externalcontact/add_corp_tag")
+    async def add_corp_tag(request: Request, access_token: str = ""):
+        refused = _refused(access_token)
+        if refused:
+            return refused
+        body = await request.json()
+        with state.lock:
+            gid = body.get("group_id")
+            if gid is None:
+                name = body.get("group_name")
+                gid = next((k for k, g in state.tag_groups.items() if g["group_name"] == name), None)
+                if gid is None:
+                    gid = f"et{state.rng.getrandbits(40):010x}"
+                    state.tag_groups[gid] = {"group_name": name, "tags": {}}
+            elif gid not in state.tag_groups:
+                return {"errcode": 40068, "errmsg": "invalid tagid"}
+            group = state.tag_groups[gid]
+            created = []
+            for tag in body.get("tag", []):
+                if tag["name"] in group["tags"].values():
+                    return {"errcode": 40071, "errmsg": "UserTag Name Already Exist"}
+                tid = f"et{state.rng.getrandbits(40):010x}"
+                group["tags"][tid] = tag["name"]
+                created.append({"id": tid, "name": tag["name"]})
+        return {
+            "errcode": 0,
+            "errmsg": "ok",
+            "tag_group": {"group_id": gid, "group_name": group["group_name"], "tag": created},
+        }
+
+    @app.post("/cgi-bin/externalcontact/mark_tag")
+    async def mark_tag(request: Request, access_token: str = ""):
+        refused = _refused(access_token)
+        fault = None if refused else state.fault()
+        if refused or fault in ("429", "5xx"):
+            return refused or WECOM_FAULTS[fault]
+        body = await request.json()
+        userid, ext = body.get("userid"), body.get("external_userid")
+        if cfg.wecom_contacts is not None and ext not in cfg.wecom_contacts:
+            return {"errcode": 84061, "errmsg": "not external contact"}
+        with state.lock:
+            known = {t for g in state.tag_groups.values() for t in g["tags"]}
+            asked = set(body.get("add_tag", [])) | set(body.get("remove_tag", []))
+            if not asked or asked - known:
+                return {"errcode": 40068, "errmsg": "invalid tagid"}
+            tags = state.contact_tags.setdefault((userid, ext), set())
+            tags |= set(body.get("add_tag", []))
+            tags -= set(body.get("remove_tag", []))
+            state.mark_tag_calls += 1
+        if fault == "slow":
+            await slow()  # applied, the answer lost: marking the same tags again changes nothing
+        return {"errcode": 0, "errmsg": "ok"}
 
     @app.post("/cgi-bin/externalcontact/get_groupmsg_list_v2")
     async def get_groupmsg_list_v2(request: Request, access_token: str = ""):
@@ -309,6 +410,10 @@ def create_app(state: SandboxState) -> FastAPI:
     @app.get("/_sandbox/received")
     async def received() -> dict[str, Any]:
         return state.snapshot()
+
+    @app.get("/_sandbox/wecom/tags")
+    async def wecom_tags() -> dict[str, list[str]]:
+        return state.tags_of_contacts()
 
     @app.post("/_sandbox/reset")
     async def reset() -> dict[str, str]:

@@ -377,3 +377,39 @@ def queue_show(
     console.print(table)
     if not body["items"]:
         console.print("nobody in this queue today: no member of theirs is in a 1-on-1 segment to be sent")
+
+
+tags_app = typer.Typer(help="Members' tags as WeCom corp tags on their contacts.", no_args_is_help=True)
+app.add_typer(tags_app, name="tags")
+
+
+@tags_app.command("sync")
+def tags_sync(
+    as_of: Annotated[
+        str | None, typer.Option(help="Tags as of this day (default: the published scores').")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Count the changes, send nothing.")] = False,
+) -> None:
+    """Set lifecycle stage, value tier, interests and the product due soon as corp tags on each member's
+    WeCom contact, sending only what changed since the last sync (health tags only with consent)."""
+    from memberflow.outreach.connectors import FatalError, RetryableError
+    from memberflow.outreach.run import now_china
+    from memberflow.outreach.tags import sync_tags
+
+    settings = _settings()
+    day = _delivery_date(settings, as_of)
+    try:
+        report = _outreach_errors(lambda: sync_tags(settings, day, now_china(), dry_run=dry_run))
+    except (FatalError, RetryableError) as exc:
+        err.print(f"[red]tags not synced:[/red] {escape(str(exc))}")
+        raise typer.Exit(1) from None
+    verb = "would change" if dry_run else "changed"
+    console.print(
+        f"{report.contacts:,} contacts; {verb} {report.changed:,} "
+        f"(+{report.tags_added:,} tags, -{report.tags_removed:,})"
+        + ("" if dry_run else f"; applied {report.applied:,}")
+    )
+    for error, n in report.failed.items():
+        err.print(f"[yellow]failed {n:,}:[/yellow] {escape(error)} (tried again on the next sync)")
+    if report.failed:
+        raise typer.Exit(1)

@@ -104,11 +104,12 @@ def _c(name: str, kind: Kind = Kind.TEXT, required: bool = False, values: tuple[
 
 
 # How an identifier named by its type is written: the form One ID keys it by (types not listed: any text).
-# An openid is only unique within its mini-program, so One ID keys it as platform:app_id:openid.
+# An openid is only unique within its mini-program, so One ID keys it as platform:app_id:openid; a
+# livestream viewer's as platform:live:openid (wechat_channels:live:..., douyin:live:...).
 ID_FORMS: dict[str, tuple[re.Pattern[str], str]] = {
     "openid": (
-        re.compile(r"(wechat|alipay|douyin):[^:\s]+:\S+"),
-        "platform:app_id:openid (wechat:wx8a1b:o6_bm...)",
+        re.compile(r"(wechat|alipay|douyin|wechat_channels):[^:\s]+:\S+"),
+        "platform:app_id:openid (wechat:wx8a1b:o6_bm...), or platform:live:openid for a livestream viewer",
     ),
 }
 

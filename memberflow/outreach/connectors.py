@@ -147,9 +147,12 @@ class OutreachConfig:
             if min([caps.staff_per_day, *caps.staff_capacity.values()]) < 0:
                 raise ValueError("caps.staff_per_day and caps.staff_capacity must not be negative")
             urls = {"webhook": settings.webhook_url, "wecom": settings.wecom_url, "sms": settings.sms_url}
+            urls["wecom_tags"] = settings.wecom_url  # the same WeCom, its corp-tag API
+            wecom = {"corpid": settings.wecom_corpid, "secret": settings.wecom_secret}
             credentials = {
                 "webhook": {"secret": settings.webhook_secret},
-                "wecom": {"corpid": settings.wecom_corpid, "secret": settings.wecom_secret},
+                "wecom": wecom,
+                "wecom_tags": wecom,
                 "sms": {"key": settings.sms_key},
             }
             channels = {
@@ -599,6 +602,25 @@ class _WaitRetryAfter:
         return wait
 
 
+def _retrying(cfg: ChannelConfig, sleep: Callable[[float], None]) -> Retrying:
+    """The channel's retries: up to max_attempts, backoff honouring Retry-After, the last error raised."""
+    return Retrying(
+        stop=stop_after_attempt(cfg.max_attempts),
+        wait=_WaitRetryAfter(cfg),
+        retry=retry_if_exception(_worth_retrying(cfg)),
+        reraise=True,
+        sleep=sleep,
+    )
+
+
+def with_retries(cfg: ChannelConfig, call: Callable[[], Any], sleep: Callable[[float], None] = time.sleep):
+    """``call()`` with the channel's retries and backoff (for calls outside a batch, e.g. listing tags)."""
+    for attempt in _retrying(cfg, sleep):
+        with attempt:
+            return call()
+    raise AssertionError("unreachable: Retrying reraises the last error")
+
+
 @dataclass
 class DispatchStats:
     sent: int = 0
@@ -625,13 +647,7 @@ def dispatch(
         ledger.mark_sending(run_id, clock(), keys)
         attempt_no = 0
         try:
-            for attempt in Retrying(
-                stop=stop_after_attempt(cfg.max_attempts),
-                wait=_WaitRetryAfter(cfg),
-                retry=retry_if_exception(_worth_retrying(cfg)),
-                reraise=True,
-                sleep=sleep,
-            ):
+            for attempt in _retrying(cfg, sleep):
                 with attempt:
                     attempt_no = attempt.retry_state.attempt_number
                     if attempt_no > 1:

@@ -15,15 +15,14 @@ limits pace it, and the warehouse allows one writer. Each run copies the ledger 
 
 from __future__ import annotations
 
-import contextlib
 import json
-import sqlite3
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
 from memberflow.core.settings import Settings
+from memberflow.core.sqlite import Store
 from memberflow.outreach.suppression import CHINA, WEEK_DAYS, History
 
 SCHEMA = """
@@ -91,14 +90,9 @@ def ledger_path(settings: Settings) -> Path:
     return settings.home / "outreach" / "ledger.sqlite"
 
 
-class Ledger:
+class Ledger(Store):
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        self._con = sqlite3.connect(path, timeout=60, isolation_level=None)
-        self._con.execute("pragma journal_mode=wal")
-        self._con.execute("pragma synchronous=full")
-        self._con.executescript(SCHEMA)
+        super().__init__(path, SCHEMA)
         have = {r[1] for r in self._con.execute("pragma table_info(deliveries)").fetchall()}
         for name, kind in ADDED_COLUMNS.items():
             if name not in have:
@@ -111,19 +105,6 @@ class Ledger:
     @classmethod
     def open(cls, settings: Settings) -> Ledger:
         return cls(ledger_path(settings))
-
-    def close(self) -> None:
-        self._con.close()
-
-    @contextlib.contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        self._con.execute("begin immediate")
-        try:
-            yield self._con
-        except BaseException:
-            self._con.execute("rollback")
-            raise
-        self._con.execute("commit")
 
     # ----------------------------------------------------------------------------------------- reading
 

@@ -157,3 +157,28 @@ def test_a_health_manager_works_their_queue_in_both_languages(page, ops_ws, toke
     assert scripts and all(s.isascii() for s in scripts)
     assert page.locator("[data-testid=item-state]").first.inner_text().startswith("done")
     _shot(page, "12-queue-en")
+
+
+def test_a_newer_navigation_wins_over_a_slow_older_one(page, tokens):
+    page.goto(page.base_url + "/")
+    page.fill("#token", tokens.ops)
+    page.click("#signin-form button")
+    page.wait_for_selector("[data-testid=segments]")
+    # the outcomes answer comes 1.5 s late, and comes even if the page gave up on it
+    page.evaluate(
+        """() => {
+          const original = window.fetch;
+          window.fetch = (url, options = {}) => String(url).includes("/api/outcomes")
+            ? new Promise((resolve, reject) => setTimeout(
+                () => original(url, { ...options, signal: undefined }).then(resolve, reject), 1500))
+            : original(url, options);
+        }"""
+    )
+    page.evaluate("location.hash = '#/outcomes'")
+    page.wait_for_selector("[data-testid=loading]:visible")  # the page says it is loading
+    page.evaluate("location.hash = '#/deliveries'")  # the user moves on before it answers
+    page.wait_for_selector("h1:has-text('触达记录')")
+    page.wait_for_timeout(2500)  # the outcomes answer has come and gone
+    assert page.locator("h1:has-text('触达记录')").count() == 1
+    assert page.locator("h1:has-text('触达效果')").count() == 0
+    assert page.locator("[data-testid=loading]").is_hidden()

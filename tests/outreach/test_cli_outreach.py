@@ -86,3 +86,18 @@ def test_queue_show_prints_a_staff_members_queue_of_the_day(cli_env, delivery_ws
     assert not re.search(r"(?<!\d)1[3-9]\d{9}(?!\d)", table.output)
     unknown = runner.invoke(app, ["queue", "show", "--staff", "staff999"])
     assert unknown.exit_code == 1 and "no staff member 'staff999'" in unknown.output
+
+
+def test_tags_sync_counts_then_sends_then_finds_nothing_new(cli_env, tmp_path, monkeypatch):
+    fast = tmp_path / "outreach.yml"
+    fast.write_text("channels:\n  wecom_tags: {rate_per_second: 1000}\n")
+    monkeypatch.setenv("MEMBERFLOW_OUTREACH_CONFIG", str(fast))
+    dry = runner.invoke(app, ["tags", "sync", "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    would = int(re.search(r"would change ([\d,]+)", dry.output).group(1).replace(",", ""))
+    assert would > 500 and not cli_env.state.tags_of_contacts()
+    real = runner.invoke(app, ["tags", "sync"])
+    assert real.exit_code == 0, real.output
+    assert f"applied {would:,}" in real.output and len(cli_env.state.tags_of_contacts()) == would
+    again = runner.invoke(app, ["tags", "sync"])
+    assert again.exit_code == 0 and "changed 0" in again.output

@@ -227,6 +227,10 @@ def test_consent_ids_land_in_the_form_one_id_keys_them_by_or_are_quarantined(len
             base | {"event_id": "c4", "id_type": "openid", "id_value": "o6_bmjrPTlm6_2sgVt7hMZOPfL2M"}
         ),
         json.dumps(base | {"event_id": "c5", "id_type": "openid", "id_value": "wechat:wx8a1b:o6_bmjrPTlm6"}),
+        # a livestream viewer, as One ID keys them (the member behind can be reached on other channels)
+        json.dumps(
+            base | {"event_id": "c6", "id_type": "openid", "id_value": "wechat_channels:live:lv496dea74c6"}
+        ),
     ]
     write_partition(lenient.data_dir, "consent", "events", "part-0.jsonl", "\n".join(lines) + "\n")
     extract_table(lenient, get_contract("consent", "events"), DAY)
@@ -235,6 +239,7 @@ def test_consent_ids_land_in_the_form_one_id_keys_them_by_or_are_quarantined(len
         ("phone_token", phone_token(PHONE, TEST_ID_KEY.encode())),
         ("card_no", "C1"),
         ("openid", "wechat:wx8a1b:o6_bmjrPTlm6"),
+        ("openid", "wechat_channels:live:lv496dea74c6"),
     ]
     bad = quarantined(lenient, "consent", "events")
     assert [r["reason"] for r in bad] == ["bad_phone", "bad_id"]

@@ -39,7 +39,7 @@ const T = {
     "verdict.positive": "有提升(区间高于 0)", "verdict.negative": "有负面影响(区间低于 0)",
     "verdict.unclear": "尚不能确定(区间跨过 0)", "verdict.too_few": "人数太少,无法比较(每组至少 20 人)",
     "power.detect": "当前人数可识别 {d} 个百分点以上的提升", "power.needed": "对照组需 {n} 人才能识别 {u} 个百分点",
-    "power.never": "发送组人数太少,无法识别 {u} 个百分点",
+    "power.never": "发送组人数太少,无法识别 {u} 个百分点", "loading": "加载中…",
     "nav.queue": "我的队列", "nav.queues": "服务队列", "queue.title": "今日服务队列", "queue.of": "{staff} 的服务队列",
     "queue.counts": "共 {total} 人:待处理 {open},已完成 {done},已跳过 {skipped}", "queue.empty": "今天没有需要您一对一服务的会员。",
     "queue.expected": "预期价值 ¥{v}", "queue.basis": "依据:{b}", "queue.script": "建议话术", "queue.why": "推荐理由",
@@ -93,7 +93,7 @@ const T = {
     "verdict.positive": "uplift (interval above 0)", "verdict.negative": "harm (interval below 0)",
     "verdict.unclear": "not clear yet (interval across 0)", "verdict.too_few": "too few to compare (at least 20 in each arm)",
     "power.detect": "these arms detect {d} points or more", "power.needed": "a holdout of {n} would detect {u} points",
-    "power.never": "too few treated to detect {u} points",
+    "power.never": "too few treated to detect {u} points", "loading": "Loading…",
     "nav.queue": "My queue", "nav.queues": "Queues", "queue.title": "Today's queue", "queue.of": "Queue of {staff}",
     "queue.counts": "{total} members: {open} open, {done} done, {skipped} skipped", "queue.empty": "Nobody for you to serve 1-on-1 today.",
     "queue.expected": "expected value ¥{v}", "queue.basis": "from: {b}", "queue.script": "Suggested script", "queue.why": "Why",
@@ -269,9 +269,9 @@ const segText = (s) => (s.descriptions && s.descriptions[state.lang]) || s.descr
 const statusChip = (s) => el("span", { class: `chip s-${s}` }, t(`status.${s}`));
 
 // --- views ------------------------------------------------------------------------------------------------
-async function showSegments() {
+async function showSegments(nav) {
   const query = state.day ? `?as_of=${encodeURIComponent(state.day)}` : "";
-  const data = await api(`/api/segments${query}`);
+  const data = await nav.api(`/api/segments${query}`);
   state.day = data.as_of;
   const picker = el("select", { id: "day", "data-testid": "day", onchange: (e) => { state.day = e.target.value; route(); } },
     data.dates.map((d) => el("option", { value: d, selected: d === data.as_of }, d)));
@@ -285,19 +285,19 @@ async function showSegments() {
     el("td", { class: "n" }, num(s.holdout)),
     el("td", { class: "n" }, num(s.suppressed_total)),
     el("td", {}, sparkline(s.trend))));
-  render(el("div", { class: "card" },
+  nav.render(el("div", { class: "card" },
     el("div", { class: "row" }, el("h1", {}, t("segments.title")), el("span", { class: "spacer" }),
       el("label", {}, t("segments.day"), " ", picker)),
     table([t("col.segment"), t("col.channel"), t("col.size"), t("col.send"), t("col.sent"), t("col.holdout"),
       t("col.suppressed"), t("col.trend")], rows, { "data-testid": "segments" })));
 }
 
-async function showSegment(name, params) {
+async function showSegment(nav, name, params) {
   const page = Number(params.get("page") || 1);
   const status = params.get("status") || "";
   const day = state.day ? `as_of=${encodeURIComponent(state.day)}` : "";
-  const seg = await api(`/api/segments/${encodeURIComponent(name)}?${day}`);
-  const members = await api(`/api/segments/${encodeURIComponent(name)}/members?${day}&page=${page}&page_size=25`
+  const seg = await nav.api(`/api/segments/${encodeURIComponent(name)}?${day}`);
+  const members = await nav.api(`/api/segments/${encodeURIComponent(name)}/members?${day}&page=${page}&page_size=25`
     + (status ? `&status=${status}` : ""));
   state.day = members.as_of;
   const pages = Math.max(1, Math.ceil(members.total / members.page_size));
@@ -318,7 +318,7 @@ async function showSegment(name, params) {
     el("td", {}, Object.entries(m.scores).map(([k, v]) => el("div", { class: "small" }, `${k} ${pct(v.probability)} · D${v.decile}`))),
     el("td", {}, el("ul", { class: "reasons" }, m.reasons.map((r) => el("li", {}, r)))),
     el("td", {}, m.delivery_status || "–")));
-  render(el("div", {},
+  nav.render(el("div", {},
     el("p", {}, el("a", { href: "#/segments" }, t("segment.back"))),
     el("div", { class: "card" },
       el("div", { class: "row" }, el("h1", { "data-testid": "segment-title", "data-segment": seg.name }, segLabel(seg)),
@@ -372,10 +372,10 @@ async function downloadCsv(name, status, unmasked) {
   } catch (err) { toast(err.message); }
 }
 
-async function showMember(id) {
+async function showMember(nav, id) {
   let p;
-  try { p = await api(`/api/members/${encodeURIComponent(id)}`); } catch (err) {
-    if (err.status === 404) { render(el("div", { class: "card" }, el("p", {}, t("member.notfound")))); return; }
+  try { p = await nav.api(`/api/members/${encodeURIComponent(id)}`); } catch (err) {
+    if (err.status === 404) { nav.render(el("div", { class: "card" }, el("p", {}, t("member.notfound")))); return; }
     throw err;
   }
   const m = p.member;
@@ -384,7 +384,7 @@ async function showMember(id) {
     ["marketing_opt_out", m.marketing_opt_out], ["health_data_consent", m.health_data_consent]];
   const latest = {};
   p.scores.forEach((s) => { latest[s.model] = s; });
-  render(el("div", {},
+  nav.render(el("div", {},
     el("div", { class: "card" },
       el("div", { class: "row" }, el("h1", {}, t("member.title")), el("span", { class: "mono", "data-testid": "member-id" }, m.member_id)),
       el("div", { class: "cols" },
@@ -428,8 +428,8 @@ function monitoringBlock(mon) {
       el("div", {}, t("monitor.drift"), " ", drift.map((c) => `${c.name} ${fmt(c.value)}`).join(" · "))));
 }
 
-async function showModels() {
-  const models = await api("/api/models");
+async function showModels(nav) {
+  const models = await nav.api("/api/models");
   const cards = [];
   for (const m of models) {
     const parts = [];
@@ -443,14 +443,14 @@ async function showModels() {
       parts.push(el("div", {}, el("h3", {}, `${t(`models.${alias}`)} v${v.version}`),
         el("p", { class: "muted small" }, v.reason || ""), el("div", { class: "stats" }, metrics), plots));
       for (const name of v.plots.filter((n) => /roc|gain|calibration/.test(n))) {
-        api(`/api/models/${m.model}/versions/${v.version}/plots/${name}`, { raw: true })
+        nav.api(`/api/models/${m.model}/versions/${v.version}/plots/${name}`, { raw: true })
           .then((r) => r.blob()).then((b) => plots.append(el("img", { src: URL.createObjectURL(b), alt: name })))
           .catch(() => {});
       }
     }
     cards.push(el("div", { class: "card", "data-model": m.model }, el("h2", {}, m.model), monitoringBlock(m.monitoring), parts));
   }
-  render(el("div", {}, el("h1", {}, t("models.title")), cards));
+  nav.render(el("div", {}, el("h1", {}, t("models.title")), cards));
 }
 
 function outcomeNote(r) {
@@ -463,8 +463,8 @@ function outcomeNote(r) {
   return parts.join(";");
 }
 
-async function showOutcomes() {
-  const rows = await api("/api/outcomes");
+async function showOutcomes(nav) {
+  const rows = await nav.api("/api/outcomes");
   const bySegment = {};
   rows.forEach((r) => { (bySegment[r.segment] = bySegment[r.segment] || []).push(r); });
   const signed = (v, d = 1) => (v === null || v === undefined ? "–" : `${v >= 0 ? "+" : ""}${d ? v.toFixed(d) : num(Math.round(v))}`);
@@ -479,22 +479,22 @@ async function showOutcomes() {
       el("td", { class: "n nowrap" }, r.uplift === null ? "–" : `${signed(r.uplift * 100)} (${signed(r.ci_low * 100)} … ${signed(r.ci_high * 100)})`),
       el("td", { class: "n" }, signed(r.incremental_orders_per_1000, 0)), el("td", { class: "n" }, signed(r.incremental_revenue_per_1000, 0)),
       el("td", { class: "small" }, outcomeNote(r)))), { "data-testid": "outcomes" })));
-  render(el("div", {}, el("h1", {}, t("outcomes.title")), el("p", { class: "muted" }, t("outcomes.help")),
+  nav.render(el("div", {}, el("h1", {}, t("outcomes.title")), el("p", { class: "muted" }, t("outcomes.help")),
     cards.length ? cards : el("div", { class: "card" }, el("p", { class: "muted" }, t("outcomes.none")))));
 }
 
-async function showDeliveries() {
-  const runs = await api("/api/deliveries");
-  render(el("div", { class: "card" }, el("h1", {}, t("deliveries.title")),
+async function showDeliveries(nav) {
+  const runs = await nav.api("/api/deliveries");
+  nav.render(el("div", { class: "card" }, el("h1", {}, t("deliveries.title")),
     table([t("col.date"), t("col.run"), t("col.sent"), t("col.suppressed"), t("col.holdout"), t("col.failed")],
       runs.map((r) => el("tr", {}, el("td", {}, r.as_of), el("td", { class: "mono small" }, r.run_id, r.dry_run ? " (dry run)" : ""),
         el("td", { class: "n" }, num(r.sent)), el("td", { class: "n" }, num(r.suppressed)), el("td", { class: "n" }, num(r.holdout)),
         el("td", { class: "n" }, num(r.failed)))))));
 }
 
-async function showAudit() {
-  const rows = await api("/api/audit");
-  render(el("div", { class: "card" }, el("h1", {}, t("audit.title")),
+async function showAudit(nav) {
+  const rows = await nav.api("/api/audit");
+  nav.render(el("div", { class: "card" }, el("h1", {}, t("audit.title")),
     table([t("col.date"), t("col.who"), t("col.action"), t("col.segment"), t("col.unmasked"), t("col.rows"), t("col.state")],
       rows.map((r) => el("tr", {}, el("td", { class: "small" }, r.at), el("td", {}, `${r.token_name} (${r.role})`), el("td", {}, r.action),
         el("td", {}, r.segment || "–"), el("td", {}, r.unmasked ? "✔" : ""), el("td", { class: "n" }, num(r.rows)), el("td", {}, r.state))))));
@@ -555,13 +555,13 @@ function queueItem(staff, item, onMarked) {
       el("button", { type: "button", class: "link", "data-testid": "mark-skip", onclick: () => mark("skipped") }, t("queue.skip"))) : null);
 }
 
-async function showQueue(staff) {
+async function showQueue(nav, staff) {
   staff = staff || state.me.staff_id;
   const query = new URLSearchParams({ lang: state.lang });
   if (state.day) query.set("as_of", state.day);
-  const data = await api(`/api/staff/${encodeURIComponent(staff)}/queue?${query}`);
+  const data = await nav.api(`/api/staff/${encodeURIComponent(staff)}/queue?${query}`);
   const reload = () => route();
-  render(el("div", { class: "card" },
+  nav.render(el("div", { class: "card" },
     el("div", { class: "row" }, el("h1", { "data-testid": "queue-title" }, staff === state.me.staff_id ? t("queue.title") : t("queue.of", { staff })),
       el("span", { class: "spacer" }), el("span", { class: "muted" }, data.as_of)),
     el("p", { "data-testid": "queue-counts" }, t("queue.counts", data)),
@@ -569,15 +569,15 @@ async function showQueue(staff) {
       : el("p", { class: "muted" }, t("queue.empty"))));
 }
 
-async function showQueues() {
+async function showQueues(nav) {
   const query = state.day ? `?as_of=${encodeURIComponent(state.day)}` : "";
-  const data = await api(`/api/queues${query}`);
+  const data = await nav.api(`/api/queues${query}`);
   const rows = (list, link) => list.map((r) => el("tr", {},
     el("td", {}, link ? el("a", { href: `#/queue/${encodeURIComponent(r.key)}` }, r.key) : r.key),
     el("td", { class: "n" }, num(r.queued)), el("td", { class: "n" }, num(r.done)), el("td", { class: "n" }, num(r.skipped)),
     el("td", { class: "n" }, num(r.open)), el("td", { class: "n" }, pct(r.completion))));
   const head = (first) => [first, t("col.queued"), t("col.done"), t("col.skipped"), t("col.open"), t("col.completion")];
-  render(el("div", {},
+  nav.render(el("div", {},
     el("div", { class: "card" }, el("div", { class: "row" }, el("h1", {}, t("queues.title")), el("span", { class: "spacer" }),
       el("span", { class: "muted" }, data.as_of || "")),
       table(head(t("col.staff")), rows(data.by_staff, true), { "data-testid": "queues" })),
@@ -590,24 +590,41 @@ function render(node) {
   view.dataset.ready = location.hash;
 }
 
+// One navigation at a time: a newer one aborts the older one's requests, and an older view that still
+// finishes never replaces the newer one (a slow answer must not overwrite what the user asked for since).
+function navigation() {
+  if (state.nav) state.nav.controller.abort();
+  const nav = { controller: new AbortController() };
+  nav.api = (path, options = {}) => api(path, { ...options, signal: nav.controller.signal });
+  nav.render = (node) => { if (state.nav === nav) render(node); };
+  state.nav = nav;
+  return nav;
+}
+
 async function route() {
   if (!state.token) { showSignIn(); return; }
   const [path, query] = location.hash.replace(/^#/, "").split("?");
   const params = new URLSearchParams(query || "");
   const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
+  const nav = navigation();
+  $("#loading").hidden = false;
+  $("#view").setAttribute("aria-busy", "true");
   try {
-    if (state.me && state.me.staff_id) await showQueue(state.me.staff_id);  // a staff token has one page
-    else if (parts[0] === "queue" && parts[1]) await showQueue(parts[1]);
-    else if (parts[0] === "queues") await showQueues();
-    else if (parts[0] === "segments" && parts[1]) await showSegment(parts[1], params);
-    else if (parts[0] === "members" && parts[1]) await showMember(parts[1]);
-    else if (parts[0] === "models") await showModels();
-    else if (parts[0] === "deliveries") await showDeliveries();
-    else if (parts[0] === "outcomes") await showOutcomes();
-    else if (parts[0] === "audit") await showAudit();
-    else await showSegments();
+    if (state.me && state.me.staff_id) await showQueue(nav, state.me.staff_id);  // a staff token has one page
+    else if (parts[0] === "queue" && parts[1]) await showQueue(nav, parts[1]);
+    else if (parts[0] === "queues") await showQueues(nav);
+    else if (parts[0] === "segments" && parts[1]) await showSegment(nav, parts[1], params);
+    else if (parts[0] === "members" && parts[1]) await showMember(nav, parts[1]);
+    else if (parts[0] === "models") await showModels(nav);
+    else if (parts[0] === "deliveries") await showDeliveries(nav);
+    else if (parts[0] === "outcomes") await showOutcomes(nav);
+    else if (parts[0] === "audit") await showAudit(nav);
+    else await showSegments(nav);
   } catch (err) {
+    if (err.name === "AbortError" || state.nav !== nav) return;  // a newer navigation took over
     if (err.status !== 401) render(el("div", { class: "card" }, el("p", { class: "error" }, err.message)));
+  } finally {
+    if (state.nav === nav) { $("#loading").hidden = true; $("#view").removeAttribute("aria-busy"); }
   }
 }
 
