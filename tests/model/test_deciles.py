@@ -37,7 +37,8 @@ def test_a_workspace_scored_when_1_meant_the_top_is_renumbered_once(settings):
         )
     today = pa.table(
         {"member_id": ["a"], "model": ["churn"], "as_of": [date(2026, 3, 2)], "probability": [0.5],
-         "decile": [10], "reasons": [None], "model_version": ["2"], "scored_at": [datetime(2026, 3, 2)]},
+         "decile": [10], "reasons": [None], "reasons_zh": [None], "model_version": ["2"],
+         "scored_at": [datetime(2026, 3, 2)]},
         schema=SCORE_SCHEMA,
     )  # fmt: skip
     for _ in range(2):  # the second write must not turn them round again
