@@ -61,7 +61,12 @@ class DeferredError(RetryableError):
 
 
 class FatalError(Exception):
-    """The batch cannot succeed as it is (bad credentials, rejected request)."""
+    """The batch cannot succeed as it is (bad credentials, rejected request). ``errcode``: the API's own
+    error code when it gave one (WeCom), for callers that treat some codes their own way."""
+
+    def __init__(self, message: str, errcode: int | None = None) -> None:
+        super().__init__(message)
+        self.errcode = errcode
 
 
 @dataclass
@@ -406,7 +411,7 @@ class WecomConnector(HttpConnector):
         if code in WECOM_RETRYABLE:
             raise RetryableError(f"wecom errcode {code}")
         if code != 0:
-            raise FatalError(f"wecom errcode {code}: {reply.get('errmsg')}")
+            raise FatalError(f"wecom errcode {code}: {reply.get('errmsg')}", errcode=code)
         return reply
 
     def already_created(self, sender: str, text: str) -> dict[str, tuple[str, int]]:

@@ -90,7 +90,21 @@ def ledger_path(settings: Settings) -> Path:
     return settings.home / "outreach" / "ledger.sqlite"
 
 
-class Ledger(Store):
+class DispatchLedger(Store):
+    """A ledger ``connectors.dispatch`` writes around each batch; its ``attempts`` table keeps one row per
+    request attempt (run, key, attempt, time, outcome, error class, detail)."""
+
+    def record_attempt(
+        self, run_id: str, now: datetime, keys: list[str], attempt: int, outcome: str, error_class, detail
+    ) -> None:
+        with self._tx() as con:
+            con.executemany(
+                "insert into attempts values (?, ?, ?, ?, ?, ?, ?)",
+                [(run_id, k, attempt, now.isoformat(), outcome, error_class, detail) for k in keys],
+            )
+
+
+class Ledger(DispatchLedger):
     def __init__(self, path: Path) -> None:
         super().__init__(path, SCHEMA)
         have = {r[1] for r in self._con.execute("pragma table_info(deliveries)").fetchall()}
@@ -301,15 +315,6 @@ class Ledger(Store):
                 "update deliveries set status = 'sending', attempts = attempts + 1, last_run = ?, "
                 "updated_at = ? where idempotency_key = ?",
                 [(run_id, now.isoformat(), k) for k in keys],
-            )
-
-    def record_attempt(
-        self, run_id: str, now: datetime, keys: list[str], attempt: int, outcome: str, error_class, detail
-    ) -> None:
-        with self._tx() as con:
-            con.executemany(
-                "insert into attempts values (?, ?, ?, ?, ?, ?, ?)",
-                [(run_id, k, attempt, now.isoformat(), outcome, error_class, detail) for k in keys],
             )
 
     def settle(self, run_id: str, now: datetime, outcomes: Iterable) -> None:

@@ -31,9 +31,9 @@ import pyarrow as pa
 
 from memberflow.core.settings import Settings
 from memberflow.core.sqlite import connect
-from memberflow.core.vocab import CATEGORIES
-from memberflow.outreach.scripts import DUE_WITHIN_DAYS, load_scripts, product_label, script_context
+from memberflow.outreach.scripts import due_soon, load_scripts, may_show, product_label, script_context
 from memberflow.segments import TEMPLATES, Segment, load_segments
+from memberflow.warehouse import table_names
 
 QUEUE_DDL = """
 create table if not exists staff_queue (
@@ -299,7 +299,7 @@ class NoQueue(LookupError):
 
 def queue_days(con) -> list[date]:
     """Days with a stored queue, newest first."""
-    if not _has(con, "staff_queue"):
+    if "staff_queue" not in table_names(con):
         return []
     return [
         r[0] for r in con.execute("select distinct as_of from staff_queue order by as_of desc").fetchall()
@@ -308,14 +308,6 @@ def queue_days(con) -> list[date]:
 
 def _frame(con, sql: str, params: list) -> pl.DataFrame:
     return con.sql(sql, params=params).pl()
-
-
-def _has(con, table: str) -> bool:
-    return bool(
-        con.execute(
-            "select count(*) from information_schema.tables where table_name = ?", [table]
-        ).fetchall()[0][0]
-    )
 
 
 def read_queue(
@@ -344,7 +336,7 @@ def read_queue(
     )
     if not known:
         raise NoQueue(f"no staff member {staff!r} owns any member")
-    ledger = _has(con, "delivery_ledger")
+    ledger = "delivery_ledger" in table_names(con)
     items = _frame(
         con,
         f"""
@@ -428,9 +420,9 @@ def read_queue(
 
 def _due(row: dict, lang: str, health: bool) -> dict[str, Any] | None:
     category = row["next_due_category"]
-    if category is None or category not in CATEGORIES or row["days_until_next_due"] > DUE_WITHIN_DAYS:
+    if not due_soon(category, row["days_until_next_due"]):
         return None
-    if CATEGORIES[category].health_related and not health:
+    if not may_show(category, health):
         return {"product": None, "in_days": row["days_until_next_due"], "withheld": "health data"}
     return {
         "product": product_label(category, lang),
@@ -441,7 +433,7 @@ def _due(row: dict, lang: str, health: bool) -> dict[str, Any] | None:
 
 def queue_item(con, staff: str, item_id: str) -> dict[str, Any] | None:
     """One stored queue item of ``staff`` (its ``staff_queue`` row), or None."""
-    if not _has(con, "staff_queue"):
+    if "staff_queue" not in table_names(con):
         return None
     found = _frame(
         con, "select * from staff_queue where staff_owner = ? and idempotency_key = ?", [staff, item_id]
@@ -451,7 +443,7 @@ def queue_item(con, staff: str, item_id: str) -> dict[str, Any] | None:
 
 def completion(con, log: QueueLog, as_of: date) -> dict[str, list[dict[str, Any]]]:
     """Queued, done, skipped and open items of the day per staff member and per segment."""
-    if not _has(con, "staff_queue"):
+    if "staff_queue" not in table_names(con):
         return {"by_staff": [], "by_segment": []}
     items = _frame(
         con, "select staff_owner, segment, idempotency_key from staff_queue where as_of = ?", [as_of]

@@ -109,17 +109,22 @@ def product_label(category: str | None, lang: Lang) -> str | None:
     return found.label_zh if lang == "zh" else found.label
 
 
+def due_soon(category: str | None, due_in: int | None) -> bool:
+    """The consumable due soonest counts as due: a known category within DUE_WITHIN_DAYS of its date."""
+    return category in CATEGORIES and due_in is not None and due_in <= DUE_WITHIN_DAYS
+
+
+def may_show(category: str, health_allowed: bool) -> bool:
+    """A product may be shown (in a queue, a script, a WeCom tag) unless it is health data nobody allowed."""
+    return health_allowed or not CATEGORIES[category].health_related
+
+
 def script_context(item: dict[str, Any], lang: Lang, health_allowed: bool) -> dict[str, Any]:
     """A queue item's context for its script. Health data (a health-related product due) only when the
     member consented and the reader may see it."""
     category = item.get("next_due_category")
     due_in = item.get("days_until_next_due")
-    shown = (
-        category in CATEGORIES
-        and due_in is not None
-        and due_in <= DUE_WITHIN_DAYS
-        and (health_allowed or not CATEGORIES[category].health_related)
-    )
+    shown = due_soon(category, due_in) and may_show(category, health_allowed)
     return {
         "tenure_days": item.get("tenure_days"),
         "orders_total": item.get("orders_total") or 0,

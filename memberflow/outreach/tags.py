@@ -29,7 +29,6 @@ from pathlib import Path
 import polars as pl
 
 from memberflow.core.settings import Settings
-from memberflow.core.sqlite import Store
 from memberflow.core.vocab import CATEGORIES, LABELS
 from memberflow.outreach.connectors import (
     FatalError,
@@ -40,7 +39,8 @@ from memberflow.outreach.connectors import (
     dispatch,
     with_retries,
 )
-from memberflow.outreach.scripts import DUE_WITHIN_DAYS
+from memberflow.outreach.ledger import DispatchLedger
+from memberflow.outreach.scripts import due_soon, may_show
 
 # Our tag groups in WeCom: group key -> the group's name there
 GROUPS = {
@@ -81,8 +81,7 @@ def desired_tags(profiles: pl.DataFrame) -> dict[tuple[str, str], set[tuple[str,
             if interest in LABELS["interest"] and (health or interest not in HEALTH_INTERESTS):
                 tags.add((GROUPS["interest"], LABELS["interest"][interest][0]))
         due, days = r["next_due_category"], r["days_until_next_due"]
-        soon = due in CATEGORIES and days is not None and days <= DUE_WITHIN_DAYS
-        if soon and (health or not CATEGORIES[due].health_related):
+        if due_soon(due, days) and may_show(due, health):
             tags.add((GROUPS["due"], CATEGORIES[due].label_zh))
         out[(r["staff_owner"], r["external_userid"])] = tags
     return out
@@ -140,7 +139,7 @@ def tag_ledger_path(settings: Settings) -> Path:
     return settings.home / "outreach" / "tags.sqlite"
 
 
-class TagLedger(Store):
+class TagLedger(DispatchLedger):
     """What we last set on each contact, every change attempted and its outcome. It answers ``dispatch``
     like the delivery ledger (``mark_sending``, ``record_attempt``, ``settle``)."""
 
@@ -206,15 +205,6 @@ class TagLedger(Store):
                 "update changes set status = 'sending', attempts = attempts + 1, updated_at = ? "
                 "where change_key = ?",
                 [(now.isoformat(), k) for k in keys],
-            )
-
-    def record_attempt(
-        self, run_id: str, now: datetime, keys: list[str], attempt: int, outcome: str, error_class, detail
-    ) -> None:
-        with self._tx() as con:
-            con.executemany(
-                "insert into attempts values (?, ?, ?, ?, ?, ?, ?)",
-                [(run_id, k, attempt, now.isoformat(), outcome, error_class, detail) for k in keys],
             )
 
     def settle(self, run_id: str, now: datetime, outcomes: Iterable[Outcome]) -> None:
@@ -298,19 +288,20 @@ class WecomTagConnector(WecomConnector):
         for m in messages:  # mark_tag takes one contact
             yield [m]
 
-    def corp_tags(self) -> dict[tuple[str, str], str]:
-        reply = self._call("get_corp_tag_list", {})
-        return {
+    def corp_tags(self) -> tuple[dict[tuple[str, str], str], dict[str, str]]:
+        """WeCom's corp tags: (group name, tag name) -> tag id, and group name -> group id."""
+        groups = self._call("get_corp_tag_list", {}).get("tag_group", [])
+        tags = {
             (g["group_name"], t["name"]): t["id"]
-            for g in reply.get("tag_group", [])
+            for g in groups
             for t in g.get("tag", [])
             if not t.get("deleted")
         }
+        return tags, {g["group_name"]: g["group_id"] for g in groups}
 
     def ensure_tags(self, wanted: dict[str, list[str]]) -> dict[tuple[str, str], str]:
         """(group name, tag name) -> tag id for every tag of ``wanted``, creating the missing ones."""
-        have = self.corp_tags()
-        group_ids = self._group_ids()
+        have, group_ids = self.corp_tags()
         for group, names in wanted.items():
             missing = [n for n in names if (group, n) not in have]
             if not missing:
@@ -325,31 +316,19 @@ class WecomTagConnector(WecomConnector):
                 have[(group, t["name"])] = t["id"]
         return have
 
-    def _group_ids(self) -> dict[str, str]:
-        reply = self._call("get_corp_tag_list", {})
-        return {g["group_name"]: g["group_id"] for g in reply.get("tag_group", [])}
-
     def send_batch(self, batch: list[Message]) -> list[Outcome]:
         m = batch[0]
         body = {k: m.address[k] for k in ("userid", "external_userid", "add_tag", "remove_tag")}
         try:
             self._call("mark_tag", body)
         except FatalError as exc:
-            code = _errcode(exc)
+            code = exc.errcode
             if code in WECOM_NOT_A_CONTACT:
                 return [Outcome(m.key, False, "fatal", NOT_A_CONTACT)]
             if code == WECOM_UNKNOWN_TAG:
                 return [Outcome(m.key, False, "fatal", UNKNOWN_TAG)]
             raise
         return [Outcome(m.key, True)]
-
-
-def _errcode(exc: Exception) -> int | None:
-    text = str(exc)
-    try:
-        return int(text.split("errcode ", 1)[1].split(":", 1)[0])
-    except (IndexError, ValueError):
-        return None
 
 
 # ------------------------------------------------------------------------------------------- the sync
