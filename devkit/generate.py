@@ -75,7 +75,23 @@ TABLE_FORMAT = {
     "livestream": "csv",
     "insurance": "parquet",
     "consent": "jsonl",
+    "marketing": "csv",
 }
+# what acquiring one person costs through each channel (CNY; acquisition name → landing channel, cost):
+# QR materials and the staff's bonus per added contact, ads per mini-program sign-up, platform ads per new
+# e-commerce buyer, a store's card incentive, the insurance partner's referral fee; a livestream pays a
+# production cost per session on top of its per-viewer promotion
+ACQUISITION_COST: dict[str, tuple[str, float]] = {
+    "wecom_qr": ("wecom", 35.0),
+    "livestream": ("livestream", 20.0),
+    "miniprogram": ("miniprogram", 45.0),
+    "ecommerce": ("ecommerce", 90.0),
+    "store": ("store_pos", 15.0),
+    "insurance": ("insurance", 120.0),
+}
+LIVESTREAM_SESSION_COST = 800.0
+# livestream sessions: WeChat Channels on Mon/Wed/Fri, Douyin on Tue/Sat, at 19:30 local
+LIVESTREAM_DAYS = (("wechat_channels", (0, 2, 4)), ("douyin", (1, 5)))
 EVENT_TABLES = {
     "wecom.group_events",
     "miniprogram.events",
@@ -188,9 +204,13 @@ def format_phone(phone: str, style: int) -> str:
 class _Writer:
     """Collects rows per table and local date, applies dirt, writes partitions."""
 
-    def __init__(self, cfg: GenerateConfig, rng: np.random.Generator) -> None:
+    def __init__(
+        self, cfg: GenerateConfig, rng: np.random.Generator, table_rngs: dict[str, np.random.Generator]
+    ) -> None:
         self.cfg = cfg
         self.rng = rng
+        # a table added later plants its dirt from a stream of its own, so the older tables keep their bytes
+        self.table_rngs = table_rngs
         self.rows: dict[tuple[str, int], list[dict]] = defaultdict(list)
         self.frames: dict[tuple[str, int], list[pl.DataFrame]] = defaultdict(list)
         self.late: dict[tuple[str, int], list[dict]] = defaultdict(list)
@@ -234,7 +254,7 @@ class _Writer:
         rows = self._collect(name, day)
         extra_lines: list[bytes] = []
         if rows and self.cfg.dirt_rate > 0:
-            rows, extra_lines = self._dirty(name, day, rows, columns)
+            rows, extra_lines = self._dirty(name, day, rows, columns, self.table_rngs.get(name, self.rng))
         fmt = TABLE_FORMAT[contract.channel]
         folder = (
             self.cfg.out
@@ -260,10 +280,10 @@ class _Writer:
         self.counts[name] += len(rows) + len(extra_lines)
 
     def _dirty(
-        self, name: str, day: int, rows: list[dict], columns: list[str]
+        self, name: str, day: int, rows: list[dict], columns: list[str], rng: np.random.Generator
     ) -> tuple[list[dict], list[bytes]]:
         """Plant the defects real exports have; counts go to the truth folder."""
-        rng, rate = self.rng, self.cfg.dirt_rate
+        rate = self.cfg.dirt_rate
         contract = BY_NAME[name]
         fmt = TABLE_FORMAT[contract.channel]
         n = len(rows)
@@ -300,7 +320,7 @@ class _Writer:
                 self.dirt[f"{name}.duplicate_key_conflict"] += 1
         if n and fmt != "parquet":
             for i in pick(rate / 4):
-                kind = self._corrupt(rows[i], contract, day)
+                kind = self._corrupt(rows[i], contract, day, rng)
                 self.dirt[f"{name}.{kind}"] += 1
             for i in sorted(pick(rate / 20), reverse=True):
                 row = rows.pop(i)
@@ -322,8 +342,7 @@ class _Writer:
                     self.dirt[f"{name}.undecodable_bytes"] += 1
         return rows, extra
 
-    def _corrupt(self, row: dict, contract, day: int) -> str:
-        rng = self.rng
+    def _corrupt(self, row: dict, contract, day: int, rng: np.random.Generator) -> str:
         choice = int(rng.integers(0, 4))
         times = [c.name for c in contract.columns if c.kind == "time" and row.get(c.name)]
         amounts = [c.name for c in contract.columns if c.kind == "amount"]
@@ -401,6 +420,11 @@ class _People:
     style: np.ndarray
     ecom_member: np.ndarray
 
+    @property
+    def prospect(self) -> np.ndarray:
+        """Met the brand before buying (not through an order or a store card)."""
+        return ~np.isin(self.acq_name, ["ecommerce", "store"])
+
     def shown_phone(self, i: int) -> str:
         """The person's phone as this export writes it (formats vary with the dirt rate)."""
         return format_phone(self.phones[i], int(self.style[i]))
@@ -451,7 +475,7 @@ def _draw_people(cfg: GenerateConfig, rng_people, rng_orders, rng_ids) -> _Peopl
 
     # conversion of prospects, then repeat buying
     prospect = ~np.isin(acq_name, ["ecommerce", "store"])
-    converts = prospect & (rng_orders.random(n) < 0.08 + 0.30 * engagement)
+    converts = prospect & (rng_orders.random(n) < 0.12 + 0.36 * engagement)
     first_order = np.where(prospect, np.where(converts, acq_day + rng_orders.integers(7, 16, n), -1), acq_day)
     first_order = np.where((first_order >= 0) & (first_order < churn_day), first_order, -1)
     repeater = rng_orders.random(n) < 0.15 + 0.5 * engagement
@@ -519,11 +543,18 @@ def _draw_people(cfg: GenerateConfig, rng_people, rng_orders, rng_ids) -> _Peopl
 
 
 def _write_accounts(
-    cfg: GenerateConfig, p: _People, writer: _Writer, id_key: bytes, rng_people, rng_ids
+    cfg: GenerateConfig, p: _People, writer: _Writer, id_key: bytes, rng_people, rng_ids, rng_links
 ) -> list:
     """Each channel's account rows (contacts, users, cards, policies) and consent events; returns the truth
-    of which person stands behind each identifier."""
+    of which person stands behind each identifier.
+
+    A prospect who buys leaves their phone where they came from, on the day of the first order: the staff
+    member notes it on the WeCom contact (90 %), and a mini-program user authorizes it for the new-customer
+    coupon (90 %). That is how the seeds see a first order come from their own channels."""
     n, days = p.n, cfg.days
+    buys = (p.first_order >= 0) & p.prospect
+    noted_at_purchase = buys & (rng_links.random(n) < 0.9)
+    authorized_at_purchase = buys & (rng_links.random(n) < 0.9)
     shown_phone, day_of = p.shown_phone, p.day_of
     truth_ids: list[tuple[int, str, str]] = []
     remark = rng_people.random(n) < 0.30
@@ -556,6 +587,10 @@ def _write_accounts(
             }
             writer.add("wecom.contacts", int(p.wecom_day[i]), row)
             truth_ids.append((i, "external_userid", p.ext_ids[i]))
+            if noted_at_purchase[i] and not remark[i] and p.wecom_day[i] < p.first_order[i]:
+                t1 = _local_time(day_of(p.first_order[i]), seconds[2])
+                row = {**row, "remark_mobile": shown_phone(i), "updated_at": t1}
+                writer.add("wecom.contacts", int(p.first_order[i]), row)
             if p.churn_day[i] < days and contact_removed[i] and p.churn_day[i] > p.wecom_day[i]:
                 t2 = _local_time(day_of(p.churn_day[i]), seconds[1])
                 writer.add(
@@ -580,20 +615,21 @@ def _write_accounts(
             t = _local_time(d, seconds[1])
             openid_full = f"{plat}:{MP_APPS[plat]}:{p.mp_openids[i]}"
             mobile = TEST_NUMBERS[i % 3] if test_number[i] else shown_phone(i)
-            writer.add(
-                "miniprogram.users",
-                int(p.mp_day[i]),
-                {
-                    "platform": plat,
-                    "app_id": MP_APPS[plat],
-                    "openid": p.mp_openids[i],
-                    "unionid": p.unionids[i] if plat == "wechat" else None,
-                    "mobile": mobile if mp_mobile[i] else None,
-                    "register_time": t,
-                    "updated_at": t,
-                },
-            )
+            user = {
+                "platform": plat,
+                "app_id": MP_APPS[plat],
+                "openid": p.mp_openids[i],
+                "unionid": p.unionids[i] if plat == "wechat" else None,
+                "mobile": mobile if mp_mobile[i] else None,
+                "register_time": t,
+                "updated_at": t,
+            }
+            writer.add("miniprogram.users", int(p.mp_day[i]), user)
             truth_ids.append((i, "openid", openid_full))
+            if authorized_at_purchase[i] and not mp_mobile[i] and p.mp_day[i] < p.first_order[i]:
+                t1 = _local_time(day_of(p.first_order[i]), seconds[3])
+                authorized = {**user, "mobile": mobile, "updated_at": t1}
+                writer.add("miniprogram.users", int(p.first_order[i]), authorized)
             if plat == "wechat":
                 truth_ids.append((i, "unionid", p.unionids[i]))
             for scope, granted in (
@@ -688,10 +724,13 @@ def _write_accounts(
     return truth_ids
 
 
-def _write_orders(cfg: GenerateConfig, p: _People, writer: _Writer, rng_orders) -> list[dict]:
-    """First orders, then repeats on the category's replenishment cycle until churn; returns the truth."""
+def _write_orders(cfg: GenerateConfig, p: _People, writer: _Writer, rng_orders, rng_links) -> list[dict]:
+    """First orders, then repeats on the category's replenishment cycle until churn; returns the truth. A
+    prospect's first online order usually joins the brand's shop membership (the new-member coupon), which
+    gives the shop their phone (90 %)."""
     n, days = p.n, cfg.days
     shown_phone, day_of = p.shown_phone, p.day_of
+    shop_member = p.ecom_member | (p.prospect & (rng_links.random(n) < 0.9))
     truth_orders: list[dict] = []
     order_seq = 0
     for i in np.flatnonzero(p.first_order >= 0).tolist():
@@ -757,7 +796,7 @@ def _write_orders(cfg: GenerateConfig, p: _People, writer: _Writer, rng_orders) 
                     "mobile_masked": f"{p.phones[i][:3]}****{p.phones[i][-4:]}"
                     if rng_orders.random() < 0.7
                     else None,
-                    "member_mobile": shown_phone(i) if p.ecom_member[i] else None,
+                    "member_mobile": shown_phone(i) if shop_member[i] else None,
                     "order_time": t,
                     "amount_cny": f"{amount:.2f}",
                 }
@@ -826,13 +865,66 @@ def _write_walk_in_orders(cfg: GenerateConfig, n: int, writer: _Writer, rng_orde
             writer.add_items("store_pos.order_items", d, {"store_id": store, "receipt_no": receipt}, items)
 
 
-def _simulate_days(cfg: GenerateConfig, p: _People, writer: _Writer, rng_people, rng_days, on_day) -> None:
+def _write_costs(cfg: GenerateConfig, p: _People, writer: _Writer, rng_costs) -> None:
+    """The marketing team's daily spend lines: per channel, and per store QR code for WeCom, priced from the
+    people each channel brought in that day; a few lines are corrected the next day (a later version)."""
+    for d in range(cfg.days):
+        today = p.day_of(d)
+        lines: list[tuple[str, str | None, float]] = []
+        for name, (channel, unit) in ACQUISITION_COST.items():
+            acquired = (p.acq_day == d) & (p.acq_name == name)
+            if name == "wecom_qr":
+                stores, counts = np.unique(p.home_store[acquired], return_counts=True)
+                by_code = zip(stores.tolist(), counts.tolist(), strict=True)
+                lines += [(channel, f"store_{s:03d}_qr", unit * c) for s, c in by_code]
+                continue
+            amount = unit * int(acquired.sum())
+            if name == "livestream":
+                sessions = sum(today.weekday() in weekdays for _, weekdays in LIVESTREAM_DAYS)
+                amount += LIVESTREAM_SESSION_COST * sessions
+            if amount:
+                lines.append((channel, f"ch_{name}", amount))
+        for channel, code, amount in lines:
+            spent = round(amount * float(rng_costs.lognormal(0.0, 0.15)), 2)
+            row = {
+                "cost_id": f"MK-{today:%Y%m%d}-{code}",
+                "spend_date": today.isoformat(),
+                "channel": channel,
+                "source_code": code,
+                "campaign": f"{channel}-{today:%Y%m}",
+                "amount_cny": f"{spent:.2f}",
+                "updated_at": _local_time(today, 23 * 3600 + 1800),
+            }
+            writer.add("marketing.costs", d, row)
+            if rng_costs.random() < 0.03:  # finance corrects the line the next day
+                corrected = round(spent * float(rng_costs.uniform(0.8, 1.2)), 2)
+                writer.add(
+                    "marketing.costs",
+                    d + 1,
+                    {
+                        **row,
+                        "amount_cny": f"{corrected:.2f}",
+                        "updated_at": _local_time(p.day_of(d + 1), 10 * 3600),
+                    },
+                )
+
+
+def _simulate_days(
+    cfg: GenerateConfig, p: _People, writer: _Writer, rng_people, rng_days, rng_camps, on_day
+) -> None:
     """Day by day: check-in groups, mini-program visits and livestreams, then write the day's partitions."""
     n, days = p.n, cfg.days
     day_of = p.day_of
-    in_group = (p.wecom_day >= 0) & (rng_people.random(n) < 0.55)
-    group_day = np.where(in_group, p.wecom_day + rng_people.geometric(0.3, n), -1)
+    # A check-in group is a camp its members chose to join: mostly the engaged ones, and most of the others
+    # drop out within their first weeks (the camps' daily check-in rate stays at 60-90 %).
     engaged = p.engagement > 0.45
+    in_group = (p.wecom_day >= 0) & (rng_people.random(n) < np.where(engaged, 0.85, 0.2))
+    group_day = np.where(in_group, p.wecom_day + rng_people.geometric(0.3, n), -1)
+    drop_day = np.where(
+        in_group & ~engaged & (rng_camps.random(n) < 0.9),
+        group_day + 2 + rng_camps.geometric(1 / 6, n),
+        np.iinfo(np.int64).max,
+    )
     checkin_rate = np.where(engaged, rng_people.uniform(0.6, 0.9, n), rng_people.uniform(0.05, 0.35, n))
     chat_ids = np.array(
         [f"wr{s:03d}_{c}" for s, c in zip(p.staff.tolist(), (p.acq_day // 30).tolist(), strict=True)],
@@ -855,11 +947,12 @@ def _simulate_days(cfg: GenerateConfig, p: _People, writer: _Writer, rng_people,
         alive = (p.acq_day <= d) & (d < p.churn_day)
 
         # check-in groups
-        member = in_group & (group_day <= d) & alive
+        member = in_group & (group_day <= d) & alive & (d < drop_day)
         joins = np.flatnonzero(in_group & (group_day == d))
         checks = np.flatnonzero(member & (rng_days.random(n) < checkin_rate * fade))
         talks = np.flatnonzero(member & (rng_days.random(n) < 0.08 * fade))
-        leaves = np.flatnonzero(in_group & (p.churn_day == d) & (group_day < d) & (rng_days.random(n) < 0.5))
+        churn_leaves = (p.churn_day == d) & (group_day < d) & (d < drop_day) & (rng_days.random(n) < 0.5)
+        leaves = np.flatnonzero(in_group & (churn_leaves | ((drop_day == d) & (d < p.churn_day))))
         parts = []
         for idx, etype in ((joins, "join"), (checks, "checkin"), (talks, "message"), (leaves, "leave")):
             if len(idx) == 0:
@@ -921,8 +1014,8 @@ def _simulate_days(cfg: GenerateConfig, p: _People, writer: _Writer, rng_people,
             )
             ev_counter += len(person)
 
-        # livestreams: WeChat Channels on Mon/Wed/Fri, Douyin on Tue/Sat, 19:30 local
-        for plat_index, plat, weekdays in ((0, "wechat_channels", (0, 2, 4)), (1, "douyin", (1, 5))):
+        # livestreams
+        for plat_index, (plat, weekdays) in enumerate(LIVESTREAM_DAYS):
             if today.weekday() not in weekdays:
                 continue
             viewers = np.flatnonzero(
@@ -962,14 +1055,17 @@ def _simulate_days(cfg: GenerateConfig, p: _People, writer: _Writer, rng_people,
 def generate(
     cfg: GenerateConfig, id_key: bytes, on_day: Callable[[int], None] | None = None
 ) -> GenerateSummary:
-    """Write all twelve landing tables for ``cfg.days`` days starting ``cfg.start`` under ``cfg.out``."""
+    """Write all thirteen landing tables for ``cfg.days`` days starting ``cfg.start`` under ``cfg.out``."""
     seq = np.random.SeedSequence(cfg.seed)
     rng_people, rng_orders, rng_days, rng_dirt, rng_ids = (np.random.default_rng(s) for s in seq.spawn(5))
-    writer = _Writer(cfg, rng_dirt)
+    # streams added later are spawned after the first five, which keep their draws (and the older bytes)
+    rng_costs, rng_cost_dirt, rng_camps, rng_links = (np.random.default_rng(s) for s in seq.spawn(4))
+    writer = _Writer(cfg, rng_dirt, {"marketing.costs": rng_cost_dirt})
     people = _draw_people(cfg, rng_people, rng_orders, rng_ids)
-    truth_ids = _write_accounts(cfg, people, writer, id_key, rng_people, rng_ids)
-    truth_orders = _write_orders(cfg, people, writer, rng_orders)
-    _simulate_days(cfg, people, writer, rng_people, rng_days, on_day)
+    truth_ids = _write_accounts(cfg, people, writer, id_key, rng_people, rng_ids, rng_links)
+    truth_orders = _write_orders(cfg, people, writer, rng_orders, rng_links)
+    _write_costs(cfg, people, writer, rng_costs)
+    _simulate_days(cfg, people, writer, rng_people, rng_days, rng_camps, on_day)
     _write_truth(cfg, people, truth_ids, truth_orders, writer.dirt)
     return GenerateSummary(
         cfg.out, dict(sorted(writer.counts.items())), dict(sorted(writer.dirt.items())), cfg.members

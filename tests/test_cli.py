@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from memberflow.cli import app
+from memberflow.core.contracts import CONTRACTS
 from memberflow.core.settings import Settings
 from tests.support import SAMPLE_START, TEST_ID_KEY, vault_phones
 
@@ -58,7 +59,7 @@ def test_generate_then_extract_a_range(env):
     )
     assert result.exit_code == 0, result.output
     assert "landed partitions" in result.output and "wecom.group_events" in result.output
-    assert result.output.count("passed") == 24  # 12 tables x 2 days, each through the landing gate
+    assert result.output.count("passed") == 2 * len(CONTRACTS)  # every table x 2 days, each through the gate
     assert (env / "ws" / "landing" / "consent" / "events" / "dt=2026-03-03" / "part-0.parquet").exists()
 
 
@@ -108,7 +109,7 @@ def test_demo_runs_airflow_end_to_end(tmp_path):
     assert "Airflow ran extract_channels once for 3 days" in result.stdout
     assert "s (succeeded)" in result.stdout
     assert "what was built" in result.stdout and "consent.events" in result.stdout
-    assert "landing quality gate: 36 passed" in result.stdout
+    assert f"landing quality gate: {3 * len(CONTRACTS)} passed" in result.stdout
     assert "marts quality gate: 4 passed" in result.stdout
     assert (tmp_path / "ws" / "airflow" / "airflow.db").exists()
     assert (tmp_path / "ws" / "quality" / "published" / "marts.json").exists()
@@ -135,7 +136,7 @@ def test_build_then_identity_report(env):
     )
     result = runner.invoke(app, ["build", "--data-dir", str(data)])
     assert result.exit_code == 0, result.output
-    assert "landed 120 pending partitions" in result.output
+    assert f"landed {10 * len(CONTRACTS)} pending partitions" in result.output
     assert "dim_member" in result.output and "member_features" in result.output
     again = runner.invoke(app, ["build", "--data-dir", str(data)])
     assert again.exit_code == 0 and "landed 0 pending partitions" in again.output
@@ -163,7 +164,7 @@ def test_build_on_the_postgres_target_lands_loads_and_builds_there(env, monkeypa
     try:
         result = runner.invoke(app, ["build", "--data-dir", str(data), "--target", "postgres"])
         assert result.exit_code == 0, result.output
-        assert "landed 60 pending partitions" in result.output
+        assert f"landed {5 * len(CONTRACTS)} pending partitions" in result.output
         assert "PostgreSQL marts" in result.output and "member_features" in result.output
         members = read_relation(pg, f"select count(*) as n from {pg.schema}.dim_member")["n"][0]
         assert members > 100 and f"{members:,}" in result.output

@@ -113,6 +113,10 @@ ID_FORMS: dict[str, tuple[re.Pattern[str], str]] = {
     ),
 }
 
+# The channels members come through, as the warehouse names them (dim_member.acquisition_channel; the
+# vocabulary module lists the same, with labels): what the marketing spend file books its costs against.
+SPEND_CHANNELS = ("wecom", "miniprogram", "livestream", "store_pos", "ecommerce", "insurance")
+
 R = True  # readability: _c("x", Kind.TEXT, R) marks a required column
 
 # fmt: off
@@ -246,6 +250,20 @@ CONTRACTS: tuple[TableContract, ...] = (
         phone_when=("id_value", "id_type", "mobile"),
         id_of_type=("id_value", "id_type"),
         all_or_nothing=False,
+    ),
+    # What acquiring members cost: the marketing team's spend lines (ads, QR materials and staff bonuses,
+    # livestream production, partner fees) per day and acquisition channel, optionally per QR / channel
+    # code (the `state` a WeCom contact was added with). A corrected line is sent again with a later
+    # updated_at; the latest version counts. Read by the channel economics report (CAC, LTV).
+    TableContract(
+        "marketing", "costs",
+        (
+            _c("cost_id", required=R), _c("spend_date", Kind.DATE, R),
+            _c("channel", Kind.ENUM, R, SPEND_CHANNELS), _c("source_code", Kind.NOTE),
+            _c("campaign", Kind.NOTE), _c("amount_cny", Kind.AMOUNT, R), _c("updated_at", Kind.TIME, R),
+        ),
+        key=("cost_id", "updated_at"),
+        date_column="updated_at",
     ),
 )
 # fmt: on

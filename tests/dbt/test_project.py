@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from devkit import sqllint
 from devkit.generate import GenerateConfig, generate
 from memberflow.cli import app
-from memberflow.core.contracts import LOCAL_TZ
+from memberflow.core.contracts import CONTRACTS, LOCAL_TZ
 from memberflow.dbt_env import BUILD_LAYERS, ensure_manifest, output_tail, run_dbt_process
 from memberflow.pipeline import land_pending
 from memberflow.transform import source_freshness
@@ -42,7 +42,7 @@ def test_staging_reads_only_the_landing_source_and_nothing_else_does(manifest) -
     """Each staging model reads one landed table: from the source itself, or through the staging model of
     the same table that it refines (stg_ecommerce__orders: the latest of stg_ecommerce__order_versions)."""
     sources = {s["unique_id"] for s in manifest["sources"].values()}
-    assert len(sources) == 12
+    assert len(sources) == len(CONTRACTS)
     nodes = models(manifest)
 
     def landed_tables(name: str) -> set[str]:
@@ -126,7 +126,7 @@ def test_freshness_passes_on_yesterdays_landing_and_fails_on_a_stale_one(tmp_pat
     today = datetime.now(LOCAL_TZ).date()
     fresh = land_recent(tmp_path, today - timedelta(days=2))
     found = source_freshness(fresh)
-    assert len(found) == 12
+    assert len(found) == len(CONTRACTS)
     assert {f.status for f in found} <= {"pass", "warn"}
     assert all(24 <= f.age_hours <= 50 for f in found if f.newest_load), found
     stale = land_recent(tmp_path, today - timedelta(days=30))

@@ -105,9 +105,13 @@ def test_uplift_intervals_hold_the_worlds_true_uplift(reacted, monkeypatch):
         .agg((pl.col("y1").cast(pl.Float64) - pl.col("y0").cast(pl.Float64)).mean().alias("true_uplift"))
         .to_dicts()
     }
+
+    def signed(value) -> str:
+        return "–" if value is None else f"{value:+.3f}"
+
     seen = [
-        f"{r.segment} {r.week}: {r.treated}/{r.holdout} {r.uplift:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}] "
-        f"truth {true[(r.segment, r.week)]:+.3f}"
+        f"{r.segment} {r.week}: {r.treated}/{r.holdout} {signed(r.uplift)} [{signed(r.ci_low)}, "
+        f"{signed(r.ci_high)}] truth {signed(true.get((r.segment, r.week)))}"
         for r in rows
     ]
     # every segment-week of the two weeks is reported, both arms of a fair size (half held out)

@@ -17,8 +17,9 @@ from memberflow.core.contracts import (
 LATEST = datetime(2026, 3, 2, 16, 0, tzinfo=UTC)  # end of 2026-03-02 in China
 
 
-def test_all_twelve_landing_tables_have_contracts():
-    assert len(CONTRACTS) == 12
+def test_all_thirteen_landing_tables_have_contracts():
+    # the twelve channel tables of DESIGN §3, and the marketing spend file the channel economics report reads
+    assert len(CONTRACTS) == 13
     assert {c.channel for c in CONTRACTS} == {
         "wecom",
         "miniprogram",
@@ -27,7 +28,14 @@ def test_all_twelve_landing_tables_have_contracts():
         "livestream",
         "insurance",
         "consent",
+        "marketing",
     }
+    # spend is booked against the channels members are acquired through
+    from memberflow.core.contracts import SPEND_CHANNELS
+    from memberflow.core.vocab import ACQUISITION_CHANNELS
+
+    spend = get_contract("marketing", "costs").column("channel").values
+    assert spend == SPEND_CHANNELS == ACQUISITION_CHANNELS
     for contract in CONTRACTS:
         assert set(contract.key) <= set(contract.column_names)
         assert set(contract.key) <= set(contract.required), contract.name
