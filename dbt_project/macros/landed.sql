@@ -149,3 +149,15 @@
     ) as nothing_quarantined
   {%- endif -%}
 {%- endmacro %}
+
+{#
+  The rows of a model dated on or before the report's last day (int_report_period.observed_through): what
+  every report model counts from.
+#}
+{% macro up_to_report_day(model, date_column) -%}
+  (
+    select reported.* from {{ ref(model) }} as reported
+    cross join {{ ref('int_report_period') }} as report_period
+    where reported.{{ date_column }} <= report_period.observed_through
+  ) as up_to_report_day
+{%- endmacro %}

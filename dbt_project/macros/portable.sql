@@ -74,3 +74,24 @@
 
 {% macro duckdb__analyze_relation() -%}
 {%- endmacro %}
+
+{# The group's median of a numeric expression (interpolated), over the rows matching `where`, as a double. #}
+{% macro median(expr, where=none) -%}
+  {{ return(adapter.dispatch('median', 'memberflow')(expr, where)) }}
+{%- endmacro %}
+
+{% macro default__median(expr, where) -%}
+  cast(
+    percentile_cont(0.5) within group (order by {{ expr }}){% if where %} filter (where {{ where }}){% endif %}
+    as double precision
+  )
+{%- endmacro %}
+
+{% macro duckdb__median(expr, where) -%}
+  cast(quantile_cont({{ expr }}, 0.5){% if where %} filter (where {{ where }}){% endif %} as double precision)
+{%- endmacro %}
+
+{# numerator / denominator as a share rounded to four decimals; null when the denominator is 0 or null. #}
+{% macro share(numerator, denominator, digits=4) -%}
+  {{ round_double('1.0 * (' ~ numerator ~ ') / nullif(' ~ denominator ~ ', 0)', digits) }}
+{%- endmacro %}

@@ -29,6 +29,13 @@ MARTS = [
     "fct_member_daily_engagement",
     "member_tags",
     "member_features",
+    "report_checkin_camps",
+    "report_checkin_daily",
+    "report_livestream_sessions",
+    "report_first_order_conversion",
+    "report_repurchase_by_category",
+    "report_lifecycle_migration",
+    "report_channel_economics",
 ]
 
 
