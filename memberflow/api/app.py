@@ -35,6 +35,7 @@ from memberflow.core.vocab import MODELS
 from memberflow.outreach.outcomes import NoOutcomesError, UpliftRow, report
 from memberflow.outreach.queue import QueueLog
 from memberflow.outreach.run import pick_reasons, reasons_model
+from memberflow.reports import REPORTS, ReportError, observed_through, read_report
 from memberflow.segments import load_segments
 from memberflow.transform import latest_landed_day
 from memberflow.warehouse import WarehouseBusy
@@ -204,6 +205,8 @@ class SegmentSummary(BaseModel):
     direction: str = "high"
     # the score ranges of the models the segment's rules or ranking use (segment page only)
     scores: list[ScoreRange] = Field(default_factory=list)
+    # why nobody is in it that day (a segment with members: none); the code's meaning: Reader.why_empty
+    empty_reason: dict[str, Any] | None = None
 
 
 class SegmentList(BaseModel):
@@ -406,12 +409,15 @@ def create_app(settings: Settings, busy_wait: float = BUSY_WAIT_SECONDS) -> Fast
             day = as_of or (dates[0] if dates else None)
             counts = reader.segment_counts(con, day) if day else {}
             trends = reader.trend(con, day) if day else {}
-        names = list(defs) + sorted(set(counts) - set(defs))
-        return SegmentList(
-            as_of=day,
-            dates=dates,
-            segments=[_summary(n, defs.get(n), counts.get(n), trends.get(n, [])) for n in names],
-        )
+            names = list(defs) + sorted(set(counts) - set(defs))
+            summaries = [_summary(n, defs.get(n), counts.get(n), trends.get(n, [])) for n in names]
+            for summary in summaries:
+                if summary.size == 0 and summary.name in defs:
+                    models = defs[summary.name].models
+                    summary.empty_reason = (
+                        reader.why_empty(con, day, summary.name, models) if day else {"code": "not_planned"}
+                    )
+        return SegmentList(as_of=day, dates=dates, segments=summaries)
 
     @app.get(
         "/api/segments/{segment}", tags=["segments"], responses={**ERRORS, 404: {"description": "unknown"}}
@@ -423,9 +429,11 @@ def create_app(settings: Settings, busy_wait: float = BUSY_WAIT_SECONDS) -> Fast
             counts = reader.segment_counts(con, day) if day else {}
             trends = reader.trend(con, day, segment) if day else {}
             ranges = reader.score_ranges(con, day, segment, score_models(defs.get(segment))) if day else []
-        if segment not in defs and segment not in counts:
-            raise NotFound(f"no segment {segment}")
-        summary = _summary(segment, defs.get(segment), counts.get(segment), trends.get(segment, []))
+            if segment not in defs and segment not in counts:
+                raise NotFound(f"no segment {segment}")
+            summary = _summary(segment, defs.get(segment), counts.get(segment), trends.get(segment, []))
+            if day and summary.size == 0 and segment in defs:
+                summary.empty_reason = reader.why_empty(con, day, segment, defs[segment].models)
         summary.scores = [ScoreRange(**r) for r in ranges]
         return summary
 
@@ -591,6 +599,33 @@ def create_app(settings: Settings, busy_wait: float = BUSY_WAIT_SECONDS) -> Fast
             try:
                 return report(con, day)
             except NoOutcomesError as exc:
+                raise NotFound(str(exc)) from None
+
+    Lang = Annotated[Literal["zh", "en"], Query(description="language of the labels")]
+
+    @app.get("/api/reports", tags=["reports"], responses=ERRORS)
+    def reports(who: Ops, lang: Lang = "zh") -> dict[str, Any]:
+        """The dashboards: each report's name and label, and the last day the built reports count."""
+        with reader.connect() as con:
+            through = observed_through(con)
+        return {
+            "observed_through": through,
+            "reports": [{"name": r.key, "label": r.label[lang]} for r in REPORTS.values()],
+        }
+
+    @app.get(
+        "/api/reports/{name}",
+        tags=["reports"],
+        responses={**ERRORS, 404: {"description": "no such report, or not built yet"}},
+    )
+    def report_rows(who: Ops, name: str, lang: Lang = "zh") -> dict[str, Any]:
+        """One report's rows (the dbt model report_<name>), its columns' labels and units, and the label of
+        each code in it (channels, stages, categories...) in ``lang``. The models' documentation says what
+        each number counts (docs/reports.md)."""
+        with reader.connect() as con:
+            try:
+                return clean(read_report(con, name, lang))
+            except ReportError as exc:
                 raise NotFound(str(exc)) from None
 
     @app.get("/api/audit", tags=["admin"], responses=ERRORS)

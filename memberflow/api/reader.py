@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -523,6 +524,43 @@ class Reader:
                 }
             )
         return out
+
+    def why_empty(self, con, as_of: date, segment: str, models: list[str]) -> dict[str, Any]:
+        """Why a segment has nobody on a day, as a code the page words: ``paused`` (a model it uses was
+        paused by live monitoring), ``no_scores`` (a model it uses has no scores that day: no champion, or
+        not scored yet), ``not_planned`` (no delivery run planned that day), ``taken`` (the members it
+        matched went to segments of higher priority) or ``no_match`` (its rules matched nobody)."""
+        planned = self._planned(as_of).get(segment)
+        if planned and planned.get("paused"):
+            paused = [m for m in models if m in planned["paused"]] or models
+            return {"code": "paused", "model": paused[0] if paused else None, "detail": planned["paused"]}
+        if "member_scores" in self._tables(con):
+            for model in models:
+                row = con.execute(
+                    "select count(*) from member_scores where model = ? and as_of = ?", [model, as_of]
+                ).fetchone()
+                if row[0] == 0:
+                    return {"code": "no_scores", "model": model}
+        elif models:
+            return {"code": "no_scores", "model": models[0]}
+        if planned is None:
+            return {"code": "not_planned"}
+        if planned.get("matched", 0) > 0:
+            return {"code": "taken", "matched": planned["matched"]}
+        return {"code": "no_match"}
+
+    def _planned(self, as_of: date) -> dict[str, dict]:
+        """The segments' plan of the day's newest delivery run (its report's ``segments``)."""
+        runs = sorted(
+            (self.settings.reports_dir / "delivery" / as_of.isoformat()).glob("*.json"),
+            key=lambda p: p.stat().st_mtime,
+        )
+        for path in reversed(runs):
+            try:
+                return json.loads(path.read_text(encoding="utf-8")).get("segments") or {}
+            except (OSError, ValueError):
+                continue
+        return {}
 
     def delivery_report(self, as_of: date, run_id: str) -> dict:
         if not RUN_ID.fullmatch(run_id):

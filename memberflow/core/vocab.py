@@ -67,6 +67,19 @@ LABELS: dict[str, dict[str, tuple[str, str]]] = {
         "skincare": ("护肤", "skincare"),
         "cold_flu": ("感冒", "colds and flu"),
     },
+    # check-in group topics the brand runs (a topic not listed shows as written)
+    "checkin_topic": {
+        "glucose_log": ("血糖记录", "glucose log"),
+        "bp_log": ("血压记录", "blood-pressure log"),
+        "pregnancy_diary": ("孕期日记", "pregnancy diary"),
+        "baby_growth": ("宝宝成长", "baby growth"),
+        "brain_game": ("脑力训练", "brain games"),
+        "daily_walk": ("每日步行", "daily walk"),
+    },
+    "live_platform": {
+        "wechat_channels": ("微信视频号", "WeChat Channels"),
+        "douyin": ("抖音", "Douyin"),
+    },
 }
 
 
@@ -74,6 +87,9 @@ def label(group: str, value: str | None, lang: str) -> str:
     """A vocabulary value as ops read it in ``lang`` (zh or en); an unknown value as it is."""
     if value is None:
         return "未知" if lang == "zh" else "unknown"
+    if group == "category":
+        category = CATEGORIES.get(value)
+        return value if category is None else category.label_zh if lang == "zh" else category.label
     found = LABELS.get(group, {}).get(value)
     return value if found is None else found[0 if lang == "zh" else 1]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import logging
@@ -10,11 +11,13 @@ import re
 import subprocess
 import sys
 from datetime import date
+from decimal import Decimal
 
 import duckdb
 import pytest
 
 from memberflow.api.access import AccessStore
+from memberflow.api.app import WEB_DIR
 from memberflow.transform import latest_landed_day
 from memberflow.warehouse import warehouse_lock
 from tests.api.conftest import STAFF_ID
@@ -88,6 +91,8 @@ def _routes(settings) -> dict[tuple[str, str], dict]:
             "json": {"item_id": item, "action": "done"},
         },
         ("get", "/api/queues"): {"url": "/api/queues", "needs": "ops"},
+        ("get", "/api/reports"): {"url": "/api/reports", "needs": "ops"},
+        ("get", "/api/reports/{name}"): {"url": "/api/reports/channel_economics?lang=en", "needs": "ops"},
     }
 
 
@@ -614,6 +619,11 @@ def test_the_web_page_is_served_with_a_strict_content_policy(client):
     assert "default-src 'self'" in page.headers["content-security-policy"]
     assert client.get("/static/app.js").status_code == 200
     assert client.get("/docs").status_code == 404  # Swagger UI would load scripts from a CDN
+    # the chart library is served from here, and is the file its README names (version and checksum)
+    readme = (WEB_DIR / "vendor" / "echarts" / "README.md").read_text()
+    served = client.get("/static/vendor/echarts/echarts.common.min.js")
+    assert served.status_code == 200 and hashlib.sha256(served.content).hexdigest() in readme
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", page.text)  # nothing loaded from outside
     spec = client.get("/openapi.json").json()
     assert spec["info"]["title"] == "memberflow ops API"
 
@@ -712,3 +722,78 @@ def test_a_staff_member_works_their_queue_and_the_office_sees_completion(client,
     )
     audit = client.get("/api/audit", headers=auth(tokens.admin)).json()
     assert any(a["action"] == "queue" and a["token_name"] == "sally" for a in audit)
+
+
+def test_an_empty_segment_says_why(tmp_path):
+    """Paused by monitoring, a model without scores that day, no plan yet, members taken by a segment of
+    higher priority, or rules that matched nobody: each from what the day's plan and scores hold."""
+    from memberflow.api.reader import Reader
+
+    settings = make_settings(tmp_path / "ws")
+    reader = Reader(settings)
+    con = duckdb.connect()
+    con.execute("create table member_scores (member_id varchar, model varchar, as_of date)")
+    con.execute("insert into member_scores values ('m1', 'churn', '2026-03-02')")
+    day = date(2026, 3, 2)
+    assert reader.why_empty(con, day, "win_back", ["churn"]) == {"code": "not_planned"}
+    no_scores = reader.why_empty(con, day, "first_order", ["conversion"])
+    assert no_scores == {"code": "no_scores", "model": "conversion"}
+    folder = settings.reports_dir / "delivery" / day.isoformat()
+    folder.mkdir(parents=True)
+    plan = {
+        "win_back": {"matched": 0, "assigned": 0},
+        "care": {"matched": 12, "assigned": 0},
+        "at_risk": {"matched": 0, "assigned": 0, "paused": "churn paused by monitoring: auc"},
+    }
+    (folder / "run1.json").write_text(json.dumps({"segments": plan}))
+    assert reader.why_empty(con, day, "win_back", ["churn"]) == {"code": "no_match"}
+    assert reader.why_empty(con, day, "care", []) == {"code": "taken", "matched": 12}
+    paused = reader.why_empty(con, day, "at_risk", ["churn"])
+    assert paused["code"] == "paused" and paused["model"] == "churn"
+
+
+def test_the_segment_list_explains_every_empty_segment(client, ops_ws, tokens):
+    body = client.get("/api/segments", headers=auth(tokens.ops)).json()
+    for s in body["segments"]:
+        assert (s["size"] == 0) == (s["empty_reason"] is not None), s["name"]
+        if s["empty_reason"]:
+            assert s["empty_reason"]["code"] in {"paused", "no_scores", "not_planned", "taken", "no_match"}
+
+
+# --- reports -----------------------------------------------------------------------------------------------
+def test_each_report_serves_the_models_rows_with_labels_in_the_asked_language(client, ops_ws, tokens):
+    index = client.get("/api/reports", headers=auth(tokens.ops)).json()
+    names = [r["name"] for r in index["reports"]]
+    assert names[0] == "checkin_camps" and len(names) == 7
+    through = _sql(ops_ws, "select observed_through::varchar from int_report_period")[0][0]
+    assert index["observed_through"] == through
+    for name in names:
+        zh = client.get(f"/api/reports/{name}", headers=auth(tokens.ops)).json()
+        en = client.get(f"/api/reports/{name}?lang=en", headers=auth(tokens.ops)).json()
+        columns = [c["name"] for c in zh["columns"]]
+        expected = _sql(ops_ws, f"select {', '.join(columns)} from report_{name}")
+        served = sorted((_plain(r[c] for c in columns) for r in zh["rows"]), key=str)
+        assert len(served) == len(expected) > 0, name
+        assert served == sorted((_plain(r) for r in expected), key=str), name
+        assert zh["rows"] == en["rows"] and zh["label"] != en["label"]
+        assert all(c["label"] for c in zh["columns"]) and zh["columns"] != en["columns"]
+    # codes are served with their labels: channels, stages, categories
+    eco = client.get("/api/reports/channel_economics", headers=auth(tokens.ops)).json()
+    assert eco["value_labels"]["acquisition_channel"]["wecom"] == "企业微信"
+    mig = client.get("/api/reports/lifecycle_migration?lang=en", headers=auth(tokens.ops)).json()
+    assert mig["value_labels"]["from_stage"]["none"] == "not yet seen"
+    assert client.get("/api/reports/nope", headers=auth(tokens.ops)).status_code == 404
+
+
+def _plain(row) -> tuple:
+    """A row's values as JSON carries them: numbers as floats, dates as ISO text."""
+    return tuple(
+        None
+        if v is None
+        else float(v)
+        if isinstance(v, int | float | Decimal) and not isinstance(v, bool)
+        else v
+        if isinstance(v, bool)
+        else str(v)
+        for v in row
+    )

@@ -182,3 +182,75 @@ def test_a_newer_navigation_wins_over_a_slow_older_one(page, tokens):
     assert page.locator("h1:has-text('触达记录')").count() == 1
     assert page.locator("h1:has-text('触达效果')").count() == 0
     assert page.locator("[data-testid=loading]").is_hidden()
+
+
+def test_the_dashboards_draw_every_report_with_axes_and_legends_in_both_languages(page, ops_ws, tokens):
+    """Ops open 经营看板: each dashboard's headline numbers equal an independent query on the warehouse,
+    every chart has its axes and legend, and no channel, stage, category or topic shows as a code."""
+    with duckdb.connect(str(ops_ws.warehouse_path), read_only=True) as con:
+        (conversion,) = con.execute(
+            """
+            with day as (select max(activity_date) as d from int_member_activity_days),
+            m as (
+                select first_seen_on, (select min(order_date) from fct_orders o
+                    where o.member_id = dm.member_id and o.status != 'cancelled') as first_order
+                from dim_member dm
+            ),
+            prospects as (
+                select * from m, day
+                where (first_order is null or first_order > first_seen_on) and first_seen_on + 15 <= day.d
+            )
+            select count(*) filter (where first_order - first_seen_on <= 15) / count(*) from prospects
+            """
+        ).fetchone()
+        enrolled = con.execute(
+            "select count(distinct (chat_id, external_userid)) from stg_wecom__group_events "
+            "where event_date <= (select max(activity_date) from int_member_activity_days)"
+        ).fetchone()[0]
+    page.goto(page.base_url + "/#/reports")
+    page.fill("#token", tokens.ops)
+    page.click("#signin-form button")
+    page.wait_for_selector("[data-testid=chart-economics] svg text")
+    assert page.inner_text("[data-testid=kpi-conversion_15d] b") == f"{conversion * 100:.1f}%"
+    assert page.inner_text("[data-testid=kpi-enrolled] b") == f"{enrolled:,}"
+    charts = {
+        "checkin": ["营内人数", "打卡率", "日期"],
+        "livestream": ["观看人数", "7天内下单人数"],
+        "conversion": ["首单转化率", "7天转化率", "15天转化率", "企业微信"],
+        "repurchase": ["复购率", "钙片"],
+        "lifecycle": ["活跃", "有流失风险", "周末日期"],
+        "economics": ["元(对数坐标)", "CAC(元)", "至今 LTV(元)", "直播"],
+    }
+    for chart, words in charts.items():
+        texts = page.locator(f"[data-testid=chart-{chart}] svg text").all_text_contents()
+        assert all(w in texts for w in words), (chart, words, texts[:20])
+        assert any(re.fullmatch(r"[\d,.]+%?", t) for t in texts), (chart, "no axis ticks")
+    # every code a table shows is shown by its label: no raw channel, stage, category or topic
+    tables = page.locator("[data-report] table").all_inner_texts()
+    codes = ["wechat_channels", "douyin", "ecommerce", "miniprogram", "at_risk", "silent", "daily_walk"]
+    assert not [c for c in codes if any(re.search(rf"\b{c}\b", t) for t in tables)]
+    _shot(page, "13-dashboards-zh")
+
+    # the segment list says why a segment has nobody today, in Chinese
+    from memberflow.segments import load_segments
+
+    with duckdb.connect(str(ops_ws.warehouse_path), read_only=True) as con:
+        filled = {
+            r[0]
+            for r in con.execute(
+                "select distinct segment from segment_memberships where as_of = ?", [SCORE_DAY]
+            ).fetchall()
+        }
+    empty = [s.name for s in load_segments() if s.name not in filled]
+    page.evaluate("location.hash = '#/segments'")
+    page.wait_for_selector("[data-testid=segments]")
+    for name in empty:
+        assert page.inner_text(f"[data-testid=empty-{name}]").startswith("没有成员:"), name
+
+    page.click("[data-testid=lang]")
+    page.wait_for_selector("h1:has-text('Dashboards')")
+    page.wait_for_selector("[data-testid=chart-economics] svg text")
+    texts = page.locator("[data-testid=chart-checkin] svg text").all_text_contents()
+    assert "Check-in rate" in texts and "In camp" in texts
+    assert "First-order conversion" in page.inner_text("[data-report=first_order_conversion] h2")
+    _shot(page, "14-dashboards-en")

@@ -1,4 +1,5 @@
-// memberflow ops page: plain DOM, no build step, no third-party code, nothing loaded from outside.
+// memberflow ops page: plain DOM, no build step, nothing loaded from outside. The dashboards' charts are drawn
+// by Apache ECharts, which the app serves itself (/static/vendor/echarts/, loaded before this file).
 "use strict";
 
 const T = {
@@ -20,6 +21,10 @@ const T = {
     "segment.members": "成员", "segment.all": "全部状态", "segment.download": "下载 CSV",
     "segment.unmasked": "明文导出(记录审计)", "segment.prev": "上一页", "segment.next": "下一页",
     "segment.page": "第 {p} / {n} 页,共 {t} 人", "segment.none": "这一天没有成员。",
+    "empty.paused": "没有成员:模型 {model} 被线上监控暂停,重新训练后恢复。", "empty.no_scores": "没有成员:模型 {model} 当天没有评分(还没有线上模型,或尚未评分)。",
+    "empty.not_planned": "没有成员:这一天还没有运行触达计划。", "empty.taken": "没有成员:规则匹配的 {n} 人都已进入优先级更高的人群。",
+    "empty.no_match": "没有成员:这一天没有会员符合规则。",
+    "model.churn": "流失模型", "model.repurchase": "复购模型", "model.conversion": "转化模型",
     "member.title": "会员档案", "member.ids": "身份标识(脱敏)", "member.tags": "当前标签",
     "member.timeline": "标签时间线", "member.scores": "评分历史", "member.segments": "人群记录",
     "member.deliveries": "触达记录", "member.facts": "概况", "member.notfound": "没有找到这个会员。",
@@ -52,6 +57,18 @@ const T = {
     "skip.served_elsewhere": "已在其他渠道服务", "skip.other": "其他(请写备注)",
     "queues.title": "服务队列完成情况", "col.staff": "员工", "col.queued": "入队", "col.done": "已完成", "col.skipped": "已跳过",
     "col.open": "待处理", "col.completion": "完成率", "queues.by_segment": "按人群",
+    "nav.reports": "经营看板", "reports.title": "经营看板", "reports.through": "数据截至 {day}",
+    "reports.none": "报表尚未生成:先运行一次完整流程。", "reports.more": "查看全部 {n} 行", "reports.less": "收起",
+    "kpi.checkin_rate": "营内日打卡率", "kpi.completion_21d": "21天完成率", "kpi.completion_28d": "28天完成率",
+    "kpi.enrolled": "入营人数", "kpi.conversion_7d": "7天首单转化率", "kpi.conversion_15d": "15天首单转化率",
+    "kpi.prospects_15d": "满15天潜客", "kpi.viewers": "场均观看人数", "kpi.watch": "人均观看(分钟)",
+    "kpi.buyer_rate_7d": "7天下单率(窗口已满场次)", "kpi.repurchase": "复购率(窗口已满)", "kpi.spend": "总投入",
+    "kpi.cac": "整体 CAC", "kpi.ltv_cac": "整体 LTV:CAC",
+    "chart.checkin_rate": "打卡率", "chart.in_camp": "营内人数", "chart.viewers": "观看人数", "chart.buyers_7d": "7天内下单人数",
+    "chart.conversion_7d": "7天转化率", "chart.conversion_15d": "15天转化率", "chart.conversion": "首单转化率",
+    "chart.cny_log": "元(对数坐标)", "chart.repurchase_rate": "复购率",
+    "chart.members": "会员数", "chart.cac": "CAC(元)", "chart.ltv": "至今 LTV(元)", "chart.day": "日期", "chart.week": "周末日期",
+    "migration.latest": "最近一周({day})从上周阶段到本周阶段的人数", "unit.cny": "¥{v}",
   },
   en: {
     "nav.segments": "Segments", "nav.models": "Models", "nav.deliveries": "Deliveries", "nav.audit": "Audit",
@@ -73,6 +90,10 @@ const T = {
     "segment.members": "Members", "segment.all": "All statuses", "segment.download": "Download CSV",
     "segment.unmasked": "Unmasked (audited)", "segment.prev": "Previous", "segment.next": "Next",
     "segment.page": "Page {p} of {n}, {t} members", "segment.none": "No members on this day.",
+    "empty.paused": "Nobody: the {model} model is paused by live monitoring until it is retrained.", "empty.no_scores": "Nobody: the {model} model has no scores on this day (no champion yet, or not scored yet).",
+    "empty.not_planned": "Nobody: no delivery was planned on this day yet.", "empty.taken": "Nobody: the {n} members its rules matched went to segments of higher priority.",
+    "empty.no_match": "Nobody: no member matched its rules on this day.",
+    "model.churn": "churn", "model.repurchase": "repurchase", "model.conversion": "conversion",
     "member.title": "Member profile", "member.ids": "Identifiers (masked)", "member.tags": "Current tags",
     "member.timeline": "Tag timeline", "member.scores": "Score history", "member.segments": "Segments",
     "member.deliveries": "Deliveries", "member.facts": "Facts", "member.notfound": "No member found.",
@@ -106,6 +127,18 @@ const T = {
     "skip.served_elsewhere": "served on another channel", "skip.other": "other (write a note)",
     "queues.title": "Queue completion", "col.staff": "Staff", "col.queued": "Queued", "col.done": "Done", "col.skipped": "Skipped",
     "col.open": "Open", "col.completion": "Completion", "queues.by_segment": "By segment",
+    "nav.reports": "Dashboards", "reports.title": "Dashboards", "reports.through": "Data through {day}",
+    "reports.none": "The reports are not built yet: run the pipeline once.", "reports.more": "Show all {n} rows", "reports.less": "Show fewer",
+    "kpi.checkin_rate": "Daily check-in rate in camp", "kpi.completion_21d": "21-day completion", "kpi.completion_28d": "28-day completion",
+    "kpi.enrolled": "Enrolled", "kpi.conversion_7d": "7-day first-order conversion", "kpi.conversion_15d": "15-day first-order conversion",
+    "kpi.prospects_15d": "Prospects past 15 days", "kpi.viewers": "Viewers per session", "kpi.watch": "Minutes per viewer",
+    "kpi.buyer_rate_7d": "7-day buyer rate (closed windows)", "kpi.repurchase": "Repurchase rate (closed windows)", "kpi.spend": "Total spend",
+    "kpi.cac": "Overall CAC", "kpi.ltv_cac": "Overall LTV:CAC",
+    "chart.checkin_rate": "Check-in rate", "chart.in_camp": "In camp", "chart.viewers": "Viewers", "chart.buyers_7d": "Buyers within 7 days",
+    "chart.conversion_7d": "7-day conversion", "chart.conversion_15d": "15-day conversion", "chart.conversion": "First-order conversion",
+    "chart.cny_log": "¥ (log scale)", "chart.repurchase_rate": "Repurchase rate",
+    "chart.members": "Members", "chart.cac": "CAC (¥)", "chart.ltv": "LTV to date (¥)", "chart.day": "Day", "chart.week": "Week ending",
+    "migration.latest": "Last week ({day}): members from their stage a week before to their stage now", "unit.cny": "¥{v}",
   },
 };
 
@@ -266,6 +299,10 @@ function table(headers, rows, attrs = {}) {
 const segLabel = (s) => (s.labels && s.labels[state.lang]) || s.name;
 const segText = (s) => (s.descriptions && s.descriptions[state.lang]) || s.description;
 
+// why a segment has nobody on the day (the API's empty_reason), in the page's language
+const whyEmpty = (s) => (s.empty_reason ? el("div", { class: "warn small", "data-testid": `empty-${s.name}` },
+  t(`empty.${s.empty_reason.code}`, { model: s.empty_reason.model ? t(`model.${s.empty_reason.model}`) : "", n: num(s.empty_reason.matched) })) : null);
+
 const statusChip = (s) => el("span", { class: `chip s-${s}` }, t(`status.${s}`));
 
 // --- views ------------------------------------------------------------------------------------------------
@@ -277,7 +314,7 @@ async function showSegments(nav) {
     data.dates.map((d) => el("option", { value: d, selected: d === data.as_of }, d)));
   const rows = data.segments.map((s) => el("tr", { "data-segment": s.name },
     el("td", {}, el("a", { href: `#/segments/${encodeURIComponent(s.name)}`, "data-testid": `segment-${s.name}` }, segLabel(s)),
-      el("div", { class: "muted small" }, segText(s))),
+      el("div", { class: "muted small" }, segText(s)), whyEmpty(s)),
     el("td", {}, s.channel),
     el("td", { class: "n" }, num(s.size)),
     el("td", { class: "n" }, num(s.send)),
@@ -345,7 +382,7 @@ async function showSegment(nav, name, params) {
       el("div", { class: "row" }, el("h2", {}, t("segment.members")), filter, el("span", { class: "spacer" }),
         state.me.role === "admin" ? el("label", { class: "small" }, unmasked, " ", t("segment.unmasked")) : null, download),
       members.total ? table([t("col.member"), t("col.status"), t("col.phone"), t("col.lifecycle"), t("col.scores"),
-        t("col.reasons"), t("col.delivery")], rows, { "data-testid": "members" }) : el("p", { class: "muted" }, t("segment.none")),
+        t("col.reasons"), t("col.delivery")], rows, { "data-testid": "members" }) : whyEmpty(seg) || el("p", { class: "muted" }, t("segment.none")),
       el("div", { class: "row pager" },
         el("button", { type: "button", disabled: page <= 1, onclick: () => go(page - 1) }, t("segment.prev")),
         el("span", { "data-testid": "pager" }, t("segment.page", { p: page, n: pages, t: num(members.total) })),
@@ -584,8 +621,187 @@ async function showQueues(nav) {
     el("div", { class: "card" }, el("h2", {}, t("queues.by_segment")), table(head(t("col.segment")), rows(data.by_segment, false)))));
 }
 
+// --- dashboards: the report models (dbt), each number as the API serves it, charts drawn by ECharts -------
+const charts = [];
+function disposeCharts() { while (charts.length) charts.pop().dispose(); }
+window.addEventListener("resize", () => charts.forEach((c) => c.resize()));
+
+// a report value as ops read it: codes by their label, shares as percentages, money in yuan
+function cell(report, column, value) {
+  if (value === null || value === undefined) return "–";
+  const labels = report.value_labels[column.name];
+  if (labels && labels[String(value)] !== undefined) return labels[String(value)];
+  switch (column.unit) {
+    case "share": return pct(value);
+    case "cny": return t("unit.cny", { v: Number(value).toLocaleString(state.lang === "zh" ? "zh-CN" : "en", { minimumFractionDigits: 2, maximumFractionDigits: 2 }) });
+    case "minutes": return Number(value).toFixed(1);
+    case "ratio": return Number(value).toFixed(2);
+    case "bool": return value ? "✔" : "–";
+    case "count": case "days": return num(value);
+    default: return String(value);
+  }
+}
+
+function reportTable(report, { columns = null, limit = 12 } = {}) {
+  const cols = report.columns.filter((c) => !columns || columns.includes(c.name));
+  const numeric = (c) => !["text", "date"].includes(c.unit) && !c.unit.startsWith("vocab:");
+  const body = el("tbody", {});
+  const fill = (n) => body.replaceChildren(...report.rows.slice(0, n).map((r) => el("tr", {},
+    cols.map((c) => el("td", { class: numeric(c) ? "n" : null, "data-col": c.name }, cell(report, c, r[c.name]))))));
+  fill(limit);
+  const more = report.rows.length > limit ? el("button", { class: "link", type: "button", onclick: (e) => {
+    const open = e.target.dataset.open !== "1";
+    fill(open ? report.rows.length : limit);
+    e.target.dataset.open = open ? "1" : "0";
+    e.target.textContent = open ? t("reports.less") : t("reports.more", { n: report.rows.length });
+  } }, t("reports.more", { n: report.rows.length })) : null;
+  if (!report.rows.length) return el("p", { class: "muted" }, t("empty"));
+  return el("div", { class: "scroll" }, el("table", { "data-testid": `report-${report.name}` },
+    el("thead", {}, el("tr", {}, cols.map((c) => el("th", { class: numeric(c) ? "n" : null }, c.label)))), body), more);
+}
+
+const kpi = (testid, value, label) => el("div", { class: "stat", "data-testid": `kpi-${testid}` }, el("b", {}, value), el("span", {}, label));
+const sum = (rows, key) => rows.reduce((a, r) => a + (r[key] || 0), 0);
+const ratio = (a, b) => (b ? a / b : null);
+const codeLabel = (report, column, value) => (report.value_labels[column] || {})[value] || value;
+
+// an ECharts option with axes, a legend and a tooltip; `y` and `y2` name the axes, `percent` marks a share axis
+function chartOption({ x, xName, series, y, y2 = null, percent = [false, false], stacked = false, log = false }) {
+  const axis = (name, isPct) => ({ type: log ? "log" : "value", name, nameTextStyle: { align: "left" }, min: log ? null : 0,
+    axisLabel: { formatter: isPct ? (v) => `${Math.round(v * 100)}%` : (v) => num(v) } });
+  return {
+    animation: false,
+    textStyle: { fontFamily: getComputedStyle(document.documentElement).fontFamily },
+    grid: { left: 56, right: y2 ? 56 : 24, top: 48, bottom: 48, containLabel: true },
+    legend: { top: 0 },
+    tooltip: { trigger: "axis", valueFormatter: (v) => (v === null || v === undefined ? "–" : Number.isInteger(v) ? num(v) : Number(v).toFixed(4)) },
+    xAxis: { type: "category", data: x, name: xName, nameLocation: "middle", nameGap: 30, axisLabel: { hideOverlap: true } },
+    yAxis: y2 ? [axis(y, percent[0]), axis(y2, percent[1])] : [axis(y, percent[0])],
+    series: series.map((s) => ({ type: "bar", ...(stacked && s.type !== "line" ? { stack: "total" } : {}), ...s })),
+  };
+}
+
+function chartBox(testid) { return el("div", { class: "chart", "data-testid": `chart-${testid}`, role: "img" }); }
+
+function drawChart(box, option) {
+  const chart = echarts.init(box, null, { renderer: "svg", locale: state.lang === "zh" ? "ZH" : "EN" });
+  chart.setOption(option);
+  box.setAttribute("aria-label", [option.legend && option.series.map((s) => s.name).join(", "), option.xAxis.name].filter(Boolean).join(" · "));
+  charts.push(chart);
+}
+
+async function showReports(nav) {
+  const lang = `?lang=${state.lang}`;
+  const index = await nav.api(`/api/reports${lang}`);
+  if (!index.observed_through) { nav.render(el("div", { class: "card" }, el("p", { class: "muted" }, t("reports.none")))); return; }
+  const names = index.reports.map((r) => r.name);
+  const got = await Promise.all(names.map((n) => nav.api(`/api/reports/${n}${lang}`)));
+  const R = Object.fromEntries(names.map((n, i) => [n, got[i]]));
+  const draw = [];
+  const card = (name, stats, chart, tables) => el("div", { class: "card", "data-report": name },
+    el("h2", {}, R[name].label), el("div", { class: "stats" }, stats), chart, tables);
+
+  // check-in camps
+  const camps = R.checkin_camps, daily = R.checkin_daily;
+  const checkinBox = chartBox("checkin");
+  draw.push(() => drawChart(checkinBox, chartOption({
+    x: daily.rows.map((r) => r.day), xName: t("chart.day"), y: t("chart.in_camp"), y2: t("chart.checkin_rate"), percent: [false, true],
+    series: [{ name: t("chart.in_camp"), data: daily.rows.map((r) => r.in_camp), itemStyle: { color: "#99d5cf" } },
+      { name: t("chart.checkin_rate"), type: "line", yAxisIndex: 1, data: daily.rows.map((r) => r.checkin_rate), itemStyle: { color: "#0f766e" } }],
+  })));
+  const checkin = card("checkin_camps", [
+    kpi("checkin_rate", pct(ratio(sum(camps.rows, "checkin_days"), sum(camps.rows, "camp_days"))), t("kpi.checkin_rate")),
+    kpi("completion_21d", pct(ratio(sum(camps.rows, "completed_21d"), sum(camps.rows, "eligible_21d"))), t("kpi.completion_21d")),
+    kpi("completion_28d", pct(ratio(sum(camps.rows, "completed_28d"), sum(camps.rows, "eligible_28d"))), t("kpi.completion_28d")),
+    kpi("enrolled", num(sum(camps.rows, "enrolled")), t("kpi.enrolled"))],
+  checkinBox, reportTable(camps, { columns: ["chat_id", "topic", "started_on", "enrolled", "still_in_group", "daily_checkin_rate", "completion_21d", "completion_28d"] }));
+
+  // livestream sessions, oldest first on the chart
+  const live = R.livestream_sessions;
+  const sessions = [...live.rows].reverse();
+  const closed = live.rows.filter((r) => r.window_closed);
+  const liveBox = chartBox("livestream");
+  draw.push(() => drawChart(liveBox, chartOption({
+    x: sessions.map((r) => `${r.session_date} ${codeLabel(live, "platform", r.platform)}`), xName: t("chart.day"), y: t("chart.viewers"),
+    series: [{ name: t("chart.viewers"), data: sessions.map((r) => r.viewers), itemStyle: { color: "#99d5cf" } },
+      { name: t("chart.buyers_7d"), data: sessions.map((r) => r.buyers_7d), itemStyle: { color: "#b45309" } }],
+  })));
+  const livestream = card("livestream_sessions", [
+    kpi("viewers", num(Math.round(ratio(sum(live.rows, "viewers"), live.rows.length) || 0)), t("kpi.viewers")),
+    kpi("watch", (ratio(sum(live.rows, "watch_minutes"), sum(live.rows, "viewers")) || 0).toFixed(1), t("kpi.watch")),
+    kpi("buyer_rate_7d", pct(ratio(sum(closed, "buyers_7d"), sum(closed, "viewers"))), t("kpi.buyer_rate_7d"))],
+  liveBox, reportTable(live, { columns: ["session_date", "platform", "viewers", "watch_minutes_per_viewer", "product_clicks", "clicking_viewers", "buyers_7d", "orders_7d", "revenue_7d_cny", "buyer_rate_7d", "window_closed"] }));
+
+  // first-order conversion: per channel (counts summed over its codes), then each channel and code
+  const conv = R.first_order_conversion;
+  const channels = [...new Set(conv.rows.map((r) => r.acquisition_channel))];
+  const byChannel = channels.map((c) => { const rows = conv.rows.filter((r) => r.acquisition_channel === c);
+    return { channel: c, c7: ratio(sum(rows, "converted_7d"), sum(rows, "prospects_7d")), c15: ratio(sum(rows, "converted_15d"), sum(rows, "prospects_15d")) }; });
+  const convBox = chartBox("conversion");
+  draw.push(() => drawChart(convBox, chartOption({
+    x: byChannel.map((r) => codeLabel(conv, "acquisition_channel", r.channel)), y: t("chart.conversion"), percent: [true],
+    series: [{ name: t("chart.conversion_7d"), data: byChannel.map((r) => r.c7), itemStyle: { color: "#99d5cf" } },
+      { name: t("chart.conversion_15d"), data: byChannel.map((r) => r.c15), itemStyle: { color: "#0f766e" } }],
+  })));
+  const conversion = card("first_order_conversion", [
+    kpi("conversion_7d", pct(ratio(sum(conv.rows, "converted_7d"), sum(conv.rows, "prospects_7d"))), t("kpi.conversion_7d")),
+    kpi("conversion_15d", pct(ratio(sum(conv.rows, "converted_15d"), sum(conv.rows, "prospects_15d"))), t("kpi.conversion_15d")),
+    kpi("prospects_15d", num(sum(conv.rows, "prospects_15d")), t("kpi.prospects_15d"))],
+  convBox, reportTable(conv, { columns: ["acquisition_channel", "source_code", "members", "prospects", "prospects_15d", "converted_7d", "converted_15d", "conversion_7d", "conversion_15d"] }));
+
+  // repurchase by category cycle
+  const rep = R.repurchase_by_category;
+  const repBox = chartBox("repurchase");
+  draw.push(() => drawChart(repBox, chartOption({
+    x: rep.rows.map((r) => codeLabel(rep, "category", r.category)), y: t("chart.repurchase_rate"), percent: [true],
+    series: [{ name: t("chart.repurchase_rate"), data: rep.rows.map((r) => r.repurchase_rate), itemStyle: { color: "#0f766e" } }],
+  })));
+  const repurchase = card("repurchase_by_category", [
+    kpi("repurchase", pct(ratio(sum(rep.rows, "repurchased"), sum(rep.rows, "eligible"))), t("kpi.repurchase"))],
+  repBox, reportTable(rep));
+
+  // lifecycle: members by stage at each week's end, and last week's moves
+  const mig = R.lifecycle_migration;
+  const weeks = [...new Set(mig.rows.map((r) => r.week_ending))];
+  const stages = ["new", "active", "at_risk", "silent", "lost"];
+  const colors = { new: "#60a5fa", active: "#0f766e", at_risk: "#f59e0b", silent: "#9ca3af", lost: "#b91c1c" };
+  const migBox = chartBox("lifecycle");
+  draw.push(() => drawChart(migBox, chartOption({
+    x: weeks, xName: t("chart.week"), y: t("chart.members"), stacked: true,
+    series: stages.map((s) => ({ name: codeLabel(mig, "to_stage", s), itemStyle: { color: colors[s] },
+      data: weeks.map((w) => sum(mig.rows.filter((r) => r.week_ending === w && r.to_stage === s), "members")) })),
+  })));
+  const last = weeks[weeks.length - 1];
+  const order = (s) => ["none", ...stages].indexOf(s);
+  const lastRows = { ...mig, rows: mig.rows.filter((r) => r.week_ending === last)
+    .sort((a, b) => order(a.from_stage) - order(b.from_stage) || order(a.to_stage) - order(b.to_stage)) };
+  const lifecycle = card("lifecycle_migration", [], migBox,
+    [el("h3", {}, t("migration.latest", { day: last || "–" })), reportTable(lastRows, { columns: ["from_stage", "to_stage", "members"], limit: 40 })]);
+
+  // CAC and LTV per channel
+  const eco = R.channel_economics;
+  const ecoBox = chartBox("economics");
+  draw.push(() => drawChart(ecoBox, chartOption({
+    x: eco.rows.map((r) => codeLabel(eco, "acquisition_channel", r.acquisition_channel)), y: t("chart.cny_log"), log: true,
+    series: [{ name: t("chart.cac"), data: eco.rows.map((r) => r.cac_cny), itemStyle: { color: "#b45309" } },
+      { name: t("chart.ltv"), data: eco.rows.map((r) => r.ltv_to_date_cny), itemStyle: { color: "#0f766e" } }],
+  })));
+  const spend = sum(eco.rows, "spend_cny");
+  const economics = card("channel_economics", [
+    kpi("spend", cell(eco, { unit: "cny", name: "" }, spend), t("kpi.spend")),
+    kpi("cac", cell(eco, { unit: "cny", name: "" }, ratio(spend, sum(eco.rows, "new_customers"))), t("kpi.cac")),
+    kpi("ltv_cac", (ratio(sum(eco.rows, "net_revenue_cny"), spend) || 0).toFixed(2), t("kpi.ltv_cac"))],
+  ecoBox, reportTable(eco));
+
+  nav.render(el("div", {}, el("div", { class: "row" }, el("h1", {}, t("reports.title")), el("span", { class: "spacer" }),
+    el("span", { class: "muted", "data-testid": "reports-through" }, t("reports.through", { day: index.observed_through }))),
+  checkin, livestream, conversion, repurchase, lifecycle, economics));
+  if (state.nav === nav) draw.forEach((f) => f());
+}
+
 function render(node) {
   const view = $("#view");
+  disposeCharts();
   view.replaceChildren(node);
   view.dataset.ready = location.hash;
 }
@@ -619,6 +835,7 @@ async function route() {
     else if (parts[0] === "deliveries") await showDeliveries(nav);
     else if (parts[0] === "outcomes") await showOutcomes(nav);
     else if (parts[0] === "audit") await showAudit(nav);
+    else if (parts[0] === "reports") await showReports(nav);
     else await showSegments(nav);
   } catch (err) {
     if (err.name === "AbortError" || state.nav !== nav) return;  // a newer navigation took over
