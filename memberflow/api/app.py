@@ -31,7 +31,7 @@ from memberflow.api.models import ModelCatalog
 from memberflow.api.reader import BUSY_WAIT_SECONDS, STATUS_ORDER, NotFound, NoWarehouse, Reader
 from memberflow.api.staff import staff_router
 from memberflow.core.settings import ConfigError, Settings
-from memberflow.core.vocab import MODELS
+from memberflow.core.vocab import MODELS, all_labels
 from memberflow.outreach.outcomes import NoOutcomesError, UpliftRow, report
 from memberflow.outreach.queue import QueueLog
 from memberflow.outreach.run import pick_reasons, reasons_model
@@ -449,6 +449,7 @@ def create_app(settings: Settings, busy_wait: float = BUSY_WAIT_SECONDS) -> Fast
         status: STATUS | None = None,
         page: Annotated[int, Query(ge=1, le=100_000)] = 1,
         page_size: Annotated[int, Query(ge=1, le=500)] = 50,
+        lang: Annotated[Literal["zh", "en"], Query(description="language of the reasons")] = "en",
     ) -> MemberPage:
         """A page of the segment's members for the day: tags, scores, reason sentences, delivery status.
         Order: members to send first, then by the segment's model score."""
@@ -465,7 +466,8 @@ def create_app(settings: Settings, busy_wait: float = BUSY_WAIT_SECONDS) -> Fast
         store.audit(who, "members_page", len(rows), segment, str(day))
         items = []
         for r in rows:
-            reasons = pick_reasons({m: s["reasons"] for m, s in r["scores"].items()}, model)
+            key = "reasons_zh" if lang == "zh" else "reasons"
+            reasons = pick_reasons({m: s[key] for m, s in r["scores"].items()}, model)
             items.append(
                 MemberRow(**{k: v for k, v in r.items() if k in MemberRow.model_fields}, reasons=reasons)
             )
@@ -602,6 +604,16 @@ def create_app(settings: Settings, busy_wait: float = BUSY_WAIT_SECONDS) -> Fast
                 raise NotFound(str(exc)) from None
 
     Lang = Annotated[Literal["zh", "en"], Query(description="language of the labels")]
+
+    @app.get("/api/labels", tags=["meta"], responses=ERRORS)
+    def labels(who: Ops) -> dict[str, Any]:
+        """What ops read for each code the API serves (channels, stages, tiers, interests, categories,
+        models, suppression reasons, delivery statuses, identifier types...), in zh and en, and each
+        segment's name: {group: {code: {zh, en}}}."""
+        out: dict[str, Any] = all_labels()
+        segments = definitions().values()
+        out["segment"] = {s.name: {lang: s.label_in(lang) for lang in ("zh", "en")} for s in segments}
+        return out
 
     @app.get("/api/reports", tags=["reports"], responses=ERRORS)
     def reports(who: Ops, lang: Lang = "zh") -> dict[str, Any]:

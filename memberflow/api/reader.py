@@ -259,17 +259,24 @@ class Reader:
         if not member_ids or "member_scores" not in self._tables(con):
             return {}
         out: dict[str, dict] = {}
-        for member_id, model, probability, decile, reasons in con.execute(
-            "select member_id, model, probability, decile, reasons from member_scores "
-            "where as_of = $as_of and list_contains($ids, member_id)",
+        for member_id, model, probability, decile, reasons, reasons_zh in con.execute(
+            f"select member_id, model, probability, decile, reasons, {self._reasons_zh(con)} "
+            "from member_scores where as_of = $as_of and list_contains($ids, member_id)",
             {"as_of": as_of, "ids": member_ids},
         ).fetchall():
             out.setdefault(member_id, {})[model] = {
                 "probability": probability,
                 "decile": decile,
                 "reasons": list(reasons or []),
+                "reasons_zh": list(reasons_zh or reasons or []),
             }
         return out
+
+    @staticmethod
+    def _reasons_zh(con) -> str:
+        """The Chinese reasons column of member_scores; the English one on a warehouse scored before it."""
+        columns = {r[0] for r in con.execute("describe member_scores").fetchall()}
+        return "reasons_zh" if "reasons_zh" in columns else "reasons as reasons_zh"
 
     def members(
         self,
@@ -467,8 +474,9 @@ class Reader:
             "where member_id = $m order by valid_from, tag_group, tag_value"
         )
         scores = member_rows(
-            "select as_of, model, probability, decile, reasons, model_version from member_scores "
-            "where member_id = $m order by as_of, model",
+            "select as_of, model, probability, decile, reasons, model_version, "
+            f"{self._reasons_zh(con) if 'member_scores' in self._tables(con) else 'null as reasons_zh'} "
+            "from member_scores where member_id = $m order by as_of, model",
             "member_scores",
         )
         features = member_rows(
@@ -486,6 +494,7 @@ class Reader:
         )
         for s in scores:
             s["reasons"] = list(s["reasons"] or [])
+            s["reasons_zh"] = list(s["reasons_zh"] or s["reasons"])
         member["channels_used"] = list(member.get("channels_used") or [])
         return {
             "member": member,

@@ -80,7 +80,83 @@ LABELS: dict[str, dict[str, tuple[str, str]]] = {
         "wechat_channels": ("微信视频号", "WeChat Channels"),
         "douyin": ("抖音", "Douyin"),
     },
+    "tag_group": {
+        "lifecycle": ("生命周期", "lifecycle"),
+        "funnel_stage": ("转化阶段", "funnel stage"),
+        "value_tier": ("客单价层级", "value tier"),
+        "interest": ("兴趣", "interest"),
+        "acquisition_channel": ("获客渠道", "acquisition channel"),
+    },
+    "model": {
+        "churn": ("流失模型", "churn"),
+        "repurchase": ("复购模型", "repurchase"),
+        "conversion": ("转化模型", "conversion"),
+    },
+    "outreach_channel": {
+        "wecom": ("企业微信", "WeCom"),
+        "webhook": ("Webhook 推送", "webhook"),
+        "sms": ("短信", "SMS"),
+        "file": ("文件导出", "file export"),
+    },
+    "id_type": {
+        "unionid": ("微信 unionid", "WeChat unionid"),
+        "openid": ("小程序/直播 openid", "openid"),
+        "external_userid": ("企微联系人", "WeCom contact"),
+        "card_no": ("会员卡号", "store card"),
+        "buyer_id": ("电商买家", "e-commerce buyer"),
+        "phone_token": ("手机号(令牌)", "phone (token)"),
+        "phone": ("手机号", "phone"),  # a phone token as the profile shows it: the masked number
+        "policy_id": ("保单", "insurance policy"),
+    },
+    "member_fact": {
+        "first_seen_on": ("首次出现", "first seen"),
+        "acquisition_channel": ("获客渠道", "acquisition channel"),
+        "staff_owner": ("专属员工", "staff owner"),
+        "channels_used": ("接触渠道", "channels used"),
+        "phone": ("手机(脱敏)", "phone (masked)"),
+        "marketing_opt_out": ("已退订营销", "opted out of marketing"),
+        "health_data_consent": ("已授权健康数据", "health-data consent"),
+    },
+    # why a member was not sent to (memberflow.outreach.suppression.REASONS; a unit test keeps both in step)
+    "suppression_reason": {
+        "undeliverable": ("无可用联系方式", "no way to reach"),
+        "opted_out": ("已退订", "opted out"),
+        "no_health_consent": ("未授权健康数据", "no health-data consent"),
+        "no_address": ("该渠道无地址", "no address on the channel"),
+        "left_programme": ("已退出项目", "left the programme"),
+        "stale": ("数据过旧", "stale data"),
+        "once_per_member": ("每人仅一次,已发过", "once per member, already sent"),
+        "once_per_due_cycle": ("本补货周期已发过", "already sent this replenishment cycle"),
+        "message_cooldown": ("同一消息冷却期内", "message cooldown"),
+        "already_contacted_today": ("今天已联系过", "already contacted today"),
+        "member_daily_cap": ("超出每人每日上限", "member daily cap"),
+        "member_weekly_cap": ("超出每人每周上限", "member weekly cap"),
+        "service_daily_cap": ("超出服务消息每日上限", "service daily cap"),
+        "service_weekly_cap": ("超出服务消息每周上限", "service weekly cap"),
+        "sms_daily_cap": ("超出短信每日上限", "SMS daily cap"),
+        "wecom_monthly_cap": ("超出企微每月上限", "WeCom monthly cap"),
+        "quiet_hours": ("免打扰时段", "quiet hours"),
+        "segment_daily_cap": ("超出人群每日上限", "segment daily cap"),
+        "staff_capacity": ("超出员工服务容量", "over the staff member's capacity"),
+    },
+    "delivery_status": {
+        "pending": ("待发送", "pending"),
+        "sending": ("发送中", "sending"),
+        "sent": ("已发送", "sent"),
+        "failed": ("发送失败,待重试", "failed, will retry"),
+        "cancelled": ("已取消", "cancelled"),
+    },
 }
+
+
+def all_labels() -> dict[str, dict[str, dict[str, str]]]:
+    """Every vocabulary's labels, categories included, as {group: {code: {zh, en}}} (the ops page's)."""
+    out = {
+        group: {code: {"zh": zh, "en": en} for code, (zh, en) in values.items()}
+        for group, values in LABELS.items()
+    }
+    out["category"] = {name: {"zh": c.label_zh, "en": c.label} for name, c in CATEGORIES.items()}
+    return out
 
 
 def label(group: str, value: str | None, lang: str) -> str:

@@ -92,6 +92,7 @@ def _routes(settings) -> dict[tuple[str, str], dict]:
         },
         ("get", "/api/queues"): {"url": "/api/queues", "needs": "ops"},
         ("get", "/api/reports"): {"url": "/api/reports", "needs": "ops"},
+        ("get", "/api/labels"): {"url": "/api/labels", "needs": "ops"},
         ("get", "/api/reports/{name}"): {"url": "/api/reports/channel_economics?lang=en", "needs": "ops"},
     }
 

@@ -67,7 +67,9 @@ def test_sign_in_open_a_segment_download_its_csv_and_open_a_member(page, ops_ws,
     page.wait_for_selector("[data-testid=members]")
     assert page.get_attribute("[data-testid=segment-title]", "data-segment") == segment
     assert f"{size:,} members" in page.inner_text("[data-testid=pager]")
-    page.wait_for_selector("[data-testid=trend-chart]")
+    page.wait_for_selector("[data-testid=trend-chart] svg text")
+    trend = page.locator("[data-testid=trend-chart] svg text").all_text_contents()
+    assert {"Members", "Day", "Sent", "Holdout"} <= set(trend), trend  # axis names and the legend
     # the members' score range beside everyone scored, and how to read a decile
     ranges = page.inner_text("[data-testid=score-ranges]")
     assert "everyone scored" in ranges and "D10 = the top 10 %" in ranges
@@ -231,6 +233,16 @@ def test_the_dashboards_draw_every_report_with_axes_and_legends_in_both_language
     assert not [c for c in codes if any(re.search(rf"\b{c}\b", t) for t in tables)]
     _shot(page, "13-dashboards-zh")
 
+    page.click("[data-testid=lang]")
+    page.wait_for_selector("h1:has-text('Dashboards')")
+    page.wait_for_selector("[data-testid=chart-economics] svg text")
+    texts = page.locator("[data-testid=chart-checkin] svg text").all_text_contents()
+    assert "Check-in rate" in texts and "In camp" in texts
+    assert "First-order conversion" in page.inner_text("[data-report=first_order_conversion] h2")
+    _shot(page, "14-dashboards-en")
+    page.click("[data-testid=lang]")  # back to Chinese
+    page.wait_for_selector("h1:has-text('经营看板')")
+
     # the segment list says why a segment has nobody today, in Chinese
     from memberflow.segments import load_segments
 
@@ -247,10 +259,66 @@ def test_the_dashboards_draw_every_report_with_axes_and_legends_in_both_language
     for name in empty:
         assert page.inner_text(f"[data-testid=empty-{name}]").startswith("没有成员:"), name
 
-    page.click("[data-testid=lang]")
-    page.wait_for_selector("h1:has-text('Dashboards')")
-    page.wait_for_selector("[data-testid=chart-economics] svg text")
-    texts = page.locator("[data-testid=chart-checkin] svg text").all_text_contents()
-    assert "Check-in rate" in texts and "In camp" in texts
-    assert "First-order conversion" in page.inner_text("[data-report=first_order_conversion] h2")
-    _shot(page, "14-dashboards-en")
+
+# the view's text without what is not a business string: ids and masked values, and the rules' definition
+VIEW_TEXT = """() => {
+  const view = document.querySelector('#view').cloneNode(true);
+  view.querySelectorAll('pre, .mono, svg').forEach((n) => n.remove());
+  document.body.append(view);
+  const text = view.innerText;
+  view.remove();
+  return text;
+}"""
+
+
+def test_the_chinese_page_shows_no_code_where_a_business_string_belongs(page, ops_ws, tokens):
+    """Every channel, stage, tier, interest, category, model, status, suppression reason and identifier
+    type the segment and member views show is shown by its Chinese label, and every reason is in Chinese."""
+    labels = page.request.get(
+        page.base_url + "/api/labels", headers={"Authorization": f"Bearer {tokens.ops}"}
+    ).json()
+    codes = {
+        code
+        for group, values in labels.items()
+        if group != "segment"
+        for code, label in values.items()
+        if code not in label["zh"]  # unionid and openid are what Chinese ops call them too
+    } | {"send", "already_sent", "holdout", "suppressed"}
+    with duckdb.connect(str(ops_ws.warehouse_path), read_only=True) as con:
+        segment = con.execute(
+            "select segment from segment_memberships where as_of = ? and status = 'suppressed' "
+            "group by 1 order by count(*) desc limit 1",
+            [SCORE_DAY],
+        ).fetchone()[0]
+
+    def untranslated() -> list[str]:
+        text = page.evaluate(VIEW_TEXT)
+        return sorted(c for c in codes if re.search(rf"(?<![\w-]){re.escape(c)}(?![\w-])", text))
+
+    page.goto(page.base_url + "/")
+    page.fill("#token", tokens.ops)
+    page.click("#signin-form button")
+    page.wait_for_selector("[data-testid=segments]")
+    assert untranslated() == []
+    for status in ("suppressed", ""):  # the reasons given, and then the members to send first
+        target = f"#/segments/{segment}?page=1&status={status}"
+        page.evaluate(f"location.hash = '{target}'")
+        page.wait_for_selector(f"#view[data-ready='{target}'] [data-testid=members]")
+        assert untranslated() == [], status
+        reasons = page.locator("[data-testid=members] ul.reasons li").all_inner_texts()
+        assert all(re.search(r"[\u4e00-\u9fff]", r) for r in reasons), reasons[:5]
+        _shot(page, f"15-segment-{status or 'all'}-zh")
+    with duckdb.connect(str(ops_ws.warehouse_path), read_only=True) as con:
+        explained = con.execute(
+            "select min(member_id) from member_scores where as_of = ? and len(reasons) > 0",
+            [SCORE_DAY],
+        ).fetchone()[0]
+    target = f"#/members/{explained}"
+    page.evaluate(f"location.hash = '{target}'")
+    page.wait_for_selector(f"#view[data-ready='{target}'] [data-testid=chart-scores] svg text")
+    scores = page.locator("[data-testid=chart-scores] svg text").all_text_contents()
+    assert {"概率", "日期", "流失模型"} <= set(scores), scores
+    assert untranslated() == []
+    reasons = page.locator("ul.reasons li").all_inner_texts()
+    assert reasons and all(re.search(r"[\u4e00-\u9fff]", r) for r in reasons), reasons[:5]
+    _shot(page, "16-member-zh")

@@ -229,6 +229,15 @@ def test_every_vocabulary_value_ops_read_has_both_labels_and_every_script_loads(
     for group, values in TAG_VALUES.items():
         assert set(LABELS[group]) == set(values), group
     assert all(c.label and c.label_zh for c in CATEGORIES.values())
+    # the codes the ops page shows for a member not sent to, a delivery, a model, an outreach channel
+    from memberflow.core.vocab import MODELS, OUTREACH_CHANNELS
+    from memberflow.outreach.ledger import UNSETTLED
+    from memberflow.outreach.suppression import REASONS
+
+    assert set(LABELS["suppression_reason"]) == set(REASONS)
+    assert set(LABELS["delivery_status"]) == {*UNSETTLED, "sent", "cancelled"}
+    assert set(LABELS["model"]) == set(MODELS) and set(LABELS["outreach_channel"]) == set(OUTREACH_CHANNELS)
+    assert all(zh and en for values in LABELS.values() for zh, en in values.values())
     segments = load_segments()
     assert all(s.label and not isinstance(s.description, str) for s in segments)  # the starter library
     scripts = load_scripts()

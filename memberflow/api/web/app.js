@@ -20,7 +20,7 @@ const T = {
     "segment.back": "← 全部人群", "segment.rules": "规则", "segment.suppressed": "屏蔽原因",
     "segment.members": "成员", "segment.all": "全部状态", "segment.download": "下载 CSV",
     "segment.unmasked": "明文导出(记录审计)", "segment.prev": "上一页", "segment.next": "下一页",
-    "segment.page": "第 {p} / {n} 页,共 {t} 人", "segment.none": "这一天没有成员。",
+    "segment.page": "第 {p} / {n} 页,共 {t} 人", "segment.none": "这一天没有成员。", "segment.health": "涉及健康数据", "yes": "是", "no": "否",
     "empty.paused": "没有成员:模型 {model} 被线上监控暂停,重新训练后恢复。", "empty.no_scores": "没有成员:模型 {model} 当天没有评分(还没有线上模型,或尚未评分)。",
     "empty.not_planned": "没有成员:这一天还没有运行触达计划。", "empty.taken": "没有成员:规则匹配的 {n} 人都已进入优先级更高的人群。",
     "empty.no_match": "没有成员:这一天没有会员符合规则。",
@@ -66,7 +66,7 @@ const T = {
     "kpi.cac": "整体 CAC", "kpi.ltv_cac": "整体 LTV:CAC",
     "chart.checkin_rate": "打卡率", "chart.in_camp": "营内人数", "chart.viewers": "观看人数", "chart.buyers_7d": "7天内下单人数",
     "chart.conversion_7d": "7天转化率", "chart.conversion_15d": "15天转化率", "chart.conversion": "首单转化率",
-    "chart.cny_log": "元(对数坐标)", "chart.repurchase_rate": "复购率",
+    "chart.cny_log": "元(对数坐标)", "chart.probability": "概率", "chart.repurchase_rate": "复购率",
     "chart.members": "会员数", "chart.cac": "CAC(元)", "chart.ltv": "至今 LTV(元)", "chart.day": "日期", "chart.week": "周末日期",
     "migration.latest": "最近一周({day})从上周阶段到本周阶段的人数", "unit.cny": "¥{v}",
   },
@@ -89,7 +89,7 @@ const T = {
     "segment.back": "← All segments", "segment.rules": "Rules", "segment.suppressed": "Suppressed by reason",
     "segment.members": "Members", "segment.all": "All statuses", "segment.download": "Download CSV",
     "segment.unmasked": "Unmasked (audited)", "segment.prev": "Previous", "segment.next": "Next",
-    "segment.page": "Page {p} of {n}, {t} members", "segment.none": "No members on this day.",
+    "segment.page": "Page {p} of {n}, {t} members", "segment.none": "No members on this day.", "segment.health": "health data", "yes": "yes", "no": "no",
     "empty.paused": "Nobody: the {model} model is paused by live monitoring until it is retrained.", "empty.no_scores": "Nobody: the {model} model has no scores on this day (no champion yet, or not scored yet).",
     "empty.not_planned": "Nobody: no delivery was planned on this day yet.", "empty.taken": "Nobody: the {n} members its rules matched went to segments of higher priority.",
     "empty.no_match": "Nobody: no member matched its rules on this day.",
@@ -136,7 +136,7 @@ const T = {
     "kpi.cac": "Overall CAC", "kpi.ltv_cac": "Overall LTV:CAC",
     "chart.checkin_rate": "Check-in rate", "chart.in_camp": "In camp", "chart.viewers": "Viewers", "chart.buyers_7d": "Buyers within 7 days",
     "chart.conversion_7d": "7-day conversion", "chart.conversion_15d": "15-day conversion", "chart.conversion": "First-order conversion",
-    "chart.cny_log": "¥ (log scale)", "chart.repurchase_rate": "Repurchase rate",
+    "chart.cny_log": "¥ (log scale)", "chart.probability": "probability", "chart.repurchase_rate": "Repurchase rate",
     "chart.members": "Members", "chart.cac": "CAC (¥)", "chart.ltv": "LTV to date (¥)", "chart.day": "Day", "chart.week": "Week ending",
     "migration.latest": "Last week ({day}): members from their stage a week before to their stage now", "unit.cny": "¥{v}",
   },
@@ -202,7 +202,7 @@ async function api(path, options = {}) {
 const pct = (p) => (p === null || p === undefined ? "–" : `${(p * 100).toFixed(1)}%`);
 const num = (n) => (n === null || n === undefined ? "–" : Number(n).toLocaleString(state.lang === "zh" ? "zh-CN" : "en"));
 
-// --- charts: small inline SVG, drawn here (thirty points need no chart library) ---------------------------
+// --- small inline SVG: the segment list's sparklines and the outcomes chart (the rest: ECharts, below) ----------
 function svg(tag, attrs = {}, ...children) {
   const node = document.createElementNS("http://www.w3.org/2000/svg", tag);
   for (const [k, v] of Object.entries(attrs)) {
@@ -221,39 +221,6 @@ function sparkline(points, key = "size", width = 140, height = 32) {
     svg("polyline", { points: coords.join(" ") }));
 }
 
-function dateLabels(points, width, y) {
-  return [0, points.length - 1].filter((i) => points[i]).map((i) =>
-    Object.assign(svg("text", { x: i === 0 ? 0 : width, y, "text-anchor": i === 0 ? "start" : "end" }), { textContent: points[i].as_of }));
-}
-
-function barChart(points, width = 640, height = 140) {
-  const max = Math.max(1, ...points.map((p) => p.size));
-  const w = width / Math.max(points.length, 1);
-  const bar = (x, value, cls, title) => svg("rect", {
-    x: (x * w + 1).toFixed(1), y: (height - (value / max) * height).toFixed(1), width: Math.max(w - 2, 1).toFixed(1),
-    height: ((value / max) * height).toFixed(1), class: cls, title,
-  });
-  const bars = points.flatMap((p, i) => [
-    bar(i, p.size, "size", `${p.as_of}: ${p.size} / ${t("col.sent")} ${p.sent}`), bar(i, p.sent, "sent", `${t("col.sent")} ${p.sent}`)]);
-  return svg("svg", { viewBox: `0 0 ${width} ${height + 18}`, class: "bars", "data-testid": "trend-chart" },
-    ...bars, ...dateLabels(points, width, height + 14));
-}
-
-function scoreChart(scores, width = 640, height = 160) {
-  const days = [...new Set(scores.map((s) => s.as_of))].sort();
-  const x = (d) => (days.length > 1 ? (days.indexOf(d) / (days.length - 1)) * (width - 10) + 5 : width / 2);
-  const y = (p) => height - p * (height - 10) - 5;
-  const parts = ["churn", "repurchase", "conversion"].flatMap((model) => {
-    const pts = scores.filter((s) => s.model === model);
-    if (!pts.length) return [];
-    return [svg("polyline", { class: `m-${model}`, points: pts.map((s) => `${x(s.as_of).toFixed(1)},${y(s.probability).toFixed(1)}`).join(" ") }),
-      ...pts.map((s) => svg("circle", { class: `m-${model}`, cx: x(s.as_of).toFixed(1), cy: y(s.probability).toFixed(1), r: 3,
-        title: `${model} ${s.as_of}: ${pct(s.probability)}` }))];
-  });
-  return svg("svg", { viewBox: `0 0 ${width} ${height + 18}`, class: "lines" }, ...parts,
-    ...dateLabels(days.map((d) => ({ as_of: d })), width, height + 14));
-}
-
 // uplift per week with its 95 % interval: y axis in percentage points with ticks and a zero line; one band per
 // week on the x axis, the point in its middle
 function upliftChart(rows, width = 640, height = 180) {
@@ -261,12 +228,15 @@ function upliftChart(rows, width = 640, height = 180) {
   const values = rows.flatMap((r) => [r.ci_low, r.ci_high, 0]).filter((v) => v !== null);
   let lo = Math.min(...values), hi = Math.max(...values);
   if (hi - lo < 0.02) { hi += 0.01; lo -= 0.01; }
+  const step = niceStep((hi - lo) / 4);
+  // the axis runs from tick to tick: at least two labelled ticks, whatever the intervals' span
+  lo = Math.floor(lo / step - 1e-9) * step;
+  hi = Math.ceil(hi / step + 1e-9) * step;
   const y = (v) => top + (hi - v) / (hi - lo) * plotH;
   const band = plotW / Math.max(rows.length, 1);
   const x = (i) => left + band * (i + 0.5);
-  const step = niceStep((hi - lo) / 4);
   const ticks = [];
-  for (let v = Math.ceil(lo / step) * step; v <= hi + 1e-12; v += step) ticks.push(Math.abs(v) < 1e-12 ? 0 : v);
+  for (let k = Math.round(lo / step); k <= Math.round(hi / step); k += 1) ticks.push(k === 0 ? 0 : k * step);
   const digits = step * 100 < 1 ? 1 : 0;
   const axis = [svg("line", { x1: left, x2: left, y1: top, y2: top + plotH, class: "axis" }),
     ...ticks.flatMap((v) => [svg("line", { x1: left - 4, x2: left + plotW, y1: y(v), y2: y(v), class: v === 0 ? "zero" : "grid" }),
@@ -295,6 +265,13 @@ function table(headers, rows, attrs = {}) {
     el("tbody", {}, rows)));
 }
 
+// a code as ops read it in the page's language (GET /api/labels: channels, stages, reasons, statuses...)
+const lbl = (group, code) => {
+  if (code === null || code === undefined || code === "") return "–";
+  const found = ((state.labels || {})[group] || {})[code];
+  return found ? found[state.lang] : String(code);
+};
+
 // a segment's name and description in the page's language (segments.yml's labels; the key without one)
 const segLabel = (s) => (s.labels && s.labels[state.lang]) || s.name;
 const segText = (s) => (s.descriptions && s.descriptions[state.lang]) || s.description;
@@ -315,7 +292,7 @@ async function showSegments(nav) {
   const rows = data.segments.map((s) => el("tr", { "data-segment": s.name },
     el("td", {}, el("a", { href: `#/segments/${encodeURIComponent(s.name)}`, "data-testid": `segment-${s.name}` }, segLabel(s)),
       el("div", { class: "muted small" }, segText(s)), whyEmpty(s)),
-    el("td", {}, s.channel),
+    el("td", {}, lbl("outreach_channel", s.channel)),
     el("td", { class: "n" }, num(s.size)),
     el("td", { class: "n" }, num(s.send)),
     el("td", { class: "n" }, num(s.delivery.sent || 0)),
@@ -334,7 +311,7 @@ async function showSegment(nav, name, params) {
   const status = params.get("status") || "";
   const day = state.day ? `as_of=${encodeURIComponent(state.day)}` : "";
   const seg = await nav.api(`/api/segments/${encodeURIComponent(name)}?${day}`);
-  const members = await nav.api(`/api/segments/${encodeURIComponent(name)}/members?${day}&page=${page}&page_size=25`
+  const members = await nav.api(`/api/segments/${encodeURIComponent(name)}/members?${day}&page=${page}&page_size=25&lang=${state.lang}`
     + (status ? `&status=${status}` : ""));
   state.day = members.as_of;
   const pages = Math.max(1, Math.ceil(members.total / members.page_size));
@@ -345,38 +322,40 @@ async function showSegment(nav, name, params) {
   const unmasked = el("input", { type: "checkbox", id: "unmasked", "data-testid": "unmasked" });
   const download = el("button", { type: "button", "data-testid": "download", onclick: () => downloadCsv(name, status, unmasked.checked) },
     t("segment.download"));
+  const trendBox = chartBox("trend");
+  trendBox.dataset.testid = "trend-chart";
   const suppressed = Object.entries(seg.suppressed).sort((a, b) => b[1] - a[1]);
   const maxSup = Math.max(1, ...suppressed.map((s) => s[1]));
   const rows = members.items.map((m) => el("tr", { "data-member": m.member_id },
     el("td", {}, el("a", { href: `#/members/${encodeURIComponent(m.member_id)}`, class: "mono", "data-testid": "member-link" }, m.member_id)),
-    el("td", {}, statusChip(m.status), m.reason ? el("div", { class: "muted small" }, m.reason) : null),
+    el("td", {}, statusChip(m.status), m.reason ? el("div", { class: "muted small" }, lbl("suppression_reason", m.reason)) : null),
     el("td", { class: "mono" }, m.phone_masked || "–"),
-    el("td", {}, m.lifecycle_stage || "–", el("div", { class: "muted small" }, m.value_tier || "")),
-    el("td", {}, Object.entries(m.scores).map(([k, v]) => el("div", { class: "small" }, `${k} ${pct(v.probability)} · D${v.decile}`))),
+    el("td", {}, lbl("lifecycle", m.lifecycle_stage), el("div", { class: "muted small" }, m.value_tier ? lbl("value_tier", m.value_tier) : "")),
+    el("td", {}, Object.entries(m.scores).map(([k, v]) => el("div", { class: "small" }, `${lbl("model", k)} ${pct(v.probability)} · D${v.decile}`))),
     el("td", {}, el("ul", { class: "reasons" }, m.reasons.map((r) => el("li", {}, r)))),
-    el("td", {}, m.delivery_status || "–")));
+    el("td", {}, lbl("delivery_status", m.delivery_status))));
   nav.render(el("div", {},
     el("p", {}, el("a", { href: "#/segments" }, t("segment.back"))),
     el("div", { class: "card" },
       el("div", { class: "row" }, el("h1", { "data-testid": "segment-title", "data-segment": seg.name }, segLabel(seg)),
-        el("span", { class: "chip" }, seg.channel),
-        seg.health_based ? el("span", { class: "chip warn" }, "health") : null, el("span", { class: "spacer" }),
+        el("span", { class: "chip" }, lbl("outreach_channel", seg.channel)),
+        seg.health_based ? el("span", { class: "chip warn" }, t("segment.health")) : null, el("span", { class: "spacer" }),
         el("span", { class: "muted" }, members.as_of)),
       el("p", { class: "muted" }, segText(seg)),
       el("div", { class: "stats" },
         [["col.size", seg.size], ["col.send", seg.send], ["col.sent", seg.delivery.sent || 0], ["col.holdout", seg.holdout],
           ["col.suppressed", seg.suppressed_total]].map(([k, v]) => el("div", { class: "stat" }, el("b", {}, num(v)), el("span", {}, t(k))))),
-      barChart(seg.trend),
+      trendBox,
       seg.scores.length ? el("div", { "data-testid": "score-ranges" }, el("h3", {}, t("segment.scores")),
         seg.scores.map((r) => el("div", { class: "small", "data-model": r.model }, t("scores.range", {
-          model: r.model, lo: pct(r.min_probability), hi: pct(r.max_probability), mid: pct(r.median_probability),
+          model: lbl("model", r.model), lo: pct(r.min_probability), hi: pct(r.max_probability), mid: pct(r.median_probability),
           dlo: r.min_decile, dhi: r.max_decile, pop: pct(r.population_mean) }))),
         el("p", { class: "muted small" }, t("scores.legend"))) : null,
       el("div", { class: "cols" },
         el("div", {}, el("h3", {}, t("segment.rules")), el("pre", { class: "rules" }, JSON.stringify(seg.rules, null, 1))),
         el("div", {}, el("h3", {}, t("segment.suppressed")),
           suppressed.length ? suppressed.map(([r, n]) => el("div", { class: "hbar" },
-            el("span", {}, r), el("i", { style: null, "data-w": Math.round((n / maxSup) * 100) }), el("b", {}, num(n))))
+            el("span", {}, lbl("suppression_reason", r)), el("i", { style: null, "data-w": Math.round((n / maxSup) * 100) }), el("b", {}, num(n))))
             : el("p", { class: "muted" }, t("empty"))))),
     el("div", { class: "card" },
       el("div", { class: "row" }, el("h2", {}, t("segment.members")), filter, el("span", { class: "spacer" }),
@@ -389,6 +368,12 @@ async function showSegment(nav, name, params) {
         el("button", { type: "button", disabled: page >= pages, onclick: () => go(page + 1) }, t("segment.next"))))));
   // widths set from script, not inline style attributes: the page's CSP allows no inline styles
   document.querySelectorAll(".hbar i").forEach((i) => { i.style.width = `${i.dataset.w}%`; });
+  if (state.nav === nav) drawChart(trendBox, chartOption({
+    x: seg.trend.map((p) => p.as_of), xName: t("chart.day"), y: t("chart.members"),
+    series: [{ name: t("col.size"), data: seg.trend.map((p) => p.size), itemStyle: { color: "#99d5cf" } },
+      { name: t("col.holdout"), data: seg.trend.map((p) => p.holdout || 0), itemStyle: { color: "#a5b4fc" } },
+      { name: t("col.sent"), data: seg.trend.map((p) => p.sent), itemStyle: { color: "#0f766e" } }],
+  }));
 }
 
 async function downloadCsv(name, status, unmasked) {
@@ -416,37 +401,50 @@ async function showMember(nav, id) {
     throw err;
   }
   const m = p.member;
-  const facts = [["first_seen_on", m.first_seen_on], ["acquisition_channel", m.acquisition_channel],
-    ["staff_owner", m.staff_owner], ["channels_used", (m.channels_used || []).join(", ")], ["phone", m.phone_masked],
-    ["marketing_opt_out", m.marketing_opt_out], ["health_data_consent", m.health_data_consent]];
+  const yesNo = (v) => (v === null || v === undefined ? "–" : t(v ? "yes" : "no"));
+  const facts = [["first_seen_on", m.first_seen_on], ["acquisition_channel", lbl("acquisition_channel", m.acquisition_channel)],
+    ["staff_owner", m.staff_owner], ["channels_used", (m.channels_used || []).map((c) => lbl("acquisition_channel", c)).join("、")],
+    ["phone", m.phone_masked], ["marketing_opt_out", yesNo(m.marketing_opt_out)], ["health_data_consent", yesNo(m.health_data_consent)]];
+  const reasonsOf = (s) => (state.lang === "zh" && s.reasons_zh ? s.reasons_zh : s.reasons);
+  const tagText = (tg) => `${lbl("tag_group", tg.tag_group)}:${lbl(tg.tag_group, tg.tag_value)}`;
   const latest = {};
   p.scores.forEach((s) => { latest[s.model] = s; });
+  const scoreBox = chartBox("scores");
+  const days = [...new Set(p.scores.map((s) => s.as_of))].sort();
+  const modelColors = { churn: "#b91c1c", repurchase: "#0f766e", conversion: "#7c3aed" };
   nav.render(el("div", {},
     el("div", { class: "card" },
       el("div", { class: "row" }, el("h1", {}, t("member.title")), el("span", { class: "mono", "data-testid": "member-id" }, m.member_id)),
       el("div", { class: "cols" },
         el("div", {}, el("h3", {}, t("member.facts")),
-          el("dl", {}, facts.map(([k, v]) => [el("dt", {}, k), el("dd", {}, v === null || v === undefined ? "–" : String(v))]))),
+          el("dl", {}, facts.map(([k, v]) => [el("dt", {}, lbl("member_fact", k)), el("dd", {}, v === null || v === undefined ? "–" : String(v))]))),
         el("div", {}, el("h3", {}, t("member.ids")),
-          el("ul", { class: "ids", "data-testid": "identifiers" }, p.identifiers.map((i) => el("li", {}, el("b", {}, i.id_type), " ", el("span", { class: "mono" }, i.value))))),
+          el("ul", { class: "ids", "data-testid": "identifiers" }, p.identifiers.map((i) => el("li", {}, el("b", {}, lbl("id_type", i.id_type)), " ", el("span", { class: "mono" }, i.value))))),
         el("div", {}, el("h3", {}, t("member.tags"), p.tags_as_of ? el("span", { class: "muted small" }, ` · ${p.tags_as_of}`) : ""),
-          el("div", { class: "chips" }, p.current_tags.map((tg) => el("span", { class: `chip${tg.health_related ? " warn" : ""}` }, `${tg.tag_group}:${tg.tag_value}`)))))),
+          el("div", { class: "chips" }, p.current_tags.map((tg) => el("span", { class: `chip${tg.health_related ? " warn" : ""}` }, tagText(tg))))))),
     el("div", { class: "card" }, el("h2", {}, t("member.scores")),
-      p.scores.length ? scoreChart(p.scores) : el("p", { class: "muted" }, t("empty")),
-      el("div", { class: "legend small" }, ["churn", "repurchase", "conversion"].map((k) => el("span", { class: `m-${k}` }, `● ${k}`))),
+      p.scores.length ? scoreBox : el("p", { class: "muted" }, t("empty")),
       table([t("col.model"), t("col.date"), t("col.scores"), t("col.reasons")], Object.values(latest).map((s) => el("tr", {},
-        el("td", {}, s.model), el("td", {}, s.as_of), el("td", {}, `${pct(s.probability)} · D${s.decile}`),
-        el("td", {}, el("ul", { class: "reasons" }, s.reasons.map((r) => el("li", {}, r)))))))),
+        el("td", {}, lbl("model", s.model)), el("td", {}, s.as_of), el("td", {}, `${pct(s.probability)} · D${s.decile}`),
+        el("td", {}, el("ul", { class: "reasons" }, reasonsOf(s).map((r) => el("li", {}, r)))))))),
     el("div", { class: "card" }, el("h2", {}, t("member.timeline")),
       table([t("col.group"), t("col.value2"), t("col.from"), t("col.to")], p.tags.map((tg) => el("tr", {},
-        el("td", {}, tg.tag_group), el("td", {}, tg.tag_value), el("td", {}, tg.valid_from), el("td", {}, tg.valid_to || "…"))))),
+        el("td", {}, lbl("tag_group", tg.tag_group)), el("td", {}, lbl(tg.tag_group, tg.tag_value)), el("td", {}, tg.valid_from), el("td", {}, tg.valid_to || "…"))))),
     el("div", { class: "cols" },
       el("div", { class: "card" }, el("h2", {}, t("member.segments")),
         table([t("col.date"), t("col.segment"), t("col.status")], p.segments.map((s) => el("tr", {},
-          el("td", {}, s.as_of), el("td", {}, s.segment), el("td", {}, statusChip(s.status), s.reason ? ` ${s.reason}` : ""))))),
+          el("td", {}, s.as_of), el("td", {}, lbl("segment", s.segment)), el("td", {}, statusChip(s.status), s.reason ? ` ${lbl("suppression_reason", s.reason)}` : ""))))),
       el("div", { class: "card" }, el("h2", {}, t("member.deliveries")),
         table([t("col.date"), t("col.segment"), t("col.channel"), t("col.status"), t("col.attempts")], p.deliveries.map((d) => el("tr", {},
-          el("td", {}, d.as_of), el("td", {}, d.segment), el("td", {}, d.channel), el("td", {}, d.status), el("td", { class: "n" }, d.attempts))))))));
+          el("td", {}, d.as_of), el("td", {}, lbl("segment", d.segment)), el("td", {}, lbl("outreach_channel", d.channel)),
+          el("td", {}, lbl("delivery_status", d.status)), el("td", { class: "n" }, d.attempts))))))));
+  if (p.scores.length && state.nav === nav) drawChart(scoreBox, chartOption({
+    x: days, xName: t("chart.day"), y: t("chart.probability"), percent: [true],
+    series: Object.keys(modelColors).filter((k) => p.scores.some((s) => s.model === k)).map((k) => ({
+      type: "line", name: lbl("model", k), itemStyle: { color: modelColors[k] }, symbolSize: 8, connectNulls: true,
+      data: days.map((d) => { const found = p.scores.find((s) => s.model === k && s.as_of === d); return found ? found.probability : null; }),
+    })),
+  }));
 }
 
 // live monitoring of the champion: its status, why, realized metrics beside the evaluation, the largest drifts
@@ -862,6 +860,7 @@ async function signIn(token) {
     return false;
   }
   sessionStorage.setItem("mf.token", token);
+  if (!state.me.staff_id) state.labels = await api("/api/labels").catch(() => ({}));
   $("#signin").hidden = true;
   $("#signin-error").textContent = "";
   const staff = Boolean(state.me.staff_id);
