@@ -422,8 +422,7 @@ class _People:
 
     @property
     def prospect(self) -> np.ndarray:
-        """Met the brand before buying (not through an order or a store card)."""
-        return ~np.isin(self.acq_name, ["ecommerce", "store"])
+        return _prospects(self.acq_name)
 
     def shown_phone(self, i: int) -> str:
         """The person's phone as this export writes it (formats vary with the dirt rate)."""
@@ -431,6 +430,11 @@ class _People:
 
     def day_of(self, d: int) -> date:
         return self.cfg.start + timedelta(days=int(d))
+
+
+def _prospects(acq_name: np.ndarray) -> np.ndarray:
+    """Who met the brand before buying (not through an order or a store card)."""
+    return ~np.isin(acq_name, ["ecommerce", "store"])
 
 
 def _draw_people(cfg: GenerateConfig, rng_people, rng_orders, rng_ids) -> _People:
@@ -474,7 +478,7 @@ def _draw_people(cfg: GenerateConfig, rng_people, rng_orders, rng_ids) -> _Peopl
     ecom_names = list(ECOM_PLATFORMS)
 
     # conversion of prospects, then repeat buying
-    prospect = ~np.isin(acq_name, ["ecommerce", "store"])
+    prospect = _prospects(acq_name)
     converts = prospect & (rng_orders.random(n) < 0.12 + 0.36 * engagement)
     first_order = np.where(prospect, np.where(converts, acq_day + rng_orders.integers(7, 16, n), -1), acq_day)
     first_order = np.where((first_order >= 0) & (first_order < churn_day), first_order, -1)

@@ -411,12 +411,10 @@ def create_app(settings: Settings, busy_wait: float = BUSY_WAIT_SECONDS) -> Fast
             trends = reader.trend(con, day) if day else {}
             names = list(defs) + sorted(set(counts) - set(defs))
             summaries = [_summary(n, defs.get(n), counts.get(n), trends.get(n, [])) for n in names]
+            empty = {s.name: defs[s.name].models for s in summaries if s.size == 0 and s.name in defs}
+            reasons = reader.why_empty(con, day, empty)
             for summary in summaries:
-                if summary.size == 0 and summary.name in defs:
-                    models = defs[summary.name].models
-                    summary.empty_reason = (
-                        reader.why_empty(con, day, summary.name, models) if day else {"code": "not_planned"}
-                    )
+                summary.empty_reason = reasons.get(summary.name)
         return SegmentList(as_of=day, dates=dates, segments=summaries)
 
     @app.get(
@@ -432,8 +430,8 @@ def create_app(settings: Settings, busy_wait: float = BUSY_WAIT_SECONDS) -> Fast
             if segment not in defs and segment not in counts:
                 raise NotFound(f"no segment {segment}")
             summary = _summary(segment, defs.get(segment), counts.get(segment), trends.get(segment, []))
-            if day and summary.size == 0 and segment in defs:
-                summary.empty_reason = reader.why_empty(con, day, segment, defs[segment].models)
+            if summary.size == 0 and segment in defs:
+                summary.empty_reason = reader.why_empty(con, day, {segment: defs[segment].models})[segment]
         summary.scores = [ScoreRange(**r) for r in ranges]
         return summary
 

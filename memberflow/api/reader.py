@@ -534,29 +534,45 @@ class Reader:
             )
         return out
 
-    def why_empty(self, con, as_of: date, segment: str, models: list[str]) -> dict[str, Any]:
-        """Why a segment has nobody on a day, as a code the page words: ``paused`` (a model it uses was
-        paused by live monitoring), ``no_scores`` (a model it uses has no scores that day: no champion, or
-        not scored yet), ``not_planned`` (no delivery run planned that day), ``taken`` (the members it
-        matched went to segments of higher priority) or ``no_match`` (its rules matched nobody)."""
-        planned = self._planned(as_of).get(segment)
-        if planned and planned.get("paused"):
-            paused = [m for m in models if m in planned["paused"]] or models
-            return {"code": "paused", "model": paused[0] if paused else None, "detail": planned["paused"]}
-        if "member_scores" in self._tables(con):
-            for model in models:
-                row = con.execute(
-                    "select count(*) from member_scores where model = ? and as_of = ?", [model, as_of]
-                ).fetchone()
-                if row[0] == 0:
-                    return {"code": "no_scores", "model": model}
-        elif models:
-            return {"code": "no_scores", "model": models[0]}
-        if planned is None:
-            return {"code": "not_planned"}
-        if planned.get("matched", 0) > 0:
-            return {"code": "taken", "matched": planned["matched"]}
-        return {"code": "no_match"}
+    def why_empty(self, con, as_of: date | None, segments: dict[str, list[str]]) -> dict[str, dict[str, Any]]:
+        """Why each of ``segments`` (name -> the models it uses) has nobody on a day, as a code the page
+        words: ``paused`` (a model it uses was paused by live monitoring), ``no_scores`` (a model it uses
+        has no scores that day: no champion, or not scored yet), ``not_planned`` (no delivery run planned
+        that day), ``taken`` (the members it matched went to segments of higher priority) or ``no_match``
+        (its rules matched nobody). The day's plan and its scored models are read once for all of them."""
+        if as_of is None:
+            return {name: {"code": "not_planned"} for name in segments}
+        plan = self._planned(as_of)
+        scored = (
+            {
+                r[0]
+                for r in con.execute(
+                    "select distinct model from member_scores where as_of = ?", [as_of]
+                ).fetchall()
+            }
+            if "member_scores" in self._tables(con)
+            else set()
+        )
+        out: dict[str, dict[str, Any]] = {}
+        for name, models in segments.items():
+            planned = plan.get(name)
+            unscored = [m for m in models if m not in scored]
+            if planned and planned.get("paused"):
+                paused = [m for m in models if m in planned["paused"]] or models
+                out[name] = {
+                    "code": "paused",
+                    "model": paused[0] if paused else None,
+                    "detail": planned["paused"],
+                }
+            elif unscored:
+                out[name] = {"code": "no_scores", "model": unscored[0]}
+            elif planned is None:
+                out[name] = {"code": "not_planned"}
+            elif planned.get("matched", 0) > 0:
+                out[name] = {"code": "taken", "matched": planned["matched"]}
+            else:
+                out[name] = {"code": "no_match"}
+        return out
 
     def _planned(self, as_of: date) -> dict[str, dict]:
         """The segments' plan of the day's newest delivery run (its report's ``segments``)."""

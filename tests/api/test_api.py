@@ -736,8 +736,8 @@ def test_an_empty_segment_says_why(tmp_path):
     con.execute("create table member_scores (member_id varchar, model varchar, as_of date)")
     con.execute("insert into member_scores values ('m1', 'churn', '2026-03-02')")
     day = date(2026, 3, 2)
-    assert reader.why_empty(con, day, "win_back", ["churn"]) == {"code": "not_planned"}
-    no_scores = reader.why_empty(con, day, "first_order", ["conversion"])
+    assert reader.why_empty(con, day, {"win_back": ["churn"]})["win_back"] == {"code": "not_planned"}
+    no_scores = reader.why_empty(con, day, {"first_order": ["conversion"]})["first_order"]
     assert no_scores == {"code": "no_scores", "model": "conversion"}
     folder = settings.reports_dir / "delivery" / day.isoformat()
     folder.mkdir(parents=True)
@@ -747,9 +747,9 @@ def test_an_empty_segment_says_why(tmp_path):
         "at_risk": {"matched": 0, "assigned": 0, "paused": "churn paused by monitoring: auc"},
     }
     (folder / "run1.json").write_text(json.dumps({"segments": plan}))
-    assert reader.why_empty(con, day, "win_back", ["churn"]) == {"code": "no_match"}
-    assert reader.why_empty(con, day, "care", []) == {"code": "taken", "matched": 12}
-    paused = reader.why_empty(con, day, "at_risk", ["churn"])
+    assert reader.why_empty(con, day, {"win_back": ["churn"]})["win_back"] == {"code": "no_match"}
+    assert reader.why_empty(con, day, {"care": []})["care"] == {"code": "taken", "matched": 12}
+    paused = reader.why_empty(con, day, {"at_risk": ["churn"]})["at_risk"]
     assert paused["code"] == "paused" and paused["model"] == "churn"
 
 

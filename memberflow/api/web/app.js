@@ -24,7 +24,6 @@ const T = {
     "empty.paused": "没有成员:模型 {model} 被线上监控暂停,重新训练后恢复。", "empty.no_scores": "没有成员:模型 {model} 当天没有评分(还没有线上模型,或尚未评分)。",
     "empty.not_planned": "没有成员:这一天还没有运行触达计划。", "empty.taken": "没有成员:规则匹配的 {n} 人都已进入优先级更高的人群。",
     "empty.no_match": "没有成员:这一天没有会员符合规则。",
-    "model.churn": "流失模型", "model.repurchase": "复购模型", "model.conversion": "转化模型",
     "member.title": "会员档案", "member.ids": "身份标识(脱敏)", "member.tags": "当前标签",
     "member.timeline": "标签时间线", "member.scores": "评分历史", "member.segments": "人群记录",
     "member.deliveries": "触达记录", "member.facts": "概况", "member.notfound": "没有找到这个会员。",
@@ -93,7 +92,6 @@ const T = {
     "empty.paused": "Nobody: the {model} model is paused by live monitoring until it is retrained.", "empty.no_scores": "Nobody: the {model} model has no scores on this day (no champion yet, or not scored yet).",
     "empty.not_planned": "Nobody: no delivery was planned on this day yet.", "empty.taken": "Nobody: the {n} members its rules matched went to segments of higher priority.",
     "empty.no_match": "Nobody: no member matched its rules on this day.",
-    "model.churn": "churn", "model.repurchase": "repurchase", "model.conversion": "conversion",
     "member.title": "Member profile", "member.ids": "Identifiers (masked)", "member.tags": "Current tags",
     "member.timeline": "Tag timeline", "member.scores": "Score history", "member.segments": "Segments",
     "member.deliveries": "Deliveries", "member.facts": "Facts", "member.notfound": "No member found.",
@@ -278,7 +276,7 @@ const segText = (s) => (s.descriptions && s.descriptions[state.lang]) || s.descr
 
 // why a segment has nobody on the day (the API's empty_reason), in the page's language
 const whyEmpty = (s) => (s.empty_reason ? el("div", { class: "warn small", "data-testid": `empty-${s.name}` },
-  t(`empty.${s.empty_reason.code}`, { model: s.empty_reason.model ? t(`model.${s.empty_reason.model}`) : "", n: num(s.empty_reason.matched) })) : null);
+  t(`empty.${s.empty_reason.code}`, { model: s.empty_reason.model ? lbl("model", s.empty_reason.model) : "", n: num(s.empty_reason.matched) })) : null);
 
 const statusChip = (s) => el("span", { class: `chip s-${s}` }, t(`status.${s}`));
 
