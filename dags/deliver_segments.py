@@ -20,6 +20,11 @@ failed go out the same day.
    is new or still unsettled in the delivery ledger, through the file, webhook, WeCom and SMS connectors,
    and writes the run's report. Each message carries the idempotency key (segment, member, date): reruns and
    retries never deliver twice.
+6. `sync_tags` (after `deliver`): members' lifecycle stage, value tier, interests and the product due soon
+   as WeCom corp tags on their contacts, only what changed since the last sync.
+7. `read_back` (after `deliver`): what WeCom says became of the last three days' queued messages
+   (sent by the staff member, no longer a contact, over WeCom's daily limit) settles the queue items
+   nobody marked by hand. The morning run picks up what staff confirmed since the evening before.
 """
 
 from __future__ import annotations
@@ -121,6 +126,34 @@ def deliver(as_of: str, **context) -> dict:
     }
 
 
+@task
+def sync_tags(delivered: dict) -> dict:
+    from datetime import date
+
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from memberflow.core.settings import apply_privacy_defaults, get_settings
+    from memberflow.outreach.run import now_china
+    from memberflow.outreach.tags import sync_tags as sync
+
+    apply_privacy_defaults()
+    report = sync(get_settings(), date.fromisoformat(delivered["date"]), now_china())
+    if report.failed:  # what failed is tried again on the next run, because the difference is still there
+        raise AirflowFailException(f"{sum(report.failed.values())} tag changes failed: {report.failed}")
+    return report.to_dict()
+
+
+@task
+def read_back(delivered: dict) -> dict:
+    from datetime import date
+
+    from memberflow.core.settings import apply_privacy_defaults, get_settings
+    from memberflow.outreach.readback import read_back as read
+
+    apply_privacy_defaults()
+    return read(get_settings(), date.fromisoformat(delivered["date"])).to_dict()
+
+
 @dag(
     dag_id="deliver_segments",
     schedule=AssetOrTimeSchedule(
@@ -140,7 +173,9 @@ def deliver(as_of: str, **context) -> dict:
     doc_md=__doc__,
 )
 def deliver_segments() -> None:
-    deliver(quality_gate(build_segments(land_consent(delivery_date()))))
+    delivered = deliver(quality_gate(build_segments(land_consent(delivery_date()))))
+    sync_tags(delivered)
+    read_back(delivered)
 
 
 deliver_segments()

@@ -8,7 +8,10 @@ One small FastAPI app serves three APIs the way the real ones behave where it ma
   expire (errcode 42001), the API frequency limit answers errcode 45009, busy answers errcode -1, and
   external_userids that are not the sender's contacts come back in ``fail_list``. WeCom has no idempotency
   key: a repeated task is a second task, so a sender in doubt asks ``get_groupmsg_list_v2`` and
-  ``get_groupmsg_send_result`` what exists.
+  ``get_groupmsg_send_result`` what exists. A task's recipients wait (status 0) until the staff member
+  confirms the task on their phone; ``POST /_sandbox/wecom/confirm`` plays that part: status 1 with a
+  ``send_time``, 3 for a customer who already got another mass message that day, or 2 when the customer is
+  no longer the sender's contact.
 - ``POST /cgi-bin/externalcontact/get_corp_tag_list``, ``add_corp_tag`` and ``mark_tag``: WeCom's corp tags.
   The sandbox keeps the tag library and every contact's tags, so tests compare what members should carry with
   what WeCom holds (``GET /_sandbox/wecom/tags``); a tag id it does not know is errcode 40068, a customer who
@@ -221,6 +224,7 @@ def create_app(state: SandboxState) -> FastAPI:
                     "text": text,
                     "create_time": int(time.time()),
                     "sent": sent,
+                    "status": dict.fromkeys(sent, (0, None)),  # external_userid -> (status, send_time)
                 }
             )
         if fault == "slow":
@@ -361,8 +365,42 @@ def create_app(state: SandboxState) -> FastAPI:
             "errcode": 0,
             "errmsg": "ok",
             "next_cursor": str(start + len(rows)) if more else "",
-            "send_list": [{"external_userid": e, "userid": task["creator"], "status": 0} for e in rows],
+            "send_list": [_send_row(task, e) for e in rows],
         }
+
+    def _send_row(task: dict, ext: str) -> dict:
+        status, send_time = task["status"][ext]
+        row = {"external_userid": ext, "userid": task["creator"], "status": status}
+        return row | ({"send_time": send_time} if send_time else {})
+
+    @app.post("/_sandbox/wecom/confirm")
+    async def confirm(request: Request) -> dict[str, int]:
+        """The staff member confirms their waiting tasks on their phone. Body: ``sender``, optional
+        ``external_userid`` (a list; default all of their waiting recipients), optional ``status`` (1, or 2
+        for customers who deleted the contact). A customer who already got a mass message that day gets 3."""
+        body = await request.json()
+        sender, only, wanted = body["sender"], body.get("external_userid"), int(body.get("status", 1))
+        now = int(body.get("at") or time.time())
+        today = time.strftime("%Y-%m-%d", time.localtime(now))
+        counts = {"1": 0, "2": 0, "3": 0}
+        with state.lock:
+            got_today = {
+                ext
+                for t in state.tasks
+                for ext, (status, at) in t["status"].items()
+                if status == 1 and time.strftime("%Y-%m-%d", time.localtime(at)) == today
+            }
+            for task in state.tasks:
+                if task["creator"] != sender:
+                    continue
+                for ext, (status, _) in task["status"].items():
+                    if status != 0 or (only is not None and ext not in only):
+                        continue
+                    result = 3 if wanted == 1 and ext in got_today else wanted
+                    task["status"][ext] = (result, now if result == 1 else None)
+                    got_today |= {ext} if result == 1 else set()
+                    counts[str(result)] += 1
+        return counts
 
     # ----------------------------------------------------------------------------------------- sms
     @app.post("/sms/batch")

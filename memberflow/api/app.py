@@ -604,10 +604,11 @@ def create_app(settings: Settings, busy_wait: float = BUSY_WAIT_SECONDS) -> Fast
     Lang = Annotated[Literal["zh", "en"], Query(description="language of the labels")]
 
     @app.get("/api/labels", tags=["meta"], responses=ERRORS)
-    def labels(who: Ops) -> dict[str, Any]:
+    def labels(who: Who) -> dict[str, Any]:
         """What ops read for each code the API serves (channels, stages, tiers, interests, categories,
-        models, suppression reasons, delivery statuses, identifier types...), in zh and en, and each
-        segment's name: {group: {code: {zh, en}}}."""
+        models, suppression reasons, delivery statuses, WeCom send results, identifier types...), in zh and
+        en, and each segment's name: {group: {code: {zh, en}}}. Any signed-in role: labels hold no member
+        data, and a staff member's queue is worded with them."""
         out: dict[str, Any] = all_labels()
         segments = definitions().values()
         out["segment"] = {s.name: {lang: s.label_in(lang) for lang in ("zh", "en")} for s in segments}

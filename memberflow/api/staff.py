@@ -64,8 +64,12 @@ class QueueItem(BaseModel):
     value_tier: str | None
     script: str | None
     health_details: bool
-    wecom_status: str | None
+    wecom_status: str | None = Field(description="the WeCom task: pending, sent (created), failed")
     wecom_error: str | None
+    wecom_result: Literal["waiting", "sent", "not_a_contact", "wecom_daily_limit"] | None = Field(
+        default=None, description="what WeCom last said became of the message (memberflow queue read-back)"
+    )
+    wecom_sent_at: str | None = Field(default=None, description="when the staff member sent it in WeCom")
     last_touches: list[Touch]
     state: Literal["open", "done", "skipped"]
     skip_reason: str | None

@@ -379,6 +379,39 @@ def queue_show(
         console.print("nobody in this queue today: no member of theirs is in a 1-on-1 segment to be sent")
 
 
+@queue_app.command("read-back")
+def queue_read_back(
+    as_of: Annotated[
+        str | None, typer.Option(help="The last queue day to ask about (default: the published scores').")
+    ] = None,
+    days: Annotated[int, typer.Option(min=1, max=30, help="How many queue days back to ask about.")] = 3,
+) -> None:
+    """Ask WeCom what became of the queued members' messages (get_groupmsg_send_result) and record it:
+    an item its staff member sent in WeCom becomes done, one WeCom could not send skipped with the reason;
+    marks staff made themselves are kept. Items already settled are not asked about again."""
+    from memberflow.outreach.connectors import FatalError, RetryableError
+    from memberflow.outreach.readback import read_back
+
+    settings = _settings()
+    day = _delivery_date(settings, as_of)
+    try:
+        report = _outreach_errors(lambda: read_back(settings, day, days=days))
+    except (FatalError, RetryableError) as exc:
+        err.print(f"[red]send results not read:[/red] {escape(str(exc))}")
+        raise typer.Exit(1) from None
+    results = ", ".join(f"{status} {n:,}" for status, n in sorted(report.results.items())) or "none"
+    console.print(
+        f"{report.items:,} queue items with a WeCom task ({report.asked:,} not settled before, "
+        f"{report.tasks:,} tasks asked); now: {results}; marked {report.marked:,}"
+        + (f"; kept {report.kept_staff_marks:,} staff marks" if report.kept_staff_marks else "")
+    )
+    if report.unmatched:
+        err.print(
+            f"[yellow]{report.unmatched:,} items are missing from their task's results[/yellow] "
+            "(the contact was removed from the task in WeCom?)"
+        )
+
+
 tags_app = typer.Typer(help="Members' tags as WeCom corp tags on their contacts.", no_args_is_help=True)
 app.add_typer(tags_app, name="tags")
 

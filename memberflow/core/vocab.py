@@ -139,6 +139,13 @@ LABELS: dict[str, dict[str, tuple[str, str]]] = {
         "segment_daily_cap": ("超出人群每日上限", "segment daily cap"),
         "staff_capacity": ("超出员工服务容量", "over the staff member's capacity"),
     },
+    # what WeCom says became of a queued member's message (get_groupmsg_send_result, outreach/readback.py)
+    "wecom_result": {
+        "waiting": ("待员工在企微确认发送", "waiting for the staff member to send it"),
+        "sent": ("已在企微发出", "sent in WeCom"),
+        "not_a_contact": ("客户已不是好友", "no longer a contact"),
+        "wecom_daily_limit": ("客户当天已收到其他群发", "already got a mass message that day"),
+    },
     "delivery_status": {
         "pending": ("待发送", "pending"),
         "sending": ("发送中", "sending"),

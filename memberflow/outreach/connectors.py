@@ -217,12 +217,14 @@ class HttpConnector(Connector):
                 f"channel {config.name} is not configured: set MEMBERFLOW_{config.name.upper()}_URL"
             )
         self.client = httpx.Client(timeout=config.timeout_seconds)
+        self.requests_made = 0
 
     def close(self) -> None:
         self.client.close()
 
     def request(self, method: str, url: str, **kwargs):
         """One HTTP call; transport problems, 429 and 5xx become RetryableError, other 4xx FatalError."""
+        self.requests_made += 1
         try:
             response = self.client.request(method, url, **kwargs)
         except (httpx.ConnectTimeout, httpx.ConnectError) as exc:  # nothing reached the server
@@ -434,20 +436,28 @@ class WecomConnector(HttpConnector):
             for task in listing.get("group_msg_list", []):
                 if (task.get("text") or {}).get("content") != text:
                     continue
-                result_cursor = ""
-                while True:
-                    result = self._call(
-                        "get_groupmsg_send_result",
-                        {"msgid": task["msgid"], "userid": sender, "limit": 1000, "cursor": result_cursor},
-                    )
-                    for row in result.get("send_list", []):
-                        found.setdefault(row["external_userid"], (task["msgid"], int(row.get("status", 0))))
-                    result_cursor = result.get("next_cursor") or ""
-                    if not result_cursor:
-                        break
+                for ext, (status, _) in self.send_results(task["msgid"], sender).items():
+                    found.setdefault(ext, (task["msgid"], status))
             cursor = listing.get("next_cursor") or ""
             if not cursor:
                 return found
+
+    def send_results(self, msgid: str, sender: str) -> dict[str, tuple[int, int | None]]:
+        """external_userid -> (send status, send_time as epoch seconds or None) of one task's recipients
+        (get_groupmsg_send_result, every page): 0 waiting for the staff member to confirm it, 1 sent, 2 not
+        the sender's contact any more, 3 the customer already got another mass message that day."""
+        out: dict[str, tuple[int, int | None]] = {}
+        cursor = ""
+        while True:
+            result = self._call(
+                "get_groupmsg_send_result",
+                {"msgid": msgid, "userid": sender, "limit": 1000, "cursor": cursor},
+            )
+            for row in result.get("send_list", []):
+                out[row["external_userid"]] = (int(row.get("status", 0)), row.get("send_time"))
+            cursor = result.get("next_cursor") or ""
+            if not cursor:
+                return out
 
     def send_batch(self, batch: list[Message]) -> list[Outcome]:
         sender = batch[0].address.get("staff_owner")

@@ -210,6 +210,21 @@ class Ledger(DispatchLedger):
         names = [d[0] for d in cur.description]
         return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
 
+    def task_ids(self, keys: list[str]) -> dict[str, str]:
+        """idempotency key -> the WeCom task (msgid) it went out in, for those of ``keys`` sent to WeCom."""
+        out: dict[str, str] = {}
+        for start in range(0, len(keys), 500):
+            part = keys[start : start + 500]
+            marks = ",".join("?" * len(part))
+            out.update(
+                self._con.execute(
+                    "select idempotency_key, external_id from deliveries where channel = 'wecom' "
+                    f"and status = 'sent' and external_id is not null and idempotency_key in ({marks})",
+                    part,
+                ).fetchall()
+            )
+        return out
+
     def attempts(self, run_id: str | None = None) -> list[dict]:
         cur = self._con.execute(
             "select * from attempts" + (" where run_id = ?" if run_id else "") + " order by rowid",

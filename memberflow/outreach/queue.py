@@ -62,8 +62,10 @@ create table if not exists staff_queue (
     in_checkin_group boolean,
     checkin_streak bigint,
     checkin_rate_prev_21d double,
-    planned_at timestamp not null
-)
+    planned_at timestamp not null,
+    external_userid varchar
+);
+alter table staff_queue add column if not exists external_userid varchar
 """
 CONTEXT_COLUMNS = (
     "lifecycle_stage", "value_tier", "tenure_days", "orders_total", "days_since_last_order",
@@ -72,6 +74,9 @@ CONTEXT_COLUMNS = (
 QUEUED = ("send", "already_sent")
 SKIP_REASONS = ("not_reachable", "member_declined", "not_appropriate_now", "served_elsewhere", "other")
 ACTIONS = ("done", "skipped")
+# Marks WeCom's send results make (outreach/readback.py): an item WeCom settled that nobody marked by hand
+WECOM_ACTOR = "WeCom"
+WECOM_SKIP_REASONS = ("not_a_contact", "wecom_daily_limit")
 
 
 def with_expected_value(
@@ -157,6 +162,7 @@ def queue_table(
             "reasons_zh",
             *(pl.col(c) for c in CONTEXT_COLUMNS),
             pl.lit(planned_at.replace(tzinfo=None)).alias("planned_at"),
+            "external_userid",  # whose send result WeCom reports (outreach/readback.py)
         )
         .to_arrow()
     )
@@ -182,6 +188,13 @@ create table if not exists queue_actions (
 create index if not exists queue_actions_item on queue_actions (idempotency_key, action_id);
 create index if not exists queue_actions_day on queue_actions (as_of, staff_id);
 create index if not exists queue_actions_member on queue_actions (member_id);
+create table if not exists wecom_results (
+    idempotency_key text primary key,
+    msgid text not null,
+    status text not null,
+    sent_at text,
+    checked_at text not null
+);
 """
 
 
@@ -229,7 +242,8 @@ class QueueLog:
         """Record ``action`` (done | skipped) on a queue item (a ``staff_queue`` row as a dict)."""
         if action not in ACTIONS:
             raise QueueActionError(f"unknown action {action!r}: one of {', '.join(ACTIONS)}")
-        if action == "skipped" and reason not in SKIP_REASONS:
+        allowed = SKIP_REASONS + (WECOM_SKIP_REASONS if actor_role == "wecom" else ())
+        if action == "skipped" and reason not in allowed:
             raise QueueActionError(f"a skip needs a reason: one of {', '.join(SKIP_REASONS)}")
         if action == "skipped" and reason == "other" and not (note or "").strip():
             raise QueueActionError("a skip for reason 'other' needs a note saying why")
@@ -246,6 +260,52 @@ class QueueLog:
                 ),
             )  # fmt: skip
         return Mark(action, reason, (note or "").strip() or None, at, actor)
+
+    def wecom_results(self, keys: list[str]) -> dict[str, dict]:
+        """idempotency key -> WeCom's last answer about the item (msgid, status, sent_at, checked_at)."""
+        out: dict[str, dict] = {}
+        with self._connect() as con:
+            for start in range(0, len(keys), 500):
+                part = keys[start : start + 500]
+                for r in con.execute(
+                    f"select * from wecom_results where idempotency_key in ({','.join('?' * len(part))})",
+                    part,
+                ).fetchall():
+                    out[r["idempotency_key"]] = dict(r)
+        return out
+
+    def record_wecom_results(self, answers: dict[str, dict]) -> tuple[int, int]:
+        """Keep WeCom's answers (key -> the queue item with msgid, status, sent_at) and mark the items an
+        answer settles that nobody marked by hand. Returns (items marked, staff marks kept)."""
+        at = datetime.now(UTC).isoformat(timespec="seconds")
+        latest = self.latest(list(answers))
+        marks, kept = [], 0
+        for key, a in answers.items():
+            settle = _SETTLES.get(a["status"])
+            mark = latest.get(key)
+            if settle is None:
+                continue
+            if mark is not None and mark.actor != WECOM_ACTOR:
+                kept += 1
+            elif mark is None or (mark.action, mark.reason) != settle:
+                note = f"WeCom: sent {a['sent_at']}" if a["status"] == "sent" and a["sent_at"] else None
+                marks.append(
+                    (at, str(a["as_of"]), a["staff_owner"], key, a["member_id"], a["segment"], *settle, note,
+                     WECOM_ACTOR, "wecom")
+                )  # fmt: skip
+        with self._connect() as con:
+            con.executemany(
+                "insert into wecom_results (idempotency_key, msgid, status, sent_at, checked_at) "
+                "values (?, ?, ?, ?, ?) on conflict (idempotency_key) do update set msgid = excluded.msgid, "
+                "status = excluded.status, sent_at = excluded.sent_at, checked_at = excluded.checked_at",
+                [(k, a["msgid"], a["status"], a["sent_at"], at) for k, a in answers.items()],
+            )
+            con.executemany(
+                "insert into queue_actions (at, as_of, staff_id, idempotency_key, member_id, segment, "
+                "action, reason, note, actor, actor_role) values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                marks,
+            )
+        return len(marks), kept
 
     def latest(self, keys: list[str]) -> dict[str, Mark]:
         """Each item's latest mark."""
@@ -291,6 +351,14 @@ class QueueLog:
 
 
 # --------------------------------------------------------------------------------------------- reading
+
+
+# WeCom's answer -> the mark it makes on an item nobody marked by hand (action, skip reason)
+_SETTLES = {
+    "sent": ("done", None),
+    "not_a_contact": ("skipped", "not_a_contact"),
+    "wecom_daily_limit": ("skipped", "wecom_daily_limit"),
+}
 
 
 class NoQueue(LookupError):
@@ -370,6 +438,7 @@ def read_queue(
             )
         con.unregister("queued_members")
     marks = log.latest(items["idempotency_key"].to_list())
+    results = log.wecom_results(items["idempotency_key"].to_list())
     earlier = log.member_marks(members, day)
     scripts = load_scripts()
     labels = {s.name: s for s in load_segments()}
@@ -402,6 +471,8 @@ def read_queue(
                 "health_details": health,
                 "wecom_status": row["wecom_status"],
                 "wecom_error": row["wecom_error"],
+                "wecom_result": results.get(row["idempotency_key"], {}).get("status"),
+                "wecom_sent_at": results.get(row["idempotency_key"], {}).get("sent_at"),
                 "last_touches": touches.get(row["member_id"], [])
                 + [
                     {"as_of": m["as_of"], "segment": m["segment"], "channel": "queue", "status": m["action"]}

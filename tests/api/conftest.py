@@ -6,6 +6,8 @@ import dataclasses
 import shutil
 import sqlite3
 
+import duckdb
+import httpx
 import pytest
 
 from memberflow.core.settings import Settings
@@ -32,6 +34,7 @@ def ops_ws(tmp_path_factory, scored) -> Settings:
     segments), with two earlier days of memberships for the trend (the scored day's plan on a sample of
     members: the sample has scores for one day only)."""
     from devkit.sandbox import SandboxServer
+    from memberflow.outreach.readback import read_back
     from memberflow.outreach.run import deliver, plan, write_memberships
 
     home = tmp_path_factory.mktemp("ops") / "ws"
@@ -45,7 +48,18 @@ def ops_ws(tmp_path_factory, scored) -> Settings:
             frame = planned.frame.sample(fraction=0.7 + 0.1 * i, seed=i)
             write_memberships(settings, dataclasses.replace(planned, as_of=day, frame=frame))
         report = deliver(settings, SCORE_DAY, now=MORNING)
-    assert report.sent > 0, report
+        assert report.sent > 0, report
+        # STAFF_ID sent their last queued member's message in WeCom: read back, it settles that item
+        with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+            last = con.execute(
+                "select external_userid from staff_queue where as_of = ? and staff_owner = ? "
+                "order by position desc limit 1",
+                [SCORE_DAY, STAFF_ID],
+            ).fetchone()[0]
+        httpx.post(
+            f"{sandbox.url}/_sandbox/wecom/confirm", json={"sender": STAFF_ID, "external_userid": [last]}
+        )
+        assert read_back(settings, SCORE_DAY, sleep=lambda s: None).marked == 1
     return settings
 
 

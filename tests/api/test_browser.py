@@ -146,6 +146,13 @@ def test_a_health_manager_works_their_queue_in_both_languages(page, ops_ws, toke
 
     first.locator("[data-testid=item-details] summary").click()  # open the member
     assert first.locator("[data-testid=item-details] ul.reasons li").count() >= 1
+    # the task is in WeCom, waiting for the staff member to send it from their phone
+    assert first.locator("[data-testid=wecom-result]").inner_text() == "企微任务: 待员工在企微确认发送"
+    # the last member's message was sent from the staff member's WeCom: read back, the item is done
+    last = items.last
+    assert last.locator("[data-testid=item-state]").inner_text() == "已完成 · 企微回传"
+    last.locator("[data-testid=item-details] summary").click()
+    assert last.locator("[data-testid=wecom-result]").inner_text().startswith("企微任务: 已在企微发出 20")
     _shot(page, "10-queue-member-open")
     first.locator("[data-testid=mark-done]").click()
     page.wait_for_selector("[data-testid=queue-item] >> nth=0 >> [data-testid=item-state]:has-text('已完成')")

@@ -73,6 +73,8 @@ def test_delivery_follows_the_scores_and_a_morning_schedule(dagbag):
     )
     assert dag.get_task("quality_gate").downstream_task_ids == {"deliver"}
     assert [a.name for a in dag.get_task("deliver").outlets] == ["outreach.segment_deliveries"]
+    # after the sends: the members' tags into WeCom, and WeCom's send results back into the queues
+    assert dag.get_task("deliver").downstream_task_ids == {"sync_tags", "read_back"}
     assert dag.max_active_runs == 1
 
 

@@ -146,10 +146,11 @@ def test_three_days_fail_fix_and_deliver_once_on_a_real_scheduler(production):
 
     # rerunning the last day's delivery plans again and sends nothing new
     last_run = chain["deliver_segments"]["dag_run_id"]
-    assert len(api.clear("deliver_segments", last_run, only_failed=False)) == 5
+    assert len(api.clear("deliver_segments", last_run, only_failed=False)) == 7
     again = api.wait_run("deliver_segments", last_run, RUN_TIMEOUT, stack.check_alive)
     assert again["state"] == "success"
     assert sandbox.state.snapshot()["received"] == received["received"]
+    assert sandbox.state.snapshot()["mark_tag_calls"] == received["mark_tag_calls"] > 0  # tags: only changes
     assert sorted(r for r in ledger(settings) if r[4] == "sent") == sent
 
     # the registry on the MLflow server has a champion for every model

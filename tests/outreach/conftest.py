@@ -75,3 +75,14 @@ def sandbox(monkeypatch):
     yield start
     for server in servers:
         server.stop()
+
+
+@pytest.fixture
+def quick_wecom(tmp_path, monkeypatch):
+    """Tag sync against the sandbox without the production rate limit and timeouts."""
+    path = tmp_path / "outreach.yml"
+    path.write_text(
+        "channels:\n  wecom_tags: {timeout_seconds: 0.5, max_attempts: 3, backoff_seconds: 0.01, "
+        "backoff_max_seconds: 0.2, rate_per_second: 500}\n"
+    )
+    monkeypatch.setenv("MEMBERFLOW_OUTREACH_CONFIG", str(path))

@@ -8,11 +8,12 @@ import duckdb
 import pytest
 
 from devkit.orchestrate import run_dag
+from tests.outreach.test_tags import expected_tags
 from tests.support import SCORE_DAY, TEST_ID_KEY, vault_phones
 
 
 @pytest.fixture
-def dag_env(delivery_ws, broad_segments, sandbox, monkeypatch, airflow_db):
+def dag_env(delivery_ws, broad_segments, quick_wecom, sandbox, monkeypatch, airflow_db):
     server = sandbox()
     monkeypatch.setenv("MEMBERFLOW_HOME", str(delivery_ws.home))
     monkeypatch.setenv("MEMBERFLOW_DATA_DIR", str(delivery_ws.data_dir))
@@ -31,8 +32,12 @@ def test_the_dag_plans_gates_and_delivers_once(dag_env, capfd):
         "build_segments",
         "quality_gate",
         "deliver",
+        "sync_tags",
+        "read_back",
     }
     applied = len(server.state.snapshot()["received"])
+    tagged = server.state.snapshot()["mark_tag_calls"]
+    assert tagged > 500 and server.state.tags_of_contacts() == expected_tags(settings)
     with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
         sends = con.execute(
             "select count(*) from segment_memberships where as_of = ? and status = 'send'", [SCORE_DAY]
@@ -41,6 +46,7 @@ def test_the_dag_plans_gates_and_delivers_once(dag_env, capfd):
     # the same logical date again: the plan is rebuilt, nothing new is sent
     again = run_dag("deliver_segments", date(2026, 3, 2))
     assert again.ok and len(server.state.snapshot()["received"]) == applied
+    assert server.state.snapshot()["mark_tag_calls"] == tagged  # and no tag is set again
     # the task logs of both runs (dag.test() writes them to this process's output) hold no plain phone,
     # though the SMS requests did carry some
     assert server.state.sms_phones
@@ -57,6 +63,7 @@ def test_a_failing_segments_gate_stops_delivery(dag_env, tmp_path, monkeypatch):
     result = run_dag("deliver_segments", date(2026, 3, 2))
     assert result.task_states["quality_gate"] == "failed"
     assert result.task_states["deliver"] == "upstream_failed"
+    assert result.task_states["sync_tags"] == result.task_states["read_back"] == "upstream_failed"
     assert server.state.snapshot()["requests"] == {"webhook": 0, "wecom": 0, "sms": 0}
 
 

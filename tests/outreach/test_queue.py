@@ -6,11 +6,13 @@ from __future__ import annotations
 import re
 
 import duckdb
+import httpx
 import polars as pl
 import pytest
 
 from memberflow.core.vocab import CATEGORIES
 from memberflow.outreach.queue import QueueActionError, QueueLog, completion, read_queue
+from memberflow.outreach.readback import read_back
 from memberflow.outreach.run import deliver, plan
 from tests.support import MORNING, SCORE_DAY
 
@@ -150,6 +152,55 @@ def test_each_staff_member_gets_the_best_of_their_1on1_members_once_within_capac
         per_staff[staff] - 2,
     )
     assert sum(r["queued"] for r in found["by_segment"]) == queue.height
+
+    # WeCom's send results read back: the staff member confirms their task on the phone, one customer had
+    # deleted the contact; a hand-made mark stays, what nobody marked is settled by WeCom's answer
+    third = dict(queue.filter(pl.col("staff_owner") == staff).sort("position").row(2, named=True))
+    log.mark(third, "skipped", "hm-li", "health_manager", reason="member_declined")
+    mine = queue.filter(pl.col("staff_owner") == staff).sort("position")
+    contacts = mine["external_userid"].to_list()
+    assert None not in contacts
+    gone = contacts[-1]
+    confirm = f"{server.url}/_sandbox/wecom/confirm"
+    assert (
+        httpx.post(confirm, json={"sender": staff, "external_userid": [gone], "status": 2}).json()["2"] == 1
+    )
+    assert httpx.post(confirm, json={"sender": staff}).json()["1"] == len(contacts) - 1
+    back = read_back(delivery_ws, SCORE_DAY, sleep=lambda s: None)
+    waiting = queue.height - mine.height
+    assert back.results == {
+        "sent": mine.height - 1,
+        "not_a_contact": 1,
+        **({"waiting": waiting} if waiting else {}),
+    }
+    assert back.tasks >= 2 and back.unmatched == 0
+    assert back.kept_staff_marks == 3 and back.marked == mine.height - 3  # first, second and third kept
+    with duckdb.connect(str(delivery_ws.warehouse_path), read_only=True) as con:
+        items = {i["item_id"]: i for i in read_queue(con, log, staff, SCORE_DAY, "zh")["items"]}
+        others = [
+            i
+            for s in set(queue["staff_owner"]) - {staff}
+            for i in read_queue(con, log, s, SCORE_DAY)["items"]
+        ]
+    kept = items[third["idempotency_key"]]  # the member declined on the phone after the task was sent
+    assert (kept["state"], kept["skip_reason"], kept["wecom_result"]) == (
+        "skipped",
+        "member_declined",
+        "sent",
+    )
+    by_wecom = [i for i in items.values() if i["marked_by"] == "WeCom"]
+    assert len(by_wecom) == mine.height - 3
+    for item in by_wecom:
+        if item["member_id"] == mine["member_id"][-1]:
+            assert item["state"] == "skipped"
+            assert item["skip_reason"] == item["wecom_result"] == "not_a_contact"
+        else:
+            assert item["state"] == "done" and item["wecom_result"] == "sent" and item["wecom_sent_at"]
+    assert all(i["state"] == "open" and i["wecom_result"] == "waiting" for i in others)
+    # a rerun asks only about what is still waiting and marks nothing new
+    again = read_back(delivery_ws, SCORE_DAY, sleep=lambda s: None)
+    assert again.asked == waiting and again.marked == 0 and again.results == back.results
+    assert len(log.rows(SCORE_DAY)) == 4 + back.marked
 
 
 def _category(settings, member_id: str) -> str:

@@ -6,7 +6,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 import duckdb
-import pytest
 
 from devkit.sandbox import SandboxConfig
 from memberflow.core.vocab import CATEGORIES, LABELS
@@ -63,16 +62,6 @@ def expected_tags(settings) -> dict[str, list[str]]:
         if tags:
             out[f"{staff}/{ext}"] = sorted(tags)
     return out
-
-
-@pytest.fixture
-def quick_wecom(tmp_path, monkeypatch):
-    path = tmp_path / "outreach.yml"
-    path.write_text(
-        "channels:\n  wecom_tags: {timeout_seconds: 0.5, max_attempts: 3, backoff_seconds: 0.01, "
-        "backoff_max_seconds: 0.2, rate_per_second: 500}\n"
-    )
-    monkeypatch.setenv("MEMBERFLOW_OUTREACH_CONFIG", str(path))
 
 
 def test_tags_reach_wecom_once_and_then_only_what_changed(delivery_ws, quick_wecom, sandbox):

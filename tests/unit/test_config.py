@@ -237,6 +237,9 @@ def test_every_vocabulary_value_ops_read_has_both_labels_and_every_script_loads(
     assert set(LABELS["suppression_reason"]) == set(REASONS)
     assert set(LABELS["delivery_status"]) == {*UNSETTLED, "sent", "cancelled"}
     assert set(LABELS["model"]) == set(MODELS) and set(LABELS["outreach_channel"]) == set(OUTREACH_CHANNELS)
+    from memberflow.outreach.readback import SEND_STATUS
+
+    assert set(LABELS["wecom_result"]) == set(SEND_STATUS.values())
     assert all(zh and en for values in LABELS.values() for zh, en in values.values())
     segments = load_segments()
     assert all(s.label and not isinstance(s.description, str) for s in segments)  # the starter library

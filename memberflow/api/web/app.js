@@ -54,6 +54,8 @@ const T = {
     "state.open": "待处理", "state.done": "已完成", "state.skipped": "已跳过",
     "skip.not_reachable": "联系不上", "skip.member_declined": "会员拒绝", "skip.not_appropriate_now": "现在不合适",
     "skip.served_elsewhere": "已在其他渠道服务", "skip.other": "其他(请写备注)",
+    "skip.not_a_contact": "客户已不是好友(企微)", "skip.wecom_daily_limit": "客户当天已收到其他群发(企微)",
+    "queue.by_wecom": "企微回传", "queue.channel_queue": "服务队列",
     "queues.title": "服务队列完成情况", "col.staff": "员工", "col.queued": "入队", "col.done": "已完成", "col.skipped": "已跳过",
     "col.open": "待处理", "col.completion": "完成率", "queues.by_segment": "按人群",
     "nav.reports": "经营看板", "reports.title": "经营看板", "reports.through": "数据截至 {day}",
@@ -123,6 +125,8 @@ const T = {
     "state.open": "open", "state.done": "done", "state.skipped": "skipped",
     "skip.not_reachable": "not reachable", "skip.member_declined": "member declined", "skip.not_appropriate_now": "not the right time",
     "skip.served_elsewhere": "served on another channel", "skip.other": "other (write a note)",
+    "skip.not_a_contact": "no longer a contact (WeCom)", "skip.wecom_daily_limit": "already got a mass message that day (WeCom)",
+    "queue.by_wecom": "from WeCom", "queue.channel_queue": "queue",
     "queues.title": "Queue completion", "col.staff": "Staff", "col.queued": "Queued", "col.done": "Done", "col.skipped": "Skipped",
     "col.open": "Open", "col.completion": "Completion", "queues.by_segment": "By segment",
     "nav.reports": "Dashboards", "reports.title": "Dashboards", "reports.through": "Data through {day}",
@@ -560,7 +564,9 @@ function queueItem(staff, item, onMarked) {
   const canMark = state.me.staff_id === staff;
   const due = dueText(item.due);
   const touches = item.last_touches.length
-    ? el("ul", { class: "small" }, item.last_touches.map((x) => el("li", {}, `${x.as_of} · ${x.segment} · ${x.channel} · ${x.status}`)))
+    ? el("ul", { class: "small" }, item.last_touches.map((x) => el("li", {}, x.channel === "queue"
+      ? `${x.as_of} · ${lbl("segment", x.segment)} · ${t("queue.channel_queue")} · ${t(`state.${x.status}`)}`
+      : `${x.as_of} · ${lbl("segment", x.segment)} · ${lbl("outreach_channel", x.channel)} · ${lbl("delivery_status", x.status)}`)))
     : el("p", { class: "muted small" }, t("queue.no_touches"));
   return el("li", { class: `qitem st-${item.state}`, "data-testid": "queue-item", "data-item": item.item_id },
     el("div", { class: "row" },
@@ -572,7 +578,8 @@ function queueItem(staff, item, onMarked) {
       el("span", { class: "muted small", title: t("queue.basis", { b: item.propensity_basis || "–" }) },
         t("queue.expected", { v: item.expected_value === null ? "–" : item.expected_value.toFixed(0) })),
       el("span", { class: `chip q-${item.state}`, "data-testid": "item-state" }, t(`state.${item.state}`),
-        item.skip_reason ? ` · ${t(`skip.${item.skip_reason}`)}` : "")),
+        item.skip_reason ? ` · ${t(`skip.${item.skip_reason}`)}` : "",
+        item.marked_by === "WeCom" ? ` · ${t("queue.by_wecom")}` : "")),
     el("p", { class: "script", "data-testid": "script" }, item.script || "–"),
     el("details", { "data-testid": "item-details" },
       el("summary", {}, t("queue.open_member")),
@@ -580,7 +587,9 @@ function queueItem(staff, item, onMarked) {
         el("div", {}, el("h3", {}, t("queue.why")), el("ul", { class: "reasons" }, item.reasons.map((r) => el("li", {}, r))),
           due ? el("p", {}, el("b", {}, t("queue.due")), " ", due) : null),
         el("div", {}, el("h3", {}, t("queue.touches")), touches,
-          el("p", { class: "small" }, `${t("queue.wecom")}: ${item.wecom_status || "–"}`),
+          el("p", { class: "small", "data-testid": "wecom-result" }, `${t("queue.wecom")}: `, item.wecom_result
+            ? `${lbl("wecom_result", item.wecom_result)}${item.wecom_sent_at ? ` ${item.wecom_sent_at.slice(0, 16).replace("T", " ")}` : ""}`
+            : lbl("delivery_status", item.wecom_status)),
           el("p", { class: "mono small" }, item.member_id)))),
     canMark ? el("div", { class: "row" },
       el("button", { type: "button", "data-testid": "mark-done", onclick: () => mark("done") }, t("queue.done")),
@@ -858,7 +867,7 @@ async function signIn(token) {
     return false;
   }
   sessionStorage.setItem("mf.token", token);
-  if (!state.me.staff_id) state.labels = await api("/api/labels").catch(() => ({}));
+  state.labels = await api("/api/labels").catch(() => ({}));
   $("#signin").hidden = true;
   $("#signin-error").textContent = "";
   const staff = Boolean(state.me.staff_id);
