@@ -913,6 +913,31 @@ def _write_costs(cfg: GenerateConfig, p: _People, writer: _Writer, rng_costs) ->
                 )
 
 
+# The staff directory: staff k works at store STAFF_STORES[k % 10]; the first eight are health managers
+# (健康管理师), the others shop assistants (导购). On day 30 one of them moves to the next store.
+STAFF_STORES = tuple(f"S{s:03d}" for s in range(10))
+HEALTH_MANAGERS = 8
+STAFF_MOVE = (21, 30)  # (staff k, day)
+
+
+def _write_staff(cfg: GenerateConfig, writer: _Writer) -> None:
+    """The staff directory on the first day, then one move; every other day's file is empty."""
+
+    def row(k: int, day: int, store: str) -> dict:
+        return {
+            "userid": f"staff{k:03d}",
+            "role": "health_manager" if k < HEALTH_MANAGERS else "shop_assistant",
+            "store_id": store,
+            "active": "true",
+            "updated_at": _local_time(cfg.start + timedelta(day), 8 * 3600),
+        }
+
+    for k in range(N_STAFF):
+        writer.add("wecom.staff", 0, row(k, 0, STAFF_STORES[k % len(STAFF_STORES)]))
+    k, day = STAFF_MOVE
+    writer.add("wecom.staff", day, row(k, day, STAFF_STORES[(k + 1) % len(STAFF_STORES)]))
+
+
 def _simulate_days(
     cfg: GenerateConfig, p: _People, writer: _Writer, rng_people, rng_days, rng_camps, on_day
 ) -> None:
@@ -1059,16 +1084,18 @@ def _simulate_days(
 def generate(
     cfg: GenerateConfig, id_key: bytes, on_day: Callable[[int], None] | None = None
 ) -> GenerateSummary:
-    """Write all thirteen landing tables for ``cfg.days`` days starting ``cfg.start`` under ``cfg.out``."""
+    """Write all fourteen landing tables for ``cfg.days`` days starting ``cfg.start`` under ``cfg.out``."""
     seq = np.random.SeedSequence(cfg.seed)
     rng_people, rng_orders, rng_days, rng_dirt, rng_ids = (np.random.default_rng(s) for s in seq.spawn(5))
     # streams added later are spawned after the first five, which keep their draws (and the older bytes)
     rng_costs, rng_cost_dirt, rng_camps, rng_links = (np.random.default_rng(s) for s in seq.spawn(4))
-    writer = _Writer(cfg, rng_dirt, {"marketing.costs": rng_cost_dirt})
+    (rng_staff_dirt,) = (np.random.default_rng(s) for s in seq.spawn(1))
+    writer = _Writer(cfg, rng_dirt, {"marketing.costs": rng_cost_dirt, "wecom.staff": rng_staff_dirt})
     people = _draw_people(cfg, rng_people, rng_orders, rng_ids)
     truth_ids = _write_accounts(cfg, people, writer, id_key, rng_people, rng_ids, rng_links)
     truth_orders = _write_orders(cfg, people, writer, rng_orders, rng_links)
     _write_costs(cfg, people, writer, rng_costs)
+    _write_staff(cfg, writer)
     _simulate_days(cfg, people, writer, rng_people, rng_days, rng_camps, on_day)
     _write_truth(cfg, people, truth_ids, truth_orders, writer.dirt)
     return GenerateSummary(

@@ -7,6 +7,9 @@ so a fast hash is enough: there is nothing to brute-force that a slow hash would
   userid): their own daily queue and marking its items done or skipped, nothing else. A health manager's
   queue shows health details (a health product due) of the members who consented to it; a staff member's
   never does;
+- ``store_manager`` (店长): a token bound to one store: the queues and completion of the store's active
+  staff (the staff directory, ``dim_staff``) and the profiles of the members they own; no health details,
+  no segment lists or exports;
 - ``ops``: every read, member lookup, CSV exports with masked phones, every staff member's queue (without
   health details);
 - ``admin``: the same, plus unmasked exports, health details and reading the audit trail.
@@ -26,8 +29,9 @@ from pathlib import Path
 from memberflow.core.settings import ConfigError, Settings
 from memberflow.core.sqlite import connect
 
-ROLES = ("staff", "health_manager", "ops", "admin")
-STAFF_ROLES = ("staff", "health_manager")  # bound to one staff member: their own queue only
+ROLES = ("staff", "health_manager", "store_manager", "ops", "admin")
+STAFF_ROLES = ("staff", "health_manager")  # bound to one staff member: their own queue and members
+STORE_ROLES = ("store_manager",)  # bound to one store: its staff's queues and members
 HEALTH_ROLES = ("health_manager", "admin")  # may see health details where the member consented
 TOKEN_PREFIX = "mf_"
 
@@ -41,7 +45,8 @@ create table if not exists tokens (
     expires_at text,
     revoked_at text,
     last_used_at text,
-    staff_id text
+    staff_id text,
+    store_id text
 );
 create table if not exists audit (
     audit_id integer primary key autoincrement,
@@ -68,6 +73,7 @@ class Principal:
     name: str
     role: str
     staff_id: str | None = None  # the staff member a staff or health_manager token acts as
+    store_id: str | None = None  # the store a store_manager token oversees
 
     @property
     def is_admin(self) -> bool:
@@ -76,6 +82,10 @@ class Principal:
     @property
     def is_staff(self) -> bool:
         return self.role in STAFF_ROLES
+
+    @property
+    def is_store_manager(self) -> bool:
+        return self.role in STORE_ROLES
 
     @property
     def sees_health(self) -> bool:
@@ -90,6 +100,7 @@ class IssuedToken:
     role: str
     expires_at: str | None
     staff_id: str | None = None
+    store_id: str | None = None
 
 
 def _now() -> str:
@@ -112,8 +123,9 @@ class AccessStore:
         with self._connect() as con:
             con.executescript(SCHEMA)
             have = {r[1] for r in con.execute("pragma table_info(tokens)").fetchall()}
-            if "staff_id" not in have:  # a store from before staff tokens
-                con.execute("alter table tokens add column staff_id text")
+            for column in ("staff_id", "store_id"):  # a store from before staff or store tokens
+                if column not in have:
+                    con.execute(f"alter table tokens add column {column} text")
 
     @classmethod
     def open(cls, settings: Settings) -> AccessStore:
@@ -123,14 +135,26 @@ class AccessStore:
         return connect(self.path)  # one short connection per call: the API serves from a thread pool
 
     # --- tokens ------------------------------------------------------------------------------------------
-    def create(self, name: str, role: str, days: int | None = 90, staff_id: str | None = None) -> IssuedToken:
+    def create(
+        self,
+        name: str,
+        role: str,
+        days: int | None = 90,
+        staff_id: str | None = None,
+        store_id: str | None = None,
+    ) -> IssuedToken:
         if role not in ROLES:
             raise ConfigError(f"unknown role {role!r}: one of {', '.join(ROLES)}")
         staff_id = (staff_id or "").strip() or None
+        store_id = (store_id or "").strip() or None
         if role in STAFF_ROLES and staff_id is None:
             raise ConfigError(f"a {role} token acts as one staff member: give their WeCom userid (--staff)")
         if role not in STAFF_ROLES and staff_id is not None:
             raise ConfigError(f"a {role} token is not bound to a staff member: leave out --staff")
+        if role in STORE_ROLES and store_id is None:
+            raise ConfigError(f"a {role} token oversees one store: give its store id (--store)")
+        if role not in STORE_ROLES and store_id is not None:
+            raise ConfigError(f"a {role} token is not bound to a store: leave out --store")
         if not name.strip():
             raise ConfigError("a token needs a name (whose it is)")
         if days is not None and days <= 0:
@@ -140,11 +164,11 @@ class AccessStore:
         expires = (datetime.now(UTC) + timedelta(days=days)).isoformat(timespec="seconds") if days else None
         with self._connect() as con:
             con.execute(
-                "insert into tokens (token_id, name, role, token_hash, created_at, expires_at, staff_id) "
-                "values (?, ?, ?, ?, ?, ?, ?)",
-                (token_id, name.strip(), role, _hash(token), _now(), expires, staff_id),
+                "insert into tokens (token_id, name, role, token_hash, created_at, expires_at, staff_id, "
+                "store_id) values (?, ?, ?, ?, ?, ?, ?, ?)",
+                (token_id, name.strip(), role, _hash(token), _now(), expires, staff_id, store_id),
             )
-        return IssuedToken(token, token_id, name.strip(), role, expires, staff_id)
+        return IssuedToken(token, token_id, name.strip(), role, expires, staff_id, store_id)
 
     def verify(self, token: str) -> Principal | None:
         """The token's holder, or None when it is unknown, revoked or expired."""
@@ -152,7 +176,7 @@ class AccessStore:
             return None
         with self._connect() as con:
             row = con.execute(
-                "select token_id, name, role, expires_at, staff_id from tokens "
+                "select token_id, name, role, expires_at, staff_id, store_id from tokens "
                 "where token_hash = ? and revoked_at is null",
                 (_hash(token),),
             ).fetchone()
@@ -161,7 +185,7 @@ class AccessStore:
             if row["expires_at"] and row["expires_at"] <= _now():
                 return None
             con.execute("update tokens set last_used_at = ? where token_id = ?", (_now(), row["token_id"]))
-        return Principal(row["token_id"], row["name"], row["role"], row["staff_id"])
+        return Principal(row["token_id"], row["name"], row["role"], row["staff_id"], row["store_id"])
 
     def revoke(self, token_id: str) -> bool:
         with self._connect() as con:
@@ -174,7 +198,8 @@ class AccessStore:
     def tokens(self) -> list[dict]:
         with self._connect() as con:
             rows = con.execute(
-                "select token_id, name, role, staff_id, created_at, expires_at, revoked_at, last_used_at "
+                "select token_id, name, role, staff_id, store_id, created_at, expires_at, revoked_at, "
+                "last_used_at "
                 "from tokens order by created_at"
             ).fetchall()
         return [dict(r) for r in rows]

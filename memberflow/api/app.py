@@ -157,6 +157,7 @@ class Me(BaseModel):
     name: str
     role: str
     staff_id: str | None = None  # staff and health_manager tokens: whose queue they read
+    store_id: str | None = None  # store_manager tokens: the store whose staff's queues they read
 
 
 class TrendPoint(BaseModel):
@@ -321,9 +322,11 @@ def create_app(settings: Settings, busy_wait: float = BUSY_WAIT_SECONDS) -> Fast
         return who
 
     def office(who: Annotated[Principal, Depends(principal)]) -> Principal:
-        """Ops and admin: staff tokens see their own queue only."""
+        """Ops and admin: staff tokens see their own queue and members, store managers their store's."""
         if who.is_staff:
             raise HTTPException(403, "a staff token reads its own queue only (/api/staff/{staff_id}/queue)")
+        if who.is_store_manager:
+            raise HTTPException(403, "a store manager reads the queues of their store's staff (/api/queues)")
         return who
 
     Who = Annotated[Principal, Depends(principal)]
@@ -397,7 +400,7 @@ def create_app(settings: Settings, busy_wait: float = BUSY_WAIT_SECONDS) -> Fast
 
     @app.get("/api/me", tags=["meta"], responses=ERRORS)
     def me(who: Who) -> Me:
-        return Me(name=who.name, role=who.role, staff_id=who.staff_id)
+        return Me(name=who.name, role=who.role, staff_id=who.staff_id, store_id=who.store_id)
 
     @app.get("/api/segments", tags=["segments"], responses=ERRORS)
     def segments(who: Ops, as_of: Day) -> SegmentList:
@@ -457,7 +460,9 @@ def create_app(settings: Settings, busy_wait: float = BUSY_WAIT_SECONDS) -> Fast
             day = reader.resolve_date(con, as_of)
             if day is None:
                 raise NotFound("no segment memberships yet: run a delivery first")
-            total, rows = reader.members(con, segment, day, status, model, (page - 1) * page_size, page_size)
+            total, rows = reader.members(
+                con, segment, day, status, model, (page - 1) * page_size, page_size, who.sees_health
+            )
         if total == 0 and segment not in defs:
             raise NotFound(f"no segment {segment}")
         # a read of member data: one audit row per request (who, which segment and day, how many members)
@@ -497,7 +502,9 @@ def create_app(settings: Settings, busy_wait: float = BUSY_WAIT_SECONDS) -> Fast
             raise HTTPException(403, "an unmasked export needs the admin role")
         defs = definitions()
         model = reasons_model(defs[segment]) if segment in defs else None
-        spool, planned, day = reader.spool_export(segment, as_of, status, model, unmasked, export_dir)
+        spool, planned, day = reader.spool_export(
+            segment, as_of, status, model, unmasked, export_dir, who.sees_health
+        )
         if planned == 0 and segment not in defs:
             spool.unlink(missing_ok=True)
             raise NotFound(f"no segment {segment}")
@@ -543,12 +550,19 @@ def create_app(settings: Settings, busy_wait: float = BUSY_WAIT_SECONDS) -> Fast
     @app.get(
         "/api/members/{member_id}", tags=["members"], responses={**ERRORS, 404: {"description": "unknown"}}
     )
-    def member(who: Ops, member_id: str) -> dict[str, Any]:
+    def member(who: Who, member_id: str) -> dict[str, Any]:
         """A member's profile: masked identifiers, tag timeline (and the tags holding on the last landed
-        day, `tags_as_of`), score history, segments and deliveries. Every request leaves an audit row naming
-        the member."""
+        day, `tags_as_of`), score history, segments and deliveries. Staff open their own members, store
+        managers those of their store's staff. Health tags only for roles that may see health data (a health
+        manager: of members who consented). Every request leaves an audit row naming the member."""
         with reader.connect() as con:
-            profile = clean(reader.profile(con, member_id, latest_landed_day(settings)))
+            if who.is_staff or who.is_store_manager:
+                owner = reader.owner_of(con, member_id)
+                mine = {who.staff_id} if who.is_staff else reader.store_staff(con, who.store_id or "")
+                if owner is None or owner not in mine:
+                    raise HTTPException(403, "not a member of yours: staff open the members they serve")
+            health = "all" if who.is_admin else "consented" if who.sees_health else "none"
+            profile = clean(reader.profile(con, member_id, latest_landed_day(settings), health))
         store.audit(who, "profile", 1, detail=f"member_id={member_id}")
         return profile
 
@@ -644,7 +658,7 @@ def create_app(settings: Settings, busy_wait: float = BUSY_WAIT_SECONDS) -> Fast
         """Exports and lookups, newest first (admin only)."""
         return [AuditRow(**r) for r in store.audit_rows(limit)]
 
-    app.include_router(staff_router(reader, store, QueueLog.open(settings), principal, office, day_query))
+    app.include_router(staff_router(reader, store, QueueLog.open(settings), principal, day_query))
 
     # --- the web page -------------------------------------------------------------------------------------
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")

@@ -219,7 +219,8 @@ class Reader:
         return out
 
     # --- members of a segment ----------------------------------------------------------------------------
-    def _member_query(self, con, status: str | None, score_model: str | None) -> str:
+    def _member_query(self, con, status: str | None, score_model: str | None, health: bool = False) -> str:
+        """``health``: the reader's role may see health data; without it, health tags stay out."""
         tables = self._tables(con)
         ledger = "delivery_ledger" in tables
         scores = "member_scores" in tables
@@ -241,7 +242,8 @@ class Reader:
                 f.lifecycle_stage, f.funnel_stage, f.value_tier,
                 (select list(t.tag_group || ':' || t.tag_value order by t.tag_group, t.tag_value)
                  from member_tags as t where t.member_id = m.member_id and t.valid_from <= m.as_of
-                   and (t.valid_to is null or t.valid_to > m.as_of)) as tags,
+                   and (t.valid_to is null or t.valid_to > m.as_of)
+                   {"" if health else "and not t.health_related"}) as tags,
                 {
             "(select l.status from delivery_ledger as l where l.idempotency_key = m.idempotency_key)"
             if ledger
@@ -287,6 +289,7 @@ class Reader:
         score_model: str | None,
         offset: int,
         limit: int,
+        health: bool = False,
     ) -> tuple[int, list[dict]]:
         params: dict = {"as_of": as_of, "segment": segment}
         if status:
@@ -296,7 +299,7 @@ class Reader:
             + (" and status = $status" if status else ""),
             params,
         ).fetchone()[0]
-        sql = self._member_query(con, status, score_model) + " limit $limit offset $offset"
+        sql = self._member_query(con, status, score_model, health) + " limit $limit offset $offset"
         rows = _rows(con.execute(sql, params | {"limit": limit, "offset": offset}))
         scores = self.scores_for(con, as_of, [r["member_id"] for r in rows])
         for r in rows:
@@ -313,13 +316,14 @@ class Reader:
         score_model: str | None,
         unmasked: bool,
         folder: Path,
+        health: bool = False,
     ) -> tuple[Path, int, date]:
         """Write the segment's members (with scores, reasons and, when ``unmasked``, the sealed phone and
         raw ids) to a Parquet file in batches; returns the file, its row count and the day (``as_of``, or
         the newest day with memberships)."""
         path = Path(tempfile.mkstemp(suffix=".parquet", dir=folder)[1])
         try:
-            return path, *self._spool(path, segment, as_of, status, score_model, unmasked)
+            return path, *self._spool(path, segment, as_of, status, score_model, unmasked, health)
         except BaseException:
             path.unlink(missing_ok=True)  # nothing half-written stays behind
             raise
@@ -332,12 +336,13 @@ class Reader:
         status: str | None,
         score_model: str | None,
         unmasked: bool,
+        health: bool,
     ) -> tuple[int, date]:
         with self.connect() as con:
             as_of = self.resolve_date(con, as_of)
             if as_of is None:
                 raise NotFound("no segment memberships yet: run a delivery first")
-            base = self._member_query(con, status, score_model)
+            base = self._member_query(con, status, score_model, health)
             score_cols = ""
             if "member_scores" in self._tables(con):
                 score_cols = ", " + ", ".join(
@@ -435,10 +440,12 @@ class Reader:
         ).fetchone()
         return (row[0], row[1]) if row else None
 
-    def profile(self, con, member_id: str, today: date | None) -> dict:
+    def profile(self, con, member_id: str, today: date | None, health: str = "all") -> dict:
         """``today``: the last landed day. Tags are validity ranges, some projected past it (an active
         member turns dormant 15 days after the last activity unless they come back): the current tags are
-        those that hold on ``today``."""
+        those that hold on ``today``. ``health``: which health tags the reader sees: ``all`` (admin),
+        ``consented`` (a health manager: only of a member who gave health-data consent) or ``none``; the
+        profile says how many it withheld (``health_tags_withheld``)."""
         tables = self._tables(con)
 
         def member_rows(sql: str, table: str | None = None) -> list[dict]:
@@ -496,11 +503,15 @@ class Reader:
             s["reasons"] = list(s["reasons"] or [])
             s["reasons_zh"] = list(s["reasons_zh"] or s["reasons"])
         member["channels_used"] = list(member.get("channels_used") or [])
+        shown = health == "all" or (health == "consented" and bool(member.get("health_data_consent")))
+        withheld = 0 if shown else sum(1 for t in tags if t["health_related"])
+        tags = tags if shown else [t for t in tags if not t["health_related"]]
         return {
             "member": member,
             "identifiers": identifiers,
             "retired_member_ids": retired,
             "tags": tags,
+            "health_tags_withheld": withheld,
             "tags_as_of": today,
             "current_tags": [t for t in tags if _holds_on(t, today)],
             "scores": scores,
@@ -508,6 +519,28 @@ class Reader:
             "segments": segments,
             "deliveries": deliveries,
         }
+
+    # --- the organisation: stores and their staff ---------------------------------------------------------
+    def store_staff(self, con, store_id: str) -> set[str]:
+        """The active staff of a store in the staff directory (``dim_staff``); none before it is built."""
+        if "dim_staff" not in self._tables(con):
+            return set()
+        rows = con.execute(
+            "select staff_id from dim_staff where store_id = ? and is_active", [store_id]
+        ).fetchall()
+        return {r[0] for r in rows}
+
+    def staff_directory(self, con) -> dict[str, dict[str, str | None]]:
+        """staff id -> their role and store (``dim_staff``); empty before the directory is built."""
+        if "dim_staff" not in self._tables(con):
+            return {}
+        rows = con.execute("select staff_id, staff_role, store_id from dim_staff").fetchall()
+        return {r[0]: {"staff_role": r[1], "store_id": r[2]} for r in rows}
+
+    def owner_of(self, con, member_id: str) -> str | None:
+        """The staff member who owns a member's WeCom relationship (``dim_member.staff_owner``)."""
+        found = con.execute("select staff_owner from dim_member where member_id = ?", [member_id]).fetchall()
+        return found[0][0] if found else None
 
     # --- delivery reports --------------------------------------------------------------------------------
     def delivery_reports(self, limit: int = 60) -> list[dict]:

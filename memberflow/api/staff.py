@@ -109,6 +109,8 @@ class MarkResult(BaseModel):
 
 class Completion(BaseModel):
     key: str
+    staff_role: str | None = Field(default=None, description="per staff: their role in the staff directory")
+    store_id: str | None = Field(default=None, description="per staff: their store in the staff directory")
     queued: int
     done: int
     skipped: int
@@ -122,17 +124,23 @@ class CompletionReport(BaseModel):
     by_segment: list[Completion]
 
 
-def staff_router(
-    reader: Reader, store: AccessStore, log: QueueLog, who_dep, office_dep, day_dep
-) -> APIRouter:
+def staff_router(reader: Reader, store: AccessStore, log: QueueLog, who_dep, day_dep) -> APIRouter:
     router = APIRouter(tags=["staff"])
     Who = Annotated[Principal, Depends(who_dep)]
-    Ops = Annotated[Principal, Depends(office_dep)]
     Day = Annotated[date | None, Depends(day_dep)]
 
-    def own(who: Principal, staff_id: str) -> None:
+    def own(who: Principal, staff_id: str, con) -> None:
         if who.is_staff and who.staff_id != staff_id:
             raise HTTPException(403, "a staff token reads and marks its own queue only")
+        if who.is_store_manager and staff_id not in reader.store_staff(con, who.store_id or ""):
+            raise HTTPException(403, "a store manager reads the queues of their own store's staff only")
+
+    def manager(who: Annotated[Principal, Depends(who_dep)]) -> Principal:
+        if who.is_staff:
+            raise HTTPException(403, "a staff token reads its own queue only (/api/staff/{staff_id}/queue)")
+        return who
+
+    Manager = Annotated[Principal, Depends(manager)]
 
     @router.get(
         "/api/staff/{staff_id}/queue",
@@ -147,9 +155,10 @@ def staff_router(
         """A staff member's 1-on-1 queue of the day (default: the newest day with queues), best expected
         value first: each member with the reason, the product or programme due, the last touches, a
         suggested script and the WeCom task's status. Health details only for roles that may see them and
-        members who consented. Every read leaves an audit row."""
-        own(who, staff_id)
+        members who consented. Staff read their own queue, store managers those of their store's staff.
+        Every read leaves an audit row."""
         with reader.connect() as con:
+            own(who, staff_id, con)
             try:
                 body = read_queue(con, log, staff_id, as_of, lang, who.sees_health)
             except NoQueue as exc:
@@ -171,8 +180,8 @@ def staff_router(
         is kept; the latest is the item's state."""
         if not who.is_staff:
             raise HTTPException(403, "only the staff member the queue belongs to marks its items")
-        own(who, staff_id)
         with reader.connect() as con:
+            own(who, staff_id, con)
             item = queue_item(con, staff_id, body.item_id)
         if item is None:
             raise NotFound("no such item in this staff member's queue")
@@ -186,16 +195,21 @@ def staff_router(
         )  # fmt: skip
 
     @router.get("/api/queues", responses=ERRORS)
-    def queues(who: Ops, as_of: Day) -> CompletionReport:
+    def queues(who: Manager, as_of: Day) -> CompletionReport:
         """Completion of the day's queues (default: the newest day) per staff member and per segment:
-        queued, done, skipped, still open."""
+        queued, done, skipped, still open. A store manager sees their store's staff only."""
         with reader.connect() as con:
             days = queue_days(con)
             day = as_of or (days[0] if days else None)
-            found = completion(con, log, day) if day else {"by_staff": [], "by_segment": []}
+            staff = reader.store_staff(con, who.store_id or "") if who.is_store_manager else None
+            found = completion(con, log, day, staff) if day else {"by_staff": [], "by_segment": []}
+            directory = reader.staff_directory(con)
         return CompletionReport(
             as_of=day,
-            by_staff=[Completion(key=r.pop("staff_owner"), **r) for r in found["by_staff"]],
+            by_staff=[
+                Completion(key=(k := r.pop("staff_owner")), **directory.get(k, {}), **r)
+                for r in found["by_staff"]
+            ],
             by_segment=[Completion(key=r.pop("segment"), **r) for r in found["by_segment"]],
         )
 

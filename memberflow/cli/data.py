@@ -33,7 +33,7 @@ def generate(
         float, typer.Option(min=0.0, max=0.2, help="Share of rows with planted defects.")
     ] = 0.02,
 ) -> None:
-    """Write sample data for all thirteen landing tables, plus the ground truth under _truth/."""
+    """Write sample data for all fourteen landing tables, plus the ground truth under _truth/."""
     settings = _settings()
     summary = _generate(
         settings, members, _parse_date(start), days, seed, out or settings.data_dir, dirt_rate

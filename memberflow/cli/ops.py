@@ -63,12 +63,16 @@ def tokens_create(
         str,
         typer.Option(
             help="staff (导购: own queue), health_manager (健康管理师: own queue with health details), "
-            "ops (every list, masked) or admin (may export unmasked)."
+            "store_manager (店长: the queues of their store's staff), ops (every list, masked) or admin "
+            "(may export unmasked)."
         ),
     ] = "ops",
     days: Annotated[int | None, typer.Option(help="Days until it expires; 0 for never.")] = 90,
     staff: Annotated[
         str | None, typer.Option(help="For staff and health_manager tokens: the staff member's WeCom userid.")
+    ] = None,
+    store: Annotated[
+        str | None, typer.Option(help="For store_manager tokens: the store id (the staff directory's).")
     ] = None,
 ) -> None:
     """Create a token and print it once; only its hash is stored."""
@@ -76,7 +80,7 @@ def tokens_create(
 
     settings = _settings()
     try:
-        issued = AccessStore.open(settings).create(name, role, days or None, staff)
+        issued = AccessStore.open(settings).create(name, role, days or None, staff, store)
     except ConfigError as exc:
         err.print(f"[red]{escape(str(exc))}[/red]")
         raise typer.Exit(2) from None
@@ -93,8 +97,9 @@ def tokens_list() -> None:
     from memberflow.api.access import AccessStore
 
     rows = AccessStore.open(_settings()).tokens()
-    table = Table("id", "name", "role", "staff", "created", "expires", "revoked", "last used")
-    keys = ("token_id", "name", "role", "staff_id", "created_at", "expires_at", "revoked_at", "last_used_at")
+    table = Table("id", "name", "role", "staff", "store", "created", "expires", "revoked", "last used")
+    keys = ("token_id", "name", "role", "staff_id", "store_id", "created_at", "expires_at", "revoked_at",
+            "last_used_at")  # fmt: skip
     for r in rows:
         table.add_row(*(escape(str(r[k] or "")) for k in keys))
     console.print(table)

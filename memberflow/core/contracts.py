@@ -116,6 +116,8 @@ ID_FORMS: dict[str, tuple[re.Pattern[str], str]] = {
 # The channels members come through, as the warehouse names them (dim_member.acquisition_channel; the
 # vocabulary module lists the same, with labels): what the marketing spend file books its costs against.
 SPEND_CHANNELS = ("wecom", "miniprogram", "livestream", "store_pos", "ecommerce", "insurance")
+# who serves members one-on-one: 健康管理师 and 导购 (the staff directory's roles)
+STAFF_ROLES = ("health_manager", "shop_assistant")
 
 R = True  # readability: _c("x", Kind.TEXT, R) marks a required column
 
@@ -263,6 +265,19 @@ CONTRACTS: tuple[TableContract, ...] = (
             _c("campaign", Kind.NOTE), _c("amount_cny", Kind.AMOUNT, R), _c("updated_at", Kind.TIME, R),
         ),
         key=("cost_id", "updated_at"),
+        date_column="updated_at",
+    ),
+    # The staff directory (WeCom's address book, exported daily): who serves members, in which role and
+    # store. A day's file holds the changes (a hire, a move, a new role, a departure as active = false),
+    # empty on a quiet day; the latest version of each staff member counts. Store managers' tokens reach
+    # the active staff of their store.
+    TableContract(
+        "wecom", "staff",
+        (
+            _c("userid", required=R), _c("role", Kind.ENUM, R, STAFF_ROLES), _c("store_id"),
+            _c("active", Kind.BOOL, R), _c("updated_at", Kind.TIME, R),
+        ),
+        key=("userid", "updated_at"),
         date_column="updated_at",
     ),
 )

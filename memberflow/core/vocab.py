@@ -139,6 +139,49 @@ LABELS: dict[str, dict[str, tuple[str, str]]] = {
         "segment_daily_cap": ("超出人群每日上限", "segment daily cap"),
         "staff_capacity": ("超出员工服务容量", "over the staff member's capacity"),
     },
+    # a model's evaluation on the held-out cutoff (ml/evaluate.py), its promotion, and live monitoring
+    "metric": {
+        "auc": ("AUC(区分度)", "AUC"),
+        "pr_auc": ("PR-AUC(查准与查全)", "PR-AUC"),
+        "brier": ("Brier 分数(越低越好)", "Brier score (lower is better)"),
+        "lift_top_decile": ("前 10% 提升度", "lift in the top tenth"),
+        "ece": ("校准误差 ECE(越低越好)", "calibration error, ECE (lower is better)"),
+        "rows": ("测试样本数", "test rows"),
+    },
+    "model_decision": {
+        "promoted": ("已晋升为线上模型:胜过全部对照", "promoted: beats every rival"),
+        "challenger": ("仍为挑战模型:未胜过全部对照", "stays challenger: does not beat every rival"),
+    },
+    "monitor_check": {
+        "realized": ("实际效果", "realized"),
+        "feature_drift": ("特征漂移", "feature drift"),
+        "score_drift": ("分数漂移", "score drift"),
+    },
+    # who signs in to the ops API (a token's role) and what the audit trail records them doing
+    "api_role": {
+        "staff": ("导购", "shop assistant"),
+        "health_manager": ("健康管理师", "health manager"),
+        "store_manager": ("店长", "store manager"),
+        "ops": ("运营", "ops"),
+        "admin": ("管理员", "admin"),
+    },
+    "audit_action": {
+        "export": ("导出名单", "export"),
+        "lookup": ("查找会员", "member lookup"),
+        "profile": ("查看会员档案", "member profile"),
+        "members_page": ("查看人群成员", "segment members"),
+        "queue": ("查看服务队列", "staff queue"),
+    },
+    "audit_state": {
+        "started": ("进行中", "started"),
+        "completed": ("已完成", "completed"),
+        "aborted": ("已中断", "aborted"),
+    },
+    # the staff directory's roles (wecom.staff)
+    "staff_role": {
+        "health_manager": ("健康管理师", "health manager"),
+        "shop_assistant": ("导购", "shop assistant"),
+    },
     # what WeCom says became of a queued member's message (get_groupmsg_send_result, outreach/readback.py)
     "wecom_result": {
         "waiting": ("待员工在企微确认发送", "waiting for the staff member to send it"),

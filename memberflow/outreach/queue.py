@@ -512,13 +512,18 @@ def queue_item(con, staff: str, item_id: str) -> dict[str, Any] | None:
     return found.row(0, named=True) if found.height else None
 
 
-def completion(con, log: QueueLog, as_of: date) -> dict[str, list[dict[str, Any]]]:
-    """Queued, done, skipped and open items of the day per staff member and per segment."""
+def completion(
+    con, log: QueueLog, as_of: date, staff: set[str] | None = None
+) -> dict[str, list[dict[str, Any]]]:
+    """Queued, done, skipped and open items of the day per staff member and per segment (of ``staff``
+    only, when given: a store's)."""
     if "staff_queue" not in table_names(con):
         return {"by_staff": [], "by_segment": []}
     items = _frame(
         con, "select staff_owner, segment, idempotency_key from staff_queue where as_of = ?", [as_of]
     )
+    if staff is not None:
+        items = items.filter(pl.col("staff_owner").is_in(sorted(staff)))
     marks = log.latest(items["idempotency_key"].to_list())
     items = items.with_columns(
         state=pl.Series(

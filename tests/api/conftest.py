@@ -23,9 +23,13 @@ class Tokens:
     staff: str  # a 导购 acting as STAFF_ID
     health_manager: str  # a 健康管理师 acting as STAFF_ID
     other_staff: str  # a staff token of someone else
+    store_manager: str  # 店长 of STAFF_ID's store
+    other_store_manager: str  # 店长 of another store
 
 
 STAFF_ID = "staff011"  # a staff member with a queue on the scored day
+STORE_ID = "S001"  # their store in the sample's staff directory (staff k works at store k % 10)
+OTHER_STORE_ID = "S002"
 
 
 @pytest.fixture(scope="session")
@@ -79,7 +83,9 @@ def tokens(ops_ws) -> Tokens:
     staff = store.create("sally", "staff", staff_id=STAFF_ID).token
     health = store.create("hm-li", "health_manager", staff_id=STAFF_ID).token
     other = store.create("otto", "staff", staff_id="staff012").token
-    return Tokens(ops, admin, revoked.token, expired.token, staff, health, other)
+    manager = store.create("mona", "store_manager", store_id=STORE_ID).token
+    other_manager = store.create("max", "store_manager", store_id=OTHER_STORE_ID).token
+    return Tokens(ops, admin, revoked.token, expired.token, staff, health, other, manager, other_manager)
 
 
 @pytest.fixture(scope="session")

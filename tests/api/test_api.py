@@ -20,7 +20,7 @@ from memberflow.api.access import AccessStore
 from memberflow.api.app import WEB_DIR
 from memberflow.transform import latest_landed_day
 from memberflow.warehouse import warehouse_lock
-from tests.api.conftest import STAFF_ID
+from tests.api.conftest import STAFF_ID, STORE_ID
 from tests.support import HISTORY_DAYS, SCORE_DAY, auth, fake_phone, make_settings, vault_phones
 
 DAY = SCORE_DAY.isoformat()
@@ -48,6 +48,10 @@ def _routes(settings) -> dict[tuple[str, str], dict]:
     member = _sql(settings, "select member_id from segment_memberships where as_of = ? limit 1", [SCORE_DAY])[
         0
     ][0]
+    # a member of STAFF_ID's (store STORE_ID): theirs and their store manager's to open
+    theirs = _sql(settings, "select member_id from dim_member where staff_owner = ? limit 1", [STAFF_ID])[0][
+        0
+    ]
     run = sorted((settings.reports_dir / "delivery" / DAY).glob("*.json"))[0].stem
     item = _sql(
         settings,
@@ -73,7 +77,7 @@ def _routes(settings) -> dict[tuple[str, str], dict]:
             "needs": "ops",
             "json": {"value": member},
         },
-        ("get", "/api/members/{member_id}"): {"url": f"/api/members/{member}", "needs": "ops"},
+        ("get", "/api/members/{member_id}"): {"url": f"/api/members/{theirs}", "needs": "member"},
         ("get", "/api/models"): {"url": "/api/models", "needs": "ops"},
         ("get", "/api/models/{model}/versions/{version}/plots/{name}"): {
             "url": "/api/models/churn/versions/1/plots/roc.png",
@@ -90,7 +94,7 @@ def _routes(settings) -> dict[tuple[str, str], dict]:
             "needs": "own_staff",
             "json": {"item_id": item, "action": "done"},
         },
-        ("get", "/api/queues"): {"url": "/api/queues", "needs": "ops"},
+        ("get", "/api/queues"): {"url": "/api/queues", "needs": "manager"},
         ("get", "/api/reports"): {"url": "/api/reports", "needs": "ops"},
         ("get", "/api/labels"): {"url": "/api/labels", "needs": "any"},
         ("get", "/api/reports/{name}"): {"url": "/api/reports/channel_economics?lang=en", "needs": "ops"},
@@ -106,14 +110,18 @@ ALLOWED = {
         "staff",
         "health_manager",
         "other_staff",
+        "store_manager",
+        "other_store_manager",
         "ops",
         "admin",
     },
     "ops": {"ops", "admin"},
     "admin": {"admin"},
-    "own": {"staff", "health_manager", "ops", "admin"},
+    "own": {"staff", "health_manager", "store_manager", "ops", "admin"},
     "own_staff": {"staff", "health_manager"},
-    "any": {"staff", "health_manager", "other_staff", "ops", "admin"},
+    "member": {"staff", "health_manager", "store_manager", "ops", "admin"},
+    "manager": {"store_manager", "other_store_manager", "ops", "admin"},
+    "any": {"staff", "health_manager", "other_staff", "store_manager", "other_store_manager", "ops", "admin"},
 }
 UNAUTHENTICATED = ("nobody", "garbage", "revoked", "expired")
 
@@ -125,8 +133,9 @@ def test_every_published_route_is_in_the_role_matrix(client, ops_ws):
 
 @pytest.mark.parametrize(
     "who",
-    ["nobody", "garbage", "revoked", "expired", "staff", "health_manager", "other_staff", "ops", "admin"],
-)
+    ["nobody", "garbage", "revoked", "expired", "staff", "health_manager", "other_staff", "store_manager",
+     "other_store_manager", "ops", "admin"],
+)  # fmt: skip
 def test_role_matrix(client, ops_ws, tokens, who):
     headers = {
         "nobody": {},
@@ -136,6 +145,8 @@ def test_role_matrix(client, ops_ws, tokens, who):
         "staff": auth(tokens.staff),
         "health_manager": auth(tokens.health_manager),
         "other_staff": auth(tokens.other_staff),
+        "store_manager": auth(tokens.store_manager),
+        "other_store_manager": auth(tokens.other_store_manager),
         "ops": auth(tokens.ops),
         "admin": auth(tokens.admin),
     }[who]
@@ -798,3 +809,69 @@ def _plain(row) -> tuple:
         else str(v)
         for v in row
     )
+
+
+def test_roles_follow_the_organisation(client, ops_ws, tokens):
+    """A store manager works with their store's staff (the staff directory), and no one else's; staff and
+    store managers open the profiles of their own members only; health tags reach only the roles allowed
+    health data (a health manager: of members who consented), in profiles and in segment lists."""
+    manager = auth(tokens.store_manager)
+    store_staff = {
+        r[0]
+        for r in _sql(ops_ws, "select staff_id from dim_staff where store_id = ? and is_active", [STORE_ID])
+    }
+    queued = dict(
+        _sql(ops_ws, "select staff_owner, count(*) from staff_queue where as_of = ? group by 1", [SCORE_DAY])
+    )
+    ours = store_staff & set(queued)
+    assert STAFF_ID in ours and len(store_staff) >= 2
+    mine = client.get("/api/queues", headers=manager).json()
+    assert {r["key"] for r in mine["by_staff"]} == ours
+    assert sum(r["queued"] for r in mine["by_segment"]) == sum(queued[s] for s in ours)
+    other = client.get("/api/queues", headers=auth(tokens.other_store_manager)).json()
+    assert other["by_staff"] and not {r["key"] for r in other["by_staff"]} & store_staff
+    for staff in ours:  # their staff's queues, without health details
+        body = client.get(f"/api/staff/{staff}/queue", headers=manager).json()
+        assert body["total"] == queued[staff] and not any(i["health_details"] for i in body["items"])
+    outsider = sorted(set(queued) - store_staff)[0]
+    assert client.get(f"/api/staff/{outsider}/queue", headers=manager).status_code == 403
+    owner_of = dict(_sql(ops_ws, "select member_id, staff_owner from dim_member"))
+    foreign = next(m for m, s in sorted(owner_of.items()) if s and s not in store_staff)
+    for who in (tokens.store_manager, tokens.staff, tokens.health_manager):
+        assert client.get(f"/api/members/{foreign}", headers=auth(who)).status_code == 403
+    colleague = next(m for m, s in sorted(owner_of.items()) if s in store_staff - {STAFF_ID})
+    assert client.get(f"/api/members/{colleague}", headers=manager).status_code == 200
+    assert client.get(f"/api/members/{colleague}", headers=auth(tokens.staff)).status_code == 403
+
+    # health tags: STAFF_ID's members with some, one who consented to health data and one who did not
+    with_health = _sql(
+        ops_ws,
+        "select d.member_id, d.health_data_consent, count(*) from dim_member as d "
+        "inner join member_tags as t using (member_id) where d.staff_owner = ? and t.health_related "
+        "group by all order by d.member_id",
+        [STAFF_ID],
+    )
+    consented = next((m, n) for m, c, n in with_health if c)
+    refused = next((m, n) for m, c, n in with_health if not c)
+
+    def health_tags(token: str, member: str) -> tuple[int, int]:
+        body = client.get(f"/api/members/{member}", headers=auth(token)).json()
+        return sum(t["health_related"] for t in body["tags"]), body["health_tags_withheld"]
+
+    assert health_tags(tokens.admin, refused[0]) == (refused[1], 0)  # admins see everything
+    assert health_tags(tokens.health_manager, consented[0]) == (consented[1], 0)
+    assert health_tags(tokens.health_manager, refused[0]) == (0, refused[1])  # no consent, no health tags
+    for token in (tokens.ops, tokens.store_manager, tokens.staff):
+        assert health_tags(token, consented[0]) == (0, consented[1])
+    # ... and in a segment's member list: the admin's carries health interests, the ops view none of them
+    health_values = {
+        f"{g}:{v}"
+        for g, v in _sql(ops_ws, "select distinct tag_group, tag_value from member_tags where health_related")
+    }
+    segment = _a_segment(ops_ws)
+    url = f"/api/segments/{segment}/members?page_size=500"
+
+    def listed(token: str) -> set[str]:
+        return {t for r in client.get(url, headers=auth(token)).json()["items"] for t in r["tags"]}
+
+    assert listed(tokens.admin) & health_values and not listed(tokens.ops) & health_values

@@ -22,6 +22,20 @@ def page(api_app):
         yield page
 
 
+def _queued(ops_ws, staff: str) -> int:
+    with duckdb.connect(str(ops_ws.warehouse_path), read_only=True) as con:
+        return con.execute(
+            "select count(*) from staff_queue where as_of = ? and staff_owner = ?", [SCORE_DAY, staff]
+        ).fetchone()[0]
+
+
+def _sign_in(page, token: str, ready: str) -> None:
+    page.goto(page.base_url + "/")
+    page.fill("#token", token)
+    page.click("#signin-form button")
+    page.wait_for_selector(ready)
+
+
 def test_sign_in_open_a_segment_download_its_csv_and_open_a_member(page, ops_ws, tokens, tmp_path):
     from memberflow.core.phones import phone_token
 
@@ -115,7 +129,7 @@ def test_admin_sees_the_audit_log_and_can_export_unmasked(page, ops_ws, tokens, 
         page.click("[data-testid=download]")
     assert info.value.suggested_filename.endswith("-unmasked.csv")
     page.click("#nav-audit")
-    page.wait_for_selector("td:has-text('adam (admin)')")
+    page.wait_for_selector("td:has-text('adam (管理员)')")
     assert "✔" in page.inner_text("#view")
     _shot(page, "07-audit")
     page.click("a[href='#/models']")
@@ -126,14 +140,8 @@ def test_admin_sees_the_audit_log_and_can_export_unmasked(page, ops_ws, tokens, 
 def test_a_health_manager_works_their_queue_in_both_languages(page, ops_ws, tokens):
     from tests.api.conftest import STAFF_ID
 
-    with duckdb.connect(str(ops_ws.warehouse_path), read_only=True) as con:
-        queued = con.execute(
-            "select count(*) from staff_queue where as_of = ? and staff_owner = ?", [SCORE_DAY, STAFF_ID]
-        ).fetchone()[0]
-    page.goto(page.base_url + "/")
-    page.fill("#token", tokens.health_manager)
-    page.click("#signin-form button")
-    page.wait_for_selector("[data-testid=queue]")
+    queued = _queued(ops_ws, STAFF_ID)
+    _sign_in(page, tokens.health_manager, "[data-testid=queue]")
     # their queue and nothing else: one nav entry, no lookup, every item theirs
     assert page.locator("#nav a:visible").all_inner_texts() == ["我的队列"]
     assert page.locator("#lookup").is_hidden()
@@ -329,3 +337,48 @@ def test_the_chinese_page_shows_no_code_where_a_business_string_belongs(page, op
     reasons = page.locator("ul.reasons li").all_inner_texts()
     assert reasons and all(re.search(r"[\u4e00-\u9fff]", r) for r in reasons), reasons[:5]
     _shot(page, "16-member-zh")
+    # the models (names, metrics, promotion, monitoring), deliveries, outcomes and queues pages too
+    for view, ready in (("models", "[data-model] .stats"), ("deliveries", "table"), ("outcomes", ".card"),
+                        ("queues", "[data-testid=queues]")):  # fmt: skip
+        page.evaluate(f"location.hash = '#/{view}'")
+        page.wait_for_selector(f"#view[data-ready='#/{view}'] {ready}")
+        assert untranslated() == [], view
+    page.evaluate("location.hash = '#/models'")
+    page.wait_for_selector("#view[data-ready='#/models'] [data-model] .stats")
+    text = page.evaluate(VIEW_TEXT)
+    assert "流失模型" in text and "AUC(区分度)" in text and "Brier 分数" in text
+    _shot(page, "19-models-zh")
+
+
+def test_a_store_manager_sees_their_store_and_opens_a_member_of_it(page, ops_ws, tokens):
+    from tests.api.conftest import STAFF_ID, STORE_ID
+
+    with duckdb.connect(str(ops_ws.warehouse_path), read_only=True) as con:
+        ours = {
+            r[0]
+            for r in con.execute(
+                "select distinct q.staff_owner from staff_queue as q inner join dim_staff as s "
+                "on s.staff_id = q.staff_owner where q.as_of = ? and s.store_id = ? and s.is_active",
+                [SCORE_DAY, STORE_ID],
+            ).fetchall()
+        }
+    queued = _queued(ops_ws, STAFF_ID)
+    _sign_in(page, tokens.store_manager, "[data-testid=queues]")
+    assert page.locator("#nav a:visible").all_inner_texts() == ["服务队列"]
+    assert page.locator("#lookup").is_hidden()
+    assert page.inner_text("[data-testid=queues-title]") == f"门店 {STORE_ID} 的服务队列"
+    assert set(page.locator("[data-testid=queues] tbody tr td:first-child a").all_inner_texts()) == ours
+    roles = page.locator("[data-testid=queues] tbody tr td:first-child span").all_inner_texts()
+    assert roles and {r.strip() for r in roles} <= {"健康管理师", "导购"}  # from the staff directory
+    assert "店长" in page.inner_text("#who")
+    _shot(page, "17-store-manager-queues")
+    page.click(f"[data-testid=queues] a[href='#/queue/{STAFF_ID}']")
+    page.wait_for_selector("[data-testid=queue-item]")
+    assert page.locator("[data-testid=queue-item]").count() == queued
+    assert page.locator("[data-testid=mark-done]").count() == 0  # they read; the staff member marks
+    first = page.locator("[data-testid=queue-item]").first
+    first.locator("[data-testid=item-details] summary").click()
+    first.locator("[data-testid=open-profile]").click()
+    page.wait_for_selector("[data-testid=member-id]")
+    assert page.locator("[data-testid=identifiers] li").count() >= 1
+    _shot(page, "18-store-manager-member")

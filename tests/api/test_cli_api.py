@@ -42,6 +42,13 @@ def test_tokens_are_shown_once_listed_without_secret_and_revoked(env):
     assert token.encode() not in (env / "ws" / "api" / "access.sqlite").read_bytes()
     bad = runner.invoke(app, ["tokens", "create", "--name", "x", "--role", "superuser"])
     assert bad.exit_code == 2 and "unknown role" in bad.output
+    # a store manager oversees one store: without --store it is refused with what to give
+    bad = runner.invoke(app, ["tokens", "create", "--name", "chen", "--role", "store_manager"])
+    assert bad.exit_code == 2 and "--store" in bad.output
+    made = runner.invoke(
+        app, ["tokens", "create", "--name", "chen", "--role", "store_manager", "--store", "S001"]
+    )
+    assert made.exit_code == 0 and "S001" in runner.invoke(app, ["tokens", "list"]).output
     assert runner.invoke(app, ["tokens", "revoke", token_id]).exit_code == 0
     assert runner.invoke(app, ["tokens", "revoke", token_id]).exit_code == 1  # already revoked
     from memberflow.api.access import AccessStore
@@ -91,7 +98,7 @@ def test_serve_runs_as_a_process_and_logs_route_templates_only(env):
             assert proc.poll() is None and time.monotonic() < deadline, "serve did not come up"
             time.sleep(0.3)
         assert httpx.get(f"{url}/api/me", headers={"Authorization": f"Bearer {token}"}).json() == {
-            "name": "olivia", "role": "ops", "staff_id": None,
+            "name": "olivia", "role": "ops", "staff_id": None, "store_id": None,
         }  # fmt: skip
         # nothing built yet: a clear 503, not an error page
         res = httpx.get(f"{url}/api/segments", headers={"Authorization": f"Bearer {token}"})

@@ -240,6 +240,16 @@ def test_every_vocabulary_value_ops_read_has_both_labels_and_every_script_loads(
     from memberflow.outreach.readback import SEND_STATUS
 
     assert set(LABELS["wecom_result"]) == set(SEND_STATUS.values())
+    from memberflow.api.access import ROLES
+    from memberflow.core.contracts import STAFF_ROLES
+
+    assert set(LABELS["api_role"]) == set(ROLES) and set(LABELS["staff_role"]) == set(STAFF_ROLES)
+    import numpy as np
+
+    from ml.evaluate import metrics
+
+    evaluated = metrics(np.array([0, 1, 0, 1]), np.array([0.1, 0.9, 0.2, 0.8]))
+    assert set(LABELS["metric"]) == set(evaluated) - {"label_rate"}  # the models page hides the label rate
     assert all(zh and en for values in LABELS.values() for zh, en in values.values())
     segments = load_segments()
     assert all(s.label and not isinstance(s.description, str) for s in segments)  # the starter library

@@ -17,9 +17,10 @@ from memberflow.core.contracts import (
 LATEST = datetime(2026, 3, 2, 16, 0, tzinfo=UTC)  # end of 2026-03-02 in China
 
 
-def test_all_thirteen_landing_tables_have_contracts():
-    # the twelve channel tables of DESIGN §3, and the marketing spend file the channel economics report reads
-    assert len(CONTRACTS) == 13
+def test_all_fourteen_landing_tables_have_contracts():
+    # the twelve channel tables of DESIGN §3, the marketing spend file the channel economics report reads,
+    # and the staff directory store managers' access follows
+    assert len(CONTRACTS) == 14 and "wecom.staff" in {c.name for c in CONTRACTS}
     assert {c.channel for c in CONTRACTS} == {
         "wecom",
         "miniprogram",

@@ -25,9 +25,12 @@ const T = {
     "empty.not_planned": "没有成员:这一天还没有运行触达计划。", "empty.taken": "没有成员:规则匹配的 {n} 人都已进入优先级更高的人群。",
     "empty.no_match": "没有成员:这一天没有会员符合规则。",
     "member.title": "会员档案", "member.ids": "身份标识(脱敏)", "member.tags": "当前标签",
+    "member.health_withheld": "已隐藏 {n} 个健康相关标签(您的角色无健康数据权限,或会员未授权)",
+    "queue.profile": "查看会员档案", "queues.store": "门店 {store} 的服务队列",
     "member.timeline": "标签时间线", "member.scores": "评分历史", "member.segments": "人群记录",
     "member.deliveries": "触达记录", "member.facts": "概况", "member.notfound": "没有找到这个会员。",
     "models.title": "模型", "models.champion": "线上模型", "models.challenger": "挑战模型", "models.none": "尚未训练",
+    "models.detail": "对比明细", "deliveries.dry_run": "(演练,未发送)",
     "deliveries.title": "触达记录", "audit.title": "审计日志", "busy": "数据正在更新,请稍后再试。",
     "download.done": "已下载 {n} 行", "status.send": "待发送", "status.already_sent": "已发送",
     "status.holdout": "对照组", "status.suppressed": "已屏蔽", "empty": "暂无数据",
@@ -95,10 +98,13 @@ const T = {
     "empty.not_planned": "Nobody: no delivery was planned on this day yet.", "empty.taken": "Nobody: the {n} members its rules matched went to segments of higher priority.",
     "empty.no_match": "Nobody: no member matched its rules on this day.",
     "member.title": "Member profile", "member.ids": "Identifiers (masked)", "member.tags": "Current tags",
+    "member.health_withheld": "{n} health-related tags hidden (your role may not see health data, or the member did not consent)",
+    "queue.profile": "Open the member's profile", "queues.store": "Queues of store {store}",
     "member.timeline": "Tag timeline", "member.scores": "Score history", "member.segments": "Segments",
     "member.deliveries": "Deliveries", "member.facts": "Facts", "member.notfound": "No member found.",
     "models.title": "Models", "models.champion": "Champion", "models.challenger": "Challenger",
     "models.none": "not trained yet", "deliveries.title": "Delivery runs", "audit.title": "Audit log",
+    "models.detail": "comparisons", "deliveries.dry_run": " (dry run, nothing sent)",
     "busy": "The data is being updated; try again in a moment.", "download.done": "Downloaded {n} rows",
     "status.send": "to send", "status.already_sent": "already sent", "status.holdout": "holdout",
     "status.suppressed": "suppressed", "empty": "Nothing yet",
@@ -423,7 +429,8 @@ async function showMember(nav, id) {
         el("div", {}, el("h3", {}, t("member.ids")),
           el("ul", { class: "ids", "data-testid": "identifiers" }, p.identifiers.map((i) => el("li", {}, el("b", {}, lbl("id_type", i.id_type)), " ", el("span", { class: "mono" }, i.value))))),
         el("div", {}, el("h3", {}, t("member.tags"), p.tags_as_of ? el("span", { class: "muted small" }, ` · ${p.tags_as_of}`) : ""),
-          el("div", { class: "chips" }, p.current_tags.map((tg) => el("span", { class: `chip${tg.health_related ? " warn" : ""}` }, tagText(tg))))))),
+          el("div", { class: "chips" }, p.current_tags.map((tg) => el("span", { class: `chip${tg.health_related ? " warn" : ""}` }, tagText(tg)))),
+          p.health_tags_withheld ? el("p", { class: "muted small", "data-testid": "health-withheld" }, t("member.health_withheld", { n: p.health_tags_withheld })) : null))),
     el("div", { class: "card" }, el("h2", {}, t("member.scores")),
       p.scores.length ? scoreBox : el("p", { class: "muted" }, t("empty")),
       table([t("col.model"), t("col.date"), t("col.scores"), t("col.reasons")], Object.values(latest).map((s) => el("tr", {},
@@ -455,10 +462,12 @@ function monitoringBlock(mon) {
   const realized = mon.checks.filter((c) => c.kind === "realized" && c.name.startsWith("auc@"));
   const drift = mon.checks.filter((c) => c.kind !== "realized").sort((a, b) => (b.value || 0) - (a.value || 0)).slice(0, 4);
   const fmt = (v) => (v === null || v === undefined ? "–" : Number(v).toFixed(3));
+  const raised = mon.checks.filter((c) => c.level !== "ok");
   return el("div", { class: "monitor", "data-testid": "monitoring" },
     el("div", { class: "row" }, el("h3", {}, t("monitor.title", { day: mon.as_of, v: mon.version })),
       el("span", { class: `chip lvl-${mon.status}` }, t(`level.${mon.status}`))),
-    mon.reasons.length ? el("ul", { class: "reasons small" }, mon.reasons.map((r) => el("li", {}, r))) : null,
+    raised.length ? el("ul", { class: "reasons small" }, raised.map((c) => el("li", {},
+      `${lbl("monitor_check", c.kind)} · ${c.name}: ${fmt(c.value)}${c.reference === null || c.reference === undefined ? "" : ` / ${fmt(c.reference)}`} (${t(`level.${c.level}`)})`))) : null,
     el("div", { class: "small muted" },
       realized.length ? realized.map((c) => el("div", {}, t("monitor.auc", { day: c.name.slice(4), v: fmt(c.value), ref: fmt(c.reference) })))
         : t("monitor.no_labels"),
@@ -475,17 +484,19 @@ async function showModels(nav) {
       if (!v) { parts.push(el("p", { class: "muted" }, `${t(`models.${alias}`)}: ${t("models.none")}`)); continue; }
       if (alias === "challenger" && m.champion && m.champion.version === v.version) continue;
       const metrics = Object.entries(v.metrics).filter(([k]) => !k.endsWith("label_rate"))
-        .map(([k, val]) => el("div", { class: "stat" }, el("b", {}, Number.isInteger(val) ? num(val) : Number(val).toFixed(3)), el("span", {}, k.replace("model.", ""))));
+        .map(([k, val]) => el("div", { class: "stat" }, el("b", {}, Number.isInteger(val) ? num(val) : Number(val).toFixed(3)), el("span", {}, lbl("metric", k.replace("model.", "")))));
       const plots = el("div", { class: "plots" });
       parts.push(el("div", {}, el("h3", {}, `${t(`models.${alias}`)} v${v.version}`),
-        el("p", { class: "muted small" }, v.reason || ""), el("div", { class: "stats" }, metrics), plots));
+        el("p", { class: "small", "data-testid": "decision" }, lbl("model_decision", v.decision)),
+        v.reason ? el("details", { class: "muted small" }, el("summary", {}, t("models.detail")), v.reason) : null,
+        el("div", { class: "stats" }, metrics), plots));
       for (const name of v.plots.filter((n) => /roc|gain|calibration/.test(n))) {
         nav.api(`/api/models/${m.model}/versions/${v.version}/plots/${name}`, { raw: true })
           .then((r) => r.blob()).then((b) => plots.append(el("img", { src: URL.createObjectURL(b), alt: name })))
           .catch(() => {});
       }
     }
-    cards.push(el("div", { class: "card", "data-model": m.model }, el("h2", {}, m.model), monitoringBlock(m.monitoring), parts));
+    cards.push(el("div", { class: "card", "data-model": m.model }, el("h2", {}, lbl("model", m.model)), monitoringBlock(m.monitoring), parts));
   }
   nav.render(el("div", {}, el("h1", {}, t("models.title")), cards));
 }
@@ -506,7 +517,7 @@ async function showOutcomes(nav) {
   rows.forEach((r) => { (bySegment[r.segment] = bySegment[r.segment] || []).push(r); });
   const signed = (v, d = 1) => (v === null || v === undefined ? "–" : `${v >= 0 ? "+" : ""}${d ? v.toFixed(d) : num(Math.round(v))}`);
   const cards = Object.entries(bySegment).map(([name, weeks]) => el("div", { class: "card", "data-segment": name },
-    el("div", { class: "row" }, el("h2", {}, name), el("span", { class: "chip" }, weeks[0].channel),
+    el("div", { class: "row" }, el("h2", {}, lbl("segment", name)), el("span", { class: "chip" }, lbl("outreach_channel", weeks[0].channel)),
       el("span", { class: "muted small" }, t("outcomes.window", { outcome: t(`outcome.${weeks[0].outcome}`), days: weeks[0].outcome_days }))),
     upliftChart(weeks),
     table([t("col.week"), t("col.treated"), t("col.holdout"), t("col.rate_t"), t("col.rate_h"), t("col.uplift"),
@@ -524,7 +535,7 @@ async function showDeliveries(nav) {
   const runs = await nav.api("/api/deliveries");
   nav.render(el("div", { class: "card" }, el("h1", {}, t("deliveries.title")),
     table([t("col.date"), t("col.run"), t("col.sent"), t("col.suppressed"), t("col.holdout"), t("col.failed")],
-      runs.map((r) => el("tr", {}, el("td", {}, r.as_of), el("td", { class: "mono small" }, r.run_id, r.dry_run ? " (dry run)" : ""),
+      runs.map((r) => el("tr", {}, el("td", {}, r.as_of), el("td", { class: "mono small" }, r.run_id, r.dry_run ? t("deliveries.dry_run") : ""),
         el("td", { class: "n" }, num(r.sent)), el("td", { class: "n" }, num(r.suppressed)), el("td", { class: "n" }, num(r.holdout)),
         el("td", { class: "n" }, num(r.failed)))))));
 }
@@ -533,8 +544,9 @@ async function showAudit(nav) {
   const rows = await nav.api("/api/audit");
   nav.render(el("div", { class: "card" }, el("h1", {}, t("audit.title")),
     table([t("col.date"), t("col.who"), t("col.action"), t("col.segment"), t("col.unmasked"), t("col.rows"), t("col.state")],
-      rows.map((r) => el("tr", {}, el("td", { class: "small" }, r.at), el("td", {}, `${r.token_name} (${r.role})`), el("td", {}, r.action),
-        el("td", {}, r.segment || "–"), el("td", {}, r.unmasked ? "✔" : ""), el("td", { class: "n" }, num(r.rows)), el("td", {}, r.state))))));
+      rows.map((r) => el("tr", {}, el("td", { class: "small" }, r.at), el("td", {}, `${r.token_name} (${lbl("api_role", r.role)})`),
+        el("td", {}, lbl("audit_action", r.action)), el("td", {}, r.segment ? lbl("segment", r.segment) : "–"), el("td", {}, r.unmasked ? "✔" : ""),
+        el("td", { class: "n" }, num(r.rows)), el("td", {}, lbl("audit_state", r.state)))))));
 }
 
 // --- staff queues ----------------------------------------------------------------------------------------
@@ -590,6 +602,7 @@ function queueItem(staff, item, onMarked) {
           el("p", { class: "small", "data-testid": "wecom-result" }, `${t("queue.wecom")}: `, item.wecom_result
             ? `${lbl("wecom_result", item.wecom_result)}${item.wecom_sent_at ? ` ${item.wecom_sent_at.slice(0, 16).replace("T", " ")}` : ""}`
             : lbl("delivery_status", item.wecom_status)),
+          el("p", { class: "small" }, el("a", { href: `#/members/${encodeURIComponent(item.member_id)}`, "data-testid": "open-profile" }, t("queue.profile"))),
           el("p", { class: "mono small" }, item.member_id)))),
     canMark ? el("div", { class: "row" },
       el("button", { type: "button", "data-testid": "mark-done", onclick: () => mark("done") }, t("queue.done")),
@@ -615,12 +628,13 @@ async function showQueues(nav) {
   const query = state.day ? `?as_of=${encodeURIComponent(state.day)}` : "";
   const data = await nav.api(`/api/queues${query}`);
   const rows = (list, link) => list.map((r) => el("tr", {},
-    el("td", {}, link ? el("a", { href: `#/queue/${encodeURIComponent(r.key)}` }, r.key) : r.key),
+    el("td", {}, link ? [el("a", { href: `#/queue/${encodeURIComponent(r.key)}` }, r.key), r.staff_role ? el("span", { class: "muted small" }, ` ${lbl("staff_role", r.staff_role)}`) : null]
+      : lbl("segment", r.key)),
     el("td", { class: "n" }, num(r.queued)), el("td", { class: "n" }, num(r.done)), el("td", { class: "n" }, num(r.skipped)),
     el("td", { class: "n" }, num(r.open)), el("td", { class: "n" }, pct(r.completion))));
   const head = (first) => [first, t("col.queued"), t("col.done"), t("col.skipped"), t("col.open"), t("col.completion")];
   nav.render(el("div", {},
-    el("div", { class: "card" }, el("div", { class: "row" }, el("h1", {}, t("queues.title")), el("span", { class: "spacer" }),
+    el("div", { class: "card" }, el("div", { class: "row" }, el("h1", { "data-testid": "queues-title" }, state.me.store_id ? t("queues.store", { store: state.me.store_id }) : t("queues.title")), el("span", { class: "spacer" }),
       el("span", { class: "muted" }, data.as_of || "")),
       table(head(t("col.staff")), rows(data.by_staff, true), { "data-testid": "queues" })),
     el("div", { class: "card" }, el("h2", {}, t("queues.by_segment")), table(head(t("col.segment")), rows(data.by_segment, false)))));
@@ -831,7 +845,9 @@ async function route() {
   $("#loading").hidden = false;
   $("#view").setAttribute("aria-busy", "true");
   try {
-    if (state.me && state.me.staff_id) await showQueue(nav, state.me.staff_id);  // a staff token has one page
+    const member = parts[0] === "members" && parts[1];
+    if (state.me && state.me.staff_id && !member) await showQueue(nav, state.me.staff_id);  // their queue, their members
+    else if (state.me && state.me.store_id && !member && parts[0] !== "queue") await showQueues(nav);  // their store
     else if (parts[0] === "queue" && parts[1]) await showQueue(nav, parts[1]);
     else if (parts[0] === "queues") await showQueues(nav);
     else if (parts[0] === "segments" && parts[1]) await showSegment(nav, parts[1], params);
@@ -871,11 +887,14 @@ async function signIn(token) {
   $("#signin").hidden = true;
   $("#signin-error").textContent = "";
   const staff = Boolean(state.me.staff_id);
+  const manager = Boolean(state.me.store_id);
   ["#nav", "#signout"].forEach((s) => { $(s).hidden = false; });
-  $("#lookup").hidden = staff;  // staff work from their queue: no lookups across members
-  document.querySelectorAll("#nav a").forEach((a) => { a.hidden = staff ? a.id !== "nav-queue" : a.id === "nav-queue"; });
+  $("#lookup").hidden = staff || manager;  // staff and store managers work from queues: no lookups across members
+  document.querySelectorAll("#nav a").forEach((a) => {
+    a.hidden = staff ? a.id !== "nav-queue" : manager ? a.id !== "nav-queues" : a.id === "nav-queue";
+  });
   $("#nav-audit").hidden = state.me.role !== "admin";
-  $("#who").textContent = `${state.me.name} · ${state.me.role}`;
+  $("#who").textContent = `${state.me.name} · ${lbl("api_role", state.me.role)}${state.me.store_id ? ` · ${state.me.store_id}` : ""}`;
   return true;
 }
 
