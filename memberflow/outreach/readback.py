@@ -71,6 +71,9 @@ def read_back(
     tasks: dict[tuple[str, str], list[str]] = {}
     for key, item in todo.items():
         tasks.setdefault((item["msgid"], item["staff_owner"]), []).append(key)
+    if not tasks:  # everything settled: nothing to ask WeCom
+        report.results = _count(items, {}, known)
+        return report
     config = config or OutreachConfig.load()
     channel = config.channels["wecom"]
     connector = WecomConnector(channel, settings, lambda: datetime.now(UTC))
@@ -98,10 +101,17 @@ def read_back(
     report.marked, report.kept_staff_marks = log.record_wecom_results(
         {k: {**items[k], **a} for k, a in answers.items()}
     )
+    report.results = _count(items, answers, known)
+    return report
+
+
+def _count(items: dict, answers: dict, known: dict) -> dict[str, int]:
+    """Items per WeCom status after a run: this run's answer, else the last one kept."""
+    out: dict[str, int] = {}
     for key in items:
         status = answers.get(key, known.get(key, {})).get("status", "unknown")
-        report.results[status] = report.results.get(status, 0) + 1
-    return report
+        out[status] = out.get(status, 0) + 1
+    return out
 
 
 def _queued_items(settings: Settings, first: date, last: date) -> dict[str, dict]:

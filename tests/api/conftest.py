@@ -8,6 +8,7 @@ import sqlite3
 
 import duckdb
 import httpx
+import polars as pl
 import pytest
 
 from memberflow.core.settings import Settings
@@ -40,6 +41,7 @@ def ops_ws(tmp_path_factory, scored) -> Settings:
     from devkit.sandbox import SandboxServer
     from memberflow.outreach.readback import read_back
     from memberflow.outreach.run import deliver, plan, write_memberships
+    from memberflow.outreach.suppression import idempotency_key
 
     home = tmp_path_factory.mktemp("ops") / "ws"
     shutil.copytree(scored.home, home)
@@ -50,6 +52,15 @@ def ops_ws(tmp_path_factory, scored) -> Settings:
         for i, day in enumerate(HISTORY_DAYS):
             planned = plan(settings, SCORE_DAY, now=MORNING)
             frame = planned.frame.sample(fraction=0.7 + 0.1 * i, seed=i)
+            frame = frame.with_columns(  # each day's items have that day's keys, as a plan of the day would
+                idempotency_key=pl.Series(
+                    [
+                        idempotency_key(s, m, day)
+                        for s, m in zip(frame["segment"], frame["member_id"], strict=True)
+                    ],
+                    dtype=pl.Utf8,
+                )
+            )
             write_memberships(settings, dataclasses.replace(planned, as_of=day, frame=frame))
         report = deliver(settings, SCORE_DAY, now=MORNING)
         assert report.sent > 0, report

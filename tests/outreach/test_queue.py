@@ -201,6 +201,13 @@ def test_each_staff_member_gets_the_best_of_their_1on1_members_once_within_capac
     again = read_back(delivery_ws, SCORE_DAY, sleep=lambda s: None)
     assert again.asked == waiting and again.marked == 0 and again.results == back.results
     assert len(log.rows(SCORE_DAY)) == 4 + back.marked
+    # everyone sends the rest: the waiting items settle, and then there is nothing left to ask WeCom
+    for other in set(queue["staff_owner"]) - {staff}:
+        httpx.post(confirm, json={"sender": other})
+    assert read_back(delivery_ws, SCORE_DAY, sleep=lambda s: None).asked == waiting
+    settled = read_back(delivery_ws, SCORE_DAY, sleep=lambda s: None)
+    assert (settled.asked, settled.requests) == (0, 0)
+    assert settled.results == {"sent": queue.height - 1, "not_a_contact": 1}
 
 
 def _category(settings, member_id: str) -> str:
