@@ -323,21 +323,24 @@ class QueueLog:
         return out
 
     def member_marks(self, member_ids: list[str], before: date, per_member: int = 3) -> dict[str, list[dict]]:
-        """The latest marks on each member's queue items of days before ``before``."""
+        """The state of each member's latest queue items of days before ``before``: per item its latest
+        mark (an item marked skipped and then done is one touch, done)."""
         out: dict[str, list[dict]] = {}
+        seen: set[str] = set()
         with self._connect() as con:
             for start in range(0, len(member_ids), 500):
                 part = member_ids[start : start + 500]
                 rows = con.execute(
-                    "select member_id, as_of, segment, action, reason from queue_actions "
+                    "select idempotency_key, member_id, as_of, segment, action, reason from queue_actions "
                     f"where member_id in ({','.join('?' * len(part))}) and as_of < ? "
                     "order by action_id desc",
                     [*part, before.isoformat()],
                 ).fetchall()
                 for r in rows:
                     found = out.setdefault(r["member_id"], [])
-                    if len(found) < per_member:
-                        found.append(dict(r))
+                    if r["idempotency_key"] not in seen and len(found) < per_member:
+                        seen.add(r["idempotency_key"])
+                        found.append({k: r[k] for k in ("member_id", "as_of", "segment", "action", "reason")})
         return out
 
     def rows(self, as_of: date | None = None) -> list[dict]:

@@ -4,6 +4,7 @@ value first, the same members as the WeCom tasks, scripts that respect health co
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 
 import duckdb
 import httpx
@@ -142,6 +143,9 @@ def test_each_staff_member_gets_the_best_of_their_1on1_members_once_within_capac
     log.mark(second, "skipped", "hm-li", "health_manager", reason="not_reachable")
     log.mark(second, "done", "hm-li", "health_manager")  # reached later that day
     assert [r["action"] for r in log.rows(SCORE_DAY)] == ["done", "skipped", "done"]
+    # the next day the member's last touches show the item once, with its latest mark
+    touches = log.member_marks([second["member_id"]], SCORE_DAY + timedelta(days=1))[second["member_id"]]
+    assert [(t["as_of"], t["action"]) for t in touches] == [(SCORE_DAY.isoformat(), "done")]
     with duckdb.connect(str(delivery_ws.warehouse_path), read_only=True) as con:
         found = completion(con, log, SCORE_DAY)
     row = next(r for r in found["by_staff"] if r["staff_owner"] == staff)
