@@ -76,7 +76,14 @@ SKIP_REASONS = ("not_reachable", "member_declined", "not_appropriate_now", "serv
 ACTIONS = ("done", "skipped")
 # Marks WeCom's send results make (outreach/readback.py): an item WeCom settled that nobody marked by hand
 WECOM_ACTOR = "WeCom"
-WECOM_SKIP_REASONS = ("not_a_contact", "wecom_daily_limit")
+# WeCom's answer -> the mark it makes on an item nobody marked by hand (action, skip reason); the answers
+# not listed (waiting) settle nothing
+WECOM_SETTLES = {
+    "sent": ("done", None),
+    "not_a_contact": ("skipped", "not_a_contact"),
+    "wecom_daily_limit": ("skipped", "wecom_daily_limit"),
+}
+WECOM_SKIP_REASONS = tuple(reason for _, reason in WECOM_SETTLES.values() if reason)
 
 
 def with_expected_value(
@@ -281,7 +288,7 @@ class QueueLog:
         latest = self.latest(list(answers))
         marks, kept = [], 0
         for key, a in answers.items():
-            settle = _SETTLES.get(a["status"])
+            settle = WECOM_SETTLES.get(a["status"])
             mark = latest.get(key)
             if settle is None:
                 continue
@@ -354,14 +361,6 @@ class QueueLog:
 
 
 # --------------------------------------------------------------------------------------------- reading
-
-
-# WeCom's answer -> the mark it makes on an item nobody marked by hand (action, skip reason)
-_SETTLES = {
-    "sent": ("done", None),
-    "not_a_contact": ("skipped", "not_a_contact"),
-    "wecom_daily_limit": ("skipped", "wecom_daily_limit"),
-}
 
 
 class NoQueue(LookupError):

@@ -25,13 +25,12 @@ from datetime import UTC, date, datetime, timedelta
 from memberflow.core.settings import Settings
 from memberflow.outreach.connectors import OutreachConfig, WecomConnector, with_retries
 from memberflow.outreach.ledger import Ledger
-from memberflow.outreach.queue import QueueLog
+from memberflow.outreach.queue import WECOM_SETTLES, QueueLog
 from memberflow.outreach.suppression import CHINA
 from memberflow.warehouse import read_warehouse, table_names
 
 # get_groupmsg_send_result's status -> the name memberflow gives it
 SEND_STATUS = {0: "waiting", 1: "sent", 2: "not_a_contact", 3: "wecom_daily_limit"}
-SETTLED = ("sent", "not_a_contact", "wecom_daily_limit")
 DAYS_BACK = 3  # a task staff did not confirm within three days is not coming
 
 
@@ -66,7 +65,7 @@ def read_back(
     log = QueueLog.open(settings)
     known = log.wecom_results(list(items))
     report.items = len(items)
-    todo = {k: v for k, v in items.items() if known.get(k, {}).get("status") not in SETTLED}
+    todo = {k: v for k, v in items.items() if known.get(k, {}).get("status") not in WECOM_SETTLES}
     report.asked = len(todo)
     tasks: dict[tuple[str, str], list[str]] = {}
     for key, item in todo.items():
