@@ -1,9 +1,10 @@
 """The integration tier's stack: a workspace with 60 days of history loaded, the outreach sandbox, an MLflow
-server with authentication and Airflow's four components on the local PostgreSQL server.
+server with authentication and Airflow's four components with two Celery workers, on the local PostgreSQL
+server and Redis.
 
 Environment: ``MEMBERFLOW_IT_POSTGRES`` (default ``postgresql://postgres@127.0.0.1:5432``, a role that may
-create databases). Without a reachable server the tier fails with that message; deselect it with
-``-m "not integration"``.
+create databases) and ``MEMBERFLOW_IT_REDIS`` (default ``redis://127.0.0.1:6379/0``, Celery's broker).
+Without a reachable server the tier fails with that message; deselect it with ``-m "not integration"``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,17 @@ import pytest
 from memberflow.core.contracts import LOCAL_TZ
 from memberflow.core.settings import PRIVACY_DEFAULTS
 from tests.integration.airflow_api import AirflowAPI
-from tests.integration.stack import CLOCK, DAG_IDS, DAYS, HISTORY_END, HISTORY_START, MEMBERS, PG_DSN, Stack
+from tests.integration.stack import (
+    CLOCK,
+    DAG_IDS,
+    DAYS,
+    HISTORY_END,
+    HISTORY_START,
+    MEMBERS,
+    PG_DSN,
+    REDIS_URL,
+    Stack,
+)
 from tests.support import TEST_ID_KEY, make_settings
 
 
@@ -28,6 +39,18 @@ def _postgres_reachable() -> None:
     except psycopg2.OperationalError as exc:
         pytest.fail(
             f"the integration tier needs PostgreSQL at {PG_DSN} (MEMBERFLOW_IT_POSTGRES): {exc}; "
+            'deselect it with -m "not integration"'
+        )
+
+
+def _redis_reachable() -> None:
+    import redis
+
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=5).ping()
+    except redis.RedisError as exc:
+        pytest.fail(
+            f"the integration tier's Celery workers need Redis at {REDIS_URL} (MEMBERFLOW_IT_REDIS): {exc}; "
             'deselect it with -m "not integration"'
         )
 
@@ -57,6 +80,7 @@ def production(history):
     from ml.config import SHORT_HISTORY
 
     _postgres_reachable()
+    _redis_reachable()
     root, settings = history
     sandbox = SandboxServer()
     sandbox.start()

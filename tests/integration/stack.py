@@ -1,9 +1,12 @@
-"""The production shape, natively: Airflow (api-server, scheduler, dag-processor, triggerer; LocalExecutor)
-and an MLflow tracking server with authentication, both on the local PostgreSQL server.
+"""The production shape, natively: Airflow (api-server, scheduler, dag-processor, triggerer and two Celery
+workers on Redis: CeleryExecutor) and an MLflow tracking server with authentication, both on the local
+PostgreSQL server.
 
-The same services docker-compose.yml runs in containers, started here as processes of this machine. Each
-service runs in its own session (process group), so stopping it by its pid also stops what it forked
-(LocalExecutor workers, uvicorn workers). Databases are created per stack and dropped when it stops.
+The same services docker-compose.yml runs in containers with its ``celery`` profile, started here as
+processes of this machine. Each service runs in its own session (process group), so stopping it by its pid
+also stops what it forked (Celery's worker processes, uvicorn workers). Databases are created per stack and
+dropped when it stops. The workers serve one Celery queue named after the stack, so two stacks on one Redis
+(a developer's run beside CI's) never take each other's tasks.
 """
 
 from __future__ import annotations
@@ -27,6 +30,11 @@ from devkit.orchestrate import import_pools
 from memberflow.core.contracts import LOCAL_TZ
 
 PG_DSN = os.environ.get("MEMBERFLOW_IT_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
+REDIS_URL = os.environ.get("MEMBERFLOW_IT_REDIS", "redis://127.0.0.1:6379/0")
+# as docker-compose.yml's celery profile runs them (tests/unit/test_compose.py keeps the two alike)
+EXECUTOR = "CeleryExecutor"
+CELERY_WORKERS = 2
+WORKER_CONCURRENCY = 2
 VENV_BIN = Path(sys.executable).parent
 
 HISTORY_START = date(2026, 1, 1)
@@ -223,8 +231,11 @@ class Stack:
             "AIRFLOW_HOME": str(home),
             "AIRFLOW__CORE__DAGS_FOLDER": str(Path(__file__).resolve().parents[2] / "dags"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            "AIRFLOW__CORE__PARALLELISM": "4",
+            "AIRFLOW__CORE__EXECUTOR": EXECUTOR,
+            "AIRFLOW__CORE__PARALLELISM": str(CELERY_WORKERS * WORKER_CONCURRENCY),
+            "AIRFLOW__CELERY__BROKER_URL": REDIS_URL,
+            "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(WORKER_CONCURRENCY),
+            "AIRFLOW__OPERATORS__DEFAULT_QUEUE": self.queue,
             "AIRFLOW__CORE__FERNET_KEY": Fernet.generate_key().decode(),
             "AIRFLOW__CORE__AUTH_MANAGER": (
                 "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
@@ -257,7 +268,55 @@ class Stack:
         api = self._spawn("api-server", [airflow, "api-server", "--port", str(api_port)], env)
         for component in ("scheduler", "dag-processor", "triggerer"):
             self._spawn(component, [airflow, component], env)
+        for n in range(1, CELERY_WORKERS + 1):
+            self.start_worker(n)
         self._wait_http(api, f"{self.airflow_url}/api/v2/monitor/health", 180)
+        self.wait_for_workers(120)
+
+    @property
+    def queue(self) -> str:
+        return f"memberflow_it_{self.tag}"
+
+    def start_worker(self, n: int) -> Service:
+        """Celery worker ``n`` on this stack's queue: a pid file and a log server port of its own."""
+        env = {**self.airflow_env, "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port())}
+        argv = [
+            str(VENV_BIN / "airflow"),
+            "celery",
+            "worker",
+            "--celery-hostname",
+            f"worker{n}@{self.queue}",
+            "--queues",
+            self.queue,
+            "--concurrency",
+            str(WORKER_CONCURRENCY),
+            "--pid",
+            str(self.root / "airflow" / f"worker{n}.pid"),
+            "--without-gossip",
+            "--without-mingle",
+        ]
+        return self._spawn(f"worker{n}", argv, env)
+
+    def workers(self) -> list[Service]:
+        return [s for s in self.services if s.name.startswith("worker")]
+
+    def wait_for_workers(self, timeout: float) -> None:
+        """Until every worker has connected to the broker and is ready for tasks."""
+        deadline = time.monotonic() + timeout
+        waiting = self.workers()
+        while waiting and time.monotonic() < deadline:
+            self.check_alive()
+            waiting = [w for w in waiting if " ready." not in w.log.read_text(errors="replace")]
+            time.sleep(0.5)
+        if waiting:
+            raise TimeoutError(
+                f"Celery workers not ready in {timeout:.0f} s (broker {REDIS_URL}, MEMBERFLOW_IT_REDIS): "
+                + "; ".join(f"{w.name}:\n{w.tail()}" for w in waiting)
+            )
+
+    def tasks_run_by_worker(self) -> dict[str, int]:
+        """How many task workloads each worker took from the queue (Celery logs each one it receives)."""
+        return {w.name: w.log.read_text(errors="replace").count("] received") for w in self.workers()}
 
     def check_alive(self) -> None:
         dead = [s for s in self.services if not s.alive()]

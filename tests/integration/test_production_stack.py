@@ -1,26 +1,30 @@
-"""Three days of the daily chain on a real Airflow scheduler (LocalExecutor, PostgreSQL metadata) and a real
-MLflow server (PostgreSQL, authentication on), driven only through Airflow's REST API.
+"""Three days of the daily chain on a real Airflow scheduler (CeleryExecutor with two workers on Redis,
+PostgreSQL metadata) and a real MLflow server (PostgreSQL, authentication on), driven only through Airflow's
+REST API.
 
 Training runs on its schedule (the Monday 04:00 run, backfilled), each day is a backfilled extract run, and
 the Assets do the rest: landed tables -> transform_members -> score_members -> deliver_segments. The second
 day's orders arrive in fen instead of yuan: the landing gate fails, nothing downstream runs; the file is
 fixed, the table's extract task is cleared with what follows it, and the chain completes. Then: every run
 succeeded in the end, no member got a message twice, rerunning a day's delivery sends nothing, each model
-has a champion, and no log holds a plain phone number.
+has a champion, both workers ran tasks while the warehouse pool kept DuckDB's writers one at a time
+across them, and no log holds a plain phone number.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import itertools
 import re
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import duckdb
 import pytest
 
-from tests.integration.stack import DAYS, logical
+from memberflow.assets import WAREHOUSE_POOL
+from tests.integration.stack import CELERY_WORKERS, DAYS, logical
 from tests.support import vault_phones
 
 pytestmark = pytest.mark.integration
@@ -153,6 +157,21 @@ def test_three_days_fail_fix_and_deliver_once_on_a_real_scheduler(production):
     assert sandbox.state.snapshot()["mark_tag_calls"] == received["mark_tag_calls"] > 0  # tags: only changes
     assert sorted(r for r in ledger(settings) if r[4] == "sent") == sent
 
+    # both Celery workers took tasks, and no two tasks that write the warehouse ever overlapped: the pool
+    # orders DuckDB's single writer across workers (a file lock alone would hold a worker slot waiting)
+    taken = stack.tasks_run_by_worker()
+    assert len(taken) == CELERY_WORKERS and min(taken.values()) > 0, taken
+    writers = sorted(
+        (datetime.fromisoformat(ti["start_date"]), datetime.fromisoformat(ti["end_date"]), ti["task_id"])
+        for dag_id in CHAIN
+        for run in api.runs(dag_id)
+        for ti in api.task_instances(dag_id, run["dag_run_id"])
+        if ti["pool"] == WAREHOUSE_POOL and ti["start_date"] and ti["end_date"]
+    )
+    assert len(writers) >= len(DAYS) * len(CHAIN)
+    for earlier, later in itertools.pairwise(writers):
+        assert earlier[1] <= later[0], (earlier, later)
+
     # the registry on the MLflow server has a champion for every model
     from ml.registry import CHAMPION, alias_version
 
@@ -175,4 +194,7 @@ def test_three_days_fail_fix_and_deliver_once_on_a_real_scheduler(production):
     digits = set(re.findall(r"(?<!\d)1\d{10}(?!\d)", text))
     assert not digits & phones
     elapsed = time.monotonic() - began
-    print(f"integration chain: {elapsed:.0f} s, {len(sent)} messages sent over {len(DAYS)} days")
+    print(
+        f"integration chain: {elapsed:.0f} s, {len(sent)} messages sent over {len(DAYS)} days; "
+        f"task workloads per Celery worker: {taken}; {len(writers)} warehouse writers, none overlapping"
+    )

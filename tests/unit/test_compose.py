@@ -69,6 +69,18 @@ def test_every_service_of_the_production_shape_is_there(compose):
     assert executor == "${AIRFLOW_EXECUTOR:-LocalExecutor}"
 
 
+def test_the_celery_profile_is_what_the_integration_tier_runs(compose):
+    """The integration tier starts the same Celery shape natively: executor, broker, workers and slots."""
+    from tests.integration import stack
+
+    worker = compose["services"]["airflow-worker"]
+    env = worker["environment"]
+    assert stack.EXECUTOR == "CeleryExecutor"
+    assert env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://") and stack.REDIS_URL.startswith("redis://")
+    assert worker["deploy"]["replicas"] == stack.CELERY_WORKERS >= 2
+    assert int(env["AIRFLOW__CELERY__WORKER_CONCURRENCY"]) == stack.WORKER_CONCURRENCY
+
+
 def test_airflow_components_share_one_image_one_environment_and_one_jwt_secret(compose):
     services = compose["services"]
     airflow = {name: services[name] for name in AIRFLOW_SERVICES}
