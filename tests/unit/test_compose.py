@@ -76,7 +76,8 @@ def test_the_celery_profile_is_what_the_integration_tier_runs(compose):
     worker = compose["services"]["airflow-worker"]
     env = worker["environment"]
     assert stack.EXECUTOR == "CeleryExecutor"
-    assert env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://") and stack.REDIS_URL.startswith("redis://")
+    assert env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://")
+    assert stack.REDIS_URL.startswith("redis://")
     assert worker["deploy"]["replicas"] == stack.CELERY_WORKERS >= 2
     assert int(env["AIRFLOW__CELERY__WORKER_CONCURRENCY"]) == stack.WORKER_CONCURRENCY
 
