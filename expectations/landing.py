@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from expectations.config import QualityConfig
+from expectations.gx import load as load_gx
 from expectations.runner import (
     PARTITION,
     GateResult,
@@ -67,7 +68,7 @@ def landing_suite(
 ) -> Suite:
     """The checks of a batch of one table's partitions: ``rows`` holds each batch partition's row count,
     ``history`` the row counts of the published partitions outside the batch, by date."""
-    import great_expectations as gx
+    gx = load_gx()
 
     e = gx.expectations
     columns = landed_schema(contract).names

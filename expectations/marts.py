@@ -22,6 +22,7 @@ import pandas as pd
 import polars as pl
 
 from expectations.config import QualityConfig
+from expectations.gx import load as load_gx
 from expectations.runner import (
     GateResult,
     QualityGateError,
@@ -67,7 +68,7 @@ def warehouse_suite(gate: str, table: str) -> Callable[[SuiteBuilder], SuiteBuil
 
 
 def _expectations():
-    import great_expectations as gx
+    gx = load_gx()
 
     return gx.expectations
 

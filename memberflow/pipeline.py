@@ -13,12 +13,16 @@ and the tests call the same functions, so a scripted run cannot skip a gate. Del
 
 from __future__ import annotations
 
+import multiprocessing
 import sys
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
+from expectations.config import QualityConfig
 from expectations.landing import audit_partitions
 from expectations.marts import gate_warehouse
 from expectations.runner import GateResult, build_data_docs
@@ -73,6 +77,12 @@ def _running() -> str:
     return " ".join([Path(sys.argv[0]).name, *sys.argv[1:2]])
 
 
+# A landing of at least this many partitions (a backfill) lands its tables in parallel processes, up to
+# ``Settings.landing_workers``; a daily landing stays in one process (each process pays Great Expectations'
+# start-up, several seconds).
+PARALLEL_FROM = 60
+
+
 def land_partitions(
     settings: Settings,
     partitions: Sequence[tuple[date, TableContract]],
@@ -80,36 +90,82 @@ def land_partitions(
 ) -> LandingRun:
     """Extract each partition, gate each table's staged ones together (in batches: one Great Expectations
     run covers many days) and publish those that pass. A failing partition does not stop the others; its
-    problem is recorded in the run, not raised. Data Docs are rendered once, at the end. Callers hold the
-    landing lock (``land_days``, ``land_pending``)."""
-    run = LandingRun()
+    problem is recorded in the run, not raised. Tables are independent (each its own partitions and
+    checks), so a backfill can land them in parallel processes (``Settings.landing_workers``); the run is
+    the same either way. Data Docs are rendered once, at the end.
+    Callers hold the landing lock (``land_days``, ``land_pending``)."""
+    config = QualityConfig.load()  # a bad MEMBERFLOW_QUALITY_CONFIG stops the run before anything lands
+    # the keys extraction uses, made (a new workspace) or checked here, once: processes landing tables side
+    # by side would each make a different one
+    settings.id_key()
+    settings.vault_key()
     by_table: dict[str, tuple[TableContract, list[date]]] = {}
     for day, contract in partitions:
         by_table.setdefault(contract.name, (contract, []))[1].append(day)
-    for contract, days in by_table.values():
-        staged: dict[date, ExtractReport] = {}
-        for day in sorted(set(days)):
-            run.days.add(day)
+    jobs = list(by_table.values())
+    workers = min(settings.landing_workers, len(jobs)) if len(partitions) >= PARALLEL_FROM else 1
+    if workers > 1:
+        # spawn, not fork: the parent may hold DuckDB connections and threads (Airflow, the API)
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            # the largest tables start first, so the last one to finish is a small one
+            order = sorted(jobs, key=lambda job: -_source_bytes(settings, job[0], data_dir))
+            futures = {c.name: pool.submit(_land_table, settings, c, d, data_dir, config) for c, d in order}
             try:
-                staged[day] = extract_table(settings, contract, day, data_dir)
-            except (MissingPartitionError, PartitionRefusedError) as exc:
-                run.errors[f"{contract.name} {day.isoformat()}"] = str(exc)
-                continue
-            run.warnings += [
-                f"{contract.name} {day.isoformat()}: {name} not read: {reason}"
-                for name, reason in staged[day].refused_files.items()
-            ] + ([staged[day].message] if staged[day].message else [])
-        for day, gate in audit_partitions(settings, contract, list(staged)).items():
-            report = staged[day]
-            run.reports.append(report)
-            if not gate.ok:
-                run.errors[f"{contract.name} {day.isoformat()}"] = gate.explain()
-                continue
-            publish_partition(settings, contract, day, quality=gate.status)
-            report.status, report.quality = "ok", gate.status
-            run.warnings += gate.messages("warning")
+                parts = [futures[contract.name].result() for contract, _ in jobs]
+            except BrokenProcessPool as exc:
+                raise RuntimeError(
+                    "a landing process ended abruptly: out of memory, killed, or started from a Python "
+                    "script without `if __name__ == '__main__':` (each landing process imports the script "
+                    "again). Land with fewer processes (MEMBERFLOW_LANDING_WORKERS=1 lands in this one)."
+                ) from exc
+    else:
+        parts = [_land_table(settings, contract, days, data_dir, config) for contract, days in jobs]
+    run = LandingRun()
+    for part in parts:
+        run.reports += part.reports
+        run.errors.update(part.errors)
+        run.warnings += part.warnings
+        run.days |= part.days
     run.reports.sort(key=lambda r: (r.date, r.channel, r.table))
     _docs(settings, run)
+    return run
+
+
+def _source_bytes(settings: Settings, contract: TableContract, data_dir: Path | None) -> int:
+    folder = (data_dir or settings.data_dir) / contract.channel / contract.table
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else 0
+
+
+def _land_table(
+    settings: Settings,
+    contract: TableContract,
+    days: Sequence[date],
+    data_dir: Path | None,
+    config: QualityConfig,
+) -> LandingRun:
+    """One table's part of ``land_partitions``: extract its days, gate them in batches, publish."""
+    run = LandingRun()
+    staged: dict[date, ExtractReport] = {}
+    for day in sorted(set(days)):
+        run.days.add(day)
+        try:
+            staged[day] = extract_table(settings, contract, day, data_dir)
+        except (MissingPartitionError, PartitionRefusedError) as exc:
+            run.errors[f"{contract.name} {day.isoformat()}"] = str(exc)
+            continue
+        run.warnings += [
+            f"{contract.name} {day.isoformat()}: {name} not read: {reason}"
+            for name, reason in staged[day].refused_files.items()
+        ] + ([staged[day].message] if staged[day].message else [])
+    for day, gate in audit_partitions(settings, contract, list(staged), config).items():
+        report = staged[day]
+        run.reports.append(report)
+        if not gate.ok:
+            run.errors[f"{contract.name} {day.isoformat()}"] = gate.explain()
+            continue
+        publish_partition(settings, contract, day, quality=gate.status)
+        report.status, report.quality = "ok", gate.status
+        run.warnings += gate.messages("warning")
     return run
 
 

@@ -212,6 +212,9 @@ class Settings:
     mlflow_uri_env: str | None = None
     # LightGBM threads; one by default: on a busy 2-core machine two threads can be far slower than one.
     ml_threads: int = 1
+    # Processes a backfill lands its tables in (MEMBERFLOW_LANDING_WORKERS). One by default: each more process
+    # pays Great Expectations' start-up, and on a busy 2-core machine two gained no time.
+    landing_workers: int = 1
     # Files that change the packaged defaults (each optional): segment rules, model settings, quality
     # severities and thresholds, outreach caps and channels.
     segments_file: Path | None = None
@@ -259,6 +262,7 @@ class Settings:
             ).expanduser(),
             mlflow_uri_env=env.get("MEMBERFLOW_MLFLOW_URI") or None,
             ml_threads=max(1, _read_count(env, "MEMBERFLOW_ML_THREADS", 1)),
+            landing_workers=max(1, _read_count(env, "MEMBERFLOW_LANDING_WORKERS", 1)),
             segments_file=_read_path(env, "MEMBERFLOW_SEGMENTS"),
             scripts_file=_read_path(env, "MEMBERFLOW_SCRIPTS"),
             models_config=_read_path(env, "MEMBERFLOW_MODELS_CONFIG"),

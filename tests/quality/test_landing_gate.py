@@ -243,3 +243,45 @@ def test_history_before_the_business_start_fails_naming_the_setting(tmp_path):
     assert "business start (2015-01-01, the quality config's times_in_range.business_start)" in str(
         info.value
     )
+
+
+def test_a_backfill_lands_the_same_in_parallel_processes(workspace_copy, tmp_path, monkeypatch):
+    """Two days of every table landed again by two processes (as a backfill is) give what one process gives:
+    the same partitions published with the same rows, the same day refused (orders in fen) with the same
+    reason, the same reports and quarantine."""
+    import dataclasses
+
+    from memberflow import pipeline
+
+    monkeypatch.setattr(pipeline, "PARALLEL_FROM", 2)  # a real backfill starts at 60 partitions
+    days = [DAY - timedelta(days=1), DAY]
+    to_fen(source(workspace_copy, "ecommerce.orders", DAY))
+    serial = dataclasses.replace(
+        make_settings(tmp_path / "serial", workspace_copy.data_dir), landing_workers=1
+    )
+    shutil.copytree(workspace_copy.home, serial.home)
+    parallel = dataclasses.replace(workspace_copy, landing_workers=2)
+
+    runs = {name: pipeline.land_days(s, days) for name, s in (("serial", serial), ("parallel", parallel))}
+    errors = {
+        name: {k: v.replace(str(s.home), "") for k, v in runs[name].errors.items()}
+        for name, s in (("serial", serial), ("parallel", parallel))
+    }
+    assert errors["parallel"] == errors["serial"]
+    assert list(errors["serial"]) == [f"ecommerce.orders {DAY.isoformat()}"]
+    reports = {
+        name: [{k: v for k, v in r.to_dict().items() if not k.endswith("_path")} for r in run.reports]
+        for name, run in runs.items()
+    }
+    assert reports["parallel"] == reports["serial"]
+    assert runs["parallel"].published == runs["serial"].published == len(days) * len(CONTRACTS) - 1
+    for contract in CONTRACTS:
+        for day in days:
+            for area in ("landing_dir", "quarantine_dir"):
+                here = partition_dir(getattr(parallel, area), contract.channel, contract.table, day)
+                there = partition_dir(getattr(serial, area), contract.channel, contract.table, day)
+                files = sorted(p.name for p in here.glob("*.parquet"))
+                assert files == sorted(p.name for p in there.glob("*.parquet")), (area, contract.name, day)
+                for name in files:
+                    same = pq.read_table(here / name).equals(pq.read_table(there / name))
+                    assert same, (area, contract.name, day)
