@@ -477,7 +477,14 @@ def _export_here(settings: Settings, request: dict) -> dict:
     return {"exported": sorted(request["queries"])}
 
 
-COMMANDS = {"build": _build_here, "export": _export_here}
+def _replay_here(settings: Settings, request: dict) -> dict:
+    """Only the identity replay, over the identity tables the last build made (phase one)."""
+    spark = SparkSettings.from_env()
+    session = start_session(settings, spark)
+    return {"replayed": replay_identity(session, settings, spark, request.get("as_of"))}
+
+
+COMMANDS = {"build": _build_here, "export": _export_here, "replay": _replay_here}
 
 
 # --- the caller's side --------------------------------------------------------------------------------
