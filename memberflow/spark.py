@@ -7,10 +7,10 @@ that touches the warehouse (the build, the identity replay between its phases, r
 in such a child and the caller never holds the metastore. A build is:
 
 1. ``prepare_sources``: every landed table as an external Parquet table over its landing folder
-   (``<schema>_raw.<channel>__<table>__files``, partitioned by the ``dt=`` folders, whose partitions are
-   re-registered on every build), and a view ``<schema>_raw.<channel>__<table>`` with ``_partition_dt``,
-   the ``landing`` source on this target. Nothing is copied; the quarantined rows (few) are loaded into
-   ``<schema>_raw.quarantine``;
+   (``<schema>_raw.<channel>__<table>__files``, partitioned by the ``dt=`` folders, which Spark lists when
+   a query first reads the table in the process: no partitions in the metastore), and a view
+   ``<schema>_raw.<channel>__<table>`` with ``_partition_dt``, the ``landing`` source on this target.
+   Nothing is copied; the quarantined rows (few) are loaded into ``<schema>_raw.quarantine``;
 2. ``dbt build`` of the nodes the identity graph needs (staging, identity nodes and checked edges);
 3. ``replay_identity``: the connected components of the kept edges by min-label propagation in Spark,
    then ``memberflow.identity``'s replay per group of whole components (``applyInPandas``), splits against
@@ -20,7 +20,7 @@ in such a child and the caller never holds the metastore. A build is:
 
 Warehouse, metastore and Derby's log live under ``$MEMBERFLOW_HOME/spark``. Settings (environment):
 ``MEMBERFLOW_SPARK_SCHEMA`` (default memberflow), ``MEMBERFLOW_SPARK_MASTER`` (default local[2]),
-``MEMBERFLOW_SPARK_SHUFFLE_PARTITIONS`` (default 4), ``MEMBERFLOW_SPARK_REPLAY_GROUPS`` (how many groups of
+``MEMBERFLOW_SPARK_SHUFFLE_PARTITIONS`` (default 2), ``MEMBERFLOW_SPARK_REPLAY_GROUPS`` (how many groups of
 components the replay runs as, default 8).
 """
 
@@ -31,6 +31,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -67,7 +68,7 @@ class SparkSettings:
             )
         numbers = {}
         for name, default in (
-            ("MEMBERFLOW_SPARK_SHUFFLE_PARTITIONS", 4),
+            ("MEMBERFLOW_SPARK_SHUFFLE_PARTITIONS", 2),
             ("MEMBERFLOW_SPARK_REPLAY_GROUPS", 8),
         ):
             raw = env.get(name) or str(default)
@@ -102,7 +103,13 @@ def spark_conf(settings: Settings, spark: SparkSettings) -> dict[str, str]:
         ),
         "spark.driver.extraJavaOptions": f"-Dderby.system.home={home}",
         "spark.sql.session.timeZone": "UTC",
-        "spark.sql.ansi.doubleQuotedIdentifiers": "true",
+        # dbt-spark sets ANSI mode off on every statement it runs (whatever the profile says); the rest of
+        # the process runs the same SQL dialect. Without ANSI mode a double-quoted name is a string literal:
+        # models quote names with adapter.quote (backticks here)
+        "spark.sql.ansi.enabled": "false",
+        # a landed table's partitions are its dt= folders as listed when a query first reads it (once per
+        # process), not partitions registered in the metastore: nothing to re-register, nothing stale
+        "spark.sql.hive.manageFilesourcePartitions": "false",
         "spark.sql.shuffle.partitions": str(spark.shuffle_partitions),
         "spark.ui.enabled": "false",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
@@ -174,15 +181,15 @@ def prepare_sources(session, settings: Settings, spark: SparkSettings) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         schema = landed_schema(contract)
         # external: dropping the table leaves the files; the table is made again so a changed contract
-        # (new columns) is picked up, and its partitions are the dt= folders there now (a folder being
-        # swapped in starts with a dot and is not one; _schema is not one either)
+        # (new columns) is picked up. Its partitions are the dt= folders there when a query first lists
+        # them (spark.sql.hive.manageFilesourcePartitions is off): a folder being swapped in starts with a
+        # dot and is not one; _schema is not one either
         session.sql(f"drop view if exists {raw}.{name}")
         session.sql(f"drop table if exists {raw}.{name}__files")
         session.sql(
             f"create table {raw}.{name}__files ({_columns(schema)}, dt date) using parquet "
             f"partitioned by (dt) location '{folder}'"
         )
-        session.sql(f"alter table {raw}.{name}__files recover partitions")
         names = ", ".join(f"`{field.name}`" for field in schema)
         session.sql(
             f"create view {raw}.{name} as select {names}, dt as _partition_dt from {raw}.{name}__files"
@@ -447,41 +454,63 @@ def _dbt_args(command: Sequence[str], as_of: str | None, feature_dates: Sequence
 
 
 def _build_here(settings: Settings, request: dict) -> dict:
+    seconds: dict[str, float] = {}
+    clock = time.monotonic()
+
+    def lap(step: str) -> None:
+        nonlocal clock
+        seconds[step] = round(time.monotonic() - clock, 1)
+        clock = time.monotonic()
+
     spark = SparkSettings.from_env()
     session = start_session(settings, spark)
     as_of, dates, refresh = request["as_of"], request["feature_dates"], request["refresh"]
+    lap("session")
     prepare_sources(session, settings, spark)
+    lap("sources")
     first = _run_dbt_here(_dbt_args(["build", *refresh, "--select", *PHASE_ONE], as_of, dates))
+    lap("identity inputs")
     if first["failures"]:
-        return {**first, "phase": "identity inputs"}
+        return {**first, "phase": "identity inputs", "seconds": seconds}
     replayed = replay_identity(session, settings, spark, as_of)
+    lap("replay")
     rest = _run_dbt_here(_dbt_args(["build", *refresh, "--exclude", *PHASE_ONE], as_of, dates))
+    lap("rest")
     return {
         "succeeded": first["succeeded"] + rest["succeeded"],
         "failures": rest["failures"],
         "phase": "rest",
         "replayed": replayed,
+        "seconds": seconds,
     }
 
 
-def _export_here(settings: Settings, request: dict) -> dict:
+def _export(session, spark: SparkSettings, queries: dict[str, str], folder: str) -> list[str]:
     """Each query's rows as a Parquet file (Arrow types: timestamps in UTC)."""
     import pyarrow.parquet as pq
 
+    session.sql(f"use {spark.schema}")
+    for name, sql in queries.items():
+        pq.write_table(session.sql(sql).toArrow(), Path(folder) / f"{name}.parquet")
+    return sorted(queries)
+
+
+def _export_here(settings: Settings, request: dict) -> dict:
     spark = SparkSettings.from_env()
     session = start_session(settings, spark)
-    session.sql(f"use {spark.schema}")
-    for name, sql in request["queries"].items():
-        table = session.sql(sql).toArrow()
-        pq.write_table(table, Path(request["folder"]) / f"{name}.parquet")
-    return {"exported": sorted(request["queries"])}
+    return {"exported": _export(session, spark, request["queries"], request["folder"])}
 
 
 def _replay_here(settings: Settings, request: dict) -> dict:
-    """Only the identity replay, over the identity tables the last build made (phase one)."""
+    """Only the identity replay, over the identity tables the last build made (phase one); then the
+    request's queries, if any, exported as ``export`` does."""
     spark = SparkSettings.from_env()
     session = start_session(settings, spark)
-    return {"replayed": replay_identity(session, settings, spark, request.get("as_of"))}
+    replayed = replay_identity(session, settings, spark, request.get("as_of"))
+    return {
+        "replayed": replayed,
+        "exported": _export(session, spark, request.get("queries") or {}, request.get("folder") or "."),
+    }
 
 
 COMMANDS = {"build": _build_here, "export": _export_here, "replay": _replay_here}
@@ -541,6 +570,16 @@ def export(settings: Settings, queries: dict[str, str], folder: Path) -> dict[st
     """Run each query (on the target schema) and write its rows to ``folder/<name>.parquet``."""
     folder.mkdir(parents=True, exist_ok=True)
     _run_child(settings, "export", {"queries": queries, "folder": str(folder)})
+    return {name: folder / f"{name}.parquet" for name in queries}
+
+
+def replay(settings: Settings, as_of: date | None, queries: dict[str, str], folder: Path) -> dict[str, Path]:
+    """The identity replay alone (against the workspace's identity snapshot as it is now) over the last
+    build's identity tables, into ``<schema>_raw.identity_replay``; then ``queries`` as ``export`` runs
+    them, in the same child process."""
+    folder.mkdir(parents=True, exist_ok=True)
+    request = {"as_of": as_of.isoformat() if as_of else None, "queries": queries, "folder": str(folder)}
+    _run_child(settings, "replay", request)
     return {name: folder / f"{name}.parquet" for name in queries}
 
 

@@ -16,8 +16,9 @@
   {{ return(adapter.dispatch('newer_partitions', 'memberflow')(channel, table, after)) }}
 {%- endmacro %}
 
+{#- (quoted as the adapter quotes: dbt-spark turns ANSI mode off, where a double-quoted name is a string) -#}
 {% macro default__newer_partitions(channel, table, after) -%}
-  "_partition_dt" > cast('{{ after }}' as date)
+  {{ adapter.quote('_partition_dt') }} > cast('{{ after }}' as date)
 {%- endmacro %}
 
 {% macro duckdb__newer_partitions(channel, table, after) -%}

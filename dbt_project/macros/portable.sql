@@ -127,6 +127,23 @@
   datediff({{ end }}, {{ start }})
 {%- endmacro %}
 
+{#
+  `numerator` / `denominator` (a decimal literal such as 60.0) computed as a double, as DuckDB divides.
+  Spark divides a number by a decimal literal in decimals of scale 6: the quotient is rounded there, and sums
+  of such rounded quotients drift from DuckDB's by millionths, enough to flip a later rounding.
+#}
+{% macro divided(numerator, denominator) -%}
+  {{ return(adapter.dispatch('divided', 'memberflow')(numerator, denominator)) }}
+{%- endmacro %}
+
+{% macro default__divided(numerator, denominator) -%}
+  {{ numerator }} / {{ denominator }}
+{%- endmacro %}
+
+{% macro spark__divided(numerator, denominator) -%}
+  cast({{ numerator }} as double) / {{ denominator }}
+{%- endmacro %}
+
 {# A null string, typed as the contracts declare it (varchar; Spark only knows string). #}
 {% macro null_varchar() -%}
   {{ return(adapter.dispatch('null_varchar', 'memberflow')()) }}

@@ -292,9 +292,12 @@ final as (
         ) as baby_age_months,
         activity.checkin_days_7d,
         activity.checkin_days_prev_21d,
-        cast(activity.checkin_days_7d / 7.0 as {{ double_type() }}) as checkin_rate_7d,
-        cast(activity.checkin_days_prev_21d / 21.0 as {{ double_type() }}) as checkin_rate_prev_21d,
-        cast(activity.checkin_days_7d / 7.0 - activity.checkin_days_prev_21d / 21.0 as {{ double_type() }})
+        cast({{ divided('activity.checkin_days_7d', '7.0') }} as {{ double_type() }}) as checkin_rate_7d,
+        cast({{ divided('activity.checkin_days_prev_21d', '21.0') }} as {{ double_type() }}) as checkin_rate_prev_21d,
+        cast(
+            {{ divided('activity.checkin_days_7d', '7.0') }} - {{ divided('activity.checkin_days_prev_21d', '21.0') }}
+            as {{ double_type() }}
+        )
             as checkin_rate_change,
         cast(coalesce(streaks.checkin_streak, 0) as bigint) as checkin_streak,
         activity.live_minutes_30d,
