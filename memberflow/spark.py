@@ -110,6 +110,8 @@ def spark_conf(settings: Settings, spark: SparkSettings) -> dict[str, str]:
         # a landed table's partitions are its dt= folders as listed when a query first reads it (once per
         # process), not partitions registered in the metastore: nothing to re-register, nothing stale
         "spark.sql.hive.manageFilesourcePartitions": "false",
+        # a landed table has a folder per day: list them in the driver, not with a Spark job per table read
+        "spark.sql.sources.parallelPartitionDiscovery.threshold": "100000",
         "spark.sql.shuffle.partitions": str(spark.shuffle_partitions),
         "spark.ui.enabled": "false",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
