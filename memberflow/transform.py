@@ -5,7 +5,8 @@ schema file per landed table (so a channel that never delivered is an empty rela
 identifier values, as tokens (only Python holds the identity key). dbt runs with its target, logs and
 packages under ``$MEMBERFLOW_HOME/dbt`` so the repository stays clean, and one process at a time writes the
 warehouse (DuckDB allows a single writer): ``warehouse_lock`` serializes the CLI, the DAG and tests.
-With ``MEMBERFLOW_DBT_TARGET=postgres`` the same build runs on PostgreSQL (``memberflow.postgres``).
+With ``MEMBERFLOW_DBT_TARGET=postgres`` the same build runs on PostgreSQL (``memberflow.postgres``), with
+``MEMBERFLOW_DBT_TARGET=spark`` on Apache Spark in local mode (``memberflow.spark``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import pyarrow.parquet as pq
 
 from memberflow.core.contracts import CONTRACTS
 from memberflow.core.phones import phone_token
-from memberflow.core.settings import PgSettings, Settings, postgres_target
+from memberflow.core.settings import PgSettings, Settings, postgres_target, spark_target
 from memberflow.dbt_env import DBT_PROJECT_DIR, dbt_environment, dbt_home, output_tail, run_dbt_process
 from memberflow.extract import file_fingerprint, landed_schema, partition_days
 from memberflow.postgres import PHASE_ONE, load_landing, read_relation, replay_identity
@@ -74,7 +75,8 @@ def _project_hash() -> str:
 
 
 def _manifest_path(settings: Settings, name: str) -> Path:
-    return settings.home / "dbt" / name.format(target="postgres" if postgres_target() else "duckdb")
+    target = "postgres" if postgres_target() else "spark" if spark_target() else "duckdb"
+    return settings.home / "dbt" / name.format(target=target)
 
 
 def plan_incremental_build(settings: Settings) -> dict[str, str | None]:
@@ -262,6 +264,8 @@ def build_warehouse(
     refresh = ["--full-refresh"] if full_refresh else []
     if postgres_target():
         result = _build_postgres(settings, as_of, feature_dates, refresh)
+    elif spark_target():
+        result = _build_spark(settings, as_of, feature_dates, refresh)
     else:
         result = run_dbt(settings, ["build", *refresh], as_of, feature_dates)
         if result.failures:
@@ -291,6 +295,21 @@ def _build_postgres(
     return DbtResult(first.succeeded + rest.succeeded, [])
 
 
+def _build_spark(
+    settings: Settings, as_of: date | None, feature_dates: Sequence[date], refresh: Sequence[str] = ()
+) -> DbtResult:
+    """The same build on Spark: both dbt phases and the identity replay between them in one child process
+    that holds the SparkSession (memberflow.spark)."""
+    from memberflow import spark
+
+    with warehouse_lock(settings):
+        reply = spark.build(settings, as_of, feature_dates, refresh)
+    if reply["failures"]:
+        what = "dbt build (identity inputs)" if reply["phase"] == "identity inputs" else "dbt build"
+        raise DbtError(f"{what} failed on spark:\n  " + "\n  ".join(reply["failures"]))
+    return DbtResult(reply["succeeded"], [])
+
+
 def latest_landed_day(settings: Settings) -> date | None:
     """The newest date any table has a published partition for."""
     days = [day for c in CONTRACTS for day in partition_days(settings.landing_dir / c.channel / c.table)]
@@ -316,7 +335,17 @@ def save_identity_snapshot(settings: Settings) -> Path:
 
     folder = settings.home / "identity"
     folder.mkdir(parents=True, exist_ok=True)
-    if postgres_target():
+    if spark_target():
+        from memberflow import spark
+
+        with warehouse_lock(settings):
+            exported = spark.export(
+                settings, {name: sql.format(prefix="") for name, (sql, _) in snapshot_queries.items()}, folder
+            )
+        for name, (_, schema) in snapshot_queries.items():
+            pl.read_parquet(exported[name]).cast(schema).write_parquet(folder / f"{name}.parquet.tmp")
+            exported[name].unlink()
+    elif postgres_target():
         pg = PgSettings.from_env()
         for name, (sql, schema) in snapshot_queries.items():
             frame = read_relation(pg, sql.format(prefix=f"{pg.schema}."), schema)

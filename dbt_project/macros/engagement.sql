@@ -63,8 +63,8 @@
 
 {% macro engagement_clear() -%}
   {%- if is_incremental() and engagement_rebuild() -%}
-    delete from {{ this }}
+    {{ delete_rows(this) }}
   {%- elif is_incremental() -%}
-    delete from {{ this }} where member_id in (select member_id from {{ state_relation('affected') }})
+    {{ delete_rows(this, "member_id in (select member_id from " ~ state_relation('affected') ~ ")") }}
   {%- endif -%}
 {%- endmacro %}

@@ -16,8 +16,9 @@
   {{ return(adapter.dispatch('newer_partitions', 'memberflow')(channel, table, after)) }}
 {%- endmacro %}
 
+{#- (quoted as the adapter quotes: dbt-spark turns ANSI mode off, where a double-quoted name is a string) -#}
 {% macro default__newer_partitions(channel, table, after) -%}
-  "_partition_dt" > cast('{{ after }}' as date)
+  {{ adapter.quote('_partition_dt') }} > cast('{{ after }}' as date)
 {%- endmacro %}
 
 {% macro duckdb__newer_partitions(channel, table, after) -%}
@@ -46,9 +47,56 @@
   read_parquet('{{ env_var("MEMBERFLOW_HOME") }}/reference/{{ name }}.parquet')
 {%- endmacro %}
 
+{% macro spark__workspace_reference(name) -%}
+  parquet.`{{ env_var("MEMBERFLOW_HOME") }}/reference/{{ name }}.parquet`
+{%- endmacro %}
+
 {# The China-local date a landed row arrived on (its partition's logical date). #}
 {% macro loaded_on(column='_loaded_at') -%}
+  {{ china_date(column) }}
+{%- endmacro %}
+
+{# The China-local date of a timestamp (with time zone). #}
+{% macro china_date(column) -%}
+  {{ return(adapter.dispatch('china_date', 'memberflow')(column)) }}
+{%- endmacro %}
+
+{% macro default__china_date(column) -%}
   cast(timezone('Asia/Shanghai', {{ column }}) as date)
+{%- endmacro %}
+
+{#- (Spark's timestamps are instants shown in the session's time zone, UTC) -#}
+{% macro spark__china_date(column) -%}
+  cast(from_utc_timestamp({{ column }}, 'Asia/Shanghai') as date)
+{%- endmacro %}
+
+{#
+  Delete the rows of `relation` matching `where` (all of them without one), as a hook's SQL. Spark's
+  Parquet tables have no row-level delete: the rows kept are copied aside and written back over the table
+  (while the macro renders), and the hook itself is a no-op.
+#}
+{% macro delete_rows(relation, where=none) -%}
+  {{ return(adapter.dispatch('delete_rows', 'memberflow')(relation, where)) }}
+{%- endmacro %}
+
+{% macro default__delete_rows(relation, where) -%}
+  delete from {{ relation }}{% if where %} where {{ where }}{% endif %}
+{%- endmacro %}
+
+{% macro spark__delete_rows(relation, where) -%}
+  {%- if not where -%}
+    truncate table {{ relation }}
+  {%- else -%}
+    {%- if execute -%}
+      {%- set kept = relation.incorporate(path={"identifier": relation.identifier ~ "__kept"}) -%}
+      {%- do run_query("drop table if exists " ~ kept) -%}
+      {%- do run_query("create table " ~ kept ~ " using parquet as select * from " ~ relation
+          ~ " where (" ~ where ~ ") is not true") -%}
+      {%- do run_query("insert overwrite table " ~ relation ~ " select * from " ~ kept) -%}
+      {%- do run_query("drop table " ~ kept) -%}
+    {%- endif -%}
+    select 1
+  {%- endif -%}
 {%- endmacro %}
 
 {# Keep rows landed on or before the as-of date, when one is set. #}
@@ -110,7 +158,7 @@
 
 {% macro clear_for_rebuild_any(relations) -%}
   {%- if is_incremental() and any_rebuild(relations) -%}
-    delete from {{ this }}
+    {{ delete_rows(this) }}
   {%- endif -%}
 {%- endmacro %}
 

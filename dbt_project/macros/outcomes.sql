@@ -33,6 +33,12 @@
   {{ return(this.identifier ~ "__" ~ kind) }}
 {%- endmacro %}
 
+{# How a work table is made: temporary (Spark has temporary views only, which a later delete would
+   change: a table, dropped by the post-hooks). #}
+{% macro work_table() -%}
+  {{- 'create table' if target.type == 'spark' else 'create temporary table' -}}
+{%- endmacro %}
+
 {% macro outcomes_drop_work(kind) -%}
   drop table if exists {{ outcomes_work(kind) }}
 {%- endmacro %}
@@ -78,7 +84,7 @@
   {%- if mode == 'all' or memberships is none -%}
     select 1
   {%- else -%}
-    create temporary table {{ outcomes_work('dates') }} as
+    {{ work_table() }} {{ outcomes_work('dates') }} as
     with
     decision_dates as (select as_of, max(planned_at) as planned_at from {{ memberships }} group by 1),
     attributed as (
@@ -99,7 +105,7 @@
 
 {% macro outcomes_find_affected() -%}
   {%- if outcomes_mode() == 'affected' and outcomes_relation('segment_memberships') -%}
-    create temporary table {{ outcomes_work('affected') }} as
+    {{ work_table() }} {{ outcomes_work('affected') }} as
     {{ members_with_news(checkins_only=true, opt_outs=true) }}
   {%- else -%}
     select 1
@@ -112,13 +118,13 @@
   {%- if mode == 'all' or outcomes_relation('segment_memberships') is none -%}
     select 1
   {%- elif mode == 'unsettled' -%}
-    create temporary table {{ outcomes_work('decisions') }} as
+    {{ work_table() }} {{ outcomes_work('decisions') }} as
     select
-        cast(null as date) as as_of, cast(null as varchar) as segment,
+        cast(null as date) as as_of, {{ null_varchar() }} as segment,
         cast(null as varchar) as decided_member_id
     where false
   {%- else -%}
-    create temporary table {{ outcomes_work('decisions') }} as
+    {{ work_table() }} {{ outcomes_work('decisions') }} as
     with
     watermarks as (select source, loaded_on from {{ state_relation('watermarks') }}),
     stale as (
@@ -159,7 +165,7 @@
         .columns[0].values() | list -%}
     {%- set first = run_query("select min(as_of) from " ~ outcomes_work('decisions'))
         .columns[0].values()[0] -%}
-    create temporary table {{ outcomes_work('todo') }} as
+    {{ work_table() }} {{ outcomes_work('todo') }} as
     select * from {{ memberships }}
     {%- if dates %}
     where as_of in ({% for d in dates %}cast('{{ d }}' as date){{ ", " if not loop.last }}{% endfor %})
@@ -186,9 +192,12 @@
   {%- if not is_incremental() -%}
     select 1
   {%- elif mode == 'all' or outcomes_relation('segment_memberships') is none -%}
-    {%- if kind == 'dates' -%}delete from {{ this }}{%- else -%}select 1{%- endif -%}
+    {%- if kind == 'dates' -%}{{ delete_rows(this) }}{%- else -%}select 1{%- endif -%}
   {%- elif kind == 'dates' -%}
-    delete from {{ this }} where as_of in (select as_of from {{ outcomes_work('dates') }})
+    {{ delete_rows(this, "as_of in (select as_of from " ~ outcomes_work('dates') ~ ")") }}
+  {%- elif target.type == 'spark' -%}
+    {{ delete_rows(this, "(as_of, segment, decided_member_id) in (select as_of, segment, decided_member_id from "
+        ~ outcomes_work('decisions') ~ ")") }}
   {%- else -%}
     delete from {{ this }} as o using {{ outcomes_work('decisions') }} as d
     where o.as_of = d.as_of and o.segment = d.segment and o.decided_member_id = d.decided_member_id
@@ -233,8 +242,8 @@
 {% macro outcomes_drop_orphans() -%}
   {%- set memberships = outcomes_relation('segment_memberships') -%}
   {%- if memberships is none -%}
-    delete from {{ this }}
+    {{ delete_rows(this) }}
   {%- else -%}
-    delete from {{ this }} where as_of not in (select distinct as_of from {{ memberships }})
+    {{ delete_rows(this, "as_of not in (select distinct as_of from " ~ memberships ~ ")") }}
   {%- endif -%}
 {%- endmacro %}

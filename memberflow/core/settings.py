@@ -119,7 +119,7 @@ def _read_path(env: dict[str, str], name: str) -> Path | None:
     return Path(raw).expanduser() if raw else None
 
 
-DBT_TARGETS = ("duckdb", "postgres")
+DBT_TARGETS = ("duckdb", "postgres", "spark")
 
 
 def _read_target(env: dict[str, str]) -> str:
@@ -286,6 +286,10 @@ class Settings:
     @property
     def postgres_target(self) -> bool:
         return self.dbt_target == "postgres"
+
+    @property
+    def spark_target(self) -> bool:
+        return self.dbt_target == "spark"
 
     # --- workspace layout -------------------------------------------------------------------------------
     @property
@@ -541,3 +545,8 @@ def get_settings() -> Settings:
 def postgres_target() -> bool:
     """Whether this process builds on PostgreSQL (MEMBERFLOW_DBT_TARGET=postgres)."""
     return get_settings().postgres_target
+
+
+def spark_target() -> bool:
+    """Whether this process builds on Spark (MEMBERFLOW_DBT_TARGET=spark, local mode: memberflow.spark)."""
+    return get_settings().spark_target

@@ -4,9 +4,9 @@ with
 
 {% if var('feature_dates') %}
 final as (
-    select distinct unnest([
-        {%- for day in var('feature_dates') %}cast('{{ day }}' as date){% if not loop.last %}, {% endif %}{% endfor -%}
-    ]) as as_of_date
+    {%- set days = [] %}
+    {%- for day in var('feature_dates') %}{% do days.append("cast('" ~ day ~ "' as date)") %}{% endfor %}
+    select distinct {{ unnest(list_of(days)) }} as as_of_date
 )
 {% elif var('as_of_date') %}
 final as (

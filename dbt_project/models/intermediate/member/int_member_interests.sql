@@ -10,7 +10,7 @@ identifiers as (select * from {{ ref('member_identifiers') }}),
 catalog as (select * from {{ ref('category_catalog') }}),
 
 signals as (
-    select orders.member_id, unnest(orders.categories) as category, orders.order_date as shown_on
+    select orders.member_id, {{ unnest('orders.categories') }} as category, orders.order_date as shown_on
     from orders
     union all
     select identifiers.member_id, mp_events.topic, mp_events.event_date

@@ -16,7 +16,7 @@ opt_outs as (
 ),
 
 removals as (
-    select identifiers.member_id, min(cast(timezone('Asia/Shanghai', contacts.deleted_at) as date)) as removed_on
+    select identifiers.member_id, min({{ china_date('contacts.deleted_at') }}) as removed_on
     from contacts
     inner join identifiers
         on identifiers.id_type = 'external_userid' and contacts.external_userid = identifiers.id_value

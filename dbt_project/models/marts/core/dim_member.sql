@@ -26,7 +26,7 @@ by_member as (
 
 member_channels as (
     select member_id, {{ sorted_set('channel') }} as channels_used
-    from (select member_id, unnest(channels) as channel from identifiers) as identifier_channels
+    from (select member_id, {{ unnest('channels') }} as channel from identifiers) as identifier_channels
     group by member_id
 ),
 

@@ -9,8 +9,9 @@ quarantined as (
 final as (
     select
         channel,
-        -- quoted: a reserved word on PostgreSQL
-        "table",  -- noqa: RF06
+        -- quoted: a reserved word on PostgreSQL (as the adapter quotes: Spark's dbt runs with ANSI mode off,
+        -- where a double-quoted name is a string literal)
+        {{ adapter.quote('table') }},
         dt as partition_date,
         source_file,
         row_number,

@@ -14,15 +14,15 @@ final as (
         retired_member_id,
         member_id,
         merged_into_member_id,
-        cast(null as varchar) as split_from_member_id,
+        {{ null_varchar() }} as split_from_member_id,
         'merge' as change_type,
         merged_on as changed_on
     from merged_members
     union all
     select
-        cast(null as varchar),
+        {{ null_varchar() }},
         member_id,
-        cast(null as varchar),
+        {{ null_varchar() }},
         split_from_member_id,
         'split',
         split_on

@@ -3,15 +3,18 @@
 -- Incremental by as-of date: a run replaces the dates it computes and keeps the others, so training
 -- cutoffs and daily scoring dates live side by side. Dates older than feature_retention_days before the
 -- newest one are dropped unless this run computed them (training asks for its cutoffs again).
+{#- Spark's Parquet tables cannot delete+insert: there the dates computed are deleted by a pre-hook
+    (macros/landed.sql, delete_rows) and the new rows appended. -#}
 {{ config(
     materialized='incremental',
-    incremental_strategy='delete+insert',
+    incremental_strategy=('append' if target.type == 'spark' else 'delete+insert'),
     unique_key='as_of_date',
     on_schema_change='append_new_columns',
+    pre_hook=(["{{ features_clear_dates() }}"] if target.type == 'spark' else []),
     post_hook=[
-        "delete from {{ this }} where as_of_date < (select max(as_of_date) from {{ this }})
-            - {{ var('feature_retention_days') }}
-            and as_of_date not in (select as_of_date from {{ ref('int_feature_dates') }})"
+        "{{ delete_rows(this, 'as_of_date < (select max(as_of_date) from ' ~ this ~ ') - '
+            ~ var('feature_retention_days') ~ ' and as_of_date not in (select as_of_date from '
+            ~ ref('int_feature_dates') ~ ')') }}"
     ],
 ) }}
 {% set categories = ['calcium', 'stomach_care', 'glucose_strips', 'bp_medication', 'maternal_nutrition',
@@ -81,9 +84,9 @@ orders_before as (
             as orders_90d,
         coalesce(sum(order_days.spend) filter (where order_days.order_date >= population.as_of_date - 90), 0)
             as spend_90d,
-        population.as_of_date - max(order_days.order_date) as days_since_last_order,
-        population.as_of_date - min(order_days.order_date) as days_since_first_order,
-        array_agg(order_days.order_date order by order_days.order_date) as order_dates
+        {{ days_between('max(order_days.order_date)', 'population.as_of_date') }} as days_since_last_order,
+        {{ days_between('min(order_days.order_date)', 'population.as_of_date') }} as days_since_first_order,
+        {{ ordered_list('order_days.order_date') }} as order_dates
     from population
     left join order_days
         on population.member_id = order_days.member_id and population.as_of_date = order_days.as_of_date
@@ -100,8 +103,10 @@ gaps as (
     from (
         select
             member_id, as_of_date, order_date,
-            order_date - lag(order_date) over (partition by member_id, as_of_date order by order_date) as gap
-        from (select member_id, as_of_date, unnest(order_dates) as order_date from orders_before) as order_dates
+            {{ days_between(
+                'lag(order_date) over (partition by member_id, as_of_date order by order_date)', 'order_date'
+            ) }} as gap
+        from (select member_id, as_of_date, {{ unnest('order_dates') }} as order_date from orders_before) as order_dates
     ) as purchase_gaps
     where gap is not null
     group by member_id, as_of_date
@@ -115,8 +120,9 @@ by_category as (
         count(lines.order_key) filter (where lines.category = '{{ category }}') as orders_{{ category }},
         coalesce(sum(lines.line_amount_cny) filter (where lines.category = '{{ category }}'), 0)
             as spend_{{ category }},
-        population.as_of_date - max(lines.order_date) filter (where lines.category = '{{ category }}')
-            as days_since_{{ category }},
+        {{ days_between(
+            "max(lines.order_date) filter (where lines.category = '" ~ category ~ "')", 'population.as_of_date'
+        ) }} as days_since_{{ category }},
         {%- endfor %}
         min(lines.order_date) filter (where lines.category = 'infant_formula') as first_infant_formula_on
     from population
@@ -155,7 +161,7 @@ activity as (
         coalesce(sum(engagement.group_messages) filter (
             where engagement.activity_date >= population.as_of_date - 30
         ), 0) as group_messages_30d,
-        population.as_of_date - greatest(max(engagement.activity_date), population.first_seen_on)
+        {{ days_between('greatest(max(engagement.activity_date), population.first_seen_on)', 'population.as_of_date') }}
             as days_since_last_activity
     from population
     left join engagement
@@ -179,7 +185,7 @@ checkin_islands as (
 streaks as (
     select
         population.member_id, population.as_of_date,
-        max(population.as_of_date - checkin_islands.run_start) as checkin_streak
+        max({{ days_between('checkin_islands.run_start', 'population.as_of_date') }}) as checkin_streak
     from population
     inner join checkin_islands
         on
@@ -190,7 +196,7 @@ streaks as (
 ),
 
 identifier_channels as (
-    select member_id, first_seen_on, unnest(channels) as channel from identifiers
+    select member_id, first_seen_on, {{ unnest('channels') }} as channel from identifiers
 ),
 
 channels as (
@@ -242,7 +248,7 @@ final as (
         population.member_id,
         population.as_of_date,
         -- Day counts and ratios are cast: PostgreSQL's date difference is an integer and its avg a numeric.
-        cast(population.as_of_date - population.first_seen_on as bigint) as tenure_days,
+        cast({{ days_between('population.first_seen_on', 'population.as_of_date') }} as bigint) as tenure_days,
         population.acquisition_channel,
         coalesce(channels.channels_used, 0) as channels_used,
         cast(orders_before.orders_total as bigint) as orders_total,
@@ -256,14 +262,14 @@ final as (
         cast(case
             when gaps.purchase_gap_mean > 0
                 then orders_before.days_since_last_order / gaps.purchase_gap_mean
-        end as double precision)
+        end as {{ double_type() }})
             as purchase_overdue_ratio,
         cast(
             case when orders_before.orders_total > 0 then orders_before.spend_total / orders_before.orders_total end
-            as double precision
+            as {{ double_type() }}
         ) as avg_order_value,
-        cast(gaps.purchase_gap_mean as double precision) as purchase_gap_mean,
-        cast(gaps.purchase_gap_std as double precision) as purchase_gap_std,
+        cast(gaps.purchase_gap_mean as {{ double_type() }}) as purchase_gap_mean,
+        cast(gaps.purchase_gap_std as {{ double_type() }}) as purchase_gap_std,
         cast(gaps.purchase_gap_last as bigint) as purchase_gap_last,
         {%- for category in categories %}
         by_category.orders_{{ category }},
@@ -280,13 +286,18 @@ final as (
             - by_category.days_since_{{ category }} as bigint
         ) as days_until_due_{{ category }},
         {%- endfor %}
-        cast(floor((population.as_of_date - by_category.first_infant_formula_on) / 30.44) as integer)
-            as baby_age_months,
+        cast(
+            floor(({{ days_between('by_category.first_infant_formula_on', 'population.as_of_date') }}) / 30.44)
+            as integer
+        ) as baby_age_months,
         activity.checkin_days_7d,
         activity.checkin_days_prev_21d,
-        cast(activity.checkin_days_7d / 7.0 as double precision) as checkin_rate_7d,
-        cast(activity.checkin_days_prev_21d / 21.0 as double precision) as checkin_rate_prev_21d,
-        cast(activity.checkin_days_7d / 7.0 - activity.checkin_days_prev_21d / 21.0 as double precision)
+        cast({{ divided('activity.checkin_days_7d', '7.0') }} as {{ double_type() }}) as checkin_rate_7d,
+        cast({{ divided('activity.checkin_days_prev_21d', '21.0') }} as {{ double_type() }}) as checkin_rate_prev_21d,
+        cast(
+            {{ divided('activity.checkin_days_7d', '7.0') }} - {{ divided('activity.checkin_days_prev_21d', '21.0') }}
+            as {{ double_type() }}
+        )
             as checkin_rate_change,
         cast(coalesce(streaks.checkin_streak, 0) as bigint) as checkin_streak,
         activity.live_minutes_30d,

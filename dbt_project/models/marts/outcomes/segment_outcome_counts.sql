@@ -63,15 +63,15 @@ with
 decisions as (
     select
         cast(null as date) as as_of,
-        cast(null as varchar) as member_id,
-        cast(null as varchar) as segment,
-        cast(null as varchar) as channel,
-        cast(null as varchar) as status,
-        cast(null as varchar) as reason,
+        {{ null_varchar() }} as member_id,
+        {{ null_varchar() }} as segment,
+        {{ null_varchar() }} as channel,
+        {{ null_varchar() }} as status,
+        {{ null_varchar() }} as reason,
         cast(null as boolean) as holdout,
-        cast(null as varchar) as idempotency_key,
-        cast(null as varchar) as message,
-        cast(null as varchar) as outcome,
+        {{ null_varchar() }} as idempotency_key,
+        {{ null_varchar() }} as message,
+        {{ null_varchar() }} as outcome,
         cast(null as integer) as outcome_days,
         cast(null as timestamp) as planned_at
     where false
@@ -92,7 +92,7 @@ decisions as (
         coalesce(outcome, 'order') as outcome,
         coalesce(outcome_days, 14) as outcome_days
         {%- else %}
-        cast(null as varchar) as message,
+        {{ null_varchar() }} as message,
         'order' as outcome,
         14 as outcome_days
         {%- endif %},
@@ -118,8 +118,8 @@ delivered as (
 {%- else %}
 delivered as (
     select
-        cast(null as varchar) as idempotency_key,
-        cast(null as timestamptz) as sent_at
+        {{ null_varchar() }} as idempotency_key,
+        cast(null as {{ timestamptz_type() }}) as sent_at
     where false
 ),
 {%- endif %}

@@ -13,7 +13,7 @@ decided as (
     {%- if memberships %}
     select distinct member_id as decided_member_id from {{ memberships }}
     {%- else %}
-    select cast(null as varchar) as decided_member_id
+    select {{ null_varchar() }} as decided_member_id
     where false
     {%- endif %}
 ),

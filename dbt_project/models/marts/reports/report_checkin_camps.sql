@@ -24,7 +24,7 @@ per_participant as (
         participants.external_userid,
         participants.joined_on,
         participants.left_on,
-        least(participants.camp_ends_on, period.observed_through + 1) - participants.joined_on
+        {{ days_between('participants.joined_on', 'least(participants.camp_ends_on, period.observed_through + 1)') }}
             as camp_days_so_far,
         count(distinct checkins.event_date) filter (where checkins.event_date < participants.camp_ends_on)
             as checkin_days_in_camp,

@@ -23,8 +23,8 @@ acquired as (
         members.acquisition_channel,
         coalesce(members.acquisition_code, 'none') as source_code,
         members.first_seen_on,
-        first_orders.first_order_on - members.first_seen_on as days_to_first_order,
-        period.observed_through - members.first_seen_on as days_observed
+        {{ days_between('members.first_seen_on', 'first_orders.first_order_on') }} as days_to_first_order,
+        {{ days_between('members.first_seen_on', 'period.observed_through') }} as days_observed
     from members
     cross join period
     left join first_orders on members.member_id = first_orders.member_id

@@ -29,8 +29,8 @@ buyers as (
         catalog.replenishment_days,
         cast(ceil(catalog.replenishment_days * {{ factor }}) as integer) as window_days,
         firsts.first_bought_on,
-        min(later.order_date) - firsts.first_bought_on as days_to_next,
-        period.observed_through - firsts.first_bought_on as days_observed
+        {{ days_between('firsts.first_bought_on', 'min(later.order_date)') }} as days_to_next,
+        {{ days_between('firsts.first_bought_on', 'period.observed_through') }} as days_observed
     from firsts
     inner join catalog on firsts.category = catalog.category and catalog.replenishment_days is not null
     cross join period

@@ -15,7 +15,7 @@ final as (
         mobile_masked,
         phone_token as member_phone_token,
         order_time as ordered_at,
-        cast(timezone('Asia/Shanghai', order_time) as date) as order_date,
+        {{ china_date('order_time') }} as order_date,
         status,
         amount_cny,
         updated_at,

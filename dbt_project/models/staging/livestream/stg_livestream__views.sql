@@ -40,7 +40,8 @@ final as (
         viewer_unionid,
         join_time as joined_at,
         leave_time as left_at,
-        greatest({{ dbt.datediff('join_time', 'leave_time', 'second') }}, 0) / 60.0 as watch_minutes,
+        {{ divided("greatest(" ~ dbt.datediff('join_time', 'leave_time', 'second') ~ ", 0)", '60.0') }}
+            as watch_minutes,
         coalesce(comments, 0) as comments,
         coalesce(product_clicks, 0) as product_clicks,
         local_date as view_date,
