@@ -156,6 +156,7 @@ def _print_landing(run) -> None:
 class DbtTarget(StrEnum):
     duckdb = "duckdb"
     postgres = "postgres"
+    spark = "spark"
 
 
 @app.command()
@@ -173,8 +174,8 @@ def build(
     target: Annotated[
         DbtTarget | None,
         typer.Option(
-            help="dbt target: duckdb (the warehouse file) or postgres (MEMBERFLOW_PG_* settings); "
-            "default MEMBERFLOW_DBT_TARGET, else duckdb.",
+            help="dbt target: duckdb (the warehouse file), postgres (MEMBERFLOW_PG_* settings) or spark "
+            "(MEMBERFLOW_SPARK_* settings); default MEMBERFLOW_DBT_TARGET, else duckdb.",
         ),
     ] = None,
     full_refresh: Annotated[
@@ -196,13 +197,14 @@ def build(
     none of the channels' table folders.
 
     With the postgres target the landing zone is loaded into the database and the dbt project (with all
-    its tests) is built there; the marts gate, scoring, segments and the ops API read the DuckDB
-    warehouse and do not run on it yet (docs/scaling.md).
+    its tests) is built there; with the spark target it is built on Spark, which reads the landed Parquet
+    in place. The marts gate, scoring, segments and the ops API read the DuckDB warehouse and do not run
+    on either yet (docs/scaling.md).
     """
     if target:
         os.environ["MEMBERFLOW_DBT_TARGET"] = target.value
     from expectations.runner import QualityGateError
-    from memberflow.core.settings import PgSettings, PgSettingsError, postgres_target
+    from memberflow.core.settings import PgSettings, PgSettingsError, postgres_target, spark_target
     from memberflow.pipeline import NothingLandedError, land_pending
     from memberflow.pipeline import build as build_and_gate
     from memberflow.transform import DbtError
@@ -211,6 +213,15 @@ def build(
         try:
             PgSettings.from_env()
         except PgSettingsError as exc:
+            err.print(f"[red]{exc}[/red]")
+            raise typer.Exit(2) from None
+    if spark_target():
+        from memberflow.spark import SparkSettings, SparkSettingsError, check_java
+
+        try:
+            SparkSettings.from_env()
+            check_java()
+        except SparkSettingsError as exc:
             err.print(f"[red]{exc}[/red]")
             raise typer.Exit(2) from None
     settings = _settings()
