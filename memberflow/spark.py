@@ -33,7 +33,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
@@ -41,50 +40,10 @@ import pyarrow as pa
 
 import memberflow
 from memberflow.core.contracts import CONTRACTS
-from memberflow.core.settings import IDENTIFIER, Settings
+from memberflow.core.settings import Settings, SparkSettings, SparkSettingsError
 from memberflow.extract import landed_schema
 
 PHASE_ONE = ("+int_identity_nodes", "+int_identity_edges_checked")
-
-
-class SparkSettingsError(RuntimeError):
-    """Spark cannot run with these settings (no Java, a bad schema name, a bad number)."""
-
-
-@dataclass(frozen=True)
-class SparkSettings:
-    schema: str
-    master: str
-    shuffle_partitions: int
-    replay_groups: int
-
-    @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> SparkSettings:
-        env = dict(os.environ if environ is None else environ)
-        schema = env.get("MEMBERFLOW_SPARK_SCHEMA") or "memberflow"
-        if not IDENTIFIER.fullmatch(schema):
-            raise SparkSettingsError(
-                f"MEMBERFLOW_SPARK_SCHEMA={schema!r}: use lower-case letters, digits and underscores"
-            )
-        numbers = {}
-        for name, default in (
-            ("MEMBERFLOW_SPARK_SHUFFLE_PARTITIONS", 2),
-            ("MEMBERFLOW_SPARK_REPLAY_GROUPS", 8),
-        ):
-            raw = env.get(name) or str(default)
-            if not raw.isdigit() or int(raw) < 1:
-                raise SparkSettingsError(f"{name}={raw!r}: a whole number of at least 1")
-            numbers[name] = int(raw)
-        return cls(
-            schema=schema,
-            master=env.get("MEMBERFLOW_SPARK_MASTER") or "local[2]",
-            shuffle_partitions=numbers["MEMBERFLOW_SPARK_SHUFFLE_PARTITIONS"],
-            replay_groups=numbers["MEMBERFLOW_SPARK_REPLAY_GROUPS"],
-        )
-
-    @property
-    def raw_schema(self) -> str:
-        return f"{self.schema}_raw"
 
 
 def spark_dir(settings: Settings) -> Path:
@@ -118,9 +77,9 @@ def spark_conf(settings: Settings, spark: SparkSettings) -> dict[str, str]:
     }
 
 
-def check_java() -> None:
+def check_java(spark: SparkSettings | None = None) -> None:
     """Spark needs a Java runtime: say so plainly instead of PySpark's gateway error."""
-    java_home = os.environ.get("JAVA_HOME")
+    java_home = (spark or SparkSettings.from_env()).java_home
     java = Path(java_home) / "bin" / "java" if java_home else shutil.which("java")
     if not java or not Path(java).exists():
         raise SparkSettingsError(
@@ -130,7 +89,7 @@ def check_java() -> None:
 
 def start_session(settings: Settings, spark: SparkSettings):
     """The SparkSession of this process, with Hive support (tables outlive the process)."""
-    check_java()
+    check_java(spark)
     from pyspark.sql import SparkSession
 
     spark_dir(settings).mkdir(parents=True, exist_ok=True)
@@ -418,14 +377,14 @@ def replay_identity(session, settings: Settings, spark: SparkSettings, as_of_dat
 # --- dbt in this process ------------------------------------------------------------------------------
 
 
-def _run_dbt_here(args: list[str]) -> dict:
+def _run_dbt_here(settings: Settings, args: list[str]) -> dict:
     """``dbt <args>`` in this process (its adapter takes this process's SparkSession); the results are
     run_results.json's, read like memberflow.transform.run_dbt reads them."""
     from dbt.cli.main import dbtRunner
 
-    from memberflow.dbt_env import DBT_PROJECT_DIR
+    from memberflow.dbt_env import DBT_PROJECT_DIR, dbt_environment
 
-    results_file = Path(os.environ["DBT_TARGET_PATH"]) / "run_results.json"
+    results_file = Path(dbt_environment(settings)["DBT_TARGET_PATH"]) / "run_results.json"
     results_file.unlink(missing_ok=True)
     outcome = dbtRunner().invoke(
         [*args, "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR)]
@@ -470,13 +429,13 @@ def _build_here(settings: Settings, request: dict) -> dict:
     lap("session")
     prepare_sources(session, settings, spark)
     lap("sources")
-    first = _run_dbt_here(_dbt_args(["build", *refresh, "--select", *PHASE_ONE], as_of, dates))
+    first = _run_dbt_here(settings, _dbt_args(["build", *refresh, "--select", *PHASE_ONE], as_of, dates))
     lap("identity inputs")
     if first["failures"]:
         return {**first, "phase": "identity inputs", "seconds": seconds}
     replayed = replay_identity(session, settings, spark, as_of)
     lap("replay")
-    rest = _run_dbt_here(_dbt_args(["build", *refresh, "--exclude", *PHASE_ONE], as_of, dates))
+    rest = _run_dbt_here(settings, _dbt_args(["build", *refresh, "--exclude", *PHASE_ONE], as_of, dates))
     lap("rest")
     return {
         "succeeded": first["succeeded"] + rest["succeeded"],
@@ -529,8 +488,7 @@ def _run_child(settings: Settings, command: str, request: dict) -> dict:
     """Run ``command`` in a child process holding the SparkSession (and the metastore) while it runs."""
     from memberflow.dbt_env import dbt_environment
 
-    SparkSettings.from_env()  # bad settings stop here, before a JVM starts
-    check_java()
+    check_java(SparkSettings.from_env())  # bad settings stop here, before a JVM starts
     reply = spark_dir(settings) / f"{command}.reply.json"
     reply.parent.mkdir(parents=True, exist_ok=True)
     reply.unlink(missing_ok=True)

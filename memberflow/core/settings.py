@@ -132,6 +132,50 @@ def _read_target(env: dict[str, str]) -> str:
 IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*")
 
 
+class SparkSettingsError(RuntimeError):
+    """Spark cannot run with these settings (no Java, a bad schema name, a bad number)."""
+
+
+@dataclass(frozen=True)
+class SparkSettings:
+    """The Spark target's settings (MEMBERFLOW_SPARK_*, and JAVA_HOME for the runtime): memberflow.spark."""
+
+    java_home: str | None
+    schema: str
+    master: str
+    shuffle_partitions: int
+    replay_groups: int
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> SparkSettings:
+        env = dict(os.environ if environ is None else environ)
+        schema = env.get("MEMBERFLOW_SPARK_SCHEMA") or "memberflow"
+        if not IDENTIFIER.fullmatch(schema):
+            raise SparkSettingsError(
+                f"MEMBERFLOW_SPARK_SCHEMA={schema!r}: use lower-case letters, digits and underscores"
+            )
+        numbers = {}
+        for name, default in (
+            ("MEMBERFLOW_SPARK_SHUFFLE_PARTITIONS", 2),
+            ("MEMBERFLOW_SPARK_REPLAY_GROUPS", 8),
+        ):
+            raw = env.get(name) or str(default)
+            if not raw.isdigit() or int(raw) < 1:
+                raise SparkSettingsError(f"{name}={raw!r}: a whole number of at least 1")
+            numbers[name] = int(raw)
+        return cls(
+            java_home=env.get("JAVA_HOME") or None,
+            schema=schema,
+            master=env.get("MEMBERFLOW_SPARK_MASTER") or "local[2]",
+            shuffle_partitions=numbers["MEMBERFLOW_SPARK_SHUFFLE_PARTITIONS"],
+            replay_groups=numbers["MEMBERFLOW_SPARK_REPLAY_GROUPS"],
+        )
+
+    @property
+    def raw_schema(self) -> str:
+        return f"{self.schema}_raw"
+
+
 class PgSettingsError(ValueError):
     """A MEMBERFLOW_PG_* setting that cannot be used."""
 
