@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -94,3 +95,15 @@ def run_dbt_process(
 
 def output_tail(completed: subprocess.CompletedProcess[str], lines: int = 15) -> str:
     return "\n".join((completed.stdout + completed.stderr).strip().splitlines()[-lines:])
+
+
+def read_run_results(path: Path) -> tuple[int, list[str]]:
+    """dbt's run_results.json: how many nodes succeeded or passed, and a line for each that failed or
+    errored (skipped and warned nodes are neither)."""
+    failures, succeeded = [], 0
+    for node in json.loads(path.read_text())["results"]:
+        if node["status"] in ("success", "pass"):
+            succeeded += 1
+        elif node["status"] not in ("skipped", "warn"):
+            failures.append(f"{node['unique_id']}: {node['status']} {node.get('message') or ''}".strip())
+    return succeeded, failures

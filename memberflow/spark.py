@@ -382,7 +382,7 @@ def _run_dbt_here(settings: Settings, args: list[str]) -> dict:
     run_results.json's, read like memberflow.transform.run_dbt reads them."""
     from dbt.cli.main import dbtRunner
 
-    from memberflow.dbt_env import DBT_PROJECT_DIR, dbt_environment
+    from memberflow.dbt_env import DBT_PROJECT_DIR, dbt_environment, read_run_results
 
     results_file = Path(dbt_environment(settings)["DBT_TARGET_PATH"]) / "run_results.json"
     results_file.unlink(missing_ok=True)
@@ -391,12 +391,7 @@ def _run_dbt_here(settings: Settings, args: list[str]) -> dict:
     )
     if not results_file.exists():
         return {"succeeded": 0, "failures": [f"dbt {' '.join(args)} could not run: {outcome.exception}"]}
-    failures, succeeded = [], 0
-    for node in json.loads(results_file.read_text())["results"]:
-        if node["status"] in ("success", "pass"):
-            succeeded += 1
-        elif node["status"] not in ("skipped", "warn"):
-            failures.append(f"{node['unique_id']}: {node['status']} {node.get('message') or ''}".strip())
+    succeeded, failures = read_run_results(results_file)
     if not outcome.success and not failures:
         failures.append(f"dbt {' '.join(args)} failed: {outcome.exception}")
     return {"succeeded": succeeded, "failures": failures}

@@ -25,7 +25,14 @@ import pyarrow.parquet as pq
 from memberflow.core.contracts import CONTRACTS
 from memberflow.core.phones import phone_token
 from memberflow.core.settings import PgSettings, Settings, postgres_target, spark_target
-from memberflow.dbt_env import DBT_PROJECT_DIR, dbt_environment, dbt_home, output_tail, run_dbt_process
+from memberflow.dbt_env import (
+    DBT_PROJECT_DIR,
+    dbt_environment,
+    dbt_home,
+    output_tail,
+    read_run_results,
+    run_dbt_process,
+)
 from memberflow.extract import file_fingerprint, landed_schema, partition_days
 from memberflow.postgres import PHASE_ONE, load_landing, read_relation, replay_identity
 from memberflow.warehouse import clear_published, open_warehouse, warehouse_lock
@@ -199,12 +206,7 @@ def run_dbt(
         raise DbtError(
             f"dbt {' '.join(command)} could not run (exit {completed.returncode}):\n{output_tail(completed)}"
         )
-    failures, succeeded = [], 0
-    for node in json.loads(results_file.read_text())["results"]:
-        if node["status"] in ("success", "pass"):
-            succeeded += 1
-        elif node["status"] not in ("skipped", "warn"):
-            failures.append(f"{node['unique_id']}: {node['status']} {node.get('message') or ''}".strip())
+    succeeded, failures = read_run_results(results_file)
     if completed.returncode != 0 and not failures:
         failures.append(f"dbt exited {completed.returncode} (see {env['DBT_LOG_PATH']}/dbt.log)")
     return DbtResult(succeeded, failures)
