@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
@@ -73,6 +74,21 @@ def ensure_manifest(settings: Settings) -> Path:
         raise RuntimeError(f"dbt parse failed (exit {completed.returncode}):\n{output_tail(completed)}")
     stamp.write_text(fingerprint)
     return target
+
+
+def dbt_args(
+    command: Sequence[str], as_of: str | None = None, feature_dates: Sequence[str] = ()
+) -> list[str]:
+    """``command`` with the project's variables: the build's as-of date and member_features' dates (ISO)."""
+    args = list(command)
+    dbt_vars: dict[str, object] = {}
+    if as_of:
+        dbt_vars["as_of_date"] = as_of
+    if feature_dates:
+        dbt_vars["feature_dates"] = list(feature_dates)
+    if dbt_vars:
+        args += ["--vars", json.dumps(dbt_vars)]
+    return args
 
 
 def run_dbt_process(

@@ -27,7 +27,7 @@ from expectations.landing import audit_partitions
 from expectations.marts import gate_warehouse
 from expectations.runner import GateResult, build_data_docs
 from memberflow.core.contracts import CONTRACTS, TableContract, get_contract
-from memberflow.core.settings import Settings, postgres_target, spark_target
+from memberflow.core.settings import Settings
 from memberflow.extract import (
     ExtractReport,
     MissingPartitionError,
@@ -207,7 +207,7 @@ def _docs(settings: Settings, run: LandingRun) -> None:
 @dataclass
 class BuildOutcome:
     dbt: DbtResult
-    gate: GateResult | None  # None: the postgres and spark targets, whose marts the gates do not read yet
+    gate: GateResult
 
 
 def gate_marts(settings: Settings, day: date | None = None) -> GateResult:
@@ -235,11 +235,7 @@ def build(
     """dbt build of the warehouse, then the marts gate (raises DbtError or QualityGateError). A full build
     (no ``as_of``) that passes keeps its identity snapshot, which the next build's split detection reads."""
     result = build_warehouse(settings, as_of, feature_dates, snapshot=False, full_refresh=full_refresh)
-    if postgres_target() or spark_target():  # the marts gate reads the DuckDB warehouse only (yet)
-        if as_of is None:
-            save_identity_snapshot(settings)
-        return BuildOutcome(result, None)
-    gate = gate_marts(settings, as_of)
+    gate = gate_marts(settings, as_of)  # on the serving store, whichever target built it
     if as_of is None:
         save_identity_snapshot(settings)
     return BuildOutcome(result, gate)

@@ -18,7 +18,10 @@ Connection settings come from the environment (the dbt profile reads the same va
 from __future__ import annotations
 
 import io
+import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
@@ -198,6 +201,83 @@ def read_relation(pg: PgSettings, sql: str, schema: dict | None = None):
     if schema is not None:
         return pl.DataFrame(rows, schema=[(c, schema[c]) for c in columns], orient="row")
     return pl.DataFrame(rows, schema=columns, orient="row", infer_schema_length=None)
+
+
+# PostgreSQL column types (information_schema.columns.data_type) as Arrow types, for the serving copy
+_ARROW_OF_PG = {
+    "boolean": pa.bool_(),
+    "smallint": pa.int16(),
+    "integer": pa.int32(),
+    "bigint": pa.int64(),
+    "real": pa.float32(),
+    "double precision": pa.float64(),
+    "text": pa.string(),
+    "character varying": pa.string(),
+    "character": pa.string(),
+    "date": pa.date32(),
+    "timestamp without time zone": pa.timestamp("us"),
+    "timestamp with time zone": pa.timestamp("us", tz="UTC"),
+}
+
+
+def _arrow_type(data_type: str, element: str | None, precision: int | None, scale: int | None) -> pa.DataType:
+    if data_type == "numeric":  # unconstrained numerics (sums, ratios) have no fixed scale: doubles
+        return pa.decimal128(precision, scale) if precision and scale is not None else pa.float64()
+    if data_type == "ARRAY":
+        return pa.list_(_ARROW_OF_PG.get(element or "text", pa.string()))
+    return _ARROW_OF_PG.get(data_type, pa.string())
+
+
+def write_serving(pg: PgSettings, tables: Sequence[str], folder: Path, batch_rows: int = 100_000) -> None:
+    """Each table of the target schema as Parquet under ``folder/<table>/``, streamed in batches of
+    ``batch_rows`` (memberflow.serving loads them into the serving store)."""
+    shutil.rmtree(folder, ignore_errors=True)
+    con = pg.connect()
+    try:
+        for table in tables:
+            with con.cursor() as cur:
+                cur.execute(
+                    "select c.column_name, c.data_type, e.data_type, c.numeric_precision, c.numeric_scale "
+                    "from information_schema.columns c left join information_schema.element_types e "
+                    "on e.object_schema = c.table_schema and e.object_name = c.table_name "
+                    "and e.object_type = 'TABLE' and e.collection_type_identifier = c.dtd_identifier "
+                    "where c.table_schema = %s and c.table_name = %s order by c.ordinal_position",
+                    (pg.schema, table),
+                )
+                columns = cur.fetchall()
+            if not columns:
+                raise LookupError(f"{pg.schema}.{table} does not exist in {pg.database}: build first")
+            schema = pa.schema([(name, _arrow_type(*kinds)) for name, *kinds in columns])
+            names = ", ".join(f'"{name}"' for name in schema.names)
+            target = folder / table
+            target.mkdir(parents=True)
+            with con.cursor(name=f"serve_{table}") as cur:  # server side: batches, not the whole table
+                cur.itersize = batch_rows
+                cur.execute(f"select {names} from {pg.schema}.{table}")
+                part = 0
+                while True:
+                    rows = cur.fetchmany(batch_rows)
+                    if not rows and part:
+                        break
+                    values = list(zip(*rows, strict=True)) if rows else [[] for _ in schema]
+                    arrays = [
+                        pa.array(_plain(v, f.type), f.type) for v, f in zip(values, schema, strict=True)
+                    ]
+                    pq.write_table(
+                        pa.Table.from_arrays(arrays, schema=schema), target / f"part-{part:05d}.parquet"
+                    )
+                    part += 1
+                    if not rows:
+                        break
+    finally:
+        con.close()
+
+
+def _plain(values, arrow_type: pa.DataType) -> list:
+    """Driver values Arrow takes as they are, except numerics read into a double column."""
+    if pa.types.is_floating(arrow_type):
+        return [None if v is None else float(v) for v in values]
+    return list(values)
 
 
 def replay_identity(settings: Settings, as_of_date: str | None, pg: PgSettings | None = None) -> int:

@@ -26,6 +26,7 @@ components the replay runs as, default 8).
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
@@ -41,6 +42,7 @@ import pyarrow as pa
 import memberflow
 from memberflow.core.contracts import CONTRACTS
 from memberflow.core.settings import Settings, SparkSettings, SparkSettingsError
+from memberflow.dbt_env import dbt_args
 from memberflow.extract import landed_schema
 
 PHASE_ONE = ("+int_identity_nodes", "+int_identity_edges_checked")
@@ -74,6 +76,8 @@ def spark_conf(settings: Settings, spark: SparkSettings) -> dict[str, str]:
         "spark.sql.shuffle.partitions": str(spark.shuffle_partitions),
         "spark.ui.enabled": "false",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
+        # Parquet written for the serving store (and by scoring) carries standard microsecond timestamps
+        "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
     }
 
 
@@ -397,18 +401,6 @@ def _run_dbt_here(settings: Settings, args: list[str]) -> dict:
     return {"succeeded": succeeded, "failures": failures}
 
 
-def _dbt_args(command: Sequence[str], as_of: str | None, feature_dates: Sequence[str]) -> list[str]:
-    args = list(command)
-    dbt_vars: dict[str, object] = {}
-    if as_of:
-        dbt_vars["as_of_date"] = as_of
-    if feature_dates:
-        dbt_vars["feature_dates"] = list(feature_dates)
-    if dbt_vars:
-        args += ["--vars", json.dumps(dbt_vars)]
-    return args
-
-
 def _build_here(settings: Settings, request: dict) -> dict:
     seconds: dict[str, float] = {}
     clock = time.monotonic()
@@ -424,14 +416,17 @@ def _build_here(settings: Settings, request: dict) -> dict:
     lap("session")
     prepare_sources(session, settings, spark)
     lap("sources")
-    first = _run_dbt_here(settings, _dbt_args(["build", *refresh, "--select", *PHASE_ONE], as_of, dates))
+    first = _run_dbt_here(settings, dbt_args(["build", *refresh, "--select", *PHASE_ONE], as_of, dates))
     lap("identity inputs")
     if first["failures"]:
         return {**first, "phase": "identity inputs", "seconds": seconds}
     replayed = replay_identity(session, settings, spark, as_of)
     lap("replay")
-    rest = _run_dbt_here(settings, _dbt_args(["build", *refresh, "--exclude", *PHASE_ONE], as_of, dates))
+    rest = _run_dbt_here(settings, dbt_args(["build", *refresh, "--exclude", *PHASE_ONE], as_of, dates))
     lap("rest")
+    if not rest["failures"] and request.get("serve"):
+        write_serving(session, spark, request["serve"]["tables"], Path(request["serve"]["folder"]))
+        lap("serving copy")
     return {
         "succeeded": first["succeeded"] + rest["succeeded"],
         "failures": rest["failures"],
@@ -449,6 +444,26 @@ def _export(session, spark: SparkSettings, queries: dict[str, str], folder: str)
     for name, sql in queries.items():
         pq.write_table(session.sql(sql).toArrow(), Path(folder) / f"{name}.parquet")
     return sorted(queries)
+
+
+def _dbt_here(settings: Settings, request: dict) -> dict:
+    start_session(settings, SparkSettings.from_env())
+    return _run_dbt_here(settings, request["args"])
+
+
+def write_serving(session, spark: SparkSettings, tables: Sequence[str], folder: Path) -> None:
+    """Each table of the target schema as Parquet files under ``folder/<table>/``, written by the executors
+    (memberflow.serving loads them into the serving store)."""
+    shutil.rmtree(folder, ignore_errors=True)
+    for table in tables:
+        session.table(f"{spark.schema}.{table}").write.mode("overwrite").parquet(str(folder / table))
+
+
+def _serve_here(settings: Settings, request: dict) -> dict:
+    spark = SparkSettings.from_env()
+    session = start_session(settings, spark)
+    write_serving(session, spark, request["tables"], Path(request["folder"]))
+    return {"served": list(request["tables"])}
 
 
 def _export_here(settings: Settings, request: dict) -> dict:
@@ -469,7 +484,22 @@ def _replay_here(settings: Settings, request: dict) -> dict:
     }
 
 
-COMMANDS = {"build": _build_here, "export": _export_here, "replay": _replay_here}
+COMMANDS = {
+    "build": _build_here,
+    "export": _export_here,
+    "replay": _replay_here,
+    "serve": _serve_here,
+    "dbt": _dbt_here,
+}
+
+
+def _command(name: str):
+    """A command of this module, or ``package.module:function`` for a job another layer defines (scoring
+    lives in ml, which this module does not import)."""
+    if ":" in name:
+        module, function = name.split(":")
+        return getattr(importlib.import_module(module), function)
+    return COMMANDS[name]
 
 
 # --- the caller's side --------------------------------------------------------------------------------
@@ -484,7 +514,8 @@ def _run_child(settings: Settings, command: str, request: dict) -> dict:
     from memberflow.dbt_env import dbt_environment
 
     check_java(SparkSettings.from_env())  # bad settings stop here, before a JVM starts
-    reply = spark_dir(settings) / f"{command}.reply.json"
+    name = command.rsplit(":", 1)[-1]
+    reply = spark_dir(settings) / f"{name}.reply.json"
     reply.parent.mkdir(parents=True, exist_ok=True)
     reply.unlink(missing_ok=True)
     package_root = str(Path(memberflow.__file__).resolve().parents[1])
@@ -499,7 +530,7 @@ def _run_child(settings: Settings, command: str, request: dict) -> dict:
         text=True,
         check=False,
     )
-    (spark_dir(settings) / f"{command}.log").write_text(completed.stdout + completed.stderr)
+    (spark_dir(settings) / f"{name}.log").write_text(completed.stdout + completed.stderr)
     if not reply.exists():
         tail = "\n".join((completed.stdout + completed.stderr).strip().splitlines()[-25:])
         raise SparkBuildError(f"spark {command} failed (exit {completed.returncode}):\n{tail}")
@@ -507,9 +538,14 @@ def _run_child(settings: Settings, command: str, request: dict) -> dict:
 
 
 def build(
-    settings: Settings, as_of: date | None, feature_dates: Sequence[date], refresh: Sequence[str] = ()
+    settings: Settings,
+    as_of: date | None,
+    feature_dates: Sequence[date],
+    refresh: Sequence[str] = (),
+    serve: tuple[Sequence[str], Path] | None = None,
 ) -> dict:
-    """The two-phase build with the replay between (module docstring), in one child process."""
+    """The two-phase build with the replay between (module docstring), in one child process; ``serve``
+    (tables, folder): then write those tables as Parquet for the serving store (``write_serving``)."""
     return _run_child(
         settings,
         "build",
@@ -517,8 +553,26 @@ def build(
             "as_of": as_of.isoformat() if as_of else None,
             "feature_dates": [d.isoformat() for d in feature_dates],
             "refresh": list(refresh),
+            "serve": {"tables": list(serve[0]), "folder": str(serve[1])} if serve else None,
         },
     )
+
+
+def run_dbt(settings: Settings, args: Sequence[str]) -> dict:
+    """``dbt <args>`` on the Spark target in a child process (its session, its metastore); succeeded count
+    and failures as memberflow.transform.run_dbt reads them."""
+    return _run_child(settings, "dbt", {"args": list(args)})
+
+
+def serve(settings: Settings, tables: Sequence[str], folder: Path) -> None:
+    """Write ``tables`` as Parquet for the serving store, as a build does at its end."""
+    _run_child(settings, "serve", {"tables": list(tables), "folder": str(folder)})
+
+
+def run_job(settings: Settings, job: str, request: dict) -> dict:
+    """Run ``package.module:function(settings, request)`` in a child process holding the SparkSession
+    (``start_session`` gives the function the session); its JSON-able result comes back."""
+    return _run_child(settings, job, request)
 
 
 def export(settings: Settings, queries: dict[str, str], folder: Path) -> dict[str, Path]:
@@ -541,7 +595,7 @@ def replay(settings: Settings, as_of: date | None, queries: dict[str, str], fold
 def main(argv: Sequence[str]) -> int:
     command, request, reply = argv
     settings = Settings.from_env()
-    result = COMMANDS[command](settings, json.loads(request))
+    result = _command(command)(settings, json.loads(request))
     Path(reply).write_text(json.dumps(result))
     return 0
 

@@ -27,6 +27,7 @@ from memberflow.core.phones import phone_token
 from memberflow.core.settings import PgSettings, Settings, postgres_target, spark_target
 from memberflow.dbt_env import (
     DBT_PROJECT_DIR,
+    dbt_args,
     dbt_environment,
     dbt_home,
     output_tail,
@@ -35,6 +36,7 @@ from memberflow.dbt_env import (
 )
 from memberflow.extract import file_fingerprint, landed_schema, partition_days
 from memberflow.postgres import PHASE_ONE, load_landing, read_relation, replay_identity
+from memberflow.serving import refresh_serving
 from memberflow.warehouse import clear_published, open_warehouse, warehouse_lock
 
 
@@ -189,14 +191,13 @@ def run_dbt(
     A child process keeps dbt's global state and its DuckDB connection out of the caller (the CLI reads
     the warehouse right after; Airflow tasks stay small). Results come from dbt's run_results.json.
     """
-    args = list(command)
-    dbt_vars: dict[str, object] = {}
-    if as_of is not None:
-        dbt_vars["as_of_date"] = as_of.isoformat()
-    if feature_dates:
-        dbt_vars["feature_dates"] = [d.isoformat() for d in feature_dates]
-    if dbt_vars:
-        args += ["--vars", json.dumps(dbt_vars)]
+    args = dbt_args(command, as_of.isoformat() if as_of else None, [d.isoformat() for d in feature_dates])
+    if spark_target():  # in the child process that holds the SparkSession and the metastore
+        from memberflow import spark
+
+        with warehouse_lock(settings):
+            reply = spark.run_dbt(settings, args)
+        return DbtResult(reply["succeeded"], reply["failures"])
     env = dbt_environment(settings)
     results_file = Path(env["DBT_TARGET_PATH"]) / "run_results.json"
     results_file.unlink(missing_ok=True)
@@ -283,7 +284,8 @@ def _build_postgres(
     settings: Settings, as_of: date | None, feature_dates: Sequence[date], refresh: Sequence[str] = ()
 ) -> DbtResult:
     """The same build on PostgreSQL: load the landing zone, build what the identity replay reads, replay
-    it in Python, build the rest (memberflow.postgres)."""
+    it in Python, build the rest (memberflow.postgres); then copy the serving slice into the serving store
+    (memberflow.serving)."""
     with warehouse_lock(settings):
         load_landing(settings)
     first = run_dbt(settings, ["build", *refresh, "--select", *PHASE_ONE], as_of, feature_dates)
@@ -294,6 +296,7 @@ def _build_postgres(
     rest = run_dbt(settings, ["build", *refresh, "--exclude", *PHASE_ONE], as_of, feature_dates)
     if rest.failures:
         raise DbtError("dbt build failed:\n  " + "\n  ".join(rest.failures))
+    refresh_serving(settings)
     return DbtResult(first.succeeded + rest.succeeded, [])
 
 
@@ -301,14 +304,18 @@ def _build_spark(
     settings: Settings, as_of: date | None, feature_dates: Sequence[date], refresh: Sequence[str] = ()
 ) -> DbtResult:
     """The same build on Spark: both dbt phases and the identity replay between them in one child process
-    that holds the SparkSession (memberflow.spark)."""
+    that holds the SparkSession (memberflow.spark), which then writes the serving slice; loaded into the
+    serving store here (memberflow.serving)."""
     from memberflow import spark
+    from memberflow.serving import load_serving, serving_tables
 
+    tables, folder = serving_tables(), spark.spark_dir(settings) / "serving"
     with warehouse_lock(settings):
-        reply = spark.build(settings, as_of, feature_dates, refresh)
+        reply = spark.build(settings, as_of, feature_dates, refresh, serve=(tables, folder))
     if reply["failures"]:
         what = "dbt build (identity inputs)" if reply["phase"] == "identity inputs" else "dbt build"
         raise DbtError(f"{what} failed on spark:\n  " + "\n  ".join(reply["failures"]))
+    load_serving(settings, folder, tables)
     return DbtResult(reply["succeeded"], [])
 
 

@@ -37,6 +37,7 @@ class ModelSpec:
     early_stopping_rounds: int
     margins: dict[str, dict[str, float]]
     monotone: dict[str, int]
+    max_rows_per_cutoff: int = 400_000
 
 
 def _merge(base: dict, extra: dict) -> dict:
@@ -67,6 +68,13 @@ def _load(path: Path) -> dict:
     return raw
 
 
+def _positive(value: Any, key: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise ValueError(f"{key} must be a positive number of rows, not {value!r}")
+    return number
+
+
 def model_spec(name: str, override: str | Path | None = None) -> ModelSpec:
     """The merged settings of one model."""
     if name not in MODELS:
@@ -91,6 +99,7 @@ def model_spec(name: str, override: str | Path | None = None) -> ModelSpec:
             early_stopping_rounds=int(merged["early_stopping_rounds"]),
             margins={k: {m: float(v) for m, v in d.items()} for k, d in merged["margins"].items()},
             monotone={k: int(v) for k, v in (merged.get("monotone") or {}).items()},
+            max_rows_per_cutoff=_positive(merged.get("max_rows_per_cutoff", 400_000), "max_rows_per_cutoff"),
         )
     except KeyError as exc:
         raise ModelConfigError(f"{' + '.join(sources)}: models.{name} has no {exc.args[0]}") from exc

@@ -21,7 +21,8 @@ from datetime import date, timedelta
 
 import pandas as pd
 
-from memberflow.core.settings import Settings
+from memberflow.core.settings import Settings, postgres_target, spark_target
+from memberflow.serving import refresh_serving
 from memberflow.transform import DbtError, run_dbt
 from memberflow.warehouse import read_warehouse
 from ml.config import ModelSpec
@@ -161,10 +162,20 @@ def ensure_features(settings: Settings, dates: Sequence[date]) -> list[date]:
         result = run_dbt(settings, ["run", "--select", "int_feature_dates", "member_features"], None, missing)
         if result.failures:
             raise DbtError("computing member_features failed:\n  " + "\n  ".join(result.failures))
+        if spark_target() or postgres_target():  # computed on the target: the serving store gets them
+            refresh_serving(settings, ["member_features"])
     return missing
 
 
-def _frame_sql(model: str, horizon: int | None, columns: str, members: str | None = None) -> str:
+def sample_threshold(fraction: float) -> str:
+    """The members of a ``fraction`` sample are those whose md5(member_id), as hex, sorts below this (8 hex
+    digits): the same members at every cutoff and in every run, in any SQL engine with md5."""
+    return f"{min(int(fraction * 16**8), 16**8 - 1):08x}"
+
+
+def _frame_sql(
+    model: str, horizon: int | None, columns: str, members: str | None = None, sample: str | None = None
+) -> str:
     windows, joins, label = ["cutoffs as (select unnest($dates) as as_of_date)"], [], ""
     if horizon is not None:
         expression, used = LABELS[model]
@@ -182,6 +193,7 @@ def _frame_sql(model: str, horizon: int | None, columns: str, members: str | Non
         {newline.join(joins)}
         where f.as_of_date in (select as_of_date from cutoffs) and {POPULATIONS[model]}
         {f"and f.member_id in (select member_id from {members})" if members else ""}
+        {f"and left(md5(f.member_id), 8) < '{sample}'" if sample else ""}
         order by f.as_of_date, f.member_id
     """
 
@@ -190,13 +202,29 @@ def feature_columns(con) -> list[str]:
     return [r[0] for r in con.sql("describe member_features").fetchall() if r[0] not in NOT_FEATURES]
 
 
+def population_sizes(con, model: str, dates: Sequence[date]) -> dict[date, int]:
+    """How many members the model's population has at each date."""
+    rows = con.execute(
+        f"select f.as_of_date, count(*) from member_features f "
+        f"where f.as_of_date in (select unnest($dates)) and {POPULATIONS[model]} group by 1",
+        {"dates": sorted(set(dates))},
+    ).fetchall()
+    return {day: n for day, n in rows}
+
+
 def population_frame(
-    con, model: str, dates: Sequence[date], horizon: int | None = None, members: str | None = None
+    con,
+    model: str,
+    dates: Sequence[date],
+    horizon: int | None = None,
+    members: str | None = None,
+    sample: str | None = None,
 ) -> pd.DataFrame:
     """Features (and the label when a horizon is given) of the model's population at the dates; only the
-    members in relation ``members`` (a table or registered view with a member_id column) when given."""
+    members in relation ``members`` (a table or registered view with a member_id column) when given, and
+    only the sampled members when ``sample`` (``sample_threshold``) is."""
     cols = ", ".join(f"f.{c}" for c in ["member_id", "as_of_date", *feature_columns(con)])
-    sql = _frame_sql(model, horizon, cols, members)
+    sql = _frame_sql(model, horizon, cols, members, sample)
     # One date at a time, each narrowed to float32 before the next: DuckDB sorts (and pandas converts) a
     # cutoff's rows, not the whole stack of cutoffs at once.
     days = [[day] for day in sorted(set(dates))] or [[]]
@@ -248,7 +276,11 @@ def build_training_set(
     check_cutoffs(chosen, horizon, last_day)
     ensure_features(settings, chosen)
     with read_warehouse(settings) as con:
-        frame = population_frame(con, spec.name, chosen, horizon)
+        sizes = population_sizes(con, spec.name, chosen)
+        largest = max(sizes.values(), default=0)
+        fraction = min(1.0, spec.max_rows_per_cutoff / largest) if largest else 1.0
+        threshold = sample_threshold(fraction) if fraction < 1.0 else None
+        frame = population_frame(con, spec.name, chosen, horizon, sample=threshold)
         features = feature_columns(con)
     per_cutoff = frame.groupby("as_of_date", observed=True)["label"].agg(["size", "mean"])
     empty = [c for c in chosen if pd.Timestamp(c) not in per_cutoff.index]
@@ -272,6 +304,13 @@ def build_training_set(
         "categorical": [c for c in CATEGORICAL if c in features],
         "monotone": spec.monotone,
         "data_sha256": frame_hash(frame),
+        # the population and the share of it trained on (1.0: everyone)
+        "sample": {
+            "population_rows": sum(sizes.values()),
+            "fraction": round(fraction, 6),
+            "max_rows_per_cutoff": spec.max_rows_per_cutoff,
+            "rule": f"left(md5(member_id), 8) < '{threshold}'" if threshold else "all members",
+        },
     }
     for name, part in (
         ("training cutoffs", frame["as_of_date"] < pd.Timestamp(holdout)),

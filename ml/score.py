@@ -19,7 +19,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from memberflow.core.settings import Settings
+from memberflow.core.settings import Settings, spark_target
 from memberflow.warehouse import read_warehouse, require_published
 from ml.datasets import ensure_features, population_frame
 from ml.evaluate import Calibration
@@ -80,19 +80,36 @@ def score_frame(
     """Scores of the frame's rows as a member_scores table; with ``reasons``, each row explained too."""
     raw = booster.predict(frame[features], raw_score=True, num_threads=threads)
     member_ids = frame["member_id"].to_numpy(dtype=object)
-    n = len(frame)
-    explained, explained_zh = (
-        reasons_in_both(booster, features, frame, threads) if reasons else ([None] * n, [None] * n)
-    )
-    return pa.table(
+    explained, explained_zh = reasons_in_both(booster, features, frame, threads) if reasons else (None, None)
+    scored = pa.table(
         {
             "member_id": pa.array(member_ids, pa.string()),
-            "model": pa.array([model] * n, pa.string()),
-            "as_of": pa.array([as_of] * n, pa.date32()),
             "probability": pa.array(calibration.apply(raw), pa.float64()),
             "decile": pa.array(deciles(raw, member_ids.astype(str)), pa.int32()),
-            "reasons": pa.array(explained, pa.list_(pa.string())),
-            "reasons_zh": pa.array(explained_zh, pa.list_(pa.string())),
+        }
+    )
+    return scores_table(scored, model, as_of, version, explained, explained_zh)
+
+
+def scores_table(
+    scored: pa.Table,
+    model: str,
+    as_of: date,
+    version: str,
+    reasons: list | None = None,
+    reasons_zh: list | None = None,
+) -> pa.Table:
+    """member_scores rows from ``scored`` (member_id, probability, decile), made by whichever scorer."""
+    n = scored.num_rows
+    return pa.table(
+        {
+            "member_id": scored.column("member_id"),
+            "model": pa.array([model] * n, pa.string()),
+            "as_of": pa.array([as_of] * n, pa.date32()),
+            "probability": scored.column("probability"),
+            "decile": scored.column("decile").cast(pa.int32()),
+            "reasons": pa.array(reasons or [None] * n, pa.list_(pa.string())),
+            "reasons_zh": pa.array(reasons_zh or [None] * n, pa.list_(pa.string())),
             "model_version": pa.array([version] * n, pa.string()),
             "scored_at": pa.array([datetime.now(UTC).replace(tzinfo=None)] * n, pa.timestamp("us")),
         },
@@ -109,6 +126,7 @@ class ScoreResult:
     out: Path | None
     mean_probability: float
     explained: int = 0
+    partitions: int = 1  # the tasks that scored (Spark)
 
 
 def score(
@@ -121,13 +139,17 @@ def score(
     require_published(settings, "marts")
     loaded = load(settings, model, CHAMPION)
     ensure_features(settings, [as_of])
+    if spark_target():
+        table, partitions = _score_on_spark(settings, model, as_of, loaded)
+        write_scores(settings, model, as_of, table)
+        if reasons:
+            explain(settings, as_of, {model: table.column("member_id").to_pylist()})
+        result = _result(model, as_of, table, loaded.ref.version, out, table.num_rows if reasons else 0)
+        result.partitions = partitions
+        return result
     with read_warehouse(settings) as con:
         frame = population_frame(con, model, [as_of])
-    missing = [f for f in loaded.features if f not in frame.columns]
-    if missing:
-        raise ValueError(
-            f"champion v{loaded.ref.version} of {model} needs features the warehouse lacks: {missing}"
-        )
+    _check_features(loaded, model, frame.columns)
     table = score_frame(
         loaded.booster,
         loaded.features,
@@ -140,13 +162,37 @@ def score(
         reasons,
     )
     write_scores(settings, model, as_of, table)
+    return _result(model, as_of, table, loaded.ref.version, out, table.num_rows if reasons else 0)
+
+
+def _check_features(loaded, model: str, columns) -> None:
+    missing = [f for f in loaded.features if f not in columns]
+    if missing:
+        raise ValueError(
+            f"champion v{loaded.ref.version} of {model} needs features the warehouse lacks: {missing}"
+        )
+
+
+def _score_on_spark(settings: Settings, model: str, as_of: date, loaded) -> tuple[pa.Table, int]:
+    """The population scored on the Spark target's executors (ml.spark_score), in member order; and how
+    many tasks scored it."""
+    from ml.spark_score import score_on_spark
+
+    with read_warehouse(settings) as con:  # the serving store holds member_features' columns
+        columns = [r[0] for r in con.execute("describe member_features").fetchall()]
+    _check_features(loaded, model, columns)
+    scored, ran = score_on_spark(settings, model, as_of, loaded.booster, loaded.features, loaded.calibration)
+    return scores_table(scored.sort_by("member_id"), model, as_of, loaded.ref.version), ran["partitions"]
+
+
+def _result(
+    model: str, as_of: date, table: pa.Table, version: str, out: Path | None, explained: int
+) -> ScoreResult:
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(table.select(["member_id", "model", "as_of", "probability", "decile", "reasons"]), out)
     mean = float(np.mean(table.column("probability").to_numpy())) if table.num_rows else float("nan")
-    return ScoreResult(
-        model, as_of, table.num_rows, loaded.ref.version, out, mean, table.num_rows if reasons else 0
-    )
+    return ScoreResult(model, as_of, table.num_rows, version, out, mean, explained)
 
 
 def explain(settings: Settings, as_of: date, wanted: dict[str, Iterable[str]]) -> dict[str, int]:

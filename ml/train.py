@@ -229,6 +229,8 @@ def _log_run(
         "best_iteration": fitted.best_iteration,
         "features": len(fitted.features),
         "train_rows": len(ts.train),
+        "population_rows": ts.manifest["sample"]["population_rows"],
+        "sample_fraction": ts.manifest["sample"]["fraction"],
         "test_rows": len(evaluation.test),
         **{f"lgb.{k}": v for k, v in fitted.params.items() if k != "monotone_constraints"},
         "monotone": json.dumps(evaluation.training_set.manifest.get("monotone", {})),

@@ -95,6 +95,24 @@ def bring_back(held: list[tuple[Path, Path]]) -> None:
         shutil.move(away, folder)
 
 
+def build_in_two_steps(settings: Settings, away: Path):
+    """Build a copy of the built sample on the configured server target from nothing (no DuckDB file, no
+    identity snapshot), in two steps so the incremental models run there too: first without every table's
+    last five days, then with them (a build that adds their partitions and recomputes the engagement of
+    the members they touch, identity changes included). Returns the second build's result."""
+    from memberflow.transform import plan_incremental_build
+
+    settings.warehouse_path.unlink()
+    shutil.rmtree(settings.home / "identity")
+    held = hold_back(settings, away, lambda days: days[-5:])
+    build_warehouse(settings, snapshot=False)
+    bring_back(held)
+    assert set(plan_incremental_build(settings).values()) == {None}
+    result = build_warehouse(settings)  # raises on any failed model, unit test or data test
+    assert result.succeeded >= 80
+    return result
+
+
 def vault_phones(settings: Settings) -> set[str]:
     """Every plain number the workspace's contact vault can give."""
     vault = ContactVault(settings.vault_key())

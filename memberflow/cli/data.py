@@ -198,8 +198,8 @@ def build(
 
     With the postgres target the landing zone is loaded into the database and the dbt project (with all
     its tests) is built there; with the spark target it is built on Spark, which reads the landed Parquet
-    in place. The marts gate, scoring, segments and the ops API read the DuckDB warehouse and do not run
-    on either yet (docs/scaling.md).
+    in place. Either way the build ends by copying the marts into the workspace's DuckDB file (the serving
+    store), which the marts gate, training, segments, delivery and the ops API read (docs/scaling.md).
     """
     if target:
         os.environ["MEMBERFLOW_DBT_TARGET"] = target.value
@@ -251,9 +251,6 @@ def build(
         f"dbt build: {outcome.dbt.succeeded} models and tests passed; with the marts gate "
         f"{time.perf_counter() - began:.1f} s"
     )
-    if outcome.gate is None:
-        _print_postgres_marts()
-        return
     for message in outcome.gate.messages("warning"):
         err.print(f"[yellow]warning: {escape(message)}[/yellow]", soft_wrap=True)
     console.print(
@@ -261,23 +258,6 @@ def build(
         f"Data Docs: {outcome.gate.docs_path}"
     )
     _print_warehouse(settings)
-
-
-def _print_postgres_marts() -> None:
-    from memberflow.core.settings import PgSettings
-    from memberflow.postgres import read_relation
-
-    pg = PgSettings.from_env()
-    table = Table(title=f"PostgreSQL marts ({pg.database}.{pg.schema})")
-    table.add_column("mart")
-    table.add_column("rows", justify="right")
-    for mart in ("dim_member", "member_identifiers", "member_tags", "member_features", "fct_orders"):
-        rows = read_relation(pg, f"select count(*) as n from {pg.schema}.{mart}")["n"][0]
-        table.add_row(mart, f"{rows:,}")
-    console.print(table)
-    console.print(
-        "the dbt tests gated this build; the marts gate, scoring and delivery read the DuckDB warehouse"
-    )
 
 
 def _print_identity(settings: Settings) -> None:

@@ -16,8 +16,7 @@ from memberflow.core.contracts import CONTRACTS
 from memberflow.core.settings import PgSettings
 from memberflow.extract import partition_days
 from memberflow.postgres import drop_database, load_landing, read_relation
-from memberflow.transform import build_warehouse
-from tests.support import bring_back, hold_back
+from tests.support import build_in_two_steps
 
 MARTS = [
     "member_identifiers",
@@ -66,42 +65,53 @@ def _comparable(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.sort(frame.columns, nulls_last=True)
 
 
-def test_the_project_builds_on_postgres_and_its_marts_match_duckdb(workspace_copy, built, postgres, tmp_path):
-    """Built in two steps, so the incremental models run on PostgreSQL too: first without every table's
-    last five days, then with them (a build that adds their partitions and recomputes the engagement of
-    the members they touch, identity changes included)."""
-    from memberflow.transform import plan_incremental_build
+def test_the_project_builds_on_postgres_and_the_serving_store_gets_duckdbs_marts(
+    workspace_copy, built, postgres, tmp_path
+):
+    """Built from nothing in two steps (``build_in_two_steps``), so the incremental models run on
+    PostgreSQL too: the serving store the build fills holds the marts DuckDB builds from the same landing,
+    row for row, and the marts gate passes on it."""
+    from expectations.marts import gate_warehouse
+    from memberflow.serving import serving_tables
+    from memberflow.transform import latest_landed_day
 
-    shutil.rmtree(workspace_copy.home / "identity")  # as the DuckDB build had it: no earlier snapshot
-    held = hold_back(workspace_copy, tmp_path / "held", lambda days: days[-5:])
-    build_warehouse(workspace_copy, snapshot=False)
-    bring_back(held)
-    assert set(plan_incremental_build(workspace_copy).values()) == {None}
-    result = build_warehouse(workspace_copy)  # raises on any failed model, unit test or data test
-
-    assert result.succeeded >= 80
+    build_in_two_steps(workspace_copy, tmp_path / "held")
     # the identity snapshot the next full build compares with comes from the PostgreSQL marts
     snapshot = pl.read_parquet(workspace_copy.home / "identity" / "assignments.parquet")
     published = read_relation(postgres, f"select count(*) as n from {postgres.schema}.member_identifiers")
     assert snapshot.height == published["n"][0] > 0
-    with duckdb.connect(str(built.warehouse_path), read_only=True) as con:
+    assert_serving_store_matches(workspace_copy, built, serving_tables(), "PostgreSQL")
+    assert gate_warehouse(workspace_copy, latest_landed_day(workspace_copy)).ok
+
+
+def assert_serving_store_matches(settings, built, tables: list[str], target: str) -> None:
+    """The serving store a server target fed holds DuckDB's marts (MARTS row for row, the newest day of
+    member_features; the rest of the slice the same number of rows)."""
+    assert set(MARTS) <= set(tables)
+    with (
+        duckdb.connect(str(settings.warehouse_path), read_only=True) as served,
+        duckdb.connect(str(built.warehouse_path), read_only=True) as con,
+    ):
+        present = {row[0] for row in served.execute("select table_name from duckdb_tables()").fetchall()}
+        assert set(tables) <= present
         for table in MARTS:
             # member_features also keeps the first step's as-of day (retention): compare the newest
             newest = (
-                f" where as_of_date = (select max(as_of_date) from {{s}}{table})"
+                f" where as_of_date = (select max(as_of_date) from {table})"
                 if table == "member_features"
                 else ""
             )
-            expected = _comparable(con.sql(f"select * from {table}" + newest.format(s="")).pl())
-            got = read_relation(
-                postgres, f"select * from {postgres.schema}.{table}" + newest.format(s=f"{postgres.schema}.")
-            )
+            expected = _comparable(con.sql(f"select * from {table}" + newest).pl())
+            got = _comparable(served.sql(f"select * from {table}" + newest).pl())
             assert got.columns == expected.columns, table
             assert expected.height > 0, table
             try:
-                assert_frame_equal(_comparable(got), expected, check_dtypes=False)
+                assert_frame_equal(got, expected, check_dtypes=False)
             except AssertionError as exc:
-                raise AssertionError(f"{table} differs between PostgreSQL and DuckDB: {exc}") from None
+                raise AssertionError(f"{table} differs between {target} and DuckDB: {exc}") from None
+        for table in sorted(set(tables) - set(MARTS)):
+            count = f"select count(*) from {table}"
+            assert served.execute(count).fetchone() == con.execute(count).fetchone(), table
 
 
 def test_landing_loads_only_new_or_relanded_partitions_and_drops_withdrawn_ones(workspace_copy, postgres):

@@ -6,22 +6,28 @@ from __future__ import annotations
 import shutil
 from datetime import date
 
-import duckdb
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
 from memberflow import spark
-from tests.dbt.test_postgres import MARTS, _comparable
-from tests.support import bring_back, hold_back
+from tests.dbt.test_postgres import assert_serving_store_matches
+from tests.support import build_in_two_steps, make_settings
 
 
-@pytest.fixture
-def spark_target(monkeypatch) -> spark.SparkSettings:
-    """Spark as the dbt target for this test; its warehouse and metastore live in the workspace."""
-    monkeypatch.setenv("MEMBERFLOW_DBT_TARGET", "spark")
-    monkeypatch.setenv("MEMBERFLOW_SPARK_SCHEMA", "memberflow")
-    return spark.SparkSettings.from_env()
+@pytest.fixture(scope="module")
+def spark_ws(tmp_path_factory, built):
+    """The built sample's landing built again with Spark as the dbt target (``build_in_two_steps``): what
+    its serving store holds afterwards came from Spark."""
+    root = tmp_path_factory.mktemp("spark")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("MEMBERFLOW_DBT_TARGET", "spark")
+        env.setenv("MEMBERFLOW_SPARK_SCHEMA", "memberflow")
+        shutil.copytree(built.home, root / "ws")
+        shutil.copytree(built.data_dir, root / "data")
+        settings = make_settings(root / "ws", root / "data")
+        build_in_two_steps(settings, root / "held")
+        yield settings
 
 
 IDENTITY_QUERIES = {
@@ -42,56 +48,24 @@ def _same_records(got: pl.DataFrame, want: pl.DataFrame, what: str) -> None:
         raise AssertionError(f"Spark's replay differs from resolution_records ({what}): {exc}") from None
 
 
-def test_the_project_builds_on_spark_and_its_marts_match_duckdb(
-    workspace_copy, built, spark_target, tmp_path
-):
-    """Built in two steps, so the incremental models run on Spark too: first without every table's last
-    five days, then with them (a build that adds their partitions and recomputes the engagement of the
-    members they touch, identity changes included). Spark's identity replay (per group of connected
-    components) gives what memberflow.identity.resolution_records gives over the whole graph: for this
-    build (no earlier snapshot), and again against a perturbed earlier snapshot (splits, merged members)."""
+def test_the_project_builds_on_spark_and_the_serving_store_gets_duckdbs_marts(spark_ws, built, tmp_path):
+    """Every model, unit test and data test passes on Spark (the fixture's build raises otherwise); the
+    serving store, which every stage after dbt reads, then holds the marts DuckDB builds from the same
+    landing, row for row. Spark's identity replay (per group of connected components) gives what
+    memberflow.identity.resolution_records gives over the whole graph: for this build (no earlier
+    snapshot), and again against a perturbed earlier snapshot (splits, merged members)."""
     from memberflow.identity import resolution_records
-    from memberflow.transform import build_warehouse, plan_incremental_build
+    from memberflow.serving import serving_tables
 
-    shutil.rmtree(workspace_copy.home / "identity")  # as the DuckDB build had it: no earlier snapshot
-    held = hold_back(workspace_copy, tmp_path / "held", lambda days: days[-5:])
-    build_warehouse(workspace_copy, snapshot=False)
-    bring_back(held)
-    assert set(plan_incremental_build(workspace_copy).values()) == {None}
-    result = build_warehouse(workspace_copy)  # raises on any failed model, unit test or data test
+    schema = "memberflow"
+    assert_serving_store_matches(spark_ws, built, serving_tables(), "Spark")
 
-    assert result.succeeded >= 80
-    schema = spark_target.schema
-    queries = {}
-    for table in MARTS:
-        # member_features also keeps the first step's as-of day (retention): compare the newest
-        newest = (
-            f" where as_of_date = (select max(as_of_date) from {schema}.{table})"
-            if table == "member_features"
-            else ""
-        )
-        queries[table] = f"select * from {schema}.{table}" + newest
-    queries["identifier_count"] = f"select count(*) as n from {schema}.member_identifiers"
+    queries = {"identifier_count": f"select count(*) as n from {schema}.member_identifiers"}
     queries |= {name: sql.format(s=schema) for name, sql in IDENTITY_QUERIES.items()}
-    exported = spark.export(workspace_copy, queries, tmp_path / "spark_marts")
+    exported = spark.export(spark_ws, queries, tmp_path / "spark_marts")
     # the identity snapshot the next full build compares with comes from the Spark marts
-    snapshot = pl.read_parquet(workspace_copy.home / "identity" / "assignments.parquet")
+    snapshot = pl.read_parquet(spark_ws.home / "identity" / "assignments.parquet")
     assert snapshot.height == pl.read_parquet(exported["identifier_count"])["n"][0] > 0
-    with duckdb.connect(str(built.warehouse_path), read_only=True) as con:
-        for table in MARTS:
-            newest = (
-                f" where as_of_date = (select max(as_of_date) from {table})"
-                if table == "member_features"
-                else ""
-            )
-            expected = _comparable(con.sql(f"select * from {table}" + newest).pl())
-            got = pl.read_parquet(exported[table])
-            assert got.columns == expected.columns, table
-            assert expected.height > 0, table
-            try:
-                assert_frame_equal(_comparable(got), expected, check_dtypes=False)
-            except AssertionError as exc:
-                raise AssertionError(f"{table} differs between Spark and DuckDB: {exc}") from None
 
     nodes, edges = pl.read_parquet(exported["nodes"]), pl.read_parquet(exported["edges"])
     # the second build replayed with no snapshot (the first one saved none)
@@ -104,7 +78,8 @@ def test_the_project_builds_on_spark_and_its_marts_match_duckdb(
     assignments = whole.filter(pl.col("record") == "assignment").select("id_type", "id_value", "member_id")
     retired = whole.filter(pl.col("record") == "merge")["retired_member_id"][0]
     index = pl.int_range(pl.len())
-    earlier = workspace_copy.home / "identity"
+    earlier = spark_ws.home / "identity"  # where the replay reads the snapshot (the build's is kept aside)
+    shutil.copytree(earlier, tmp_path / "kept")
     assignments.with_columns(
         member_id=pl.when(index % 97 == 0)
         .then(pl.lit("m_earlier_") + (index % 3).cast(pl.String))
@@ -119,10 +94,62 @@ def test_the_project_builds_on_spark_and_its_marts_match_duckdb(
             "split_on": [date(2026, 1, 5), date(2026, 1, 6), date(2026, 1, 7)],
         }
     ).write_parquet(earlier / "splits.parquet")
-    replayed = spark.replay(workspace_copy, None, {"replay": queries["replay"]}, tmp_path / "replay")
+    replayed = spark.replay(spark_ws, None, {"replay": queries["replay"]}, tmp_path / "replay")
     perturbed = resolution_records(nodes, edges, earlier, None)
+    shutil.rmtree(earlier)
+    shutil.copytree(tmp_path / "kept", earlier)
     assert perturbed.filter(pl.col("record") == "split").height > 3
     _same_records(pl.read_parquet(replayed["replay"]), perturbed, "perturbed snapshot")
+
+
+def test_after_a_spark_build_the_stages_run_and_spark_scoring_equals_single_machine_scoring(spark_ws):
+    """The marts gate passes on the serving store a Spark build fed; a model trains from it (its cutoffs'
+    member_features computed on Spark and copied over); the champion scores its population on Spark's
+    executors, and every member's probability is the single-machine scorer's to 1e-9, in the same decile,
+    with decile 10 the likeliest tenth."""
+    from expectations.marts import gate_warehouse
+    from memberflow.transform import latest_landed_day
+    from memberflow.warehouse import read_warehouse
+    from ml.datasets import population_frame
+    from ml.evaluate import Calibration
+    from ml.registry import load
+    from ml.score import score, score_frame
+    from ml.train import train
+    from tests.support import CUTOFFS, HORIZON, SCORE_DAY
+
+    gate = gate_warehouse(spark_ws, latest_landed_day(spark_ws))
+    assert gate.ok, gate.explain()
+    assert train(spark_ws, "repurchase", CUTOFFS, HORIZON).decision.promote
+    result = score(spark_ws, "repurchase", SCORE_DAY)
+    assert result.partitions >= 2  # scored by more than one task
+
+    loaded = load(spark_ws, "repurchase")
+    with read_warehouse(spark_ws) as con:
+        on_spark = con.sql(
+            "select member_id, probability, decile from member_scores where model = 'repurchase' "
+            "and as_of = ? order by member_id",
+            params=[SCORE_DAY],
+        ).pl()
+        frame = population_frame(con, "repurchase", [SCORE_DAY])
+    single = pl.from_arrow(
+        score_frame(
+            loaded.booster,
+            loaded.features,
+            Calibration.from_dict(loaded.calibration),
+            frame,
+            "repurchase",
+            SCORE_DAY,
+            loaded.ref.version,
+        ).select(["member_id", "probability", "decile"])
+    ).sort("member_id")
+    assert on_spark.height == single.height == result.rows > 300
+    assert on_spark["member_id"].to_list() == single["member_id"].to_list()
+    assert (on_spark["probability"] - single["probability"]).abs().max() <= 1e-9
+    assert on_spark["decile"].to_list() == single["decile"].to_list()
+    by_decile = on_spark.group_by("decile").agg(pl.col("probability").mean()).sort("decile")
+    assert by_decile["decile"].to_list() == list(range(1, 11))
+    assert by_decile["probability"][-1] > by_decile["probability"][0]
+    assert on_spark["probability"].n_unique() > 50
 
 
 def test_bad_spark_settings_stop_with_a_clear_message(monkeypatch):

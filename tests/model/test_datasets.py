@@ -88,3 +88,35 @@ def test_repurchase_labels_are_orders_strictly_inside_the_horizon(ml_workspace):
     expected = merged.groupby(["member_id", "as_of_date"])["inside"].any().astype(int)
     actual = sample.set_index(["member_id", "as_of_date"])["label"]
     assert (expected.loc[actual.index] == actual).all()
+
+
+def test_a_large_population_is_sampled_by_member_the_same_way_at_every_cutoff(ml_workspace):
+    """Over max_rows_per_cutoff, a training set keeps the members whose md5(member_id) falls below the
+    share that brings the largest cutoff to the cap: the same members wherever they appear, recorded in
+    the manifest (which train logs to MLflow)."""
+    import dataclasses
+    import hashlib
+
+    spec = model_spec("churn")
+    full = build_training_set(ml_workspace, spec, CUTOFFS, HORIZON)
+    assert full.manifest["sample"]["fraction"] == 1.0 and full.manifest["sample"]["rule"] == "all members"
+    largest = max(v["rows"] for v in full.manifest["per_cutoff"].values())
+    cap = largest // 4
+    sampled = build_training_set(
+        ml_workspace, dataclasses.replace(spec, max_rows_per_cutoff=cap), CUTOFFS, HORIZON
+    )
+    record = sampled.manifest["sample"]
+    assert record["population_rows"] == len(full.frame) and record["max_rows_per_cutoff"] == cap
+    assert record["fraction"] == pytest.approx(cap / largest, abs=1e-6)
+    threshold = record["rule"].split("'")[1]
+    chosen = {m for m in full.frame["member_id"] if hashlib.md5(m.encode()).hexdigest()[:8] < threshold}
+    expected = full.frame[full.frame["member_id"].isin(chosen)]
+    assert sorted(zip(sampled.frame["member_id"], sampled.frame["as_of_date"], strict=True)) == sorted(
+        zip(expected["member_id"], expected["as_of_date"], strict=True)
+    )
+    for day, counts in sampled.manifest["per_cutoff"].items():  # about a quarter of each cutoff
+        share = counts["rows"] / full.manifest["per_cutoff"][day]["rows"]
+        assert 0.15 < share < 0.35, (day, share)
+    assert (
+        sampled.frame["label"].values == expected.sort_values(["as_of_date", "member_id"])["label"].values
+    ).all()
