@@ -3,6 +3,7 @@
 Run (one command; writes bench/results/<members>x<days>.json and re-renders bench/RESULTS.md):
 
     .venv/bin/python bench/harness.py --members 100000 --days 365 [--workdir DIR] [--resume] [--no-postgres]
+        [--spark]
 
 What it does, on data generated for --members people over --days days plus one more day:
   history: generate → extract (land every history day through the landing gate) → build (dbt, whole
@@ -17,6 +18,9 @@ What it does, on data generated for --members people over --days days plus one m
            limit), and its delivery rate beside the sandbox's limit
   PostgreSQL: the full build and the next day's build on the dbt project's postgres target (landing load,
            two-phase build) beside DuckDB's; skipped with --no-postgres.
+  Spark (--spark): the same two builds on local Spark, per step, and churn scored on Spark's executors,
+           compared with the DuckDB scores of the day. Both server targets also time their serving copy
+           (write the slice as Parquet, load it into a scratch DuckDB file).
   DAG files: parse time of each, as the DAG processor pays it.
 
 Every stage runs in its own child process; the figures are that process's wall time, CPU time (user + system,
@@ -32,6 +36,7 @@ import io
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -385,7 +390,7 @@ def stage_build_pg(args, settings) -> dict:
     os.environ["MEMBERFLOW_DBT_TARGET"] = "postgres"
     os.environ["MEMBERFLOW_PG_DATABASE"] = PG_DATABASE
     from memberflow.core.settings import PgSettings
-    from memberflow.postgres import drop_database, load_landing
+    from memberflow.postgres import drop_database, load_landing, write_serving
     from memberflow.transform import build_warehouse
 
     pg = PgSettings.from_env()
@@ -395,13 +400,103 @@ def stage_build_pg(args, settings) -> dict:
     loaded = load_landing(settings, pg)
     load_s = time.perf_counter() - began
     began = time.perf_counter()
-    result = build_warehouse(settings, snapshot=False)  # its own load finds nothing new
+    # its own load finds nothing new; the serving store keeps DuckDB's build (the copy is timed apart)
+    result = build_warehouse(settings, snapshot=False, serve=False)
+    build_s = time.perf_counter() - began
     return {
         "rows": loaded.rows,
         "load_s": load_s,
         "partitions_copied": loaded.copied,
+        "build_s": build_s,
+        "nodes": result.succeeded,
+        **_serving_copy(settings, lambda tables, folder: write_serving(pg, tables, folder)),
+    }
+
+
+def _serving_copy(settings, write) -> dict:
+    """Time writing the serving slice from the target (Parquet) and loading it into a scratch DuckDB file
+    (the workspace's keeps DuckDB's own build, which the later stages use)."""
+    import duckdb
+
+    from memberflow.serving import serving_tables
+
+    tables, folder = serving_tables(), settings.home / "bench_serving"
+    began = time.perf_counter()
+    write(tables, folder)
+    written = time.perf_counter() - began
+    scratch = settings.home / "bench_serving.duckdb"
+    scratch.unlink(missing_ok=True)
+    began = time.perf_counter()
+    with duckdb.connect(str(scratch)) as con:
+        for table in tables:
+            con.execute(f"create table {table} as select * from read_parquet('{folder / table}/*.parquet')")
+    loaded = time.perf_counter() - began
+    size = sum(f.stat().st_size for f in folder.rglob("*.parquet"))
+    scratch.unlink()
+    return {"serving_write_s": written, "serving_load_s": loaded, "serving_mib": size / 2**20}
+
+
+SPARK_SCHEMA = "memberflow_bench"
+
+
+def _spark_env() -> None:
+    os.environ["MEMBERFLOW_DBT_TARGET"] = "spark"
+    os.environ["MEMBERFLOW_SPARK_SCHEMA"] = SPARK_SCHEMA
+
+
+def stage_build_spark(args, settings) -> dict:
+    """The same build on local Spark (memberflow.spark): sources over the landed Parquet, both dbt phases and
+    the identity replay in one child process, per step; then the serving copy, timed apart. A full build
+    starts from an empty Spark warehouse and metastore."""
+    _spark_env()
+    from memberflow import spark
+    from memberflow.transform import build_warehouse
+
+    if args.model == "full":
+        shutil.rmtree(spark.spark_dir(settings), ignore_errors=True)
+    began = time.perf_counter()
+    result = build_warehouse(settings, snapshot=False, serve=False)
+    return {
         "build_s": time.perf_counter() - began,
         "nodes": result.succeeded,
+        "steps_s": result.seconds,
+        **_serving_copy(settings, lambda tables, folder: spark.serve(settings, tables, folder)),
+    }
+
+
+def stage_score_spark(args, settings) -> dict:
+    """The champion scores the model's population on Spark's executors; compared with what the DuckDB
+    scoring stage stored for the same day (the largest probability difference, deciles that differ)."""
+    _spark_env()
+    import polars as pl
+
+    from memberflow.warehouse import read_warehouse
+    from ml.registry import CHAMPION, NoChampionError, load
+    from ml.spark_score import score_on_spark
+
+    day = _next_day(settings)
+    try:
+        loaded = load(settings, args.model, CHAMPION)
+    except NoChampionError as exc:
+        return {"rows": 0, "note": str(exc)}
+    began = time.perf_counter()
+    scored, ran = score_on_spark(
+        settings, args.model, day, loaded.booster, loaded.features, loaded.calibration
+    )
+    wall = time.perf_counter() - began
+    with read_warehouse(settings) as con:
+        single = con.sql(
+            "select member_id, probability, decile from member_scores where model = ? and as_of = ?",
+            params=[args.model, day],
+        ).pl()
+    both = pl.from_arrow(scored).join(single, on="member_id", how="full", suffix="_single")
+    return {
+        "rows": scored.num_rows,
+        "score_s": wall,
+        "partitions": ran["partitions"],
+        "single_machine_rows": single.height,
+        "max_abs_difference": float((both["probability"] - both["probability_single"]).abs().max()),
+        "deciles_differing": int((both["decile"] != both["decile_single"]).sum()),
     }
 
 
@@ -849,6 +944,8 @@ def run_all(args) -> dict:
     s(run_stage_once("build", "build (full)"))
     if args.postgres:
         s(run_stage_once("build_pg", "postgres: full build", "full"))
+    if args.spark:
+        s(run_stage_once("build_spark", "spark: full build", "full"))
     s(run_stage_once("quality", "quality (marts gate)"))
     s(run_stage_once("identity"))
     s(run_stage_once("identity_scipy", "identity baseline (scipy)"))
@@ -862,9 +959,13 @@ def run_all(args) -> dict:
     s(run_stage_once("build", "daily: build"))
     if args.postgres:
         s(run_stage_once("build_pg", "postgres: daily build", "daily"))
+    if args.spark:
+        s(run_stage_once("build_spark", "spark: daily build", "daily"))
     s(run_stage_once("quality", "daily: quality"))
     for model in MODELS:
         s(run_stage_once("score", f"daily: score {model}", model))
+    if args.spark:
+        s(run_stage_once("score_spark", "spark: score churn", "churn"))
     s(run_stage_once("scores_gate", "daily: scores gate"))
     s(run_stage_once("score_bare", "score baseline (churn)", "churn"))
     s(run_stage_once("deliver", "daily: deliver"))
@@ -1058,6 +1159,35 @@ def render(results: list[dict]) -> str:
                 f"the next day {pg_daily['wall_s']:,.0f} s (loading {pg_daily['partitions_copied']} "
                 f"partitions: {pg_daily['load_s']:,.1f} s; dbt {pg_daily['build_s']:,.0f} s)."
             )
+        for target in ("postgres", "spark"):
+            full, day = st.get(f"{target}: full build", {}), st.get(f"{target}: daily build", {})
+            if "serving_write_s" in full and "serving_write_s" in day:
+                lines.append(
+                    f"\n{target} serving copy (the slice written as Parquet, then loaded into DuckDB): "
+                    f"after the full build {full['serving_write_s']:,.0f} + {full['serving_load_s']:,.0f} s "
+                    f"({full['serving_mib']:,.0f} MiB), after the daily build "
+                    f"{day['serving_write_s']:,.0f} + {day['serving_load_s']:,.0f} s."
+                )
+        sp_full, sp_daily = st.get("spark: full build"), st.get("spark: daily build")
+        if sp_full and sp_daily:
+            lines.append(
+                f"\nSpark target (local mode, {m['cores']} cores, one machine): full build "
+                f"{sp_full['build_s']:,.0f} s ("
+                + ", ".join(f"{k} {v:,.0f}" for k, v in sp_full["steps_s"].items())
+                + f") against DuckDB's {st['build (full)']['wall_s']:,.0f} s, peak RSS "
+                f"{sp_full['peak_rss_mib']:,.0f} MiB (the JVM included) against "
+                f"{st['build (full)']['peak_rss_mib']:,.0f}; the next day {sp_daily['build_s']:,.0f} s ("
+                + ", ".join(f"{k} {v:,.0f}" for k, v in sp_daily["steps_s"].items())
+                + f") against {st['daily: build']['wall_s']:,.0f} s."
+            )
+        sp_score = st.get("spark: score churn", {})
+        if sp_score.get("rows"):
+            lines.append(
+                f"\nchurn scored on Spark: {sp_score['rows']:,} members in {sp_score['score_s']:,.0f} s "
+                f"({sp_score['partitions']} tasks) against {st['daily: score churn']['wall_s']:,.0f} s "
+                f"in one process; largest probability difference {sp_score['max_abs_difference']:.1e}, "
+                f"{sp_score['deciles_differing']} deciles differing."
+            )
         for label in ("build (full)", "daily: build"):
             slowest = st.get(label, {}).get("slowest")
             if slowest:
@@ -1101,6 +1231,11 @@ def main() -> None:
         dest="postgres",
         action="store_false",
         help="skip the PostgreSQL builds (they use MEMBERFLOW_PG_* and a database named memberflow_bench)",
+    )
+    parser.add_argument(
+        "--spark",
+        action="store_true",
+        help="also build on local Spark (full and daily, schema memberflow_bench) and score churn there",
     )
     parser.add_argument("--render-only", action="store_true", help="re-render RESULTS.md from bench/results/")
     args = parser.parse_args()

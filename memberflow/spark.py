@@ -21,7 +21,7 @@ in such a child and the caller never holds the metastore. A build is:
 Warehouse, metastore and Derby's log live under ``$MEMBERFLOW_HOME/spark``. Settings (environment):
 ``MEMBERFLOW_SPARK_SCHEMA`` (default memberflow), ``MEMBERFLOW_SPARK_MASTER`` (default local[2]),
 ``MEMBERFLOW_SPARK_SHUFFLE_PARTITIONS`` (default 2), ``MEMBERFLOW_SPARK_REPLAY_GROUPS`` (how many groups of
-components the replay runs as, default 8).
+components the replay runs as, default 8), ``MEMBERFLOW_SPARK_DRIVER_MEMORY`` (default 4g).
 """
 
 from __future__ import annotations
@@ -57,6 +57,8 @@ def spark_conf(settings: Settings, spark: SparkSettings) -> dict[str, str]:
     home = spark_dir(settings)
     return {
         "spark.master": spark.master,
+        # in local mode the driver is the executor too: its heap holds the shuffles and the replay's groups
+        "spark.driver.memory": spark.driver_memory,
         "spark.app.name": "memberflow",
         "spark.sql.warehouse.dir": str(home / "warehouse"),
         "spark.hadoop.javax.jdo.option.ConnectionURL": (

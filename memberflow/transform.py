@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
@@ -178,6 +178,7 @@ class DbtError(RuntimeError):
 class DbtResult:
     succeeded: int
     failures: list[str]
+    seconds: dict[str, float] = field(default_factory=dict)  # per step, where the target reports them
 
 
 def run_dbt(
@@ -252,6 +253,7 @@ def build_warehouse(
     feature_dates: Sequence[date] = (),
     snapshot: bool = True,
     full_refresh: bool = False,
+    serve: bool = True,
 ) -> DbtResult:
     """Write the build inputs and run ``dbt build`` (models, unit tests and data tests).
 
@@ -261,14 +263,16 @@ def build_warehouse(
     ``feature_dates``: the as-of dates member_features is computed for (default: the day after the data).
     ``snapshot``: keep the identity snapshot of a full build right away; callers that gate the marts first
     pass False and call ``save_identity_snapshot`` once the gate passed.
+    ``serve``: on Spark and PostgreSQL, copy the serving slice into the serving store afterwards (False:
+    leave it as it is, e.g. a benchmark building the same landing on two targets).
     """
     clear_published(settings, "marts")  # until the marts gate passes on what this build writes
     write_build_inputs(settings)
     refresh = ["--full-refresh"] if full_refresh else []
     if postgres_target():
-        result = _build_postgres(settings, as_of, feature_dates, refresh)
+        result = _build_postgres(settings, as_of, feature_dates, refresh, serve)
     elif spark_target():
-        result = _build_spark(settings, as_of, feature_dates, refresh)
+        result = _build_spark(settings, as_of, feature_dates, refresh, serve)
     else:
         result = run_dbt(settings, ["build", *refresh], as_of, feature_dates)
         if result.failures:
@@ -281,7 +285,11 @@ def build_warehouse(
 
 
 def _build_postgres(
-    settings: Settings, as_of: date | None, feature_dates: Sequence[date], refresh: Sequence[str] = ()
+    settings: Settings,
+    as_of: date | None,
+    feature_dates: Sequence[date],
+    refresh: Sequence[str] = (),
+    serve: bool = True,
 ) -> DbtResult:
     """The same build on PostgreSQL: load the landing zone, build what the identity replay reads, replay
     it in Python, build the rest (memberflow.postgres); then copy the serving slice into the serving store
@@ -296,12 +304,17 @@ def _build_postgres(
     rest = run_dbt(settings, ["build", *refresh, "--exclude", *PHASE_ONE], as_of, feature_dates)
     if rest.failures:
         raise DbtError("dbt build failed:\n  " + "\n  ".join(rest.failures))
-    refresh_serving(settings)
+    if serve:
+        refresh_serving(settings)
     return DbtResult(first.succeeded + rest.succeeded, [])
 
 
 def _build_spark(
-    settings: Settings, as_of: date | None, feature_dates: Sequence[date], refresh: Sequence[str] = ()
+    settings: Settings,
+    as_of: date | None,
+    feature_dates: Sequence[date],
+    refresh: Sequence[str] = (),
+    serve: bool = True,
 ) -> DbtResult:
     """The same build on Spark: both dbt phases and the identity replay between them in one child process
     that holds the SparkSession (memberflow.spark), which then writes the serving slice; loaded into the
@@ -311,12 +324,15 @@ def _build_spark(
 
     tables, folder = serving_tables(), spark.spark_dir(settings) / "serving"
     with warehouse_lock(settings):
-        reply = spark.build(settings, as_of, feature_dates, refresh, serve=(tables, folder))
+        reply = spark.build(
+            settings, as_of, feature_dates, refresh, serve=(tables, folder) if serve else None
+        )
     if reply["failures"]:
         what = "dbt build (identity inputs)" if reply["phase"] == "identity inputs" else "dbt build"
         raise DbtError(f"{what} failed on spark:\n  " + "\n  ".join(reply["failures"]))
-    load_serving(settings, folder, tables)
-    return DbtResult(reply["succeeded"], [])
+    if serve:
+        load_serving(settings, folder, tables)
+    return DbtResult(reply["succeeded"], [], reply.get("seconds", {}))
 
 
 def latest_landed_day(settings: Settings) -> date | None:

@@ -132,6 +132,9 @@ def _read_target(env: dict[str, str]) -> str:
 IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*")
 
 
+SPARK_MEMORY = re.compile(r"[1-9][0-9]*[kmgt]")
+
+
 class SparkSettingsError(RuntimeError):
     """Spark cannot run with these settings (no Java, a bad schema name, a bad number)."""
 
@@ -145,6 +148,7 @@ class SparkSettings:
     master: str
     shuffle_partitions: int
     replay_groups: int
+    driver_memory: str = "4g"
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> SparkSettings:
@@ -163,12 +167,18 @@ class SparkSettings:
             if not raw.isdigit() or int(raw) < 1:
                 raise SparkSettingsError(f"{name}={raw!r}: a whole number of at least 1")
             numbers[name] = int(raw)
+        memory = env.get("MEMBERFLOW_SPARK_DRIVER_MEMORY") or "4g"
+        if not SPARK_MEMORY.fullmatch(memory):
+            raise SparkSettingsError(
+                f"MEMBERFLOW_SPARK_DRIVER_MEMORY={memory!r}: a size such as 4g or 512m (Java's spelling)"
+            )
         return cls(
             java_home=env.get("JAVA_HOME") or None,
             schema=schema,
             master=env.get("MEMBERFLOW_SPARK_MASTER") or "local[2]",
             shuffle_partitions=numbers["MEMBERFLOW_SPARK_SHUFFLE_PARTITIONS"],
             replay_groups=numbers["MEMBERFLOW_SPARK_REPLAY_GROUPS"],
+            driver_memory=memory,
         )
 
     @property

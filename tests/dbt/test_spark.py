@@ -157,6 +157,9 @@ def test_bad_spark_settings_stop_with_a_clear_message(monkeypatch):
         spark.SparkSettings.from_env({"MEMBERFLOW_SPARK_SCHEMA": "no-dashes"})
     with pytest.raises(spark.SparkSettingsError, match="MEMBERFLOW_SPARK_REPLAY_GROUPS"):
         spark.SparkSettings.from_env({"MEMBERFLOW_SPARK_REPLAY_GROUPS": "0"})
+    with pytest.raises(spark.SparkSettingsError, match="MEMBERFLOW_SPARK_DRIVER_MEMORY"):
+        spark.SparkSettings.from_env({"MEMBERFLOW_SPARK_DRIVER_MEMORY": "4 GB"})
+    assert spark.SparkSettings.from_env({"MEMBERFLOW_SPARK_DRIVER_MEMORY": "6g"}).driver_memory == "6g"
     monkeypatch.setenv("PATH", "/nonexistent")
     monkeypatch.delenv("JAVA_HOME", raising=False)
     with pytest.raises(spark.SparkSettingsError, match="needs Java"):
