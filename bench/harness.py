@@ -309,7 +309,11 @@ def stage_extract_raw(args, settings) -> dict:
         if path.stat().st_size == 0:
             continue
         if path.suffix == ".csv":
-            table = pacsv.read_csv(path, parse_options=skip_bad_rows)
+            try:
+                table = pacsv.read_csv(path, parse_options=skip_bad_rows)
+            except pa.ArrowInvalid:  # a bad row pyarrow cannot show its handler (not UTF-8): replace bytes
+                text = path.read_bytes().decode("utf-8", "replace").encode()
+                table = pacsv.read_csv(io.BytesIO(text), parse_options=skip_bad_rows)
         elif path.suffix == ".jsonl":
             try:
                 table = pajson.read_json(path)

@@ -21,6 +21,10 @@ one member per `member_id`, one member per identifier, tag and feature vocabular
 and the member count against the last passing day. A critical failure fails the task and skips `publish`.
 Only when the gate passes is the marts gate published and the `warehouse.members` Asset updated, so
 training, scoring and delivery never start on marts that failed their checks.
+
+On a server target (`MEMBERFLOW_DBT_TARGET=postgres` or `spark`, read when the file is parsed) the build is
+one task, `dbt_build`: the target's own sequence (load or read the landing, the identity inputs, the
+replay, the rest), ending with the copy of the marts into the serving store that the gate then checks.
 """
 
 from __future__ import annotations
@@ -61,6 +65,22 @@ def write_build_inputs() -> str:
     clear_published(get_settings(), "marts")  # the build is about to change them
     write(get_settings())
     return str(get_settings().home)
+
+
+@task
+def dbt_build() -> int:
+    """The whole build on the server target (memberflow.transform.build_warehouse): dbt with its tests, the
+    identity replay between its phases, then the serving copy. A failing model or test fails the task."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from memberflow.core.settings import apply_privacy_defaults
+    from memberflow.transform import DbtError, build_warehouse
+
+    apply_privacy_defaults()
+    try:
+        return build_warehouse(get_settings(), snapshot=False).succeeded
+    except DbtError as exc:
+        raise AirflowFailException(str(exc)) from exc
 
 
 @task
@@ -108,6 +128,11 @@ def publish(gate: dict, **context) -> str:
     doc_md=__doc__,
 )
 def transform_members() -> None:
+    if SETTINGS.dbt_target != "duckdb":
+        gate = quality_gate()
+        dbt_build() >> gate
+        publish(gate)
+        return
     profile = ProfileConfig(
         profile_name="memberflow",
         target_name="duckdb",

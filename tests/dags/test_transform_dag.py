@@ -131,3 +131,26 @@ def test_a_failing_marts_gate_skips_publish_and_leaves_the_marts_unpublished(tra
     members = json.loads((gate.parent / "dim_member.json").read_text())
     failed = [f["check"] for f in members["findings"] if not f["success"]]
     assert failed == ["member_count_change"]
+
+
+def test_on_a_server_target_the_build_is_one_task_and_the_gate_checks_the_serving_store(
+    transform_env, monkeypatch
+):
+    """MEMBERFLOW_DBT_TARGET=postgres: the DAG builds on PostgreSQL (the target's two phases and the replay
+    in one task), the serving store gets the marts, and the gate checks and publishes them."""
+    import uuid
+
+    from memberflow.core.settings import PgSettings
+    from memberflow.postgres import drop_database
+
+    monkeypatch.setenv("MEMBERFLOW_DBT_TARGET", "postgres")
+    monkeypatch.setenv("MEMBERFLOW_PG_DATABASE", f"memberflow_test_{uuid.uuid4().hex[:10]}")
+    try:
+        result = run_dag("transform_members", RUN_DAY)
+    finally:
+        drop_database(PgSettings.from_env())
+    assert result.ok, result.failed_tasks
+    assert result.task_states == {"dbt_build": "success", "quality_gate": "success", "publish": "success"}
+    assert (transform_env.quality_dir / "published" / "marts.json").exists()
+    # the workspace had no DuckDB file: the marts the gate passed came from PostgreSQL
+    assert query(transform_env, "select count(*) as n from dim_member")["n"][0] > 1000
