@@ -532,6 +532,52 @@ def landed_schema(contract: TableContract) -> pa.Schema:
     return pa.schema(fields)
 
 
+# How each server target spells the landed columns' types (DuckDB reads the Parquet as it is). Spark has no
+# zone-aware timestamp: its timestamp is an instant, as timestamptz is.
+SQL_TYPES = {
+    "postgres": {
+        "string": "text",
+        "integer": "bigint",
+        "floating": "double precision",
+        "boolean": "boolean",
+        "date": "date",
+        "timestamp": "timestamp",
+        "timestamptz": "timestamptz",
+        "decimal": "numeric({precision}, {scale})",
+    },
+    "spark": {
+        "string": "string",
+        "integer": "bigint",
+        "floating": "double",
+        "boolean": "boolean",
+        "date": "date",
+        "timestamp": "timestamp",
+        "timestamptz": "timestamp",
+        "decimal": "decimal({precision}, {scale})",
+    },
+}
+
+
+def sql_type(arrow_type: pa.DataType, target: str) -> str:
+    """The ``target``'s SQL type for a landed Arrow type (SQL_TYPES)."""
+    spell = SQL_TYPES[target]
+    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
+        return spell["string"]
+    if pa.types.is_integer(arrow_type):
+        return spell["integer"]
+    if pa.types.is_floating(arrow_type):
+        return spell["floating"]
+    if pa.types.is_boolean(arrow_type):
+        return spell["boolean"]
+    if pa.types.is_date(arrow_type):
+        return spell["date"]
+    if pa.types.is_timestamp(arrow_type):
+        return spell["timestamptz" if arrow_type.tz else "timestamp"]
+    if pa.types.is_decimal(arrow_type):
+        return spell["decimal"].format(precision=arrow_type.precision, scale=arrow_type.scale)
+    raise TypeError(f"no {target} type for Arrow {arrow_type}")
+
+
 def _replace_partition(target: Path, table: pa.Table) -> None:
     """Write ``target/part-0.parquet`` so that readers see the old partition or the new one, never a mix."""
     staging = target.with_name(f".{target.name}.{uuid.uuid4().hex}")

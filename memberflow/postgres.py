@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 
 from memberflow.core.contracts import CONTRACTS
 from memberflow.core.settings import PgSettings, Settings
-from memberflow.extract import QUARANTINE_SCHEMA, file_fingerprint, landed_schema, partition_days
+from memberflow.extract import QUARANTINE_SCHEMA, file_fingerprint, landed_schema, partition_days, sql_type
 from memberflow.identity import resolution_records
 
 PHASE_ONE = ("+int_identity_nodes", "+int_identity_edges_checked")
@@ -60,26 +60,8 @@ def drop_database(pg: PgSettings) -> None:
         con.close()
 
 
-def _pg_type(arrow_type: pa.DataType) -> str:
-    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
-        return "text"
-    if pa.types.is_integer(arrow_type):
-        return "bigint"
-    if pa.types.is_floating(arrow_type):
-        return "double precision"
-    if pa.types.is_boolean(arrow_type):
-        return "boolean"
-    if pa.types.is_date(arrow_type):
-        return "date"
-    if pa.types.is_timestamp(arrow_type):
-        return "timestamptz" if arrow_type.tz else "timestamp"
-    if pa.types.is_decimal(arrow_type):
-        return f"numeric({arrow_type.precision}, {arrow_type.scale})"
-    raise TypeError(f"no PostgreSQL type for Arrow {arrow_type}")
-
-
 def _create_table(cur, relation: str, schema: pa.Schema, extra: str = "") -> None:
-    columns = ", ".join(f'"{f.name}" {_pg_type(f.type)}' for f in schema)
+    columns = ", ".join(f'"{f.name}" {sql_type(f.type, "postgres")}' for f in schema)
     cur.execute(f"create table if not exists {relation} ({columns}{extra})")
 
 

@@ -43,7 +43,7 @@ import memberflow
 from memberflow.core.contracts import CONTRACTS
 from memberflow.core.settings import Settings, SparkSettings, SparkSettingsError
 from memberflow.dbt_env import dbt_args
-from memberflow.extract import landed_schema
+from memberflow.extract import landed_schema, sql_type
 
 PHASE_ONE = ("+int_identity_nodes", "+int_identity_edges_checked")
 
@@ -115,26 +115,8 @@ def start_session(settings: Settings, spark: SparkSettings):
 # --- the landing source -------------------------------------------------------------------------------
 
 
-def spark_type(arrow_type: pa.DataType) -> str:
-    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
-        return "string"
-    if pa.types.is_integer(arrow_type):
-        return "bigint"
-    if pa.types.is_floating(arrow_type):
-        return "double"
-    if pa.types.is_boolean(arrow_type):
-        return "boolean"
-    if pa.types.is_date(arrow_type):
-        return "date"
-    if pa.types.is_timestamp(arrow_type):
-        return "timestamp"
-    if pa.types.is_decimal(arrow_type):
-        return f"decimal({arrow_type.precision}, {arrow_type.scale})"
-    raise TypeError(f"no Spark type for Arrow {arrow_type}")
-
-
 def _columns(schema: pa.Schema) -> str:
-    return ", ".join(f"`{field.name}` {spark_type(field.type)}" for field in schema)
+    return ", ".join(f"`{field.name}` {sql_type(field.type, 'spark')}" for field in schema)
 
 
 def prepare_sources(session, settings: Settings, spark: SparkSettings) -> None:
