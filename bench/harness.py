@@ -1038,7 +1038,7 @@ def ratios(result: dict) -> list[tuple[str, float, float, float, str]]:
 
     if "extract baseline (pyarrow)" in st:  # runs before 2026-12-06 had no raw landing baseline
         add(
-            "landing a year: extract + gate + publish / pyarrow read + write",
+            "landing the history: extract + gate + publish / pyarrow read + write",
             st["extract (history)"]["wall_s"],
             st["extract baseline (pyarrow)"]["wall_s"],
             GOALS["landing"],
