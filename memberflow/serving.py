@@ -20,8 +20,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from memberflow.core.settings import Settings
+from memberflow import spark
+from memberflow.core.settings import PgSettings, Settings, spark_target
 from memberflow.dbt_env import DBT_PROJECT_DIR
+from memberflow.postgres import write_serving
 from memberflow.warehouse import open_warehouse
 
 # Relations outside models/marts that code after dbt reads, and who reads them.
@@ -83,17 +85,11 @@ def refresh_serving(settings: Settings, tables: list[str] | None = None) -> dict
     """Copy ``tables`` (default: the whole serving slice) from the server target (Spark or PostgreSQL) into
     the serving store: after a PostgreSQL build, or a dbt run outside a build (member_features for a new
     date). A Spark build copies its slice itself, in its own process."""
-    from memberflow.core.settings import PgSettings, spark_target
-
     tables = tables or serving_tables()
     if spark_target():
-        from memberflow import spark
-
         folder = spark.spark_dir(settings) / "serving"
         spark.serve(settings, tables, folder)
     else:
-        from memberflow.postgres import write_serving
-
         folder = settings.home / "postgres" / "serving"
         write_serving(PgSettings.from_env(), tables, folder)
     return load_serving(settings, folder, tables)

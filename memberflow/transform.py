@@ -36,7 +36,7 @@ from memberflow.dbt_env import (
 )
 from memberflow.extract import file_fingerprint, landed_schema, partition_days
 from memberflow.postgres import PHASE_ONE, load_landing, read_relation, replay_identity
-from memberflow.serving import refresh_serving
+from memberflow.serving import load_serving, refresh_serving, serving_tables
 from memberflow.warehouse import clear_published, open_warehouse, warehouse_lock
 
 
@@ -320,7 +320,6 @@ def _build_spark(
     that holds the SparkSession (memberflow.spark), which then writes the serving slice; loaded into the
     serving store here (memberflow.serving)."""
     from memberflow import spark
-    from memberflow.serving import load_serving, serving_tables
 
     tables, folder = serving_tables(), spark.spark_dir(settings) / "serving"
     with warehouse_lock(settings):

@@ -25,6 +25,7 @@ from ml.datasets import ensure_features, population_frame
 from ml.evaluate import Calibration
 from ml.reasons import top_reasons
 from ml.registry import CHAMPION, load, load_version
+from ml.spark_score import score_on_spark
 from ml.warehouse import write_reasons, write_scores
 
 SCORE_SCHEMA = pa.schema(
@@ -176,8 +177,6 @@ def _check_features(loaded, model: str, columns) -> None:
 def _score_on_spark(settings: Settings, model: str, as_of: date, loaded) -> tuple[pa.Table, int]:
     """The population scored on the Spark target's executors (ml.spark_score), in member order; and how
     many tasks scored it."""
-    from ml.spark_score import score_on_spark
-
     with read_warehouse(settings) as con:  # the serving store holds member_features' columns
         columns = [r[0] for r in con.execute("describe member_features").fetchall()]
     _check_features(loaded, model, columns)

@@ -18,7 +18,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from memberflow import spark
 from memberflow.core.settings import Settings, SparkSettings
+from ml.datasets import POPULATIONS
 
 SCORED = "member_id string, raw double, probability double"
 RESULT = pa.schema([("member_id", pa.string()), ("probability", pa.float64()), ("decile", pa.int32())])
@@ -56,16 +58,13 @@ def score_here(settings: Settings, request: dict) -> dict:
     from pyspark.sql import functions as F
     from pyspark.sql.window import Window
 
-    from memberflow.spark import start_session
-    from ml.datasets import POPULATIONS
-
-    spark = SparkSettings.from_env()
-    session = start_session(settings, spark)
+    target = SparkSettings.from_env()
+    session = spark.start_session(settings, target)
     features = request["features"]
     columns = ", ".join(f"f.`{c}`" for c in ["member_id", "as_of_date", *features])
     day, model = date.fromisoformat(request["as_of"]), request["model"]
     population = session.sql(
-        f"select {columns} from {spark.schema}.member_features f "
+        f"select {columns} from {target.schema}.member_features f "
         f"where f.as_of_date = date'{day}' and {POPULATIONS[model]}"
     )
     # at least a task per core, however few files member_features has (a small population is one file)
@@ -94,8 +93,6 @@ def score_on_spark(
 ) -> tuple[pa.Table, dict]:
     """The model's population on ``as_of`` scored on Spark: member_id, probability, decile (any order), and
     how it ran (rows, partitions: the tasks that scored)."""
-    from memberflow import spark
-
     folder = spark.spark_dir(settings) / "scores" / model
     folder.mkdir(parents=True, exist_ok=True)
     model_file = folder / "champion.txt"
