@@ -297,9 +297,14 @@ def _print_identity_report(report) -> None:
 
 
 def _print_warehouse(settings: Settings) -> None:
+    from memberflow.core.settings import get_settings
     from memberflow.summary import warehouse_counts
 
-    table = Table(title=f"warehouse {settings.warehouse_path}")
+    target = get_settings().dbt_target
+    title = f"warehouse {settings.warehouse_path}"
+    if target != "duckdb":
+        title = f"serving store {settings.warehouse_path} (the marts built on {target}, copied here)"
+    table = Table(title=title)
     table.add_column("table")
     table.add_column("rows", justify="right")
     for name, rows in warehouse_counts(settings).items():
