@@ -1115,7 +1115,8 @@ def render(results: list[dict]) -> str:
         "process or its largest child, e.g. dbt). Baselines ran on the same data in the same run.",
         "",
         "Reproduce: `.venv/bin/python bench/harness.py --members 100000 --days 365` (the 1M run: "
-        "`--members 1000000 --days 365 --no-postgres`, about 75 minutes).",
+        "`--members 1000000 --days 365 --no-postgres`, about 75 minutes; Spark beside DuckDB: "
+        "`--members 100000 --days 90 --no-postgres --spark`, about 20 minutes).",
         "",
     ]
     for result in sorted(results, key=lambda r: (r["members"], r["days"])):
