@@ -418,25 +418,23 @@ def stage_build_pg(args, settings) -> dict:
 
 
 def _serving_copy(settings, write) -> dict:
-    """Time writing the serving slice from the target (Parquet) and loading it into a scratch DuckDB file
-    (the workspace's keeps DuckDB's own build, which the later stages use)."""
-    import duckdb
+    """Time writing the serving slice from the target (Parquet) and loading it with ``load_serving`` into a
+    scratch workspace's DuckDB file (the workspace's own keeps DuckDB's build, which later stages use)."""
+    import dataclasses
 
-    from memberflow.serving import serving_tables
+    from memberflow.serving import load_serving, serving_tables
 
     tables, folder = serving_tables(), settings.home / "bench_serving"
     began = time.perf_counter()
     write(tables, folder)
     written = time.perf_counter() - began
-    scratch = settings.home / "bench_serving.duckdb"
-    scratch.unlink(missing_ok=True)
+    scratch = dataclasses.replace(settings, home=settings.home / "bench_serving_store")
+    shutil.rmtree(scratch.home, ignore_errors=True)
     began = time.perf_counter()
-    with duckdb.connect(str(scratch)) as con:
-        for table in tables:
-            con.execute(f"create table {table} as select * from read_parquet('{folder / table}/*.parquet')")
+    load_serving(scratch, folder, tables)
     loaded = time.perf_counter() - began
     size = sum(f.stat().st_size for f in folder.rglob("*.parquet"))
-    scratch.unlink()
+    shutil.rmtree(scratch.home)
     return {"serving_write_s": written, "serving_load_s": loaded, "serving_mib": size / 2**20}
 
 

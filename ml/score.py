@@ -145,9 +145,9 @@ def score(
         write_scores(settings, model, as_of, table)
         if reasons:
             explain(settings, as_of, {model: table.column("member_id").to_pylist()})
-        result = _result(model, as_of, table, loaded.ref.version, out, table.num_rows if reasons else 0)
-        result.partitions = partitions
-        return result
+        return _result(
+            model, as_of, table, loaded.ref.version, out, table.num_rows if reasons else 0, partitions
+        )
     with read_warehouse(settings) as con:
         frame = population_frame(con, model, [as_of])
     _check_features(loaded, model, frame.columns)
@@ -185,13 +185,19 @@ def _score_on_spark(settings: Settings, model: str, as_of: date, loaded) -> tupl
 
 
 def _result(
-    model: str, as_of: date, table: pa.Table, version: str, out: Path | None, explained: int
+    model: str,
+    as_of: date,
+    table: pa.Table,
+    version: str,
+    out: Path | None,
+    explained: int,
+    partitions: int = 1,
 ) -> ScoreResult:
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(table.select(["member_id", "model", "as_of", "probability", "decile", "reasons"]), out)
     mean = float(np.mean(table.column("probability").to_numpy())) if table.num_rows else float("nan")
-    return ScoreResult(model, as_of, table.num_rows, version, out, mean, explained)
+    return ScoreResult(model, as_of, table.num_rows, version, out, mean, explained, partitions)
 
 
 def explain(settings: Settings, as_of: date, wanted: dict[str, Iterable[str]]) -> dict[str, int]:
