@@ -22,6 +22,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from expectations.config import QualityConfig
 from expectations.gx import load as load_gx
 from memberflow.core.phones import redact_phones
@@ -477,6 +479,10 @@ def validate_partitions(
     sizes = {day: 0 for day in days}
     sizes.update({date.fromisoformat(k): int(v) for k, v in partition_of.value_counts().items()})
     if suite.checks:
+        # each partition's row positions, found once (a comparison per partition and check was most of
+        # the time of a month's batch)
+        found = partition_of.groupby(partition_of, sort=False).indices
+        rows_of = {day: found.get(day.isoformat(), np.array([], dtype=np.int64)) for day in days}
         gx_result = _run(settings, suite, frame, days[-1], "COMPLETE", now)
         for outcome in gx_result.results:
             meta = outcome.expectation_config.meta or {}
@@ -487,7 +493,7 @@ def validate_partitions(
                     _finding(outcome, bool(outcome.success), _observed(result, outcome.exception_info), [])
                 )
                 continue
-            for day, finding in _split(suite, frame, partition_of, days, outcome).items():
+            for day, finding in _split(suite, frame, rows_of, days, outcome).items():
                 findings[day].append(finding)
     results = {}
     gx_path = results_dir(settings, suite.gate, days[-1]) / f"{suite.subject}.gx.json"
@@ -511,8 +517,9 @@ def validate_partitions(
     return results
 
 
-def _split(suite: Suite, frame, partition_of, days: Sequence[date], outcome) -> dict[date, Finding]:
-    """One row-level expectation's result over a batch, as one finding per partition."""
+def _split(suite: Suite, frame, rows_of: dict[date, np.ndarray], days: Sequence[date], outcome) -> dict:
+    """One row-level expectation's result over a batch, as one finding per partition (``rows_of``: each
+    partition's row positions in ``frame``, whose index is its positions)."""
     result = outcome.result or {}
     error = _error(outcome.exception_info)
     if error or "unexpected_count" not in result:
@@ -523,15 +530,18 @@ def _split(suite: Suite, frame, partition_of, days: Sequence[date], outcome) -> 
     mostly = float(kwargs.get("mostly") or 1.0)
     column = _column(kwargs)
     checked = [c for c in (kwargs.get("column"), kwargs.get("column_A"), kwargs.get("column_B")) if c]
-    present = frame[checked].notna().all(axis=1) if checked else None
-    unexpected = partition_of.loc[list(result.get("unexpected_index_list") or [])]
+    present = frame[checked].notna().all(axis=1).to_numpy() if checked else None
+    day_of = np.empty(len(frame), dtype=object)
+    for day, positions in rows_of.items():
+        day_of[positions] = day
+    unexpected: dict[date, list[int]] = {day: [] for day in days}
+    for position in result.get("unexpected_index_list") or []:
+        unexpected[day_of[position]].append(position)
     split = {}
     for day in days:
-        iso = day.isoformat()
-        mine = partition_of == iso
-        total = int(mine.sum())
-        nonmissing = int((mine & present).sum()) if present is not None else total
-        bad = list(unexpected.index[unexpected == iso])
+        total = len(rows_of[day])
+        nonmissing = int(present[rows_of[day]].sum()) if present is not None else total
+        bad = unexpected[day]
         success = not nonmissing or (nonmissing - len(bad)) / nonmissing >= mostly
         share = 100.0 * len(bad) / nonmissing if nonmissing else 0.0
         observed = f"{len(bad):,} of {total:,} rows unexpected ({share:.2f}%)"

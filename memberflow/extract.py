@@ -32,10 +32,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from memberflow.core.contracts import (
+    ARROW_TYPES,
     CONTRACTS,
     ID_FORMS,
     LOCAL_TZ,
@@ -43,8 +46,10 @@ from memberflow.core.contracts import (
     Kind,
     Reason,
     TableContract,
-    coerce_value,
+    coerce_column,
     get_contract,
+    micros,
+    patched,
 )
 from memberflow.core.phones import mask_phone, normalize_phone, phone_token, redact_phones, replace_phones
 from memberflow.core.settings import Settings
@@ -58,6 +63,8 @@ FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".parquet": "parquet", ".csv.gz": "
 # A physical line longer than this is quarantined unread (a runaway export); its raw text is cut to 1,000.
 MAX_ROW_BYTES = 65_536
 csv.field_size_limit(16 * MAX_ROW_BYTES)  # a quoted field may span lines; the check above bounds each line
+# What a blank line may hold (bytes.strip's whitespace): the same for CSV and JSON lines.
+ASCII_SPACE = " \t\n\r\x0b\x0c"
 METADATA_COLUMNS = ("local_date", "_source_file", "_row_number", "_loaded_at")
 
 
@@ -105,7 +112,7 @@ class RawRow:
     source_file: str
     row_number: int
     raw: str
-    values: dict[str, str | None] | None = None
+    values: dict[str, object] | None = None  # as read (JSON gives numbers, booleans); checked as _as_text
     reason: Reason | None = None
     detail: str = ""
 
@@ -281,8 +288,8 @@ def _csv_records(
         if fields is not None and len(fields) == len(header):
             raw = "".join(t for _, t in decoded[first : first + span]).rstrip("\r\n")
             yield RawRow(relative, number, raw, values=dict(zip(header, fields, strict=True)))
-        elif fields is not None and (not fields or (len(fields) == 1 and not fields[0].strip())):
-            continue  # a blank line is not a row
+        elif fields is not None and (not fields or (len(fields) == 1 and not fields[0].strip(ASCII_SPACE))):
+            continue  # a blank line is not a row (a line of other characters, \x1c or U+00A0, is one)
         elif fields is not None and span == 1:
             detail = f"{len(fields)} fields where the header has {len(header)}"
             yield RawRow(relative, number, text.rstrip("\r\n"), reason=Reason.MALFORMED_ROW, detail=detail)
@@ -312,30 +319,56 @@ def _as_text(value: object) -> str | None:
     return str(value)
 
 
+# JSON lines are parsed this many at a time, as one JSON array; a batch holding a bad line is read again
+# line by line, so that line gets its own reason.
+JSONL_BATCH = 512
+
+
 def _read_jsonl(payload: bytes, relative: str) -> Iterator[RawRow]:
-    for number, line in enumerate(payload.splitlines(keepends=True), start=1):
-        if not line.strip():
+    """Rows of a JSON lines file, one object per line (``row_number`` = line number; blank lines skipped)."""
+    lines = [(n, line) for n, line in enumerate(payload.splitlines(keepends=True), start=1) if line.strip()]
+    for start in range(0, len(lines), JSONL_BATCH):
+        batch = lines[start : start + JSONL_BATCH]
+        parsed = _parse_jsonl_batch(batch)
+        if parsed is None:
+            yield from (_jsonl_row(relative, number, line) for number, line in batch)
             continue
-        if len(line) > MAX_ROW_BYTES:
-            yield _oversize(relative, number, line)
-            continue
-        try:
-            text = line.decode("utf-8")
-        except UnicodeDecodeError:
-            yield _undecodable(relative, number, line)
-            continue
-        raw = text.rstrip("\r\n")
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as exc:
-            yield RawRow(
-                relative, number, raw, reason=Reason.MALFORMED_ROW, detail=f"invalid JSON: {exc.msg}"
-            )
-            continue
-        if not isinstance(obj, dict):
-            yield RawRow(relative, number, raw, reason=Reason.MALFORMED_ROW, detail="not a JSON object")
-            continue
-        yield RawRow(relative, number, raw, values={str(k): _as_text(v) for k, v in obj.items()})
+        for (number, _), (text, obj) in zip(batch, parsed, strict=True):
+            yield RawRow(relative, number, text, values=obj)
+
+
+def _parse_jsonl_batch(lines: list[tuple[int, bytes]]) -> list[tuple[str, dict]] | None:
+    """(line, object) of each line, when every one is a JSON object of valid UTF-8 within MAX_ROW_BYTES;
+    None when any is not."""
+    try:
+        texts = [line.decode("utf-8").rstrip("\r\n") for _, line in lines]
+        objects = json.loads("[" + ",".join(texts) + "]")
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if (
+        len(objects) != len(lines)  # a line holding two values, or none
+        or not all(type(obj) is dict for obj in objects)
+        or any(len(line) > MAX_ROW_BYTES for _, line in lines)
+    ):
+        return None
+    return list(zip(texts, objects, strict=True))
+
+
+def _jsonl_row(relative: str, number: int, line: bytes) -> RawRow:
+    if len(line) > MAX_ROW_BYTES:
+        return _oversize(relative, number, line)
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError:
+        return _undecodable(relative, number, line)
+    raw = text.rstrip("\r\n")
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return RawRow(relative, number, raw, reason=Reason.MALFORMED_ROW, detail=f"invalid JSON: {exc.msg}")
+    if not isinstance(obj, dict):
+        return RawRow(relative, number, raw, reason=Reason.MALFORMED_ROW, detail="not a JSON object")
+    return RawRow(relative, number, raw, values=obj)
 
 
 def _read_parquet(path: Path, relative: str) -> Iterator[RawRow]:
@@ -354,30 +387,11 @@ def _read_parquet(path: Path, relative: str) -> Iterator[RawRow]:
 
 @dataclass
 class _Checked:
-    landed: list[dict]
+    landed: pa.Table  # the landed schema but _loaded_at
     quarantined: list[RawRow]
     vault: dict[str, str]  # phone_token -> plain phone
     invalid_phones: int
     phones_hidden: int = 0
-
-
-def _hide_phones(record: dict, contract: TableContract, id_key: bytes) -> int:
-    """Phones written outside the phone column: a code or identifier (TEXT) that is a phone becomes the
-    phone's token, so it stays distinct and joinable; in free text (NOTE) every phone is masked. A code
-    that only contains a phone-like run of digits (a buyer id of a platform prefix and 11 digits) is left
-    alone. Returns how many were hidden."""
-    hidden = 0
-    for column in contract.columns:
-        value = record.get(column.name)
-        if not isinstance(value, str):
-            continue
-        if column.kind is Kind.NOTE:
-            record[column.name], found = replace_phones(value, mask_phone)
-            hidden += found
-        elif column.kind is Kind.TEXT and (phone := normalize_phone(value)) is not None:
-            record[column.name] = phone_token(phone, id_key)
-            hidden += 1
-    return hidden
 
 
 def _phone_column(contract: TableContract) -> str | None:
@@ -386,118 +400,250 @@ def _phone_column(contract: TableContract) -> str | None:
     return phones[0] if phones else None
 
 
+def _quarantine(row: RawRow, reason: Reason, detail: str, quarantined: list[RawRow]) -> None:
+    row.reason, row.detail = reason, detail
+    quarantined.append(row)
+
+
 def check_rows(rows: Sequence[RawRow], contract: TableContract, day: date, id_key: bytes) -> _Checked:
-    """Coerce every row; return typed rows to land and rows to quarantine (with reason and detail)."""
+    """Coerce every row; return the typed rows to land and the rows to quarantine (with reason and detail).
+
+    The partition is checked a column at a time (``coerce_column``); a row's reason is that of its first
+    bad column in contract order, as if it were checked value by value. After the types: plain phones
+    become tokens, phones written in other columns are hidden, identifiers are checked against their type's
+    form, and repeated keys are resolved (``_drop_duplicates``).
+    """
     latest = datetime.combine(day + timedelta(days=1), time(), LOCAL_TZ).astimezone(UTC)
-    phone_col = _phone_column(contract)
-    landed: list[dict] = []
-    origin: list[RawRow] = []
-    quarantined: list[RawRow] = []
-    vault: dict[str, str] = {}
-    invalid_phones = hidden = 0
+    quarantined = [row for row in rows if row.reason is not None]
+    required = frozenset(contract.required)
+    candidates: list[RawRow] = []
     for row in rows:
         if row.reason is not None:
-            quarantined.append(row)
             continue
         assert row.values is not None
-        absent = [c for c in contract.required if c not in row.values]
-        if absent:
-            row.reason, row.detail = Reason.MISSING_REQUIRED, f"{', '.join(absent)} absent from the row"
-            quarantined.append(row)
+        if not row.values.keys() >= required:
+            absent = [c for c in contract.required if c not in row.values]
+            _quarantine(row, Reason.MISSING_REQUIRED, f"{', '.join(absent)} absent from the row", quarantined)
             continue
-        record: dict[str, object] = {}
-        try:
-            for column in contract.columns:
-                record[column.name] = coerce_value(column, row.values.get(column.name), latest)
-        except BadValue as bad:
-            row.reason, row.detail = bad.reason, f"{bad.column}: {bad.detail}" if bad.detail else bad.column
-            quarantined.append(row)
+        candidates.append(row)
+
+    columns: dict[str, pa.Array] = {}
+    first_bad: dict[int, BadValue] = {}
+    raw_phones: list[str | None] = []
+    for column in contract.columns:
+        raw = [row.values.get(column.name) for row in candidates]  # type: ignore[union-attr]
+        raw = [v if type(v) is str or v is None else _as_text(v) for v in raw]
+        coerced = coerce_column(column, raw, latest)
+        for i, bad in coerced.bad.items():
+            first_bad.setdefault(i, bad)  # columns in contract order: the first bad one names the reason
+        columns[column.name] = coerced.values
+        if column.kind is Kind.PHONE:
+            raw_phones = raw
+    for i, bad in sorted(first_bad.items()):
+        detail = f"{bad.column}: {bad.detail}" if bad.detail else bad.column
+        _quarantine(candidates[i], bad.reason, detail, quarantined)
+    typed = [i for i in range(len(candidates)) if i not in first_bad]
+    kept_rows = [candidates[i] for i in typed]
+    positions = pa.array(typed, pa.int64())
+    columns = {name: values.take(positions) for name, values in columns.items()}
+
+    vault: dict[str, str] = {}
+    invalid_phones = 0
+    phone_col = _phone_column(contract)
+    if phone_col is not None:
+        raw_kept = [raw_phones[i] for i in typed]
+        invalid_phones = _tokenize_phones(columns, phone_col, raw_kept, id_key, vault)
+    alive = np.ones(len(kept_rows), dtype=bool)
+    if contract.phone_when is not None:
+        _tokenize_phones_when(columns, contract, kept_rows, alive, id_key, vault, quarantined)
+    hidden = int(_hide_phones(columns, contract, id_key)[alive].sum())
+    if contract.id_of_type is not None:
+        _check_id_forms(columns, contract, kept_rows, alive, quarantined)
+
+    survivors = np.flatnonzero(alive)
+    kept_rows = [kept_rows[i] for i in survivors]
+    positions = pa.array(survivors, pa.int64())
+    columns = {name: values.take(positions) for name, values in columns.items()}
+    columns["local_date"] = (
+        _local_dates(columns[contract.date_column], day)
+        if contract.date_column
+        else (pa.array([day] * len(kept_rows), pa.date32()))
+    )
+    columns["_source_file"] = pa.array([r.source_file for r in kept_rows], pa.string())
+    columns["_row_number"] = pa.array([r.row_number for r in kept_rows], pa.int64())
+    schema = landed_schema(contract)
+    table = pa.table(
+        [columns[f.name] for f in schema if f.name != "_loaded_at"], schema=_without_loaded_at(schema)
+    )
+    keep = _drop_duplicates(table, kept_rows, contract, quarantined)
+    return _Checked(table.filter(pa.array(keep, pa.bool_())), quarantined, vault, invalid_phones, hidden)
+
+
+def _without_loaded_at(schema: pa.Schema) -> pa.Schema:
+    return schema.remove(schema.get_field_index("_loaded_at"))
+
+
+def _tokenize_phones(
+    columns: dict[str, pa.Array], phone_col: str, raw: list[str | None], id_key: bytes, vault: dict[str, str]
+) -> int:
+    """Replace the plain phone column by ``phone_token`` and ``phone_masked`` (null when the value is not a
+    mainland mobile number); return how many delivered values were not one."""
+    tokens: list[str | None] = []
+    masked: list[str | None] = []
+    invalid = 0
+    for value, delivered in zip(columns.pop(phone_col).to_pylist(), raw, strict=True):
+        phone = normalize_phone(value)
+        if phone is None:
+            invalid += delivered not in (None, "")
+            tokens.append(None)
+            masked.append(None)
             continue
-        if phone_col is not None:
-            phone = normalize_phone(record.pop(phone_col))
-            if phone is None:
-                invalid_phones += row.values.get(phone_col) not in (None, "")
-                record["phone_token"] = record["phone_masked"] = None
+        token = phone_token(phone, id_key)
+        tokens.append(token)
+        masked.append(mask_phone(phone))
+        vault[token] = phone
+    columns["phone_token"] = pa.array(tokens, pa.string())
+    columns["phone_masked"] = pa.array(masked, pa.string())
+    return invalid
+
+
+def _tokenize_phones_when(
+    columns: dict[str, pa.Array],
+    contract: TableContract,
+    rows: list[RawRow],
+    alive: np.ndarray,
+    id_key: bytes,
+    vault: dict[str, str],
+    quarantined: list[RawRow],
+) -> None:
+    """Rows whose type column says their value is a phone (consent given by SMS reply): the value becomes
+    its token and the type ``phone_token``; a value that is not a mainland mobile number is quarantined."""
+    assert contract.phone_when is not None
+    value_col, type_col, type_value = contract.phone_when
+    values, types = columns[value_col].to_pylist(), columns[type_col].to_pylist()
+    for i, kind in enumerate(types):
+        if kind != type_value:
+            continue
+        phone = normalize_phone(values[i])
+        if phone is None:
+            _quarantine(rows[i], Reason.BAD_PHONE, f"{value_col}: not a mainland mobile number", quarantined)
+            alive[i] = False
+            continue
+        token = phone_token(phone, id_key)
+        types[i], values[i] = "phone_token", token
+        vault[token] = phone
+    columns[value_col], columns[type_col] = pa.array(values, pa.string()), pa.array(types, pa.string())
+
+
+_ELEVEN_DIGITS = r"(?:[0-9][^0-9]*){11}"
+
+
+def _hide_phones(columns: dict[str, pa.Array], contract: TableContract, id_key: bytes) -> np.ndarray:
+    """Phones written outside the phone column: a code or identifier (TEXT) that is a phone becomes the
+    phone's token, so it stays distinct and joinable; in free text (NOTE) every phone is masked. A code
+    that only contains a phone-like run of digits (a buyer id of a platform prefix and 11 digits) is left
+    alone. Returns how many were hidden, per row.
+
+    Only values that could hold a phone are looked at in Python: those with a non-ASCII character (such as
+    full-width digits), free text with 11 ASCII digits, codes with 11 ASCII digits and no ASCII letter."""
+    rows = len(next(iter(columns.values()))) if columns else 0
+    hidden = np.zeros(rows, dtype=np.int64)
+    for column in contract.columns:
+        if column.kind not in (Kind.TEXT, Kind.NOTE) or column.name not in columns:
+            continue
+        values = columns[column.name]
+        digits = pc.match_substring_regex(values, _ELEVEN_DIGITS)
+        if column.kind is Kind.TEXT:
+            digits = pc.and_not(digits, pc.match_substring_regex(values, "[A-Za-z]"))  # never in a phone
+        maybe = pc.or_(digits, pc.invert(pc.string_is_ascii(values)))
+        positions = np.flatnonzero(pc.fill_null(maybe, False).to_numpy(zero_copy_only=False))
+        if not len(positions):
+            continue
+        fixes: dict[int, str] = {}
+        for i, value in zip(positions, values.take(pa.array(positions)).to_pylist(), strict=True):
+            if column.kind is Kind.NOTE:
+                text, found = replace_phones(value, mask_phone)
             else:
-                token = phone_token(phone, id_key)
-                record["phone_token"], record["phone_masked"] = token, mask_phone(phone)
-                vault[token] = phone
-        if contract.phone_when is not None:
-            value_col, type_col, type_value = contract.phone_when
-            if record[type_col] == type_value:
-                phone = normalize_phone(record[value_col])
-                if phone is None:
-                    row.reason, row.detail = Reason.BAD_PHONE, f"{value_col}: not a mainland mobile number"
-                    quarantined.append(row)
-                    continue
-                token = phone_token(phone, id_key)
-                record[type_col], record[value_col] = "phone_token", token
-                vault[token] = phone
-        hidden += _hide_phones(record, contract, id_key)
-        if contract.id_of_type is not None:
-            value_col, type_col = contract.id_of_type
-            form = ID_FORMS.get(str(record[type_col]))
-            if form is not None and not form[0].fullmatch(str(record[value_col])):
-                row.reason, row.detail = (
-                    Reason.BAD_ID,
-                    f"{value_col}: a {record[type_col]} is written {form[1]}",
-                )
-                quarantined.append(row)
-                continue
-        record["local_date"] = (
-            record[contract.date_column].astimezone(LOCAL_TZ).date() if contract.date_column else day
-        )
-        record["_source_file"], record["_row_number"] = row.source_file, row.row_number
-        landed.append(record)
-        origin.append(row)
-    keep = _drop_duplicates(landed, origin, contract, quarantined)
-    kept = [r for r, k in zip(landed, keep, strict=True) if k]
-    return _Checked(kept, quarantined, vault, invalid_phones, hidden)
+                phone = normalize_phone(value)
+                text, found = (phone_token(phone, id_key), 1) if phone is not None else (value, 0)
+            if found:
+                fixes[int(i)], hidden[i] = text, hidden[i] + found
+        columns[column.name] = patched(values, fixes)
+    return hidden
+
+
+def _check_id_forms(
+    columns: dict[str, pa.Array],
+    contract: TableContract,
+    rows: list[RawRow],
+    alive: np.ndarray,
+    quarantined: list[RawRow],
+) -> None:
+    """An identifier must be written as One ID keys its type (ID_FORMS), or it could never match a member."""
+    assert contract.id_of_type is not None
+    value_col, type_col = contract.id_of_type
+    values, types = columns[value_col].to_pylist(), columns[type_col].to_pylist()
+    for i, kind in enumerate(types):
+        form = ID_FORMS.get(str(kind))
+        if alive[i] and form is not None and not form[0].fullmatch(str(values[i])):
+            _quarantine(rows[i], Reason.BAD_ID, f"{value_col}: a {kind} is written {form[1]}", quarantined)
+            alive[i] = False
+
+
+_DAY_US = 86_400 * 1_000_000
+# China local dates of UTC instants by the fixed offset from here on (see contracts._FIXED_OFFSET_SINCE)
+_FIXED_SINCE_US = micros(datetime(1992, 1, 1, tzinfo=LOCAL_TZ))
+
+
+def _local_dates(times: pa.Array, day: date) -> pa.Array:
+    """The China local date of each (required, so never null) UTC time."""
+    instants = times.cast(pa.int64()).to_numpy(zero_copy_only=False)
+    days = (instants + 8 * 3600 * 1_000_000) // _DAY_US
+    dates = pa.array(days.astype(np.int32), pa.date32())
+    early = np.flatnonzero(instants < _FIXED_SINCE_US)
+    return patched(dates, {int(i): times[int(i)].as_py().astimezone(LOCAL_TZ).date() for i in early})
 
 
 def _drop_duplicates(
-    records: list[dict], origin: list[RawRow], contract: TableContract, quarantined: list[RawRow]
+    table: pa.Table, rows: list[RawRow], contract: TableContract, quarantined: list[RawRow]
 ) -> list[bool]:
     """Within a partition, a key appears once: exact repeats keep their first row; a key whose rows
     disagree cannot be resolved here, so all of its rows are quarantined."""
-    payload_columns = [c for c in records[0] if not c.startswith("_")] if records else []
+    keys = [_hashable(table[c]) for c in contract.key]
+    counts = Counter(zip(*keys, strict=True))
+    keep = [True] * table.num_rows
+    if not counts or max(counts.values()) == 1:
+        return keep
     groups: dict[tuple, list[int]] = {}
-    for index, record in enumerate(records):
-        groups.setdefault(tuple(record[c] for c in contract.key), []).append(index)
-    keep = [True] * len(records)
-    for key, indices in groups.items():
-        if len(indices) == 1:
-            continue
-        payloads = {tuple(records[i][c] for c in payload_columns) for i in indices}
-        first = origin[indices[0]]
+    for index, key in enumerate(zip(*keys, strict=True)):
+        if counts[key] > 1:
+            groups.setdefault(key, []).append(index)
+    payload_columns = [c for c in table.column_names if not c.startswith("_")]
+    for indices in groups.values():
+        records = table.select(payload_columns).take(pa.array(indices)).to_pylist()
+        payloads = {tuple(r.values()) for r in records}
+        first = rows[indices[0]]
         if len(payloads) == 1:
             dropped = indices[1:]
             reason, detail = Reason.DUPLICATE_ROW, f"repeats {first.source_file} row {first.row_number}"
         else:
             dropped = indices
-            shown = ", ".join(f"{c}={_as_text(v)}" for c, v in zip(contract.key, key, strict=True))
+            shown = ", ".join(f"{c}={_as_text(records[0][c])}" for c in contract.key)
             reason, detail = Reason.DUPLICATE_KEY_CONFLICT, f"{len(indices)} rows with {shown} disagree"
         for i in dropped:
             keep[i] = False
-            origin[i].reason, origin[i].detail = reason, detail
-            quarantined.append(origin[i])
+            _quarantine(rows[i], reason, detail, quarantined)
     return keep
 
 
-# --- writing --------------------------------------------------------------------------------------------
+def _hashable(values: pa.ChunkedArray) -> list:
+    """A key column's values as cheap Python objects (times as their microseconds)."""
+    if pa.types.is_timestamp(values.type):
+        values = values.cast(pa.int64())
+    return values.to_pylist()
 
-_ARROW_TYPES = {
-    Kind.TEXT: pa.string(),
-    Kind.NOTE: pa.string(),
-    Kind.ENUM: pa.string(),
-    Kind.TOKEN: pa.string(),
-    Kind.TIME: pa.timestamp("us", tz="UTC"),
-    Kind.DATE: pa.date32(),
-    Kind.AMOUNT: pa.decimal128(14, 2),
-    Kind.QTY: pa.int64(),
-    Kind.COUNT: pa.int64(),
-    Kind.BOOL: pa.bool_(),
-}
+
+# --- writing --------------------------------------------------------------------------------------------
 
 QUARANTINE_SCHEMA = pa.schema(
     [
@@ -522,7 +668,7 @@ def landed_schema(contract: TableContract) -> pa.Schema:
         if column.kind is Kind.PHONE:
             fields += [("phone_token", pa.string()), ("phone_masked", pa.string())]
         else:
-            fields.append((column.name, _ARROW_TYPES[column.kind]))
+            fields.append((column.name, ARROW_TYPES[column.kind]))
     fields += [
         ("local_date", pa.date32()),
         ("_source_file", pa.string()),
@@ -650,7 +796,7 @@ def extract_table(
         refused_files={p.relative_to(data_dir).as_posix(): reason for p, reason in refused.items()},
         source_files=_source_files(data_dir, [*files, *refused]),
         read=len(rows),
-        landed=len(checked.landed),
+        landed=checked.landed.num_rows,
         quarantined=len(checked.quarantined),
         by_reason=dict(sorted(Counter(str(r.reason) for r in checked.quarantined).items())),
         invalid_phones=checked.invalid_phones,
@@ -690,11 +836,8 @@ def extract_table(
         report.status = "failed"
         report.message = f"{refusal}; nothing new was landed for this date"
     else:
-        for record in checked.landed:
-            record["_loaded_at"] = loaded_at
-        _replace_partition(
-            staged_target, pa.Table.from_pylist(checked.landed, schema=landed_schema(contract))
-        )
+        stamps = pa.array([loaded_at] * checked.landed.num_rows, pa.timestamp("us", tz="UTC"))
+        _replace_partition(staged_target, checked.landed.append_column("_loaded_at", stamps))
         report.status = "staged"
         report.landed_path = str(staged_target)
         if _phone_column(contract) is not None or contract.phone_when is not None:
@@ -737,12 +880,9 @@ def _schema_drift(rows: Sequence[RawRow], contract: TableContract, where: str) -
     may leave out null fields, so only their unknown keys are ignored, not judged.)"""
     headers: dict[str, set[str]] = {}
     for row in rows:
-        if (
-            row.values is not None
-            and row.source_file not in headers
-            and file_format(Path(row.source_file)) != "jsonl"
-        ):
+        if row.values is not None and row.source_file not in headers:
             headers[row.source_file] = set(row.values)
+    headers = {name: cols for name, cols in headers.items() if file_format(Path(name)) != "jsonl"}
     expected = set(contract.column_names)
     drifted = [
         f"{name}: no {', '.join(sorted(expected - cols))} but {', '.join(sorted(cols - expected))}"

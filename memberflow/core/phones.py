@@ -64,7 +64,7 @@ _PHONE_LIKE = re.compile(rf"(?<!\d)(?:(?:\+?86|0086){_SEP})?\(?1{_SEP}[3-9](?:{_
 def replace_phones(text: str, replace: Callable[[str], str]) -> tuple[str, int]:
     """``text`` with every mobile-looking number (full-width digits included) replaced by ``replace`` of
     the normalized number, and how many were replaced. Text without one comes back unchanged."""
-    if sum(c.isdigit() for c in text) < 11:  # the common case, cheaply
+    if sum(map(str.isdigit, text)) < 11:  # the common case, cheaply
         return text, 0
     folded = unicodedata.normalize("NFKC", text)
     found = 0

@@ -109,3 +109,78 @@ def test_bad_values_name_their_reason(column, raw, reason):
         coerce_value(column, raw, LATEST)
     assert info.value.reason is reason
     assert info.value.column == column.name
+
+
+# Values of every shape the column path treats apart: the common shapes Arrow parses, the edges of those
+# shapes (rolled-over dates, hour 24, leap days, offsets, years before China's fixed offset), and the rest.
+TRICKY = {
+    Kind.TIME: [
+        "2026-03-01 08:00:00",
+        "2026-03-01T08:00:00",
+        "2026/03/01 08:00:00",
+        "2026-03-01T08:00:00+08:00",
+        "2026-03-01T00:00:00Z",
+        "2026-03-01T08:00:00+09:00",
+        "2026-03-01 08:00:00.250",
+        " 2026-03-01 08:00:00 ",
+        "2026-02-30 10:00:00",
+        "2025-02-29 10:00:00",
+        "2024-02-29 10:00:00",
+        "2026-03-01 24:00:00",
+        "2026-03-01 23:59:60",
+        "2026-03-02 23:59:59",
+        "2026-03-03 00:00:01",
+        "1988-06-01 12:00:00",
+        "1991-12-31 23:59:59",
+        "0999-01-01 00:00:00",
+        "２０２６-03-01 08:00:00",
+        "yesterday",
+        "",
+        None,
+    ],
+    Kind.DATE: ["1980-02-29", "1981-02-29", "1980-2-3", "2026-13-01", "0001-01-01", " 2026-03-01", "x", None],
+    Kind.AMOUNT: [
+        "89",
+        " 12.345 ",
+        "12.3",
+        "0.05",
+        "1000000",
+        "1000000.01",
+        "99999999",
+        "-5",
+        "NaN",
+        "1e3",
+        "12,30元",
+        "007.10",
+        ".5",
+        "5.",
+        "１２",
+        None,
+    ],
+    Kind.QTY: ["3", "007", "-1", "1.5", "+2", "３", "99999999999999999999", "", None],
+    Kind.COUNT: ["0", "-2", "12", "x", None],
+    Kind.BOOL: ["TRUE", "0", "Yes", " f ", "maybe", "", None],
+    Kind.TOKEN: ["AB" * 32, " " + "ab" * 32, "abc", None],
+    Kind.ENUM: ["x", " y ", "z", "", None],
+    Kind.TEXT: [" a ", "", None, "  "],
+}
+
+
+@pytest.mark.parametrize("kind", list(TRICKY))
+@pytest.mark.parametrize("required", [True, False])
+def test_a_column_is_coerced_as_its_values_are_one_by_one(kind, required):
+    from memberflow.core.contracts import coerce_column
+
+    column = Column("c", kind, required, values=("x", "y") if kind is Kind.ENUM else ())
+    raw = TRICKY[kind]
+    coerced = coerce_column(column, raw, LATEST)
+    for i, value in enumerate(raw):
+        try:
+            expected = coerce_value(column, value, LATEST)
+        except BadValue as bad:
+            assert i in coerced.bad, (value, bad)
+            assert (coerced.bad[i].reason, coerced.bad[i].detail) == (bad.reason, bad.detail), value
+            assert coerced.values[i].as_py() is None
+            continue
+        assert i not in coerced.bad, (value, coerced.bad.get(i))
+        assert coerced.values[i].as_py() == expected, value

@@ -168,6 +168,35 @@ def test_jsonl_defects(lenient):
     assert report.read == 6
 
 
+def test_json_lines_parsed_in_batches_keep_each_line_number_and_reason(lenient):
+    # JSON lines are parsed JSONL_BATCH at a time; a batch with a bad line is read again line by line
+    lines = [
+        json.dumps(
+            {
+                "event_id": f"e{n}",
+                "external_userid": f"wm{n}",
+                "chat_id": n,  # a number: lands as its text
+                "event_type": "checkin",
+                "checkin_topic": None,
+                "event_time": "2026-03-02 07:00:00",
+            }
+        )
+        for n in range(1, 1201)
+    ]
+    lines[699] = lines[699][:30]  # truncated
+    lines[1099] = lines[1099] + "," + lines[1098]  # two objects on one line
+    write_partition(lenient.data_dir, "wecom", "group_events", "part-0.jsonl", "\n".join(lines) + "\n")
+    report = extract_table(lenient, get_contract("wecom", "group_events"), DAY)
+    got = [(r["row_number"], r["reason"]) for r in quarantined(lenient, "wecom", "group_events")]
+    assert got == [(700, "malformed_row"), (1100, "malformed_row")]
+    rows = landed(lenient, "wecom", "group_events")
+    assert (report.read, report.landed) == (1200, 1198)
+    assert [(r["_row_number"], r["event_id"], r["chat_id"]) for r in rows[698:700]] == [
+        (699, "e699", "699"),
+        (701, "e701", "701"),
+    ]
+
+
 def test_a_header_without_a_required_column_quarantines_every_row(lenient):
     write_partition(
         lenient.data_dir,
