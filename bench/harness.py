@@ -772,12 +772,12 @@ def stage_deliver(args, settings) -> dict:
     against the local sandbox APIs limited to SANDBOX_RPS requests per second each."""
     from devkit.sandbox import SandboxConfig, SandboxServer
     from expectations.marts import gate_warehouse
+    from memberflow.outreach import run as run_module
     from memberflow.outreach.run import deliver, plan, write_memberships
     from memberflow.outreach.suppression import CHINA
-    from ml import score as score_module
 
     explained = {"explain_s": 0.0, "explained": 0}
-    original = score_module.explain
+    original = run_module.explain
 
     def timed_explain(*a, **k):  # the reasons of the segment members, computed while planning
         began = time.perf_counter()
@@ -786,7 +786,7 @@ def stage_deliver(args, settings) -> dict:
         explained["explained"] += sum(counts.values())
         return counts
 
-    score_module.explain = timed_explain
+    run_module.explain = timed_explain  # where the planner looks it up (imported from ml.score)
     day = _next_day(settings)
     limits = {"webhook": SANDBOX_RPS, "wecom": SANDBOX_RPS, "sms": SANDBOX_RPS}
     sandbox = SandboxServer(SandboxConfig(limits=limits, window_seconds=1.0))
