@@ -18,6 +18,10 @@ checkins as (
     where event_type = 'checkin'
 ),
 
+-- the days each participant checked in: counted with count(), not count(distinct) over the topics' rows
+-- (one hash table per aggregate made this report as slow as member_features at 1M members)
+checkin_dates as (select distinct chat_id, external_userid, event_date from checkins),
+
 per_participant as (
     select
         participants.chat_id,
@@ -26,23 +30,23 @@ per_participant as (
         participants.left_on,
         {{ days_between('participants.joined_on', 'least(participants.camp_ends_on, period.observed_through + 1)') }}
             as camp_days_so_far,
-        count(distinct checkins.event_date) filter (where checkins.event_date < participants.camp_ends_on)
+        count(checkin_dates.event_date) filter (where checkin_dates.event_date < participants.camp_ends_on)
             as checkin_days_in_camp,
-        count(distinct checkins.event_date) filter (
-            where checkins.event_date < least(participants.camp_ends_on, participants.joined_on + 21)
+        count(checkin_dates.event_date) filter (
+            where checkin_dates.event_date < least(participants.camp_ends_on, participants.joined_on + 21)
         ) as checkin_days_21,
-        count(distinct checkins.event_date) filter (
-            where checkins.event_date < least(participants.camp_ends_on, participants.joined_on + 28)
+        count(checkin_dates.event_date) filter (
+            where checkin_dates.event_date < least(participants.camp_ends_on, participants.joined_on + 28)
         ) as checkin_days_28,
         participants.joined_on + 20 <= period.observed_through as past_21,
         participants.joined_on + 27 <= period.observed_through as past_28
     from participants
     cross join period
-    left join checkins
+    left join checkin_dates
         on
-            participants.chat_id = checkins.chat_id
-            and participants.external_userid = checkins.external_userid
-            and participants.joined_on <= checkins.event_date
+            participants.chat_id = checkin_dates.chat_id
+            and participants.external_userid = checkin_dates.external_userid
+            and participants.joined_on <= checkin_dates.event_date
     group by
         participants.chat_id, participants.external_userid, participants.joined_on, participants.left_on,
         participants.camp_ends_on, period.observed_through
