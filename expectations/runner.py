@@ -374,10 +374,25 @@ def _run(settings: Settings, suite: Suite, frame, run_day: date, result_format: 
         _context(settings.quality_dir), f"{suite.gate}.{suite.subject}", suite
     )
     return definition.run(
-        batch_parameters={"dataframe": frame},
+        batch_parameters={"dataframe": _nanosecond_times(frame)},
         result_format={"result_format": result_format, "partial_unexpected_count": SAMPLE_ROWS},
         run_id=RunIdentifier(run_name=f"{suite.gate}-{run_day.isoformat()}", run_time=now),
     )
+
+
+def _nanosecond_times(frame):
+    """``frame`` with its date-time columns in nanoseconds where they fit: GX compares only those (and
+    numpy ints and floats) as whole columns, any other column value by value in Python (dim_member's
+    first_seen_on, in microseconds from DuckDB, took 6 s of the marts gate at 1M members)."""
+    import pandas as pd
+
+    converted = {}
+    for column, dtype in frame.dtypes.items():
+        if pd.api.types.is_datetime64_any_dtype(dtype) and getattr(dtype, "unit", "ns") != "ns":
+            tz = getattr(dtype, "tz", None)
+            with contextlib.suppress(pd.errors.OutOfBoundsDatetime, OverflowError):  # (a year 9999 stays)
+                converted[column] = frame[column].astype(f"datetime64[ns, {tz}]" if tz else "datetime64[ns]")
+    return frame.assign(**converted) if converted else frame
 
 
 def _column(kwargs: dict) -> str | None:

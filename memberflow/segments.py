@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import functools
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -592,17 +593,22 @@ def assign(profiles: pl.DataFrame, segments: list[Segment]) -> Assignment:
     by_name = {s.name: s for s in ordered}
     members, names = frame["member_id"].to_list(), frame["segment"].to_list()
     seg_of = [by_name[n] for n in names]
+
+    def of_segment(value: Callable[[Segment], object], dtype: pl.DataType) -> pl.Expr:
+        """A column of each row's segment's ``value`` (looked up once per segment, not once per row)."""
+        return pl.col("segment").replace_strict({s.name: value(s) for s in ordered}, return_dtype=dtype)
+
     frame = frame.with_columns(
-        channel=pl.Series([s.channel for s in seg_of], dtype=pl.Utf8),
-        message=pl.Series([s.message for s in seg_of], dtype=pl.Utf8),
-        kind=pl.Series([s.kind for s in seg_of], dtype=pl.Utf8),
-        outcome=pl.Series([s.outcome for s in seg_of], dtype=pl.Utf8),
-        outcome_days=pl.Series([s.outcome_days for s in seg_of], dtype=pl.Int32),
+        channel=of_segment(lambda s: s.channel, pl.Utf8),
+        message=of_segment(lambda s: s.message, pl.Utf8),
+        kind=of_segment(lambda s: s.kind, pl.Utf8),
+        outcome=of_segment(lambda s: s.outcome, pl.Utf8),
+        outcome_days=of_segment(lambda s: s.outcome_days, pl.Int32),
         # the member takes part in the programme a service message belongs to (marketing: always true)
         in_programme=_programme_flags(frame, seg_of),
         cycle=_due_cycles(frame, seg_of),
-        priority=pl.Series([by_name[n].priority for n in names], dtype=pl.Int64),
-        health_based=pl.Series([by_name[n].uses_health_data for n in names], dtype=pl.Boolean),
+        priority=of_segment(lambda s: s.priority, pl.Int64),
+        health_based=of_segment(lambda s: s.uses_health_data, pl.Boolean),
         holdout=pl.Series(
             [unit_hash(m, n, "holdout") < by_name[n].holdout for m, n in zip(members, names, strict=True)],
             dtype=pl.Boolean,
