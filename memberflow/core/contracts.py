@@ -2,7 +2,8 @@
 
 A contract lists a table's columns with a kind and whether the column is required, the key that identifies
 a row within a partition, and the column whose local China date the row belongs to. ``coerce_value`` turns
-one raw value into its typed form or names what is wrong with it; extract applies it to every value.
+one raw value into its typed form or names what is wrong with it; ``coerce_column`` does the same for a
+whole column (Arrow for the common shapes, ``coerce_value`` for the rest), which is how extract applies it.
 """
 
 from __future__ import annotations
