@@ -22,11 +22,10 @@ def load() -> ModuleType:
         sys.modules["pyspark"] = None  # type: ignore[assignment]  # "import pyspark" raises ImportError
         try:
             import great_expectations
-            from great_expectations.execution_engine import pandas_execution_engine
         finally:
             del sys.modules["pyspark"]
-        pandas_execution_engine.HASH_THRESHOLD = 0  # no batch is small enough to be fingerprinted
-        return great_expectations
     import great_expectations
+    from great_expectations.execution_engine import pandas_execution_engine
 
+    pandas_execution_engine.HASH_THRESHOLD = 0  # no batch is small enough to be fingerprinted
     return great_expectations

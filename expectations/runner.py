@@ -498,6 +498,9 @@ def validate_partitions(
         # the time of a month's batch)
         found = partition_of.groupby(partition_of, sort=False).indices
         rows_of = {day: found.get(day.isoformat(), np.array([], dtype=np.int64)) for day in days}
+        day_of = np.empty(len(frame), dtype=object)
+        for day, positions in rows_of.items():
+            day_of[positions] = day
         gx_result = _run(settings, suite, frame, days[-1], "COMPLETE", now)
         for outcome in gx_result.results:
             meta = outcome.expectation_config.meta or {}
@@ -508,7 +511,7 @@ def validate_partitions(
                     _finding(outcome, bool(outcome.success), _observed(result, outcome.exception_info), [])
                 )
                 continue
-            for day, finding in _split(suite, frame, rows_of, days, outcome).items():
+            for day, finding in _split(suite, frame, rows_of, day_of, days, outcome).items():
                 findings[day].append(finding)
     results = {}
     gx_path = results_dir(settings, suite.gate, days[-1]) / f"{suite.subject}.gx.json"
@@ -532,9 +535,12 @@ def validate_partitions(
     return results
 
 
-def _split(suite: Suite, frame, rows_of: dict[date, np.ndarray], days: Sequence[date], outcome) -> dict:
+def _split(
+    suite: Suite, frame, rows_of: dict[date, np.ndarray], day_of: np.ndarray, days: Sequence[date], outcome
+) -> dict:
     """One row-level expectation's result over a batch, as one finding per partition (``rows_of``: each
-    partition's row positions in ``frame``, whose index is its positions)."""
+    partition's row positions in ``frame``, whose index is its positions; ``day_of``: each row's
+    partition)."""
     result = outcome.result or {}
     error = _error(outcome.exception_info)
     if error or "unexpected_count" not in result:
@@ -546,9 +552,6 @@ def _split(suite: Suite, frame, rows_of: dict[date, np.ndarray], days: Sequence[
     column = _column(kwargs)
     checked = [c for c in (kwargs.get("column"), kwargs.get("column_A"), kwargs.get("column_B")) if c]
     present = frame[checked].notna().all(axis=1).to_numpy() if checked else None
-    day_of = np.empty(len(frame), dtype=object)
-    for day, positions in rows_of.items():
-        day_of[positions] = day
     unexpected: dict[date, list[int]] = {day: [] for day in days}
     for position in result.get("unexpected_index_list") or []:
         unexpected[day_of[position]].append(position)

@@ -48,7 +48,7 @@ from memberflow.core.contracts import (
     TableContract,
     coerce_column,
     get_contract,
-    micros,
+    local_dates,
     patched,
 )
 from memberflow.core.phones import mask_phone, normalize_phone, phone_token, redact_phones, replace_phones
@@ -465,7 +465,7 @@ def check_rows(rows: Sequence[RawRow], contract: TableContract, day: date, id_ke
     positions = pa.array(survivors, pa.int64())
     columns = {name: values.take(positions) for name, values in columns.items()}
     columns["local_date"] = (
-        _local_dates(columns[contract.date_column], day)
+        local_dates(columns[contract.date_column])
         if contract.date_column
         else (pa.array([day] * len(kept_rows), pa.date32()))
     )
@@ -588,20 +588,6 @@ def _check_id_forms(
         if alive[i] and form is not None and not form[0].fullmatch(str(values[i])):
             _quarantine(rows[i], Reason.BAD_ID, f"{value_col}: a {kind} is written {form[1]}", quarantined)
             alive[i] = False
-
-
-_DAY_US = 86_400 * 1_000_000
-# China local dates of UTC instants by the fixed offset from here on (see contracts._FIXED_OFFSET_SINCE)
-_FIXED_SINCE_US = micros(datetime(1992, 1, 1, tzinfo=LOCAL_TZ))
-
-
-def _local_dates(times: pa.Array, day: date) -> pa.Array:
-    """The China local date of each (required, so never null) UTC time."""
-    instants = times.cast(pa.int64()).to_numpy(zero_copy_only=False)
-    days = (instants + 8 * 3600 * 1_000_000) // _DAY_US
-    dates = pa.array(days.astype(np.int32), pa.date32())
-    early = np.flatnonzero(instants < _FIXED_SINCE_US)
-    return patched(dates, {int(i): times[int(i)].as_py().astimezone(LOCAL_TZ).date() for i in early})
 
 
 def _drop_duplicates(
@@ -836,7 +822,7 @@ def extract_table(
         report.status = "failed"
         report.message = f"{refusal}; nothing new was landed for this date"
     else:
-        stamps = pa.array([loaded_at] * checked.landed.num_rows, pa.timestamp("us", tz="UTC"))
+        stamps = pa.array([loaded_at] * checked.landed.num_rows, ARROW_TYPES[Kind.TIME])
         _replace_partition(staged_target, checked.landed.append_column("_loaded_at", stamps))
         report.status = "staged"
         report.landed_path = str(staged_target)

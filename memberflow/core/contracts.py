@@ -510,6 +510,15 @@ def _fast_times(strings: pa.Array) -> pa.Array:
     return pc.subtract(pc.if_else(pc.greater_equal(local, since), local, None), offset)
 
 
+def local_dates(times: pa.Array) -> pa.Array:
+    """The China local date of each UTC time (none null): by the fixed offset from 1992 on, by zoneinfo
+    before."""
+    instants = times.cast(pa.int64()).to_numpy(zero_copy_only=False)
+    dates = pa.array(((instants + _CHINA_OFFSET_US) // (86_400 * _MICROS)).astype(np.int32), pa.date32())
+    early = np.flatnonzero(instants < micros(_FIXED_OFFSET_SINCE))
+    return patched(dates, {int(i): times[int(i)].as_py().astimezone(LOCAL_TZ).date() for i in early})
+
+
 def _same_day(parsed: pa.Array, written: pa.Array) -> pa.Array:
     """Whether strptime kept the day of the month written (characters 9 and 10): not a rolled-over date."""
     return pc.equal(pc.day(parsed), pc.cast(pc.utf8_slice_codeunits(written, 8, 10), pa.int64()))
