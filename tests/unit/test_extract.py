@@ -197,6 +197,17 @@ def test_json_lines_parsed_in_batches_keep_each_line_number_and_reason(lenient):
     ]
 
 
+def test_a_csv_line_of_other_blank_characters_is_a_row_not_a_blank_line(lenient):
+    # blank lines (ASCII spaces) are skipped; a line holding only a control or no-break space is a bad row
+    header, good = STORE_ORDERS.splitlines()[:2]
+    body = "\n".join([header, good, "   ", "\x1c", "\u00a0"]) + "\n"
+    write_partition(lenient.data_dir, "store_pos", "orders", "part-0.csv", body)
+    report = extract_table(lenient, get_contract("store_pos", "orders"), DAY)
+    got = [(r["row_number"], r["reason"]) for r in quarantined(lenient, "store_pos", "orders")]
+    assert got == [(4, "malformed_row"), (5, "malformed_row")]
+    assert (report.read, report.landed) == (3, 1)
+
+
 def test_a_header_without_a_required_column_quarantines_every_row(lenient):
     write_partition(
         lenient.data_dir,
