@@ -793,12 +793,15 @@ def stage_deliver(args, settings) -> dict:
     sandbox.start()
     try:
         os.environ.update(sandbox.env())
+        # both on the delivery day's clock: planned on today's, every send of a past day is stale (and
+        # nobody is explained until delivery plans again)
+        now = datetime(day.year, day.month, day.day, 10, 0, tzinfo=CHINA)
         began = time.perf_counter()
-        write_memberships(settings, plan(settings, day))
+        write_memberships(settings, plan(settings, day, now))
         gate_warehouse(settings, day, gate="segments")
         planned_s = time.perf_counter() - began
         began = time.perf_counter()
-        report = deliver(settings, day, now=datetime(day.year, day.month, day.day, 10, 0, tzinfo=CHINA))
+        report = deliver(settings, day, now=now)
         sent_s = time.perf_counter() - began
         summary = report.to_dict()
         seen = sandbox.state.snapshot()
