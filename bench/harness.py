@@ -582,7 +582,7 @@ def stage_features(args, settings) -> dict:
     and its compiled SQL alone."""
     import duckdb
 
-    from memberflow.dbt_env import dbt_environment
+    from memberflow.dbt_env import dated_target_path
     from memberflow.transform import run_dbt
 
     day = _next_day(settings)
@@ -591,8 +591,7 @@ def stage_features(args, settings) -> dict:
     with_dbt = time.perf_counter() - began
     if result.failures:
         raise SystemExit(f"dbt run member_features failed: {result.failures}")
-    target = Path(dbt_environment(settings)["DBT_TARGET_PATH"])
-    compiled = next((target / "compiled").rglob("member_features.sql")).read_text()
+    compiled = next((dated_target_path(settings) / "compiled").rglob("member_features.sql")).read_text()
     with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
         began = time.perf_counter()
         rows = con.sql(compiled).to_arrow_table().num_rows

@@ -31,6 +31,14 @@ def manifest_path(settings: Settings) -> Path:
     return dbt_home(settings) / "manifest" / "manifest.json"
 
 
+def dated_target_path(settings: Settings) -> Path:
+    """Where dbt runs with an as-of date or feature dates (``--vars``) write their artifacts: a folder of
+    their own. dbt parses the whole project again whenever a run's variables differ from the last run's
+    in the same folder; apart, the daily build (no variables) keeps its partial parse after a training run
+    or a backfill computed features for other dates."""
+    return dbt_home(settings) / "target-dated"
+
+
 def dbt_environment(settings: Settings) -> dict[str, str]:
     """Environment of every dbt process: profile inputs, outputs under the workspace, no telemetry."""
     home = dbt_home(settings)

@@ -27,6 +27,7 @@ from memberflow.core.phones import phone_token
 from memberflow.core.settings import PgSettings, Settings, postgres_target, spark_target
 from memberflow.dbt_env import (
     DBT_PROJECT_DIR,
+    dated_target_path,
     dbt_args,
     dbt_environment,
     dbt_home,
@@ -200,10 +201,11 @@ def run_dbt(
             reply = spark.run_dbt(settings, args)
         return DbtResult(reply["succeeded"], reply["failures"])
     env = dbt_environment(settings)
-    results_file = Path(env["DBT_TARGET_PATH"]) / "run_results.json"
+    target = dated_target_path(settings) if as_of or feature_dates else Path(env["DBT_TARGET_PATH"])
+    results_file = target / "run_results.json"
     results_file.unlink(missing_ok=True)
     with warehouse_lock(settings):
-        completed = run_dbt_process(settings, args)
+        completed = run_dbt_process(settings, args, target)
     if not results_file.exists():
         raise DbtError(
             f"dbt {' '.join(command)} could not run (exit {completed.returncode}):\n{output_tail(completed)}"
