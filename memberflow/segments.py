@@ -424,32 +424,38 @@ addresses as (
         count(*) filter (where id_type = 'openid' and not id_value like '%:live:%') as miniprogram_ids
     from member_identifiers
     group by member_id
+),
+-- everything but the features, one narrow row per member, materialized: the wide feature rows are then
+-- joined once (inlined, the optimizer put them on the build side of two joins, hashing every column twice)
+extras as materialized (
+    select
+        dim_member.member_id,
+        coalesce(interests.interests, []::varchar[]) as interests,
+        due.days_until_next_due,
+        due.next_due_category,
+        dim_member.staff_owner,
+        dim_member.phone_masked,
+        addresses.phone_token is not null as has_phone,
+        coalesce(addresses.miniprogram_ids, 0) > 0 as has_miniprogram,
+        wecom.external_userid is not null as has_wecom,
+        coalesce(groups.in_checkin_group, false) as in_checkin_group,
+        wecom.external_userid,
+        addresses.phone_token,
+        addresses.unionid,
+        coalesce(dim_member.marketing_opt_out, false) as opt_out_on_record,
+        coalesce(dim_member.health_data_consent, false) as health_consent,
+        scores.* exclude (member_id)
+    from dim_member
+    left join interests using (member_id)
+    left join due using (member_id)
+    left join addresses using (member_id)
+    left join wecom using (member_id)
+    left join groups using (member_id)
+    left join scores using (member_id)
 )
-select
-    features.*,
-    coalesce(interests.interests, []::varchar[]) as interests,
-    due.days_until_next_due,
-    due.next_due_category,
-    dim_member.staff_owner,
-    dim_member.phone_masked,
-    addresses.phone_token is not null as has_phone,
-    coalesce(addresses.miniprogram_ids, 0) > 0 as has_miniprogram,
-    wecom.external_userid is not null as has_wecom,
-    coalesce(groups.in_checkin_group, false) as in_checkin_group,
-    wecom.external_userid,
-    addresses.phone_token,
-    addresses.unionid,
-    coalesce(dim_member.marketing_opt_out, false) as opt_out_on_record,
-    coalesce(dim_member.health_data_consent, false) as health_consent,
-    scores.* exclude (member_id)
+select features.*, extras.* exclude (member_id)
 from features
-inner join dim_member using (member_id)
-left join interests using (member_id)
-left join due using (member_id)
-left join addresses using (member_id)
-left join wecom using (member_id)
-left join groups using (member_id)
-left join scores using (member_id)
+inner join extras using (member_id)
 order by member_id
 """
 
