@@ -15,14 +15,14 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from memberflow.core.contracts import CONTRACTS
+from memberflow.core.contracts import CONTRACTS, LOCAL_TZ
 from memberflow.core.phones import phone_token
 from memberflow.core.settings import PgSettings, Settings, postgres_target, spark_target
 from memberflow.dbt_env import (
@@ -237,16 +237,43 @@ def source_freshness(settings: Settings) -> list[SourceFreshness]:
         )
     found = []
     for node in json.loads((target / "sources.json").read_text())["results"]:
-        age = node.get("max_loaded_at_time_ago_in_s")
-        found.append(
-            SourceFreshness(
-                node["unique_id"].rsplit(".", 1)[-1],
-                node["status"],
-                node.get("max_loaded_at"),
-                None if age is None else round(age / 3600, 1),
-            )
-        )
+        name = node["unique_id"].rsplit(".", 1)[-1]
+        newest, age = node.get("max_loaded_at"), node.get("max_loaded_at_time_ago_in_s")
+        status = node["status"]
+        landed = _newest_partition_start(settings, name)
+        if status in ("pass", "warn", "error") and landed is not None and age is not None:
+            # dbt sees rows only: a day the channel delivered with no rows (no livestream on a Sunday)
+            # still lands a partition, and the table is as fresh as its newest partition
+            snapshot = datetime.fromisoformat(node["snapshotted_at"])
+            if snapshot - landed < timedelta(seconds=age):
+                newest, age = landed.isoformat(), (snapshot - landed).total_seconds()
+                status = _freshness_status(age, node.get("criteria") or {})
+        found.append(SourceFreshness(name, status, newest, None if age is None else round(age / 3600, 1)))
     return sorted(found, key=lambda f: f.table)
+
+
+def _newest_partition_start(settings: Settings, source_table: str) -> datetime | None:
+    """The start (China time, as ``_loaded_at``) of the newest day landed for ``<channel>__<table>``."""
+    channel, _, table = source_table.partition("__")
+    days = [
+        d
+        for d, folder in partition_days(settings.landing_dir / channel / table).items()
+        if any(folder.iterdir())
+    ]
+    if not days:
+        return None
+    newest = max(days)
+    return datetime(newest.year, newest.month, newest.day, tzinfo=LOCAL_TZ).astimezone(UTC)
+
+
+def _freshness_status(age_s: float, criteria: dict) -> str:
+    """dbt's verdict for an age: error past ``error_after``, warn past ``warn_after``, else pass."""
+    seconds = {"minute": 60, "hour": 3600, "day": 86400}
+    for status in ("error", "warn"):
+        limit = criteria.get(f"{status}_after") or {}
+        if limit.get("count") is not None and age_s > limit["count"] * seconds[limit["period"]]:
+            return status
+    return "pass"
 
 
 def build_warehouse(
