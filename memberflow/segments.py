@@ -466,7 +466,6 @@ def _score_columns() -> str:
         cols += [
             f"max(probability) filter (where model = '{m}') as {m}_probability",
             f"max(decile) filter (where model = '{m}') as {m}_decile",
-            f"any_value(reasons) filter (where model = '{m}') as {m}_reasons",
         ]
     return ",\n        ".join(cols)
 
@@ -476,7 +475,11 @@ class ProfilesError(RuntimeError):
 
 
 def member_profiles(con, as_of: date) -> pl.DataFrame:
-    """One row per member on ``as_of``: features, tags, scores, consent on record and addresses."""
+    """One row per member on ``as_of``: features, tags, scores, consent on record and addresses.
+
+    Scores come without their reasons: planning reads those after explaining the members it acts on
+    (outreach.run.with_reasons), so a copy taken here would be stale, and carrying the lists cost a second
+    per call at 1M members."""
     has = table_names(con)
     if "member_scores" not in has:
         raise ProfilesError("no member_scores in the warehouse: run `memberflow score` first")
