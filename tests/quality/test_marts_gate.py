@@ -90,10 +90,25 @@ def test_an_unknown_tag_value_fails(workspace_copy):
 
 
 def test_features_out_of_range_fail(workspace_copy):
-    plant(workspace_copy, "update member_features set checkin_rate_7d = checkin_rate_7d + 2")
+    """Also in a nullable day count, which GX is handed as floats (its range check compares other types
+    value by value in Python): the one planted value is counted and shown as stored, and the members
+    without an order (null) are not."""
+    plant(
+        workspace_copy,
+        "update member_features set checkin_rate_7d = checkin_rate_7d + 2",
+        "update member_features set days_since_last_order = -5 where member_id = "
+        "(select min(member_id) from member_features where days_since_last_order is not null)",
+    )
+    with duckdb.connect(str(workspace_copy.warehouse_path), read_only=True) as con:
+        nulls = con.execute(
+            "select count(*) from member_features where days_since_last_order is null"
+        ).fetchall()
+    assert nulls[0][0] > 100
     message = failure(workspace_copy)
     assert "member_features 2026-03-01: expect_column_values_to_be_between(checkin_rate_7d)" in message
     assert "[feature_ranges, critical]" in message
+    line = next(m for m in message.splitlines() if "to_be_between(days_since_last_order)" in m)
+    assert "observed 1 of" in line and line.endswith("e.g. -5"), line
 
 
 def test_a_member_count_that_drops_day_over_day_fails(workspace_copy):
