@@ -305,7 +305,7 @@ def with_reasons(
     ``memberflow score --reasons`` explains everyone. Each segment needs its own model's reasons; a
     segment without one (win-back) shows the first model's, in MODELS order, that has any (pick_reasons),
     so its members are explained one model at a time, and only those whose earlier models gave no reason
-    go on to the next (at 1M members, 3,000 win-back sends were 4,800 member-model pairs explained, each
+    go on to the next (at 1M members, 3,000 win-back sends were 4,214 member-model pairs explained, each
     of them TreeSHAP over hundreds of trees, when every model was explained for all of them)."""
     if frame.is_empty():
         return frame
