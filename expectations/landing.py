@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Sequence
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 
 import duckdb
@@ -40,6 +40,7 @@ from memberflow.core.contracts import LOCAL_TZ, Kind, TableContract
 from memberflow.core.settings import Settings
 from memberflow.extract import (
     landed_schema,
+    loaded_at_for,
     partition_days,
     publish_partition,
     reject_partition,
@@ -57,10 +58,6 @@ DAYS_LATE = "_days_late"
 def _published_partitions(settings: Settings, contract: TableContract) -> dict[date, Path]:
     folders = partition_days(settings.landing_dir / contract.channel / contract.table)
     return {day: f / "part-0.parquet" for day, f in folders.items() if (f / "part-0.parquet").exists()}
-
-
-def _start_of(day: date) -> datetime:
-    return datetime.combine(day, time(), LOCAL_TZ).astimezone(UTC)
 
 
 def landing_suite(
@@ -107,7 +104,7 @@ def landing_suite(
             "times_in_range.business_start) and the end of the partition's day (China time)",
             lambda s, c=column: [
                 e.ExpectColumnValuesToBeBetween(
-                    column=c.name, min_value=_start_of(date.fromisoformat(str(s["business_start"])))
+                    column=c.name, min_value=loaded_at_for(date.fromisoformat(str(s["business_start"])))
                 ),
                 e.ExpectColumnPairValuesAToBeGreaterThanB(
                     column_A=DAY_END, column_B=c.name, or_equal=True, ignore_row_if="either_value_is_missing"

@@ -15,14 +15,14 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from memberflow.core.contracts import CONTRACTS, LOCAL_TZ
+from memberflow.core.contracts import CONTRACTS
 from memberflow.core.phones import phone_token
 from memberflow.core.settings import PgSettings, Settings, postgres_target, spark_target
 from memberflow.dbt_env import (
@@ -35,7 +35,7 @@ from memberflow.dbt_env import (
     read_run_results,
     run_dbt_process,
 )
-from memberflow.extract import file_fingerprint, landed_schema, partition_days
+from memberflow.extract import file_fingerprint, landed_schema, loaded_at_for, partition_days
 from memberflow.postgres import PHASE_ONE, load_landing, read_relation, replay_identity
 from memberflow.serving import load_serving, refresh_serving, serving_tables
 from memberflow.warehouse import clear_published, open_warehouse, warehouse_lock
@@ -235,6 +235,8 @@ def source_freshness(settings: Settings) -> list[SourceFreshness]:
         raise DbtError(
             f"dbt source freshness could not run (exit {completed.returncode}):\n{output_tail(completed)}"
         )
+    from dbt.artifacts.resources.v1.components import FreshnessThreshold  # (dbt's own verdict, below)
+
     found = []
     for node in json.loads((target / "sources.json").read_text())["results"]:
         name = node["unique_id"].rsplit(".", 1)[-1]
@@ -243,11 +245,12 @@ def source_freshness(settings: Settings) -> list[SourceFreshness]:
         landed = _newest_partition_start(settings, name)
         if status in ("pass", "warn", "error") and landed is not None and age is not None:
             # dbt sees rows only: a day the channel delivered with no rows (no livestream on a Sunday)
-            # still lands a partition, and the table is as fresh as its newest partition
+            # still lands a partition, and the table is as fresh as its newest partition, judged with the
+            # source's own thresholds by dbt's rule
             snapshot = datetime.fromisoformat(node["snapshotted_at"])
             if snapshot - landed < timedelta(seconds=age):
                 newest, age = landed.isoformat(), (snapshot - landed).total_seconds()
-                status = _freshness_status(age, node.get("criteria") or {})
+                status = FreshnessThreshold.from_dict(node.get("criteria") or {}).status(age).value
         found.append(SourceFreshness(name, status, newest, None if age is None else round(age / 3600, 1)))
     return sorted(found, key=lambda f: f.table)
 
@@ -262,18 +265,7 @@ def _newest_partition_start(settings: Settings, source_table: str) -> datetime |
     ]
     if not days:
         return None
-    newest = max(days)
-    return datetime(newest.year, newest.month, newest.day, tzinfo=LOCAL_TZ).astimezone(UTC)
-
-
-def _freshness_status(age_s: float, criteria: dict) -> str:
-    """dbt's verdict for an age: error past ``error_after``, warn past ``warn_after``, else pass."""
-    seconds = {"minute": 60, "hour": 3600, "day": 86400}
-    for status in ("error", "warn"):
-        limit = criteria.get(f"{status}_after") or {}
-        if limit.get("count") is not None and age_s > limit["count"] * seconds[limit["period"]]:
-            return status
-    return "pass"
+    return loaded_at_for(max(days))
 
 
 def build_warehouse(
