@@ -10,25 +10,36 @@ spans as (
     select
         member_id,
         activity_date,
-        lead(activity_date) over (partition by member_id order by activity_date) as next_activity
+        lead(activity_date) over by_day as next_activity,
+        first_value(activity_date) over by_day as first_activity
     from activity
+    window by_day as (partition by member_id order by activity_date)
+),
+
+runs as (
+    -- Runs of activity days at most 15 days apart, one row each: a member stays active through a run and
+    -- for 15 days after its last day. Only a run's last day is kept (the next run starts on its
+    -- next_activity), so what follows handles a few runs per member rather than every day.
+    select
+        member_id,
+        coalesce(lag(next_activity) over (partition by member_id order by activity_date), first_activity)
+            as first_day,
+        activity_date as last_day,
+        next_activity
+    from spans
+    where next_activity is null or next_activity > activity_date + 15
 ),
 
 raw_ranges as (
-    select
-        member_id, 'active' as stage, activity_date as valid_from,
-        least(coalesce(next_activity, activity_date + 15), activity_date + 15) as valid_to
-    from spans
+    select member_id, 'active' as stage, first_day as valid_from, last_day + 15 as valid_to
+    from runs
     union all
-    select
-        member_id, 'at_risk', activity_date + 15,
-        least(coalesce(next_activity, activity_date + 30), activity_date + 30)
-    from spans
-    where next_activity is null or next_activity > activity_date + 15
+    select member_id, 'at_risk', last_day + 15, least(coalesce(next_activity, last_day + 30), last_day + 30)
+    from runs
     union all
-    select member_id, 'silent', activity_date + 30, next_activity
-    from spans
-    where next_activity is null or next_activity > activity_date + 30
+    select member_id, 'silent', last_day + 30, next_activity
+    from runs
+    where next_activity is null or next_activity > last_day + 30
 ),
 
 with_new_and_lost as (
@@ -54,38 +65,11 @@ with_new_and_lost as (
     where lost_on is not null
 ),
 
-non_empty as (
-    select * from with_new_and_lost
-    where valid_to is null or valid_to > valid_from
-),
-
-islands as (
-    -- Merge back-to-back ranges of the same stage.
-    select
-        *,
-        sum(starts_island) over (partition by member_id order by valid_from, stage rows unbounded preceding) as island
-    from (
-        select
-            *,
-            case
-                when
-                    lag(stage) over (partition by member_id order by valid_from, stage) = stage
-                    and lag(valid_to) over (partition by member_id order by valid_from, stage) = valid_from
-                    then 0
-                else 1
-            end as starts_island
-        from non_empty
-    ) as ranges
-),
-
 final as (
-    select
-        member_id,
-        stage,
-        min(valid_from) as valid_from,
-        case when bool_or(valid_to is null) then null else max(valid_to) end as valid_to
-    from islands
-    group by member_id, stage, island
+    -- No two ranges of a stage meet: a run's ranges follow one another, and the clipping above cuts
+    -- only at the ends of a member's timeline, so nothing between two ranges disappears.
+    select member_id, stage, valid_from, valid_to from with_new_and_lost
+    where valid_to is null or valid_to > valid_from
 )
 
 select * from final
