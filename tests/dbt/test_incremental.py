@@ -42,7 +42,9 @@ def snapshot(settings) -> dict:
     )
     out["int_source_daily_activity"] = query(
         settings,
-        "select * from int_source_daily_activity order by source, id_value, activity_date, loaded_on",
+        # added_at: when the build that added a row ran
+        "select * exclude (added_at) from int_source_daily_activity"
+        " order by source, id_value, activity_date, loaded_on",
     )
     return out
 

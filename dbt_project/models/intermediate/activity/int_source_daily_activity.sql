@@ -70,7 +70,9 @@ final as (
         cast(sum(mp_visits) as bigint) as mp_visits,
         cast(sum(mp_events) as bigint) as mp_events,
         cast(sum(article_views) as bigint) as article_views,
-        cast(sum(assessments) as bigint) as assessments
+        cast(sum(assessments) as bigint) as assessments,
+        -- when the build that added the row ran: the uniqueness test checks the landing days it added
+        cast('{{ run_started_at.strftime('%Y-%m-%d %H:%M:%S') }}' as timestamp) as added_at
     from events
     group by source, id_type, id_value, activity_date, loaded_on
 )
