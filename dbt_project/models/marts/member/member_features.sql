@@ -130,54 +130,86 @@ by_category as (
     group by population.member_id, population.as_of_date
 ),
 
+recent_activity as (
+    -- Engagement is aggregated per member and date before it meets the population (a join of every
+    -- engagement row with the population cost more than the aggregates), and the windowed counts read
+    -- only the 60 days before each as-of date.
+    select
+        engagement.member_id,
+        dates.as_of_date,
+        count(*) filter (where engagement.checkins > 0 and engagement.activity_date >= dates.as_of_date - 7)
+            as checkin_days_7d,
+        count(*) filter (
+            where engagement.checkins > 0 and engagement.activity_date < dates.as_of_date - 7
+            and engagement.activity_date >= dates.as_of_date - 28
+        ) as checkin_days_prev_21d,
+        coalesce(sum(engagement.livestream_minutes) filter (
+            where engagement.activity_date >= dates.as_of_date - 30
+        ), 0) as live_minutes_30d,
+        coalesce(sum(engagement.livestream_minutes) filter (
+            where engagement.activity_date < dates.as_of_date - 30
+        ), 0) as live_minutes_prev_30d,
+        coalesce(sum(engagement.livestream_sessions) filter (
+            where engagement.activity_date >= dates.as_of_date - 30
+        ), 0) as live_sessions_30d,
+        coalesce(sum(engagement.mp_visits) filter (where engagement.activity_date >= dates.as_of_date - 30), 0)
+            as mp_visits_30d,
+        coalesce(sum(engagement.mp_events) filter (where engagement.activity_date >= dates.as_of_date - 30), 0)
+            as mp_events_30d,
+        coalesce(sum(engagement.article_views) filter (
+            where engagement.activity_date >= dates.as_of_date - 30
+        ), 0) as article_views_30d,
+        coalesce(sum(engagement.group_messages) filter (
+            where engagement.activity_date >= dates.as_of_date - 30
+        ), 0) as group_messages_30d
+    from engagement
+    inner join dates
+        on engagement.activity_date < dates.as_of_date and engagement.activity_date >= dates.as_of_date - 60
+    group by engagement.member_id, dates.as_of_date
+),
+
+last_activity as (
+    select engagement.member_id, dates.as_of_date, max(engagement.activity_date) as last_activity_on
+    from engagement
+    inner join dates on engagement.activity_date < dates.as_of_date
+    group by engagement.member_id, dates.as_of_date
+),
+
 activity as (
     select
         population.member_id,
         population.as_of_date,
-        count(*) filter (where engagement.checkins > 0 and engagement.activity_date >= population.as_of_date - 7)
-            as checkin_days_7d,
-        count(
-            *) filter (
-            where engagement.checkins > 0 and engagement.activity_date < population.as_of_date - 7
-            and engagement.activity_date >= population.as_of_date - 28
-        ) as checkin_days_prev_21d,
-        coalesce(sum(engagement.livestream_minutes) filter (
-            where engagement.activity_date >= population.as_of_date - 30
-        ), 0) as live_minutes_30d,
-        coalesce(sum(engagement.livestream_minutes) filter (
-            where engagement.activity_date < population.as_of_date - 30
-            and engagement.activity_date >= population.as_of_date - 60
-        ), 0) as live_minutes_prev_30d,
-        coalesce(sum(engagement.livestream_sessions) filter (
-            where engagement.activity_date >= population.as_of_date - 30
-        ), 0) as live_sessions_30d,
-        coalesce(sum(engagement.mp_visits) filter (where engagement.activity_date >= population.as_of_date - 30), 0)
-            as mp_visits_30d,
-        coalesce(sum(engagement.mp_events) filter (where engagement.activity_date >= population.as_of_date - 30), 0)
-            as mp_events_30d,
-        coalesce(sum(engagement.article_views) filter (
-            where engagement.activity_date >= population.as_of_date - 30
-        ), 0) as article_views_30d,
-        coalesce(sum(engagement.group_messages) filter (
-            where engagement.activity_date >= population.as_of_date - 30
-        ), 0) as group_messages_30d,
-        {{ days_between('greatest(max(engagement.activity_date), population.first_seen_on)', 'population.as_of_date') }}
-            as days_since_last_activity
+        coalesce(recent_activity.checkin_days_7d, 0) as checkin_days_7d,
+        coalesce(recent_activity.checkin_days_prev_21d, 0) as checkin_days_prev_21d,
+        coalesce(recent_activity.live_minutes_30d, 0) as live_minutes_30d,
+        coalesce(recent_activity.live_minutes_prev_30d, 0) as live_minutes_prev_30d,
+        coalesce(recent_activity.live_sessions_30d, 0) as live_sessions_30d,
+        coalesce(recent_activity.mp_visits_30d, 0) as mp_visits_30d,
+        coalesce(recent_activity.mp_events_30d, 0) as mp_events_30d,
+        coalesce(recent_activity.article_views_30d, 0) as article_views_30d,
+        coalesce(recent_activity.group_messages_30d, 0) as group_messages_30d,
+        {{ days_between(
+            'greatest(last_activity.last_activity_on, population.first_seen_on)', 'population.as_of_date'
+        ) }} as days_since_last_activity
     from population
-    left join engagement
-        on population.member_id = engagement.member_id and population.as_of_date > engagement.activity_date
-    group by population.member_id, population.as_of_date, population.first_seen_on
+    left join recent_activity using (member_id, as_of_date)
+    left join last_activity using (member_id, as_of_date)
 ),
 
 checkin_islands as (
-    -- Runs of consecutive check-in days.
+    -- Runs of consecutive check-in days, of the members who checked in the day before an as-of date
+    -- (only their last run is a streak).
     select member_id, min(activity_date) as run_start, max(activity_date) as run_end
     from (
         select
             member_id, activity_date,
             activity_date - cast(row_number() over (partition by member_id order by activity_date) as integer) as run
         from engagement
-        where checkins > 0
+        where checkins > 0 and member_id in (
+            select engagement.member_id from engagement
+            inner join dates on engagement.activity_date = dates.as_of_date - 1
+            where engagement.checkins > 0
+        )
     ) as checkin_days
     group by member_id, run
 ),
