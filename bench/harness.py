@@ -758,7 +758,8 @@ def stage_score_bare(args, settings) -> dict:
         frame = population_frame(con, args.model, [day])
     X = frame[loaded.features]
     began = time.perf_counter()
-    loaded.booster.predict(X, num_threads=1)
+    # LightGBM's own threads, as many as scoring's slices (MEMBERFLOW_PREDICT_THREADS)
+    loaded.booster.predict(X, num_threads=settings.predict_threads)
     return {"rows": len(frame), "timed_s": time.perf_counter() - began}
 
 

@@ -10,8 +10,10 @@ ops API's lists carry them), or everyone with ``score(..., reasons=True)``. A me
 from __future__ import annotations
 
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +54,29 @@ def deciles(raw: np.ndarray, member_ids: np.ndarray) -> np.ndarray:
     return (10 - ranks * 10 // max(len(raw), 1)).astype(np.int32)
 
 
+# Fewer rows than this per slice are predicted in one call: a thread is not worth it for them.
+MIN_SLICE_ROWS = 64
+
+
+def predict_rows(booster, frame, threads: int, **kwargs) -> np.ndarray:
+    """``booster.predict(frame, **kwargs)``, the rows cut into ``threads`` slices predicted side by side.
+
+    Each slice is a single-threaded LightGBM call in a Python thread: the call releases the GIL and a
+    booster serves concurrent predictions (each takes a shared lock and its own predictor), so slices use
+    the cores without OpenMP threads, which spin and slow to a crawl on a busy machine. A row's prediction
+    depends on that row alone, so the result is the one call's, row for row."""
+    slices = max(1, min(threads, len(frame) // MIN_SLICE_ROWS))
+    if slices == 1:
+        return booster.predict(frame, num_threads=1, **kwargs)
+    bounds = np.linspace(0, len(frame), slices + 1).astype(int)
+    with ThreadPoolExecutor(slices) as pool:
+        parts = pool.map(
+            lambda span: booster.predict(frame.iloc[span[0] : span[1]], num_threads=1, **kwargs),
+            pairwise(bounds),
+        )
+        return np.concatenate(list(parts))
+
+
 def reasons_of(booster, features: list[str], frame, threads: int = 1) -> list[list[str]]:
     """The reason sentences of each row of ``frame``, in English."""
     return reasons_in_both(booster, features, frame, threads)[0]
@@ -63,7 +88,7 @@ def reasons_in_both(
     """The reason sentences of each row of ``frame`` in English and in Chinese (one ``pred_contrib`` pass)."""
     if len(frame) == 0:
         return [], []
-    contrib = booster.predict(frame[features], pred_contrib=True, num_threads=threads)
+    contrib = predict_rows(booster, frame[features], threads, pred_contrib=True)
     return top_reasons(contrib, frame, features), top_reasons(contrib, frame, features, lang="zh")
 
 
@@ -79,7 +104,7 @@ def score_frame(
     reasons: bool = False,
 ) -> pa.Table:
     """Scores of the frame's rows as a member_scores table; with ``reasons``, each row explained too."""
-    raw = booster.predict(frame[features], raw_score=True, num_threads=threads)
+    raw = predict_rows(booster, frame[features], threads, raw_score=True)
     member_ids = frame["member_id"].to_numpy(dtype=object)
     explained, explained_zh = reasons_in_both(booster, features, frame, threads) if reasons else (None, None)
     scored = pa.table(
@@ -159,7 +184,7 @@ def score(
         model,
         as_of,
         loaded.ref.version,
-        settings.ml_threads,
+        settings.predict_threads,
         reasons,
     )
     write_scores(settings, model, as_of, table)
@@ -226,7 +251,7 @@ def explain(settings: Settings, as_of: date, wanted: dict[str, Iterable[str]]) -
             loaded = load_version(settings, model, str(version[0]))
             rows = frame[frame["member_id"].isin(set(group["member_id"].to_list()))]
             sentences, sentences_zh = reasons_in_both(
-                loaded.booster, loaded.features, rows, settings.ml_threads
+                loaded.booster, loaded.features, rows, settings.predict_threads
             )
             updates = pl.DataFrame(
                 {

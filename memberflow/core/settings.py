@@ -91,6 +91,11 @@ def _read_float(env: dict[str, str], name: str, default: float) -> float:
     return value
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity, which a container's CPU set narrows)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def _read_count(env: dict[str, str], name: str, default: int) -> int:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -266,6 +271,10 @@ class Settings:
     mlflow_uri_env: str | None = None
     # LightGBM threads; one by default: on a busy 2-core machine two threads can be far slower than one.
     ml_threads: int = 1
+    # Slices of the rows scoring and reasons predict side by side (MEMBERFLOW_PREDICT_THREADS), each in a
+    # Python thread running single-threaded LightGBM (ml.score.predict_rows): no OpenMP threads spin against
+    # a busy machine, so the default is the CPUs this process may use.
+    predict_threads: int = field(default_factory=lambda: usable_cpus())
     # Processes a backfill lands its tables in (MEMBERFLOW_LANDING_WORKERS). One by default: each more process
     # pays Great Expectations' start-up, and on a busy 2-core machine two gained no time.
     landing_workers: int = 1
@@ -316,6 +325,7 @@ class Settings:
             ).expanduser(),
             mlflow_uri_env=env.get("MEMBERFLOW_MLFLOW_URI") or None,
             ml_threads=max(1, _read_count(env, "MEMBERFLOW_ML_THREADS", 1)),
+            predict_threads=max(1, _read_count(env, "MEMBERFLOW_PREDICT_THREADS", usable_cpus())),
             landing_workers=max(1, _read_count(env, "MEMBERFLOW_LANDING_WORKERS", 1)),
             segments_file=_read_path(env, "MEMBERFLOW_SEGMENTS"),
             scripts_file=_read_path(env, "MEMBERFLOW_SCRIPTS"),

@@ -51,3 +51,34 @@ def test_a_workspace_scored_when_1_meant_the_top_is_renumbered_once(settings):
         ).fetchall()[0]
     assert rows == {"old-top": 10, "old-bottom": 1, "a": 10}
     assert comment == DECILE_COMMENT
+
+
+def test_predicting_in_slices_gives_every_row_its_own_prediction_in_order():
+    """Scoring and reasons cut the rows into slices predicted side by side (predict_rows): each row gets
+    exactly the prediction and contributions one call gives it, in the frame's order, categories included;
+    a frame too small to cut is one call."""
+    import lightgbm as lgb
+    import pandas as pd
+
+    from ml.score import MIN_SLICE_ROWS, predict_rows
+
+    rng = np.random.default_rng(7)
+    n = 1000
+    frame = pd.DataFrame(
+        {
+            "days": rng.integers(0, 90, n).astype("float32"),
+            "spend": rng.gamma(2.0, 50.0, n).astype("float32"),
+            "channel": pd.Categorical(rng.choice(["wecom", "tmall", "store"], n)),
+        }
+    )
+    label = ((frame["days"] < 30) ^ (frame["channel"] == "store")).astype(int)
+    params = {"objective": "binary", "num_leaves": 7, "verbose": -1, "num_threads": 1, "seed": 1}
+    booster = lgb.train(params, lgb.Dataset(frame, label), num_boost_round=40)
+    # sorted by channel: each slice holds some of the categories only
+    shuffled = frame.sort_values(["channel", "days"]).reset_index(drop=True)
+    for kwargs in ({"raw_score": True}, {"pred_contrib": True}):
+        whole = booster.predict(shuffled, num_threads=1, **kwargs)
+        for threads in (2, 3):
+            assert np.array_equal(predict_rows(booster, shuffled, threads, **kwargs), whole)
+    small = shuffled.head(MIN_SLICE_ROWS + 1)
+    assert np.array_equal(predict_rows(booster, small, 4), booster.predict(small, num_threads=1))
