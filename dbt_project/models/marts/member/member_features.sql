@@ -143,12 +143,13 @@ recent_activity as (
             where engagement.checkins > 0 and engagement.activity_date < dates.as_of_date - 7
             and engagement.activity_date >= dates.as_of_date - 28
         ) as checkin_days_prev_21d,
-        coalesce(sum(engagement.livestream_minutes) filter (
-            where engagement.activity_date >= dates.as_of_date - 30
-        ), 0) as live_minutes_30d,
-        coalesce(sum(engagement.livestream_minutes) filter (
-            where engagement.activity_date < dates.as_of_date - 30
-        ), 0) as live_minutes_prev_30d,
+        -- minutes have one decimal: so do their sums, whatever order the threads add them in
+        coalesce({{ round_double(
+            'sum(engagement.livestream_minutes) filter (where engagement.activity_date >= dates.as_of_date - 30)', 1
+        ) }}, 0) as live_minutes_30d,
+        coalesce({{ round_double(
+            'sum(engagement.livestream_minutes) filter (where engagement.activity_date < dates.as_of_date - 30)', 1
+        ) }}, 0) as live_minutes_prev_30d,
         coalesce(sum(engagement.livestream_sessions) filter (
             where engagement.activity_date >= dates.as_of_date - 30
         ), 0) as live_sessions_30d,
