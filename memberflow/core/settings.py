@@ -269,12 +269,12 @@ class Settings:
     config_home: Path = field(default_factory=lambda: Path.home() / ".config")
     # MLflow tracking store (MEMBERFLOW_MLFLOW_URI); default: SQLite + local artifacts in the workspace.
     mlflow_uri_env: str | None = None
-    # LightGBM threads; one by default: on a busy 2-core machine two threads can be far slower than one.
+    # LightGBM threads when training; one by default: on a busy 2-core machine two can be far slower than one.
     ml_threads: int = 1
     # Slices of the rows scoring and reasons predict side by side (MEMBERFLOW_PREDICT_THREADS), each in a
     # Python thread running single-threaded LightGBM (ml.score.predict_rows): no OpenMP threads spin against
     # a busy machine, so the default is the CPUs this process may use.
-    predict_threads: int = field(default_factory=lambda: usable_cpus())
+    predict_threads: int = field(default_factory=usable_cpus)
     # Processes a backfill lands its tables in (MEMBERFLOW_LANDING_WORKERS). One by default: each more process
     # pays Great Expectations' start-up, and on a busy 2-core machine two gained no time.
     landing_workers: int = 1
