@@ -207,9 +207,9 @@ checkin_islands as (
             activity_date - cast(row_number() over (partition by member_id order by activity_date) as integer) as run
         from engagement
         where checkins > 0 and member_id in (
-            select engagement.member_id from engagement
-            inner join dates on engagement.activity_date = dates.as_of_date - 1
-            where engagement.checkins > 0
+            select day_before.member_id from engagement as day_before
+            inner join dates on day_before.activity_date = dates.as_of_date - 1
+            where day_before.checkins > 0
         )
     ) as checkin_days
     group by member_id, run
