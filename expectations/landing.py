@@ -253,12 +253,14 @@ def batch_frame(
     already landed within ``lookback`` days in a ``published`` partition or in an earlier partition of the
     run (the batch's own, or ``alongside``: the run's partitions validated in other batches)."""
     run = {**(alongside or {}), **staged}
-    files = [(str(path), day, True) for day, path in run.items()]
-    files += [
-        (str(path), day, False)
-        for day, path in published.items()
-        if day not in run and min(abs((day - d).days) for d in staged) <= lookback
-    ]
+
+    def near(day: date) -> bool:  # could hold a key one of the staged rows repeats
+        return min(abs((day - d).days) for d in staged) <= lookback
+
+    # Only partitions within the lookback of a staged day are read for keys: a backfill's batch would
+    # otherwise read every key of the whole run again (a year: twelve times over), to find none nearer.
+    files = [(str(path), day, True) for day, path in run.items() if day in staged or near(day)]
+    files += [(str(path), day, False) for day, path in published.items() if day not in run and near(day)]
     catalog = pa.table(
         {
             "file": [f[0] for f in files],
