@@ -23,13 +23,10 @@ final as (
         participants.chat_id,
         participants.external_userid,
         participants.joined_on,
-        min(in_period.event_date) filter (where in_period.event_type = 'leave') as left_on,
+        min(in_period.event_date) as left_on,
         least(
             participants.joined_on + {{ camp_days }},
-            coalesce(
-                min(in_period.event_date) filter (where in_period.event_type = 'leave'),
-                participants.joined_on + {{ camp_days }}
-            )
+            coalesce(min(in_period.event_date), participants.joined_on + {{ camp_days }})
         ) as camp_ends_on
     from participants
     left join in_period
@@ -37,6 +34,8 @@ final as (
             participants.chat_id = in_period.chat_id
             and participants.external_userid = in_period.external_userid
             and participants.joined_on <= in_period.event_date
+            -- only a leave can end a camp early: the other events are not joined at all
+            and in_period.event_type = 'leave'
     group by participants.chat_id, participants.external_userid, participants.joined_on
 )
 

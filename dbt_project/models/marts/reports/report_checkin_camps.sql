@@ -47,6 +47,8 @@ per_participant as (
             participants.chat_id = checkin_dates.chat_id
             and participants.external_userid = checkin_dates.external_userid
             and participants.joined_on <= checkin_dates.event_date
+            -- every count is of days in the camp: later check-ins are not joined at all
+            and participants.camp_ends_on > checkin_dates.event_date
     group by
         participants.chat_id, participants.external_userid, participants.joined_on, participants.left_on,
         participants.camp_ends_on, period.observed_through
