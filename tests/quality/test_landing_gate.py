@@ -162,9 +162,9 @@ def test_a_volume_drop_in_a_tables_first_weeks_is_a_warning(workspace_copy, tmp_
 
 @pytest.mark.parametrize("batch_days", [31, 3], ids=["one batch", "two batches"])
 def test_a_batch_of_days_is_judged_day_by_day(workspace_copy, monkeypatch, batch_days):
-    """Five days of one table re-landed in one batch (one GX run), or in two: a day in fen and a day that
-    re-sends the day before fail on their own; the other three are published, each result counted on its
-    own rows. In two batches the re-sent day's original is in the other batch: its keys still count."""
+    """Five days of one table landed (for the first time) in one batch, one GX run, or in two: a day in fen
+    and a day that re-sends the day before fail on their own; the other three are published, each result
+    counted on its own rows. In two batches the re-sent day's original is in the other batch: it counts."""
     from memberflow.pipeline import land_days
 
     monkeypatch.setattr("expectations.landing.BATCH_DAYS", batch_days)
