@@ -34,7 +34,7 @@ from memberflow.core.vocab import MODELS
 from memberflow.outreach.run import deliver, frequency_of, plan, write_memberships
 from memberflow.outreach.suppression import CHINA, WEEK_DAYS, Caps
 from memberflow.pipeline import gate_scores, score_model
-from memberflow.segments import TEMPLATES, Segment, load_segments
+from memberflow.segments import TEMPLATES, Segment, load_segments, member_profiles
 from ml.datasets import ensure_features
 from ml.registry import CHAMPION, NoChampionError, load
 
@@ -215,7 +215,8 @@ def audit(
     with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
         for day, by_segment in sorted(received.items()):
             got = [s for s in segments if by_segment.get(s.name)]
-            for row in score_end_rows(con, day, got, lambda name, b=by_segment: b.get(name, [])):
+            profiles = member_profiles(con, day) if any(s.score_fields for s in got) else None
+            for row in score_end_rows(profiles, got, lambda name, b=by_segment: b.get(name, [])):
                 if row["score_gap"] is None:
                     continue
                 checked += 1

@@ -36,7 +36,7 @@ from memberflow.core.settings import Settings
 from memberflow.core.vocab import ACQUISITION_CHANNELS, ID_TYPES, MODELS, TAG_VALUES
 from memberflow.outreach.run import paused_segments
 from memberflow.outreach.suppression import BEFORE_HOLDOUT, REASONS, STATUSES
-from memberflow.segments import load_segments, member_profiles, rule_expr, score_pool_expr
+from memberflow.segments import kept_profiles, load_segments, rule_expr, score_pool_expr
 from memberflow.warehouse import clear_published, open_warehouse, publish, table_names
 from ml.datasets import POPULATIONS
 
@@ -437,16 +437,16 @@ def segment_memberships_suite(ctx: SuiteContext):
     return suite, frame
 
 
-def score_end_rows(con, day: date, segments, members_of) -> list[dict]:
+def score_end_rows(profiles: pl.DataFrame | None, segments, members_of) -> list[dict]:
     """Per segment and model its rules select on: the mean probability of the segment's members beside that
     of the members its score conditions turned away (they met every other condition of the rule), and of
-    everyone the model scored. ``members_of(segment name)``: the member ids to judge (the day's plan, or
+    everyone the model scored, among the day's ``profiles`` (segments.member_profiles; only read when some
+    segment selects on a score). ``members_of(segment name)``: the member ids to judge (the day's plan, or
     what receivers applied). A score condition keeps the top of a score (or, for ``direction: low``, the
     bottom), so its members sit above (below) the ones turned away, whatever the population looks like."""
     scored = [s for s in segments if s.score_fields]
     if not scored:
         return []
-    profiles = member_profiles(con, day)
     rows = []
     for seg in scored:
         judged = set(members_of(seg.name))
@@ -524,7 +524,10 @@ def segment_outcomes_suite(ctx: SuiteContext):
         "select segment, list(member_id) from segment_memberships where as_of = ? group by 1", [ctx.day]
     ).fetchall()
     members = dict(plan)
-    score_rows = score_end_rows(ctx.con, ctx.day, segments, lambda name: members.get(name, []))
+    profiles = (
+        kept_profiles(ctx.settings, ctx.con, ctx.day) if any(s.score_fields for s in segments) else None
+    )
+    score_rows = score_end_rows(profiles, segments, lambda name: members.get(name, []))
     rows = [by_segment[r["segment"]] | r for r in score_rows]
     rows += [row for name, row in by_segment.items() if name not in {r["segment"] for r in score_rows}]
     frame = pd.DataFrame(rows)

@@ -2,8 +2,9 @@
 
 ``load_segments`` reads ``memberflow/segments.yml`` (or ``MEMBERFLOW_SEGMENTS``) and validates it against the
 fields a rule can use, so a typo names the file, the segment and the field before anything runs.
-``member_profiles`` reads one row per member for a delivery date from the warehouse, and ``assign`` puts
-each member in at most one segment: the matching one with the smallest priority number.
+``member_profiles`` reads one row per member for a delivery date from the warehouse (``kept_profiles``: once
+per build and scoring, for the day's several readers), and ``assign`` puts each member in at most one
+segment: the matching one with the smallest priority number.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import difflib
 import functools
 import hashlib
+import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
@@ -21,7 +24,7 @@ import polars as pl
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from memberflow.core.settings import REPO_ROOT, ConfigError, get_settings
+from memberflow.core.settings import REPO_ROOT, ConfigError, Settings, get_settings
 from memberflow.core.vocab import (
     ACQUISITION_CHANNELS,
     CATEGORIES,
@@ -31,7 +34,7 @@ from memberflow.core.vocab import (
     OUTREACH_CHANNELS,
     TAG_VALUES,
 )
-from memberflow.warehouse import table_names
+from memberflow.warehouse import published_marker, table_names
 
 DEFAULT_SEGMENTS = Path(__file__).with_name("segments.yml")
 CHANNELS = OUTREACH_CHANNELS
@@ -488,6 +491,57 @@ def member_profiles(con, as_of: date) -> pl.DataFrame:
         raise ProfilesError(f"no member_features as of {as_of}: score that date first (`memberflow score`)")
     sql = PROFILES_SQL.replace("{score_columns}", _score_columns())
     return pl.from_arrow(con.sql(sql, params={"as_of": as_of}).to_arrow_table())
+
+
+def kept_profiles(settings: Settings, con, as_of: date) -> pl.DataFrame:
+    """``member_profiles`` for ``as_of``, read once per published build and scoring of the day.
+
+    A day's delivery reads the same profiles up to four times in as many processes (planning, the segments
+    gate, delivery's own plan, the WeCom tag sync), each a multi-way join over the member tables (8-9 s at
+    1M members). The first reader keeps its result under the workspace's cache folder with the state it was
+    read from (``_profiles_state``); a later reader uses the copy only when that state is unchanged, and
+    reads the warehouse again (replacing the copy) when it is not: after a build (whose marts gate
+    publishes anew), any change to the day's scores, or a change to this module's query."""
+    state = _profiles_state(settings, con, as_of)
+    path = settings.cache_dir / f"member_profiles-{as_of.isoformat()}.parquet"
+    if state is not None and path.exists():
+        try:
+            kept = pl.read_parquet_metadata(path)
+        except (OSError, pl.exceptions.ComputeError):  # a copy cut short (a disk filled up): read again
+            kept = {}
+        if kept.get(_STATE_KEY) == state:
+            return pl.read_parquet(path)
+    profiles = member_profiles(con, as_of)
+    for old in settings.cache_dir.glob("member_profiles-*.parquet"):  # one day kept: stale copies go
+        old.unlink(missing_ok=True)
+    if state is not None:
+        partial = path.with_suffix(f".{os.getpid()}.partial")
+        profiles.write_parquet(partial, compression="lz4", metadata={_STATE_KEY: state}, mkdir=True)
+        partial.replace(path)  # a reader sees a whole copy or none
+    return profiles
+
+
+_STATE_KEY = "memberflow.profiles_state"
+
+
+def _profiles_state(settings: Settings, con, as_of: date) -> str | None:
+    """What member_profiles read on ``as_of``, summed up: the marts gate's publication (a build clears it,
+    and its gate publishes anew with the time), the day's feature rows, a checksum of each model's scores of
+    the day (scoring writes them outside builds; any change to a member's probability or decile shows) and
+    the query's text. None when the marts are not published: nothing is kept of an ungated warehouse."""
+    marker = published_marker(settings, "marts")
+    if not marker.exists() or "member_scores" not in table_names(con):
+        return None
+    published = json.loads(marker.read_text())["published_at"]
+    features = con.execute("select count(*) from member_features where as_of_date = ?", [as_of]).fetchall()
+    scores = con.execute(
+        "select model, count(*), sum(hash(member_id, probability, decile))::varchar from member_scores "
+        "where as_of = ? group by model order by model",
+        [as_of],
+    ).fetchall()
+    query = PROFILES_SQL.replace("{score_columns}", _score_columns())
+    summary = [str(settings.warehouse_path), published, as_of.isoformat(), features, scores, query]
+    return hashlib.sha256(json.dumps(summary, default=str).encode()).hexdigest()
 
 
 # ------------------------------------------------------------------------------------------- assignment

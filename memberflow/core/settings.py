@@ -375,6 +375,11 @@ class Settings:
         return self.home / "quarantine"
 
     @property
+    def cache_dir(self) -> Path:
+        """Copies of what a step read from the warehouse, kept for the steps after it (safe to delete)."""
+        return self.home / "cache"
+
+    @property
     def vault_dir(self) -> Path:
         return self.home / "vault"
 

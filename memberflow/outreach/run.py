@@ -38,7 +38,7 @@ from memberflow.outreach.ledger import Ledger
 from memberflow.outreach.queue import QUEUE_DDL, queue_table, with_expected_value
 from memberflow.outreach.suppression import CHINA, Caps, Frequency, decide
 from memberflow.outreach.uplift import rank_frame
-from memberflow.segments import Segment, assign, load_segments, member_profiles
+from memberflow.segments import Segment, assign, kept_profiles, load_segments
 from memberflow.warehouse import published_marker, read_warehouse, replace_rows, require_published
 from ml.score import explain
 
@@ -241,7 +241,7 @@ def plan(
     config = config or OutreachConfig.load()
     paused = paused_segments(settings, as_of, segments)
     with read_warehouse(settings) as con:
-        profiles = member_profiles(con, as_of)
+        profiles = kept_profiles(settings, con, as_of)
         opted_out = fresh_opt_outs(con, settings)
     assignment = assign(profiles, [s for s in segments if s.name not in paused])
     ranked, ranked_by = rank_frame(settings, assignment.frame, segments)

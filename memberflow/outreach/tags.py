@@ -378,12 +378,12 @@ def sync_tags(
     """Bring our corp tags on every contact in line with the members' tags on ``as_of``."""
     import time
 
-    from memberflow.segments import member_profiles
+    from memberflow.segments import kept_profiles
     from memberflow.warehouse import read_warehouse
 
     config = config or OutreachConfig.load()
     with read_warehouse(settings) as con:
-        profiles = member_profiles(con, as_of)
+        profiles = kept_profiles(settings, con, as_of)
     desired = desired_tags(profiles)
     report = TagSyncReport(as_of.isoformat(), contacts=len(desired))
     sleep = sleep or time.sleep

@@ -295,3 +295,60 @@ def test_planning_explains_the_members_it_acts_on_and_no_suppressed_one(delivery
         assert any(row[f"{m}_reasons"] for m in scored), row  # and the plan carries them
     assert without_model > 100  # everyone_webhook has no model of its own
     assert not [k for k, reasons in scores.items() if reasons is not None and k[0] in suppressed_only]
+
+
+def test_a_day_reads_its_profiles_once_until_a_build_or_scoring_changes_them(delivery_ws):
+    """Planning, the segments gate, delivery and the tag sync share one copy of the day's profiles; a new
+    scoring of the day or a new build is seen at once, and nothing is kept of an unpublished warehouse."""
+    import polars as pl
+    from polars.testing import assert_frame_equal
+
+    from memberflow.segments import kept_profiles, member_profiles
+    from memberflow.warehouse import clear_published, publish, read_warehouse
+    from ml.warehouse import write_scores
+
+    settings = delivery_ws
+
+    def profiles():
+        with read_warehouse(settings) as con:
+            return kept_profiles(settings, con, SCORE_DAY), member_profiles(con, SCORE_DAY)
+
+    def copies():
+        return [p.name for p in settings.cache_dir.glob("member_profiles-*")]
+
+    kept, fresh = profiles()
+    assert_frame_equal(kept, fresh)
+    assert copies() == [f"member_profiles-{SCORE_DAY}.parquet"]
+    kept, fresh = profiles()  # from the copy: the same frame, column types included
+    assert_frame_equal(kept, fresh)
+
+    # churn scored again for the day, with other probabilities: the next reader sees them
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+        churn = con.sql(
+            "select * replace (1 - probability as probability, now()::timestamp as scored_at) "
+            "from member_scores where model = 'churn' and as_of = $day",
+            params={"day": SCORE_DAY},
+        ).pl()
+    write_scores(settings, "churn", SCORE_DAY, churn.to_arrow())
+    kept, fresh = profiles()
+    assert_frame_equal(kept, fresh)
+    got = kept.join(churn, on="member_id").select(pl.col("churn_probability") - pl.col("probability"))
+    assert got.height == churn.height and got.to_series().abs().max() == 0
+
+    # a change the marts gate has not published is not read (the copy is); a build clears the publication
+    member = kept["member_id"][0]
+    with duckdb.connect(str(settings.warehouse_path)) as con:
+        con.execute("update dim_member set staff_owner = 'moved-by-the-build' where member_id = ?", [member])
+
+    def owner(frame):
+        return frame.filter(pl.col("member_id") == member)["staff_owner"].to_list()
+
+    kept, fresh = profiles()
+    assert owner(kept) != owner(fresh) == ["moved-by-the-build"]
+    clear_published(settings, "marts")
+    kept, _ = profiles()
+    assert owner(kept) == ["moved-by-the-build"] and copies() == []
+    publish(settings, "marts", SCORE_DAY.isoformat(), "passed")
+    kept, fresh = profiles()
+    assert_frame_equal(kept, fresh)
+    assert owner(kept) == ["moved-by-the-build"] and copies() == [f"member_profiles-{SCORE_DAY}.parquet"]

@@ -10,6 +10,7 @@ import duckdb
 from devkit.sandbox import SandboxConfig
 from memberflow.core.vocab import CATEGORIES, LABELS
 from memberflow.outreach.tags import GROUPS, TagLedger, sync_tags
+from memberflow.warehouse import publish
 from tests.support import MORNING, SCORE_DAY
 
 # WeCom tag names, written out here rather than taken from the code under test
@@ -108,6 +109,7 @@ def test_tags_reach_wecom_once_and_then_only_what_changed(delivery_ws, quick_wec
             "and value_tier is distinct from 'over_280'",
             [third, SCORE_DAY],
         )
+    publish(delivery_ws, "marts", SCORE_DAY.isoformat(), "passed")  # as the gate after a build would
     changed = expected_tags(delivery_ws)
     moved = {k for k in changed.keys() | expected.keys() if changed.get(k) != expected.get(k)}
     assert 2 <= len(moved) <= 3
