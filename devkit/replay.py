@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
+from functools import partial
 
 import duckdb
 import pyarrow.parquet as pq
@@ -215,7 +216,7 @@ def audit(
     with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
         for day, by_segment in sorted(received.items()):
             got = [s for s in segments if by_segment.get(s.name)]
-            profiles = member_profiles(con, day) if any(s.score_fields for s in got) else None
+            profiles = partial(member_profiles, con, day)  # read only if a segment selects on a score
             for row in score_end_rows(profiles, got, lambda name, b=by_segment: b.get(name, [])):
                 if row["score_gap"] is None:
                     continue

@@ -437,16 +437,18 @@ def segment_memberships_suite(ctx: SuiteContext):
     return suite, frame
 
 
-def score_end_rows(profiles: pl.DataFrame | None, segments, members_of) -> list[dict]:
+def score_end_rows(read_profiles: Callable[[], pl.DataFrame], segments, members_of) -> list[dict]:
     """Per segment and model its rules select on: the mean probability of the segment's members beside that
     of the members its score conditions turned away (they met every other condition of the rule), and of
-    everyone the model scored, among the day's ``profiles`` (segments.member_profiles; only read when some
-    segment selects on a score). ``members_of(segment name)``: the member ids to judge (the day's plan, or
-    what receivers applied). A score condition keeps the top of a score (or, for ``direction: low``, the
-    bottom), so its members sit above (below) the ones turned away, whatever the population looks like."""
+    everyone the model scored, among the day's profiles. ``read_profiles()`` returns them
+    (segments.member_profiles or kept_profiles) and is called only when some segment selects on a score.
+    ``members_of(segment name)``: the member ids to judge (the day's plan, or what receivers applied). A
+    score condition keeps the top of a score (or, for ``direction: low``, the bottom), so its members sit
+    above (below) the ones turned away, whatever the population looks like."""
     scored = [s for s in segments if s.score_fields]
     if not scored:
         return []
+    profiles = read_profiles()
     rows = []
     for seg in scored:
         judged = set(members_of(seg.name))
@@ -524,10 +526,9 @@ def segment_outcomes_suite(ctx: SuiteContext):
         "select segment, list(member_id) from segment_memberships where as_of = ? group by 1", [ctx.day]
     ).fetchall()
     members = dict(plan)
-    profiles = (
-        kept_profiles(ctx.settings, ctx.con, ctx.day) if any(s.score_fields for s in segments) else None
+    score_rows = score_end_rows(
+        lambda: kept_profiles(ctx.settings, ctx.con, ctx.day), segments, lambda name: members.get(name, [])
     )
-    score_rows = score_end_rows(profiles, segments, lambda name: members.get(name, []))
     rows = [by_segment[r["segment"]] | r for r in score_rows]
     rows += [row for name, row in by_segment.items() if name not in {r["segment"] for r in score_rows}]
     frame = pd.DataFrame(rows)
