@@ -297,8 +297,12 @@ final as (
                 then orders_before.days_since_last_order / gaps.purchase_gap_mean
         end as {{ double_type() }})
             as purchase_overdue_ratio,
+        -- as a double on every target: Spark divides decimals to six places
         cast(
-            case when orders_before.orders_total > 0 then orders_before.spend_total / orders_before.orders_total end
+            case
+                when orders_before.orders_total > 0
+                    then {{ divided('orders_before.spend_total', 'orders_before.orders_total') }}
+            end
             as {{ double_type() }}
         ) as avg_order_value,
         cast(gaps.purchase_gap_mean as {{ double_type() }}) as purchase_gap_mean,
